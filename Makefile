@@ -1,0 +1,31 @@
+# Run `make help` for the targets.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-test
+
+.DEFAULT_GOAL := help
+.PHONY: help install test bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP) ## Create .venv (if missing) and install lab with its test extras
+
+test: $(STAMP) ## Run the whole test suite
+	$(PY) -m pytest
+
+bench: $(STAMP) ## Run the benchmarks (throughput against libCacheSim)
+	$(PY) benchmarks/bench_simulator.py
+
+clean: ## Remove .venv and caches
+	rm -rf $(VENV) .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,97 @@
+"""Latency cost model of the on-chip buffer and its DRAM, with hardware presets.
+
+Units: latencies in ms, sizes in MB (MiB, 2**20 bytes), bandwidth in decimal
+GB/s (10**9 bytes/s, as vendor data sheets give it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Optional
+
+from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """What each access costs.
+
+    A hit costs ``hit_latency_ms``. A miss (a DRAM read of the whole tensor)
+    costs ``miss_latency_ms + size_mb * miss_latency_ms_per_mb`` plus the
+    transfer time ``size_bytes / (dram_bandwidth_gb_s * 1e9)`` s; the transfer
+    part is what the metrics report as ``bandwidth_wait_time``.
+
+    The defaults are the seed's: 0.01 ms per hit and 0.1 ms per MB missed. The
+    seed leaves the bandwidth unnamed; 100 GB/s is our default, the order of a
+    DDR5 server socket. ``buffer_mb`` is the preset's on-chip buffer size (a
+    suggested ``capacity_mb``), None when the model is not tied to a chip.
+    """
+
+    name: str = "seed"
+    hit_latency_ms: float = 0.01
+    miss_latency_ms: float = 0.0
+    miss_latency_ms_per_mb: float = 0.1
+    dram_bandwidth_gb_s: float = 100.0
+    buffer_mb: Optional[float] = None
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "name" or (f.name == "buffer_mb" and value is None):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"CostModel.{f.name} must be a finite number >= 0, got {value!r}")
+        if self.dram_bandwidth_gb_s == 0:
+            raise ValueError("CostModel.dram_bandwidth_gb_s must be > 0 GB/s")
+
+    def transfer_ms(self, n_bytes):
+        """Time in ms to move ``n_bytes`` (int or array) from DRAM at ``dram_bandwidth_gb_s``."""
+        return n_bytes / (self.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL) * MS_PER_S
+
+
+HARDWARE_PRESETS: dict[str, CostModel] = {
+    preset.name.lower(): preset
+    for preset in (
+        CostModel(),
+        # NVIDIA H100 SXM5. L2 of 50 MB and HBM3 at 3.35 TB/s: NVIDIA H100 Tensor
+        # Core GPU data sheet and "NVIDIA H100 Tensor Core GPU Architecture"
+        # white paper (2022). Latencies are round figures of the order that
+        # pointer-chasing microbenchmarks report (L2 hit ~0.26 us, HBM ~0.5 us):
+        # Luo et al., "Benchmarking and Dissecting the Nvidia Hopper GPU
+        # Architecture", IPDPS 2024; Chips and Cheese, "Nvidia's H100: Funny L2,
+        # and Tons of Bandwidth" (2023).
+        CostModel(
+            name="H100-SXM5",
+            hit_latency_ms=0.26e-3,
+            miss_latency_ms=0.5e-3,
+            miss_latency_ms_per_mb=0.0,
+            dram_bandwidth_gb_s=3350.0,
+            buffer_mb=50.0,
+        ),
+        # NVIDIA A100 SXM4 40 GB. L2 of 40 MB and HBM2 at 1,555 GB/s: "NVIDIA
+        # A100 Tensor Core GPU Architecture" white paper (2020). Latencies as
+        # above (L2 hit ~0.2 us, HBM ~0.45 us): Jia et al., "Dissecting the
+        # Ampere GPU Architecture through Microbenchmarking", GTC 2021.
+        CostModel(
+            name="A100-SXM4-40GB",
+            hit_latency_ms=0.2e-3,
+            miss_latency_ms=0.45e-3,
+            miss_latency_ms_per_mb=0.0,
+            dram_bandwidth_gb_s=1555.0,
+            buffer_mb=40.0,
+        ),
+    )
+}
+
+
+def resolve_cost(cost) -> CostModel:
+    """Return a CostModel from None (the seed's defaults), a CostModel, or a preset name (case-insensitive)."""
+    if cost is None:
+        return HARDWARE_PRESETS["seed"]
+    if isinstance(cost, CostModel):
+        return cost
+    if isinstance(cost, str) and cost.lower() in HARDWARE_PRESETS:
+        return HARDWARE_PRESETS[cost.lower()]
+    known = [p.name for p in HARDWARE_PRESETS.values()]
+    raise ValueError(f"cost must be a CostModel, None or a hardware preset name in {known}; got {cost!r}")

@@ -1,0 +1,129 @@
+"""Reading and writing traces: Parquet, CSV and libCacheSim's oracleGeneral binary format.
+
+Every write is atomic: the file appears whole under its name or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lab.kernels import NEVER, next_access_positions
+from lab.trace import encode_trace
+from lab.units import bytes_to_mb
+
+# libCacheSim oracleGeneral: 24-byte little-endian records, no header.
+ORACLE_GENERAL_DTYPE = np.dtype(
+    [("time", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"), ("next_access_vtime", "<i8")]
+)
+FORMATS = ("parquet", "csv", "oracleGeneral")
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".oraclegeneral": "oracleGeneral"}
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success move it onto ``path``, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def trace_format(path, format=None) -> str:
+    """The trace format of ``path``: ``format`` if given, else from the suffix (``.parquet``/``.pq``,
+    ``.csv``, ``.oracleGeneral`` or ``.oracleGeneral.bin``). Raises ValueError naming the accepted ones."""
+    if format is not None:
+        for known in FORMATS:
+            if format.lower() == known.lower():
+                return known
+        raise ValueError(f"unknown trace format {format!r}; accepted: {list(FORMATS)}")
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    for suffix in suffixes[::-1][:2]:
+        if suffix in _SUFFIXES:
+            return _SUFFIXES[suffix]
+    raise ValueError(
+        f"cannot tell the trace format of {str(path)!r} from its suffix; use one of "
+        f"{sorted(_SUFFIXES)} (or .oracleGeneral.bin) or pass format= one of {list(FORMATS)}"
+    )
+
+
+def write_trace(trace: pd.DataFrame, path, format=None) -> Path:
+    """Write ``trace`` to ``path`` atomically and return the path.
+
+    Parquet and CSV keep every column. oracleGeneral keeps what libCacheSim
+    reads: access index as time, an integer object id (the tensor id itself
+    when all ids are non-negative integers, else its order of first access),
+    size in bytes (< 4 GiB) and the next access's index (-1 when never reused).
+    """
+    fmt = trace_format(path, format)
+    enc = encode_trace(trace)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            trace.to_parquet(tmp, index=False)
+        elif fmt == "csv":
+            trace.to_csv(tmp, index=False)
+        else:
+            _write_oracle_general(enc, tmp)
+    return Path(path)
+
+
+def _write_oracle_general(enc, tmp: Path) -> None:
+    if enc.n_accesses >= 2**32:
+        raise ValueError("oracleGeneral stores access times as uint32: the trace must have < 2**32 accesses")
+    if enc.n_tensors and int(enc.tensor_bytes.max()) >= 2**32:
+        raise ValueError("oracleGeneral stores sizes as uint32: every size_mb must be < 4096 MB to export")
+    ids = enc.tensor_ids
+    if ids.dtype.kind in "iu" and (ids.size == 0 or ids.min() >= 0):
+        obj_ids = ids.astype(np.uint64)[enc.codes]
+    else:
+        obj_ids = enc.codes.astype(np.uint64)
+    records = np.empty(enc.n_accesses, dtype=ORACLE_GENERAL_DTYPE)
+    records["time"] = np.arange(enc.n_accesses, dtype=np.uint32)
+    records["obj_id"] = obj_ids
+    records["obj_size"] = enc.access_bytes
+    records["next_access_vtime"] = next_access_positions(enc.codes, enc.n_tensors)
+    records.tofile(tmp)
+
+
+def read_trace(path, format=None) -> pd.DataFrame:
+    """Read a trace written by ``write_trace`` (or by libCacheSim, for oracleGeneral) into a DataFrame.
+
+    oracleGeneral gives columns ``tensor_id`` (int), ``size_mb`` and
+    ``next_access`` (index of the next access to the same tensor, -1 when none).
+    """
+    fmt = trace_format(path, format)
+    if fmt == "parquet":
+        return pd.read_parquet(path)
+    if fmt == "csv":
+        return pd.read_csv(path)
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size % ORACLE_GENERAL_DTYPE.itemsize:
+        raise ValueError(
+            f"{str(path)!r} is not an oracleGeneral trace: its size ({raw.size} bytes) is not a multiple "
+            f"of the {ORACLE_GENERAL_DTYPE.itemsize}-byte record"
+        )
+    records = raw.view(ORACLE_GENERAL_DTYPE)
+    obj_ids = records["obj_id"]
+    tensor_id = obj_ids.astype(np.int64) if (obj_ids.size == 0 or obj_ids.max() < 2**63) else obj_ids
+    next_access = records["next_access_vtime"].astype(np.int64)
+    return pd.DataFrame(
+        {
+            "tensor_id": tensor_id,
+            "size_mb": bytes_to_mb(records["obj_size"].astype(np.int64)),
+            "next_access": np.where(next_access < 0, NEVER, next_access),
+        }
+    )

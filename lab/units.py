@@ -1,0 +1,44 @@
+"""Units used across the workbench.
+
+MB means MiB everywhere: 1 MB = 2**20 bytes. Bandwidths follow vendor data
+sheets and are decimal: 1 GB/s = 10**9 bytes per second.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+
+BYTES_PER_MB = 2**20
+BYTES_PER_GB_DECIMAL = 10**9
+MS_PER_S = 1e3
+
+# Largest size the simulator accepts for one tensor or buffer: keeps every
+# byte count, and their sum over a long trace, far inside int64.
+MAX_SIZE_MB = float(2**40)
+
+
+def mb_to_bytes(size_mb: np.ndarray) -> np.ndarray:
+    """Convert sizes in MB (MiB) to integer bytes, rounded to nearest, at least 1 byte.
+
+    Takes a float array of sizes in MB; returns an int64 array of bytes.
+    """
+    size_bytes = np.rint(np.asarray(size_mb, dtype=np.float64) * BYTES_PER_MB).astype(np.int64)
+    return np.maximum(size_bytes, 1)
+
+
+def bytes_to_mb(size_bytes):
+    """Convert bytes (an int or an int array) to MB (MiB), as a float64 scalar or array."""
+    return np.divide(size_bytes, BYTES_PER_MB, dtype=np.float64)
+
+
+def check_positive_mb(value, field: str) -> float:
+    """Return ``value`` as float if it is a finite real number in (0, MAX_SIZE_MB], else raise ValueError naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{field} must be a positive number of MB (MiB), got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0 or value > MAX_SIZE_MB:
+        raise ValueError(f"{field} must be a finite number of MB (MiB) in (0, {MAX_SIZE_MB:g}], got {value!r}")
+    return value

@@ -1,0 +1,122 @@
+"""lab.simulate: metrics, per-access results, cost model use, and bad input."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lab
+from lab.cost import CostModel
+from lab.units import BYTES_PER_MB
+
+SEED_KEYS = {"cache_hits", "dram_accesses", "evictions", "cache_hit_rate", "total_latency", "bandwidth_wait_time"}
+
+
+def test_metrics_by_hand(small_trace):
+    # capacity 20 MB, LRU: A(4) miss, B(8) miss, A hit, C(16) miss evicts B, B(8) miss
+    # evicts A then C, D(32) too large: miss, not inserted, A(4) miss, C(16) miss evicts B
+    result = lab.simulate(small_trace, "LRU", capacity_mb=20)
+    m = result.metrics
+    assert result.hit.tolist() == [False, False, True, False, False, False, False, False]
+    assert result.evictions_per_access.tolist() == [0, 0, 0, 1, 2, 0, 0, 1]
+    assert result.victims()["tensor_id"].tolist() == ["B", "A", "C", "B"]
+    assert (result.resident_bytes / BYTES_PER_MB).tolist() == [4, 12, 12, 20, 8, 8, 12, 20]
+    assert SEED_KEYS <= m.keys()
+    missed_mb = 4 + 8 + 16 + 8 + 32 + 4 + 16
+    assert m["cache_hits"] == 1 and m["dram_accesses"] == 7 and m["evictions"] == 4
+    assert m["cache_hit_rate"] == pytest.approx(100 / 8)
+    assert m["bytes_from_dram"] == missed_mb * BYTES_PER_MB
+    assert m["byte_hit_rate"] == pytest.approx(100 * 4 / (missed_mb + 4))
+    assert m["compulsory_misses"] == 4 and m["uncacheable_accesses"] == 1
+    assert m["peak_occupancy_mb"] == 20.0
+    wait_ms = missed_mb * BYTES_PER_MB / 100e9 * 1e3  # seed cost model: 100 GB/s
+    assert m["bandwidth_wait_time"] == pytest.approx(wait_ms)
+    assert m["total_latency"] == pytest.approx(1 * 0.01 + missed_mb * 0.1 + wait_ms)
+    assert result.latency_ms.sum() == pytest.approx(m["total_latency"])
+
+
+def test_cost_model_and_presets_change_latency_not_hits(small_trace):
+    seed = lab.simulate(small_trace, "LRU", capacity_mb=20)
+    h100 = lab.simulate(small_trace, "LRU", capacity_mb=20, cost="h100-sxm5")
+    custom = CostModel(name="x", hit_latency_ms=1.0, miss_latency_ms=2.0, miss_latency_ms_per_mb=0.0, dram_bandwidth_gb_s=1e9)
+    mine = lab.simulate(small_trace, "LRU", capacity_mb=20, cost=custom)
+    assert seed.hit.tolist() == h100.hit.tolist() == mine.hit.tolist()
+    assert h100.metrics["total_latency"] < seed.metrics["total_latency"]
+    assert mine.metrics["total_latency"] == pytest.approx(1 * 1.0 + 7 * 2.0 + mine.metrics["bandwidth_wait_time"])
+    assert h100.metrics["bandwidth_wait_time"] == pytest.approx(
+        seed.metrics["bandwidth_wait_time"] * 100 / 3350
+    )
+
+
+def test_to_frame_has_one_row_per_access(small_trace):
+    frame = lab.simulate(small_trace, "FIFO", capacity_mb=20).to_frame()
+    assert list(frame.columns) == ["access", "tensor_id", "size_mb", "hit", "evictions", "resident_bytes", "latency_ms"]
+    assert len(frame) == len(small_trace)
+    assert frame["tensor_id"].tolist() == small_trace["tensor_id"].tolist()
+    assert frame["size_mb"].tolist() == small_trace["size_mb"].tolist()
+
+
+def test_integer_tensor_ids_and_fractional_sizes():
+    trace = pd.DataFrame({"tensor_id": [3, 1, 3, 2], "size_mb": [0.5, 0.25, 0.5, 0.3]})
+    result = lab.simulate(trace, "LRU", capacity_mb=0.85)
+    assert result.hit.tolist() == [False, False, True, False]
+    assert result.victims()["tensor_id"].tolist() == [1]
+
+
+@pytest.mark.parametrize("policy", ["LRU", "FIFO", "ML", "Belady"])
+def test_empty_trace_gives_zero_metrics(policy):
+    empty = pd.DataFrame({"tensor_id": pd.Series([], dtype=str), "size_mb": pd.Series([], dtype=float)})
+    empty["eviction_score"] = pd.Series([], dtype=float)
+    result = lab.simulate(empty, policy)
+    assert all(v == 0 for k, v in result.metrics.items() if k != "capacity_mb")
+    assert len(result.to_frame()) == 0 and len(result.victims()) == 0
+
+
+@pytest.mark.parametrize(
+    "trace, match",
+    [
+        (pd.DataFrame({"size_mb": [1.0]}), r"missing column\(s\) \['tensor_id'\]"),
+        (pd.DataFrame({"tensor_id": ["a"]}), r"missing column\(s\) \['size_mb'\]"),
+        (pd.DataFrame({"tensor_id": ["a", "b"], "size_mb": [1.0, np.nan]}), r"'size_mb'.*no NaN.*row 1"),
+        (pd.DataFrame({"tensor_id": ["a", "b"], "size_mb": [1.0, -2.0]}), r"'size_mb'.*\(0, .*row 1: -2.0"),
+        (pd.DataFrame({"tensor_id": ["a"], "size_mb": [0.0]}), r"'size_mb'.*\(0, "),
+        (pd.DataFrame({"tensor_id": ["a"], "size_mb": [math.inf]}), r"'size_mb' must be finite"),
+        (pd.DataFrame({"tensor_id": ["a"], "size_mb": ["big"]}), r"'size_mb' must hold numbers.*'big'"),
+        (pd.DataFrame({"tensor_id": ["a", None], "size_mb": [1.0, 1.0]}), r"'tensor_id' has missing values"),
+        (pd.DataFrame({"tensor_id": ["a", "a"], "size_mb": [1.0, 2.0]}), r"tensor_id 'a' appears with different sizes"),
+        ([("a", 1.0)], r"trace must be a pandas DataFrame"),
+    ],
+)
+def test_bad_traces_raise_value_errors_naming_the_field(trace, match):
+    with pytest.raises(ValueError, match=match):
+        lab.simulate(trace, "LRU")
+
+
+@pytest.mark.parametrize("capacity", [0, -1.0, math.nan, math.inf, "64", None, True])
+def test_bad_capacity(small_trace, capacity):
+    with pytest.raises(ValueError, match="capacity_mb"):
+        lab.simulate(small_trace, "LRU", capacity_mb=capacity)
+
+
+def test_ml_without_scores_says_to_score_first(small_trace):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['eviction_score'\].*score the trace first"):
+        lab.simulate(small_trace.drop(columns="eviction_score"), "ML")
+
+
+def test_ml_with_nan_scores(small_trace):
+    small_trace.loc[2, "eviction_score"] = np.nan
+    with pytest.raises(ValueError, match=r"'eviction_score' must hold numbers.*row 2"):
+        lab.simulate(small_trace, "ML")
+
+
+def test_unknown_cost_preset(small_trace):
+    with pytest.raises(ValueError, match=r"hardware preset name in \['seed', 'H100-SXM5', 'A100-SXM4-40GB'\]"):
+        lab.simulate(small_trace, "LRU", cost="TPU")
+
+
+def test_the_input_trace_is_not_modified(small_trace):
+    before = small_trace.copy()
+    for policy in lab.policy_names():
+        lab.simulate(small_trace, policy, capacity_mb=20)
+    pd.testing.assert_frame_equal(small_trace, before)
