@@ -31,7 +31,7 @@ class SimulationResult:
       - ``total_latency``: ms, every access's cost under ``cost``;
         ``bandwidth_wait_time``: ms, the DRAM-transfer part of it.
       - ``bytes_from_dram``: bytes read on misses; ``peak_occupancy_mb``: MB
-        (MiB) resident at the fullest point; ``capacity_mb``.
+        (MiB) resident at the fullest point.
     Per access: ``hit`` (bool), ``evictions_per_access`` (int32),
     ``resident_bytes`` (int64, after the access). Per eviction:
     ``victim_access`` (the access that caused it) and ``victim_code``.
@@ -89,7 +89,7 @@ def _access_latency_ms(access_bytes: np.ndarray, hit: np.ndarray, cost: CostMode
     return np.where(hit, cost.hit_latency_ms, miss_cost)
 
 
-def _metrics(enc: EncodedTrace, hit, n_evictions, resident, capacity_bytes, capacity_mb, cost) -> dict:
+def _metrics(enc: EncodedTrace, hit, n_evictions, resident, capacity_bytes, cost) -> dict:
     access_bytes = enc.access_bytes
     n = enc.n_accesses
     hits = int(np.count_nonzero(hit))
@@ -116,7 +116,6 @@ def _metrics(enc: EncodedTrace, hit, n_evictions, resident, capacity_bytes, capa
         "bytes_from_dram": bytes_missed,
         "byte_hit_rate": 100.0 * (bytes_total - bytes_missed) / bytes_total if bytes_total else 0.0,
         "peak_occupancy_mb": float(bytes_to_mb(resident.max())) if n else 0.0,
-        "capacity_mb": capacity_mb,
     }
 
 
@@ -150,7 +149,7 @@ def simulate(trace: pd.DataFrame, policy="LRU", capacity_mb: float = 64.0, cost=
         policy=policy.name,
         capacity_mb=capacity_mb,
         cost=cost,
-        metrics=_metrics(enc, hit, victim_code.shape[0], resident, capacity_bytes, capacity_mb, cost),
+        metrics=_metrics(enc, hit, victim_code.shape[0], resident, capacity_bytes, cost),
         hit=hit,
         evictions_per_access=evictions,
         resident_bytes=resident,

@@ -1,7 +1,10 @@
 """Package-level promises: a light core import and compiled kernels cached on disk."""
 
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import numba
 
@@ -19,3 +22,22 @@ def test_every_kernel_is_cached_on_disk():
     assert dispatchers
     for dispatcher in dispatchers:
         assert dispatcher._cache.__class__.__name__ == "FunctionCache", dispatcher.__name__
+
+
+def _requirement_name(spec: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_mirrors_pyproject():
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = {_requirement_name(d) for d in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        wanted |= {_requirement_name(d) for d in extra}
+    listed = {
+        _requirement_name(line.strip()[2:])
+        for line in (root / "environment.yml").read_text().splitlines()
+        if line.strip().startswith("- ") and not line.strip().startswith("- -e")
+    }
+    assert wanted - listed == set(), "add these to environment.yml"
+    assert (root / "environment.yml").read_text().rstrip().endswith("- -e .")
