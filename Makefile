@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install test bench clean
+.PHONY: help install report test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,14 +18,18 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(STAMP) ## Create .venv (if missing) and install lab with its test extras
+install: $(STAMP) ## Create .venv (if missing) and install lab with its notebook and test extras
+
+report: $(STAMP) ## Run the policy-comparison report for each params file into reports/ (.ipynb + .html)
+	$(PY) -m lab.report notebooks/01-policy-comparison.ipynb params/01-policy-comparison/*.yaml --out reports
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest
 
-bench: $(STAMP) ## Run the benchmarks (throughput against libCacheSim)
+bench: $(STAMP) ## Run the benchmarks (simulator against libCacheSim; the seed's pipeline cycle)
 	$(PY) benchmarks/bench_simulator.py
+	$(PY) benchmarks/bench_pipeline.py
 
 clean: ## Remove .venv and caches
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis reports
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,26 +1,49 @@
 """lab: a research workbench for accelerator memory hierarchies.
 
-The core (trace format, IO, cost model, policies, simulator) imports numpy,
-pandas and numba only; torch and transformers stay at the edges.
+The core (trace format, IO, cost model, policies, simulator, generator,
+scoring, validation) imports numpy, pandas and numba; scipy loads on first
+use, matplotlib with ``lab.plots``, and torch or transformers never with the core.
 """
 
+from lab.compile_prediction import CompilePrediction, predict_compile
 from lab.cost import HARDWARE_PRESETS, CostModel
+from lab.generator import DEFAULT_DIMS, MODEL_TYPES, generate_trace
 from lab.io import read_trace, write_trace
 from lab.policies import Policy, get_policy, policy_names, register
+from lab.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.simulator import SimulationResult, simulate
-from lab.trace import REQUIRED_COLUMNS, encode_trace
+from lab.sweep import compare_policies, run_policies, sweep_capacity
+from lab.trace import REQUIRED_COLUMNS, encode_trace, reuse_distances, summarize
+from lab.validation import ValidationReport, validate
 
 __all__ = [
+    "DEFAULT_DIMS",
     "HARDWARE_PRESETS",
+    "MODEL_TYPES",
+    "REQUIRED_COLUMNS",
+    "CompilePrediction",
     "CostModel",
     "Policy",
-    "REQUIRED_COLUMNS",
+    "Schedule",
     "SimulationResult",
+    "ValidationReport",
+    "compare_policies",
     "encode_trace",
+    "generate_trace",
     "get_policy",
     "policy_names",
+    "predict_compile",
+    "predict_schedule",
     "read_trace",
     "register",
+    "register_scorer",
+    "reuse_distances",
+    "run_policies",
+    "score",
+    "scorer_names",
     "simulate",
+    "summarize",
+    "sweep_capacity",
+    "validate",
     "write_trace",
 ]

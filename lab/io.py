@@ -25,6 +25,12 @@ FORMATS = ("parquet", "csv", "oracleGeneral")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".oraclegeneral": "oracleGeneral"}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success move it onto ``path``, on error delete it."""
@@ -36,6 +42,7 @@ def atomic_path(path):
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -106,6 +113,8 @@ def read_trace(path, format=None) -> pd.DataFrame:
     ``next_access`` (index of the next access to the same tensor, -1 when none).
     """
     fmt = trace_format(path, format)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no trace file at {str(path)!r}")
     if fmt == "parquet":
         return pd.read_parquet(path)
     if fmt == "csv":

@@ -16,6 +16,19 @@ NEVER = -1  # next-access position of a tensor that is not accessed again
 
 
 @njit(cache=True)
+def previous_access_positions(codes, n_tensors):
+    """Position of the previous access to the same tensor, for each access (NEVER when none). O(n)."""
+    n = codes.shape[0]
+    prev = np.empty(n, np.int64)
+    last = np.full(n_tensors, NEVER, np.int64)
+    for i in range(n):
+        c = codes[i]
+        prev[i] = last[c]
+        last[c] = i
+    return prev
+
+
+@njit(cache=True)
 def next_access_positions(codes, n_tensors):
     """Position of the next access to the same tensor, for each access (NEVER when none). O(n)."""
     n = codes.shape[0]

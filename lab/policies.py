@@ -117,5 +117,5 @@ def get_policy(policy) -> Policy:
         return policy
     if isinstance(policy, str) and policy.lower() in _REGISTRY:
         return _REGISTRY[policy.lower()]()
-    aliases = sorted(a for cls in _REGISTRY.values() for a in cls.aliases)
+    aliases = sorted({a for cls in _REGISTRY.values() for a in cls.aliases})
     raise ValueError(f"unknown policy {policy!r}; known policies: {policy_names()} (aliases: {aliases})")

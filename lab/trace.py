@@ -8,11 +8,14 @@ MiB = 2**20 bytes). Optional columns: ``reuse_distance``, ``stride``, ``op``,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
+from lab.kernels import NEVER, previous_access_positions
 from lab.units import MAX_SIZE_MB, mb_to_bytes
 
 REQUIRED_COLUMNS = ("tensor_id", "size_mb")
@@ -29,8 +32,15 @@ class EncodedTrace:
     """
 
     codes: np.ndarray  # int64, one per access
-    tensor_ids: np.ndarray  # original ids, one per tensor
     tensor_bytes: np.ndarray  # int64 bytes, one per tensor
+    id_values: object  # the distinct ids, or a categorical's categories when ``id_positions`` is set
+    id_positions: Optional[np.ndarray] = None  # the category of each tensor, for categorical ids
+
+    @functools.cached_property
+    def tensor_ids(self) -> np.ndarray:
+        """The original id of each tensor code, as a numpy array (built on first use: most runs never need it)."""
+        values = np.asarray(self.id_values)
+        return values if self.id_positions is None else values[self.id_positions]
 
     @property
     def n_accesses(self) -> int:
@@ -60,7 +70,11 @@ def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:
 
 def numeric_column(trace: pd.DataFrame, column: str) -> np.ndarray:
     """Return ``trace[column]`` as a float64 array, raising ValueError naming the column on non-numbers or NaN."""
-    values = pd.to_numeric(trace[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    series = trace[column]
+    if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isnan(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -69,6 +83,17 @@ def numeric_column(trace: pd.DataFrame, column: str) -> np.ndarray:
             f"{int(bad.sum())} bad value(s), first at row {row}: {trace[column].iloc[row]!r}"
         )
     return values
+
+
+def _factorize_ids(ids: pd.Series):
+    """Codes in order of first access (-1 for a missing id), the distinct ids, and for categorical ids
+    the category of each distinct id (then the second value holds the categories)."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):  # already coded: factorize the small integer codes
+        categorical = ids.array
+        codes, used = pd.factorize(categorical.codes, sort=False)
+        return (categorical.codes, None, None) if (used < 0).any() else (codes, categorical.categories, used)
+    codes, uniques = pd.factorize(ids, sort=False)
+    return codes, uniques, None
 
 
 def encode_trace(trace: pd.DataFrame) -> EncodedTrace:
@@ -80,9 +105,9 @@ def encode_trace(trace: pd.DataFrame) -> EncodedTrace:
     MAX_SIZE_MB, or one tensor id appears with two different sizes.
     """
     require_columns(trace, REQUIRED_COLUMNS)
-    ids = trace["tensor_id"]
-    if ids.isna().any():
-        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+    codes, id_values, id_positions = _factorize_ids(trace["tensor_id"])
+    if codes.size and codes.min() < 0:
+        row = int(np.flatnonzero(codes < 0)[0])
         raise ValueError(f"column 'tensor_id' has missing values (first at row {row}); every access needs a tensor id")
     size_mb = numeric_column(trace, "size_mb")
     bad = ~np.isfinite(size_mb) | (size_mb <= 0) | (size_mb > MAX_SIZE_MB)
@@ -92,18 +117,52 @@ def encode_trace(trace: pd.DataFrame) -> EncodedTrace:
             f"column 'size_mb' must be finite and in (0, {MAX_SIZE_MB:g}] MB; "
             f"{int(bad.sum())} bad value(s), first at row {row}: {float(size_mb[row])!r}"
         )
-    codes, tensor_ids = pd.factorize(ids, sort=False)
     codes = np.ascontiguousarray(codes, dtype=np.int64)
     access_bytes = mb_to_bytes(size_mb)
-    tensor_bytes = np.zeros(len(tensor_ids), dtype=np.int64)
+    n_tensors = int(codes.max()) + 1 if codes.size else 0
+    tensor_bytes = np.zeros(n_tensors, dtype=np.int64)
     tensor_bytes[codes] = access_bytes  # last size seen per tensor
     mismatch = tensor_bytes[codes] != access_bytes
     if mismatch.any():
         row = int(np.flatnonzero(mismatch)[0])
-        tid = ids.iloc[row]
+        tid = trace["tensor_id"].iloc[row]
         sizes = sorted(set(size_mb[codes == codes[row]].tolist()))
         raise ValueError(
             f"tensor_id {tid!r} appears with different sizes {sizes[:5]} MB (first mismatch at row {row}); "
             "a tensor's size must be the same on every access"
         )
-    return EncodedTrace(codes=codes, tensor_ids=np.asarray(tensor_ids), tensor_bytes=tensor_bytes)
+    return EncodedTrace(codes=codes, tensor_bytes=tensor_bytes, id_values=id_values, id_positions=id_positions)
+
+
+def reuse_distances(tensor_ids) -> np.ndarray:
+    """Reuse distance of each access: the number of other accesses since the same tensor's previous access.
+
+    Takes a sequence of tensor ids in access order. Returns float64, one per
+    access; a first access has no reuse distance and gets NaN (missing, not 0),
+    and an immediate re-access gets 0.
+    """
+    codes, uniques = pd.factorize(pd.Series(tensor_ids), sort=False)
+    return reuse_distances_from_codes(np.ascontiguousarray(codes, dtype=np.int64), len(uniques))
+
+
+def reuse_distances_from_codes(codes: np.ndarray, n_tensors: int) -> np.ndarray:
+    """``reuse_distances`` of integer tensor codes (int64, 0..n_tensors-1): float64, NaN on first accesses."""
+    prev = previous_access_positions(codes, n_tensors)
+    distance = (np.arange(codes.shape[0]) - prev - 1).astype(np.float64)
+    distance[prev == NEVER] = np.nan
+    return distance
+
+
+def summarize(trace: pd.DataFrame) -> pd.Series:
+    """Headline numbers of a trace: accesses, distinct tensors, working set (MB: all distinct tensors),
+    traffic (MB: every access's size summed), largest tensor (MB) and share of accesses that are reuses (%)."""
+    enc = encode_trace(trace)
+    n = enc.n_accesses
+    return pd.Series({
+        "accesses": n,
+        "tensors": enc.n_tensors,
+        "working_set_mb": float(enc.tensor_bytes.sum()) / 2**20,
+        "traffic_mb": float(enc.access_bytes.sum()) / 2**20,
+        "largest_tensor_mb": float(enc.tensor_bytes.max()) / 2**20 if n else 0.0,
+        "reuse_share_pct": 100.0 * (n - enc.n_tensors) / n if n else 0.0,
+    }, dtype=object)

@@ -33,7 +33,7 @@ def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     wanted = {_requirement_name(d) for d in project["dependencies"]}
     for extra in project["optional-dependencies"].values():
-        wanted |= {_requirement_name(d) for d in extra}
+        wanted |= {_requirement_name(d) for d in extra} - {project["name"]}
     listed = {
         _requirement_name(line.strip()[2:])
         for line in (root / "environment.yml").read_text().splitlines()

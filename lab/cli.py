@@ -1,0 +1,182 @@
+"""Command line: ``python -m lab {generate,simulate,schedule,validate,compile}``, the seed's five endpoints.
+
+Each command reads a trace (``--trace FILE``) or generates one from the seed's
+parameters, prints JSON on stdout, and writes a table with ``--out FILE``
+(Parquet or CSV by extension). Bad flags or values print one line on stderr
+and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+import lab
+from lab.validation import DEFAULT_WINDOW
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: no usage dump, exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _print_json(value) -> None:
+    print(json.dumps(_json_ready(value), indent=2, allow_nan=False))
+
+
+def _dim(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"value of {key} must be a number, got {value!r}") from None
+    return key, int(number) if number.is_integer() and "." not in value else number
+
+
+def _flag(parser, name: str, **kwargs):
+    """Add ``--name`` with the seed's spelling and its dashed twin (``--num_layers`` / ``--num-layers``)."""
+    flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*flags, dest=name, **kwargs)
+
+
+def _trace_source(parser) -> None:
+    group = parser.add_argument_group("trace (a file, or the generator's parameters)")
+    _flag(group, "trace", metavar="FILE", help="read this trace (Parquet, CSV or oracleGeneral) instead of generating")
+    _flag(group, "model_type", default="Transformer", metavar="TYPE", help=f"one of {', '.join(lab.MODEL_TYPES)}")
+    _flag(group, "num_layers", type=int, default=12)
+    _flag(group, "batch_size", type=int, default=32)
+    _flag(group, "seq_length", type=int, default=128)
+    _flag(group, "reuse_probability", type=float, default=0.3)
+    _flag(group, "seed", type=int, default=0)
+    _flag(group, "dim", type=_dim, action="append", default=[], metavar="KEY=VALUE",
+          help="a model dimension, e.g. hidden_size=2048 (repeatable)")
+
+
+def _out(parser, what: str) -> None:
+    _flag(parser, "out", metavar="FILE", help=f"write {what} to FILE (.parquet or .csv)")
+
+
+def _load_trace(args) -> pd.DataFrame:
+    if args.trace:
+        return lab.read_trace(args.trace)
+    return lab.generate_trace(args.model_type, args.num_layers, args.batch_size, args.seq_length,
+                              args.reuse_probability, args.seed, **dict(args.dim))
+
+
+def _write(frame: pd.DataFrame, path: Optional[str]) -> None:
+    if path:
+        lab.write_trace(frame, path)
+
+
+def _generate(args):
+    trace = _load_trace(args)
+    if args.out:
+        _write(trace, args.out)
+        _print_json({"accesses": len(trace), "tensors": int(trace["tensor_id"].nunique()), "out": args.out})
+    else:
+        _print_json(trace.to_dict(orient="records"))
+
+
+def _simulate(args):
+    trace = lab.sweep.with_scores(_load_trace(args), [args.policy], args.scorer)
+    result = lab.simulate(trace, args.policy, args.capacity_mb, args.cost)
+    _write(result.to_frame(), args.out)
+    _print_json(result.metrics)
+
+
+def _schedule(args):
+    schedule = lab.predict_schedule(_load_trace(args), top=args.top, method=args.method)
+    _write(schedule.scored, args.out)
+    _print_json(schedule.ranking.to_dict(orient="records"))
+
+
+def _validate(args):
+    reference = lab.read_trace(args.reference) if args.reference else None
+    _print_json(lab.validate(_load_trace(args), reference=reference, window=args.window).to_dict())
+
+
+def _compile(args):
+    prediction = lab.predict_compile(_load_trace(args), args.capacity_mb, args.cost, scorer=args.scorer)
+    _write(prediction.plan, args.out)
+    _print_json(prediction.summary())
+
+
+def _capacity_and_cost(parser) -> None:
+    _flag(parser, "capacity_mb", type=float, default=64.0, help="on-chip buffer size in MB (MiB)")
+    _flag(parser, "cost", default=None, metavar="PRESET",
+          help=f"hardware preset: {', '.join(p.name for p in lab.HARDWARE_PRESETS.values())}")
+    _flag(parser, "scorer", default="heuristic", help="scorer for the ML policy when the trace has no scores")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m lab`` argument parser."""
+    parser = _Parser(prog="python -m lab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="generate a synthetic trace (the seed's /generate-trace)")
+    _trace_source(generate)
+    _out(generate, "the trace")
+    generate.set_defaults(run=_generate)
+
+    simulate = commands.add_parser("simulate", help="simulate one policy, print the metrics (/simulate)")
+    _trace_source(simulate)
+    _flag(simulate, "policy", default="LRU", help=f"one of {', '.join(lab.policy_names())} (case-insensitive)")
+    _capacity_and_cost(simulate)
+    _out(simulate, "the per-access results")
+    simulate.set_defaults(run=_simulate)
+
+    schedule = commands.add_parser("schedule", help="score the trace, rank tensors to evict (/predict-schedule)")
+    _trace_source(schedule)
+    _flag(schedule, "top", type=int, default=20, help="how many tensors to rank")
+    _flag(schedule, "method", default="heuristic", help="scoring method")
+    _out(schedule, "the scored trace")
+    schedule.set_defaults(run=_schedule)
+
+    validate = commands.add_parser("validate", help="statistical validation of the trace (/validate-trace)")
+    _trace_source(validate)
+    _flag(validate, "reference", metavar="FILE", help="reference trace to compare with")
+    _flag(validate, "window", type=int, default=DEFAULT_WINDOW, help="temporal-locality window, in accesses")
+    validate.set_defaults(run=_validate)
+
+    compile_ = commands.add_parser("compile", help="optimal plan and recommended buffer size (/predict-compile)")
+    _trace_source(compile_)
+    _capacity_and_cost(compile_)
+    _out(compile_, "the per-access residency plan")
+    compile_.set_defaults(run=_compile)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit code (0, or 2 on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, OSError) as error:
+        print(f"python -m lab {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,376 @@
+"""Synthetic tensor-access traces of Transformer, CNN, MLP and MoE models.
+
+Each layer's accesses follow the architecture: the operators a layer runs, in
+order, each reading its inputs and weights and writing its output. Sizes follow
+from the dimensions (batch, sequence length, hidden size, channels, dtype
+bytes). On top of that graph, reuse (re-reads of tensors the layer already
+touched, as a tiled kernel or a recomputation makes them) is drawn per layer:
+``Binomial(accesses in the layer, reuse_probability)`` re-reads, each placed
+at a uniform position and re-reading a uniform earlier access of the layer.
+They are labelled ``op == "reload"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from numbers import Integral, Real
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from lab.trace import reuse_distances_from_codes
+from lab.units import BYTES_PER_MB
+
+MODEL_TYPES = ("Transformer", "CNN", "MLP", "MoE")
+
+DEFAULT_DIMS = {
+    "Transformer": {"hidden_size": 1024, "num_heads": 16, "ffn_mult": 4, "dtype_bytes": 2},
+    "CNN": {"channels": 64, "image_size": 56, "kernel_size": 3, "dtype_bytes": 2},
+    "MLP": {"hidden_size": 2048, "dtype_bytes": 2},
+    "MoE": {
+        "hidden_size": 1024,
+        "num_heads": 16,
+        "ffn_mult": 4,
+        "num_experts": 8,
+        "top_k": 2,
+        "token_groups": 4,
+        "expert_skew": 0.0,
+        "dtype_bytes": 2,
+    },
+}
+_FLOAT_DIMS = {"expert_skew"}
+
+# Fixed vocabularies of the label columns (categorical: cheap to build, small to keep).
+OPS = ("q_proj", "k_proj", "v_proj", "attn_scores", "softmax", "attn_context", "o_proj", "residual_add",
+       "ffn_up", "gelu", "ffn_down", "router", "top_k", "dispatch", "combine", "linear", "relu", "conv2d",
+       "batchnorm", "relu_residual", "reload")
+OP_DTYPE = pd.CategoricalDtype(OPS)
+KIND_DTYPE = pd.CategoricalDtype(("input", "weight", "activation"))
+ACCESS_DTYPE = pd.CategoricalDtype(("read", "write"))
+MODEL_TYPE_DTYPE = pd.CategoricalDtype(MODEL_TYPES)
+_OP_CODE = {op: i for i, op in enumerate(OPS)}
+_KIND_CODE = {kind: i for i, kind in enumerate(KIND_DTYPE.categories)}
+READ, WRITE = 0, 1
+
+
+class GeneratorParams(dict):
+    """The arguments a trace was generated with, kept in ``trace.attrs["generator"]``.
+
+    Read-only, so pandas, which deep-copies ``attrs`` on nearly every
+    operation, can share it instead of copying it. A plain dict to JSON (and
+    so to Parquet metadata).
+    """
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("generator parameters are read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+
+
+class Tensor(NamedTuple):
+    """A tensor of the model graph: its id, size in bytes and kind (weight, activation, input)."""
+
+    name: str
+    size_bytes: int
+    kind: str
+
+
+class _Layer:
+    """Collects one layer's accesses in program order, as rows of the trace's columns (labels coded)."""
+
+    def __init__(self, index: int):
+        self.index = index
+        # (layer, tensor name, bytes, kind code, op code, access code, stride, expert, token group)
+        self.rows: list[tuple] = []
+
+    def op(self, name, reads=(), writes=(), strides=None, expert=-1, group=-1):
+        strides = strides or {}
+        l, op = self.index, _OP_CODE[name]
+        for t in reads:
+            self.rows.append((l, t.name, t.size_bytes, _KIND_CODE[t.kind], op, READ, strides.get(t.name, 1),
+                              expert, group))
+        for t in writes:
+            self.rows.append((l, t.name, t.size_bytes, _KIND_CODE[t.kind], op, WRITE, 1, expert, group))
+
+
+def _act(name, *shape, dtype_bytes, kind="activation"):
+    return Tensor(name, int(math.prod(shape)) * dtype_bytes, kind)
+
+
+def _attention(layer: _Layer, x: Tensor, batch, seq, d) -> Tensor:
+    """Self-attention block; returns the residual stream after it."""
+    l, h, b = layer.index, d["hidden_size"], d["dtype_bytes"]
+    heads = d["num_heads"]
+    w = {n: Tensor(f"{n}_{l}", h * h * b, "weight") for n in ("Wq", "Wk", "Wv", "Wo")}
+    q, k, v = (_act(f"{n}_{l}", batch, seq, h, dtype_bytes=b) for n in ("Q", "K", "V"))
+    scores = _act(f"S_{l}", batch, heads, seq, seq, dtype_bytes=b)
+    probs = _act(f"P_{l}", batch, heads, seq, seq, dtype_bytes=b)
+    ctx = _act(f"C_{l}", batch, seq, h, dtype_bytes=b)
+    out = _act(f"O_{l}", batch, seq, h, dtype_bytes=b)
+    resid = _act(f"R_{l}", batch, seq, h, dtype_bytes=b)
+    layer.op("q_proj", [x, w["Wq"]], [q])
+    layer.op("k_proj", [x, w["Wk"]], [k])
+    layer.op("v_proj", [x, w["Wv"]], [v])
+    # Q K^T reads K transposed: its innermost stride is the head dimension
+    layer.op("attn_scores", [q, k], [scores], strides={k.name: h // heads})
+    layer.op("softmax", [scores], [probs])
+    layer.op("attn_context", [probs, v], [ctx])
+    layer.op("o_proj", [ctx, w["Wo"]], [out])
+    layer.op("residual_add", [x, out], [resid])
+    return resid
+
+
+def _ffn(layer: _Layer, x: Tensor, tokens, d, suffix="", weight_suffix="", **tags) -> Tensor:
+    """Feed-forward block over ``tokens`` rows; returns its output."""
+    l, h, b, f = layer.index, d["hidden_size"], d["dtype_bytes"], d["ffn_mult"]
+    w1 = Tensor(f"W1_{l}{weight_suffix}", h * f * h * b, "weight")
+    w2 = Tensor(f"W2_{l}{weight_suffix}", f * h * h * b, "weight")
+    up = _act(f"F_{l}{suffix}", tokens, f * h, dtype_bytes=b)
+    gelu = _act(f"G_{l}{suffix}", tokens, f * h, dtype_bytes=b)
+    down = _act(f"D_{l}{suffix}", tokens, h, dtype_bytes=b)
+    layer.op("ffn_up", [x, w1], [up], **tags)
+    layer.op("gelu", [up], [gelu], **tags)
+    layer.op("ffn_down", [gelu, w2], [down], **tags)
+    return down
+
+
+def _transformer_layer(layer, x, batch, seq, d, rng):
+    resid = _attention(layer, x, batch, seq, d)
+    down = _ffn(layer, resid, batch * seq, d)
+    out = _act(f"X_{layer.index + 1}", batch, seq, d["hidden_size"], dtype_bytes=d["dtype_bytes"])
+    layer.op("residual_add", [resid, down], [out])
+    return out
+
+
+def _moe_layer(layer, x, batch, seq, d, rng):
+    """Attention, then a router picking exactly ``top_k`` experts for each token group."""
+    l, h, b = layer.index, d["hidden_size"], d["dtype_bytes"]
+    e, k, groups = d["num_experts"], d["top_k"], d["token_groups"]
+    tokens = batch * seq
+    resid = _attention(layer, x, batch, seq, d)
+    router = Tensor(f"Wr_{l}", h * e * b, "weight")
+    logits = _act(f"router_logits_{l}", tokens, e, dtype_bytes=b)
+    routing = _act(f"routing_{l}", tokens, k, dtype_bytes=4)
+    layer.op("router", [resid, router], [logits])
+    layer.op("top_k", [logits], [routing])
+    # Gumbel top-k: k distinct experts per group, expert i weighted (i+1)^-skew
+    popularity = -d["expert_skew"] * np.log(np.arange(1, e + 1))
+    group_tokens = [len(c) for c in np.array_split(np.arange(tokens), groups)]
+    outputs = []
+    for g, n_tok in enumerate(group_tokens):
+        chosen = np.sort(np.argsort(-(popularity + rng.gumbel(size=e)))[:k])
+        dispatched = _act(f"dispatch_{l}_g{g}", n_tok, h, dtype_bytes=b)
+        layer.op("dispatch", [resid, routing], [dispatched], group=g)
+        for expert in chosen:
+            y = _ffn(layer, dispatched, n_tok, d, f"_e{expert}_g{g}", f"_e{expert}", expert=int(expert), group=g)
+            outputs.append(y)
+    combined = _act(f"moe_out_{l}", batch, seq, h, dtype_bytes=b)
+    layer.op("combine", outputs + [routing], [combined])
+    out = _act(f"X_{l + 1}", batch, seq, h, dtype_bytes=b)
+    layer.op("residual_add", [resid, combined], [out])
+    return out
+
+
+def _mlp_layer(layer, x, batch, seq, d, rng):
+    l, h, b = layer.index, d["hidden_size"], d["dtype_bytes"]
+    w = Tensor(f"W_{l}", h * h * b, "weight")
+    bias = Tensor(f"b_{l}", h * b, "weight")
+    y = _act(f"Y_{l}", batch, seq, h, dtype_bytes=b)
+    out = _act(f"X_{l + 1}", batch, seq, h, dtype_bytes=b)
+    layer.op("linear", [x, w, bias], [y])
+    layer.op("relu", [y], [out])
+    return out
+
+
+def _cnn_shapes(num_layers, d):
+    """(in channels, out channels, in size, out size, conv stride) per layer: ResNet-like stages that halve
+    the feature map and double the channels every quarter of the depth."""
+    stage = max(1, math.ceil(num_layers / 4))
+    c, s, shapes = d["channels"], d["image_size"], []
+    for l in range(num_layers):
+        down = l > 0 and l % stage == 0 and s > 1
+        c_out, s_out = (2 * c, math.ceil(s / 2)) if down else (c, s)
+        shapes.append((c, c_out, s, s_out, 2 if down else 1))
+        c, s = c_out, s_out
+    return shapes
+
+
+def _cnn_layer(layer, x, batch, seq, d, rng, shape):
+    l, b, ks = layer.index, d["dtype_bytes"], d["kernel_size"]
+    c_in, c_out, _, s_out, stride = shape
+    w = Tensor(f"conv_w_{l}", c_out * c_in * ks * ks * b, "weight")
+    bn = Tensor(f"bn_{l}", 4 * c_out * 4, "weight")  # scale, shift, mean, var in fp32
+    conv = _act(f"conv_{l}", batch, c_out, s_out, s_out, dtype_bytes=b)
+    norm = _act(f"bn_out_{l}", batch, c_out, s_out, s_out, dtype_bytes=b)
+    out = _act(f"X_{l + 1}", batch, c_out, s_out, s_out, dtype_bytes=b)
+    layer.op("conv2d", [x, w], [conv], strides={x.name: stride})
+    layer.op("batchnorm", [conv, bn], [norm])
+    if stride == 1 and l % 2 == 1:  # basic block: residual around each pair of same-shape convs
+        layer.op("relu_residual", [norm, x], [out])
+    else:
+        layer.op("relu", [norm], [out])
+    return out
+
+
+def _check_dims(model_type: str, dims: dict) -> dict:
+    defaults = DEFAULT_DIMS[model_type]
+    unknown = sorted(set(dims) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown dimension(s) {unknown} for {model_type}; accepted: {sorted(defaults)}")
+    d = {**defaults, **dims}
+    for name, value in d.items():
+        if name in _FLOAT_DIMS:
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if "num_heads" in d and d["hidden_size"] % d["num_heads"]:
+        raise ValueError(f"hidden_size ({d['hidden_size']}) must be a multiple of num_heads ({d['num_heads']})")
+    if model_type == "MoE" and d["top_k"] > d["num_experts"]:
+        raise ValueError(f"top_k ({d['top_k']}) must be <= num_experts ({d['num_experts']})")
+    return d
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def canonical_model_type(model_type) -> str:
+    """The canonical spelling of a model type (case-insensitive); ValueError listing MODEL_TYPES otherwise."""
+    for known in MODEL_TYPES:
+        if isinstance(model_type, str) and model_type.lower() == known.lower():
+            return known
+    raise ValueError(f"unknown model_type {model_type!r}; accepted: {list(MODEL_TYPES)}")
+
+
+def generate_trace(
+    model_type: str,
+    num_layers: int = 12,
+    batch_size: int = 32,
+    seq_length: int = 128,
+    reuse_probability: float = 0.3,
+    seed: int = 0,
+    **dims,
+) -> pd.DataFrame:
+    """Generate the tensor-access trace of one forward pass.
+
+    Takes the model type (``Transformer``, ``CNN``, ``MLP``, ``MoE``;
+    case-insensitive), the number of layers, batch size, sequence length
+    (tokens per sample; CNN uses ``image_size`` instead and ignores it), the
+    reuse probability in [0, 1], a seed, and optional dimensions
+    (``DEFAULT_DIMS[model_type]`` lists them and their defaults; sizes in
+    elements, ``dtype_bytes`` per element). MoE accepts ``num_experts``,
+    ``top_k`` (experts per token group), ``token_groups`` and ``expert_skew``
+    (0 = uniform routing; s > 0 weights expert i by (i+1)^-s).
+
+    Returns a trace DataFrame, one row per access: ``tensor_id``, ``size_mb``
+    (MiB), ``reuse_distance`` (other accesses since the tensor's previous
+    access; NaN on a first access), ``stride`` (innermost element stride, 1 =
+    contiguous), ``op``, ``model_type``, ``layer``, ``kind`` (weight,
+    activation, input), ``access`` (read, write); MoE adds ``expert`` and
+    ``token_group`` (-1 outside the experts). The same arguments give the same
+    trace. ``trace.attrs["generator"]`` records the arguments.
+    """
+    model_type = canonical_model_type(model_type)
+    num_layers = _check_int("num_layers", num_layers, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    seq_length = _check_int("seq_length", seq_length, 1)
+    seed = _check_int("seed", seed, 0)
+    if isinstance(reuse_probability, bool) or not isinstance(reuse_probability, Real) or not 0 <= reuse_probability <= 1:
+        raise ValueError(f"reuse_probability must be a number in [0, 1], got {reuse_probability!r}")
+    d = _check_dims(model_type, dims)
+    if model_type == "MoE" and d["token_groups"] > batch_size * seq_length:
+        raise ValueError(f"token_groups ({d['token_groups']}) must be <= batch_size * seq_length")
+
+    # separate streams: the graph (MoE routing) does not move when reuse_probability changes
+    graph_rng = np.random.default_rng([seed, 0])
+    reuse_rng = np.random.default_rng([seed, 1])
+    b = d["dtype_bytes"]
+    if model_type == "CNN":
+        x = _act("X_0", batch_size, d["channels"], d["image_size"], d["image_size"], dtype_bytes=b, kind="input")
+        shapes = _cnn_shapes(num_layers, d)
+    else:
+        x = _act("X_0", batch_size, seq_length, d["hidden_size"], dtype_bytes=b, kind="input")
+    builder = {"Transformer": _transformer_layer, "MLP": _mlp_layer, "MoE": _moe_layer}.get(model_type)
+    rows = []
+    for l in range(num_layers):
+        layer = _Layer(l)
+        if model_type == "CNN":
+            x = _cnn_layer(layer, x, batch_size, seq_length, d, graph_rng, shapes[l])
+        else:
+            x = builder(layer, x, batch_size, seq_length, d, graph_rng)
+        rows.extend(_with_reuse(layer.rows, reuse_probability, reuse_rng))
+    return _to_frame(rows, model_type, dict(model_type=model_type, num_layers=num_layers, batch_size=batch_size,
+                                            seq_length=seq_length, reuse_probability=float(reuse_probability),
+                                            seed=seed, **dims))
+
+
+def _with_reuse(base, p, rng):
+    """Insert Binomial(len(base), p) re-reads of earlier accesses of the layer at uniform positions."""
+    n_reuse = int(rng.binomial(len(base), p))
+    if n_reuse == 0:
+        return base
+    slots = np.sort(rng.integers(1, len(base) + 1, n_reuse))  # re-read after base access slot-1
+    targets = (rng.random(n_reuse) * slots).astype(np.int64).tolist()  # uniform over base[0:slot]
+    slots = slots.tolist()
+    out, r = [], 0
+    for i, row in enumerate(base):
+        out.append(row)
+        while r < n_reuse and slots[r] == i + 1:
+            layer, name, size, kind, _, _, _, expert, group = base[targets[r]]
+            out.append((layer, name, size, kind, _OP_CODE["reload"], READ, 1, expert, group))
+            r += 1
+    return out
+
+
+def _codes(values, dtype: pd.CategoricalDtype) -> pd.Categorical:
+    return pd.Categorical.from_codes(np.array(values, dtype=np.int64), dtype=dtype)
+
+
+def _to_frame(rows, model_type, params) -> pd.DataFrame:
+    layer, names, size_bytes, kind, op, access, stride, expert, group = zip(*rows) if rows else ((),) * 9
+    first_seen: dict[str, int] = {}
+    codes = np.fromiter((first_seen.setdefault(n, len(first_seen)) for n in names), np.int64, len(names))
+    trace = pd.DataFrame(
+        {
+            # categorical: the tensors are already coded, and coded ids make every later pass cheaper
+            "tensor_id": pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(
+                pd.Index(np.array(list(first_seen), dtype=object), dtype=object))),
+            "size_mb": np.array(size_bytes, dtype=np.float64) / BYTES_PER_MB,
+            "reuse_distance": reuse_distances_from_codes(codes, len(first_seen)),
+            "stride": np.array(stride, dtype=np.int64),
+            "op": _codes(op, OP_DTYPE),
+            "model_type": _codes([MODEL_TYPES.index(model_type)] * len(names), MODEL_TYPE_DTYPE),
+            "layer": np.array(layer, dtype=np.int64),
+            "kind": _codes(kind, KIND_DTYPE),
+            "access": _codes(access, ACCESS_DTYPE),
+        }
+    )
+    if model_type == "MoE":
+        trace["expert"] = np.array(expert, dtype=np.int64)
+        trace["token_group"] = np.array(group, dtype=np.int64)
+    trace.attrs["generator"] = GeneratorParams(params)
+    return trace
+
+
+def implied_sizes_mb(params: dict) -> np.ndarray:
+    """Sizes (MB) the generator's parameters imply: those of the architecture's accesses without reuse.
+
+    Takes the ``trace.attrs["generator"]`` dict of a generated trace. Memoized:
+    the answer is a pure function of the parameters.
+    """
+    return _implied_sizes_mb(tuple(sorted((k, v) for k, v in params.items() if k != "reuse_probability")))
+
+
+@functools.lru_cache(maxsize=64)
+def _implied_sizes_mb(key: tuple) -> np.ndarray:
+    sizes = generate_trace(**dict(key), reuse_probability=0.0)["size_mb"].to_numpy()
+    sizes.flags.writeable = False
+    return sizes

@@ -1,0 +1,154 @@
+"""Figures of ``lab`` results (matplotlib, seaborn styling); every notebook and report draws with these.
+
+Each function takes lab results and returns a matplotlib Figure, labelled with
+units. Nothing here is random: the same results give the same figure. Each
+figure is closed in pyplot before it is returned, so a notebook shows it once
+(as the cell's value) and pyplot does not keep it alive.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from lab.simulator import SimulationResult
+from lab.units import BYTES_PER_MB
+
+sns.set_theme(context="notebook", style="whitegrid")
+BOUND_POLICY = "Belady"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    plt.close(fig)
+    return fig
+
+
+def residency_matrix(result: SimulationResult) -> np.ndarray:
+    """Bool matrix (tensors x accesses): True where the tensor is resident after the access.
+
+    Rows follow tensor codes (order of first access).
+    """
+    enc = result.encoded
+    fits = enc.access_bytes <= int(result.capacity_mb * BYTES_PER_MB)
+    inserted = np.flatnonzero(~result.hit & fits)
+    delta = np.zeros((enc.n_tensors, enc.n_accesses + 1), np.int8)
+    np.add.at(delta, (enc.codes[inserted], inserted), 1)
+    np.add.at(delta, (result.victim_code, result.victim_access), -1)
+    return np.cumsum(delta, axis=1)[:, :-1] > 0
+
+
+def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = None, max_tensors: int = 60,
+                      max_time_bins: int = 300) -> Figure:
+    """Cache occupancy over time: tensors (rows) x access time (columns).
+
+    A cell is coloured while the tensor is resident: by the eviction score of
+    its latest access when ``scores`` (one per access) is given, else by
+    residency. Red crosses mark evictions. Shows the ``max_tensors`` most
+    accessed tensors; long traces are averaged into ``max_time_bins`` bins.
+    """
+    enc = result.encoded
+    resident = residency_matrix(result).astype(np.float64)
+    if scores is not None:
+        latest = np.full((enc.n_tensors, enc.n_accesses + 1), np.nan)
+        latest[enc.codes, np.arange(enc.n_accesses)] = np.asarray(scores, np.float64)
+        latest = pd.DataFrame(latest.T).ffill().to_numpy().T[:, :-1]  # score of the latest access so far
+        resident = np.where(resident > 0, latest, np.nan)
+    else:
+        resident[resident == 0] = np.nan
+    counts = np.bincount(enc.codes, minlength=enc.n_tensors)
+    rows = np.sort(np.argsort(-counts, kind="stable")[:max_tensors])
+    cells = resident[rows]
+    bins = max(1, int(np.ceil(enc.n_accesses / max_time_bins)))
+    if bins > 1:
+        pad = (-cells.shape[1]) % bins
+        with warnings.catch_warnings():  # a bin where the tensor is never resident stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            cells = np.nanmean(np.pad(cells, ((0, 0), (0, pad)), constant_values=np.nan)
+                               .reshape(len(rows), -1, bins), axis=2)
+    fig = _new_figure(11, max(3.0, 0.16 * len(rows) + 1.5))
+    ax = fig.subplots()
+    label = "eviction score of latest access" if scores is not None else "resident"
+    mesh = ax.imshow(cells, aspect="auto", interpolation="nearest", cmap="viridis",
+                     extent=(0, enc.n_accesses, len(rows) - 0.5, -0.5), vmin=0, vmax=1)
+    fig.colorbar(mesh, ax=ax, label=label, pad=0.01)
+    row_of = {code: i for i, code in enumerate(rows)}
+    marks = [(a, row_of[v]) for a, v in zip(result.victim_access, result.victim_code) if v in row_of]
+    if marks:
+        ax.scatter(*zip(*marks), marker="x", color="crimson", s=14, linewidths=0.8, label="eviction")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_yticks(range(len(rows)), [str(t) for t in enc.tensor_ids[rows]], fontsize=6)
+    ax.set_xlabel("access (time)")
+    ax.set_ylabel("tensor")
+    ax.grid(False)
+    ax.set_title(f"{result.policy} buffer occupancy, {result.capacity_mb:g} MB")
+    return fig
+
+
+def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram"),
+                    capacity_mb: Optional[float] = None) -> Figure:
+    """Metrics against capacity, one line per policy, Belady dashed as the bound.
+
+    Takes ``lab.sweep_capacity`` output; ``capacity_mb`` draws a marker line.
+    """
+    labels = {"cache_hit_rate": "hit rate (%)", "byte_hit_rate": "byte hit rate (%)",
+              "bytes_from_dram": "DRAM traffic (MB)", "total_latency": "total latency (ms)"}
+    fig = _new_figure(5.5 * len(metrics), 4)
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for policy, group in sweep.groupby("policy", sort=False):
+            y = group[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else group[metric]
+            bound = policy == BOUND_POLICY
+            ax.plot(group["capacity_mb"], y, marker="" if bound else "o", markersize=3,
+                    linestyle="--" if bound else "-", color="black" if bound else None,
+                    label=f"{policy} (bound)" if bound else policy)
+        if capacity_mb is not None:
+            ax.axvline(capacity_mb, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("buffer capacity (MB)")
+        ax.set_ylabel(labels.get(metric, metric))
+    axes[0][0].legend(fontsize="small")
+    return fig
+
+
+def metric_bars(comparison: pd.DataFrame,
+                metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram", "total_latency")) -> Figure:
+    """One bar chart per metric, one bar per policy; takes ``lab.compare_policies`` output."""
+    labels = {"cache_hit_rate": "hit rate (%)", "bytes_from_dram": "DRAM traffic (MB)",
+              "total_latency": "total latency (ms)", "evictions": "evictions", "byte_hit_rate": "byte hit rate (%)"}
+    fig = _new_figure(4.2 * len(metrics), 3.4)
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        values = comparison[metric] / (BYTES_PER_MB if metric == "bytes_from_dram" else 1)
+        sns.barplot(x=values.index, y=values.to_numpy(), ax=ax, color="steelblue")
+        ax.set_ylabel(labels.get(metric, metric))
+        ax.set_xlabel("")
+    return fig
+
+
+def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFrame] = None,
+                             bins: int = 40) -> Figure:
+    """Histogram of reuse distances (accesses, log-spaced bins; first accesses left out), with a reference."""
+    from lab.trace import reuse_distances
+
+    fig = _new_figure(7, 3.6)
+    ax = fig.subplots()
+    samples = {"trace": reuse_distances(trace["tensor_id"])}
+    if reference is not None:
+        samples["reference"] = reuse_distances(reference["tensor_id"])
+    finite = np.concatenate([s[~np.isnan(s)] for s in samples.values()])
+    if finite.size:
+        edges = np.geomspace(1, finite.max() + 2, bins) - 1
+        for name, s in samples.items():
+            ax.hist(s[~np.isnan(s)], bins=edges, alpha=0.6, label=name, density=reference is not None)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.legend(fontsize="small")
+    ax.set_xlabel("reuse distance (accesses)")
+    ax.set_ylabel("density" if reference is not None else "reuses")
+    return fig

@@ -1,0 +1,122 @@
+"""Eviction scores: a registry of scorers, the seed's heuristic, and ``predict_schedule``.
+
+A scorer takes a trace and returns one ``eviction_score`` per access in
+[0, 1]; higher means evict first. The ML policy evicts the resident tensor
+whose most recent access scored highest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from lab.trace import EncodedTrace, encode_trace, numeric_column, reuse_distances_from_codes
+
+Scorer = Callable[[pd.DataFrame, EncodedTrace], np.ndarray]
+_SCORERS: dict[str, Scorer] = {}
+
+HEURISTIC_WEIGHTS = {"size": 0.4, "reuse": 0.5, "stride": 0.1}
+
+
+def register_scorer(name: str):
+    """Decorator: register ``fn(trace, encoded) -> scores`` under ``name`` (case-insensitive).
+
+    ``encoded`` is the validated, integer-coded trace (``lab.encode_trace``).
+    """
+
+    def add(fn: Scorer) -> Scorer:
+        _SCORERS[name.lower()] = fn
+        return fn
+
+    return add
+
+
+def scorer_names() -> list[str]:
+    """Names of the registered scorers."""
+    return list(_SCORERS)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] over the trace; a constant column scales to 0."""
+    if values.size == 0:
+        return values
+    low, high = values.min(), values.max()
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+@register_scorer("heuristic")
+def heuristic_scores(trace: pd.DataFrame, encoded: EncodedTrace) -> np.ndarray:
+    """The seed's heuristic: ``0.4*size + 0.5*reuse + 0.1*stride``, each min-max normalized over the trace.
+
+    Uses ``size_mb``; ``reuse_distance`` (computed from the tensor order when
+    the column is absent); ``stride`` (1, contiguous, when absent). A first
+    access has no reuse distance (NaN): it counts as the largest reuse
+    distance, since a tensor not yet seen again is the likeliest to stream
+    through once. Returns float64 scores in [0, 1], one per access.
+    """
+    size = encoded.access_bytes.astype(np.float64)
+    if "reuse_distance" in trace.columns:
+        column = trace["reuse_distance"]
+        if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+            raise ValueError(f"column 'reuse_distance' must hold numbers >= 0 (NaN for a first access), "
+                             f"got dtype {column.dtype}")
+        reuse = column.to_numpy(np.float64, na_value=np.nan)
+        if (reuse < 0).any():
+            raise ValueError("column 'reuse_distance' must hold numbers >= 0 (NaN for a first access)")
+    else:
+        reuse = reuse_distances_from_codes(encoded.codes, encoded.n_tensors)
+    stride = np.abs(numeric_column(trace, "stride")) if "stride" in trace.columns else np.ones(len(trace))
+    if np.isnan(reuse).all():
+        reuse = np.zeros(len(trace))
+    else:
+        reuse = np.where(np.isnan(reuse), np.nanmax(reuse), reuse)
+    w = HEURISTIC_WEIGHTS
+    return w["size"] * _min_max(size) + w["reuse"] * _min_max(reuse) + w["stride"] * _min_max(stride)
+
+
+def score(trace: pd.DataFrame, method: str = "heuristic") -> pd.DataFrame:
+    """Return a copy of ``trace`` with an ``eviction_score`` column (in [0, 1], higher = evict first).
+
+    ``method`` names a registered scorer (``scorer_names()``); ValueError otherwise.
+    """
+    key = method.lower() if isinstance(method, str) else method
+    if key not in _SCORERS:
+        raise ValueError(f"unknown scoring method {method!r}; known: {scorer_names()}")
+    encoded = encode_trace(trace)
+    scored = trace.copy()
+    scored["eviction_score"] = np.asarray(_SCORERS[key](trace, encoded), dtype=np.float64)
+    return scored
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``scored``: the trace with ``eviction_score``; ``ranking``: tensors in eviction order (evict first on top)."""
+
+    scored: pd.DataFrame
+    ranking: pd.DataFrame
+
+
+def predict_schedule(trace: pd.DataFrame, top: Optional[int] = 20, method: str = "heuristic") -> Schedule:
+    """The seed's ``/predict-schedule``: score the trace and rank tensors to evict first.
+
+    Each tensor is ranked by the score of its most recent access (what the ML
+    policy uses at the end of the trace); ties by size, larger first. The
+    ranking has columns rank, tensor_id, size_mb, reuse_distance, stride, op
+    (of that access), accesses (count) and eviction_score; ``top`` rows (None:
+    every tensor).
+    """
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ValueError(f"top must be an integer >= 1 or None, got {top!r}")
+    scored = score(trace, method)
+    last = scored.drop_duplicates("tensor_id", keep="last")
+    columns = [c for c in ("tensor_id", "size_mb", "reuse_distance", "stride", "op", "eviction_score") if c in last]
+    ranking = last[columns].copy()
+    ranking.insert(ranking.columns.get_loc("eviction_score"), "accesses",
+                   scored["tensor_id"].map(scored["tensor_id"].value_counts()).loc[last.index].to_numpy())
+    ranking = ranking.sort_values(["eviction_score", "size_mb"], ascending=False, kind="stable")
+    ranking = ranking.head(top) if top is not None else ranking
+    ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
+    return Schedule(scored=scored, ranking=ranking.reset_index(drop=True))

@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import lab
+from lab.cli import main
+
+SEED_KEYS = ["cache_hits", "dram_accesses", "total_latency", "evictions", "bandwidth_wait_time", "cache_hit_rate"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_simulate_prints_the_seeds_metrics(capsys):
+    code, out, _ = run(capsys, "simulate", "--model_type", "Transformer", "--num_layers", "12", "--batch_size", "32",
+                       "--seq_length", "128", "--reuse_probability", "0.3", "--policy", "LRU")
+    metrics = json.loads(out)
+    assert code == 0 and list(metrics)[:6] == SEED_KEYS
+    expected = lab.simulate(lab.generate_trace("Transformer"), "LRU", 64.0).metrics
+    assert metrics == pytest.approx(expected)
+
+
+def test_dashed_flags_and_presets(capsys):
+    code, out, _ = run(capsys, "simulate", "--model-type", "cnn", "--num-layers", "4", "--policy", "opt",
+                       "--capacity-mb", "16", "--cost", "A100-SXM4-40GB")
+    trace = lab.generate_trace("CNN", num_layers=4)
+    assert code == 0 and json.loads(out) == pytest.approx(
+        lab.simulate(trace, "Belady", 16, "A100-SXM4-40GB").metrics)
+
+
+def test_generate_to_file_then_simulate_ml_from_it(capsys, tmp_path):
+    path = tmp_path / "trace.parquet"
+    code, out, _ = run(capsys, "generate", "--model_type", "MoE", "--num_layers", "2", "--dim", "top_k=1",
+                       "--dim", "expert_skew=0.5", "--out", str(path))
+    assert code == 0 and json.loads(out)["out"] == str(path)
+    trace = lab.read_trace(path)
+    pd.testing.assert_frame_equal(trace, lab.generate_trace("MoE", num_layers=2, top_k=1, expert_skew=0.5),
+                                  check_categorical=False, check_dtype=False)
+    code, out, _ = run(capsys, "simulate", "--trace", str(path), "--policy", "ML", "--out", str(tmp_path / "a.csv"))
+    assert code == 0 and json.loads(out)["accesses"] == len(trace)
+    assert len(pd.read_csv(tmp_path / "a.csv")) == len(trace)
+
+
+def test_generate_to_stdout(capsys):
+    code, out, _ = run(capsys, "generate", "--model_type", "MLP", "--num_layers", "1")
+    records = json.loads(out)
+    assert code == 0 and len(records) == len(lab.generate_trace("MLP", num_layers=1))
+    assert records[0]["reuse_distance"] is None  # a first access has none: JSON null, not NaN
+
+
+def test_schedule_validate_compile(capsys, tmp_path):
+    code, out, _ = run(capsys, "schedule", "--num_layers", "2", "--top", "5", "--out", str(tmp_path / "s.csv"))
+    assert code == 0 and [r["rank"] for r in json.loads(out)] == [1, 2, 3, 4, 5]
+    assert "eviction_score" in pd.read_csv(tmp_path / "s.csv")
+    reference = lab.write_trace(lab.generate_trace("CNN"), tmp_path / "ref.parquet")
+    code, out, _ = run(capsys, "validate", "--num_layers", "2", "--reference", str(reference), "--window", "8")
+    report = json.loads(out)
+    assert code == 0 and "reuse_distance_wasserstein" in report and report["size_distribution_ks"]["p_value"] < 0.05
+    code, out, _ = run(capsys, "compile", "--num_layers", "2", "--capacity_mb", "32", "--out", str(tmp_path / "p.csv"))
+    summary = json.loads(out)
+    assert code == 0 and [p["policy"] for p in summary["policies"]] == ["LRU", "FIFO", "ML", "Belady"]
+    assert pd.read_csv(tmp_path / "p.csv")["action"].isin(["hit", "load", "stream"]).all()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "--policy", "LFU"], "unknown policy 'LFU'"),
+        (["simulate", "--capacity_mb", "-4"], "capacity_mb must be"),
+        (["simulate", "--num_layers", "ten"], "argument --num_layers/--num-layers: invalid int value: 'ten'"),
+        (["generate", "--model_type", "RNN"], "unknown model_type 'RNN'"),
+        (["generate", "--dim", "hidden"], "expected KEY=VALUE"),
+        (["generate", "--dim", "channels=4"], "unknown dimension(s) ['channels']"),
+        (["simulate", "--trace", "/nonexistent/t.parquet"], "no trace file at '/nonexistent/t.parquet'"),
+        (["simulate", "--cost", "TPU"], "hardware preset name"),
+        (["validate", "--window", "0"], "window must be an integer >= 1"),
+        (["explode"], "invalid choice: 'explode'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, message):
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own errors exit from inside parse_args
+        code = exit.code
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_python_dash_m_lab_exit_code_and_no_traceback():
+    done = subprocess.run([sys.executable, "-m", "lab", "simulate", "--policy", "nope"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("python -m lab simulate: error: unknown policy 'nope'")
+    bad_flag = subprocess.run([sys.executable, "-m", "lab", "simulate", "--nope"], capture_output=True, text=True)
+    assert bad_flag.returncode == 2 and bad_flag.stderr.count("\n") == 1

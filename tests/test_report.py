@@ -1,0 +1,68 @@
+"""The policy-comparison report: its parameters, and a real papermill run on the smallest parameters."""
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from papermill.exceptions import PapermillExecutionError
+
+from lab.report import check_params, load_params, notebook_parameters, provenance, run_report
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "01-policy-comparison.ipynb"
+PARAM_FILES = sorted((ROOT / "params" / "01-policy-comparison").glob("*.yaml"))
+SMALLEST = {"model_type": "MLP", "num_layers": 2, "batch_size": 2, "seq_length": 8, "capacity_mb": 0.5,
+            "capacity_points": 3, "top": 5}
+
+
+def test_the_four_parameter_sets_exist():
+    assert {p.stem for p in PARAM_FILES} >= {"default", "cnn", "mlp", "moe"}
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
+def test_every_params_key_is_a_notebook_parameter(path):
+    params = load_params(path)
+    assert set(params) <= set(notebook_parameters(NOTEBOOK)), "papermill would only warn"
+    check_params(NOTEBOOK, params, str(path))
+
+
+def test_every_parameter_has_a_help_comment():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = [line for line in cell.source.splitlines() if line.strip()]
+    names = [node.targets[0].id for node in ast.parse(cell.source).body]
+    assert len(lines) == len(names) == len(notebook_parameters(NOTEBOOK))
+    assert all("  # " in line for line in lines)
+
+
+def test_unknown_parameters_are_an_error():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['layers'\]"):
+        check_params(NOTEBOOK, {"layers": 3})
+
+
+def test_provenance_states_parameters_and_versions():
+    table = provenance({"seed": 0})
+    assert table.iloc[0].tolist() == ["parameter", "seed", "0"]
+    assert {"python", "lab", "numpy", "pandas", "numba", "papermill"} <= set(table["name"])
+
+
+def test_report_runs_on_the_smallest_parameters(tmp_path):
+    out = run_report(NOTEBOOK, SMALLEST, tmp_path / "smallest.ipynb")
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
+    for expected in ("cache_hit_rate", "eviction_score", "reuse_entropy", "gap_closed_pct", "'MLP'"):
+        assert expected in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # metric bars, occupancy heatmap, capacity curves, reuse histogram
+    html = (tmp_path / "smallest.html").read_text()
+    assert html.count("data:image/png;base64") >= 4
+
+
+def test_a_failed_report_leaves_nothing_behind(tmp_path):
+    with pytest.raises(PapermillExecutionError, match="unknown model_type 'RNN'"):
+        run_report(NOTEBOOK, {**SMALLEST, "model_type": "RNN"}, tmp_path / "bad.ipynb")
+    assert list(tmp_path.iterdir()) == []

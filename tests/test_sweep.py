@@ -1,0 +1,38 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import lab
+from lab.sweep import default_capacities_mb, working_set_mb
+
+
+def test_compare_policies_has_one_row_per_policy_and_scores_for_ml():
+    trace = lab.generate_trace("Transformer", num_layers=3)
+    table = lab.compare_policies(trace, capacity_mb=32)
+    assert table.index.tolist() == ["LRU", "FIFO", "ML", "Belady"]
+    assert table["cache_hits"].dtype.kind == "i"
+    ml = lab.simulate(lab.score(trace), "ML", 32).metrics
+    assert table.loc["ML", "dram_accesses"] == ml["dram_accesses"]
+    assert table.loc["Belady", "dram_accesses"] <= table["dram_accesses"].min()
+
+
+def test_sweep_is_long_form_and_matches_single_runs():
+    trace = lab.generate_trace("MLP", num_layers=6)
+    sweep = lab.sweep_capacity(trace, ["LRU", "opt"], capacities_mb=[8, 32, 128])
+    assert len(sweep) == 6 and set(sweep["policy"]) == {"LRU", "Belady"}
+    row = sweep[(sweep["policy"] == "LRU") & (sweep["capacity_mb"] == 32)].iloc[0]
+    assert row["dram_accesses"] == lab.simulate(trace, "LRU", 32).metrics["dram_accesses"]
+
+
+def test_default_capacities_span_smallest_tensor_to_working_set():
+    trace = lab.generate_trace("CNN", num_layers=4)
+    capacities = default_capacities_mb(trace, 10)
+    assert len(capacities) == 10 and np.all(np.diff(capacities) > 0)
+    assert capacities[0] == pytest.approx(trace["size_mb"].min())
+    assert capacities[-1] == pytest.approx(working_set_mb(trace))
+    assert working_set_mb(trace) == pytest.approx(trace.drop_duplicates("tensor_id")["size_mb"].sum())
+
+
+def test_bad_capacity_in_a_sweep():
+    with pytest.raises(ValueError, match="capacities_mb"):
+        lab.sweep_capacity(lab.generate_trace("MLP", num_layers=1), ["LRU"], capacities_mb=[4, -1])
