@@ -306,56 +306,73 @@ def generate_trace(
             x = _cnn_layer(layer, x, batch_size, seq_length, d, graph_rng, shapes[l])
         else:
             x = builder(layer, x, batch_size, seq_length, d, graph_rng)
-        rows.extend(_with_reuse(layer.rows, reuse_probability, reuse_rng))
-    return _to_frame(rows, model_type, dict(model_type=model_type, num_layers=num_layers, batch_size=batch_size,
+        rows.extend(layer.rows)
+    columns = _columns(rows)
+    order, reload = _reuse_order(columns["layer"], reuse_probability, reuse_rng)
+    return _to_frame(columns, order, reload, model_type, dict(model_type=model_type, num_layers=num_layers, batch_size=batch_size,
                                             seq_length=seq_length, reuse_probability=float(reuse_probability),
                                             seed=seed, **dims))
 
 
-def _with_reuse(base, p, rng):
-    """Insert Binomial(len(base), p) re-reads of earlier accesses of the layer at uniform positions."""
-    n_reuse = int(rng.binomial(len(base), p))
-    if n_reuse == 0:
-        return base
-    slots = np.sort(rng.integers(1, len(base) + 1, n_reuse))  # re-read after base access slot-1
-    targets = (rng.random(n_reuse) * slots).astype(np.int64).tolist()  # uniform over base[0:slot]
-    slots = slots.tolist()
-    out, r = [], 0
-    for i, row in enumerate(base):
-        out.append(row)
-        while r < n_reuse and slots[r] == i + 1:
-            layer, name, size, kind, _, _, _, expert, group = base[targets[r]]
-            out.append((layer, name, size, kind, _OP_CODE["reload"], READ, 1, expert, group))
-            r += 1
-    return out
-
-
-def _codes(values, dtype: pd.CategoricalDtype) -> pd.Categorical:
-    return pd.Categorical.from_codes(np.array(values, dtype=np.int64), dtype=dtype)
-
-
-def _to_frame(rows, model_type, params) -> pd.DataFrame:
-    layer, names, size_bytes, kind, op, access, stride, expert, group = zip(*rows) if rows else ((),) * 9
+def _columns(rows) -> dict:
+    """The architecture's accesses as column arrays; tensor names coded in order of first access."""
+    layer, names, size_bytes, kind, op, access, stride, expert, group = zip(*rows)
     first_seen: dict[str, int] = {}
     codes = np.fromiter((first_seen.setdefault(n, len(first_seen)) for n in names), np.int64, len(names))
+    int_columns = dict(layer=layer, size_bytes=size_bytes, kind=kind, op=op, access=access, stride=stride,
+                       expert=expert, group=group)
+    return {"tensor": codes, "names": list(first_seen),
+            **{key: np.array(values, dtype=np.int64) for key, values in int_columns.items()}}
+
+
+def _reuse_order(layer: np.ndarray, p: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Where the re-reads go: ``Binomial(accesses in the layer, p)`` per layer, each after a uniform base
+    access of the layer (a slot), re-reading a uniform access at or before it.
+
+    Returns the source row of each output row (architecture rows and re-read targets, in trace order) and a
+    flag marking the re-reads.
+    """
+    n_base = layer.shape[0]
+    per_layer = np.bincount(layer)
+    starts = np.concatenate(([0], np.cumsum(per_layer)[:-1]))
+    n_reuse = rng.binomial(per_layer, p)
+    reuse_layer = np.repeat(np.arange(per_layer.size), n_reuse)
+    slots = 1 + (rng.random(reuse_layer.size) * per_layer[reuse_layer]).astype(np.int64)  # after access slot-1
+    targets = (rng.random(reuse_layer.size) * slots).astype(np.int64)  # uniform over the layer's [0, slot)
+    source = np.concatenate((np.arange(n_base), starts[reuse_layer] + targets))
+    # a base row g sorts at 2g, a re-read after base row g at 2g + 1 (several: in the order drawn)
+    key = np.concatenate((2 * np.arange(n_base), 2 * (starts[reuse_layer] + slots - 1) + 1))
+    order = np.argsort(key, kind="stable")
+    reload = np.zeros(source.size, bool)
+    reload[n_base:] = True
+    return source[order], reload[order]
+
+
+def _to_frame(columns: dict, order: np.ndarray, reload: np.ndarray, model_type: str, params: dict) -> pd.DataFrame:
+    def take(key):
+        return columns[key][order]
+
+    codes = take("tensor")  # still in order of first access: a re-read always follows the access it repeats
+    op = np.where(reload, _OP_CODE["reload"], take("op"))
     trace = pd.DataFrame(
         {
             # categorical: the tensors are already coded, and coded ids make every later pass cheaper
             "tensor_id": pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(
-                pd.Index(np.array(list(first_seen), dtype=object), dtype=object))),
-            "size_mb": np.array(size_bytes, dtype=np.float64) / BYTES_PER_MB,
-            "reuse_distance": reuse_distances_from_codes(codes, len(first_seen)),
-            "stride": np.array(stride, dtype=np.int64),
-            "op": _codes(op, OP_DTYPE),
-            "model_type": _codes([MODEL_TYPES.index(model_type)] * len(names), MODEL_TYPE_DTYPE),
-            "layer": np.array(layer, dtype=np.int64),
-            "kind": _codes(kind, KIND_DTYPE),
-            "access": _codes(access, ACCESS_DTYPE),
+                pd.Index(np.array(columns["names"], dtype=object), dtype=object))),
+            "size_mb": take("size_bytes") / BYTES_PER_MB,
+            "reuse_distance": reuse_distances_from_codes(codes, len(columns["names"])),
+            "stride": np.where(reload, 1, take("stride")),
+            "op": pd.Categorical.from_codes(op, dtype=OP_DTYPE),
+            "model_type": pd.Categorical.from_codes(np.full(order.size, MODEL_TYPES.index(model_type)),
+                                                    dtype=MODEL_TYPE_DTYPE),
+            "layer": take("layer"),
+            "kind": pd.Categorical.from_codes(take("kind"), dtype=KIND_DTYPE),
+            "access": pd.Categorical.from_codes(np.where(reload, READ, take("access")), dtype=ACCESS_DTYPE),
         }
     )
     if model_type == "MoE":
-        trace["expert"] = np.array(expert, dtype=np.int64)
-        trace["token_group"] = np.array(group, dtype=np.int64)
+        trace["expert"] = take("expert")
+        trace["token_group"] = take("group")
     trace.attrs["generator"] = GeneratorParams(params)
     return trace
 

@@ -8,6 +8,7 @@ figure is closed in pyplot before it is returned, so a notebook shows it once
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Optional, Sequence
 
@@ -20,8 +21,18 @@ import seaborn as sns
 from lab.simulator import SimulationResult
 from lab.units import BYTES_PER_MB
 
-sns.set_theme(context="notebook", style="whitegrid")
 BOUND_POLICY = "Belady"
+
+
+def _styled(plot):
+    """Draw ``plot`` in seaborn's whitegrid style without changing the caller's matplotlib settings."""
+
+    @functools.wraps(plot)
+    def draw(*args, **kwargs):
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+            return plot(*args, **kwargs)
+
+    return draw
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -44,6 +55,7 @@ def residency_matrix(result: SimulationResult) -> np.ndarray:
     return np.cumsum(delta, axis=1)[:, :-1] > 0
 
 
+@_styled
 def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = None, max_tensors: int = 60,
                       max_time_bins: int = 300) -> Figure:
     """Cache occupancy over time: tensors (rows) x access time (columns).
@@ -91,6 +103,7 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
     return fig
 
 
+@_styled
 def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram"),
                     capacity_mb: Optional[float] = None) -> Figure:
     """Metrics against capacity, one line per policy, Belady dashed as the bound.
@@ -117,6 +130,7 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_ra
     return fig
 
 
+@_styled
 def metric_bars(comparison: pd.DataFrame,
                 metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram", "total_latency")) -> Figure:
     """One bar chart per metric, one bar per policy; takes ``lab.compare_policies`` output."""
@@ -132,6 +146,7 @@ def metric_bars(comparison: pd.DataFrame,
     return fig
 
 
+@_styled
 def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFrame] = None,
                              bins: int = 40) -> Figure:
     """Histogram of reuse distances (accesses, log-spaced bins; first accesses left out), with a reference."""

@@ -58,21 +58,20 @@ def heuristic_scores(trace: pd.DataFrame, encoded: EncodedTrace) -> np.ndarray:
     through once. Returns float64 scores in [0, 1], one per access.
     """
     size = encoded.access_bytes.astype(np.float64)
-    if "reuse_distance" in trace.columns:
+    columns = trace.columns
+    if "reuse_distance" in columns:
         column = trace["reuse_distance"]
         if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
             raise ValueError(f"column 'reuse_distance' must hold numbers >= 0 (NaN for a first access), "
                              f"got dtype {column.dtype}")
-        reuse = column.to_numpy(np.float64, na_value=np.nan)
-        if (reuse < 0).any():
-            raise ValueError("column 'reuse_distance' must hold numbers >= 0 (NaN for a first access)")
+        reuse = column.to_numpy(np.float64, na_value=np.nan, copy=True)
     else:
         reuse = reuse_distances_from_codes(encoded.codes, encoded.n_tensors)
-    stride = np.abs(numeric_column(trace, "stride")) if "stride" in trace.columns else np.ones(len(trace))
-    if np.isnan(reuse).all():
-        reuse = np.zeros(len(trace))
-    else:
-        reuse = np.where(np.isnan(reuse), np.nanmax(reuse), reuse)
+    first = np.isnan(reuse)
+    if (reuse[~first] < 0).any():
+        raise ValueError("column 'reuse_distance' must hold numbers >= 0 (NaN for a first access)")
+    reuse[first] = reuse[~first].max() if not first.all() else 0.0
+    stride = np.abs(numeric_column(trace, "stride")) if "stride" in columns else np.ones(len(size))
     w = HEURISTIC_WEIGHTS
     return w["size"] * _min_max(size) + w["reuse"] * _min_max(reuse) + w["stride"] * _min_max(stride)
 

@@ -31,7 +31,7 @@ def test_every_params_key_is_a_notebook_parameter(path):
 def test_every_parameter_has_a_help_comment():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    lines = [line for line in cell.source.splitlines() if line.strip()]
+    lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("#")]
     names = [node.targets[0].id for node in ast.parse(cell.source).body]
     assert len(lines) == len(names) == len(notebook_parameters(NOTEBOOK))
     assert all("  # " in line for line in lines)
@@ -66,3 +66,8 @@ def test_a_failed_report_leaves_nothing_behind(tmp_path):
     with pytest.raises(PapermillExecutionError, match="unknown model_type 'RNN'"):
         run_report(NOTEBOOK, {**SMALLEST, "model_type": "RNN"}, tmp_path / "bad.ipynb")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_parameters_cell_comes_first():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.cells[0].metadata.get("tags") == ["parameters"]
