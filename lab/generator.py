@@ -89,13 +89,12 @@ class _Layer:
         self.rows: list[tuple] = []
 
     def op(self, name, reads=(), writes=(), strides=None, expert=-1, group=-1):
-        strides = strides or {}
-        l, op = self.index, _OP_CODE[name]
+        l, op, append = self.index, _OP_CODE[name], self.rows.append
         for t in reads:
-            self.rows.append((l, t.name, t.size_bytes, _KIND_CODE[t.kind], op, READ, strides.get(t.name, 1),
-                              expert, group))
+            stride = strides.get(t.name, 1) if strides else 1
+            append((l, t.name, t.size_bytes, _KIND_CODE[t.kind], op, READ, stride, expert, group))
         for t in writes:
-            self.rows.append((l, t.name, t.size_bytes, _KIND_CODE[t.kind], op, WRITE, 1, expert, group))
+            append((l, t.name, t.size_bytes, _KIND_CODE[t.kind], op, WRITE, 1, expert, group))
 
 
 def _act(name, *shape, dtype_bytes, kind="activation"):
@@ -289,9 +288,30 @@ def generate_trace(
     if model_type == "MoE" and d["token_groups"] > batch_size * seq_length:
         raise ValueError(f"token_groups ({d['token_groups']}) must be <= batch_size * seq_length")
 
-    # separate streams: the graph (MoE routing) does not move when reuse_probability changes
-    graph_rng = np.random.default_rng([seed, 0])
-    reuse_rng = np.random.default_rng([seed, 1])
+    # the graph has its own random stream (MoE routing), so reuse_probability does not move it
+    columns = _architecture_of(model_type, num_layers, batch_size, seq_length, seed, d)
+    order, reload = _reuse_order(columns["layer"], reuse_probability, np.random.default_rng([seed, 1]))
+    params = dict(model_type=model_type, num_layers=num_layers, batch_size=batch_size, seq_length=seq_length,
+                  reuse_probability=float(reuse_probability), seed=seed, **dims)
+    return _to_frame(columns, order, reload, model_type, params)
+
+
+def _architecture_of(model_type, num_layers, batch_size, seq_length, seed, d) -> dict:
+    return _architecture(model_type, num_layers, batch_size, seq_length, tuple(sorted(d.items())),
+                         seed if model_type == "MoE" else None)
+
+
+@functools.lru_cache(maxsize=32)
+def _architecture(model_type, num_layers, batch_size, seq_length, dims: tuple, routing_seed) -> dict:
+    """The architecture's accesses (no reuse) as read-only column arrays.
+
+    A pure function of its arguments (``routing_seed``: the seed, for MoE
+    routing; None for the other models), so it is memoized: an explorer that
+    changes only the reuse probability, the policy or the capacity does not
+    rebuild the graph.
+    """
+    d = dict(dims)
+    graph_rng = np.random.default_rng([routing_seed or 0, 0])
     b = d["dtype_bytes"]
     if model_type == "CNN":
         x = _act("X_0", batch_size, d["channels"], d["image_size"], d["image_size"], dtype_bytes=b, kind="input")
@@ -308,10 +328,10 @@ def generate_trace(
             x = builder(layer, x, batch_size, seq_length, d, graph_rng)
         rows.extend(layer.rows)
     columns = _columns(rows)
-    order, reload = _reuse_order(columns["layer"], reuse_probability, reuse_rng)
-    return _to_frame(columns, order, reload, model_type, dict(model_type=model_type, num_layers=num_layers, batch_size=batch_size,
-                                            seq_length=seq_length, reuse_probability=float(reuse_probability),
-                                            seed=seed, **dims))
+    for array in columns.values():
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False
+    return columns
 
 
 def _columns(rows) -> dict:
@@ -321,7 +341,7 @@ def _columns(rows) -> dict:
     codes = np.fromiter((first_seen.setdefault(n, len(first_seen)) for n in names), np.int64, len(names))
     int_columns = dict(layer=layer, size_bytes=size_bytes, kind=kind, op=op, access=access, stride=stride,
                        expert=expert, group=group)
-    return {"tensor": codes, "names": list(first_seen),
+    return {"tensor": codes, "names": tuple(first_seen),
             **{key: np.array(values, dtype=np.int64) for key, values in int_columns.items()}}
 
 
@@ -380,14 +400,11 @@ def _to_frame(columns: dict, order: np.ndarray, reload: np.ndarray, model_type: 
 def implied_sizes_mb(params: dict) -> np.ndarray:
     """Sizes (MB) the generator's parameters imply: those of the architecture's accesses without reuse.
 
-    Takes the ``trace.attrs["generator"]`` dict of a generated trace. Memoized:
-    the answer is a pure function of the parameters.
+    Takes the ``trace.attrs["generator"]`` dict of a generated trace.
     """
-    return _implied_sizes_mb(tuple(sorted((k, v) for k, v in params.items() if k != "reuse_probability")))
-
-
-@functools.lru_cache(maxsize=64)
-def _implied_sizes_mb(key: tuple) -> np.ndarray:
-    sizes = generate_trace(**dict(key), reuse_probability=0.0)["size_mb"].to_numpy()
-    sizes.flags.writeable = False
-    return sizes
+    p = dict(params)
+    model_type = canonical_model_type(p.pop("model_type"))
+    known = ("num_layers", "batch_size", "seq_length", "reuse_probability", "seed")
+    num_layers, batch_size, seq_length, _, seed = (p.pop(k) for k in known)
+    d = _check_dims(model_type, p)
+    return _architecture_of(model_type, num_layers, batch_size, seq_length, seed, d)["size_bytes"] / BYTES_PER_MB
