@@ -27,9 +27,11 @@ class CompilePrediction:
     """The optimal plan at ``capacity_mb`` and what it is worth.
 
     ``plan``: one row per access (access, tensor_id, size_mb, action: ``hit``
-    = kept on chip, ``load`` = read from DRAM and kept, ``stream`` = read
+    = read on chip, ``write`` = produced on chip (traces with an ``access``
+    column), ``load`` = read from DRAM and kept, ``stream`` = moved to or
     from DRAM, larger than the buffer; ``evict``: the tensors evicted to make
-    room, comma-separated; ``resident_mb`` after the access).
+    room, comma-separated; ``dropped``: the tensor is dead after this access
+    and leaves the buffer; ``resident_mb`` after the access).
     ``comparison``: one row per policy (the online ones and Belady) with its
     metrics and ``gap_closed_pct``: the share of LRU's excess misses over
     Belady that the policy removes (LRU 0 %, Belady 100 %; NaN when LRU is
@@ -63,8 +65,11 @@ class CompilePrediction:
 def residency_plan(result: SimulationResult) -> pd.DataFrame:
     """Per-access actions of a simulation: hit / load / stream, the tensors evicted, resident MB after."""
     enc = result.encoded
-    fits = enc.access_bytes <= int(result.capacity_mb * BYTES_PER_MB)
-    action = np.where(result.hit, "hit", np.where(fits, "load", "stream"))
+    action = np.select(
+        [result.hit & result.is_write, result.hit, result.inserted],
+        ["write", "hit", "load"],
+        "stream",
+    )
     evict = np.full(enc.n_accesses, "", dtype=object)
     if result.victim_access.size:
         names = enc.tensor_ids[result.victim_code].astype(str)
@@ -77,6 +82,7 @@ def residency_plan(result: SimulationResult) -> pd.DataFrame:
         "size_mb": bytes_to_mb(enc.access_bytes),
         "action": action,
         "evict": evict,
+        "dropped": result.dropped,
         "resident_mb": bytes_to_mb(result.resident_bytes),
     })
 

@@ -89,7 +89,45 @@ def _sift_down(heap, hkey, hseq, pos, j, size):
 
 
 @njit(cache=True)
-def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_hit, priority):
+def _heap_remove(heap, hkey, hseq, pos, j, size):
+    """Remove the entry at heap index ``j`` from a heap of ``size`` entries; returns the new size."""
+    size -= 1
+    if j < size:
+        _heap_place(heap, hkey, hseq, pos, j, heap[size], hkey[size], hseq[size])
+        j = _sift_up(heap, hkey, hseq, pos, j)
+        _sift_down(heap, hkey, hseq, pos, j, size)
+    return size
+
+
+@njit(cache=True)
+def _unlink(prev, nxt, c, head, tail):
+    """Take ``c`` out of the queue; returns the new (head, tail)."""
+    p, q = prev[c], nxt[c]
+    if p >= 0:
+        nxt[p] = q
+    else:
+        head = q
+    if q >= 0:
+        prev[q] = p
+    else:
+        tail = p
+    return head, tail
+
+
+@njit(cache=True)
+def _append(prev, nxt, c, head, tail):
+    """Put ``c`` at the tail of the queue (evicted last); returns the new (head, tail)."""
+    prev[c] = tail
+    nxt[c] = -1
+    if tail >= 0:
+        nxt[tail] = c
+    else:
+        head = c
+    return head, c
+
+
+@njit(cache=True)
+def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_hit, priority, is_write, next_use):
     """Replay a trace through a buffer of ``capacity_bytes``.
 
     Takes: ``codes`` (int64 tensor code per access), ``tensor_bytes`` (int64
@@ -98,20 +136,36 @@ def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_h
     evict the highest ``priority``), ``refresh_on_hit`` (a hit re-ranks the
     tensor), ``priority`` (float64 per access; ignored with ``use_queue``).
 
-    Returns ``(hit, evictions, resident_bytes, victim_access, victim_code)``:
-    per access a hit flag, the number of tensors evicted and the bytes resident
-    after the access; then, per eviction, the access that caused it and the
-    evicted tensor's code.
+    ``is_write`` and ``next_use`` (one per access, or both empty) switch on
+    reads and writes: a write allocates the tensor without a DRAM read and
+    marks it dirty; evicting a dirty tensor writes it back; a tensor whose
+    access has no next use (``next_use == NEVER``) is dropped from the buffer
+    after it, without writeback; a write of a tensor larger than the buffer
+    goes straight to DRAM.
+
+    Returns ``(hit, inserted, dropped, evictions, resident_bytes,
+    write_bytes, victim_access, victim_code, victim_written_back)``: per
+    access whether it was served on chip without a DRAM read, whether it put
+    its tensor into the buffer, whether it dropped its (dead) tensor after,
+    the number of tensors evicted, the bytes resident after it and the bytes
+    written to DRAM; per eviction the access that caused it, the evicted
+    tensor's code and whether it was written back.
     """
     n = codes.shape[0]
     k = tensor_bytes.shape[0]
+    rw = is_write.shape[0] == n and n > 0
     hit = np.zeros(n, np.bool_)
+    inserted = np.zeros(n, np.bool_)
+    dropped = np.zeros(n, np.bool_)
     evictions = np.zeros(n, np.int32)
     resident = np.empty(n, np.int64)
+    write_bytes = np.zeros(n, np.int64)
     victim_access = np.empty(n, np.int64)
     victim_code = np.empty(n, np.int64)
+    victim_written_back = np.zeros(n, np.bool_)
     n_victims = 0
     cached = np.zeros(k, np.bool_)
+    dirty = np.zeros(k, np.bool_)
     used = 0
     qk = k if use_queue else 0
     hk = 0 if use_queue else k
@@ -129,21 +183,16 @@ def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_h
 
     for i in range(n):
         c = codes[i]
+        write = rw and is_write[i]
         if cached[c]:
             hit[i] = True
+            if write:
+                dirty[c] = True
             if refresh_on_hit:
                 if use_queue:
-                    if c != tail:  # unlink c, append at tail
-                        p, q = prev[c], nxt[c]
-                        if p >= 0:
-                            nxt[p] = q
-                        else:
-                            head = q
-                        prev[q] = p
-                        prev[c] = tail
-                        nxt[c] = -1
-                        nxt[tail] = c
-                        tail = c
+                    if c != tail:
+                        head, tail = _unlink(prev, nxt, c, head, tail)
+                        head, tail = _append(prev, nxt, c, head, tail)
                 else:
                     j = pos[c]
                     hkey[j] = priority[i]
@@ -156,38 +205,43 @@ def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_h
                 while used + size > capacity_bytes:
                     if use_queue:
                         v = head
-                        head = nxt[v]
-                        if head >= 0:
-                            prev[head] = -1
-                        else:
-                            tail = -1
+                        head, tail = _unlink(prev, nxt, v, head, tail)
                     else:
                         v = heap[0]
-                        heap_size -= 1
-                        if heap_size > 0:
-                            last = heap_size
-                            _heap_place(heap, hkey, hseq, pos, 0, heap[last], hkey[last], hseq[last])
-                            _sift_down(heap, hkey, hseq, pos, 0, heap_size)
+                        heap_size = _heap_remove(heap, hkey, hseq, pos, 0, heap_size)
                     cached[v] = False
                     used -= tensor_bytes[v]
+                    if dirty[v]:  # still live (dead tensors were dropped): write it back
+                        dirty[v] = False
+                        write_bytes[i] += tensor_bytes[v]
+                        victim_written_back[n_victims] = True
                     victim_access[n_victims] = i
                     victim_code[n_victims] = v
                     n_victims += 1
                     n_evicted += 1
                 evictions[i] = n_evicted
+                inserted[i] = True
                 cached[c] = True
+                dirty[c] = write
+                hit[i] = write  # a write is produced on chip: no DRAM read
                 used += size
                 if use_queue:
-                    prev[c] = tail
-                    nxt[c] = -1
-                    if tail >= 0:
-                        nxt[tail] = c
-                    else:
-                        head = c
-                    tail = c
+                    head, tail = _append(prev, nxt, c, head, tail)
                 else:
                     _heap_place(heap, hkey, hseq, pos, heap_size, c, priority[i], i)
                     heap_size += 1
                     _sift_up(heap, hkey, hseq, pos, heap_size - 1)
+            elif write:
+                write_bytes[i] += size  # too large for the buffer: streamed out to DRAM
+        if rw and next_use[i] == NEVER and cached[c]:  # dead from here on: drop, no writeback
+            if use_queue:
+                head, tail = _unlink(prev, nxt, c, head, tail)
+            else:
+                heap_size = _heap_remove(heap, hkey, hseq, pos, pos[c], heap_size)
+            cached[c] = False
+            dirty[c] = False
+            used -= tensor_bytes[c]
+            dropped[i] = True
         resident[i] = used
-    return hit, evictions, resident, victim_access[:n_victims].copy(), victim_code[:n_victims].copy()
+    return (hit, inserted, dropped, evictions, resident, write_bytes, victim_access[:n_victims].copy(),
+            victim_code[:n_victims].copy(), victim_written_back[:n_victims].copy())

@@ -44,14 +44,16 @@ def _new_figure(width: float, height: float) -> Figure:
 def residency_matrix(result: SimulationResult) -> np.ndarray:
     """Bool matrix (tensors x accesses): True where the tensor is resident after the access.
 
-    Rows follow tensor codes (order of first access).
+    Rows follow tensor codes (order of first access). A tensor inserted and
+    dropped (dead) at the same access is not resident after it.
     """
     enc = result.encoded
-    fits = enc.access_bytes <= int(result.capacity_mb * BYTES_PER_MB)
-    inserted = np.flatnonzero(~result.hit & fits)
+    inserted = np.flatnonzero(result.inserted)
+    dropped = np.flatnonzero(result.dropped)
     delta = np.zeros((enc.n_tensors, enc.n_accesses + 1), np.int8)
     np.add.at(delta, (enc.codes[inserted], inserted), 1)
     np.add.at(delta, (result.victim_code, result.victim_access), -1)
+    np.add.at(delta, (enc.codes[dropped], dropped), -1)
     return np.cumsum(delta, axis=1)[:, :-1] > 0
 
 

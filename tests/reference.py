@@ -16,6 +16,7 @@ class _Entry:
     inserted: int
     last_access: int
     score: float
+    dirty: bool = False
 
 
 def _next_access(tensor_ids, tensor, after):
@@ -25,36 +26,59 @@ def _next_access(tensor_ids, tensor, after):
     return math.inf
 
 
-def reference_simulate(tensor_ids, sizes, capacity, policy, scores=None):
+def reference_simulate(tensor_ids, sizes, capacity, policy, scores=None, access=None):
     """Return (hits, evictions, victims): a hit flag and an eviction count per access, and (access, victim) pairs.
 
     ``sizes`` and ``capacity`` are integer bytes; ``policy`` is LRU, FIFO, ML
-    (needs ``scores``) or Belady.
+    (needs ``scores``) or Belady. With ``access`` (``read``/``write`` per
+    access) see ``reference_simulate_rw``.
+    """
+    hits, evictions, victims, _, _, _ = reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores, access)
+    return hits, [len(e) for e in evictions], victims
+
+
+def reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores=None, access=None):
+    """The same, with reads and writes; returns (hits, evicted per access, victims, written-back victims,
+    DRAM bytes written per access, resident bytes per access).
+
+    A write allocates without a DRAM read and dirties the tensor; a dirty
+    victim is written back; after a tensor's last access it leaves the buffer
+    with no writeback; a write of a tensor larger than the buffer goes to DRAM.
     """
     cache: dict = {}
     used = 0
-    hits, evictions, victims = [], [], []
+    hits, evictions, victims, written_back, write_bytes, resident = [], [], [], [], [], []
     for i, (tensor, size) in enumerate(zip(tensor_ids, sizes)):
         score = scores[i] if scores is not None else 0.0
+        write = access is not None and access[i] == "write"
+        evicted, written = [], 0
         if tensor in cache:
             entry = cache[tensor]
             entry.last_access = i
             entry.score = score
+            entry.dirty = entry.dirty or write
             hits.append(True)
-            evictions.append(0)
-            continue
-        hits.append(False)
-        evicted = 0
-        if size <= capacity:
-            while used + size > capacity:
-                victim = _choose_victim(cache, policy, tensor_ids, i)
-                used -= cache.pop(victim).size
-                victims.append((i, victim))
-                evicted += 1
-            cache[tensor] = _Entry(size=size, inserted=i, last_access=i, score=score)
-            used += size
+        else:
+            hits.append(write and size <= capacity)
+            if size <= capacity:
+                while used + size > capacity:
+                    victim = _choose_victim(cache, policy, tensor_ids, i)
+                    gone = cache.pop(victim)
+                    used -= gone.size
+                    victims.append((i, victim))
+                    written_back.append(gone.dirty)
+                    written += gone.size if gone.dirty else 0
+                    evicted.append(victim)
+                cache[tensor] = _Entry(size=size, inserted=i, last_access=i, score=score, dirty=write)
+                used += size
+            elif write:
+                written += size
+        if access is not None and tensor in cache and _next_access(tensor_ids, tensor, i) == math.inf:
+            used -= cache.pop(tensor).size
         evictions.append(evicted)
-    return hits, evictions, victims
+        write_bytes.append(written)
+        resident.append(used)
+    return hits, evictions, victims, written_back, write_bytes, resident
 
 
 def _choose_victim(cache, policy, tensor_ids, now):

@@ -65,7 +65,7 @@ def test_schedule_validate_compile(capsys, tmp_path):
     code, out, _ = run(capsys, "compile", "--num_layers", "2", "--capacity_mb", "32", "--out", str(tmp_path / "p.csv"))
     summary = json.loads(out)
     assert code == 0 and [p["policy"] for p in summary["policies"]] == ["LRU", "FIFO", "ML", "Belady"]
-    assert pd.read_csv(tmp_path / "p.csv")["action"].isin(["hit", "load", "stream"]).all()
+    assert pd.read_csv(tmp_path / "p.csv")["action"].isin(["hit", "write", "load", "stream"]).all()
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from lab.policies import AgeOrdered, Policy, get_policy, policy_names, register
 from lab.units import BYTES_PER_MB
 from tests.conftest import random_trace
 from tests.libcachesim_replay import libcachesim_replay
-from tests.reference import reference_simulate
+from tests.reference import reference_simulate, reference_simulate_rw
 
 ALL_POLICIES = policy_names()
 
@@ -74,8 +74,9 @@ def test_queue_and_heap_give_the_same_lru_and_fifo():
     newest_last = -np.arange(enc.n_accesses, dtype=np.float64)
     for refresh in (True, False):
         for capacity in (50, 500, 3000):
-            queue = simulate_buffer(enc.codes, enc.tensor_bytes, capacity, True, refresh, np.empty(0))
-            heap = simulate_buffer(enc.codes, enc.tensor_bytes, capacity, False, refresh, newest_last)
+            no_rw = (np.empty(0, np.bool_), np.empty(0, np.int64))
+            queue = simulate_buffer(enc.codes, enc.tensor_bytes, capacity, True, refresh, np.empty(0), *no_rw)
+            heap = simulate_buffer(enc.codes, enc.tensor_bytes, capacity, False, refresh, newest_last, *no_rw)
             for a, b in zip(queue, heap):
                 np.testing.assert_array_equal(a, b)
 
@@ -138,8 +139,11 @@ def test_a_new_policy_is_one_class_and_one_registry_line(small_trace):
 
 @pytest.mark.parametrize("policy", ALL_POLICIES)
 @pytest.mark.parametrize("seed", range(5))
-def test_contract(policy, seed):
+@pytest.mark.parametrize("reads_and_writes", [False, True])
+def test_contract(policy, seed, reads_and_writes):
     trace = random_trace(seed, n_accesses=1500, n_tensors=200, max_size_bytes=300, zipf=1.2)
+    if reads_and_writes:
+        trace = _with_access(trace, seed)
     capacity_bytes = 2000 + 1500 * seed
     result = lab.simulate(trace, policy, capacity_mb=capacity_bytes / BYTES_PER_MB)
     m = result.metrics
@@ -148,15 +152,18 @@ def test_contract(policy, seed):
     assert m["evictions"] == result.evictions_per_access.sum() == len(result.victims())
     assert not result.evictions_per_access[result.hit].any(), "a hit never evicts"
     first = ~trace["tensor_id"].duplicated().to_numpy()
-    assert not result.hit[first].any(), "a first access is always a miss"
+    reads = ~result.is_write
+    assert not result.hit[first & reads].any(), "a first read is always a miss"
     assert m["compulsory_misses"] == first.sum()
-    # resident bytes move by exactly what is inserted minus what is evicted
+    assert not result.read_bytes[result.is_write].any(), "a write never reads DRAM"
+    # resident bytes move by exactly what is inserted minus what is evicted or dropped
     enc = result.encoded
-    inserted = np.where(~result.hit & (enc.access_bytes <= capacity_bytes), enc.access_bytes, 0)
+    inserted = np.where(result.inserted, enc.access_bytes, 0)
+    dropped = np.where(result.dropped, enc.access_bytes, 0)
     evicted = np.bincount(
         result.victim_access, weights=enc.tensor_bytes[result.victim_code], minlength=len(trace)
     )
-    np.testing.assert_array_equal(np.diff(result.resident_bytes, prepend=0), inserted - evicted)
+    np.testing.assert_array_equal(np.diff(result.resident_bytes, prepend=0), inserted - evicted - dropped)
     again = lab.simulate(trace, policy, capacity_mb=capacity_bytes / BYTES_PER_MB)
     assert again.metrics == m
     np.testing.assert_array_equal(again.hit, result.hit)
@@ -212,3 +219,73 @@ def test_lru_misses_never_grow_with_capacity_when_every_tensor_fits(ids, sizes, 
 def test_hits_plus_misses_is_accesses(ids, capacity, policy):
     m = lab.simulate(_unit(ids), policy, capacity_mb=capacity).metrics
     assert m["cache_hits"] + m["dram_accesses"] == m["accesses"] == len(ids)
+
+
+# --- reads and writes ----------------------------------------------------------------------------
+
+
+def _with_access(trace, seed):
+    rng = np.random.default_rng(seed)
+    first = ~trace["tensor_id"].duplicated().to_numpy()
+    # first accesses are mostly writes (produced on chip), later ones mostly reads
+    write = np.where(first, rng.random(len(trace)) < 0.8, rng.random(len(trace)) < 0.2)
+    return trace.assign(access=np.where(write, "write", "read"))
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+@pytest.mark.parametrize("seed", range(8))
+def test_reads_and_writes_match_the_reference(policy, seed):
+    trace = _with_access(random_trace(seed, n_accesses=300, n_tensors=12 + 4 * seed, zipf=1.3 if seed % 2 else None),
+                         seed)
+    capacity_bytes = [6, 40, 150, 400][seed % 4]
+    sizes = np.rint(trace["size_mb"].to_numpy() * BYTES_PER_MB).astype(int)
+    hits, evicted, victims, written_back, write_bytes, resident = reference_simulate_rw(
+        list(trace["tensor_id"]), list(sizes), capacity_bytes, policy, list(trace["eviction_score"]),
+        list(trace["access"]))
+    result = lab.simulate(trace, policy, capacity_mb=capacity_bytes / BYTES_PER_MB)
+    np.testing.assert_array_equal(result.hit, hits)
+    np.testing.assert_array_equal(result.evictions_per_access, [len(e) for e in evicted])
+    assert list(result.victims()[["access", "tensor_id"]].itertuples(index=False, name=None)) == victims
+    np.testing.assert_array_equal(result.victim_written_back, written_back)
+    np.testing.assert_array_equal(result.write_bytes, write_bytes)
+    np.testing.assert_array_equal(result.resident_bytes, resident)
+    m = result.metrics
+    assert m["writebacks"] == sum(written_back)
+    assert m["dram_writes_mb"] * BYTES_PER_MB == sum(write_bytes)
+    assert m["cache_hits"] + m["dram_accesses"] == m["accesses"]
+    assert result.latency_ms.sum() == pytest.approx(m["total_latency"])
+
+
+def test_reads_and_writes_by_hand():
+    # 2 MB buffer: a is written (on chip, no DRAM read); b is read (a DRAM read), and dead after it:
+    # dropped at once, no writeback; c is written beside a; a and c are read on chip, each dropped
+    # after its last use.
+    trace = pd.DataFrame({
+        "tensor_id": ["a", "b", "c", "a", "c"],
+        "size_mb": [1.0, 1.0, 1.0, 1.0, 1.0],
+        "access": ["write", "read", "write", "read", "read"],
+    })
+    result = lab.simulate(trace, "LRU", capacity_mb=2)
+    m = result.metrics
+    assert result.hit.tolist() == [True, False, True, True, True]
+    assert result.dropped.tolist() == [False, True, False, True, True]
+    assert (result.resident_bytes / BYTES_PER_MB).tolist() == [1, 1, 2, 1, 0]
+    assert m["dram_reads_mb"] == 1.0 and m["dram_writes_mb"] == 0.0 and m["writebacks"] == 0
+    assert m["dead_drops"] == 3
+    # 1 MB buffer: b's read evicts a (dirty, read again later): a writeback; a's read evicts c: another
+    result = lab.simulate(trace, "LRU", capacity_mb=1)
+    assert result.victims()[["tensor_id", "written_back"]].values.tolist() == [["a", True], ["c", True]]
+    assert result.metrics["writebacks"] == 2 and result.metrics["dram_writes_mb"] == 2.0
+
+
+def test_a_write_too_large_for_the_buffer_goes_to_dram():
+    trace = pd.DataFrame({"tensor_id": ["big", "big"], "size_mb": [8.0, 8.0], "access": ["write", "read"]})
+    result = lab.simulate(trace, "FIFO", capacity_mb=4)
+    assert result.write_bytes.tolist() == [8 * BYTES_PER_MB, 0]
+    assert result.metrics["dram_accesses"] == 2 and result.metrics["dram_reads_mb"] == 8.0
+
+
+def test_bad_access_values():
+    trace = pd.DataFrame({"tensor_id": ["a", "b"], "size_mb": [1.0, 1.0], "access": ["read", "fetch"]})
+    with pytest.raises(ValueError, match=r"column 'access' must be one of \['read', 'write'\]; row 1 is 'fetch'"):
+        lab.simulate(trace, "LRU")
