@@ -14,8 +14,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# torch==2.13.* resolves to the local CPU wheel where one is on disk (/opt/wheels), not a multi-GB CUDA build
+WHEELS := $(wildcard /opt/wheels)
+
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) -e '.[test]'
 	touch $@
 
 install: $(STAMP) ## Create .venv (if missing) and install lab with its notebook and test extras

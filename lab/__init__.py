@@ -5,6 +5,8 @@ scoring, validation) imports numpy, pandas and numba; scipy loads on first
 use, matplotlib with ``lab.plots``, and torch or transformers never with the core.
 """
 
+__version__ = "0.1.0"
+
 from lab.compile_prediction import CompilePrediction, predict_compile
 from lab.cost import HARDWARE_PRESETS, CostModel
 from lab.generator import DEFAULT_DIMS, MODEL_TYPES, generate_trace

@@ -1,4 +1,5 @@
-"""Command line: ``python -m lab {generate,simulate,schedule,validate,compile}``, the seed's five endpoints.
+"""Command line: ``python -m lab {generate,simulate,schedule,validate,compile,capture}``: the seed's five
+endpoints, and capture of real model traces.
 
 Each command reads a trace (``--trace FILE``) or generates one from the seed's
 parameters, prints JSON on stdout, and writes a table with ``--out FILE``
@@ -125,6 +126,33 @@ def _compile(args):
     _print_json(prediction.summary())
 
 
+def _routing(text: str):
+    if text in ("uniform", "zipf"):
+        return text
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected uniform, zipf or comma-separated weights, got {text!r}") from None
+
+
+def _capture(args):
+    try:
+        from lab.models import capture_model
+    except ImportError as error:  # pragma: no cover - the capture extras are part of the test install
+        raise ValueError(f"capture needs torch and transformers (pip install 'lab[capture]'): {error}") from None
+    trace = capture_model(args.model, args.batch_size, args.seq_length, dtype=args.dtype, training=args.training,
+                          weight_dtype=args.weight_dtype, routing=args.routing, routing_skew=args.routing_skew,
+                          seed=args.seed, cache=not args.no_cache, **dict(args.set))
+    _write(trace, args.out)
+    unique = trace.drop_duplicates("tensor_id")
+    _print_json({
+        "model": args.model, "accesses": len(trace), "tensors": len(unique),
+        "unique_mb_by_kind": unique.groupby("kind")["size_mb"].sum().to_dict(),
+        "traffic_mb_by_phase": trace.groupby("phase")["size_mb"].sum().to_dict(),
+        "out": args.out,
+    })
+
+
 def _capacity_and_cost(parser) -> None:
     _flag(parser, "capacity_mb", type=float, default=64.0, help="on-chip buffer size in MB (MiB)")
     _flag(parser, "cost", default=None, metavar="PRESET",
@@ -167,6 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
     _capacity_and_cost(compile_)
     _out(compile_, "the per-access residency plan")
     compile_.set_defaults(run=_compile)
+
+    capture = commands.add_parser("capture", help="capture a real model's trace (forward or training step)")
+    _flag(capture, "model", required=True, help="preset: gpt2, bert-base, llama-2-7b, llama-2-70b, mixtral-8x7b, "
+                                                "vit-base, resnet-50, mlp")
+    _flag(capture, "batch_size", type=int, default=1)
+    _flag(capture, "seq_length", type=int, default=512)
+    _flag(capture, "dtype", default="bf16", help="bf16, fp16 or fp32")
+    _flag(capture, "weight_dtype", default=None, help="bf16, fp16, fp32, int8 or nf4 (default: --dtype)")
+    _flag(capture, "training", action="store_true", help="forward, backward and an AdamW step")
+    _flag(capture, "routing", type=_routing, default="uniform", help="MoE routing: uniform, zipf or w1,w2,...")
+    _flag(capture, "routing_skew", type=float, default=1.0)
+    _flag(capture, "seed", type=int, default=0)
+    _flag(capture, "no_cache", action="store_true", help="capture again even if an identical capture is cached")
+    _flag(capture, "set", type=_dim, action="append", default=[], metavar="KEY=VALUE",
+          help="override a config field, e.g. num_hidden_layers=2 (repeatable)")
+    _out(capture, "the trace")
+    capture.set_defaults(run=_capture)
     return parser
 
 

@@ -101,3 +101,20 @@ def test_python_dash_m_lab_exit_code_and_no_traceback():
     assert done.stderr.startswith("python -m lab simulate: error: unknown policy 'nope'")
     bad_flag = subprocess.run([sys.executable, "-m", "lab", "simulate", "--nope"], capture_output=True, text=True)
     assert bad_flag.returncode == 2 and bad_flag.stderr.count("\n") == 1
+
+
+def test_capture_writes_the_trace_and_prints_a_summary(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "gpt2.parquet"
+    code, stdout, _ = run(capsys, "capture", "--model", "gpt2", "--batch-size", "1", "--seq-length", "32",
+                          "--set", "n_layer=2", "--out", str(out))
+    summary = json.loads(stdout)
+    trace = lab.read_trace(out)
+    assert code == 0 and summary["accesses"] == len(trace) and summary["tensors"] == trace["tensor_id"].nunique()
+    assert {"weight", "activation", "input"} <= set(summary["unique_mb_by_kind"])
+    with pytest.raises(SystemExit) as exit:
+        main(["capture", "--model", "gpt2", "--routing", "skewed"])
+    assert exit.value.code == 2 and "expected uniform, zipf or comma-separated weights" in capsys.readouterr().err
+    code, _, err = run(capsys, "capture", "--model", "gpt-9")
+    assert code == 2 and "unknown model preset 'gpt-9'" in err

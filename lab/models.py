@@ -1,0 +1,298 @@
+"""Named model presets for capture: built from transformers configs in code, never downloaded.
+
+``capture_model(name, batch_size, seq_length, ...)`` builds the preset under
+FakeTensorMode with ``no_init_weights`` (no memory, no initialization, weights
+re-tied), makes its example inputs, and captures its trace with
+``lab.capture.capture_trace``. A Parquet cache keyed by every parameter makes
+a repeated capture instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from lab.units import BYTES_PER_MB
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+WEIGHT_DTYPES = ("bf16", "fp16", "fp32", "int8", "nf4")
+NF4_BLOCK = 64  # elements per absmax scale (fp32), as bitsandbytes packs NF4
+ROUTINGS = ("uniform", "zipf")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model family at one size: its transformers config (or a plain-torch builder), inputs and label."""
+
+    name: str
+    model_type: str
+    build_config: Callable[[], object]
+    model_class: str  # transformers class name, or "mlp" for the plain-torch MLP
+    vision: bool = False
+
+
+def _config(class_name: str, **kwargs):
+    def build():
+        import transformers
+
+        return getattr(transformers, class_name)(**kwargs)
+
+    return build
+
+
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset("gpt2", "Transformer", _config("GPT2Config"), "GPT2LMHeadModel"),
+        Preset("bert-base", "Transformer", _config("BertConfig"), "BertForMaskedLM"),
+        # Llama 2 (Touvron et al., 2023, table 1 and the released configs)
+        Preset("llama-2-7b", "Transformer", _config(
+            "LlamaConfig", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+            num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
+            "LlamaForCausalLM"),
+        Preset("llama-2-70b", "Transformer", _config(
+            "LlamaConfig", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+            num_key_value_heads=8, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
+            "LlamaForCausalLM"),
+        # Mixtral 8x7B (Jiang et al., 2024): 8 experts, 2 per token
+        Preset("mixtral-8x7b", "MoE", _config(
+            "MixtralConfig", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+            num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, vocab_size=32000,
+            max_position_embeddings=32768), "MixtralForCausalLM"),
+        Preset("vit-base", "Transformer", _config("ViTConfig"), "ViTForImageClassification", vision=True),
+        Preset("resnet-50", "CNN", _config("ResNetConfig"), "ResNetForImageClassification", vision=True),
+        Preset("mlp", "MLP", lambda: {"hidden_size": 4096, "num_hidden_layers": 8, "ffn_mult": 4}, "mlp"),
+    )
+}
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return getattr(torch, DTYPES[dtype])
+
+
+def _plain_mlp(config: dict):
+    import torch
+
+    h, f = config["hidden_size"], config["ffn_mult"]
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = torch.nn.Linear(h, f * h)
+            self.act = torch.nn.GELU()
+            self.down = torch.nn.Linear(f * h, h)
+
+        def forward(self, x):
+            return x + self.down(self.act(self.up(x)))
+
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(Block() for _ in range(config["num_hidden_layers"]))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    return MLP()
+
+
+def build_model(name: str, dtype: str = "bf16", **overrides):
+    """Build preset ``name`` on fake tensors (no memory, no init); returns (model, preset, config).
+
+    ``overrides`` replace config fields (e.g. ``num_hidden_layers=2``).
+    """
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    preset = preset_named(name)
+    config = preset.build_config()
+    for key, value in overrides.items():
+        if isinstance(config, dict):
+            if key not in config:
+                raise ValueError(f"unknown override {key!r} for {name}; accepted: {sorted(config)}")
+            config[key] = value
+        elif not hasattr(config, key):
+            raise ValueError(f"unknown override {key!r} for {name}: {type(config).__name__} has no such field")
+        else:
+            setattr(config, key, value)
+    torch_dtype = _torch_dtype(dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype)  # parameters are born in dtype: fake tensors cannot be converted in place
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=False):
+            model = _construct(preset, config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model, preset, config
+
+
+def _construct(preset: Preset, config):
+    if preset.model_class == "mlp":
+        return _plain_mlp(config)
+    import transformers
+    from transformers.initialization import no_init_weights
+
+    model_class = getattr(transformers, preset.model_class)
+    if getattr(model_class, "_supports_sdpa", False):
+        config._attn_implementation = "sdpa"  # one fused attention op, as on an accelerator
+    with no_init_weights():
+        model = model_class(config)
+    model.tie_weights()
+    return model
+
+
+def preset_named(name: str) -> Preset:
+    """The preset called ``name`` (case-insensitive); ValueError listing the known ones otherwise."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {list(PRESETS)}")
+    return PRESETS[key]
+
+
+def example_inputs(model, preset: Preset, config, batch_size: int, seq_length: int, dtype: str, training: bool):
+    """Fake example inputs for ``model``: token ids (batch, seq) for language models, images for vision
+    models (their config's image size; ``seq_length`` unused), activations for the plain MLP."""
+    import torch
+
+    fake_mode = next(model.parameters()).fake_mode
+    with fake_mode:
+        if preset.model_class == "mlp":
+            return (torch.empty(batch_size, seq_length, config["hidden_size"], dtype=_torch_dtype(dtype)),)
+        if preset.vision:
+            size = getattr(config, "image_size", 224)
+            inputs = {"pixel_values": torch.empty(batch_size, 3, size, size, dtype=_torch_dtype(dtype))}
+            if training:
+                inputs["labels"] = torch.zeros(batch_size, dtype=torch.long)
+            return inputs
+        ids = torch.zeros(batch_size, seq_length, dtype=torch.long)
+        return {"input_ids": ids, **({"labels": ids} if training else {})}
+
+
+def _quantized_linear_weights(model) -> dict:
+    """Parameter name -> elements per scale row, for the weights a 4/8-bit path quantizes: matrices of
+    linear layers (nn.Linear, transformers' Conv1D, stacked expert banks); not embeddings, norms or biases."""
+    import torch
+
+    names = {}
+    for module_name, module in model.named_modules():
+        linear = isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+        for param_name, param in module.named_parameters(recurse=False):
+            if (linear and param_name == "weight") or (param.dim() == 3 and param_name in ("gate_up_proj", "down_proj")):
+                names[f"{module_name}.{param_name}" if module_name else param_name] = int(param.shape[-1])
+    return names
+
+
+def packed_bytes(elements: np.ndarray, row: np.ndarray, weight_dtype: str) -> np.ndarray:
+    """Bytes of ``elements`` weights stored as ``weight_dtype``: bf16/fp16 2, fp32 4; int8 1 per element plus
+    one fp32 scale per row of ``row`` elements (vector-wise, as LLM.int8); nf4 half a byte plus one fp32
+    absmax per block of 64 (bitsandbytes NF4 without double quantization)."""
+    if weight_dtype in ("bf16", "fp16"):
+        return elements * 2
+    if weight_dtype == "fp32":
+        return elements * 4
+    if weight_dtype == "int8":
+        return elements + 4 * np.ceil(elements / row).astype(np.int64)
+    return np.ceil(elements / 2).astype(np.int64) + 4 * np.ceil(elements / NF4_BLOCK).astype(np.int64)
+
+
+def _apply_weight_dtype(trace: pd.DataFrame, model, weight_dtype: str) -> pd.DataFrame:
+    rows = _quantized_linear_weights(model)
+    base = trace["tensor_id"].str.replace(r"\[\d+:\d+\]$", "", regex=True)
+    quantized = (trace["kind"] == "weight") & base.isin(rows.keys())
+    if not quantized.any():
+        return trace
+    itemsize = trace.loc[quantized, "dtype"].map({"bfloat16": 2, "float16": 2, "float32": 4}).to_numpy()
+    elements = np.rint(trace.loc[quantized, "size_mb"].to_numpy() * BYTES_PER_MB / itemsize).astype(np.int64)
+    row = base[quantized].map(rows).to_numpy()
+    trace = trace.copy()
+    trace.loc[quantized, "size_mb"] = packed_bytes(elements, row, weight_dtype) / BYTES_PER_MB
+    trace.loc[quantized, "dtype"] = weight_dtype
+    return trace
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def cache_dir() -> Path:
+    """Where captures are cached: ``$LAB_CACHE_DIR`` or ``~/.cache/lab/captures``."""
+    return Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "lab" / "captures"))
+
+
+def _cache_key(params: dict) -> str:
+    import torch
+    import transformers
+
+    from lab import __version__
+
+    blob = json.dumps({**params, "lab": __version__, "torch": torch.__version__,
+                       "transformers": transformers.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: str = "bf16",
+                  training: bool = False, weight_dtype: Optional[str] = None, routing="uniform",
+                  routing_skew: float = 1.0, seed: int = 0, cache: bool = True, **overrides) -> pd.DataFrame:
+    """Capture a named preset's trace (see ``PRESETS``): a forward pass, or a training step.
+
+    Takes the preset name (``gpt2``, ``bert-base``, ``llama-2-7b``,
+    ``llama-2-70b``, ``mixtral-8x7b``, ``vit-base``, ``resnet-50``, ``mlp``),
+    batch size, sequence length (tokens; vision presets use their config's
+    image size), ``dtype`` of activations and weights (bf16, fp16, fp32),
+    ``training``, ``weight_dtype`` (bf16, fp16, fp32, int8, nf4: the stored
+    size of linear-layer weights; default ``dtype``), MoE ``routing``
+    (``uniform``, ``zipf`` with ``routing_skew``, or one weight per expert)
+    and its ``seed``, ``cache`` (reuse an identical earlier capture), and
+    config ``overrides``. Routing is a parameter because real routing needs
+    real weights and data, which we do not load.
+
+    Returns the trace (see ``lab.capture.capture_trace``), ``model_type``
+    set to the preset's family. ``trace.attrs["capture"]`` records the arguments.
+    """
+    from lab.capture import _routed_experts, capture_trace
+
+    preset = preset_named(name)
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("seq_length", seq_length)
+    _torch_dtype(dtype)
+    weight_dtype = weight_dtype or dtype
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype must be one of {list(WEIGHT_DTYPES)}, got {weight_dtype!r}")
+    if isinstance(routing, str) and routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {list(ROUTINGS)} or a histogram of weights per expert, "
+                         f"got {routing!r}")
+    params = dict(name=preset.name, batch_size=batch_size, seq_length=seq_length, dtype=dtype, training=training,
+                  weight_dtype=weight_dtype, routing=routing if isinstance(routing, str) else list(routing),
+                  routing_skew=routing_skew, seed=seed, overrides=overrides)
+    path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
+    if cache and path.exists():
+        trace = pd.read_parquet(path)
+        trace.attrs["capture"] = params
+        return trace
+    model, preset, config = build_model(preset.name, dtype, **overrides)
+    inputs = example_inputs(model, preset, config, batch_size, seq_length, dtype, training)
+    with _routed_experts(model, routing, routing_skew, seed):
+        trace = capture_trace(model, inputs, training=training, model_type=preset.model_type)
+    if weight_dtype != dtype:
+        trace = _apply_weight_dtype(trace, model, weight_dtype)
+    trace.attrs["capture"] = params
+    if cache:
+        from lab.io import write_trace
+
+        write_trace(trace, path)
+    return trace

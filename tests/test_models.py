@@ -1,0 +1,173 @@
+"""Named presets: real scale from configs in code, weight bytes checked against an independent count."""
+
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import lab  # noqa: E402
+from lab.models import PRESETS, capture_model, packed_bytes  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted during a capture test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "captures"))
+
+
+def _gpt2(V=50257, P=1024, d=768, L=12):
+    return V * d + P * d + L * (12 * d * d + 13 * d) + 2 * d  # lm_head tied to wte
+
+
+def _bert(V=30522, P=512, d=768, L=12, types=2):
+    embeddings = V * d + P * d + types * d + 2 * d
+    head = d * d + d + 2 * d + V  # transform dense + LayerNorm + decoder bias (decoder tied)
+    return embeddings + L * (12 * d * d + 13 * d) + head
+
+
+def _llama(V, d, I, L, heads, kv_heads):
+    head_dim = d // heads
+    attention = 2 * d * d + 2 * d * kv_heads * head_dim
+    return 2 * V * d + L * (attention + 3 * d * I + 2 * d) + d
+
+
+def _mixtral(V=32000, d=4096, I=14336, L=32, heads=32, kv_heads=8, experts=8):
+    head_dim = d // heads
+    attention = 2 * d * d + 2 * d * kv_heads * head_dim
+    return 2 * V * d + L * (attention + experts * d + experts * 3 * d * I + 2 * d) + d
+
+
+def _vit(d=768, L=12, patch=16, image=224, labels=2):
+    patches = (image // patch) ** 2
+    return 3 * patch * patch * d + d + d + (patches + 1) * d + L * (12 * d * d + 13 * d) + 2 * d + d * labels + labels
+
+
+def _resnet50(labels=2):
+    def conv(cin, cout, k):
+        return cin * cout * k * k
+
+    total = conv(3, 64, 7) + 2 * 64
+    cin = 64
+    for out, depth in zip([256, 512, 1024, 2048], [3, 4, 6, 3]):
+        mid = out // 4
+        for block in range(depth):
+            total += conv(cin, mid, 1) + conv(mid, mid, 3) + conv(mid, out, 1) + 2 * (mid + mid + out)
+            if block == 0:
+                total += conv(cin, out, 1) + 2 * out  # projection shortcut
+            cin = out
+    return total + 2048 * labels + labels
+
+
+def _mlp(h=4096, L=8, f=4):
+    return L * (h * f * h + f * h + f * h * h + h)
+
+
+PARAMETERS = {
+    "gpt2": _gpt2(),
+    "bert-base": _bert(),
+    "llama-2-7b": _llama(32000, 4096, 11008, 32, 32, 32),
+    "llama-2-70b": _llama(32000, 8192, 28672, 80, 64, 8),
+    "mixtral-8x7b": _mixtral(),
+    "vit-base": _vit(),
+    "resnet-50": _resnet50(),
+    "mlp": _mlp(),
+}
+
+
+def test_every_preset_is_counted():
+    assert set(PARAMETERS) == set(PRESETS)
+    assert PARAMETERS["llama-2-7b"] == 6_738_415_616 and PARAMETERS["gpt2"] == 124_439_808
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_unique_weight_bytes_are_parameters_times_bytes(name):
+    trace = capture_model(name, batch_size=1, seq_length=32, dtype="bf16", routing="uniform")
+    weights = trace[trace["kind"] == "weight"].drop_duplicates("tensor_id")
+    assert round(weights["size_mb"].sum() * 2**20) == PARAMETERS[name] * 2
+    assert (trace["model_type"] == PRESETS[name].model_type).all()
+
+
+def test_activation_sizes_follow_batch_and_sequence():
+    small = capture_model("llama-2-7b", batch_size=1, seq_length=64, num_hidden_layers=2)
+    large = capture_model("llama-2-7b", batch_size=2, seq_length=64, num_hidden_layers=2)
+    assert small["op"].tolist() == large["op"].tolist()
+    ratio = large["size_mb"].to_numpy() / small["size_mb"].to_numpy()
+    weights = (small["kind"] == "weight").to_numpy()
+    assert (ratio[weights] == 1).all()
+    mm_out = ((small["op"] == "aten.mm") & (small["access"] == "write")).to_numpy()
+    assert (ratio[mm_out] == 2).all()
+
+
+def test_moe_reads_only_the_experts_tokens_are_routed_to():
+    uniform = capture_model("mixtral-8x7b", batch_size=1, seq_length=64, num_hidden_layers=2)
+    experts = uniform[uniform["tensor_id"].str.contains(r"experts\.gate_up_proj\[")]
+    assert experts.groupby("layer")["tensor_id"].nunique().tolist() == [8, 8]
+    chosen = capture_model("mixtral-8x7b", batch_size=1, seq_length=64, num_hidden_layers=2,
+                           routing=[1, 1, 0, 0, 0, 0, 0, 0])
+    read = set(chosen.loc[chosen["tensor_id"].str.contains("experts"), "tensor_id"])
+    assert read == {f"model.layers.{l}.mlp.experts.{w}[{e}]" for l in (0, 1) for w in ("gate_up_proj", "down_proj")
+                    for e in (0, 1)}
+    one_expert = 3 * 4096 * 14336 * 2 / 2**20
+    assert chosen.loc[chosen["tensor_id"].str.endswith("gate_up_proj[0]"), "size_mb"].iloc[0] == 2 * one_expert / 3
+    skewed = capture_model("mixtral-8x7b", batch_size=1, seq_length=64, num_hidden_layers=2, routing="zipf",
+                           routing_skew=3.0)
+    assert not skewed.equals(uniform)
+
+
+def test_weight_dtype_packs_linear_weights_only():
+    bf16 = capture_model("llama-2-7b", batch_size=1, seq_length=16, num_hidden_layers=1)
+    nf4 = capture_model("llama-2-7b", batch_size=1, seq_length=16, num_hidden_layers=1, weight_dtype="nf4")
+    int8 = capture_model("llama-2-7b", batch_size=1, seq_length=16, num_hidden_layers=1, weight_dtype="int8")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    size = {t: frame.loc[frame["tensor_id"] == q, "size_mb"].iloc[0] * 2**20 for t, frame in
+            (("bf16", bf16), ("nf4", nf4), ("int8", int8))}
+    elements = 4096 * 4096
+    assert size["bf16"] == 2 * elements
+    assert size["nf4"] == elements / 2 + 4 * elements / 64
+    assert size["int8"] == elements + 4 * 4096
+    embed = "model.embed_tokens.weight"
+    assert (nf4.loc[nf4["tensor_id"] == embed, "size_mb"] == bf16.loc[bf16["tensor_id"] == embed, "size_mb"]).all()
+    assert nf4.loc[nf4["tensor_id"] == q, "dtype"].iloc[0] == "nf4"
+    assert packed_bytes(np.array([128]), np.array([64]), "fp32").tolist() == [512]
+
+
+def test_a_repeated_capture_comes_from_the_cache(tmp_path):
+    first = capture_model("gpt2", batch_size=1, seq_length=16, n_layer=2)
+    files = list((tmp_path / "captures").glob("gpt2-*.parquet"))
+    assert len(files) == 1
+    again = capture_model("gpt2", batch_size=1, seq_length=16, n_layer=2)
+    pd.testing.assert_frame_equal(first, again)
+    other = capture_model("gpt2", batch_size=2, seq_length=16, n_layer=2)
+    assert len(list((tmp_path / "captures").glob("gpt2-*.parquet"))) == 2 and not other.equals(first)
+
+
+def test_a_captured_trace_simulates_with_reads_and_writes():
+    trace = capture_model("gpt2", batch_size=1, seq_length=64, training=True, n_layer=2)
+    m = lab.simulate(trace, "LRU", capacity_mb=32).metrics
+    assert m["dram_writes_mb"] > 0 and m["dead_drops"] > 0
+    assert m["cache_hits"] + m["dram_accesses"] == len(trace)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "gpt-5"}, r"unknown model preset 'gpt-5'; known: \['gpt2', 'bert-base'"),
+        ({"name": "gpt2", "batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"name": "gpt2", "seq_length": -5}, "seq_length must be an integer >= 1"),
+        ({"name": "gpt2", "dtype": "fp8"}, r"dtype must be one of \['bf16', 'fp16', 'fp32'\]"),
+        ({"name": "gpt2", "weight_dtype": "int4"}, r"weight_dtype must be one of"),
+        ({"name": "gpt2", "routing": "random"}, "routing must be one of"),
+        ({"name": "gpt2", "n_layers": 2}, "unknown override 'n_layers'"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        capture_model(**kwargs)
