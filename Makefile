@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## Create .venv (if missing) and install lab with its notebook and test extras
 
-report: $(STAMP) ## Run the policy-comparison report for each params file into reports/ (.ipynb + .html)
+report: $(STAMP) ## Run each report notebook for each of its params files into reports/ (.ipynb + .html)
 	$(PY) -m lab.report notebooks/01-policy-comparison.ipynb params/01-policy-comparison/*.yaml --out reports
+	$(PY) -m lab.report notebooks/03-real-models.ipynb params/03-real-models/*.yaml --out reports
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest
@@ -32,6 +33,7 @@ test: $(STAMP) ## Run the whole test suite
 bench: $(STAMP) ## Run the benchmarks (simulator against libCacheSim; the seed's pipeline cycle)
 	$(PY) benchmarks/bench_simulator.py
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_capture.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis reports

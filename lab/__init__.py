@@ -15,7 +15,7 @@ from lab.policies import Policy, get_policy, policy_names, register
 from lab.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.simulator import SimulationResult, simulate
 from lab.sweep import compare_policies, run_policies, sweep_capacity
-from lab.trace import REQUIRED_COLUMNS, encode_trace, reuse_distances, summarize
+from lab.trace import REQUIRED_COLUMNS, encode_trace, reuse_distances, summarize, summarize_all
 from lab.validation import ValidationReport, validate
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "scorer_names",
     "simulate",
     "summarize",
+    "summarize_all",
     "sweep_capacity",
     "validate",
     "write_trace",

@@ -245,9 +245,25 @@ def _cache_key(params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+LAYER_FIELDS = {"gpt2": "n_layer", "resnet-50": None}  # config field holding the depth (default below)
+
+
+def depth_override(name: str, num_layers: Optional[int]) -> dict:
+    """Config override that sets preset ``name``'s number of layers (``num_hidden_layers``, GPT-2's
+    ``n_layer``); ResNet-50's fixed stages take none. Empty when ``num_layers`` is None."""
+    if num_layers is None:
+        return {}
+    _check_positive_int("num_layers", num_layers)
+    field = LAYER_FIELDS.get(preset_named(name).name, "num_hidden_layers")
+    if field is None:
+        raise ValueError(f"{name} has a fixed depth: num_layers does not apply")
+    return {field: num_layers}
+
+
 def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: str = "bf16",
                   training: bool = False, weight_dtype: Optional[str] = None, routing="uniform",
-                  routing_skew: float = 1.0, seed: int = 0, cache: bool = True, **overrides) -> pd.DataFrame:
+                  routing_skew: float = 1.0, seed: int = 0, cache: bool = True, num_layers: Optional[int] = None,
+                  **overrides) -> pd.DataFrame:
     """Capture a named preset's trace (see ``PRESETS``): a forward pass, or a training step.
 
     Takes the preset name (``gpt2``, ``bert-base``, ``llama-2-7b``,
@@ -257,8 +273,9 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     ``training``, ``weight_dtype`` (bf16, fp16, fp32, int8, nf4: the stored
     size of linear-layer weights; default ``dtype``), MoE ``routing``
     (``uniform``, ``zipf`` with ``routing_skew``, or one weight per expert)
-    and its ``seed``, ``cache`` (reuse an identical earlier capture), and
-    config ``overrides``. Routing is a parameter because real routing needs
+    and its ``seed``, ``cache`` (reuse an identical earlier capture),
+    ``num_layers`` (a shallower or deeper model of the family) and config
+    ``overrides``. Routing is a parameter because real routing needs
     real weights and data, which we do not load.
 
     Returns the trace (see ``lab.capture.capture_trace``), ``model_type``
@@ -267,6 +284,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     from lab.capture import _routed_experts, capture_trace
 
     preset = preset_named(name)
+    overrides = {**depth_override(preset.name, num_layers), **overrides}
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("seq_length", seq_length)
     _torch_dtype(dtype)
@@ -296,3 +314,30 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
 
         write_trace(trace, path)
     return trace
+
+
+def synthetic_counterpart(name: str, batch_size: int, seq_length: int, num_layers: Optional[int] = None,
+                          reuse_probability: float = 0.3, seed: int = 0) -> pd.DataFrame:
+    """A ``lab.generate_trace`` of the preset's family with the preset's dimensions, to validate the generator
+    against the captured model (``lab.validate(synthetic, reference=captured)``)."""
+    from lab.generator import generate_trace
+
+    preset = preset_named(name)
+    config = preset.build_config()
+    get = (config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default))
+    layers = num_layers or get("num_hidden_layers") or get("n_layer") or 16
+    common = dict(num_layers=layers, batch_size=batch_size, seq_length=seq_length,
+                  reuse_probability=reuse_probability, seed=seed)
+    if preset.model_type == "CNN":
+        return generate_trace("CNN", **common)
+    hidden = get("hidden_size") or get("n_embd")
+    if preset.model_type == "MLP":
+        return generate_trace("MLP", **common, hidden_size=hidden)
+    if preset.vision:
+        common["seq_length"] = (get("image_size") // get("patch_size")) ** 2 + 1
+    heads = get("num_attention_heads") or get("n_head")
+    ffn = get("intermediate_size") or get("n_inner") or 4 * hidden
+    dims = dict(hidden_size=hidden, num_heads=heads, ffn_mult=max(1, round(ffn / hidden)))
+    if preset.model_type == "MoE":
+        dims.update(num_experts=get("num_local_experts"), top_k=get("num_experts_per_tok"))
+    return generate_trace(preset.model_type, **common, **dims)

@@ -169,3 +169,18 @@ def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFra
     ax.set_xlabel("reuse distance (accesses)")
     ax.set_ylabel("density" if reference is not None else "reuses")
     return fig
+
+
+@_styled
+def traffic_breakdown(tables: dict, by: str = "kind") -> Figure:
+    """DRAM traffic (MB) per policy, stacked by group; takes {policy: ``lab.attribution.dram_traffic_by``}."""
+    frame = pd.DataFrame({policy: table["dram_mb"] for policy, table in tables.items()}).fillna(0.0).T
+    fig = _new_figure(7, 3.8)
+    ax = fig.subplots()
+    bottom = np.zeros(len(frame))
+    for group in frame.columns:
+        ax.bar(frame.index, frame[group], bottom=bottom, label=str(group))
+        bottom += frame[group].to_numpy()
+    ax.set_ylabel("DRAM traffic (MB)")
+    ax.legend(title=by, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig

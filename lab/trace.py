@@ -166,3 +166,8 @@ def summarize(trace: pd.DataFrame) -> pd.Series:
         "largest_tensor_mb": float(enc.tensor_bytes.max()) / 2**20 if n else 0.0,
         "reuse_share_pct": 100.0 * (n - enc.n_tensors) / n if n else 0.0,
     }, dtype=object)
+
+
+def summarize_all(traces: dict) -> pd.DataFrame:
+    """``summarize`` of several traces, one row per name: {name: trace} -> DataFrame."""
+    return pd.DataFrame({name: summarize(trace) for name, trace in traces.items()}).T

@@ -12,28 +12,33 @@ from lab.report import check_params, load_params, notebook_parameters, provenanc
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01-policy-comparison.ipynb"
-PARAM_FILES = sorted((ROOT / "params" / "01-policy-comparison").glob("*.yaml"))
+REAL_MODELS = ROOT / "notebooks" / "03-real-models.ipynb"
+REPORTS = [NOTEBOOK, REAL_MODELS]
+PARAM_FILES = [(nb, path) for nb in REPORTS for path in sorted((ROOT / "params" / nb.stem).glob("*.yaml"))]
 SMALLEST = {"model_type": "MLP", "num_layers": 2, "batch_size": 2, "seq_length": 8, "capacity_mb": 0.5,
             "capacity_points": 3, "top": 5}
 
 
-def test_the_four_parameter_sets_exist():
-    assert {p.stem for p in PARAM_FILES} >= {"default", "cnn", "mlp", "moe"}
+def test_the_parameter_sets_exist():
+    stems = {(nb.stem, p.stem) for nb, p in PARAM_FILES}
+    assert {("01-policy-comparison", s) for s in ("default", "cnn", "mlp", "moe")} <= stems
+    assert ("03-real-models", "default") in stems
 
 
-@pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
-def test_every_params_key_is_a_notebook_parameter(path):
+@pytest.mark.parametrize("notebook, path", PARAM_FILES, ids=lambda p: p.name)
+def test_every_params_key_is_a_notebook_parameter(notebook, path):
     params = load_params(path)
-    assert set(params) <= set(notebook_parameters(NOTEBOOK)), "papermill would only warn"
-    check_params(NOTEBOOK, params, str(path))
+    assert set(params) <= set(notebook_parameters(notebook)), "papermill would only warn"
+    check_params(notebook, params, str(path))
 
 
-def test_every_parameter_has_a_help_comment():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("notebook", REPORTS, ids=lambda p: p.name)
+def test_every_parameter_has_a_help_comment(notebook):
+    nb = nbformat.read(notebook, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("#")]
     names = [node.targets[0].id for node in ast.parse(cell.source).body]
-    assert len(lines) == len(names) == len(notebook_parameters(NOTEBOOK))
+    assert len(lines) == len(names) == len(notebook_parameters(notebook))
     assert all("  # " in line for line in lines)
 
 
@@ -68,6 +73,22 @@ def test_a_failed_report_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_parameters_cell_comes_first():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("notebook", REPORTS, ids=lambda p: p.name)
+def test_the_parameters_cell_comes_first(notebook):
+    nb = nbformat.read(notebook, as_version=4)
     assert nb.cells[0].metadata.get("tags") == ["parameters"]
+
+
+def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "captures"))
+    params = {"models": ["gpt2", "mixtral-8x7b"], "num_layers": 1, "seq_length": 16, "capacity_points": 3,
+              "capacity_mb": 8.0}
+    out = run_report(REAL_MODELS, params, tmp_path / "real.ipynb")
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
+    for expected in ("dram_read_mb", "reuse_distance_wasserstein", "mixtral-8x7b", "working_set_mb"):
+        assert expected in text
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2 * 3

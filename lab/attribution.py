@@ -1,0 +1,50 @@
+"""Who causes the DRAM traffic: a simulation's reads and writes attributed to a column of the trace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lab.simulator import SimulationResult
+from lab.units import BYTES_PER_MB
+
+
+def dram_traffic_by(result: SimulationResult, trace: pd.DataFrame, by: str = "kind") -> pd.DataFrame:
+    """DRAM traffic of ``result`` (a simulation of ``trace``) grouped by ``trace[by]`` (e.g. kind, phase, op).
+
+    A read miss counts for the accessed tensor's group; a writeback for the
+    evicted tensor's group (the group of its first access); a write too
+    large for the buffer for the writing access's group. Returns one row per
+    group: ``dram_read_mb``, ``dram_write_mb``, ``dram_mb`` (MB, MiB),
+    ``share_pct`` of all DRAM traffic, and ``misses`` (read misses), sorted
+    by ``dram_mb``, largest first.
+    """
+    if by not in trace.columns:
+        raise ValueError(f"trace has no column {by!r} to group by; columns: {list(map(str, trace.columns))}")
+    if len(trace) != result.hit.shape[0]:
+        raise ValueError("trace and result differ in length: pass the trace that was simulated")
+    enc = result.encoded
+    labels = trace[by].astype(str).to_numpy()
+    tensor_label = np.empty(enc.n_tensors, dtype=object)
+    tensor_label[enc.codes[::-1]] = labels[::-1]  # each tensor's label at its first access
+    written_back = result.victim_written_back
+    victim_bytes = enc.tensor_bytes[result.victim_code[written_back]]
+    writeback_at = np.bincount(result.victim_access[written_back], weights=victim_bytes,
+                               minlength=enc.n_accesses).astype(np.int64)
+    streamed = result.write_bytes - writeback_at
+    rows = [
+        pd.DataFrame({"group": labels, "read": result.read_bytes, "write": streamed,
+                      "misses": (~result.hit & ~result.is_write).astype(np.int64)}),
+        pd.DataFrame({"group": tensor_label[result.victim_code[written_back]], "read": 0, "write": victim_bytes,
+                      "misses": 0}),
+    ]
+    table = pd.concat(rows).groupby("group", sort=False)[["read", "write", "misses"]].sum()
+    out = pd.DataFrame({
+        "dram_read_mb": table["read"] / BYTES_PER_MB,
+        "dram_write_mb": table["write"] / BYTES_PER_MB,
+    })
+    out["dram_mb"] = out["dram_read_mb"] + out["dram_write_mb"]
+    total = out["dram_mb"].sum()
+    out["share_pct"] = 100 * out["dram_mb"] / total if total else 0.0
+    out["misses"] = table["misses"]
+    return out.rename_axis(by).sort_values("dram_mb", ascending=False)
