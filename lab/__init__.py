@@ -50,3 +50,14 @@ __all__ = [
     "validate",
     "write_trace",
 ]
+
+_CAPTURE = {"capture_model": "lab.models", "capture_trace": "lab.capture"}
+
+
+def __getattr__(name):
+    """``lab.capture_model`` and ``lab.capture_trace`` load torch on first use, not with ``import lab``."""
+    if name in _CAPTURE:
+        import importlib
+
+        return getattr(importlib.import_module(_CAPTURE[name]), name)
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")

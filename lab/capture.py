@@ -221,7 +221,7 @@ def _annotator(state: _State):
                 state.first_writer.setdefault(region.storage, ("scaled_dot_product_attention", phase))
             else:
                 out = func(*args, **kwargs)
-            if state.phase == "forward":
+            if state.phase == "forward" and torch.is_grad_enabled():
                 for tensor in _tensors(out):
                     if tensor.grad_fn is not None and "lab_module" not in tensor.grad_fn.metadata:
                         tensor.grad_fn.metadata["lab_module"] = state.module_stack[-1]

@@ -82,6 +82,10 @@ PARAMETERS = {
 }
 
 
+def test_capture_is_reachable_from_lab_without_loading_torch_at_import():
+    assert lab.capture_model is capture_model
+
+
 def test_every_preset_is_counted():
     assert set(PARAMETERS) == set(PRESETS)
     assert PARAMETERS["llama-2-7b"] == 6_738_415_616 and PARAMETERS["gpt2"] == 124_439_808
