@@ -149,20 +149,22 @@ def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_h
     its tensor into the buffer, whether it dropped its (dead) tensor after,
     the number of tensors evicted, the bytes resident after it and the bytes
     written to DRAM; per eviction the access that caused it, the evicted
-    tensor's code and whether it was written back.
+    tensor's code and whether it was written back. Without reads and writes,
+    ``dropped``, ``write_bytes`` and ``victim_written_back`` come back empty.
     """
     n = codes.shape[0]
     k = tensor_bytes.shape[0]
     rw = is_write.shape[0] == n and n > 0
+    rw_n = n if rw else 0  # reads-and-writes outputs: empty without an access column
     hit = np.zeros(n, np.bool_)
     inserted = np.zeros(n, np.bool_)
-    dropped = np.zeros(n, np.bool_)
+    dropped = np.zeros(rw_n, np.bool_)
     evictions = np.zeros(n, np.int32)
     resident = np.empty(n, np.int64)
-    write_bytes = np.zeros(n, np.int64)
+    write_bytes = np.zeros(rw_n, np.int64)
     victim_access = np.empty(n, np.int64)
     victim_code = np.empty(n, np.int64)
-    victim_written_back = np.zeros(n, np.bool_)
+    victim_written_back = np.zeros(rw_n, np.bool_)
     n_victims = 0
     cached = np.zeros(k, np.bool_)
     dirty = np.zeros(k, np.bool_)
@@ -211,7 +213,7 @@ def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_h
                         heap_size = _heap_remove(heap, hkey, hseq, pos, 0, heap_size)
                     cached[v] = False
                     used -= tensor_bytes[v]
-                    if dirty[v]:  # still live (dead tensors were dropped): write it back
+                    if rw and dirty[v]:  # still live (dead tensors were dropped): write it back
                         dirty[v] = False
                         write_bytes[i] += tensor_bytes[v]
                         victim_written_back[n_victims] = True
@@ -244,4 +246,4 @@ def simulate_buffer(codes, tensor_bytes, capacity_bytes, use_queue, refresh_on_h
             dropped[i] = True
         resident[i] = used
     return (hit, inserted, dropped, evictions, resident, write_bytes, victim_access[:n_victims].copy(),
-            victim_code[:n_victims].copy(), victim_written_back[:n_victims].copy())
+            victim_code[:n_victims].copy(), victim_written_back[:n_victims].copy() if rw else victim_written_back)

@@ -194,6 +194,9 @@ def simulate(trace: pd.DataFrame, policy="LRU", capacity_mb: float = 64.0, cost=
         enc.codes, enc.tensor_bytes, capacity_bytes, policy.age_ordered, policy.refresh_on_hit, priority,
         is_write, next_use,
     )
+    if is_write.shape[0] == 0:  # plain trace: nothing written, nothing dropped
+        dropped, write_bytes = np.zeros(enc.n_accesses, np.bool_), np.zeros(enc.n_accesses, np.int64)
+        written_back = np.zeros(victim_code.shape[0], np.bool_)
     return SimulationResult(
         policy=policy.name,
         capacity_mb=capacity_mb,

@@ -33,6 +33,7 @@ class EncodedTrace:
 
     codes: np.ndarray  # int64, one per access
     tensor_bytes: np.ndarray  # int64 bytes, one per tensor
+    access_bytes: np.ndarray  # int64 bytes of the tensor touched by each access
     id_values: object  # the distinct ids, or a categorical's categories when ``id_positions`` is set
     id_positions: Optional[np.ndarray] = None  # the category of each tensor, for categorical ids
 
@@ -49,11 +50,6 @@ class EncodedTrace:
     @property
     def n_tensors(self) -> int:
         return int(self.tensor_bytes.shape[0])
-
-    @property
-    def access_bytes(self) -> np.ndarray:
-        """Bytes of the tensor touched by each access (int64, one per access)."""
-        return self.tensor_bytes[self.codes]
 
 
 def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:
@@ -131,7 +127,8 @@ def encode_trace(trace: pd.DataFrame) -> EncodedTrace:
             f"tensor_id {tid!r} appears with different sizes {sizes[:5]} MB (first mismatch at row {row}); "
             "a tensor's size must be the same on every access"
         )
-    return EncodedTrace(codes=codes, tensor_bytes=tensor_bytes, id_values=id_values, id_positions=id_positions)
+    return EncodedTrace(codes=codes, tensor_bytes=tensor_bytes, access_bytes=access_bytes, id_values=id_values,
+                        id_positions=id_positions)
 
 
 def reuse_distances(tensor_ids) -> np.ndarray:
