@@ -27,10 +27,9 @@ Torch is imported here only: the rest of ``lab`` never needs it.
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -141,7 +140,6 @@ def _is_view(schema, args, kwargs, out) -> bool:
 
 
 def _recorder(state: _State):
-    import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Recorder(TorchDispatchMode):
@@ -253,7 +251,6 @@ def _module_tracking(model, state: _State):
 def _to_frame(state: _State, names: dict, model_type: str) -> pd.DataFrame:
     records = state.records
     counters: dict = {}
-    base = {}
     for index, (op, phase) in sorted(state.first_writer.items()):
         if index not in names:
             counters[op] = counters.get(op, 0) + 1
@@ -403,7 +400,6 @@ def _compiling():
 
 
 def _default_loss(output):
-    import torch
 
     loss = getattr(output, "loss", None)
     if loss is not None:

@@ -8,7 +8,7 @@ next to the online policies, and the buffer size it needs are the prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable
 
 import numpy as np
 import pandas as pd

@@ -11,9 +11,12 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from lab.io import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KERNEL = "python3"  # ipykernel's own kernel: the interpreter running the report
 
