@@ -34,6 +34,7 @@ bench: $(STAMP) ## Run the benchmarks (simulator against libCacheSim; the seed's
 	$(PY) benchmarks/bench_simulator.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_capture.py
+	$(PY) benchmarks/bench_explorer.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis reports

@@ -184,3 +184,12 @@ def traffic_breakdown(tables: dict, by: str = "kind") -> Figure:
     ax.set_ylabel("DRAM traffic (MB)")
     ax.legend(title=by, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
+
+
+def eviction_table(ranking: pd.DataFrame):
+    """The top-k eviction table (``lab.predict_schedule(...).ranking``) as a styled DataFrame: sizes in MB,
+    scores shaded from keep (light) to evict first (dark)."""
+    formats = {"size_mb": "{:.3g}", "eviction_score": "{:.3f}", "reuse_distance": "{:.0f}"}
+    return (ranking.style.hide(axis="index")
+            .format({k: v for k, v in formats.items() if k in ranking}, na_rep="first access")
+            .background_gradient(subset=["eviction_score"], cmap="Reds", vmin=0, vmax=1))

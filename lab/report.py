@@ -20,6 +20,36 @@ if TYPE_CHECKING:
 
 KERNEL = "python3"  # ipykernel's own kernel: the interpreter running the report
 
+# Code cells are hidden in the HTML unless the reader asks (the button; without scripts they stay hidden).
+_CODE_TOGGLE = """
+<style>
+.jp-CodeCell .jp-Cell-inputWrapper { display: none; }
+body.lab-show-code .jp-CodeCell .jp-Cell-inputWrapper { display: block; }
+#lab-code-toggle { position: fixed; top: 8px; right: 8px; z-index: 100; }
+</style>
+<script>
+document.addEventListener("DOMContentLoaded", function () {
+  var button = document.createElement("button");
+  button.id = "lab-code-toggle";
+  button.textContent = "show code";
+  button.onclick = function () {
+    var shown = document.body.classList.toggle("lab-show-code");
+    button.textContent = shown ? "hide code" : "show code";
+  };
+  document.body.appendChild(button);
+});
+</script>
+"""
+
+
+def export_html(notebook_path) -> str:
+    """The executed notebook as one HTML page: figures embedded, code cells hidden behind a toggle."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    return body.replace("</head>", _CODE_TOGGLE + "</head>", 1)
+
 
 PACKAGES = ("lab", "numpy", "pandas", "numba", "scipy", "matplotlib", "seaborn", "papermill")
 
@@ -68,9 +98,7 @@ def check_params(notebook, params: dict, source: str = "parameters") -> None:
 
 def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Optional[str] = None) -> Path:
     """Execute ``notebook`` with ``params`` into ``out_ipynb`` (and the HTML beside it); returns the notebook path."""
-    import nbformat
     import papermill
-    from nbconvert import HTMLExporter
 
     check_params(notebook, params)
     out_ipynb = Path(out_ipynb)
@@ -79,9 +107,8 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
         papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL,
                                    cwd=cwd or str(Path(notebook).parent), progress_bar=False)
         if html:
-            body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
             with atomic_path(out_ipynb.with_suffix(".html")) as tmp_html:
-                tmp_html.write_text(body, encoding="utf-8")
+                tmp_html.write_text(export_html(executed), encoding="utf-8")
         with atomic_path(out_ipynb) as tmp_nb:
             tmp_nb.write_bytes(executed.read_bytes())
     return out_ipynb

@@ -62,18 +62,23 @@ def default_capacities_mb(trace: pd.DataFrame, points: int = 24) -> np.ndarray:
 
 def sweep_capacity(trace: pd.DataFrame, policies: Optional[Iterable] = None,
                    capacities_mb: Optional[Iterable[float]] = None, cost=None,
-                   scorer: str = "heuristic") -> pd.DataFrame:
+                   scorer: str = "heuristic", progress: bool = False) -> pd.DataFrame:
     """Hit rate, DRAM traffic and latency against capacity for each policy.
 
     Takes a trace, policies (default: all), capacities in MB (default:
-    ``default_capacities_mb``), a cost model or preset. Returns a long
-    DataFrame: policy, capacity_mb and every metric, one row per pair.
+    ``default_capacities_mb``), a cost model or preset, and ``progress``
+    (show a tqdm bar: a notebook widget in Jupyter, text elsewhere). Returns
+    a long DataFrame: policy, capacity_mb and every metric, one row per pair.
     """
     policies = list(policies) if policies is not None else policy_names()
     capacities = default_capacities_mb(trace) if capacities_mb is None else [
         check_positive_mb(c, "capacities_mb") for c in capacities_mb]
     trace = with_scores(trace, policies, scorer)
     rows = []
+    if progress:
+        from tqdm.auto import tqdm
+
+        capacities = tqdm(capacities, desc="capacity sweep", unit="capacity")
     for capacity in capacities:
         for name, result in run_policies(trace, policies, capacity, cost, scorer).items():
             rows.append({"policy": name, "capacity_mb": float(capacity), **result.metrics})

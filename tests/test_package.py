@@ -25,7 +25,7 @@ def test_every_kernel_is_cached_on_disk():
 
 
 def _requirement_name(spec: str) -> str:
-    return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower()
+    return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
 def test_environment_yml_mirrors_pyproject():

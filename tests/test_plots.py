@@ -40,3 +40,11 @@ def test_long_traces_are_binned(scored):
     fig = plots.occupancy_heatmap(result, max_tensors=10, max_time_bins=50)
     image = fig.axes[0].get_images()[0].get_array()
     assert image.shape[0] == 10 and image.shape[1] <= 50
+
+
+def test_eviction_table_is_styled_and_keeps_the_ranking(scored):
+    ranking = lab.predict_schedule(scored, top=5).ranking
+    styled = plots.eviction_table(ranking)
+    html = styled.to_html()
+    assert styled.data is ranking and "first access" in html or ranking["reuse_distance"].notna().all()
+    assert "background-color" in html

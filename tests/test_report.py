@@ -65,6 +65,8 @@ def test_report_runs_on_the_smallest_parameters(tmp_path):
     assert len(images) == 4  # metric bars, occupancy heatmap, capacity curves, reuse histogram
     html = (tmp_path / "smallest.html").read_text()
     assert html.count("data:image/png;base64") >= 4
+    assert ".jp-CodeCell .jp-Cell-inputWrapper { display: none; }" in html and "lab-code-toggle" in html
+    assert "numpy" in html and "model_type" in html  # the parameters and versions it was made with
 
 
 def test_a_failed_report_leaves_nothing_behind(tmp_path):
