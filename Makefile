@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install report test bench clean
+.PHONY: help install report app test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(STAMP) ## Create .venv (if missing) and install lab with its notebook
 report: $(STAMP) ## Run each report notebook for each of its params files into reports/ (.ipynb + .html)
 	$(PY) -m lab.report notebooks/01-policy-comparison.ipynb params/01-policy-comparison/*.yaml --out reports
 	$(PY) -m lab.report notebooks/03-real-models.ipynb params/03-real-models/*.yaml --out reports
+
+app: $(STAMP) ## Serve the explorer as a web page with Voila on http://127.0.0.1:8866/
+	$(PY) -m lab.app
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest

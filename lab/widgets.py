@@ -10,6 +10,7 @@ it headlessly: set widget values, call ``update()``, read the tables.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Optional, Sequence
@@ -103,8 +104,11 @@ class Explorer:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(self.debounce_s, self.update)
-            self._timer.start()
+            try:  # in a kernel: the update runs on its event loop, between messages
+                self._timer = asyncio.get_running_loop().call_later(self.debounce_s, self.update)
+            except RuntimeError:  # no event loop (a script, a test): a timer thread
+                self._timer = threading.Timer(self.debounce_s, self.update)
+                self._timer.start()
 
     def _workload(self):
         trace = lab.generate_trace(self.model_type.value, self.num_layers.value, self.batch_size.value,
@@ -146,7 +150,7 @@ class Explorer:
         try:
             trace, schedule = self._workload()
             capacities = default_capacities_mb(trace, self.sweep_points)
-            self.curves_out.clear_output(wait=True)
+            self.curves_out.outputs = ()
             with self.curves_out:  # the progress bar shows in the tab it fills
                 self.sweep = lab.sweep_capacity(schedule.scored, self.policies.value, capacities, self.hardware.value,
                                                 progress=get_ipython() is not None)
@@ -157,11 +161,11 @@ class Explorer:
 
     @staticmethod
     def _render(output: w.Output, value) -> None:
+        """Replace ``output``'s content by ``value``; works from a callback, outside any cell's execution."""
         if get_ipython() is None:  # headless (tests, scripts): keep the results, draw nothing
             return
-        with output:
-            output.clear_output(wait=True)
-            display(value)
+        output.outputs = ()  # set the state, send no clear message: safe outside a cell's execution
+        output.append_display_data(value)
 
 
 def _escape(text: str) -> str:

@@ -94,3 +94,16 @@ def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatc
     for expected in ("dram_read_mb", "reuse_distance_wasserstein", "mixtral-8x7b", "working_set_mb"):
         assert expected in text
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2 * 3
+
+
+def test_same_parameters_same_numbers(tmp_path):
+    def numbers(path):
+        nb = nbformat.read(path, as_version=4)
+        return [o.get("data", {}).get("text/plain") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                if "image/png" not in o.get("data", {}) and o.output_type != "stream"]
+
+    params = {**SMALLEST, "model_type": "CNN"}
+    first = numbers(run_report(NOTEBOOK, params, tmp_path / "a.ipynb", html=False))
+    second = numbers(run_report(NOTEBOOK, params, tmp_path / "b.ipynb", html=False))
+    versions = [i for i, text in enumerate(first) if text and "version" in text]
+    assert first == second and len(first) > 5 and versions
