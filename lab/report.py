@@ -51,7 +51,8 @@ def export_html(notebook_path) -> str:
     return body.replace("</head>", _CODE_TOGGLE + "</head>", 1)
 
 
-PACKAGES = ("lab", "numpy", "pandas", "numba", "scipy", "matplotlib", "seaborn", "papermill")
+PACKAGES = ("lab", "numpy", "pandas", "numba", "scipy", "matplotlib", "seaborn", "papermill", "ipywidgets", "torch",
+            "transformers")
 
 
 def provenance(parameters: dict) -> "pd.DataFrame":
