@@ -400,7 +400,6 @@ def _compiling():
 
 
 def _default_loss(output):
-
     loss = getattr(output, "loss", None)
     if loss is not None:
         return loss
@@ -424,8 +423,9 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
 
     Returns a trace DataFrame, one row per access: ``tensor_id`` (parameter
     names for weights, ``grad:``/``adamw.exp_avg:`` prefixes, ``input:i``,
-    ``<op>#n`` for intermediates; ``[start:end]`` byte range for a part of a
-    storage), ``size_mb``, ``reuse_distance``, ``stride`` (innermost element
+    ``<op>#n`` for intermediates; a part of a storage adds ``[i]`` or
+    ``[i:j]`` (rows of the first dimension, e.g. one expert of a stacked
+    expert bank) or ``[bytes a:b]``), ``size_mb``, ``reuse_distance``, ``stride`` (innermost element
     stride), ``op`` (aten operator), ``model_type``, ``access``
     (read/write), ``kind`` (weight, buffer, activation, gradient,
     optimizer_state, input), ``module`` (owning module path), ``layer``
