@@ -72,6 +72,9 @@ def test_changes_are_debounced():
     explorer.seed.value = 1
     explorer.seed.value = 2
     explorer.seed.value = 3
-    time.sleep(0.6)
+    deadline = time.monotonic() + 30
+    while not updates and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # room for any further (wrong) update to fire
     assert len(updates) == 1 and explorer.error is None
     assert explorer.metrics is not None
