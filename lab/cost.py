@@ -6,10 +6,10 @@ GB/s (10**9 bytes/s, as vendor data sheets give it).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Optional
 
+from lab.checks import check_number
 from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
 
 
@@ -40,8 +40,7 @@ class CostModel:
             value = getattr(self, f.name)
             if f.name == "name" or (f.name == "buffer_mb" and value is None):
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"CostModel.{f.name} must be a finite number >= 0, got {value!r}")
+            check_number(f"CostModel.{f.name}", value, 0)
         if self.dram_bandwidth_gb_s == 0:
             raise ValueError("CostModel.dram_bandwidth_gb_s must be > 0 GB/s")
 

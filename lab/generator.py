@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import math
-from numbers import Integral, Real
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from lab.checks import check_int, check_number
 from lab.trace import reuse_distances_from_codes
 from lab.units import BYTES_PER_MB
 
@@ -224,21 +224,14 @@ def _check_dims(model_type: str, dims: dict) -> dict:
     d = {**defaults, **dims}
     for name, value in d.items():
         if name in _FLOAT_DIMS:
-            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_number(name, value, 0)
+        else:
+            check_int(name, value)
     if "num_heads" in d and d["hidden_size"] % d["num_heads"]:
         raise ValueError(f"hidden_size ({d['hidden_size']}) must be a multiple of num_heads ({d['num_heads']})")
     if model_type == "MoE" and d["top_k"] > d["num_experts"]:
         raise ValueError(f"top_k ({d['top_k']}) must be <= num_experts ({d['num_experts']})")
     return d
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def canonical_model_type(model_type) -> str:
@@ -278,12 +271,11 @@ def generate_trace(
     trace. ``trace.attrs["generator"]`` records the arguments.
     """
     model_type = canonical_model_type(model_type)
-    num_layers = _check_int("num_layers", num_layers, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seq_length = _check_int("seq_length", seq_length, 1)
-    seed = _check_int("seed", seed, 0)
-    if isinstance(reuse_probability, bool) or not isinstance(reuse_probability, Real) or not 0 <= reuse_probability <= 1:
-        raise ValueError(f"reuse_probability must be a number in [0, 1], got {reuse_probability!r}")
+    num_layers = check_int("num_layers", num_layers)
+    batch_size = check_int("batch_size", batch_size)
+    seq_length = check_int("seq_length", seq_length)
+    seed = check_int("seed", seed, 0)
+    check_number("reuse_probability", reuse_probability, 0, 1)
     d = _check_dims(model_type, dims)
     if model_type == "MoE" and d["token_groups"] > batch_size * seq_length:
         raise ValueError(f"token_groups ({d['token_groups']}) must be <= batch_size * seq_length")

@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 
+from lab.checks import check_int
 from lab.units import BYTES_PER_MB
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -224,11 +224,6 @@ def _apply_weight_dtype(trace: pd.DataFrame, model, weight_dtype: str) -> pd.Dat
     return trace
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def cache_dir() -> Path:
     """Where captures are cached: ``$LAB_CACHE_DIR`` or ``~/.cache/lab/captures``."""
     return Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "lab" / "captures"))
@@ -253,7 +248,7 @@ def depth_override(name: str, num_layers: Optional[int]) -> dict:
     ``n_layer``); ResNet-50's fixed stages take none. Empty when ``num_layers`` is None."""
     if num_layers is None:
         return {}
-    _check_positive_int("num_layers", num_layers)
+    check_int("num_layers", num_layers)
     field = LAYER_FIELDS.get(preset_named(name).name, "num_hidden_layers")
     if field is None:
         raise ValueError(f"{name} has a fixed depth: num_layers does not apply")
@@ -285,8 +280,8 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
 
     preset = preset_named(name)
     overrides = {**depth_override(preset.name, num_layers), **overrides}
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("seq_length", seq_length)
+    check_int("batch_size", batch_size)
+    check_int("seq_length", seq_length)
     _torch_dtype(dtype)
     weight_dtype = weight_dtype or dtype
     if weight_dtype not in WEIGHT_DTYPES:

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from lab.checks import check_int
 from lab.trace import EncodedTrace, encode_trace, numeric_column, reuse_distances_from_codes
 
 Scorer = Callable[[pd.DataFrame, EncodedTrace], np.ndarray]
@@ -107,8 +108,8 @@ def predict_schedule(trace: pd.DataFrame, top: Optional[int] = 20, method: str =
     (of that access), accesses (count) and eviction_score; ``top`` rows (None:
     every tensor).
     """
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-        raise ValueError(f"top must be an integer >= 1 or None, got {top!r}")
+    if top is not None:
+        check_int("top", top, hint=" or None")
     scored = score(trace, method)
     last = scored.drop_duplicates("tensor_id", keep="last")
     columns = [c for c in ("tensor_id", "size_mb", "reuse_distance", "stride", "op", "eviction_score") if c in last]

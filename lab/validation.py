@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from numbers import Integral
 from typing import Optional
 
 import numpy as np
 import pandas as pd
+from lab.checks import check_int
 from lab.trace import encode_trace, reuse_distances_from_codes
 
 # One layer of the default Transformer is 34 architecture accesses (42 with the
@@ -144,8 +144,7 @@ def validate(trace: pd.DataFrame, reference: Optional[pd.DataFrame] = None,
     Statistics over an empty set of reuses are NaN, with an interpretation
     saying so.
     """
-    if isinstance(window, bool) or not isinstance(window, Integral) or window < 1:
-        raise ValueError(f"window must be an integer >= 1 (accesses), got {window!r}")
+    check_int("window", window)
     distances = _observed_reuse(trace)  # validates the trace too
     entropy_bits, entropy_norm = reuse_entropy(distances)
     sizes = trace["size_mb"].to_numpy(np.float64)

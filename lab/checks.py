@@ -1,0 +1,24 @@
+"""Argument checks shared by the public functions: one place for the wording of bad-input errors."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Optional
+
+
+def check_int(name: str, value, low: int = 1, hint: str = "") -> int:
+    """Return ``value`` as int if it is an integer >= ``low`` (bools are not), else raise ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{hint}, got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value, low: float = 0, high: Optional[float] = None) -> float:
+    """Return ``value`` as float if it is a finite real number in [``low``, ``high``] (no upper bound when None),
+    else raise ValueError naming ``name``."""
+    if (isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < low
+            or (high is not None and value > high)):
+        bounds = f"a number in [{low}, {high}]" if high is not None else f"a finite number >= {low}"
+        raise ValueError(f"{name} must be {bounds}, got {value!r}")
+    return float(value)
