@@ -29,13 +29,13 @@ CHILD = """
 import json, resource, sys, time
 start = time.perf_counter()
 import torch, transformers
-import lab.models
+import lab.workloads.models
 kwargs = json.loads(sys.argv[1])
-preset = lab.models.preset_named(kwargs["name"])
+preset = lab.workloads.models.preset_named(kwargs["name"])
 if preset.model_class != "mlp":  # transformers loads a model's modules lazily, on first use
     preset.build_config(), getattr(transformers, preset.model_class)
 imported = time.perf_counter()
-trace = lab.models.capture_model(cache=False, **kwargs)
+trace = lab.workloads.models.capture_model(cache=False, **kwargs)
 done = time.perf_counter()
 print(json.dumps({"imports_s": imported - start, "capture_s": done - imported, "accesses": len(trace),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -1,6 +1,6 @@
 """How long the explorer takes to update after a control changes, for the default workload.
 
-Drives ``lab.widgets.Explorer`` headlessly (no drawing into a browser, but
+Drives ``lab.Explorer`` headlessly (no drawing into a browser, but
 every table and figure computed) and prints the median and slowest update
 over changes of capacity, policy set and seed. Target: well under a second.
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_explorer.py``.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 
-from lab.widgets import Explorer
+from lab.ui.widgets import Explorer
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import statistics
 import time
 
 import lab
-from lab.generator import _architecture
+from lab.workloads.generator import _architecture
 
 
 def cycle(num_layers: int):

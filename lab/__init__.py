@@ -1,22 +1,30 @@
 """lab: a research workbench for accelerator memory hierarchies.
 
-The core (trace format, IO, cost model, policies, simulator, generator,
-scoring, validation) imports numpy, pandas and numba; scipy loads on first
-use, matplotlib with ``lab.plots``, and torch or transformers never with the core.
+The package is layered (each layer imports only the ones before it):
+``lab.trace`` (schema, Workload encoding, statistics, file formats) ->
+``lab.workloads`` (synthetic generator, captures of real models) and
+``lab.sim`` (policy engine, policies, cost model, simulate) -> ``lab.learn``
+(eviction scorers) -> ``lab.analysis`` (sweeps, validation, compile
+prediction, attribution) -> ``lab.ui`` (plots, widgets, app, reports).
+The public API is flat, here. The core imports numpy, pandas and numba;
+scipy loads on first use, matplotlib with ``lab.ui.plots``, and torch,
+transformers or ipywidgets never with the core.
 """
 
 __version__ = "0.1.0"
 
-from lab.compile_prediction import CompilePrediction, predict_compile
-from lab.cost import HARDWARE_PRESETS, CostModel
-from lab.generator import DEFAULT_DIMS, MODEL_TYPES, generate_trace
-from lab.io import read_trace, write_trace
-from lab.policies import Policy, get_policy, policy_names, register
-from lab.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
-from lab.simulator import SimulationResult, simulate
-from lab.sweep import compare_policies, run_policies, sweep_capacity
-from lab.trace import REQUIRED_COLUMNS, encode_trace, reuse_distances, summarize, summarize_all
-from lab.validation import ValidationReport, validate
+from lab.analysis.attribution import dram_traffic_by
+from lab.analysis.compile_prediction import CompilePrediction, predict_compile
+from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, run_policies, sweep_capacity,
+                                working_set_mb)
+from lab.analysis.validation import ValidationReport, validate
+from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
+from lab.registry import Registry
+from lab.sim import HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names, register
+from lab.sim import simulate
+from lab.trace import (REQUIRED_COLUMNS, Workload, encode_trace, read_trace, reuse_distances, summarize,
+                       summarize_all, write_trace)
+from lab.workloads.generator import DEFAULT_DIMS, MODEL_TYPES, generate_trace
 
 __all__ = [
     "DEFAULT_DIMS",
@@ -26,13 +34,19 @@ __all__ = [
     "CompilePrediction",
     "CostModel",
     "Policy",
+    "Registry",
     "Schedule",
     "SimulationResult",
     "ValidationReport",
+    "Workload",
     "compare_policies",
+    "default_capacities_mb",
+    "dram_traffic_by",
     "encode_trace",
     "generate_trace",
     "get_policy",
+    "metrics_table",
+    "param",
     "policy_names",
     "predict_compile",
     "predict_schedule",
@@ -48,16 +62,30 @@ __all__ = [
     "summarize_all",
     "sweep_capacity",
     "validate",
+    "working_set_mb",
     "write_trace",
 ]
 
-_CAPTURE = {"capture_model": "lab.models", "capture_trace": "lab.capture"}
+# Loaded on first use, so that ``import lab`` stays light: torch and transformers (captures), matplotlib
+# (plots), ipywidgets (the explorer), nbformat and papermill (reports).
+_LAZY = {
+    "capture_model": "lab.workloads.models",
+    "synthetic_counterpart": "lab.workloads.models",
+    "MODEL_PRESETS": "lab.workloads.models",
+    "capture_trace": "lab.workloads.capture",
+    "Explorer": "lab.ui.widgets",
+    "provenance": "lab.ui.report",
+}
+_LAZY_MODULES = {"plots": "lab.ui.plots"}
 
 
 def __getattr__(name):
-    """``lab.capture_model`` and ``lab.capture_trace`` load torch on first use, not with ``import lab``."""
-    if name in _CAPTURE:
-        import importlib
+    """The names in ``_LAZY`` and ``_LAZY_MODULES``, imported on first use."""
+    import importlib
 
-        return getattr(importlib.import_module(_CAPTURE[name]), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(_LAZY_MODULES[name])
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return getattr(module, "PRESETS" if name == "MODEL_PRESETS" else name)
     raise AttributeError(f"module 'lab' has no attribute {name!r}")

@@ -6,6 +6,8 @@ import math
 from numbers import Integral, Real
 from typing import Optional
 
+from lab.units import MAX_SIZE_MB
+
 
 def check_int(name: str, value, low: int = 1, hint: str = "") -> int:
     """Return ``value`` as int if it is an integer >= ``low`` (bools are not), else raise ValueError naming ``name``."""
@@ -22,3 +24,14 @@ def check_number(name: str, value, low: float = 0, high: Optional[float] = None)
         bounds = f"a number in [{low}, {high}]" if high is not None else f"a finite number >= {low}"
         raise ValueError(f"{name} must be {bounds}, got {value!r}")
     return float(value)
+
+
+def check_positive_mb(name: str, value) -> float:
+    """Return ``value`` as float if it is a finite real number of MB (MiB) in (0, MAX_SIZE_MB], else raise
+    ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{name} must be a positive number of MB (MiB), got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0 or value > MAX_SIZE_MB:
+        raise ValueError(f"{name} must be a finite number of MB (MiB) in (0, {MAX_SIZE_MB:g}], got {value!r}")
+    return value

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 import lab
-from lab.validation import DEFAULT_WINDOW
+from lab.analysis.sweep import with_scores
+from lab.analysis.validation import DEFAULT_WINDOW
 
 EXIT_USAGE = 2
 
@@ -103,7 +104,7 @@ def _generate(args):
 
 
 def _simulate(args):
-    trace = lab.sweep.with_scores(_load_trace(args), [args.policy], args.scorer)
+    trace = with_scores(_load_trace(args), [args.policy], args.scorer)
     result = lab.simulate(trace, args.policy, args.capacity_mb, args.cost)
     _write(result.to_frame(), args.out)
     _print_json(result.metrics)
@@ -137,7 +138,7 @@ def _routing(text: str):
 
 def _capture(args):
     try:
-        from lab.models import capture_model
+        from lab.workloads.models import capture_model
     except ImportError as error:  # pragma: no cover - the capture extras are part of the test install
         raise ValueError(f"capture needs torch and transformers (pip install 'lab[capture]'): {error}") from None
     trace = capture_model(args.model, args.batch_size, args.seq_length, dtype=args.dtype, training=args.training,

@@ -6,9 +6,6 @@ sheets and are decimal: 1 GB/s = 10**9 bytes per second.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import numpy as np
 
 BYTES_PER_MB = 2**20
@@ -32,13 +29,3 @@ def mb_to_bytes(size_mb: np.ndarray) -> np.ndarray:
 def bytes_to_mb(size_bytes):
     """Convert bytes (an int or an int array) to MB (MiB), as a float64 scalar or array."""
     return np.divide(size_bytes, BYTES_PER_MB, dtype=np.float64)
-
-
-def check_positive_mb(value, field: str) -> float:
-    """Return ``value`` as float if it is a finite real number in (0, MAX_SIZE_MB], else raise ValueError naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{field} must be a positive number of MB (MiB), got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0 or value > MAX_SIZE_MB:
-        raise ValueError(f"{field} must be a finite number of MB (MiB) in (0, {MAX_SIZE_MB:g}], got {value!r}")
-    return value

@@ -1,22 +1,28 @@
-"""Replay an oracleGeneral file in libCacheSim (the reference C simulator), access by access."""
+"""Replay a trace in libCacheSim (the reference C simulator) through a lab policy's counterpart."""
 
 from __future__ import annotations
 
 import libcachesim as lcs
 import numpy as np
 
-LIBCACHESIM_POLICIES = {"LRU": lcs.LRU, "FIFO": lcs.FIFO, "Belady": lcs.Belady}
+import lab
 
 
-def libcachesim_replay(path, policy: str, capacity_bytes: int, unit_sizes: bool = False):
-    """Return (hit flags, evictions per access) from libCacheSim for the trace at ``path``.
+def libcachesim_cache(policy, capacity_bytes: int):
+    """The libCacheSim cache that ``policy`` (a lab Policy with a ``libcachesim`` counterpart) names."""
+    policy = lab.get_policy(policy)
+    return getattr(lcs, policy.libcachesim)(capacity_bytes, **policy.libcachesim_params())
+
+
+def libcachesim_replay(path, policy, capacity_bytes: int, unit_sizes: bool = False):
+    """Return (hit flags, evictions per access) from libCacheSim for the oracleGeneral trace at ``path``.
 
     Evictions per access are read off the object count: before + inserted - after.
     """
     reader = lcs.TraceReader(
         str(path), lcs.TraceType.ORACLE_GENERAL_TRACE, lcs.ReaderInitParam(ignore_obj_size=unit_sizes)
     )
-    cache = LIBCACHESIM_POLICIES[policy](capacity_bytes)
+    cache = libcachesim_cache(policy, capacity_bytes)
     hits, evictions = [], []
     for req in reader:
         before = cache.get_n_obj()
@@ -25,3 +31,12 @@ def libcachesim_replay(path, policy: str, capacity_bytes: int, unit_sizes: bool 
         hits.append(hit)
         evictions.append(before + inserted - cache.get_n_obj())
     return np.array(hits, dtype=bool), np.array(evictions)
+
+
+def libcachesim_miss_ratio(path, policy, capacity_bytes: int, unit_sizes: bool = False) -> float:
+    """libCacheSim's miss ratio (misses / requests) for the oracleGeneral trace at ``path``."""
+    reader = lcs.TraceReader(
+        str(path), lcs.TraceType.ORACLE_GENERAL_TRACE, lcs.ReaderInitParam(ignore_obj_size=unit_sizes)
+    )
+    miss_ratio, _ = libcachesim_cache(policy, capacity_bytes).process_trace(reader)
+    return float(miss_ratio)

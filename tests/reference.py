@@ -29,8 +29,8 @@ def _next_access(tensor_ids, tensor, after):
 def reference_simulate(tensor_ids, sizes, capacity, policy, scores=None, access=None):
     """Return (hits, evictions, victims): a hit flag and an eviction count per access, and (access, victim) pairs.
 
-    ``sizes`` and ``capacity`` are integer bytes; ``policy`` is LRU, FIFO, ML
-    (needs ``scores``) or Belady. With ``access`` (``read``/``write`` per
+    ``sizes`` and ``capacity`` are integer bytes; ``policy`` is LRU, FIFO, MRU,
+    ML (needs ``scores``) or Belady. With ``access`` (``read``/``write`` per
     access) see ``reference_simulate_rw``.
     """
     hits, evictions, victims, _, _, _ = reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores, access)
@@ -86,6 +86,8 @@ def _choose_victim(cache, policy, tensor_ids, now):
         return min(cache, key=lambda t: cache[t].last_access)
     if policy == "FIFO":
         return min(cache, key=lambda t: cache[t].inserted)
+    if policy == "MRU":
+        return max(cache, key=lambda t: cache[t].last_access)
     if policy == "ML":
         return max(cache, key=lambda t: (cache[t].score, -cache[t].inserted))
     if policy == "Belady":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.app import voila_command
+from lab.ui.app import voila_command
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
                  if p and Path(p).exists()), None)

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.attribution import dram_traffic_by
+from lab.analysis.attribution import dram_traffic_by
 
 
 def test_traffic_adds_up_and_goes_to_the_right_group():

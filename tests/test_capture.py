@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from lab.capture import CaptureError, capture_trace, routing_counts  # noqa: E402
+from lab.workloads.capture import CaptureError, capture_trace, routing_counts  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

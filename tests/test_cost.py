@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lab.cost import HARDWARE_PRESETS, CostModel, resolve_cost
+from lab.sim.cost import HARDWARE_PRESETS, CostModel, resolve_cost
 
 
 def test_seed_defaults():

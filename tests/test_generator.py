@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.generator import DEFAULT_DIMS, implied_sizes_mb
+from lab.workloads.generator import DEFAULT_DIMS, implied_sizes_mb
 
 
 def test_seed_example_has_the_seeds_size_and_scale():

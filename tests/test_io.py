@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.io import ORACLE_GENERAL_DTYPE
+from lab.trace.io import ORACLE_GENERAL_DTYPE
 from lab.units import BYTES_PER_MB
 
 

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import lab  # noqa: E402
-from lab.models import PRESETS, capture_model, packed_bytes  # noqa: E402
+from lab.workloads.models import PRESETS, capture_model, packed_bytes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

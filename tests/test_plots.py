@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import lab
-from lab import plots
+from lab.ui import plots
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def scored():
 def test_residency_matrix_adds_up_to_resident_bytes(scored, policy):
     result = lab.simulate(scored, policy, 40)
     matrix = plots.residency_matrix(result)
-    np.testing.assert_array_equal(result.encoded.tensor_bytes @ matrix, result.resident_bytes)
+    np.testing.assert_array_equal(result.workload.tensor_bytes @ matrix, result.resident_bytes)
 
 
 def test_figures_are_labelled(scored):

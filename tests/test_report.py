@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from lab.report import check_params, load_params, notebook_parameters, provenance, run_report
+from lab.ui.report import check_params, load_params, notebook_parameters, provenance, run_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01-policy-comparison.ipynb"

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.scoring import register_scorer
+from lab.learn.scoring import register_scorer
 
 
 def test_heuristic_by_hand():
@@ -50,7 +50,7 @@ def test_unknown_method_and_a_registered_one():
     try:
         assert lab.score(trace, "TEST-size-only")["eviction_score"].max() == 1.0
     finally:
-        lab.scoring._SCORERS.pop("test-size-only")
+        lab.learn.scoring.SCORERS.remove("test-size-only")
 
 
 def test_bad_reuse_column():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.cost import CostModel
+from lab.sim.cost import CostModel
 from lab.units import BYTES_PER_MB
 
 SEED_KEYS = {"cache_hits", "dram_accesses", "evictions", "cache_hit_rate", "total_latency", "bandwidth_wait_time"}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import lab
-from lab.sweep import default_capacities_mb, working_set_mb
+from lab.analysis.sweep import default_capacities_mb, working_set_mb
 
 
 def test_compare_policies_has_one_row_per_policy_and_scores_for_ml():

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import lab
-from lab.validation import DEFAULT_WINDOW
+from lab.analysis.validation import DEFAULT_WINDOW
 
 
 def _trace(ids, sizes=None):

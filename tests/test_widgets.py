@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.widgets import Explorer
+from lab.ui.widgets import Explorer
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.trace import reuse_distances
+from lab.trace.workload import reuse_distances
 from lab.units import BYTES_PER_MB
 
 KINDS = ("weight", "buffer", "activation", "gradient", "optimizer_state", "input")

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 from lab.checks import check_int
-from lab.trace import encode_trace, reuse_distances_from_codes
+from lab.trace.workload import encode_trace, reuse_distances_from_codes
 
 # One layer of the default Transformer is 34 architecture accesses (42 with the
 # default reuse): a reuse within 32 accesses is a reuse inside the layer, which
@@ -155,7 +155,7 @@ def validate(trace: pd.DataFrame, reference: Optional[pd.DataFrame] = None,
             size_test = size_distribution_test(sizes, reference["size_mb"].to_numpy(np.float64), "the reference trace")
         rd_distance = reuse_distance_distance(distances, reference_distances)
     elif "generator" in trace.attrs and len(sizes):
-        from lab.generator import implied_sizes_mb
+        from lab.workloads.generator import implied_sizes_mb
 
         implied = implied_sizes_mb(trace.attrs["generator"])
         size_test = size_distribution_test(sizes, implied, "the generator's architecture sizes")

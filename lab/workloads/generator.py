@@ -20,10 +20,14 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_int, check_number
-from lab.trace import reuse_distances_from_codes
+from lab.registry import Registry
+from lab.trace.workload import reuse_distances_from_codes
 from lab.units import BYTES_PER_MB
 
 MODEL_TYPES = ("Transformer", "CNN", "MLP", "MoE")
+_MODEL_TYPES: Registry[str] = Registry("model_type")
+for _name in MODEL_TYPES:
+    _MODEL_TYPES.add(_name, _name)
 
 DEFAULT_DIMS = {
     "Transformer": {"hidden_size": 1024, "num_heads": 16, "ffn_mult": 4, "dtype_bytes": 2},
@@ -236,10 +240,7 @@ def _check_dims(model_type: str, dims: dict) -> dict:
 
 def canonical_model_type(model_type) -> str:
     """The canonical spelling of a model type (case-insensitive); ValueError listing MODEL_TYPES otherwise."""
-    for known in MODEL_TYPES:
-        if isinstance(model_type, str) and model_type.lower() == known.lower():
-            return known
-    raise ValueError(f"unknown model_type {model_type!r}; accepted: {list(MODEL_TYPES)}")
+    return _MODEL_TYPES.canonical(model_type)
 
 
 def generate_trace(

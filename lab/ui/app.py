@@ -1,7 +1,7 @@
 """The explorer as a web page: ``notebooks/02-explorer.ipynb`` served by Voilà on loopback.
 
 Voilà runs one kernel per visitor and shows only the widgets (sources
-stripped). ``python -m lab.app [--port N]`` (``make app``) serves on
+stripped). ``python -m lab.ui.app [--port N]`` (``make app``) serves on
 127.0.0.1; ``voila_command`` gives the command line for tests and scripts.
 """
 
@@ -23,7 +23,7 @@ def voila_command(port: int = DEFAULT_PORT, notebook: Path = EXPLORER) -> list[s
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lab.app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.ui.app", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
     print(f"serving the explorer on http://127.0.0.1:{args.port}/ (Ctrl-C stops)", flush=True)

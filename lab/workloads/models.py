@@ -3,7 +3,7 @@
 ``capture_model(name, batch_size, seq_length, ...)`` builds the preset under
 FakeTensorMode with ``no_init_weights`` (no memory, no initialization, weights
 re-tied), makes its example inputs, and captures its trace with
-``lab.capture.capture_trace``. A Parquet cache keyed by every parameter makes
+``lab.workloads.capture.capture_trace``. A Parquet cache keyed by every parameter makes
 a repeated capture instant.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_int
+from lab.registry import Registry
 from lab.units import BYTES_PER_MB
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -48,30 +49,29 @@ def _config(class_name: str, **kwargs):
     return build
 
 
-PRESETS = {
-    p.name: p
-    for p in (
-        Preset("gpt2", "Transformer", _config("GPT2Config"), "GPT2LMHeadModel"),
-        Preset("bert-base", "Transformer", _config("BertConfig"), "BertForMaskedLM"),
-        # Llama 2 (Touvron et al., 2023, table 1 and the released configs)
-        Preset("llama-2-7b", "Transformer", _config(
-            "LlamaConfig", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-            num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
-            "LlamaForCausalLM"),
-        Preset("llama-2-70b", "Transformer", _config(
-            "LlamaConfig", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-            num_key_value_heads=8, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
-            "LlamaForCausalLM"),
-        # Mixtral 8x7B (Jiang et al., 2024): 8 experts, 2 per token
-        Preset("mixtral-8x7b", "MoE", _config(
-            "MixtralConfig", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-            num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, vocab_size=32000,
-            max_position_embeddings=32768), "MixtralForCausalLM"),
-        Preset("vit-base", "Transformer", _config("ViTConfig"), "ViTForImageClassification", vision=True),
-        Preset("resnet-50", "CNN", _config("ResNetConfig"), "ResNetForImageClassification", vision=True),
-        Preset("mlp", "MLP", lambda: {"hidden_size": 4096, "num_hidden_layers": 8, "ffn_mult": 4}, "mlp"),
-    )
-}
+PRESETS: Registry[Preset] = Registry("model preset")
+for _preset in (
+    Preset("gpt2", "Transformer", _config("GPT2Config"), "GPT2LMHeadModel"),
+    Preset("bert-base", "Transformer", _config("BertConfig"), "BertForMaskedLM"),
+    # Llama 2 (Touvron et al., 2023, table 1 and the released configs)
+    Preset("llama-2-7b", "Transformer", _config(
+        "LlamaConfig", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
+        "LlamaForCausalLM"),
+    Preset("llama-2-70b", "Transformer", _config(
+        "LlamaConfig", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+        num_key_value_heads=8, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
+        "LlamaForCausalLM"),
+    # Mixtral 8x7B (Jiang et al., 2024): 8 experts, 2 per token
+    Preset("mixtral-8x7b", "MoE", _config(
+        "MixtralConfig", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, vocab_size=32000,
+        max_position_embeddings=32768), "MixtralForCausalLM"),
+    Preset("vit-base", "Transformer", _config("ViTConfig"), "ViTForImageClassification", vision=True),
+    Preset("resnet-50", "CNN", _config("ResNetConfig"), "ResNetForImageClassification", vision=True),
+    Preset("mlp", "MLP", lambda: {"hidden_size": 4096, "num_hidden_layers": 8, "ffn_mult": 4}, "mlp"),
+):
+    PRESETS.add(_preset.name, _preset)
 
 
 def _torch_dtype(dtype: str):
@@ -157,10 +157,7 @@ def _construct(preset: Preset, config):
 
 def preset_named(name: str) -> Preset:
     """The preset called ``name`` (case-insensitive); ValueError listing the known ones otherwise."""
-    key = name.lower() if isinstance(name, str) else name
-    if key not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known: {list(PRESETS)}")
-    return PRESETS[key]
+    return PRESETS.get(name)
 
 
 def example_inputs(model, preset: Preset, config, batch_size: int, seq_length: int, dtype: str, training: bool):
@@ -273,10 +270,10 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     ``overrides``. Routing is a parameter because real routing needs
     real weights and data, which we do not load.
 
-    Returns the trace (see ``lab.capture.capture_trace``), ``model_type``
+    Returns the trace (see ``lab.workloads.capture.capture_trace``), ``model_type``
     set to the preset's family. ``trace.attrs["capture"]`` records the arguments.
     """
-    from lab.capture import _routed_experts, capture_trace
+    from lab.workloads.capture import _routed_experts, capture_trace
 
     preset = preset_named(name)
     overrides = {**depth_override(preset.name, num_layers), **overrides}
@@ -305,7 +302,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
         trace = _apply_weight_dtype(trace, model, weight_dtype)
     trace.attrs["capture"] = params
     if cache:
-        from lab.io import write_trace
+        from lab.trace.io import write_trace
 
         write_trace(trace, path)
     return trace
@@ -315,7 +312,7 @@ def synthetic_counterpart(name: str, batch_size: int, seq_length: int, num_layer
                           reuse_probability: float = 0.3, seed: int = 0) -> pd.DataFrame:
     """A ``lab.generate_trace`` of the preset's family with the preset's dimensions, to validate the generator
     against the captured model (``lab.validate(synthetic, reference=captured)``)."""
-    from lab.generator import generate_trace
+    from lab.workloads.generator import generate_trace
 
     preset = preset_named(name)
     config = preset.build_config()

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_int
-from lab.trace import EncodedTrace, encode_trace, numeric_column, reuse_distances_from_codes
+from lab.registry import Registry
+from lab.trace.schema import numeric_column
+from lab.trace.workload import Workload, encode_trace, reuse_distances_from_codes
 
-Scorer = Callable[[pd.DataFrame, EncodedTrace], np.ndarray]
-_SCORERS: dict[str, Scorer] = {}
+Scorer = Callable[[pd.DataFrame, Workload], np.ndarray]
+SCORERS: Registry[Scorer] = Registry("scorer")
 
 HEURISTIC_WEIGHTS = {"size": 0.4, "reuse": 0.5, "stride": 0.1}
 
@@ -29,15 +31,14 @@ def register_scorer(name: str):
     """
 
     def add(fn: Scorer) -> Scorer:
-        _SCORERS[name.lower()] = fn
-        return fn
+        return SCORERS.add(name, fn)
 
     return add
 
 
 def scorer_names() -> list[str]:
     """Names of the registered scorers."""
-    return list(_SCORERS)
+    return SCORERS.names()
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
@@ -49,7 +50,7 @@ def _min_max(values: np.ndarray) -> np.ndarray:
 
 
 @register_scorer("heuristic")
-def heuristic_scores(trace: pd.DataFrame, encoded: EncodedTrace) -> np.ndarray:
+def heuristic_scores(trace: pd.DataFrame, encoded: Workload) -> np.ndarray:
     """The seed's heuristic: ``0.4*size + 0.5*reuse + 0.1*stride``, each min-max normalized over the trace.
 
     Uses ``size_mb``; ``reuse_distance`` (computed from the tensor order when
@@ -82,12 +83,10 @@ def score(trace: pd.DataFrame, method: str = "heuristic") -> pd.DataFrame:
 
     ``method`` names a registered scorer (``scorer_names()``); ValueError otherwise.
     """
-    key = method.lower() if isinstance(method, str) else method
-    if key not in _SCORERS:
-        raise ValueError(f"unknown scoring method {method!r}; known: {scorer_names()}")
+    scorer = SCORERS.get(method)
     encoded = encode_trace(trace)
     scored = trace.copy()
-    scored["eviction_score"] = np.asarray(_SCORERS[key](trace, encoded), dtype=np.float64)
+    scored["eviction_score"] = np.asarray(scorer(trace, encoded), dtype=np.float64)
     return scored
 
 

@@ -13,15 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.kernels import NEVER, next_access_positions
-from lab.trace import encode_trace
+from lab.registry import Registry
+from lab.trace.positions import NEVER
+from lab.trace.workload import encode_trace
 from lab.units import bytes_to_mb
 
 # libCacheSim oracleGeneral: 24-byte little-endian records, no header.
 ORACLE_GENERAL_DTYPE = np.dtype(
     [("time", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"), ("next_access_vtime", "<i8")]
 )
-FORMATS = ("parquet", "csv", "oracleGeneral")
+FORMATS: Registry[str] = Registry("trace format")
+for _name in ("parquet", "csv", "oracleGeneral"):
+    FORMATS.add(_name, _name)
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".oraclegeneral": "oracleGeneral"}
 
 
@@ -54,17 +57,14 @@ def trace_format(path, format=None) -> str:
     """The trace format of ``path``: ``format`` if given, else from the suffix (``.parquet``/``.pq``,
     ``.csv``, ``.oracleGeneral`` or ``.oracleGeneral.bin``). Raises ValueError naming the accepted ones."""
     if format is not None:
-        for known in FORMATS:
-            if format.lower() == known.lower():
-                return known
-        raise ValueError(f"unknown trace format {format!r}; accepted: {list(FORMATS)}")
+        return FORMATS.get(format)
     suffixes = [s.lower() for s in Path(path).suffixes]
     for suffix in suffixes[::-1][:2]:
         if suffix in _SUFFIXES:
             return _SUFFIXES[suffix]
     raise ValueError(
         f"cannot tell the trace format of {str(path)!r} from its suffix; use one of "
-        f"{sorted(_SUFFIXES)} (or .oracleGeneral.bin) or pass format= one of {list(FORMATS)}"
+        f"{sorted(_SUFFIXES)} (or .oracleGeneral.bin) or pass format= one of {FORMATS.names()}"
     )
 
 
@@ -102,7 +102,7 @@ def _write_oracle_general(enc, tmp: Path) -> None:
     records["time"] = np.arange(enc.n_accesses, dtype=np.uint32)
     records["obj_id"] = obj_ids
     records["obj_size"] = enc.access_bytes
-    records["next_access_vtime"] = next_access_positions(enc.codes, enc.n_tensors)
+    records["next_access_vtime"] = enc.next_use
     records.tofile(tmp)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from lab.checks import check_number
+from lab.registry import Registry
 from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
 
 
@@ -49,39 +50,38 @@ class CostModel:
         return n_bytes / (self.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL) * MS_PER_S
 
 
-HARDWARE_PRESETS: dict[str, CostModel] = {
-    preset.name.lower(): preset
-    for preset in (
-        CostModel(),
-        # NVIDIA H100 SXM5. L2 of 50 MB and HBM3 at 3.35 TB/s: NVIDIA H100 Tensor
-        # Core GPU data sheet and "NVIDIA H100 Tensor Core GPU Architecture"
-        # white paper (2022). Latencies are round figures of the order that
-        # pointer-chasing microbenchmarks report (L2 hit ~0.26 us, HBM ~0.5 us):
-        # Luo et al., "Benchmarking and Dissecting the Nvidia Hopper GPU
-        # Architecture", IPDPS 2024; Chips and Cheese, "Nvidia's H100: Funny L2,
-        # and Tons of Bandwidth" (2023).
-        CostModel(
-            name="H100-SXM5",
-            hit_latency_ms=0.26e-3,
-            miss_latency_ms=0.5e-3,
-            miss_latency_ms_per_mb=0.0,
-            dram_bandwidth_gb_s=3350.0,
-            buffer_mb=50.0,
-        ),
-        # NVIDIA A100 SXM4 40 GB. L2 of 40 MB and HBM2 at 1,555 GB/s: "NVIDIA
-        # A100 Tensor Core GPU Architecture" white paper (2020). Latencies as
-        # above (L2 hit ~0.2 us, HBM ~0.45 us): Jia et al., "Dissecting the
-        # Ampere GPU Architecture through Microbenchmarking", GTC 2021.
-        CostModel(
-            name="A100-SXM4-40GB",
-            hit_latency_ms=0.2e-3,
-            miss_latency_ms=0.45e-3,
-            miss_latency_ms_per_mb=0.0,
-            dram_bandwidth_gb_s=1555.0,
-            buffer_mb=40.0,
-        ),
-    )
-}
+HARDWARE_PRESETS: Registry[CostModel] = Registry("hardware preset")
+for _preset in (
+    CostModel(),
+    # NVIDIA H100 SXM5. L2 of 50 MB and HBM3 at 3.35 TB/s: NVIDIA H100 Tensor
+    # Core GPU data sheet and "NVIDIA H100 Tensor Core GPU Architecture"
+    # white paper (2022). Latencies are round figures of the order that
+    # pointer-chasing microbenchmarks report (L2 hit ~0.26 us, HBM ~0.5 us):
+    # Luo et al., "Benchmarking and Dissecting the Nvidia Hopper GPU
+    # Architecture", IPDPS 2024; Chips and Cheese, "Nvidia's H100: Funny L2,
+    # and Tons of Bandwidth" (2023).
+    CostModel(
+        name="H100-SXM5",
+        hit_latency_ms=0.26e-3,
+        miss_latency_ms=0.5e-3,
+        miss_latency_ms_per_mb=0.0,
+        dram_bandwidth_gb_s=3350.0,
+        buffer_mb=50.0,
+    ),
+    # NVIDIA A100 SXM4 40 GB. L2 of 40 MB and HBM2 at 1,555 GB/s: "NVIDIA
+    # A100 Tensor Core GPU Architecture" white paper (2020). Latencies as
+    # above (L2 hit ~0.2 us, HBM ~0.45 us): Jia et al., "Dissecting the
+    # Ampere GPU Architecture through Microbenchmarking", GTC 2021.
+    CostModel(
+        name="A100-SXM4-40GB",
+        hit_latency_ms=0.2e-3,
+        miss_latency_ms=0.45e-3,
+        miss_latency_ms_per_mb=0.0,
+        dram_bandwidth_gb_s=1555.0,
+        buffer_mb=40.0,
+    ),
+):
+    HARDWARE_PRESETS.add(_preset.name, _preset)
 
 
 def resolve_cost(cost) -> CostModel:
@@ -90,7 +90,7 @@ def resolve_cost(cost) -> CostModel:
         return HARDWARE_PRESETS["seed"]
     if isinstance(cost, CostModel):
         return cost
-    if isinstance(cost, str) and cost.lower() in HARDWARE_PRESETS:
-        return HARDWARE_PRESETS[cost.lower()]
-    known = [p.name for p in HARDWARE_PRESETS.values()]
-    raise ValueError(f"cost must be a CostModel, None or a hardware preset name in {known}; got {cost!r}")
+    if isinstance(cost, str) and cost in HARDWARE_PRESETS:
+        return HARDWARE_PRESETS[cost]
+    raise ValueError(f"cost must be a CostModel, None or a hardware preset name in {HARDWARE_PRESETS.names()}; "
+                     f"got {cost!r}")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lab.simulator import SimulationResult
+from lab.sim.simulate import SimulationResult
 from lab.units import BYTES_PER_MB
 
 BOUND_POLICY = "Belady"
@@ -47,7 +47,7 @@ def residency_matrix(result: SimulationResult) -> np.ndarray:
     Rows follow tensor codes (order of first access). A tensor inserted and
     dropped (dead) at the same access is not resident after it.
     """
-    enc = result.encoded
+    enc = result.workload
     inserted = np.flatnonzero(result.inserted)
     dropped = np.flatnonzero(result.dropped)
     delta = np.zeros((enc.n_tensors, enc.n_accesses + 1), np.int8)
@@ -67,7 +67,7 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
     residency. Red crosses mark evictions. Shows the ``max_tensors`` most
     accessed tensors; long traces are averaged into ``max_time_bins`` bins.
     """
-    enc = result.encoded
+    enc = result.workload
     resident = residency_matrix(result).astype(np.float64)
     if scores is not None:
         latest = np.full((enc.n_tensors, enc.n_accesses + 1), np.nan)
@@ -152,7 +152,7 @@ def metric_bars(comparison: pd.DataFrame,
 def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFrame] = None,
                              bins: int = 40) -> Figure:
     """Histogram of reuse distances (accesses, log-spaced bins; first accesses left out), with a reference."""
-    from lab.trace import reuse_distances
+    from lab.trace.workload import reuse_distances
 
     fig = _new_figure(7, 3.6)
     ax = fig.subplots()
@@ -173,7 +173,7 @@ def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFra
 
 @_styled
 def traffic_breakdown(tables: dict, by: str = "kind") -> Figure:
-    """DRAM traffic (MB) per policy, stacked by group; takes {policy: ``lab.attribution.dram_traffic_by``}."""
+    """DRAM traffic (MB) per policy, stacked by group; takes {policy: ``lab.dram_traffic_by``}."""
     frame = pd.DataFrame({policy: table["dram_mb"] for policy, table in tables.items()}).fillna(0.0).T
     fig = _new_figure(7, 3.8)
     ax = fig.subplots()

@@ -7,11 +7,12 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.policies import get_policy, policy_names
-from lab.scoring import score
-from lab.simulator import SimulationResult, simulate
-from lab.trace import encode_trace
-from lab.units import bytes_to_mb, check_positive_mb
+from lab.sim.policy import get_policy, policy_names
+from lab.learn.scoring import score
+from lab.sim.simulate import SimulationResult, simulate
+from lab.trace.workload import encode_trace
+from lab.checks import check_positive_mb
+from lab.units import bytes_to_mb
 
 
 def with_scores(trace: pd.DataFrame, policies, scorer: str = "heuristic") -> pd.DataFrame:
@@ -72,7 +73,7 @@ def sweep_capacity(trace: pd.DataFrame, policies: Optional[Iterable] = None,
     """
     policies = list(policies) if policies is not None else policy_names()
     capacities = default_capacities_mb(trace) if capacities_mb is None else [
-        check_positive_mb(c, "capacities_mb") for c in capacities_mb]
+        check_positive_mb("capacities_mb", c) for c in capacities_mb]
     trace = with_scores(trace, policies, scorer)
     rows = []
     if progress:

@@ -21,12 +21,12 @@ from IPython import get_ipython
 from IPython.display import display
 
 import lab
-from lab import plots
-from lab.cost import HARDWARE_PRESETS
-from lab.generator import MODEL_TYPES
-from lab.policies import policy_names
-from lab.scoring import scorer_names
-from lab.sweep import default_capacities_mb
+from lab.ui import plots
+from lab.sim.cost import HARDWARE_PRESETS
+from lab.workloads.generator import MODEL_TYPES
+from lab.sim.policy import policy_names
+from lab.learn.scoring import scorer_names
+from lab.analysis.sweep import default_capacities_mb
 
 TABLE_COLUMNS = ["cache_hit_rate", "cache_hits", "dram_accesses", "evictions", "total_latency", "bandwidth_wait_time",
                  "dram_reads_mb", "dram_writes_mb", "peak_occupancy_mb"]
@@ -93,7 +93,7 @@ class Explorer:
         display(self.widget)
 
     def _hardware_changed(self, change):
-        preset = lab.cost.resolve_cost(change["new"])
+        preset = lab.sim.cost.resolve_cost(change["new"])
         if preset.buffer_mb:
             self.capacity_mb.value = preset.buffer_mb  # its on-chip buffer; this change triggers the update
 
@@ -133,7 +133,7 @@ class Explorer:
             return
         self.error = None
         self.message.value = ""
-        self.metrics = lab.sweep.metrics_table(results)[TABLE_COLUMNS]
+        self.metrics = lab.metrics_table(results)[TABLE_COLUMNS]
         self.ranking = schedule.ranking
         self.validation = lab.validate(trace).to_frame()
         heat_policy = lab.get_policy(self.heatmap_policy or self.policies.value[0]).name

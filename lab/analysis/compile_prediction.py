@@ -13,10 +13,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from lab.simulator import SimulationResult, simulate
-from lab.sweep import metrics_table, run_policies, working_set_mb
-from lab.trace import encode_trace
-from lab.units import BYTES_PER_MB, bytes_to_mb, check_positive_mb
+from lab.sim.simulate import SimulationResult, simulate
+from lab.analysis.sweep import metrics_table, run_policies, working_set_mb
+from lab.trace.workload import encode_trace
+from lab.checks import check_positive_mb
+from lab.units import BYTES_PER_MB, bytes_to_mb
 
 ONLINE_POLICIES = ("LRU", "FIFO", "ML")
 TARGETS = (0.9, 0.99)
@@ -64,7 +65,7 @@ class CompilePrediction:
 
 def residency_plan(result: SimulationResult) -> pd.DataFrame:
     """Per-access actions of a simulation: hit / load / stream, the tensors evicted, resident MB after."""
-    enc = result.encoded
+    enc = result.workload
     action = np.select(
         [result.hit & result.is_write, result.hit, result.inserted],
         ["write", "hit", "load"],
@@ -122,7 +123,7 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
     online policies, and the recommended buffer sizes for 90 % and 99 % of
     the best reachable hit rate. Our reading of the seed's ``/predict-compile``.
     """
-    capacity_mb = check_positive_mb(capacity_mb, "capacity_mb")
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     enc = encode_trace(trace)
     results = run_policies(trace, [*policies, "Belady"], capacity_mb, cost, scorer)
     table = metrics_table(results)

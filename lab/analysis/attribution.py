@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lab.simulator import SimulationResult
+from lab.sim.simulate import SimulationResult
 from lab.units import BYTES_PER_MB
 
 
@@ -23,7 +23,7 @@ def dram_traffic_by(result: SimulationResult, trace: pd.DataFrame, by: str = "ki
         raise ValueError(f"trace has no column {by!r} to group by; columns: {list(map(str, trace.columns))}")
     if len(trace) != result.hit.shape[0]:
         raise ValueError("trace and result differ in length: pass the trace that was simulated")
-    enc = result.encoded
+    enc = result.workload
     labels = trace[by].astype(str).to_numpy()
     tensor_label = np.empty(enc.n_tensors, dtype=object)
     tensor_label[enc.codes[::-1]] = labels[::-1]  # each tensor's label at its first access

@@ -1,47 +1,70 @@
-"""The trace format: validation and integer coding of a trace DataFrame.
-
-A trace is a pandas DataFrame with one row per tensor access, in access order.
-Required columns: ``tensor_id`` (str or int) and ``size_mb`` (float > 0, MB =
-MiB = 2**20 bytes). Optional columns: ``reuse_distance``, ``stride``, ``op``,
-``model_type``, ``eviction_score``.
-"""
+"""A trace encoded once into integer-coded arrays: what the simulator, sweeps, bounds and learners run on."""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from lab.kernels import NEVER, previous_access_positions
+from lab.trace.positions import NEVER, next_access_positions, previous_access_positions
+from lab.trace.schema import REQUIRED_COLUMNS, numeric_column, require_columns, write_flags
 from lab.units import MAX_SIZE_MB, mb_to_bytes
 
-REQUIRED_COLUMNS = ("tensor_id", "size_mb")
-OPTIONAL_COLUMNS = ("reuse_distance", "stride", "op", "model_type", "eviction_score")
 
-
-@dataclass(frozen=True)
-class EncodedTrace:
+@dataclass(frozen=True, eq=False)
+class Workload:
     """A validated trace as integer-coded numpy arrays, ready for the compiled kernels.
 
     ``codes[i]`` is the tensor accessed at access ``i`` (0..n_tensors-1, in
     order of first access); ``tensor_ids[c]`` is the original id of code ``c``;
-    ``tensor_bytes[c]`` its size in bytes.
+    ``tensor_bytes[c]`` its size in bytes; ``access_bytes[i]`` the bytes
+    access ``i`` touches. ``is_write`` (bool per access) is empty for a trace
+    without an ``access`` column. ``next_use`` and ``previous_use`` (the
+    position of the same tensor's next or previous access, NEVER = -1 when
+    none) are computed on first use. ``trace`` is the DataFrame it was
+    encoded from (policies and scorers read extra columns from it).
+
+    Build one with ``encode_trace(trace)``; ``lab.simulate``, sweeps and
+    curves accept it in place of the DataFrame, so a trace used many times is
+    validated and encoded once.
     """
 
     codes: np.ndarray  # int64, one per access
     tensor_bytes: np.ndarray  # int64 bytes, one per tensor
     access_bytes: np.ndarray  # int64 bytes of the tensor touched by each access
-    id_values: object  # the distinct ids, or a categorical's categories when ``id_positions`` is set
-    id_positions: Optional[np.ndarray] = None  # the category of each tensor, for categorical ids
+    is_write: np.ndarray  # bool per access, or empty without an access column
+    id_values: object = field(repr=False)  # the distinct ids, or a categorical's categories (see id_positions)
+    id_positions: Optional[np.ndarray] = field(default=None, repr=False)  # category of each tensor, categorical ids
+    trace: Optional[pd.DataFrame] = field(default=None, repr=False)
 
     @functools.cached_property
     def tensor_ids(self) -> np.ndarray:
         """The original id of each tensor code, as a numpy array (built on first use: most runs never need it)."""
         values = np.asarray(self.id_values)
         return values if self.id_positions is None else values[self.id_positions]
+
+    @functools.cached_property
+    def next_use(self) -> np.ndarray:
+        """Position of the same tensor's next access, per access (int64; NEVER when it is the last)."""
+        return next_access_positions(self.codes, self.n_tensors)
+
+    @functools.cached_property
+    def previous_use(self) -> np.ndarray:
+        """Position of the same tensor's previous access, per access (int64; NEVER on a first access)."""
+        return previous_access_positions(self.codes, self.n_tensors)
+
+    @functools.cached_property
+    def total_bytes(self) -> int:
+        """Bytes touched by all accesses together (int)."""
+        return int(self.access_bytes.sum())
+
+    @property
+    def has_writes(self) -> bool:
+        """True when the trace says which accesses read and which write (an ``access`` column)."""
+        return self.is_write.shape[0] == self.codes.shape[0] and self.codes.shape[0] > 0
 
     @property
     def n_accesses(self) -> int:
@@ -51,34 +74,18 @@ class EncodedTrace:
     def n_tensors(self) -> int:
         return int(self.tensor_bytes.shape[0])
 
+    def column(self, name: str, hint: str = "") -> np.ndarray:
+        """Per-access float64 values of the trace's column ``name`` (validated once, then cached).
 
-def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:
-    """Raise ValueError naming every column of ``columns`` missing from ``trace``."""
-    if not isinstance(trace, pd.DataFrame):
-        raise ValueError(f"trace must be a pandas DataFrame, got {type(trace).__name__}")
-    missing = [c for c in columns if c not in trace.columns]
-    if missing:
-        raise ValueError(
-            f"trace is missing column(s) {missing}; required: {list(columns)}, "
-            f"present: {list(map(str, trace.columns))}" + (f". {hint}" if hint else "")
-        )
-
-
-def numeric_column(trace: pd.DataFrame, column: str) -> np.ndarray:
-    """Return ``trace[column]`` as a float64 array, raising ValueError naming the column on non-numbers or NaN."""
-    series = trace[column]
-    if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype):
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isnan(values)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"column {column!r} must hold numbers (no NaN); "
-            f"{int(bad.sum())} bad value(s), first at row {row}: {trace[column].iloc[row]!r}"
-        )
-    return values
+        ValueError when the column is missing (with ``hint``) or holds non-numbers or NaN.
+        """
+        cache = self.__dict__.setdefault("_columns", {})
+        if name not in cache:
+            if self.trace is None:
+                raise ValueError(f"this workload keeps no trace to read column {name!r} from")
+            require_columns(self.trace, [name], hint=hint)
+            cache[name] = np.ascontiguousarray(numeric_column(self.trace, name))
+        return cache[name]
 
 
 def _factorize_ids(ids: pd.Series):
@@ -92,14 +99,16 @@ def _factorize_ids(ids: pd.Series):
     return codes, uniques, None
 
 
-def encode_trace(trace: pd.DataFrame) -> EncodedTrace:
-    """Validate a trace and code its tensor ids as integers.
+def encode_trace(trace) -> Workload:
+    """Validate a trace and encode it once as a ``Workload`` (a Workload passes through unchanged).
 
-    Takes a trace DataFrame (see module docstring). Returns an EncodedTrace.
-    Raises ValueError when a required column is missing, a ``tensor_id`` is
-    missing, a ``size_mb`` is NaN, infinite, zero, negative or above
-    MAX_SIZE_MB, or one tensor id appears with two different sizes.
+    Takes a trace DataFrame (see ``lab.trace.schema``). Raises ValueError when
+    a required column is missing, a ``tensor_id`` is missing, a ``size_mb``
+    is NaN, infinite, zero, negative or above MAX_SIZE_MB, one tensor id
+    appears with two different sizes, or an ``access`` is neither read nor write.
     """
+    if isinstance(trace, Workload):
+        return trace
     require_columns(trace, REQUIRED_COLUMNS)
     codes, id_values, id_positions = _factorize_ids(trace["tensor_id"])
     if codes.size and codes.min() < 0:
@@ -127,8 +136,8 @@ def encode_trace(trace: pd.DataFrame) -> EncodedTrace:
             f"tensor_id {tid!r} appears with different sizes {sizes[:5]} MB (first mismatch at row {row}); "
             "a tensor's size must be the same on every access"
         )
-    return EncodedTrace(codes=codes, tensor_bytes=tensor_bytes, access_bytes=access_bytes, id_values=id_values,
-                        id_positions=id_positions)
+    return Workload(codes=codes, tensor_bytes=tensor_bytes, access_bytes=access_bytes, is_write=write_flags(trace),
+                    id_values=id_values, id_positions=id_positions, trace=trace)
 
 
 def reuse_distances(tensor_ids) -> np.ndarray:
@@ -148,23 +157,3 @@ def reuse_distances_from_codes(codes: np.ndarray, n_tensors: int) -> np.ndarray:
     distance = (np.arange(codes.shape[0]) - prev - 1).astype(np.float64)
     distance[prev == NEVER] = np.nan
     return distance
-
-
-def summarize(trace: pd.DataFrame) -> pd.Series:
-    """Headline numbers of a trace: accesses, distinct tensors, working set (MB: all distinct tensors),
-    traffic (MB: every access's size summed), largest tensor (MB) and share of accesses that are reuses (%)."""
-    enc = encode_trace(trace)
-    n = enc.n_accesses
-    return pd.Series({
-        "accesses": n,
-        "tensors": enc.n_tensors,
-        "working_set_mb": float(enc.tensor_bytes.sum()) / 2**20,
-        "traffic_mb": float(enc.access_bytes.sum()) / 2**20,
-        "largest_tensor_mb": float(enc.tensor_bytes.max()) / 2**20 if n else 0.0,
-        "reuse_share_pct": 100.0 * (n - enc.n_tensors) / n if n else 0.0,
-    }, dtype=object)
-
-
-def summarize_all(traces: dict) -> pd.DataFrame:
-    """``summarize`` of several traces, one row per name: {name: trace} -> DataFrame."""
-    return pd.DataFrame({name: summarize(trace) for name, trace in traces.items()}).T

@@ -1,6 +1,6 @@
 """Parameterized reports: run a notebook with papermill for each YAML parameter file, export HTML.
 
-``python -m lab.report NOTEBOOK PARAMS.yaml [...] --out reports/`` writes
+``python -m lab.ui.report NOTEBOOK PARAMS.yaml [...] --out reports/`` writes
 ``reports/<notebook>/<params>.ipynb`` (executed) and ``.html`` beside it.
 Both files are written atomically; a failed run leaves neither behind.
 """
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
-from lab.io import atomic_path
+from lab.trace.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,7 +129,7 @@ def run_reports(notebook, param_files: Iterable, out_dir) -> list[Path]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.ui.report", description=__doc__.splitlines()[0])
     parser.add_argument("notebook")
     parser.add_argument("params", nargs="+", help="YAML parameter files, one report each")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
@@ -139,10 +139,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run_reports(args.notebook, args.params, args.out)
     except (ValueError, OSError) as error:
-        print(f"python -m lab.report: error: {error}", file=sys.stderr)
+        print(f"python -m lab.ui.report: error: {error}", file=sys.stderr)
         return 2
     except PapermillException as error:  # a cell failed: its traceback is the message
-        print(f"python -m lab.report: the notebook failed:\n{error}", file=sys.stderr)
+        print(f"python -m lab.ui.report: the notebook failed:\n{error}", file=sys.stderr)
         return 1
     return 0
 

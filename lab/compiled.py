@@ -1,0 +1,95 @@
+"""Compiled code: one decorator for every numba kernel, and an on-disk cache that cannot serve stale code.
+
+Every kernel is ``@kernel``: ``numba.njit(cache=True, nogil=True)``, so it is
+compiled once, reused by later processes, and releases the GIL (sweeps run on
+threads). Numba keys its disk cache on the source file of the decorated
+function only; the engine's driver inlines hooks written in other files, so an
+edited hook would leave the driver running old code from the cache. Here the
+cache of a kernel in ``lab/<package>/`` is stamped with a hash of every
+source file of the compiled packages up to and including its own (in
+``COMPILED_PACKAGES`` order, which is the import layering), plus the top-level
+modules: any edit there invalidates it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import warnings
+from pathlib import Path
+
+from numba import njit
+from numba.core import caching
+from numba.core.errors import NumbaIRAssumptionWarning
+
+LAB_DIR = Path(__file__).resolve().parent
+# Packages that hold compiled code, in layer order (each imports only those before it).
+COMPILED_PACKAGES = ("trace", "sim", "learn", "analysis")
+
+
+@functools.lru_cache(maxsize=None)
+def _package_digest(package: str) -> bytes:
+    """sha256 over the relative paths and contents of the .py files of ``lab/<package>`` ("" = top level)."""
+    digest = hashlib.sha256()
+    root = LAB_DIR / package if package else LAB_DIR
+    files = root.rglob("*.py") if package else root.glob("*.py")
+    for path in sorted(files):
+        digest.update(str(path.relative_to(LAB_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.digest()
+
+
+def sources_stamp(py_file) -> str:
+    """The cache stamp of a kernel defined in ``py_file``: a hash of the top-level modules and of every
+    compiled package up to the kernel's own."""
+    relative = Path(py_file).resolve().relative_to(LAB_DIR)
+    own = relative.parts[0] if len(relative.parts) > 1 else ""
+    upto = COMPILED_PACKAGES[: COMPILED_PACKAGES.index(own) + 1] if own in COMPILED_PACKAGES else COMPILED_PACKAGES
+    digest = hashlib.sha256(_package_digest(""))
+    for package in upto:
+        digest.update(_package_digest(package))
+    return digest.hexdigest()
+
+
+def _in_lab(py_file) -> bool:
+    try:
+        Path(py_file).resolve().relative_to(LAB_DIR)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _stamped(base):
+    """A numba cache locator like ``base`` for files inside lab/, stamped with ``sources_stamp``."""
+
+    class Locator(base):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            return super().from_function(py_func, py_file) if _in_lab(py_file) else None
+
+        def get_source_stamp(self):
+            return sources_stamp(self._py_file)
+
+    Locator.__name__ = Locator.__qualname__ = f"Lab{base.__name__}"
+    return Locator
+
+
+_LOCATORS = [_stamped(base) for base in (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
+                                         caching.UserWideCacheLocator)]
+if not any(c.__name__.startswith("Lab") for c in caching.CacheImpl._locator_classes):
+    caching.CacheImpl._locator_classes[:0] = _LOCATORS
+
+
+# numba's own pedantic check, raised when it inlines hooks into the engine's loop; it asks numba's developers
+# for a report and says nothing to a user. Correctness is checked by the tests, not by this warning.
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
+
+
+def kernel(fn=None, **options):
+    """Decorator: compile ``fn`` with numba, cached on disk (stamped as above) and without the GIL.
+
+    Extra numba options (e.g. ``inline="always"``) pass through.
+    """
+    if fn is None:
+        return functools.partial(kernel, **options)
+    return njit(cache=True, nogil=True, **options)(fn)

@@ -1,0 +1,192 @@
+"""Eviction policies: one small class each over the engine's hooks, and one registry.
+
+A policy is a frozen dataclass whose fields are its parameters (``param``,
+validated on construction; ``get_params()``), a ``State`` (a ``NamedTuple``
+of arrays and scalars, built by ``init_state`` for a workload and capacity)
+and hooks, plain functions the engine compiles into its loop (see
+``lab.sim.engine`` for what each hook does)::
+
+    @register
+    @dataclass(frozen=True)
+    class MyPolicy(Policy):
+        \"\"\"What it evicts, and the paper it follows.\"\"\"
+        name = "Mine"
+        class State(NamedTuple): ...
+        def init_state(self, workload, capacity_bytes): return self.State(...)
+        @staticmethod
+        def evict(s, c, i): ...
+        @staticmethod
+        def remove(s, c): ...
+
+``find``, ``can_insert`` and ``insert`` default to doing nothing (admit
+everything that fits); ``evict`` and ``remove`` are required. ``@register``
+adds the class to the registry under ``name`` and ``aliases``
+(case-insensitive); nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, NamedTuple, Optional, Type
+
+from numba.core.extending import overload
+
+from lab.checks import check_int, check_number
+from lab.registry import Registry
+from lab.sim import engine
+from lab.sim.engine import NO_VICTIM
+
+POLICIES: Registry[Type["Policy"]] = Registry("policy")
+HOOKS = tuple(engine.HOOK_STUBS)
+
+
+def param(default, *, low=None, high=None, integer: bool = False, doc: str = ""):
+    """A policy parameter: a dataclass field with a default, checked on construction.
+
+    ``low``/``high`` bound numbers (inclusive); ``integer`` asks for an int.
+    """
+    return field(default=default, metadata={"low": low, "high": high, "integer": integer, "doc": doc})
+
+
+class _NoState(NamedTuple):
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Base class of eviction policies. Subclasses set ``name``, ``State``, ``init_state`` and the hooks.
+
+    Class attributes: ``name`` and ``aliases`` (registry names);
+    ``libcachesim``: the counterpart class in the ``libcachesim`` package
+    (None: none), whose keyword arguments ``libcachesim_params()`` gives;
+    ``reference``: the paper or source the policy follows; ``randomized``:
+    it draws random numbers (then it has a ``seed`` parameter); ``offline``:
+    it reads the future of the trace (Belady and kin).
+    """
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    libcachesim: ClassVar[Optional[str]] = None
+    reference: ClassVar[str] = ""
+    randomized: ClassVar[bool] = False
+    offline: ClassVar[bool] = False
+    State: ClassVar[type] = _NoState
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if meta.get("integer"):
+                check_int(f"{type(self).__name__}.{f.name}", value, meta["low"] if meta["low"] is not None else 0)
+                if meta["high"] is not None and value > meta["high"]:
+                    raise ValueError(f"{type(self).__name__}.{f.name} must be <= {meta['high']}, got {value!r}")
+            elif "low" in meta:
+                check_number(f"{type(self).__name__}.{f.name}", value,
+                             meta["low"] if meta["low"] is not None else float("-inf"), meta["high"])
+
+    def get_params(self) -> dict[str, Any]:
+        """The policy's parameters, {name: value}."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def libcachesim_params(self) -> dict[str, Any]:
+        """Keyword arguments for the libCacheSim counterpart that match these parameters."""
+        return {}
+
+    def init_state(self, workload, capacity_bytes: int):
+        """The policy's state for replaying ``workload`` through ``capacity_bytes`` bytes: a ``State``."""
+        raise NotImplementedError(f"{type(self).__name__} must define init_state")
+
+    def __str__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{self.name}({params})" if params else self.name
+
+    # Default hooks. Plain functions: the engine compiles them into its loop.
+    @staticmethod
+    def find(s, c, i, hit):
+        return NO_VICTIM
+
+    @staticmethod
+    def can_insert(s, c, i):
+        return True
+
+    @staticmethod
+    def insert(s, c, i):
+        pass
+
+
+_BOUND: dict[type, Type[Policy]] = {}  # State class -> the policy whose hooks implement the stubs for it
+
+
+def _typer(state_cls, impl):
+    """A numba overload typer that answers ``impl`` when the state (first argument) is a ``state_cls``."""
+    params = list(inspect.signature(impl).parameters)
+    source = (f"def typer({', '.join(params)}):\n"
+              f"    if getattr({params[0]}, 'instance_class', None) is state_cls:\n"
+              f"        return impl\n")
+    namespace = {"state_cls": state_cls, "impl": impl}
+    exec(source, namespace)
+    return namespace["typer"]
+
+
+def bind_hooks(cls: Type[Policy]) -> None:
+    """Make the engine's hook stubs dispatch to ``cls``'s hooks for states of type ``cls.State`` (once).
+
+    A subclass that inherits its parent's State gets a State subclass of its
+    own, so that each policy's hooks are chosen by its state's type.
+    """
+    if _BOUND.get(cls.State) is cls:
+        return
+    if "State" not in vars(cls) or cls.State in _BOUND:
+        cls.State = type(f"{cls.__name__}State", (cls.State,), {"__module__": cls.__module__})
+    for hook in HOOKS:
+        impl = inspect.getattr_static(cls, hook, None)
+        if impl is None:
+            raise TypeError(f"policy {cls.__name__} must define the hook {hook}(...)")
+        impl = impl.__func__ if isinstance(impl, staticmethod) else impl
+        stub = engine.HOOK_STUBS[hook]
+        wanted = tuple(inspect.signature(stub).parameters)
+        if len(inspect.signature(impl).parameters) != len(wanted):
+            raise TypeError(f"{cls.__name__}.{hook} must take {len(wanted)} arguments {wanted}")
+        overload(stub, inline="always", jit_options={"nogil": True})(_typer(cls.State, impl))
+    _BOUND[cls.State] = cls
+
+
+def register(cls: Type[Policy]) -> Type[Policy]:
+    """Class decorator: add a policy to the registry under its name and aliases (case-insensitive)."""
+    if not (isinstance(cls, type) and issubclass(cls, Policy)) or not cls.name:
+        raise TypeError(f"@register takes a Policy subclass with a name, got {cls!r}")
+    bind_hooks(cls)
+    POLICIES.add(cls.name, cls, cls.aliases)
+    return cls
+
+
+def policy_names() -> list[str]:
+    """Names of the registered policies (aliases not repeated), in registration order."""
+    return POLICIES.names()
+
+
+def get_policy(policy, **params) -> Policy:
+    """A Policy instance from a registered name or alias (case-insensitive) with ``params``, a Policy class,
+    or a Policy instance (then no ``params``).
+
+    Raises ValueError listing the known names for an unknown name, TypeError
+    for anything that is not a name or a policy, and ValueError (naming the
+    parameter) for a bad parameter.
+    """
+    if isinstance(policy, Policy):
+        if params:
+            raise TypeError(f"parameters {sorted(params)} go with a policy name, not with the instance {policy}")
+        return policy
+    if isinstance(policy, type) and issubclass(policy, Policy):
+        cls = policy
+    elif isinstance(policy, str):
+        cls = POLICIES.get(policy)
+    else:
+        raise TypeError(f"policy must be a policy name (one of {policy_names()}) or a Policy, "
+                        f"got {type(policy).__name__} {policy!r}")
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"policy {cls.name} has no parameter(s) {unknown}; its parameters: {known}")
+    return cls(**params)

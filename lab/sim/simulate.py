@@ -1,0 +1,268 @@
+"""``lab.simulate``: replay a trace through an on-chip buffer under an eviction policy."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lab.checks import check_positive_mb
+from lab.sim import engine
+from lab.sim.cost import CostModel, resolve_cost
+from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, PEAK_BYTES, READ_BYTES, SERVED,
+                            STREAMED, WRITE_BYTES, WRITEBACKS)
+from lab.sim.policy import Policy, bind_hooks, get_policy
+from lab.trace.workload import Workload, encode_trace
+from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
+
+_EMPTY_BOOL = np.empty(0, np.bool_)
+_EMPTY_INT = np.empty(0, np.int64)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Outcome of one simulation.
+
+    ``metrics`` (a dict):
+      - ``accesses``: number of accesses; ``cache_hits`` (served on chip with
+        no DRAM read); ``dram_accesses`` (misses: DRAM reads of the whole
+        tensor, and writes of tensors larger than the buffer); ``evictions``;
+        ``compulsory_misses`` (first access of a tensor);
+        ``uncacheable_accesses`` (accesses to tensors larger than the buffer,
+        never inserted).
+      - ``cache_hit_rate``: hits / accesses, in %; ``byte_hit_rate``: bytes
+        served by hits / bytes accessed, in %.
+      - ``total_latency``: ms, every access's cost under ``cost``, writebacks
+        included; ``bandwidth_wait_time``: ms, the DRAM-transfer part of it.
+      - ``bytes_from_dram``: bytes read from DRAM; ``dram_reads_mb`` the same
+        in MB; ``dram_writes_mb``: MB written to DRAM (writebacks, and writes
+        too large for the buffer); ``writebacks``: dirty evictions written
+        back; ``dead_drops``: tensors dropped after their last use;
+        ``peak_occupancy_mb``: MB (MiB) resident at the fullest point.
+    Per access (computed on first use from the compact ``outcome``; a
+    ValueError when simulated with ``per_access=False``): ``hit`` (bool),
+    ``inserted`` (bool: the access put its tensor into the buffer),
+    ``dropped`` (bool: its tensor was dead after it and left the buffer),
+    ``evictions_per_access`` (int32), ``resident_bytes`` (int64, after the
+    access), ``write_bytes`` (int64, written to DRAM at the access). Per
+    eviction: ``victim_access`` (the access that caused it), ``victim_code``
+    and ``victim_written_back``.
+    """
+
+    policy: str
+    capacity_mb: float
+    cost: CostModel
+    metrics: dict
+    outcome: np.ndarray = field(repr=False)  # uint8 bits per access (lab.sim.engine: SERVED, INSERTED, ...)
+    victim_access: np.ndarray = field(repr=False)
+    victim_code: np.ndarray = field(repr=False)
+    victim_written_back: np.ndarray = field(repr=False)
+    workload: Workload = field(repr=False)
+    per_access: bool = True
+    params: dict = field(default_factory=dict)
+
+    def _bits(self, bit: int, what: str) -> np.ndarray:
+        self._require_per_access(what)
+        return (self.outcome & bit) != 0
+
+    def _require_per_access(self, what: str) -> None:
+        if not self.per_access and self.workload.n_accesses:
+            raise ValueError(f"{what} needs per-access results: simulate with per_access=True")
+
+    def _per_access_sum(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        total = np.zeros(self.workload.n_accesses, np.int64)
+        np.add.at(total, index, values)
+        return total
+
+    @functools.cached_property
+    def hit(self) -> np.ndarray:
+        """Whether each access was served on chip without a DRAM read (bool; a write that allocates counts)."""
+        return self._bits(SERVED, "hit")
+
+    @functools.cached_property
+    def inserted(self) -> np.ndarray:
+        """Whether each access put its tensor into the buffer (bool)."""
+        return self._bits(INSERTED, "inserted")
+
+    @functools.cached_property
+    def dropped(self) -> np.ndarray:
+        """Whether each access's tensor was dead after it and left the buffer (bool)."""
+        return self._bits(DROPPED, "dropped")
+
+    @functools.cached_property
+    def evictions_per_access(self) -> np.ndarray:
+        """Tensors evicted at each access (int32)."""
+        self._require_per_access("evictions_per_access")
+        return np.bincount(self.victim_access, minlength=self.workload.n_accesses).astype(np.int32)
+
+    @functools.cached_property
+    def write_bytes(self) -> np.ndarray:
+        """Bytes written to DRAM at each access (int64): writebacks of its victims, or the access's own write
+        when it was not inserted."""
+        enc = self.workload
+        streamed = np.where(self._bits(STREAMED, "write_bytes"), enc.access_bytes, 0)
+        back = self.victim_written_back
+        return streamed + self._per_access_sum(self.victim_access[back], enc.tensor_bytes[self.victim_code[back]])
+
+    @functools.cached_property
+    def resident_bytes(self) -> np.ndarray:
+        """Bytes resident after each access (int64)."""
+        enc = self.workload
+        change = np.where(self.inserted, enc.access_bytes, 0) - np.where(self.dropped, enc.access_bytes, 0)
+        change -= self._per_access_sum(self.victim_access, enc.tensor_bytes[self.victim_code])
+        return np.cumsum(change)
+
+    @property
+    def is_write(self) -> np.ndarray:
+        """Whether each access writes its tensor (bool per access; all False for a plain trace)."""
+        enc = self.workload
+        return enc.is_write if enc.has_writes else np.zeros(enc.n_accesses, np.bool_)
+
+    @property
+    def read_bytes(self) -> np.ndarray:
+        """Bytes read from DRAM at each access (int64): the whole tensor on a read miss, else 0."""
+        return np.where(~self.hit & ~self.is_write, self.workload.access_bytes, 0)
+
+    @property
+    def latency_ms(self) -> np.ndarray:
+        """Cost of each access in ms under ``cost`` (float64, one per access), its writebacks included."""
+        writebacks = np.bincount(self.victim_access[self.victim_written_back], minlength=self.hit.shape[0])
+        return _latency_ms(self.hit, self.read_bytes, self.write_bytes, writebacks, self.cost)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Per-access results: access, tensor_id, size_mb, hit, evictions, resident_bytes, write_bytes, latency_ms."""
+        enc = self.workload
+        return pd.DataFrame(
+            {
+                "access": np.arange(enc.n_accesses),
+                "tensor_id": enc.tensor_ids[enc.codes],
+                "size_mb": bytes_to_mb(enc.access_bytes),
+                "hit": self.hit,
+                "evictions": self.evictions_per_access,
+                "resident_bytes": self.resident_bytes,
+                "write_bytes": self.write_bytes,
+                "latency_ms": self.latency_ms,
+            }
+        )
+
+    def victims(self) -> pd.DataFrame:
+        """Every eviction in order: access (index of the access that caused it), tensor_id, size_mb, written_back."""
+        self._require_per_access("victims()")
+        enc = self.workload
+        return pd.DataFrame(
+            {
+                "access": self.victim_access,
+                "tensor_id": enc.tensor_ids[self.victim_code],
+                "size_mb": bytes_to_mb(enc.tensor_bytes[self.victim_code]),
+                "written_back": self.victim_written_back,
+            }
+        )
+
+
+def _latency_ms(hit, read_bytes, write_bytes, writebacks, cost: CostModel):
+    """Per-access cost in ms: a hit costs ``hit_latency_ms``; each DRAM transfer (a miss, a writeback) costs
+    ``miss_latency_ms`` plus its MB times ``miss_latency_ms_per_mb`` plus its transfer time."""
+    moved = read_bytes + write_bytes
+    transfers = (~hit).astype(np.int64) + writebacks
+    return (np.where(hit, cost.hit_latency_ms, 0.0) + transfers * cost.miss_latency_ms
+            + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + cost.transfer_ms(moved))
+
+
+def _metrics(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
+    n = enc.n_accesses
+    hits = int(counts[HITS])
+    misses = n - hits
+    bytes_total = enc.total_bytes
+    bytes_read = int(counts[READ_BYTES])
+    bytes_written = int(counts[WRITE_BYTES])
+    n_writebacks = int(counts[WRITEBACKS])
+    moved = bytes_read + bytes_written
+    wait_ms = float(cost.transfer_ms(moved))
+    total_ms = (hits * cost.hit_latency_ms + (misses + n_writebacks) * cost.miss_latency_ms
+                + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + wait_ms)
+    return {
+        "cache_hits": hits,
+        "dram_accesses": misses,
+        "total_latency": float(total_ms),
+        "evictions": int(counts[EVICTIONS]),
+        "bandwidth_wait_time": wait_ms,
+        "cache_hit_rate": 100.0 * hits / n if n else 0.0,
+        "accesses": n,
+        "compulsory_misses": enc.n_tensors,
+        "uncacheable_accesses": int(np.count_nonzero(enc.access_bytes > capacity_bytes)),
+        "bytes_from_dram": bytes_read,
+        "byte_hit_rate": 100.0 * float(counts[HIT_BYTES]) / bytes_total if bytes_total else 0.0,
+        "dram_reads_mb": float(bytes_to_mb(bytes_read)),
+        "dram_writes_mb": float(bytes_to_mb(bytes_written)),
+        "writebacks": n_writebacks,
+        "dead_drops": int(counts[DROPS]),
+        "peak_occupancy_mb": float(bytes_to_mb(counts[PEAK_BYTES])),
+    }
+
+
+def capacity_bytes_of(capacity_mb: float) -> int:
+    """A capacity in MB as integer bytes, rounded as tensor sizes are (so a 0.3 MB tensor fits 0.3 MB)."""
+    return int(mb_to_bytes(capacity_mb))
+
+
+def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True):
+    """Run the engine: the raw outputs of ``lab.sim.engine`` for ``policy`` over ``workload``."""
+    bind_hooks(type(policy))
+    state = policy.init_state(workload, capacity_bytes)
+    driver = engine.drive if type(policy).__module__.startswith("lab.") else engine.drive_uncached
+    rw = workload.has_writes
+    return driver(state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
+                  workload.is_write if rw else _EMPTY_BOOL, workload.next_use if rw else _EMPTY_INT,
+                  bool(per_access))
+
+
+def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_access: bool = True) -> SimulationResult:
+    """Replay ``trace`` through an on-chip buffer of ``capacity_mb`` MB (MiB) under ``policy``.
+
+    Takes a trace DataFrame (columns ``tensor_id``, ``size_mb``; the ML policy
+    also needs ``eviction_score``) or a ``Workload`` (``lab.encode_trace``:
+    encode once, simulate many times), a policy name or alias
+    (case-insensitive: see ``lab.policy_names()``) or a Policy instance
+    (``lab.get_policy("S3-FIFO", small_ratio=0.2)``), the capacity in MB, a
+    ``CostModel``, hardware preset name or None (the seed's defaults), and
+    ``per_access`` (False: metrics only, faster and smaller).
+
+    Each access to a resident tensor is a hit; any other access is a miss (a
+    DRAM read). On a miss the tensor is inserted after evicting victims one at
+    a time until it fits; a tensor larger than the capacity is never inserted.
+    Sizes and the capacity are counted in integer bytes (``size_mb * 2**20``,
+    rounded).
+
+    With an ``access`` column (``read``/``write``) the buffer also follows
+    data flow: a write allocates the tensor without a DRAM read (it is
+    produced on chip) and marks it dirty; evicting a dirty tensor that is used
+    again costs a DRAM write (writeback); a tensor past its last use is
+    dropped without writeback, as a framework frees a dead tensor; a write
+    too large for the buffer goes straight to DRAM. Without the column the
+    semantics are exactly the plain ones above.
+
+    Returns a SimulationResult; its ``metrics`` times are in ms. Raises
+    ValueError on a malformed trace, an unknown policy, a capacity that is not
+    a finite number > 0, or an unknown cost preset.
+    """
+    policy = get_policy(policy)
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
+    cost = resolve_cost(cost)
+    workload = encode_trace(trace)
+    capacity_bytes = capacity_bytes_of(capacity_mb)
+    counts, outcome, victim_access, victim_code, written_back = replay(workload, policy, capacity_bytes, per_access)
+    return SimulationResult(
+        policy=policy.name,
+        capacity_mb=capacity_mb,
+        cost=cost,
+        metrics=_metrics(workload, counts, capacity_bytes, cost),
+        outcome=outcome,
+        victim_access=victim_access,
+        victim_code=victim_code,
+        victim_written_back=written_back,
+        workload=workload,
+        per_access=bool(per_access),
+        params=policy.get_params(),
+    )

@@ -1,0 +1,329 @@
+"""Shared compiled data structures for policy states, indexed by tensor code (0..n_tensors-1).
+
+- ``Lists``: several doubly linked queues over the same codes (each code in at
+  most one at a time), with item and byte counts: LRU/FIFO queues, segments,
+  ghost lists. ``head`` is the newest end, ``tail`` the oldest.
+- ``Heap``: an indexed binary min-heap on (key, seq); the policy picks what
+  key and tie-break seq mean.
+- ``Pool``: a dense set for uniform random sampling (swap-remove).
+- ``Rng``: a seeded splitmix64 generator kept in the state, so a randomized
+  policy is reproducible and independent of numba's global generator.
+
+Constructors run in Python; every other function is compiled and called from hooks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from lab.compiled import kernel
+
+NONE = -1
+
+
+# --- linked queues ---------------------------------------------------------------------------
+
+
+class Lists(NamedTuple):
+    older: np.ndarray  # int64 per code: the next code towards the tail, NONE at the tail
+    newer: np.ndarray  # int64 per code: the next code towards the head, NONE at the head
+    owner: np.ndarray  # int8 per code: the list it is in, NONE when in none
+    head: np.ndarray  # int64 per list: newest code, NONE when empty
+    tail: np.ndarray  # int64 per list: oldest code, NONE when empty
+    count: np.ndarray  # int64 per list: codes in it
+    nbytes: np.ndarray  # int64 per list: their bytes
+    sizes: np.ndarray  # int64 per code: bytes (the workload's tensor_bytes)
+
+
+def new_lists(n_lists: int, sizes: np.ndarray) -> Lists:
+    """``n_lists`` empty queues over the codes of ``sizes`` (int64 bytes per tensor)."""
+    k = sizes.shape[0]
+    return Lists(np.full(k, NONE, np.int64), np.full(k, NONE, np.int64), np.full(k, NONE, np.int8),
+                 np.full(n_lists, NONE, np.int64), np.full(n_lists, NONE, np.int64), np.zeros(n_lists, np.int64),
+                 np.zeros(n_lists, np.int64), sizes)
+
+
+@kernel(inline="always")
+def push_head(q, lst, c):
+    """Put ``c`` (in no list) at the head (newest end) of list ``lst``."""
+    h = q.head[lst]
+    t = q.tail[lst]
+    q.older[c] = h
+    q.newer[c] = NONE
+    if h != NONE:
+        q.newer[h] = c
+    else:
+        t = c
+    q.head[lst] = c
+    q.tail[lst] = t
+    q.owner[c] = lst
+    q.count[lst] += 1
+    q.nbytes[lst] += q.sizes[c]
+
+
+@kernel(inline="always")
+def push_tail(q, lst, c):
+    """Put ``c`` (in no list) at the tail (oldest end) of list ``lst``."""
+    h = q.head[lst]
+    t = q.tail[lst]
+    q.newer[c] = t
+    q.older[c] = NONE
+    if t != NONE:
+        q.older[t] = c
+    else:
+        h = c
+    q.head[lst] = h
+    q.tail[lst] = c
+    q.owner[c] = lst
+    q.count[lst] += 1
+    q.nbytes[lst] += q.sizes[c]
+
+
+@kernel(inline="always")
+def unlink(q, c):
+    """Take ``c`` out of its list; returns that list (NONE, and nothing changes, when it is in none)."""
+    lst = np.int64(q.owner[c])
+    if lst == NONE:
+        return NONE
+    o = q.older[c]
+    w = q.newer[c]
+    h = q.head[lst]
+    t = q.tail[lst]
+    if o != NONE:
+        q.newer[o] = w
+    else:
+        t = w
+    if w != NONE:
+        q.older[w] = o
+    else:
+        h = o
+    q.head[lst] = h
+    q.tail[lst] = t
+    q.owner[c] = NONE
+    q.count[lst] -= 1
+    q.nbytes[lst] -= q.sizes[c]
+    return lst
+
+
+@kernel(inline="always")
+def move_to_head(q, lst, c):
+    """Move ``c`` (in any list or none) to the head of list ``lst``."""
+    if q.owner[c] == lst and q.head[lst] == c:
+        return
+    unlink(q, c)
+    push_head(q, lst, c)
+
+
+@kernel(inline="always")
+def pop_tail(q, lst):
+    """Take the oldest code out of list ``lst`` and return it (NONE when the list is empty)."""
+    c = q.tail[lst]
+    if c != NONE:
+        unlink(q, c)
+    return c
+
+
+# --- indexed min-heap --------------------------------------------------------------------------
+
+
+class Heap(NamedTuple):
+    """An indexed ARITY-ary min-heap of codes on (key, seq)."""
+
+    codes: np.ndarray  # int64 per slot
+    keys: np.ndarray  # float64 per slot
+    seqs: np.ndarray  # int64 per slot: tie-break, smaller first
+    pos: np.ndarray  # int64 per code: its slot, NONE when absent
+    size: np.ndarray  # int64[1]
+
+
+def new_heap(n_codes: int) -> Heap:
+    """An empty heap with room for every one of ``n_codes`` codes."""
+    return Heap(np.empty(n_codes, np.int64), np.empty(n_codes, np.float64), np.empty(n_codes, np.int64),
+                np.full(n_codes, NONE, np.int64), np.zeros(1, np.int64))
+
+
+ARITY = 4  # a 4-ary heap: half the depth of a binary one, and the children of a slot share a cache line
+
+
+@kernel(inline="always")
+def _before(key_a, seq_a, key_b, seq_b):
+    return key_a < key_b or (key_a == key_b and seq_a < seq_b)
+
+
+@kernel(inline="always")
+def _sift_up(h, j, c, key, seq):
+    """Place (c, key, seq) at slot ``j`` or above; returns its final slot."""
+    codes = h.codes
+    keys = h.keys
+    seqs = h.seqs
+    pos = h.pos
+    while j > 0:
+        parent = (j - 1) // ARITY
+        pk = keys[parent]
+        if not (key < pk or (key == pk and seq < seqs[parent])):
+            break
+        pc = codes[parent]
+        codes[j] = pc
+        keys[j] = pk
+        seqs[j] = seqs[parent]
+        pos[pc] = j
+        j = parent
+    codes[j] = c
+    keys[j] = key
+    seqs[j] = seq
+    pos[c] = j
+    return j
+
+
+@kernel(inline="always")
+def _sift_down(h, j, c, key, seq, size):
+    """Place (c, key, seq) at slot ``j`` or below in a heap of ``size`` slots."""
+    codes = h.codes
+    keys = h.keys
+    seqs = h.seqs
+    pos = h.pos
+    while True:
+        first = ARITY * j + 1
+        if first >= size:
+            break
+        best = first
+        bk = keys[first]
+        bs = seqs[first]
+        last = min(first + ARITY, size)
+        for child in range(first + 1, last):
+            ck = keys[child]
+            if ck < bk or (ck == bk and seqs[child] < bs):
+                best = child
+                bk = ck
+                bs = seqs[child]
+        if not (bk < key or (bk == key and bs < seq)):
+            break
+        bc = codes[best]
+        codes[j] = bc
+        keys[j] = bk
+        seqs[j] = bs
+        pos[bc] = j
+        j = best
+    codes[j] = c
+    keys[j] = key
+    seqs[j] = seq
+    pos[c] = j
+
+
+@kernel(inline="always")
+def heap_push(h, c, key, seq):
+    """Add code ``c`` (absent) with ``key`` and tie-break ``seq``."""
+    j = h.size[0]
+    h.size[0] = j + 1
+    _sift_up(h, j, c, key, seq)
+
+
+@kernel(inline="always")
+def heap_update(h, c, key, seq):
+    """Give code ``c`` (present) a new ``key`` and ``seq``."""
+    j = h.pos[c]
+    old_key = h.keys[j]
+    if key < old_key or (key == old_key and seq < h.seqs[j]):
+        _sift_up(h, j, c, key, seq)
+    else:
+        _sift_down(h, j, c, key, seq, h.size[0])
+
+
+@kernel(inline="always")
+def heap_remove(h, c):
+    """Take code ``c`` (present) out of the heap."""
+    j = h.pos[c]
+    last = h.size[0] - 1
+    h.size[0] = last
+    h.pos[c] = NONE
+    if j < last:
+        mc = h.codes[last]
+        mk = h.keys[last]
+        ms = h.seqs[last]
+        old_key = h.keys[j]
+        if mk < old_key or (mk == old_key and ms < h.seqs[j]):
+            _sift_up(h, j, mc, mk, ms)
+        else:
+            _sift_down(h, j, mc, mk, ms, last)
+
+
+@kernel(inline="always")
+def heap_pop(h):
+    """Take out and return the code with the smallest (key, seq)."""
+    c = h.codes[0]
+    heap_remove(h, c)
+    return c
+
+
+@kernel(inline="always")
+def heap_seq(h, c):
+    """The tie-break seq of code ``c`` (present)."""
+    return h.seqs[h.pos[c]]
+
+
+# --- random sampling -----------------------------------------------------------------------------
+
+
+class Pool(NamedTuple):
+    members: np.ndarray  # int64: the codes in the pool, densely packed
+    index: np.ndarray  # int64 per code: its place in members, NONE when absent
+    count: np.ndarray  # int64[1]
+
+
+def new_pool(n_codes: int) -> Pool:
+    """An empty pool with room for every one of ``n_codes`` codes."""
+    return Pool(np.empty(n_codes, np.int64), np.full(n_codes, NONE, np.int64), np.zeros(1, np.int64))
+
+
+@kernel(inline="always")
+def pool_add(p, c):
+    """Add code ``c`` (absent)."""
+    j = p.count[0]
+    p.members[j] = c
+    p.index[c] = j
+    p.count[0] = j + 1
+
+
+@kernel(inline="always")
+def pool_remove(p, c):
+    """Remove code ``c`` (present): the last member takes its place."""
+    j = p.index[c]
+    last = p.count[0] - 1
+    moved = p.members[last]
+    p.members[j] = moved
+    p.index[moved] = j
+    p.index[c] = NONE
+    p.count[0] = last
+
+
+class Rng(NamedTuple):
+    state: np.ndarray  # uint64[1]
+
+
+def new_rng(seed: int) -> Rng:
+    """A splitmix64 generator seeded with ``seed`` (an int >= 0)."""
+    return Rng(np.array([np.uint64(seed % 2**64)], np.uint64))
+
+
+@kernel(inline="always")
+def rng_next(r):
+    """The next 64 random bits (uint64): splitmix64 (Steele, Lea and Flood, OOPSLA 2014)."""
+    z = r.state[0] + np.uint64(0x9E3779B97F4A7C15)
+    r.state[0] = z
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@kernel(inline="always")
+def rng_random(r):
+    """A uniform float64 in [0, 1) (53 random bits)."""
+    return np.float64(rng_next(r) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@kernel(inline="always")
+def rng_below(r, n):
+    """A uniform integer in [0, n) for n >= 1 (int64)."""
+    return np.int64(rng_next(r) % np.uint64(n))

@@ -1,0 +1,61 @@
+"""The trace format: a pandas DataFrame with one row per tensor access, in access order.
+
+Required columns: ``tensor_id`` (str or int) and ``size_mb`` (float > 0, MB =
+MiB = 2**20 bytes). Optional: ``access`` (``read``/``write``: the simulator
+then follows data flow), ``reuse_distance``, ``stride``, ``op``,
+``model_type``, ``eviction_score``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ("tensor_id", "size_mb")
+OPTIONAL_COLUMNS = ("access", "reuse_distance", "stride", "op", "model_type", "eviction_score")
+ACCESS_KINDS = ("read", "write")
+
+
+def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:
+    """Raise ValueError naming every column of ``columns`` missing from ``trace``."""
+    if not isinstance(trace, pd.DataFrame):
+        raise ValueError(f"trace must be a pandas DataFrame, got {type(trace).__name__}")
+    missing = [c for c in columns if c not in trace.columns]
+    if missing:
+        raise ValueError(
+            f"trace is missing column(s) {missing}; required: {list(columns)}, "
+            f"present: {list(map(str, trace.columns))}" + (f". {hint}" if hint else "")
+        )
+
+
+def numeric_column(trace: pd.DataFrame, column: str) -> np.ndarray:
+    """Return ``trace[column]`` as a float64 array, raising ValueError naming the column on non-numbers or NaN."""
+    series = trace[column]
+    if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"column {column!r} must hold numbers (no NaN); "
+            f"{int(bad.sum())} bad value(s), first at row {row}: {trace[column].iloc[row]!r}"
+        )
+    return values
+
+
+def write_flags(trace: pd.DataFrame) -> np.ndarray:
+    """``access == "write"`` per row (bool) for a trace with an ``access`` column, else an empty array.
+
+    Raises ValueError naming the first row whose access is neither read nor write.
+    """
+    if "access" not in trace.columns:
+        return np.empty(0, np.bool_)
+    access = trace["access"]
+    is_write = (access == "write").to_numpy(dtype=np.bool_, na_value=False)
+    bad = ~is_write & (access != "read").to_numpy(dtype=np.bool_, na_value=True)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"column 'access' must be one of {list(ACCESS_KINDS)}; row {row} is {access.iloc[row]!r}")
+    return is_write
