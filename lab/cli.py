@@ -21,6 +21,7 @@ import pandas as pd
 import lab
 from lab.analysis.sweep import with_scores
 from lab.analysis.validation import DEFAULT_WINDOW
+from lab.trace.io import write_table
 
 EXIT_USAGE = 2
 
@@ -89,15 +90,15 @@ def _load_trace(args) -> pd.DataFrame:
                               args.reuse_probability, args.seed, **dict(args.dim))
 
 
-def _write(frame: pd.DataFrame, path: Optional[str]) -> None:
+def _write(frame: pd.DataFrame, path: Optional[str], trace: bool = False) -> None:
     if path:
-        lab.write_trace(frame, path)
+        (lab.write_trace if trace else write_table)(frame, path)
 
 
 def _generate(args):
     trace = _load_trace(args)
     if args.out:
-        _write(trace, args.out)
+        _write(trace, args.out, trace=True)
         _print_json({"accesses": len(trace), "tensors": int(trace["tensor_id"].nunique()), "out": args.out})
     else:
         _print_json(trace.to_dict(orient="records"))
@@ -112,7 +113,7 @@ def _simulate(args):
 
 def _schedule(args):
     schedule = lab.predict_schedule(_load_trace(args), top=args.top, method=args.method)
-    _write(schedule.scored, args.out)
+    _write(schedule.scored, args.out, trace=True)
     _print_json(schedule.ranking.to_dict(orient="records"))
 
 
@@ -144,7 +145,7 @@ def _capture(args):
     trace = capture_model(args.model, args.batch_size, args.seq_length, dtype=args.dtype, training=args.training,
                           weight_dtype=args.weight_dtype, routing=args.routing, routing_skew=args.routing_skew,
                           seed=args.seed, cache=not args.no_cache, **dict(args.set))
-    _write(trace, args.out)
+    _write(trace, args.out, trace=True)
     unique = trace.drop_duplicates("tensor_id")
     _print_json({
         "model": args.model, "accesses": len(trace), "tensors": len(unique),

@@ -18,6 +18,7 @@ import hashlib
 import warnings
 from pathlib import Path
 
+import numpy as np
 from numba import njit
 from numba.core import caching
 from numba.core.errors import NumbaIRAssumptionWarning
@@ -83,6 +84,15 @@ if not any(c.__name__.startswith("Lab") for c in caching.CacheImpl._locator_clas
 # numba's own pedantic check, raised when it inlines hooks into the engine's loop; it asks numba's developers
 # for a report and says nothing to a user. Correctness is checked by the tests, not by this warning.
 warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
+
+
+def kernel_array(values, dtype) -> "np.ndarray":
+    """``values`` as a C-contiguous, writeable array of ``dtype`` (a copy only when needed).
+
+    numba types a read-only or strided array differently from a plain one, so an array that pandas hands over
+    read-only would compile the loop a second time: every array reaching a kernel goes through here first.
+    """
+    return np.require(values, dtype, ["C", "W", "A"])
 
 
 def kernel(fn=None, **options):

@@ -154,7 +154,7 @@ def test_implied_sizes_are_the_architecture_accesses():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"model_type": "RNN"}, r"unknown model_type 'RNN'; accepted: \['Transformer', 'CNN', 'MLP', 'MoE'\]"),
+        ({"model_type": "RNN"}, r"unknown model_type 'RNN'; known: \['Transformer', 'CNN', 'MLP', 'MoE'\]"),
         ({"num_layers": 0}, "num_layers must be an integer >= 1"),
         ({"batch_size": -2}, "batch_size must be an integer >= 1"),
         ({"seq_length": 2.5}, "seq_length must be an integer >= 1"),

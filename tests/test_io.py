@@ -78,7 +78,7 @@ def test_invalid_traces_are_not_written(tmp_path):
 def test_unknown_format(trace, tmp_path):
     with pytest.raises(ValueError, match=r"cannot tell the trace format.*\.csv"):
         lab.write_trace(trace, tmp_path / "t.txt")
-    with pytest.raises(ValueError, match=r"unknown trace format 'json'; accepted: \['parquet', 'csv', 'oracleGeneral'\]"):
+    with pytest.raises(ValueError, match=r"unknown trace format 'json'; known: \['parquet', 'csv', 'oracleGeneral'\]"):
         lab.read_trace(tmp_path / "t.txt", format="json")
     assert lab.read_trace(lab.write_trace(trace, tmp_path / "t.txt", format="CSV"), format="csv").shape == trace.shape
 

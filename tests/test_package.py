@@ -1,27 +1,166 @@
-"""Package-level promises: a light core import and compiled kernels cached on disk."""
+"""Package-level promises: a light core import, the layering of subpackages, and compiled code that is cached on
+disk, compiled once per process, and never served stale."""
 
+import ast
+import importlib
+import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import numba
+import numpy as np
+import pandas as pd
 
-from lab import kernels
+import lab
+from lab import compiled
+from lab.sim import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "lab"
+
+# Each subpackage may import itself and the layers before it; packages that share a layer do not import each
+# other. The top-level core (checks, units, registry, compiled) is below everything; cli and __init__ on top.
+LAYERS = [{"trace"}, {"workloads", "sim"}, {"learn"}, {"analysis"}, {"ui"}]
+CORE = {"checks", "units", "registry", "compiled", "__version__"}
 
 
-def test_core_import_stays_free_of_torch_and_transformers():
-    code = "import sys, lab; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+def _place(module: str):
+    """(layer index, package) of a lab module name: -1 for the core, len(LAYERS) for the top."""
+    parts = module.split(".")
+    package = parts[1] if len(parts) > 1 else ""
+    if package in CORE:
+        return -1, package
+    for index, names in enumerate(LAYERS):
+        if package in names:
+            return index, package
+    return len(LAYERS), package
+
+
+def _lab_imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lab"):
+            if node.module == "lab":
+                yield from (f"lab.{alias.name}" for alias in node.names)
+            else:
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name.startswith("lab"))
+
+
+def test_subpackages_import_only_their_own_layer_and_below():
+    violations = []
+    for path in LAB.rglob("*.py"):
+        module = "lab." + ".".join(path.relative_to(LAB).with_suffix("").parts)
+        layer, package = _place(module)
+        for imported in _lab_imports(path):
+            their_layer, their_package = _place(imported)
+            if imported == "lab":
+                if layer < len(LAYERS) - 1:
+                    violations.append(f"{module} -> lab (only ui and the top may use the flat API)")
+            elif their_layer > layer or (their_layer == layer and their_package != package and 0 <= layer < len(LAYERS)):
+                violations.append(f"{module} -> {imported}")
+    assert violations == []
+
+
+def test_core_import_stays_free_of_heavy_and_optional_packages():
+    heavy = ("torch", "transformers", "ipywidgets", "matplotlib", "papermill", "libcachesim")  # numba loads scipy
+    code = f"import sys, lab; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
 
 
-def test_every_kernel_is_cached_on_disk():
-    dispatchers = [v for v in vars(kernels).values() if isinstance(v, numba.core.registry.CPUDispatcher)]
-    assert dispatchers
-    for dispatcher in dispatchers:
-        assert dispatcher._cache.__class__.__name__ == "FunctionCache", dispatcher.__name__
+def _lab_modules(skip=("lab.ui", "lab.workloads")):
+    for info in pkgutil.walk_packages(lab.__path__, "lab."):
+        if not info.name.startswith(skip) and info.name != "lab.__main__":
+            yield importlib.import_module(info.name)
+
+
+def test_every_kernel_is_cached_on_disk_and_stamped_with_the_sources():
+    dispatchers = {(m.__name__, name): v for m in _lab_modules() for name, v in vars(m).items()
+                   if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == m.__name__}
+    assert len(dispatchers) > 10
+    for (module, name), dispatcher in dispatchers.items():
+        if dispatcher is engine.drive_uncached:
+            continue
+        assert dispatcher._cache.__class__.__name__ == "FunctionCache", f"{module}.{name}"
+        locator = dispatcher._cache._impl.locator
+        assert type(locator).__name__.startswith("Lab"), f"{module}.{name}: {type(locator).__name__}"
+        assert locator.get_source_stamp() == compiled.sources_stamp(dispatcher.py_func.__code__.co_filename)
+        assert dispatcher.targetoptions.get("nogil"), f"{module}.{name} must release the GIL"
+
+
+def test_no_kernel_outside_the_compiled_packages():
+    """The cache stamp covers lab/<package> for the packages in COMPILED_PACKAGES: compiled code elsewhere would
+    escape it."""
+    for path in LAB.rglob("*.py"):
+        package = path.relative_to(LAB).parts[0]
+        if package in compiled.COMPILED_PACKAGES or path.parent == LAB:
+            continue
+        text = path.read_text()
+        assert "@kernel" not in text and "njit" not in text, path
+
+
+def test_one_compile_per_policy_per_process():
+    """Whatever the trace looks like (read-only pandas arrays, categorical or integer ids, reads and writes,
+    per-access outputs or not), each policy's loop has exactly one compiled signature."""
+    code = """
+import numpy as np, pandas as pd, lab
+from lab.sim import engine
+rng = np.random.default_rng(0)
+ids = rng.integers(0, 50, 400)
+traces = [
+    pd.DataFrame({"tensor_id": ids, "size_mb": 1.0}),
+    pd.DataFrame({"tensor_id": pd.Categorical(ids.astype(str)), "size_mb": np.ones(400)}),
+    pd.DataFrame({"tensor_id": [f"t{i}" for i in ids], "size_mb": (ids % 7 + 1) / 4,
+                  "access": np.where(rng.random(400) < 0.3, "write", "read")}),
+]
+frozen = pd.DataFrame({"tensor_id": ids.copy(), "size_mb": np.ones(400)})
+frozen["tensor_id"].to_numpy().flags.writeable = False
+traces.append(frozen)
+for trace in traces:
+    trace["eviction_score"] = rng.random(len(trace))
+    for policy in lab.policy_names():
+        for per_access in (True, False):
+            lab.simulate(trace, policy, capacity_mb=8, per_access=per_access)
+            lab.simulate(lab.encode_trace(trace), policy, capacity_mb=3.5, per_access=per_access)
+print(len(engine.drive.signatures), len(lab.policy_names()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert out[0] == out[1]
+
+
+def test_editing_a_hook_invalidates_the_compiled_loop(tmp_path):
+    """Numba keys its disk cache on the decorated function's own file; the engine's loop inlines hooks from other
+    files. Here a copy of lab is run, a hook is edited, and the next process must run the new hook."""
+    copy = tmp_path / "src"
+    shutil.copytree(LAB, copy / "lab", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import pandas as pd, lab; t = pd.DataFrame({'tensor_id': list('ABAC'), 'size_mb': 1.0}); "
+            "print(lab.simulate(t, 'FIFO', capacity_mb=2).victims()['tensor_id'].tolist())")
+    env = {"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"}
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    assert run() == "['A']"
+    basic = copy / "lab" / "sim" / "policies" / "basic.py"
+    source = basic.read_text()
+    # FIFO's find now refreshes the stamp on a hit, as LRU does: at C, B (not A) is then the oldest
+    edited = source.replace('''    @staticmethod
+    def find(s, c, i, hit):
+        return -1''', '''    @staticmethod
+    def find(s, c, i, hit):
+        if hit:
+            s.stamp[c] = i
+        return -1''')
+    assert edited != source
+    basic.write_text(edited)
+    assert run() == "['B']", "the edited hook did not take effect: stale compiled code"
 
 
 def _requirement_name(spec: str) -> str:
@@ -29,15 +168,14 @@ def _requirement_name(spec: str) -> str:
 
 
 def test_environment_yml_mirrors_pyproject():
-    root = Path(__file__).resolve().parents[1]
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_requirement_name(d) for d in project["dependencies"]}
     for extra in project["optional-dependencies"].values():
         wanted |= {_requirement_name(d) for d in extra} - {project["name"]}
     listed = {
         _requirement_name(line.strip()[2:])
-        for line in (root / "environment.yml").read_text().splitlines()
+        for line in (ROOT / "environment.yml").read_text().splitlines()
         if line.strip().startswith("- ") and not line.strip().startswith("- -e")
     }
     assert wanted - listed == set(), "add these to environment.yml"
-    assert (root / "environment.yml").read_text().rstrip().endswith("- -e .")
+    assert (ROOT / "environment.yml").read_text().rstrip().endswith("- -e .")

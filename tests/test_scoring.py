@@ -40,7 +40,7 @@ def test_score_returns_a_copy():
 
 def test_unknown_method_and_a_registered_one():
     trace = lab.generate_trace("MLP", num_layers=2)
-    with pytest.raises(ValueError, match=r"unknown scoring method 'llm'; known: \['heuristic'"):
+    with pytest.raises(ValueError, match=r"unknown scorer 'llm'; known: \['heuristic'"):
         lab.score(trace, "llm")
 
     @register_scorer("test-size-only")

@@ -8,18 +8,17 @@ next to the online policies, and the buffer size it needs are the prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
 
 from lab.sim.simulate import SimulationResult, simulate
-from lab.analysis.sweep import metrics_table, run_policies, working_set_mb
+from lab.analysis.sweep import metrics_table, policy_list, run_policies, working_set_mb
 from lab.trace.workload import encode_trace
 from lab.checks import check_positive_mb
 from lab.units import BYTES_PER_MB, bytes_to_mb
 
-ONLINE_POLICIES = ("LRU", "FIFO", "ML")
 TARGETS = (0.9, 0.99)
 
 
@@ -113,11 +112,12 @@ def smallest_capacity_mb(trace: pd.DataFrame, target_hit_rate: float, high_bytes
 
 
 def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
-                    policies: Iterable[str] = ONLINE_POLICIES, scorer: str = "heuristic") -> CompilePrediction:
+                    policies: Optional[Iterable[str]] = None, scorer: str = "heuristic") -> CompilePrediction:
     """Predict what a whole-trace (compile-time) buffer plan reaches at ``capacity_mb`` MB.
 
     Takes a trace, the buffer capacity in MB, a cost model or preset, the
-    online policies to compare (ML scores the trace with ``scorer`` when it
+    online policies to compare (default: every registered policy that does not
+    read the future; ML scores the trace with ``scorer`` when it
     has no ``eviction_score``). Returns a CompilePrediction (see its
     docstring): the Belady plan, its DRAM traffic and latency next to the
     online policies, and the recommended buffer sizes for 90 % and 99 % of
@@ -125,7 +125,8 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
     """
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     enc = encode_trace(trace)
-    results = run_policies(trace, [*policies, "Belady"], capacity_mb, cost, scorer)
+    online = [p for p in policy_list(policies) if not p.offline]
+    results = run_policies(trace, [*online, "Belady"], capacity_mb, cost, scorer)
     table = metrics_table(results)
     if "LRU" in table.index:
         lru, opt = table.loc["LRU"], table.loc["Belady"]

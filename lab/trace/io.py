@@ -78,13 +78,23 @@ def write_trace(trace: pd.DataFrame, path, format=None) -> Path:
     """
     fmt = trace_format(path, format)
     enc = encode_trace(trace)
+    if fmt != "oracleGeneral":
+        return write_table(trace, path, fmt)
+    with atomic_path(path) as tmp:
+        _write_oracle_general(enc, tmp)
+    return Path(path)
+
+
+def write_table(frame: pd.DataFrame, path, format=None) -> Path:
+    """Write any table (results, a plan) to ``path`` as Parquet or CSV, atomically; returns the path."""
+    fmt = trace_format(path, format)
+    if fmt == "oracleGeneral":
+        raise ValueError("oracleGeneral holds traces only; write a table as .parquet or .csv")
     with atomic_path(path) as tmp:
         if fmt == "parquet":
-            trace.to_parquet(tmp, index=False)
-        elif fmt == "csv":
-            trace.to_csv(tmp, index=False)
+            frame.to_parquet(tmp, index=False)
         else:
-            _write_oracle_general(enc, tmp)
+            frame.to_csv(tmp, index=False)
     return Path(path)
 
 

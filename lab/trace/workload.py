@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from lab.compiled import kernel_array
 from lab.trace.positions import NEVER, next_access_positions, previous_access_positions
 from lab.trace.schema import REQUIRED_COLUMNS, numeric_column, require_columns, write_flags
 from lab.units import MAX_SIZE_MB, mb_to_bytes
@@ -84,7 +85,7 @@ class Workload:
             if self.trace is None:
                 raise ValueError(f"this workload keeps no trace to read column {name!r} from")
             require_columns(self.trace, [name], hint=hint)
-            cache[name] = np.ascontiguousarray(numeric_column(self.trace, name))
+            cache[name] = kernel_array(numeric_column(self.trace, name), np.float64)
         return cache[name]
 
 
@@ -136,8 +137,10 @@ def encode_trace(trace) -> Workload:
             f"tensor_id {tid!r} appears with different sizes {sizes[:5]} MB (first mismatch at row {row}); "
             "a tensor's size must be the same on every access"
         )
-    return Workload(codes=codes, tensor_bytes=tensor_bytes, access_bytes=access_bytes, is_write=write_flags(trace),
-                    id_values=id_values, id_positions=id_positions, trace=trace)
+    return Workload(codes=kernel_array(codes, np.int64), tensor_bytes=kernel_array(tensor_bytes, np.int64),
+                    access_bytes=kernel_array(access_bytes, np.int64),
+                    is_write=kernel_array(write_flags(trace), np.bool_), id_values=id_values,
+                    id_positions=id_positions, trace=trace)
 
 
 def reuse_distances(tensor_ids) -> np.ndarray:

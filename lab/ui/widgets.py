@@ -37,7 +37,7 @@ class Explorer:
 
     def __init__(self, model_type: str = "Transformer", num_layers: int = 12, batch_size: int = 32,
                  seq_length: int = 128, reuse_probability: float = 0.3, seed: int = 0, scorer: str = "heuristic",
-                 policies: Sequence[str] = ("LRU", "FIFO", "ML", "Belady"), capacity_mb: float = 64.0,
+                 policies: Optional[Sequence[str]] = None, capacity_mb: float = 64.0,
                  hardware: str = "seed", top: int = 20, sweep_points: int = 12, debounce_s: float = 0.25,
                  heatmap_policy: Optional[str] = None):
         style = {"description_width": "initial"}
@@ -49,8 +49,9 @@ class Explorer:
                                                description="reuse p", style=style)
         self.seed = w.IntText(value=seed, description="seed")
         self.scorer = w.Dropdown(options=scorer_names(), value=scorer, description="scorer")
+        policies = policy_names() if policies is None else policies
         self.policies = w.SelectMultiple(options=policy_names(), value=tuple(lab.get_policy(p).name for p in policies),
-                                         description="policies", rows=4)
+                                         description="policies", rows=8)
         self.capacity_mb = w.FloatLogSlider(value=capacity_mb, base=2, min=-2, max=14, step=0.25,
                                             description="capacity MB", style=style, readout_format=".4g")
         presets = {p.name: key for key, p in HARDWARE_PRESETS.items()}
