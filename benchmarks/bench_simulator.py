@@ -1,13 +1,19 @@
-"""Throughput of lab.simulate against libCacheSim on the same 2,000,000-access Zipf trace, in the same run.
+"""Throughput of every policy in lab against libCacheSim on the same 2,000,000-access Zipf trace, in the same run.
 
-Prints accesses/s of each and the ratio per policy, checks that both count the
-same misses, and times a first lab.simulate in a fresh process (numba cache
-warm). Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_simulator.py``.
+For each registered policy: accesses/s of ``lab.simulate`` on the trace encoded
+once (a ``Workload``, metrics only) and from the DataFrame (encoding and
+per-access results included), libCacheSim's ``process_trace`` on the same
+trace for the policy's counterpart, the ratio, and both miss counts (for
+randomized policies, the miss ratios). Then a 100-capacity LRU sweep on
+threads against 100 runs one after another, and the first ``lab.simulate`` in
+a fresh process (numba cache warm).
+Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_simulator.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 import lab
-
-LIBCACHESIM = {"LRU": lcs.LRU, "FIFO": lcs.FIFO, "Belady": lcs.Belady}
+from lab.units import BYTES_PER_MB
 
 
 def zipf_trace(n_accesses: int, n_tensors: int, alpha: float, seed: int) -> pd.DataFrame:
@@ -42,7 +47,7 @@ def best_time(fn, repeats: int):
     return min(times), out
 
 
-def fresh_process_seconds() -> float:
+def fresh_process_seconds():
     code = (
         "import time; t = time.perf_counter()\n"
         "import pandas as pd, lab\n"
@@ -61,35 +66,63 @@ def main() -> None:
     parser.add_argument("--tensors", type=int, default=200_000)
     parser.add_argument("--alpha", type=float, default=1.0, help="Zipf exponent")
     parser.add_argument("--capacity-fraction", type=float, default=0.1, help="buffer size / unique tensors")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policies", nargs="*", default=None, help="default: every registered policy")
     args = parser.parse_args()
 
     trace = zipf_trace(args.accesses, args.tensors, args.alpha, args.seed)
     capacity = int(args.tensors * args.capacity_fraction)  # in tensors = MB, each tensor 1 MB
-    lab.simulate(trace.head(1000), "LRU", 1.0)  # load the compiled kernels once
+    policies = args.policies or lab.policy_names()
+    encode_s, workload = best_time(lambda: lab.encode_trace(trace), args.repeats)
     print(f"trace: {args.accesses:,} accesses, {args.tensors:,} tensors, Zipf alpha={args.alpha}, unit sizes; "
-          f"buffer {capacity:,} tensors; best of {args.repeats} runs each")
-    print(f"{'policy':8} {'lab acc/s':>14} {'libCacheSim acc/s':>18} {'ratio':>7} {'misses lab':>11} {'misses lcs':>11}")
+          f"buffer {capacity:,} tensors; best of {args.repeats} runs each; encoding once: {encode_s * 1e3:.0f} ms")
+    print(f"{'policy':11} {'lab M/s':>8} {'from df':>8} {'lcs M/s':>8} {'ratio':>6} {'misses lab':>11} "
+          f"{'misses lcs':>11}")
+    slowest = (None, float("inf"))
+    worst_ratio = (None, float("inf"))
     with tempfile.TemporaryDirectory() as tmp:
         path = lab.write_trace(trace, Path(tmp) / "zipf.oracleGeneral.bin")
-        for policy in ["LRU", "FIFO", "Belady", "ML"]:
-            lab_s, result = best_time(lambda: lab.simulate(trace, policy, capacity_mb=capacity), args.repeats)
+        for name in policies:
+            policy = lab.get_policy(name)
+            lab.simulate(trace.head(1000), policy, 1.0)  # compile or load the loop once
+            lab_s, result = best_time(lambda: lab.simulate(workload, policy, capacity, per_access=False),
+                                      args.repeats)
+            df_s, _ = best_time(lambda: lab.simulate(trace, policy, capacity), 1)
             lab_rate = args.accesses / lab_s
-            if policy not in LIBCACHESIM:
-                print(f"{policy:8} {lab_rate:14,.0f} {'(none)':>18} {'':>7} {result.metrics['dram_accesses']:11,}")
+            if lab_rate < slowest[1]:
+                slowest = (name, lab_rate)
+            misses = result.metrics["dram_accesses"]
+            line = f"{policy.name:11} {lab_rate / 1e6:8.1f} {args.accesses / df_s / 1e6:8.1f}"
+            if not policy.libcachesim:
+                print(f"{line} {'(none)':>8} {'':>6} {misses:11,}")
                 continue
 
             def run_libcachesim():
                 reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE, lcs.ReaderInitParam())
-                return LIBCACHESIM[policy](capacity * lab.units.BYTES_PER_MB).process_trace(reader)
+                cache = getattr(lcs, policy.libcachesim)(capacity * BYTES_PER_MB, **policy.libcachesim_params())
+                return cache.process_trace(reader)
 
             lcs_s, (miss_ratio, _) = best_time(run_libcachesim, args.repeats)
+            ratio = lcs_s / lab_s
+            if ratio < worst_ratio[1]:
+                worst_ratio = (name, ratio)
             lcs_misses = round(miss_ratio * args.accesses)
-            lab_misses = result.metrics["dram_accesses"]
-            flag = "" if lcs_misses == lab_misses else "  MISMATCH"
-            print(f"{policy:8} {lab_rate:14,.0f} {args.accesses / lcs_s:18,.0f} {lcs_s / lab_s:6.1f}x "
-                  f"{lab_misses:11,} {lcs_misses:11,}{flag}")
+            if policy.randomized:
+                flag = f"  miss ratio {misses / args.accesses:.4f} vs {miss_ratio:.4f} (randomized)"
+            else:
+                flag = "" if lcs_misses == misses else "  MISMATCH"
+            print(f"{line} {args.accesses / lcs_s / 1e6:8.1f} {ratio:5.1f}x {misses:11,} {lcs_misses:11,}{flag}")
+    print(f"slowest policy: {slowest[0]} at {slowest[1] / 1e6:.1f} M accesses/s; "
+          f"smallest ratio: {worst_ratio[0]} at {worst_ratio[1]:.1f}x libCacheSim")
+
+    capacities = np.geomspace(capacity / 100, capacity * 5, 100)
+    threads = os.cpu_count() or 1
+    sequential_s, _ = best_time(
+        lambda: [lab.simulate(workload, "LRU", c, per_access=False) for c in capacities], 1)
+    threaded_s, _ = best_time(lambda: lab.sweep_capacity(workload, ["LRU"], capacities, threads=threads), 1)
+    print(f"100-capacity LRU sweep: {sequential_s:.2f} s one after another, {threaded_s:.2f} s on {threads} threads "
+          f"({sequential_s / threaded_s:.2f}x)")
     inner, outer = fresh_process_seconds()
     print(f"first lab.simulate in a fresh process: {inner:.2f} s including imports ({outer:.2f} s with interpreter start)")
 

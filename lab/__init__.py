@@ -20,7 +20,8 @@ from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics
 from lab.analysis.validation import ValidationReport, validate
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry
-from lab.sim import HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names, register
+from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
+                     policy_table, register)
 from lab.sim import simulate
 from lab.trace import (REQUIRED_COLUMNS, Workload, encode_trace, read_trace, reuse_distances, summarize,
                        summarize_all, write_trace)
@@ -48,6 +49,7 @@ __all__ = [
     "metrics_table",
     "param",
     "policy_names",
+    "policy_table",
     "predict_compile",
     "predict_schedule",
     "read_trace",

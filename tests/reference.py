@@ -89,7 +89,7 @@ def _choose_victim(cache, policy, tensor_ids, now):
     if policy == "MRU":
         return max(cache, key=lambda t: cache[t].last_access)
     if policy == "ML":
-        return max(cache, key=lambda t: (cache[t].score, -cache[t].inserted))
+        return max(cache, key=lambda t: (cache[t].score, -cache[t].last_access))
     if policy == "Belady":
         return max(cache, key=lambda t: (_next_access(tensor_ids, t, now), -cache[t].inserted))
     raise ValueError(policy)

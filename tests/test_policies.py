@@ -61,17 +61,17 @@ def test_a_tensor_as_large_as_the_buffer_fits():
     assert lab.simulate(trace, "LRU", capacity_mb=0.3).hit.tolist() == [False, True]
 
 
-def test_ml_ties_go_to_the_earliest_inserted_and_scores_follow_the_latest_access():
+def test_ml_ties_go_to_the_least_recently_used_and_scores_follow_the_latest_access():
     trace = pd.DataFrame(
         {
-            "tensor_id": ["A", "B", "C", "A", "D", "E"],
-            "size_mb": [1.0] * 6,
-            "eviction_score": [0.5, 0.5, 0.5, 0.1, 0.5, 0.9],
+            "tensor_id": ["A", "B", "C", "B", "A", "D", "E"],
+            "size_mb": [1.0] * 7,
+            "eviction_score": [0.5, 0.5, 0.5, 0.5, 0.1, 0.5, 0.9],
         }
     )
     result = lab.simulate(trace, "ML", capacity_mb=3)
-    # D: A now scores 0.1, B and C tie at 0.5 -> B (inserted first). E: C, D tie at 0.5 -> C.
-    assert result.victims()["tensor_id"].tolist() == ["B", "C"]
+    # D: A now scores 0.1; B and C tie at 0.5 and C was used less recently -> C. E: B and D tie -> B.
+    assert result.victims()["tensor_id"].tolist() == ["C", "B"]
 
 
 def test_belady_evicts_the_furthest_next_use():

@@ -34,3 +34,35 @@ def test_default_capacities_span_smallest_tensor_to_working_set():
 def test_bad_capacity_in_a_sweep():
     with pytest.raises(ValueError, match="capacities_mb"):
         lab.sweep_capacity(lab.generate_trace("MLP", num_layers=1), ["LRU"], capacities_mb=[4, -1])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_a_threaded_sweep_gives_the_same_numbers_as_runs_one_by_one(threads):
+    workload = lab.encode_trace(lab.score(lab.generate_trace("Transformer", num_layers=4)))
+    capacities = [1.0, 8.0, 40.0, 200.0]
+    sweep = lab.sweep_capacity(workload, None, capacities, threads=threads)
+    assert len(sweep) == len(capacities) * len(lab.policy_names())
+    for row in sweep.itertuples():
+        expected = lab.simulate(workload, row.policy, row.capacity_mb).metrics
+        assert {k: getattr(row, k) for k in expected} == expected
+
+
+def test_a_sweep_encodes_the_trace_once(monkeypatch):
+    from lab.analysis import sweep as sweep_module
+
+    calls = []
+    real = sweep_module.encode_trace
+    monkeypatch.setattr(sweep_module, "encode_trace", lambda t: calls.append(1) or real(t))
+    lab.sweep_capacity(lab.generate_trace("MLP", num_layers=2), ["LRU", "FIFO"], capacities_mb=[1, 2, 4, 8])
+    assert len(calls) == 1
+
+
+def test_policy_lists():
+    trace = lab.generate_trace("MLP", num_layers=2)
+    assert lab.compare_policies(trace, "lru").index.tolist() == ["LRU"]  # one name is a list of one
+    with pytest.raises(ValueError, match="at least one policy"):
+        lab.compare_policies(trace, [])
+    with pytest.raises(TypeError, match="capacities_mb must be a list"):
+        lab.sweep_capacity(trace, ["LRU"], capacities_mb=64)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        lab.sweep_capacity(trace, ["LRU"], capacities_mb=[64], threads=0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from lab.trace.positions import NEVER, next_access_positions
+from lab.trace.kernels import NEVER, next_access_positions
 from lab.trace import encode_trace
 
 

@@ -190,3 +190,26 @@ def get_policy(policy, **params) -> Policy:
     if unknown:
         raise ValueError(f"policy {cls.name} has no parameter(s) {unknown}; its parameters: {known}")
     return cls(**params)
+
+
+def policy_table():
+    """Every registered policy, one row each (a DataFrame indexed by name): aliases, parameters with their
+    defaults, the libCacheSim counterpart, whether it is randomized or offline (reads the future), what it
+    evicts (the first sentence of its docstring) and the paper or source it follows."""
+    import pandas as pd
+
+    rows = []
+    for name, cls in POLICIES.items():
+        policy = cls()
+        doc = " ".join((cls.__doc__ or "").split())
+        rows.append({
+            "policy": name,
+            "aliases": ", ".join(cls.aliases),
+            "parameters": ", ".join(f"{k}={v!r}" for k, v in policy.get_params().items()),
+            "libcachesim": cls.libcachesim or "",
+            "randomized": cls.randomized,
+            "offline": cls.offline,
+            "evicts": doc.split(". ")[0].rstrip(".") + "." if doc else "",
+            "reference": cls.reference,
+        })
+    return pd.DataFrame(rows).set_index("policy")

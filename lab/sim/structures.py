@@ -5,6 +5,8 @@
   ghost lists. ``head`` is the newest end, ``tail`` the oldest.
 - ``Heap``: an indexed binary min-heap on (key, seq); the policy picks what
   key and tie-break seq mean.
+- ``KeySet``: a set of distinct integer keys with the largest and smallest in
+  a few branch-free word operations (a 64-ary tree of bitmaps).
 - ``Pool``: a dense set for uniform random sampling (swap-remove).
 - ``Rng``: a seeded splitmix64 generator kept in the state, so a randomized
   policy is reproducible and independent of numba's global generator.
@@ -17,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
 from lab.compiled import kernel
 
@@ -129,32 +132,34 @@ def pop_tail(q, lst):
 
 
 class Heap(NamedTuple):
-    """An indexed ARITY-ary min-heap of codes on (key, seq)."""
+    """An indexed ARITY-ary min-heap of codes on (key, seq).
+
+    Slots past the last hold key +inf, so that a slot's children are compared
+    without bounds checks and without branches (the comparisons of a heap are
+    unpredictable: branch mispredictions, not memory, bound it).
+    """
 
     codes: np.ndarray  # int64 per slot
-    keys: np.ndarray  # float64 per slot
-    seqs: np.ndarray  # int64 per slot: tie-break, smaller first
+    keys: np.ndarray  # float64 per slot (+inf past the last)
+    seqs: np.ndarray  # int64 per slot: tie-break, smaller first (PAD_SEQ past the last; a real seq is smaller)
     pos: np.ndarray  # int64 per code: its slot, NONE when absent
     size: np.ndarray  # int64[1]
 
 
+PAD_SEQ = np.iinfo(np.int64).max  # seq of the slots past the last: a real entry with key +inf still comes first
+ARITY = 4  # a 4-ary heap: half the depth of a binary one, and a slot's children share a cache line
+
+
 def new_heap(n_codes: int) -> Heap:
     """An empty heap with room for every one of ``n_codes`` codes."""
-    return Heap(np.empty(n_codes, np.int64), np.empty(n_codes, np.float64), np.empty(n_codes, np.int64),
+    slots = n_codes + ARITY + 1
+    return Heap(np.zeros(slots, np.int64), np.full(slots, np.inf), np.full(slots, PAD_SEQ, np.int64),
                 np.full(n_codes, NONE, np.int64), np.zeros(1, np.int64))
-
-
-ARITY = 4  # a 4-ary heap: half the depth of a binary one, and the children of a slot share a cache line
-
-
-@kernel(inline="always")
-def _before(key_a, seq_a, key_b, seq_b):
-    return key_a < key_b or (key_a == key_b and seq_a < seq_b)
 
 
 @kernel(inline="always")
 def _sift_up(h, j, c, key, seq):
-    """Place (c, key, seq) at slot ``j`` or above; returns its final slot."""
+    """Place (c, key, seq) at slot ``j`` or above."""
     codes = h.codes
     keys = h.keys
     seqs = h.seqs
@@ -162,24 +167,24 @@ def _sift_up(h, j, c, key, seq):
     while j > 0:
         parent = (j - 1) // ARITY
         pk = keys[parent]
-        if not (key < pk or (key == pk and seq < seqs[parent])):
+        ps = seqs[parent]
+        if pk < key or (pk == key and ps < seq):
             break
         pc = codes[parent]
         codes[j] = pc
         keys[j] = pk
-        seqs[j] = seqs[parent]
+        seqs[j] = ps
         pos[pc] = j
         j = parent
     codes[j] = c
     keys[j] = key
     seqs[j] = seq
     pos[c] = j
-    return j
 
 
 @kernel(inline="always")
 def _sift_down(h, j, c, key, seq, size):
-    """Place (c, key, seq) at slot ``j`` or below in a heap of ``size`` slots."""
+    """Place (c, key, seq) at slot ``j`` or below in a heap of ``size`` slots (keys past it are +inf)."""
     codes = h.codes
     keys = h.keys
     seqs = h.seqs
@@ -188,24 +193,34 @@ def _sift_down(h, j, c, key, seq, size):
         first = ARITY * j + 1
         if first >= size:
             break
-        best = first
-        bk = keys[first]
-        bs = seqs[first]
-        last = min(first + ARITY, size)
-        for child in range(first + 1, last):
-            ck = keys[child]
-            if ck < bk or (ck == bk and seqs[child] < bs):
-                best = child
-                bk = ck
-                bs = seqs[child]
-        if not (bk < key or (bk == key and bs < seq)):
+        k0 = keys[first]
+        k1 = keys[first + 1]
+        k2 = keys[first + 2]
+        k3 = keys[first + 3]
+        s0 = seqs[first]
+        s1 = seqs[first + 1]
+        s2 = seqs[first + 2]
+        s3 = seqs[first + 3]
+        lower01 = k0 < k1 or (k0 == k1 and s0 <= s1)
+        a = first if lower01 else first + 1
+        ka = k0 if lower01 else k1
+        sa = s0 if lower01 else s1
+        lower23 = k2 < k3 or (k2 == k3 and s2 <= s3)
+        b = first + 2 if lower23 else first + 3
+        kb = k2 if lower23 else k3
+        sb = s2 if lower23 else s3
+        lower = ka < kb or (ka == kb and sa <= sb)
+        child = a if lower else b
+        ck = ka if lower else kb
+        cs = sa if lower else sb
+        if key < ck or (key == ck and seq < cs):
             break
-        bc = codes[best]
-        codes[j] = bc
-        keys[j] = bk
-        seqs[j] = bs
-        pos[bc] = j
-        j = best
+        cc = codes[child]
+        codes[j] = cc
+        keys[j] = ck
+        seqs[j] = cs
+        pos[cc] = j
+        j = child
     codes[j] = c
     keys[j] = key
     seqs[j] = seq
@@ -238,10 +253,12 @@ def heap_remove(h, c):
     last = h.size[0] - 1
     h.size[0] = last
     h.pos[c] = NONE
+    mc = h.codes[last]
+    mk = h.keys[last]
+    ms = h.seqs[last]
+    h.keys[last] = np.inf
+    h.seqs[last] = PAD_SEQ
     if j < last:
-        mc = h.codes[last]
-        mk = h.keys[last]
-        ms = h.seqs[last]
         old_key = h.keys[j]
         if mk < old_key or (mk == old_key and ms < h.seqs[j]):
             _sift_up(h, j, mc, mk, ms)
@@ -261,6 +278,87 @@ def heap_pop(h):
 def heap_seq(h, c):
     """The tie-break seq of code ``c`` (present)."""
     return h.seqs[h.pos[c]]
+
+
+# --- integer key set ------------------------------------------------------------------------------
+
+
+class KeySet(NamedTuple):
+    """A set of distinct integer keys in [0, universe): add, discard, largest and smallest in a few word
+    operations (a 64-ary tree of bitmaps: each bit of a level-l word says whether a word below is non-empty).
+
+    No comparison branches to mispredict, unlike a heap: for policies whose priorities are distinct integers
+    (Belady's next-use positions).
+    """
+
+    words: np.ndarray  # uint64: all levels, leaves first
+    offsets: np.ndarray  # int64 per level: where its words start in ``words``
+    depth: np.ndarray  # int64[1]: number of levels
+
+
+def new_keyset(universe: int) -> KeySet:
+    """An empty set for keys in [0, universe)."""
+    sizes = [max(1, -(-universe // 64))]
+    while sizes[-1] > 1:
+        sizes.append(-(-sizes[-1] // 64))
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return KeySet(np.zeros(int(sum(sizes)), np.uint64), offsets, np.array([len(sizes)], np.int64))
+
+
+@kernel(inline="always")
+def keyset_add(q, key):
+    """Add ``key`` (absent)."""
+    words = q.words
+    offsets = q.offsets
+    depth = q.depth[0]
+    k = key
+    for level in range(depth):
+        w = offsets[level] + (k >> 6)
+        before = words[w]
+        words[w] = before | (np.uint64(1) << np.uint64(k & 63))
+        if before != 0:
+            break
+        k = k >> 6
+
+
+@kernel(inline="always")
+def keyset_discard(q, key):
+    """Remove ``key`` (present)."""
+    words = q.words
+    offsets = q.offsets
+    depth = q.depth[0]
+    k = key
+    for level in range(depth):
+        w = offsets[level] + (k >> 6)
+        after = words[w] & ~(np.uint64(1) << np.uint64(k & 63))
+        words[w] = after
+        if after != 0:
+            break
+        k = k >> 6
+
+
+@kernel(inline="always")
+def keyset_max(q):
+    """The largest key (the set must not be empty)."""
+    words = q.words
+    offsets = q.offsets
+    k = 0
+    for level in range(q.depth[0] - 1, -1, -1):
+        bits = words[offsets[level] + k]
+        k = k * 64 + (63 - np.int64(leading_zeros(bits)))
+    return k
+
+
+@kernel(inline="always")
+def keyset_min(q):
+    """The smallest key (the set must not be empty)."""
+    words = q.words
+    offsets = q.offsets
+    k = 0
+    for level in range(q.depth[0] - 1, -1, -1):
+        bits = words[offsets[level] + k]
+        k = k * 64 + np.int64(trailing_zeros(bits))
+    return k
 
 
 # --- random sampling -----------------------------------------------------------------------------

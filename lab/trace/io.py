@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lab.registry import Registry
-from lab.trace.positions import NEVER
+from lab.trace.kernels import NEVER
 from lab.trace.workload import encode_trace
 from lab.units import bytes_to_mb
 

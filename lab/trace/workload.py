@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from lab.compiled import kernel_array
-from lab.trace.positions import NEVER, next_access_positions, previous_access_positions
+from lab.trace.kernels import (NEVER, encode_sizes, factorize_dense, next_access_positions,
+                               previous_access_positions)
 from lab.trace.schema import REQUIRED_COLUMNS, numeric_column, require_columns, write_flags
-from lab.units import MAX_SIZE_MB, mb_to_bytes
+from lab.units import MAX_SIZE_MB
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +76,14 @@ class Workload:
     def n_tensors(self) -> int:
         return int(self.tensor_bytes.shape[0])
 
+    def memo(self, key: str, compute):
+        """``compute()``, computed once per workload and kept under ``key`` (for arrays derived from the trace
+        that several runs need, e.g. a policy's precomputed priorities)."""
+        cache = self.__dict__.setdefault("_memo", {})
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
     def column(self, name: str, hint: str = "") -> np.ndarray:
         """Per-access float64 values of the trace's column ``name`` (validated once, then cached).
 
@@ -96,6 +105,12 @@ def _factorize_ids(ids: pd.Series):
         categorical = ids.array
         codes, used = pd.factorize(categorical.codes, sort=False)
         return (categorical.codes, None, None) if (used < 0).any() else (codes, categorical.categories, used)
+    if ids.dtype.kind in "iu" and len(ids):
+        values = ids.to_numpy()
+        low, high = int(values.min()), int(values.max())
+        if high - low < 8 * len(values) + 1024 and high < 2**63:  # dense enough for a direct-address table
+            codes, first = factorize_dense(kernel_array(values, np.int64), low, high - low + 1)
+            return codes, values[first], None
     codes, uniques = pd.factorize(ids, sort=False)
     return codes, uniques, None
 
@@ -115,30 +130,25 @@ def encode_trace(trace) -> Workload:
     if codes.size and codes.min() < 0:
         row = int(np.flatnonzero(codes < 0)[0])
         raise ValueError(f"column 'tensor_id' has missing values (first at row {row}); every access needs a tensor id")
+    codes = kernel_array(codes, np.int64)
     size_mb = numeric_column(trace, "size_mb")
-    bad = ~np.isfinite(size_mb) | (size_mb <= 0) | (size_mb > MAX_SIZE_MB)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
+    n_tensors = int(codes.max()) + 1 if codes.size else 0
+    access_bytes, tensor_bytes, bad_row, mismatch_row = encode_sizes(codes, kernel_array(size_mb, np.float64),
+                                                                     n_tensors, MAX_SIZE_MB)
+    if bad_row != NEVER:
+        bad = ~np.isfinite(size_mb) | (size_mb <= 0) | (size_mb > MAX_SIZE_MB)
         raise ValueError(
             f"column 'size_mb' must be finite and in (0, {MAX_SIZE_MB:g}] MB; "
-            f"{int(bad.sum())} bad value(s), first at row {row}: {float(size_mb[row])!r}"
+            f"{int(bad.sum())} bad value(s), first at row {bad_row}: {float(size_mb[bad_row])!r}"
         )
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    access_bytes = mb_to_bytes(size_mb)
-    n_tensors = int(codes.max()) + 1 if codes.size else 0
-    tensor_bytes = np.zeros(n_tensors, dtype=np.int64)
-    tensor_bytes[codes] = access_bytes  # last size seen per tensor
-    mismatch = tensor_bytes[codes] != access_bytes
-    if mismatch.any():
-        row = int(np.flatnonzero(mismatch)[0])
-        tid = trace["tensor_id"].iloc[row]
-        sizes = sorted(set(size_mb[codes == codes[row]].tolist()))
+    if mismatch_row != NEVER:
+        tid = trace["tensor_id"].iloc[mismatch_row]
+        sizes = sorted(set(size_mb[codes == codes[mismatch_row]].tolist()))
         raise ValueError(
-            f"tensor_id {tid!r} appears with different sizes {sizes[:5]} MB (first mismatch at row {row}); "
+            f"tensor_id {tid!r} appears with different sizes {sizes[:5]} MB (first mismatch at row {mismatch_row}); "
             "a tensor's size must be the same on every access"
         )
-    return Workload(codes=kernel_array(codes, np.int64), tensor_bytes=kernel_array(tensor_bytes, np.int64),
-                    access_bytes=kernel_array(access_bytes, np.int64),
+    return Workload(codes=codes, tensor_bytes=tensor_bytes, access_bytes=access_bytes,
                     is_write=kernel_array(write_flags(trace), np.bool_), id_values=id_values,
                     id_positions=id_positions, trace=trace)
 

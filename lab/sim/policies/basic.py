@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lab.sim.policy import Policy, register
-from lab.sim.structures import Lists, move_to_head, new_lists, push_head, unlink
+from lab.sim.structures import KeySet, keyset_add, keyset_discard, keyset_max, new_keyset
 
 NOT_RESIDENT = -1
 
@@ -83,33 +83,42 @@ class FIFO(LRU):
 @register
 @dataclass(frozen=True)
 class MRU(Policy):
-    """Most recently used: evict the resident tensor accessed last (good for loops larger than the buffer)."""
+    """Most recently used: evict the resident tensor accessed last (good for loops larger than the buffer).
+
+    The victim is the resident tensor with the latest access position: positions are distinct integers, kept in a
+    64-ary bitmap tree that gives the largest in a few word operations.
+    """
 
     name = "MRU"
     reference = "Chou and DeWitt, 'An evaluation of buffer management strategies for relational database systems', VLDB 1985"
 
     class State(NamedTuple):
-        queue: Lists
+        stamps: KeySet  # the last-access positions of the resident tensors
+        stamp: np.ndarray  # int64 per tensor: its last access position
+        codes: np.ndarray  # the workload's codes: whose access each position is
 
     def init_state(self, workload, capacity_bytes):
-        return self.State(new_lists(1, workload.tensor_bytes))
+        return self.State(new_keyset(workload.n_accesses), np.zeros(workload.n_tensors, np.int64), workload.codes)
 
     @staticmethod
     def find(s, c, i, hit):
         if hit:
-            move_to_head(s.queue, 0, c)
+            keyset_discard(s.stamps, s.stamp[c])
+            keyset_add(s.stamps, i)
+            s.stamp[c] = i
         return -1
 
     @staticmethod
     def insert(s, c, i):
-        push_head(s.queue, 0, c)
+        keyset_add(s.stamps, i)
+        s.stamp[c] = i
 
     @staticmethod
     def evict(s, c, i):
-        v = s.queue.head[0]
-        unlink(s.queue, v)
-        return v
+        j = keyset_max(s.stamps)
+        keyset_discard(s.stamps, j)
+        return s.codes[j]
 
     @staticmethod
     def remove(s, c):
-        unlink(s.queue, c)
+        keyset_discard(s.stamps, s.stamp[c])

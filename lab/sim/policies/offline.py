@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lab.sim.policy import Policy, register
-from lab.sim.structures import Heap, heap_pop, heap_push, heap_remove, heap_seq, heap_update, new_heap
+from lab.sim.structures import KeySet, keyset_add, keyset_discard, keyset_max, new_keyset
 
 
 @register
@@ -21,6 +21,10 @@ class Belady(Policy):
     missed is always inserted) and with varied sizes other policies can beat
     it. Ties (tensors never used again) go to the earliest inserted. Needs
     the whole trace in advance.
+
+    Each resident tensor's priority is a distinct integer: its next use
+    (< n), or for one never used again ``2n - 1 - (when it was inserted)``, so
+    the largest is the victim, found in a 64-ary bitmap tree.
     """
 
     name = "Belady"
@@ -30,28 +34,44 @@ class Belady(Policy):
     reference = "Belady, 'A study of replacement algorithms for a virtual-storage computer', IBM Systems Journal 1966"
 
     class State(NamedTuple):
-        heap: Heap  # key: minus the next use (never = -inf), so the furthest is on top; seq: insertion
+        keys: KeySet  # the priorities of the resident tensors
+        tensor_of_key: np.ndarray  # int64 per priority
+        key_of_tensor: np.ndarray  # int64 per tensor
+        inserted_at: np.ndarray  # int64 per tensor
         next_use: np.ndarray  # int64 per access
+        never: np.int64  # 2n - 1: priorities of tensors never used again count down from here
 
     def init_state(self, workload, capacity_bytes):
-        return self.State(new_heap(workload.n_tensors), workload.next_use)
+        n = workload.n_accesses
+        return self.State(new_keyset(2 * n), np.zeros(2 * n, np.int64), np.zeros(workload.n_tensors, np.int64),
+                          np.zeros(workload.n_tensors, np.int64), workload.next_use, np.int64(2 * n - 1))
 
     @staticmethod
     def find(s, c, i, hit):
         if hit:
+            keyset_discard(s.keys, s.key_of_tensor[c])
             nxt = s.next_use[i]
-            heap_update(s.heap, c, -np.inf if nxt < 0 else -np.float64(nxt), heap_seq(s.heap, c))
+            key = nxt if nxt >= 0 else s.never - s.inserted_at[c]
+            keyset_add(s.keys, key)
+            s.tensor_of_key[key] = c
+            s.key_of_tensor[c] = key
         return -1
 
     @staticmethod
     def insert(s, c, i):
         nxt = s.next_use[i]
-        heap_push(s.heap, c, -np.inf if nxt < 0 else -np.float64(nxt), i)
+        key = nxt if nxt >= 0 else s.never - i
+        keyset_add(s.keys, key)
+        s.tensor_of_key[key] = c
+        s.key_of_tensor[c] = key
+        s.inserted_at[c] = i
 
     @staticmethod
     def evict(s, c, i):
-        return heap_pop(s.heap)
+        key = keyset_max(s.keys)
+        keyset_discard(s.keys, key)
+        return s.tensor_of_key[key]
 
     @staticmethod
     def remove(s, c):
-        heap_remove(s.heap, c)
+        keyset_discard(s.keys, s.key_of_tensor[c])
