@@ -17,7 +17,8 @@ def libcachesim_cache(policy, capacity_bytes: int):
 def libcachesim_replay(path, policy, capacity_bytes: int, unit_sizes: bool = False):
     """Return (hit flags, evictions per access) from libCacheSim for the oracleGeneral trace at ``path``.
 
-    Evictions per access are read off the object count: before + inserted - after.
+    Evictions per access are read off the object count: before + inserted - after, where a miss counts as
+    inserted when the object is in the cache afterwards (a policy may decline one that fits).
     """
     reader = lcs.TraceReader(
         str(path), lcs.TraceType.ORACLE_GENERAL_TRACE, lcs.ReaderInitParam(ignore_obj_size=unit_sizes)
@@ -27,7 +28,7 @@ def libcachesim_replay(path, policy, capacity_bytes: int, unit_sizes: bool = Fal
     for req in reader:
         before = cache.get_n_obj()
         hit = cache.get(req)
-        inserted = 0 if hit or req.obj_size > capacity_bytes else 1
+        inserted = 0 if hit or cache.find(req, False) is None else 1
         hits.append(hit)
         evictions.append(before + inserted - cache.get_n_obj())
     return np.array(hits, dtype=bool), np.array(evictions)

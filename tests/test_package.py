@@ -12,8 +12,6 @@ import tomllib
 from pathlib import Path
 
 import numba
-import numpy as np
-import pandas as pd
 
 import lab
 from lab import compiled

@@ -3,11 +3,13 @@
 On each access, as libCacheSim's ``cache_get_base`` does:
 
 1. ``find(state, c, i, hit)``: the policy's bookkeeping for access ``i`` to
-   tensor ``c`` (``hit``: it is resident). It may evict one tensor itself (as
-   ARC does on a ghost hit) and return it, else ``NO_VICTIM``.
+   tensor ``c`` (``hit``: it is resident). It returns NO_VICTIM, or a tensor
+   it evicted on its own (as ARC does on a ghost hit); then ``spill(state,
+   c, i)`` gives any further ones, until NO_VICTIM.
 2. On a miss, if the tensor fits the buffer at all and ``can_insert(state, c,
    i)`` admits it: ``evict(state, c, i)`` until it fits, each call returning
-   one victim, then ``insert(state, c, i)``.
+   one victim, then ``insert(state, c, i)``, then ``spill`` until NO_VICTIM
+   (a policy made of sub-caches of fixed sizes may overflow one).
 3. With reads and writes, after a tensor's last use: ``remove(state, c)``.
 
 The driver keeps residency, occupancy, dirty bits, victims, per-access
@@ -16,6 +18,11 @@ keeps only its own state, a ``NamedTuple`` of arrays and scalars. Hooks are
 plain functions that the driver inlines at compile time (numba overloads of
 the stubs below, chosen by the state's type), so each policy compiles to one
 specialized loop, cached on disk like every kernel (see ``lab.compiled``).
+
+The loop is compiled without numba's reference counting (``_nrt=False``):
+every array is allocated in Python, and no atomic reference-count updates
+are left in the loop (with data-dependent branches in inlined hooks numba
+kept one per state array per access, 10-20x slower).
 """
 
 from __future__ import annotations
@@ -55,78 +62,77 @@ def remove(state, c):
     """Forget resident tensor ``c``, dropped because it is dead (its last use has passed)."""
 
 
-HOOK_STUBS = {"find": find, "can_insert": can_insert, "evict": evict, "insert": insert, "remove": remove}
+def spill(state, c, i):
+    """Another tensor the policy evicted on its own at access ``i`` (after ``find`` returned one, and after
+    ``insert``), or NO_VICTIM: the engine calls it until NO_VICTIM."""
 
 
-@kernel
-def _account(v, i, sizes, dirty, rw, record, counts, victim_access, victim_code, victim_written_back, n_victims):
-    """The bookkeeping of victim ``v`` at access ``i`` beyond residency: its writeback when dirty (returns the
-    bytes written) and, when ``record``, the per-eviction outputs. Out of line: the plain, counters-only loop
-    never calls it."""
-    written = 0
-    if rw and dirty[v]:  # still live (dead tensors were dropped): write it back
-        dirty[v] = False
-        written = sizes[v]
-        counts[WRITEBACKS] += 1
-    if record:
-        victim_access[n_victims] = i
-        victim_code[n_victims] = v
-        victim_written_back[n_victims] = written > 0
-    return written
+HOOK_STUBS = {"find": find, "can_insert": can_insert, "evict": evict, "insert": insert, "remove": remove,
+              "spill": spill}
 
 
-def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, record):
+@kernel(inline="always", _nrt=False)
+def _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code, victim_written_back):
+    """Take victim ``v`` out of the buffer at access ``i``: residency, its writeback when dirty (counted in
+    ``counts``), and when ``record`` the per-eviction outputs. Returns its size in bytes."""
+    if v < 0 or v >= k or not resident[v]:
+        raise RuntimeError("a policy hook returned a victim that is not resident")
+    resident[v] = False
+    size = sizes[v]
+    if rw or record:
+        written_back = False
+        if rw and dirty[v]:  # still live (dead tensors were dropped): write it back
+            dirty[v] = False
+            counts[WRITEBACKS] += 1
+            counts[WRITE_BYTES] += size
+            written_back = True
+        if record:
+            m = counts[EVICTIONS]
+            victim_access[m] = i
+            victim_code[m] = v
+            victim_written_back[m] = written_back
+    counts[EVICTIONS] += 1
+    return size
+
+
+def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, record, counts, resident, dirty,
+           outcome, victim_access, victim_code, victim_written_back):
     """Replay integer-coded accesses through a buffer of ``capacity`` bytes under the policy in ``state``.
 
     Takes ``codes`` (int64 tensor per access), ``sizes`` (int64 bytes per
     tensor), ``total_bytes`` (bytes of all accesses), ``capacity`` (bytes),
     ``is_write`` and ``next_use`` (one per access, or both empty for a plain
-    trace) and ``record`` (False: counters only, the other outputs empty).
+    trace) and ``record`` (False: counters only). Fills, all allocated by the
+    caller: ``counts`` (int64, the slots named above, zeros), ``resident``
+    and ``dirty`` (bool per tensor, False; ``dirty`` empty for a plain
+    trace), and when ``record`` ``outcome`` (uint8 bits per access:
+    ``SERVED`` on chip without a DRAM read, ``INSERTED`` its tensor,
+    ``DROPPED`` its tensor after it, ``STREAMED`` a write to DRAM) and per
+    eviction the access that caused it, the victim and whether it was
+    written back (``counts[EVICTIONS]`` of them).
 
     With reads and writes a write allocates without a DRAM read and dirties
     the tensor, evicting a dirty tensor writes it back, a tensor is dropped
     without writeback after its last use, and a write that is not inserted
     goes straight to DRAM.
-
-    Returns ``(counts, outcome, victim_access, victim_code,
-    victim_written_back)``: ``counts`` (int64, the slots named above); when
-    ``record``, per access an ``outcome`` (uint8 bits: ``SERVED`` on chip
-    without a DRAM read, ``INSERTED`` its tensor, ``DROPPED`` its tensor after
-    it, ``STREAMED`` a write to DRAM) and per eviction the access that caused
-    it, the victim and whether it was written back.
     """
     n = codes.shape[0]
     k = sizes.shape[0]
     rw = is_write.shape[0] == n and n > 0
-    rn = n if record else 0
-    outcome = np.zeros(rn, np.uint8)
-    victim_access = np.empty(rn, np.int64)  # untouched pages cost nothing: sized for the worst case
-    victim_code = np.empty(rn, np.int64)
-    victim_written_back = np.empty(rn, np.bool_)
-    counts = np.zeros(N_COUNTS, np.int64)
-    resident = np.zeros(k, np.bool_)
-    dirty = np.zeros(k if rw else 0, np.bool_)
     used = 0
     peak = 0
-    n_victims = 0
     n_hits = 0
     n_inserted = 0
     read_bytes = 0
     streamed = 0
-    written = 0
     for i in range(n):
         c = codes[i]
         if resident[c]:
             v = find(state, c, i, True)
-            if v != NO_VICTIM:
-                if v < 0 or v >= k or not resident[v]:
-                    raise RuntimeError("a policy's find hook returned a victim that is not resident")
-                resident[v] = False
-                used -= sizes[v]
-                if rw or record:
-                    written += _account(v, i, sizes, dirty, rw, record, counts, victim_access, victim_code,
-                                        victim_written_back, n_victims)
-                n_victims += 1
+            while v != NO_VICTIM:
+                used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
+                                 victim_written_back)
+                v = spill(state, c, i)
             n_hits += 1
             if rw and is_write[i]:
                 dirty[c] = True
@@ -134,32 +140,28 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
                 outcome[i] = SERVED
         else:
             v = find(state, c, i, False)
-            if v != NO_VICTIM:
-                if v < 0 or v >= k or not resident[v]:
-                    raise RuntimeError("a policy's find hook returned a victim that is not resident")
-                resident[v] = False
-                used -= sizes[v]
-                if rw or record:
-                    written += _account(v, i, sizes, dirty, rw, record, counts, victim_access, victim_code,
-                                        victim_written_back, n_victims)
-                n_victims += 1
+            while v != NO_VICTIM:
+                used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
+                                 victim_written_back)
+                v = spill(state, c, i)
             size = sizes[c]
             write = rw and is_write[i]
             if size <= capacity and can_insert(state, c, i):
                 while used + size > capacity:
                     v = evict(state, c, i)
-                    if v < 0 or v >= k or not resident[v]:
-                        raise RuntimeError("a policy's evict hook returned a victim that is not resident")
-                    resident[v] = False
-                    used -= sizes[v]
-                    if rw or record:
-                        written += _account(v, i, sizes, dirty, rw, record, counts, victim_access, victim_code,
-                                            victim_written_back, n_victims)
-                    n_victims += 1
+                    used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access,
+                                     victim_code, victim_written_back)
                 insert(state, c, i)
                 resident[c] = True
                 used += size
                 n_inserted += 1
+                v = spill(state, c, i)
+                while v != NO_VICTIM:
+                    if v == c:
+                        raise RuntimeError("a policy's spill hook evicted the tensor it has just inserted")
+                    used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access,
+                                     victim_code, victim_written_back)
+                    v = spill(state, c, i)
                 if rw:
                     dirty[c] = write
                 if write:  # produced on chip: no DRAM read
@@ -169,7 +171,7 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
                 if record:
                     outcome[i] = INSERTED | SERVED if write else INSERTED
             elif write:  # not inserted: written straight out to DRAM
-                written += size
+                counts[WRITE_BYTES] += size
                 streamed += size
                 if record:
                     outcome[i] = STREAMED
@@ -188,15 +190,11 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
     counts[HITS] = n_hits
     counts[HIT_BYTES] = total_bytes - read_bytes - streamed  # every access is a hit, a read miss or a streamed write
     counts[READ_BYTES] = read_bytes
-    counts[WRITE_BYTES] = written
-    counts[EVICTIONS] = n_victims
     counts[PEAK_BYTES] = peak
     counts[INSERTIONS] = n_inserted
-    m = n_victims if record else 0
-    return (counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), victim_written_back[:m].copy())
 
 
 # Policies defined inside lab run the cached driver; a policy defined elsewhere (a notebook, a test) runs
 # an uncached copy, because numba's disk cache cannot key compiled code on a class it cannot import again.
-drive = kernel(_drive)
-drive_uncached = njit(nogil=True)(_drive)
+drive = kernel(_drive, _nrt=False)
+drive_uncached = njit(nogil=True, _nrt=False)(_drive)

@@ -18,8 +18,9 @@ and hooks, plain functions the engine compiles into its loop (see
         @staticmethod
         def remove(s, c): ...
 
-``find``, ``can_insert`` and ``insert`` default to doing nothing (admit
-everything that fits); ``evict`` and ``remove`` are required. ``@register``
+``find``, ``can_insert``, ``insert`` and ``spill`` default to doing
+nothing (admit everything that fits, never evict on their own); ``evict``
+and ``remove`` are required. ``@register``
 adds the class to the registry under ``name`` and ``aliases``
 (case-insensitive); nothing else needs to change.
 """
@@ -93,6 +94,10 @@ class Policy:
         """Keyword arguments for the libCacheSim counterpart that match these parameters."""
         return {}
 
+    def libcachesim_supports(self, capacity_bytes: int) -> bool:
+        """Whether the libCacheSim counterpart runs at this capacity (some abort on sub-queues of 0 bytes)."""
+        return True
+
     def init_state(self, workload, capacity_bytes: int):
         """The policy's state for replaying ``workload`` through ``capacity_bytes`` bytes: a ``State``."""
         raise NotImplementedError(f"{type(self).__name__} must define init_state")
@@ -113,6 +118,10 @@ class Policy:
     @staticmethod
     def insert(s, c, i):
         pass
+
+    @staticmethod
+    def spill(s, c, i):
+        return NO_VICTIM
 
 
 _BOUND: dict[type, Type[Policy]] = {}  # State class -> the policy whose hooks implement the stubs for it

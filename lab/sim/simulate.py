@@ -208,14 +208,25 @@ def capacity_bytes_of(capacity_mb: float) -> int:
 
 
 def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True):
-    """Run the engine: the raw outputs of ``lab.sim.engine`` for ``policy`` over ``workload``."""
+    """Run the engine for ``policy`` over ``workload``: returns (counts, outcome, victim_access, victim_code,
+    victim_written_back), the outputs of ``lab.sim.engine``, the per-access ones empty unless ``per_access``."""
     bind_hooks(type(policy))
     state = policy.init_state(workload, capacity_bytes)
     driver = engine.drive if type(policy).__module__.startswith("lab.") else engine.drive_uncached
     rw = workload.has_writes
-    return driver(state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
-                  workload.is_write if rw else _EMPTY_BOOL, workload.next_use if rw else _EMPTY_INT,
-                  bool(per_access))
+    n = workload.n_accesses if per_access else 0
+    counts = np.zeros(engine.N_COUNTS, np.int64)
+    outcome = np.zeros(n, np.uint8)
+    # one slot per access for the victims: never more victims than insertions, and untouched pages cost nothing
+    victim_access = np.empty(n, np.int64)
+    victim_code = np.empty(n, np.int64)
+    written_back = np.empty(n, np.bool_)
+    driver(state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
+           workload.is_write if rw else _EMPTY_BOOL, workload.next_use if rw else _EMPTY_INT, bool(per_access),
+           counts, np.zeros(workload.n_tensors, np.bool_), np.zeros(workload.n_tensors if rw else 0, np.bool_),
+           outcome, victim_access, victim_code, written_back)
+    m = int(counts[engine.EVICTIONS]) if per_access else 0
+    return counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), written_back[:m].copy()
 
 
 def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_access: bool = True) -> SimulationResult:
