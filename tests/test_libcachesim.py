@@ -48,7 +48,7 @@ def test_miss_for_miss(policy, sizes, seed, tmp_path):
     workload = lab.encode_trace(trace)
     for fraction in FRACTIONS:
         capacity_bytes = max(1, int(working_set * fraction))
-        if not lab.get_policy(policy).libcachesim_supports(capacity_bytes):
+        if not lab.get_policy(policy).libcachesim_supports(capacity_bytes, workload):
             continue
         result = lab.simulate(workload, policy, capacity_mb=capacity_bytes / BYTES_PER_MB)
         hits, evictions = libcachesim_replay(path, policy, capacity_bytes, unit_sizes=unit)
@@ -68,7 +68,7 @@ def test_randomized_miss_ratio_within_one_point(policy, sizes, tmp_path):
         workload = lab.encode_trace(trace)
         for fraction in (0.1, 0.3):
             capacity_bytes = max(1, int(working_set * fraction))
-            if not lab.get_policy(policy).libcachesim_supports(capacity_bytes):
+            if not lab.get_policy(policy).libcachesim_supports(capacity_bytes, workload):
                 continue
             ours = np.mean([
                 lab.simulate(workload, lab.get_policy(policy, seed=s), capacity_bytes / BYTES_PER_MB,

@@ -94,8 +94,9 @@ class Policy:
         """Keyword arguments for the libCacheSim counterpart that match these parameters."""
         return {}
 
-    def libcachesim_supports(self, capacity_bytes: int) -> bool:
-        """Whether the libCacheSim counterpart runs at this capacity (some abort on sub-queues of 0 bytes)."""
+    def libcachesim_supports(self, capacity_bytes: int, workload) -> bool:
+        """Whether lab and the libCacheSim counterpart are comparable on ``workload`` at this capacity: False
+        where libCacheSim aborts, or where it has a documented quirk lab does not copy (see the docstring)."""
         return True
 
     def init_state(self, workload, capacity_bytes: int):

@@ -207,11 +207,12 @@ def capacity_bytes_of(capacity_mb: float) -> int:
     return int(mb_to_bytes(capacity_mb))
 
 
-def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True):
+def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True, state=None):
     """Run the engine for ``policy`` over ``workload``: returns (counts, outcome, victim_access, victim_code,
-    victim_written_back), the outputs of ``lab.sim.engine``, the per-access ones empty unless ``per_access``."""
+    victim_written_back), the outputs of ``lab.sim.engine``, the per-access ones empty unless ``per_access``.
+    ``state`` (default: a fresh ``policy.init_state``) is left as the run ends, for inspection."""
     bind_hooks(type(policy))
-    state = policy.init_state(workload, capacity_bytes)
+    state = policy.init_state(workload, capacity_bytes) if state is None else state
     driver = engine.drive if type(policy).__module__.startswith("lab.") else engine.drive_uncached
     rw = workload.has_writes
     n = workload.n_accesses if per_access else 0
