@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 
 from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
+from lab.analysis.curves import miss_ratio_curve
+from lab.analysis.optimal import OptimalResult, optimal
 from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, run_policies, sweep_capacity,
                                 working_set_mb)
 from lab.analysis.validation import ValidationReport, validate
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_DIMS",
     "HARDWARE_PRESETS",
     "MODEL_TYPES",
+    "OptimalResult",
     "REQUIRED_COLUMNS",
     "CompilePrediction",
     "CostModel",
@@ -47,6 +50,8 @@ __all__ = [
     "generate_trace",
     "get_policy",
     "metrics_table",
+    "miss_ratio_curve",
+    "optimal",
     "param",
     "policy_names",
     "policy_table",

@@ -1,0 +1,317 @@
+"""``lab.optimal``: the least DRAM traffic any policy can reach on a trace, bracketed.
+
+The model (after Berger, Beckmann and Harchol-Balter, "Practical bounds on
+optimal caching with variable object sizes", POMACS 2018, FOO):
+
+- An *interval* runs from an access of a tensor to the tensor's next access.
+  Keeping it means holding the tensor's bytes on chip in between; the bytes
+  held across the gap between two consecutive accesses never exceed the
+  capacity.
+- Not keeping an interval costs DRAM traffic at its end: a read of the
+  tensor when the next access reads it, plus a writeback when the tensor is
+  dirty (written and not yet written back) and its data is needed again
+  (the next access reads it). When the next access overwrites the tensor,
+  dropping it costs nothing. A first read always costs a DRAM read; a write
+  produces the tensor on chip; after its last access a tensor is dropped.
+  Plain traces (no ``access`` column) are all reads.
+- The incoming tensor may bypass the buffer (it is read, used and not kept).
+
+The flow relaxation (min-cost flow, OR-Tools): node ``i`` per access, an arc
+``i -> i+1`` of capacity C bytes and cost 0 (bytes held between accesses),
+and per interval an arc from its start to its end of capacity s (its size)
+and unit cost = its cost per byte if not kept, with s bytes supplied at the
+start and demanded at the end. Its cost charges the writeback only when the
+interval starts with a write (the tensor is then surely dirty); whether an
+interval that starts with a read is dirty depends on earlier decisions, and
+charging nothing there keeps the bound valid. So:
+
+- ``lower_mb`` is a certified lower bound on the traffic of every policy, in
+  this model and in ``lab.simulate``'s (which keeps whole tensors, cannot
+  bypass, and writes back every dirty tensor evicted while live: only more);
+- with byte granularity (a tensor may be partly resident, as a tiled kernel
+  can) the flow is itself a schedule, optimal for plain traces: ``plan``
+  gives each interval's kept fraction;
+- ``upper_mb`` is the exact traffic (dirty state tracked) of an achievable
+  whole-tensor schedule, the flow rounded FOO-U style: keep exactly the
+  intervals the flow keeps whole. The whole-tensor optimum with bypass lies
+  in [lower, upper]; ``method="milp"`` computes it exactly by integer
+  programming (HiGHS via scipy) on small traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from lab.checks import check_positive_mb
+from lab.compiled import kernel
+from lab.sim.cost import CostModel, resolve_cost
+from lab.trace.workload import Workload, encode_trace
+from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
+
+METHODS = ("flow", "milp")
+MAX_EXACT_INTERVALS = 4000  # integer programs beyond this are refused: they may run for hours
+MAX_EXACT_NONZEROS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """The intervals of a workload: one per access that has a next use."""
+
+    start: np.ndarray  # int64: the access that opens it
+    end: np.ndarray  # int64: the tensor's next access
+    size: np.ndarray  # int64 bytes
+    end_reads: np.ndarray  # bool: the next access reads the tensor (dropping it costs a read)
+    start_writes: np.ndarray  # bool: the opening access writes the tensor (it is surely dirty)
+
+
+def intervals_of(workload: Workload) -> Intervals:
+    """Every interval between consecutive accesses of the same tensor, in order of their start."""
+    start = np.flatnonzero(workload.next_use >= 0)
+    end = workload.next_use[start]
+    writes = workload.is_write if workload.has_writes else np.zeros(workload.n_accesses, np.bool_)
+    return Intervals(start=start, end=end, size=workload.access_bytes[start], end_reads=~writes[end],
+                     start_writes=writes[start])
+
+
+def compulsory_read_bytes(workload: Workload) -> int:
+    """Bytes read by first accesses that read: no schedule avoids them."""
+    first = workload.previous_use < 0
+    if workload.has_writes:
+        first &= ~workload.is_write
+    return int(workload.access_bytes[first].sum())
+
+
+@kernel
+def dirty_states(previous_use, writes, kept_into):
+    """Whether each access leaves its tensor dirty on chip: it writes, or it is reached on chip (``kept_into``)
+    from a previous access that left the tensor dirty."""
+    n = previous_use.shape[0]
+    dirty = np.zeros(n, np.bool_)
+    for i in range(n):
+        p = previous_use[i]
+        dirty[i] = writes[i] or (kept_into[i] and p >= 0 and dirty[p])
+    return dirty
+
+
+def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
+    """Exact (read bytes, write bytes, hits, writebacks) of the whole-tensor schedule that keeps the intervals
+    ``kept`` (bool per interval) and bypasses every other, dirty state tracked along each tensor's accesses."""
+    n = workload.n_accesses
+    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
+    kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
+    kept_into[ivs.end[kept]] = True
+    reads_missed = ~writes & ~kept_into
+    read_bytes = int(workload.access_bytes[reads_missed].sum())
+    dirty = dirty_states(workload.previous_use, writes, kept_into)
+    # a writeback: an interval not kept that starts dirty and whose data is read next
+    writeback = ~kept & dirty[ivs.start] & ivs.end_reads
+    write_bytes = int(ivs.size[writeback].sum())
+    hits = int(np.count_nonzero(writes | kept_into))
+    return read_bytes, write_bytes, hits, int(writeback.sum())
+
+
+@dataclass(frozen=True)
+class OptimalResult:
+    """The optimum's bracket at ``capacity_mb``.
+
+    ``lower_mb``: certified lower bound on DRAM traffic (reads + writes, MB)
+    of every policy (the flow relaxation; with byte granularity, the optimum
+    itself for plain traces). ``upper_mb``: traffic of an achievable
+    whole-tensor schedule with bypass (the flow rounded), so the whole-tensor
+    optimum is in [lower_mb, upper_mb]; ``gap_pct`` = 100 (upper - lower) /
+    lower. ``exact_mb``: the whole-tensor optimum by integer programming
+    (``method="milp"``), else None. ``lower_read_mb``/``lower_write_mb`` and
+    ``upper_read_mb``/``upper_write_mb`` split them. ``metrics``: the keys of
+    ``SimulationResult.metrics`` for the schedule behind ``upper_mb`` (or the
+    exact one). ``plan``: one row per interval (tensor_id, start and end
+    access, size_mb, ``kept_fraction`` in the flow, ``kept`` in the
+    whole-tensor schedule).
+    """
+
+    capacity_mb: float
+    lower_mb: float
+    upper_mb: float
+    lower_read_mb: float
+    lower_write_mb: float
+    upper_read_mb: float
+    upper_write_mb: float
+    exact_mb: Optional[float]
+    metrics: dict
+    plan: pd.DataFrame = field(repr=False)
+    method: str = "flow"
+
+    @property
+    def gap_pct(self) -> float:
+        """How far the achievable schedule is above the lower bound, in % of the bound (0: exact)."""
+        return 100.0 * (self.upper_mb - self.lower_mb) / self.lower_mb if self.lower_mb > 0 else 0.0
+
+    @property
+    def bound_mb(self) -> float:
+        """The best known value of the optimum: the exact one when computed, else the lower bound."""
+        return self.exact_mb if self.exact_mb is not None else self.lower_mb
+
+
+def _flow(ivs: Intervals, n: int, capacity_bytes: int):
+    """Min-cost flow over the intervals whose dropping costs traffic; returns the bytes of each interval that
+    go around (not kept) and the read and writeback bytes they cost."""
+    from ortools.graph.python import min_cost_flow
+
+    unit = ivs.end_reads.astype(np.int64) * (1 + ivs.start_writes.astype(np.int64))
+    useful = np.flatnonzero(unit > 0)
+    around = np.zeros(ivs.start.shape[0], np.int64)
+    if useful.size == 0 or n < 2:
+        return around, 0, 0
+    solver = min_cost_flow.SimpleMinCostFlow()
+    chain = np.arange(n - 1, dtype=np.int64)
+    solver.add_arcs_with_capacity_and_unit_cost(chain, chain + 1, np.full(n - 1, capacity_bytes, np.int64),
+                                                np.zeros(n - 1, np.int64))
+    arcs = solver.add_arcs_with_capacity_and_unit_cost(ivs.start[useful], ivs.end[useful], ivs.size[useful],
+                                                       unit[useful])
+    supply = np.zeros(n, np.int64)
+    np.add.at(supply, ivs.start[useful], ivs.size[useful])
+    np.subtract.at(supply, ivs.end[useful], ivs.size[useful])
+    solver.set_nodes_supplies(np.arange(n, dtype=np.int64), supply)
+    status = solver.solve()
+    if status != solver.OPTIMAL:
+        raise RuntimeError(f"the min-cost flow solver did not find the optimum (status {status})")
+    around[useful] = solver.flows(arcs)
+    read = int(around[useful].sum())
+    write = int((around * ivs.start_writes)[useful].sum())
+    return around, read, write
+
+
+def _milp(workload: Workload, ivs: Intervals, capacity_bytes: int) -> np.ndarray:
+    """The whole-tensor optimum with bypass by integer programming: which intervals to keep (bool each)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    m = ivs.start.shape[0]
+    if m > MAX_EXACT_INTERVALS:
+        raise ValueError(f"method='milp' solves traces of at most {MAX_EXACT_INTERVALS} intervals (reuses); this "
+                         f"one has {m}: use method='flow' (lower and upper bounds) instead")
+    n = workload.n_accesses
+    spans = ivs.end - ivs.start
+    if int(spans.sum()) > MAX_EXACT_NONZEROS:
+        raise ValueError(f"method='milp': this trace's intervals span {int(spans.sum())} gaps in all, more than "
+                         f"{MAX_EXACT_NONZEROS}; use method='flow'")
+    # variables: x (kept, binary), d (dirty at the start), b (writeback) per interval
+    size = ivs.size.astype(np.float64)
+    cost = np.concatenate([-size * ivs.end_reads, np.zeros(m), size * ivs.end_reads])
+    rows = np.repeat(np.arange(m), spans)
+    gaps = np.concatenate([np.arange(a, b) for a, b in zip(ivs.start, ivs.end)]) if m else np.zeros(0, np.int64)
+    capacity = coo_matrix((size[rows], (gaps, rows)), shape=(max(n - 1, 1), 3 * m))
+    constraints = [LinearConstraint(capacity, -np.inf, capacity_bytes)]
+    # d_k >= 1 when k starts with a write; d_k >= d_p + x_p - 1 for the interval p that ends where k starts
+    prev = np.full(n, -1, np.int64)
+    prev[ivs.end] = np.arange(m)
+    p = prev[ivs.start]
+    chained = np.flatnonzero(p >= 0)
+    if chained.size:
+        r = np.arange(chained.size)
+        rows_ = np.concatenate([r, r, r])
+        cols = np.concatenate([m + chained, m + p[chained], p[chained]])
+        vals = np.concatenate([np.ones(chained.size), -np.ones(chained.size), -np.ones(chained.size)])
+        constraints.append(LinearConstraint(coo_matrix((vals, (rows_, cols)), shape=(chained.size, 3 * m)), -1,
+                                            np.inf))
+    # b_k >= d_k - x_k
+    r = np.arange(m)
+    wb = coo_matrix((np.concatenate([np.ones(m), -np.ones(m), np.ones(m)]),
+                     (np.concatenate([r, r, r]), np.concatenate([2 * m + r, m + r, r]))), shape=(m, 3 * m))
+    constraints.append(LinearConstraint(wb, 0, np.inf))
+    lower = np.zeros(3 * m)
+    lower[m:2 * m] = ivs.start_writes
+    integrality = np.concatenate([np.ones(m), np.zeros(2 * m)])
+    result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, np.ones(3 * m)))
+    if not result.success:
+        raise RuntimeError(f"the integer program was not solved: {result.message}")
+    return result.x[:m] > 0.5
+
+
+def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
+    n = workload.n_accesses
+    read_bytes, write_bytes, hits, writebacks = schedule_traffic(workload, ivs, kept)
+    held = np.zeros(n + 1, np.int64)
+    np.add.at(held, ivs.start[kept], ivs.size[kept])
+    np.subtract.at(held, ivs.end[kept], ivs.size[kept])
+    moved = read_bytes + write_bytes
+    wait_ms = float(cost.transfer_ms(moved))
+    misses = n - hits
+    bytes_total = workload.total_bytes
+    return {
+        "cache_hits": hits,
+        "dram_accesses": misses,
+        "total_latency": float(hits * cost.hit_latency_ms + (misses + writebacks) * cost.miss_latency_ms
+                               + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + wait_ms),
+        "evictions": int(np.count_nonzero(~kept)),
+        "bandwidth_wait_time": wait_ms,
+        "cache_hit_rate": 100.0 * hits / n if n else 0.0,
+        "accesses": n,
+        "compulsory_misses": int(np.count_nonzero(workload.previous_use < 0)),
+        "uncacheable_accesses": int(np.count_nonzero(workload.access_bytes > capacity_bytes)),
+        "bytes_from_dram": read_bytes,
+        "byte_hit_rate": 100.0 * (bytes_total - read_bytes) / bytes_total if bytes_total else 0.0,
+        "dram_reads_mb": float(bytes_to_mb(read_bytes)),
+        "dram_writes_mb": float(bytes_to_mb(write_bytes)),
+        "writebacks": writebacks,
+        "dead_drops": int(np.count_nonzero(workload.next_use < 0)),
+        "peak_occupancy_mb": float(bytes_to_mb(np.cumsum(held).max())) if n else 0.0,
+    }
+
+
+def optimal(trace, capacity_mb: float, cost=None, method: str = "flow") -> OptimalResult:
+    """The least DRAM traffic (MB read + written) any policy can reach on ``trace`` with ``capacity_mb`` MB
+    (MiB) on chip, as a bracket [lower_mb, upper_mb]; see the module docstring for the model.
+
+    Takes a trace DataFrame or Workload, the capacity in MB, a cost model or
+    preset (for the latency in ``metrics``) and ``method``: ``"flow"`` (the
+    min-cost-flow bounds, any trace size) or ``"milp"`` (also the exact
+    whole-tensor optimum by integer programming; small traces only, a
+    ValueError beyond MAX_EXACT_INTERVALS intervals). Returns an OptimalResult.
+    Raises ValueError for a capacity that is not a finite number > 0, an
+    empty or malformed trace, or an unknown method.
+    """
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    cost = resolve_cost(cost)
+    workload = encode_trace(trace)
+    if workload.n_accesses == 0:
+        raise ValueError("the trace is empty: there is nothing to bound")
+    capacity_bytes = int(mb_to_bytes(capacity_mb))
+    ivs = intervals_of(workload)
+    around, flow_read, flow_write = _flow(ivs, workload.n_accesses, capacity_bytes)
+    compulsory = compulsory_read_bytes(workload)
+    lower_read, lower_write = compulsory + flow_read, flow_write
+    kept = (around == 0) & ivs.end_reads  # the intervals the flow keeps whole (the others cost nothing to drop)
+    upper_read, upper_write, _, _ = schedule_traffic(workload, ivs, kept)
+    exact = None
+    if method == "milp":
+        kept = _milp(workload, ivs, capacity_bytes)
+        exact_read, exact_write, _, _ = schedule_traffic(workload, ivs, kept)
+        exact = float(bytes_to_mb(exact_read + exact_write))
+    kept_fraction = 1.0 - around / np.maximum(ivs.size, 1)
+    plan = pd.DataFrame({
+        "tensor_id": workload.tensor_ids[workload.codes[ivs.start]],
+        "start": ivs.start,
+        "end": ivs.end,
+        "size_mb": bytes_to_mb(ivs.size),
+        "kept_fraction": np.where(ivs.end_reads, kept_fraction, 0.0),
+        "kept": kept,
+    })
+    return OptimalResult(
+        capacity_mb=capacity_mb,
+        lower_mb=float(bytes_to_mb(lower_read + lower_write)),
+        upper_mb=float(bytes_to_mb(upper_read + upper_write)),
+        lower_read_mb=float(bytes_to_mb(lower_read)),
+        lower_write_mb=float(bytes_to_mb(lower_write)),
+        upper_read_mb=float(bytes_to_mb(upper_read)),
+        upper_write_mb=float(bytes_to_mb(upper_write)),
+        exact_mb=exact,
+        metrics=_metrics(workload, ivs, kept, capacity_bytes, cost),
+        plan=plan,
+        method=method,
+    )
