@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -61,7 +63,9 @@ def _in_lab(py_file) -> bool:
 
 
 def _stamped(base):
-    """A numba cache locator like ``base`` for files inside lab/, stamped with ``sources_stamp``."""
+    """A numba cache locator like ``base`` for files inside lab/, stamped with ``sources_stamp`` and kept in a
+    folder of its own per stamp: an index written by other sources is never read (unpickling it could name a
+    policy state class that no longer exists), and the folders of other stamps are removed."""
 
     class Locator(base):
         @classmethod
@@ -70,6 +74,16 @@ def _stamped(base):
 
         def get_source_stamp(self):
             return sources_stamp(self._py_file)
+
+        def get_cache_path(self):
+            return os.path.join(super().get_cache_path(), f"lab-{sources_stamp(self._py_file)[:16]}")
+
+        def ensure_cache_path(self):
+            super().ensure_cache_path()
+            path = Path(self.get_cache_path())
+            for stale in path.parent.glob("lab-*"):
+                if stale != path:
+                    shutil.rmtree(stale, ignore_errors=True)
 
     Locator.__name__ = Locator.__qualname__ = f"Lab{base.__name__}"
     return Locator

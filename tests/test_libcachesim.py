@@ -24,6 +24,20 @@ RANDOMIZED = [name for name in WITH_COUNTERPART if lab.get_policy(name).randomiz
 QUIRKS = {
     ("Belady", "variable"): "libCacheSim's Belady is the optimum for equal sizes only; with variable sizes both "
                             "evict the furthest next use but break ties among never-reused objects differently",
+    ("LFUDA", "unit"): "libCacheSim's LFUDA.c crashes (segfault) or never returns on most of these traces (it "
+                       "evicts from an emptied min-frequency list) and adds L to the key on a hit instead of "
+                       "recomputing L + F; lab follows Arlitt et al. 2000",
+    ("LFUDA", "variable"): "as for unit sizes: libCacheSim's LFUDA.c crashes or hangs; lab follows the paper",
+    ("GDSF", "unit"): "libCacheSim 0.3.5's GDSF inserts the missed object before evicting, so it can evict that "
+                      "object at once (an admission test the paper lacks) and prices it with L from before the "
+                      "miss; lab follows Cherkasova 1998 (as libCacheSim did up to 2024); GDSF(incoming_competes=1) "
+                      "agrees hit for hit with equal sizes (tests/test_policies_frequency.py)",
+    ("GDSF", "variable"): "as for unit sizes; with varied sizes libCacheSim may also evict other objects before "
+                          "the new one",
+    ("LIRS", "unit"): "with Q's share at one block (buffers under 200 blocks, as here) libCacheSim's LIRS evicts a "
+                      "resident HIR block from Q while serving a hit on it, keeps it in S marked resident and "
+                      "counts its next access a hit without fetching it; lab counts that access a miss. All else "
+                      "agrees, access by access: tests/test_policies_adaptive.py",
 }
 
 FRACTIONS = (0.02, 0.1, 0.3, 0.7)

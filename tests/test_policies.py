@@ -46,9 +46,10 @@ def test_matches_pure_python_reference(policy, seed):
 
 
 def test_tensors_larger_than_capacity_are_never_inserted():
-    trace = pd.DataFrame({"tensor_id": ["big", "a", "big", "a"], "size_mb": [100.0, 1.0, 100.0, 1.0]})
+    # 1 MB in 400 MB: small enough for every policy's admission (LIRS admits up to 1 % of the buffer)
+    trace = pd.DataFrame({"tensor_id": ["big", "a", "big", "a"], "size_mb": [1000.0, 1.0, 1000.0, 1.0]})
     for policy in ALL_POLICIES:
-        result = lab.simulate(trace.assign(eviction_score=0.5), policy, capacity_mb=10)
+        result = lab.simulate(trace.assign(eviction_score=0.5), policy, capacity_mb=400)
         assert result.hit.tolist() == [False, False, False, True], policy
         assert result.metrics["evictions"] == 0
         assert result.metrics["uncacheable_accesses"] == 2

@@ -4,12 +4,15 @@ On each access, as libCacheSim's ``cache_get_base`` does:
 
 1. ``find(state, c, i, hit)``: the policy's bookkeeping for access ``i`` to
    tensor ``c`` (``hit``: it is resident). It returns NO_VICTIM, or a tensor
-   it evicted on its own (as ARC does on a ghost hit); then ``spill(state,
-   c, i)`` gives any further ones, until NO_VICTIM.
+   it evicted on its own; then ``spill(state, c, i)`` gives any further
+   ones, until NO_VICTIM. After ``can_insert`` and after ``insert`` too,
+   ``spill`` gives the tensors the policy evicted on its own there.
 2. On a miss, if the tensor fits the buffer at all and ``can_insert(state, c,
    i)`` admits it: ``evict(state, c, i)`` until it fits, each call returning
    one victim, then ``insert(state, c, i)``, then ``spill`` until NO_VICTIM
-   (a policy made of sub-caches of fixed sizes may overflow one).
+   (a policy made of sub-caches of fixed sizes may overflow one). ``evict``
+   may return ``c`` itself: the policy bypasses the incoming tensor (it is
+   not inserted; what was evicted for it stays evicted).
 3. With reads and writes, after a tensor's last use: ``remove(state, c)``.
 
 The driver keeps residency, occupancy, dirty bits, victims, per-access
@@ -27,7 +30,6 @@ kept one per state array per access, 10-20x slower).
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from lab.compiled import kernel
@@ -51,7 +53,8 @@ def can_insert(state, c, i):
 
 
 def evict(state, c, i):
-    """Choose and forget one resident tensor to make room for ``c`` at access ``i``; returns its code."""
+    """Choose and forget one resident tensor to make room for ``c`` at access ``i``; returns its code, or ``c``
+    to bypass: ``c`` is then not inserted."""
 
 
 def insert(state, c, i):
@@ -63,8 +66,8 @@ def remove(state, c):
 
 
 def spill(state, c, i):
-    """Another tensor the policy evicted on its own at access ``i`` (after ``find`` returned one, and after
-    ``insert``), or NO_VICTIM: the engine calls it until NO_VICTIM."""
+    """Another tensor the policy evicted on its own at access ``i`` (in ``find``, ``can_insert`` or ``insert``),
+    or NO_VICTIM: the engine calls it after each of those until NO_VICTIM."""
 
 
 HOOK_STUBS = {"find": find, "can_insert": can_insert, "evict": evict, "insert": insert, "remove": remove,
@@ -129,6 +132,8 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
         c = codes[i]
         if resident[c]:
             v = find(state, c, i, True)
+            if v == NO_VICTIM:
+                v = spill(state, c, i)
             while v != NO_VICTIM:
                 used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
                                  victim_written_back)
@@ -140,17 +145,31 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
                 outcome[i] = SERVED
         else:
             v = find(state, c, i, False)
+            if v == NO_VICTIM:
+                v = spill(state, c, i)
             while v != NO_VICTIM:
                 used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
                                  victim_written_back)
                 v = spill(state, c, i)
             size = sizes[c]
             write = rw and is_write[i]
-            if size <= capacity and can_insert(state, c, i):
+            admitted = size <= capacity and can_insert(state, c, i)
+            v = spill(state, c, i)  # admission may have evicted (LIRS's stack pruning does)
+            while v != NO_VICTIM:
+                if v == c:
+                    raise RuntimeError("a policy's spill hook evicted the tensor being served")
+                used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
+                                 victim_written_back)
+                v = spill(state, c, i)
+            if admitted:
                 while used + size > capacity:
                     v = evict(state, c, i)
+                    if v == c:  # the policy prefers to bypass the incoming tensor: it is not inserted
+                        admitted = False
+                        break
                     used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access,
                                      victim_code, victim_written_back)
+            if admitted:
                 insert(state, c, i)
                 resident[c] = True
                 used += size

@@ -207,6 +207,14 @@ def capacity_bytes_of(capacity_mb: float) -> int:
     return int(mb_to_bytes(capacity_mb))
 
 
+def _exact_overload(driver, args):
+    """The driver compiled for exactly these argument types. Calling the dispatcher could pick a loop compiled
+    for another policy whose State has the same field types (numba converts one named tuple to another)."""
+    signature = tuple(driver.typeof_pyval(a) for a in args)
+    compiled = driver.overloads.get(signature)
+    return compiled.entry_point if compiled is not None else driver.compile(signature)
+
+
 def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True, state=None):
     """Run the engine for ``policy`` over ``workload``: returns (counts, outcome, victim_access, victim_code,
     victim_written_back), the outputs of ``lab.sim.engine``, the per-access ones empty unless ``per_access``.
@@ -222,10 +230,11 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
     victim_access = np.empty(n, np.int64)
     victim_code = np.empty(n, np.int64)
     written_back = np.empty(n, np.bool_)
-    driver(state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
-           workload.is_write if rw else _EMPTY_BOOL, workload.next_use if rw else _EMPTY_INT, bool(per_access),
-           counts, np.zeros(workload.n_tensors, np.bool_), np.zeros(workload.n_tensors if rw else 0, np.bool_),
-           outcome, victim_access, victim_code, written_back)
+    args = (state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
+            workload.is_write if rw else _EMPTY_BOOL, workload.next_use if rw else _EMPTY_INT, bool(per_access),
+            counts, np.zeros(workload.n_tensors, np.bool_), np.zeros(workload.n_tensors if rw else 0, np.bool_),
+            outcome, victim_access, victim_code, written_back)
+    _exact_overload(driver, args)(*args)
     m = int(counts[engine.EVICTIONS]) if per_access else 0
     return counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), written_back[:m].copy()
 
