@@ -72,7 +72,7 @@ def test_schedule_validate_compile(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["simulate", "--policy", "LFU"], "unknown policy 'LFU'"),
+        (["simulate", "--policy", "NOPE"], "unknown policy 'NOPE'"),
         (["simulate", "--capacity_mb", "-4"], "capacity_mb must be"),
         (["simulate", "--num_layers", "ten"], "argument --num_layers/--num-layers: invalid int value: 'ten'"),
         (["generate", "--model_type", "RNN"], "unknown model_type 'RNN'"),

@@ -10,13 +10,8 @@ that entry is current: a stale front (hit since it was filed) moves to the heap 
 stale top moves down to it. A hit costs O(1), most evictions take the ring's front in O(1), and each hit
 causes at most one O(log n) heap move.
 
-The state is three arrays (a per-tensor record, the integers, the floats), not ``structures.Heap`` and
-``Lists``. numba increments and decrements a reference count of every array of the state around each inlined
-hook, and its LLVM pass that removes such pairs gives up when the hook calls a function, or binds an array
-(or a tuple of arrays: a helper's parameter) that dies at different points on different paths. With a dozen
-arrays that cost half the run time. So the hot hooks (``find``, ``insert``) call nothing and bind no array
-that outlives a branch; ``evict`` (which must call the heap's functions) is written out in full, so that only
-the hook's own three arrays are counted; the heap's functions are called, not inlined.
+The state is three arrays (a per-tensor record, the integers, the floats) rather than ``structures.Heap``
+and ``Lists``: a tensor's key, seq and count share a cache line, and a hit touches nothing else.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Adaptive multi-queue policies that keep history beyond the buffer: ARC and LIRS, as libCacheSim implements them.
 
-Both are written for the engine's loop: the common hit is a store or two, inlined; hooks on the hot paths
-neither branch around stores nor call out of line (numba then keeps an atomic increment and decrement of
-every array in the state around each such hook call, which slowed the loop several times over).
+Both are written for the engine's loop: the common hit is a store or two, inlined; lists are kept as
+positions in logs rather than linked lists, so that cursors only move forward.
 """
 
 from __future__ import annotations
