@@ -6,6 +6,8 @@ import math
 from numbers import Integral, Real
 from typing import Optional
 
+import numpy as np
+
 from lab.units import MAX_SIZE_MB
 
 
@@ -24,6 +26,13 @@ def check_number(name: str, value, low: float = 0, high: Optional[float] = None)
         bounds = f"a number in [{low}, {high}]" if high is not None else f"a finite number >= {low}"
         raise ValueError(f"{name} must be {bounds}, got {value!r}")
     return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """Return ``value`` if it is a bool (numpy's too), else raise TypeError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_positive_mb(name: str, value) -> float:

@@ -183,7 +183,7 @@ def test_a_new_policy_is_one_class_and_one_register_line(small_trace):
 def test_a_hook_that_returns_a_bad_victim_is_caught(small_trace):
     @dataclass(frozen=True)
     class Broken(lab.Policy):
-        """Returns a tensor that is not resident: the engine must refuse it, not corrupt its state."""
+        """Returns a code that is no tensor at all: the engine must refuse it, not corrupt its state."""
 
         name = "TestBroken"
 
@@ -195,7 +195,7 @@ def test_a_hook_that_returns_a_bad_victim_is_caught(small_trace):
 
         @staticmethod
         def evict(s, c, i):
-            return c
+            return -1
 
         @staticmethod
         def remove(s, c):

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Type
 
 from numba.core.extending import overload
 
-from lab.checks import check_int, check_number
+from lab.checks import check_bool, check_int, check_number
 from lab.registry import Registry
 from lab.sim import engine
 from lab.sim.engine import NO_VICTIM
@@ -45,9 +45,11 @@ HOOKS = tuple(engine.HOOK_STUBS)
 def param(default, *, low=None, high=None, integer: bool = False, doc: str = ""):
     """A policy parameter: a dataclass field with a default, checked on construction.
 
-    ``low``/``high`` bound numbers (inclusive); ``integer`` asks for an int.
+    ``low``/``high`` bound numbers (inclusive); ``integer`` asks for an int;
+    a bool default makes a switch (True or False only).
     """
-    return field(default=default, metadata={"low": low, "high": high, "integer": integer, "doc": doc})
+    return field(default=default, metadata={"low": low, "high": high, "integer": integer,
+                                            "boolean": isinstance(default, bool), "doc": doc})
 
 
 class _NoState(NamedTuple):
@@ -78,7 +80,9 @@ class Policy:
         for f in fields(self):
             value = getattr(self, f.name)
             meta = f.metadata
-            if meta.get("integer"):
+            if meta.get("boolean"):
+                check_bool(f"{type(self).__name__}.{f.name}", value)
+            elif meta.get("integer"):
                 check_int(f"{type(self).__name__}.{f.name}", value, meta["low"] if meta["low"] is not None else 0)
                 if meta["high"] is not None and value > meta["high"]:
                     raise ValueError(f"{type(self).__name__}.{f.name} must be <= {meta['high']}, got {value!r}")

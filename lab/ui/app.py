@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-EXPLORER = Path(__file__).resolve().parents[1] / "notebooks" / "02-explorer.ipynb"
+EXPLORER = Path(__file__).resolve().parents[2] / "notebooks" / "02-explorer.ipynb"
 DEFAULT_PORT = 8866
 
 

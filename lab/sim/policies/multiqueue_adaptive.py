@@ -200,7 +200,7 @@ PRUNED = 16  # register: 1 when the bottom of S is an LIR block or S holds under
 N_REG = 17
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _log_compact(s, r):
     """Move the members of log ``r`` to its front, keeping their order; returns the new length."""
     m = s.mem
@@ -221,7 +221,7 @@ def _log_compact(s, r):
     return w
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _log_push(s, r, v):
     """Append ``v`` (not a member) to log ``r``, its newest end."""
     m = s.mem
@@ -234,7 +234,7 @@ def _log_push(s, r, v):
     m[s.reg0 + LOG_COUNT + r] += 1
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _log_drop(s, r, v):
     """Take ``v`` out of log ``r`` if it is a member."""
     m = s.mem
@@ -243,7 +243,7 @@ def _log_drop(s, r, v):
         m[s.reg0 + LOG_COUNT + r] -= 1
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _log_oldest(s, r):
     """The oldest member of log ``r``, or NONE when it has none."""
     m = s.mem
@@ -258,7 +258,7 @@ def _log_oldest(s, r):
     return m[base + j]
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _s_seek_bottom(s):
     """Move S's cursor to its bottom entry (S is not empty)."""
     m = s.mem
@@ -268,13 +268,13 @@ def _s_seek_bottom(s):
     m[s.reg0 + S_BOTTOM] = j
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _s_bottom(s):
     """The block at the bottom of S (S is not empty)."""
     return s.mem[s.codes0 + s.mem[s.reg0 + S_BOTTOM]]
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _s_top(s, c, i):
     """Put ``c`` on top of S at access ``i`` (entering S, or moving up)."""
     m = s.mem
@@ -290,7 +290,7 @@ def _s_top(s, c, i):
         _s_seek_bottom(s)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _s_out(s, v):
     """Take ``v`` out of S if it is in it."""
     m = s.mem
@@ -304,7 +304,7 @@ def _s_out(s, v):
             _s_seek_bottom(s)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_gone(s, v):
     """LIRS stopped counting ``v`` as resident: if the engine still holds it, it becomes a pending victim."""
     m = s.mem
@@ -314,14 +314,14 @@ def _lirs_gone(s, v):
         _log_push(s, PENDING_LOG, v)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_back(s, v):
     """LIRS counts ``v`` as resident again: it is no longer a pending victim."""
     s.mem[v * NODE_COLUMNS + FLAGS] |= COUNTED
     _log_drop(s, PENDING_LOG, v)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_prune(s):
     """Stack pruning: take the HIR entries off the bottom of S until an LIR block is there (never its top)."""
     m = s.mem
@@ -335,7 +335,7 @@ def _lirs_prune(s):
         _s_out(s, t)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_evict_hir(s):
     """Evict the resident HIR block at the front of Q; its entry in S, if any, becomes non-resident."""
     m = s.mem
@@ -353,7 +353,7 @@ def _lirs_evict_hir(s):
         _lirs_gone(s, v)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_evict_lir(s):
     """Demote the block at the bottom of S (an LIR block) to a resident HIR block at the end of Q, evicting
     from Q to make room; a block larger than Q's share is evicted instead. Then prune S."""
@@ -379,7 +379,7 @@ def _lirs_evict_lir(s):
     _lirs_prune(s)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_lookup(s, c, i):
     """libCacheSim's LIRS_find for ``c`` at access ``i``: promote it in S and Q, apply the hit cases;
     True on an LIRS hit."""
@@ -421,7 +421,7 @@ def _lirs_lookup(s, c, i):
     return False
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_can_insert(s, c):
     """libCacheSim's LIRS_can_insert for a miss on ``c``: admission, and the evictions it does itself."""
     m = s.mem
@@ -446,7 +446,7 @@ def _lirs_can_insert(s, c):
     raise RuntimeError("LIRS: admission check on a block that LIRS holds")
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_evict_once(s, c):
     """libCacheSim's LIRS_evict for a miss on ``c``: one pass of its eviction loop."""
     m = s.mem
@@ -463,7 +463,7 @@ def _lirs_evict_once(s, c):
         _lirs_evict_hir(s)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_insert(s, c, i):
     """libCacheSim's LIRS_insert for a miss on ``c`` at access ``i`` (after its eviction loop)."""
     m = s.mem
@@ -485,7 +485,7 @@ def _lirs_insert(s, c, i):
     _lirs_back(s, c)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_miss(s, c, i):
     """LIRS's miss path for ``c``: admission, its loop ``while occupied + size > capacity: evict()`` on its
     own count of bytes, insertion. Returns whether ``c`` was admitted."""
@@ -505,7 +505,7 @@ def _lirs_miss(s, c, i):
     return True
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_note_pruned(s):
     """Record whether pruning S would change nothing (for find's inlined LIR hit)."""
     m = s.mem
@@ -515,7 +515,7 @@ def _lirs_note_pruned(s):
     m[s.reg0 + PRUNED] = pruned
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lirs_pop_pending(s):
     """The oldest pending victim (a tensor LIRS evicted that the engine still holds), or NONE."""
     v = _log_oldest(s, PENDING_LOG)
