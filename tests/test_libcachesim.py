@@ -72,9 +72,14 @@ def test_miss_for_miss(policy, sizes, seed, tmp_path):
         np.testing.assert_array_equal(result.evictions_per_access, evictions)
 
 
+RUNS = 10  # per side: libCacheSim's randomized policies draw from an unseeded generator, so it is sampled too
+
+
 @pytest.mark.parametrize("sizes", ["unit", "variable"])
 @pytest.mark.parametrize("policy", RANDOMIZED)
 def test_randomized_miss_ratio_within_one_point(policy, sizes, tmp_path):
+    """Mean miss ratios over RUNS runs each agree within one point, or within four standard errors of the
+    difference where the runs spread wider (LHD on 3,000 accesses: one run's miss ratio spreads by ~1 point)."""
     unit = sizes == "unit"
     for seed in range(3):
         trace, working_set = _case(seed, unit)
@@ -84,9 +89,13 @@ def test_randomized_miss_ratio_within_one_point(policy, sizes, tmp_path):
             capacity_bytes = max(1, int(working_set * fraction))
             if not lab.get_policy(policy).libcachesim_supports(capacity_bytes, workload):
                 continue
-            ours = np.mean([
+            ours = np.array([
                 lab.simulate(workload, lab.get_policy(policy, seed=s), capacity_bytes / BYTES_PER_MB,
                              per_access=False).metrics["dram_accesses"] / workload.n_accesses
-                for s in range(8)])
-            theirs = libcachesim_miss_ratio(path, policy, capacity_bytes, unit_sizes=unit)
-            assert abs(ours - theirs) <= 0.01, f"{policy} at {fraction:.0%}: lab {ours:.4f}, libCacheSim {theirs:.4f}"
+                for s in range(RUNS)])
+            theirs = np.array([libcachesim_miss_ratio(path, policy, capacity_bytes, unit_sizes=unit)
+                               for _ in range(RUNS)])
+            standard_error = np.sqrt((ours.var(ddof=1) + theirs.var(ddof=1)) / RUNS)
+            assert abs(ours.mean() - theirs.mean()) <= max(0.01, 4 * standard_error), (
+                f"{policy} at {fraction:.0%}: lab {ours.mean():.4f} ± {ours.std():.4f}, "
+                f"libCacheSim {theirs.mean():.4f} ± {theirs.std():.4f}")

@@ -1,4 +1,4 @@
-"""Policies that read the future of the trace: Belady's MIN."""
+"""Policies that read the future of the trace: Belady's MIN and libCacheSim's sampled, size-aware BeladySize."""
 
 from __future__ import annotations
 
@@ -7,8 +7,55 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lab.compiled import kernel
+from lab.sim.policies.randomized import GOLDEN, _mix, _scale, pool_remove_with_slots
 from lab.sim.policy import Policy, param, register
-from lab.sim.structures import KeySet, keyset_add, keyset_discard, keyset_max, new_keyset
+from lab.sim.structures import (NONE, KeySet, Pool, Rng, keyset_add, keyset_discard, keyset_max, new_keyset,
+                                new_pool, new_rng, pool_add)
+
+SIZE, NEXT = 0, 1  # columns of BeladySize's per-slot rows
+
+
+@kernel
+def _belady_size_evict(members, index, count, slots, dead, n_dead, rng_state, n_samples, i):
+    """A tensor with no further use if any (leaving the pool if it is there), else the largest size x
+    (accesses before its next one) among ``n_samples`` sampled residents; returns it."""
+    n = n_dead[0]
+    if n > 0:
+        n_dead[0] = n - 1
+        v = dead[n - 1]
+        if index[v] != NONE:
+            pool_remove_with_slots(members, index, count, slots, v)
+        return v
+    k = np.uint64(count[0])
+    now = i + 1
+    best = np.int64(-1)  # the tensor needed next (score 0; -inf in libCacheSim) wins only alone
+    best_j = np.int64(0)
+    state = rng_state[0]
+    for _ in range(n_samples):
+        state = state + GOLDEN
+        j = _scale(_mix(state), k)
+        score = slots[j, SIZE] * (slots[j, NEXT] - now)
+        if score > best:
+            best = score
+            best_j = j
+    rng_state[0] = state
+    v = members[best_j]
+    pool_remove_with_slots(members, index, count, slots, v)
+    return v
+
+
+@kernel
+def _belady_size_remove(members, index, count, slots, dead, n_dead, c):
+    if index[c] != NONE:
+        pool_remove_with_slots(members, index, count, slots, c)
+    n = n_dead[0] - 1
+    j = n
+    while j >= 0 and dead[j] != c:
+        j -= 1
+    if j >= 0:
+        dead[j] = dead[n]
+        n_dead[0] = n
 
 
 @register
@@ -85,3 +132,92 @@ class Belady(Policy):
     @staticmethod
     def remove(s, c):
         keyset_discard(s.keys, s.key_of_tensor[c])
+
+
+@register
+@dataclass(frozen=True)
+class BeladySize(Policy):
+    """Sampled, size-aware Belady (libCacheSim's BeladySize): evict, among ``n_samples`` residents drawn
+    uniformly at random with replacement, the one with the largest size times time to its next access.
+
+    At access ``i`` a resident with next access ``n`` and ``size`` bytes
+    scores ``size * (n - i - 1)`` (the accesses strictly before its next
+    one): libCacheSim's ``size * (next_access_vtime - n_req)`` on the
+    oracleGeneral file lab writes (0-based next access, 1-based request
+    count). libCacheSim compares the scores in log form, so the tensor needed
+    at the very next access scores -inf and it samples again if that is all
+    it drew; lab takes it only then. The first sampled of equal scores wins.
+    Sampling is with replacement, as libCacheSim's (a random bucket of its
+    hash table, again and again), even with fewer residents than samples: the
+    furthest is missed with probability (1 - 1/k) ** n_samples among k
+    residents, so the policy is randomized, never exact.
+
+    libCacheSim drops a tensor at a hit on its last access, and does not
+    store a tensor missed on its last access (though it still evicts room for
+    it first). Lab keeps such tensors, with no further use, and evicts them
+    before any other when room is next needed: they free the same bytes
+    before any live tensor is chosen, so the misses are the same, but lab
+    counts their evictions later (when room is needed) and its occupancy
+    includes them meanwhile, as Belady's. Needs the trace's future.
+    """
+
+    name = "BeladySize"
+    aliases = ("Belady-Size",)
+    libcachesim = "BeladySize"
+    randomized = True
+    offline = True
+    reference = ("libCacheSim's BeladySize (Yang et al., libCacheSim); after Belady, 'A study of replacement "
+                 "algorithms for a virtual-storage computer', IBM Systems Journal 1966")
+
+    n_samples: int = param(128, low=1, integer=True, doc="residents sampled (with replacement) per eviction")
+    seed: int = param(0, low=0, integer=True)
+
+    class State(NamedTuple):
+        pool: Pool  # live residents (next access known)
+        slots: np.ndarray  # int64 [slot, 2]: SIZE, NEXT access of the pool member in that slot
+        dead: np.ndarray  # int64 stack (and a spare): resident tensors with no further use, evicted first
+        n_dead: np.ndarray  # int64[1]
+        next_use: np.ndarray  # int64 per access
+        sizes: np.ndarray  # int64 per tensor
+        rng: Rng
+        n_samples: int
+
+    def libcachesim_params(self):
+        return {"n_samples": self.n_samples}
+
+    def init_state(self, workload, capacity_bytes):
+        k = workload.n_tensors
+        return self.State(new_pool(k), np.zeros((k, 2), np.int64), np.empty(k + 1, np.int64), np.zeros(1, np.int64),
+                          workload.next_use, workload.tensor_bytes, new_rng(self.seed), self.n_samples)
+
+    # find and insert are straight-line code (kept inline): a tensor with no further use also goes on the
+    # stack of dead tensors, and leaves the pool when evict pops it (the pool is never sampled meanwhile)
+    @staticmethod
+    def find(s, c, i, hit):
+        if hit:
+            nxt = s.next_use[i]
+            s.slots[s.pool.index[c], NEXT] = nxt
+            n = s.n_dead[0]
+            s.dead[n] = c
+            s.n_dead[0] = n + np.int64(nxt < 0)
+        return NONE
+
+    @staticmethod
+    def insert(s, c, i):
+        nxt = s.next_use[i]
+        j = s.pool.count[0]
+        pool_add(s.pool, c)
+        s.slots[j, SIZE] = s.sizes[c]
+        s.slots[j, NEXT] = nxt
+        n = s.n_dead[0]
+        s.dead[n] = c
+        s.n_dead[0] = n + np.int64(nxt < 0)
+
+    @staticmethod
+    def evict(s, c, i):
+        return _belady_size_evict(s.pool.members, s.pool.index, s.pool.count, s.slots, s.dead, s.n_dead,
+                                  s.rng.state, s.n_samples, i)
+
+    @staticmethod
+    def remove(s, c):
+        _belady_size_remove(s.pool.members, s.pool.index, s.pool.count, s.slots, s.dead, s.n_dead, c)

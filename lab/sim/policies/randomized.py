@@ -1,0 +1,876 @@
+"""Policies that draw random numbers: LeCaR (a regret-weighted coin between LRU and LFU), LHD (least hit
+density among sampled candidates) and Hyperbolic (least frequency per time in the buffer among samples).
+
+Each follows libCacheSim's implementation, with its random numbers from a seeded ``structures.Rng``: lab and
+libCacheSim agree on miss ratios averaged over seeds, not access by access.
+
+How the code is laid out, for speed (measured on the 2,000,000-access benchmark trace): numba gives every
+inlined function that receives the state a reference to each of its arrays, and it drops those reference
+counts again only when the code in between is straight-line. So the hot hooks (hits and insertions) are
+branch-free inline code (selects written as arithmetic), and a hook that must branch (evict, remove) calls one
+out-of-line kernel here; a call costs reference counts per array argument, so each state packs what evict
+needs into few arrays. The sampled policies keep one small row of numbers per pool slot, so that scoring a
+sampled candidate reads one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from lab.compiled import kernel
+from lab.sim.policy import Policy, param, register
+from lab.sim.structures import NONE, Rng, new_rng
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (structures.rng_next)
+
+
+# --- shared helpers: random numbers and pools of residents from their arrays ---------------------------------
+
+
+@kernel(inline="always")
+def _mix(z):
+    """splitmix64's output function of the state ``z`` (uint64): ``structures.rng_next`` without the state
+    update, for loops that keep the generator's state in a local and store it back once."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@kernel(inline="always")
+def _next(state):
+    """``structures.rng_next`` on the Rng's state array (uint64[1]) itself."""
+    z = state[0] + GOLDEN
+    state[0] = z
+    return _mix(z)
+
+
+@kernel(inline="always")
+def _scale(bits, n):
+    """A uniform integer in [0, n) from 64 random ``bits`` (uint64), for 1 <= n < 2**32: the top 32 bits times n,
+    shifted down (Lemire's multiply-shift; no division)."""
+    return np.int64(((bits >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
+
+
+@kernel(inline="always")
+def pool_remove_with_slots(members, index, count, slots, c):
+    """``structures.pool_remove`` on a Pool's arrays that also moves the row of ``slots`` (one row per pool
+    slot) of the last member into the slot it takes over."""
+    j = index[c]
+    last = count[0] - 1
+    moved = members[last]
+    for col in range(slots.shape[1]):
+        slots[j, col] = slots[last, col]
+    members[j] = moved
+    index[moved] = j
+    index[c] = NONE
+    count[0] = last
+
+
+# --- LeCaR -------------------------------------------------------------------------------------------
+# LeCaR's evict runs out of line, and each array passed to it costs reference counts: its state packs what
+# evict needs into few arrays, ``aux`` (int64) holding the scalars, the frequency rows, the heap, the pending
+# ghost hits and the sizes at the offsets below, and ``logs`` holding the links of the frequency lists and the
+# log of evictions into ghost lists.
+
+NOT_RESIDENT = -1
+LRU_GHOSTS, LFU_GHOSTS = 0, 1  # the experts, and their ghost lists
+STAMP, FREQ, GHOST, EVICTED = 0, 1, 2, 3  # columns of LeCaR's per-tensor rows
+LISTED = 16  # frequencies 1..LISTED have lists of accesses; more frequent tensors go to a heap
+OVERFLOW = LISTED + 1  # MIN_FREQ when no listed frequency has a resident; the row listing accesses above LISTED
+# aux scalars: CURSOR (no LRU victim before it), MIN_FREQ, N_GHOSTED, GHOST_TAIL + expert (that list's oldest
+# end in the log), GHOST_BYTES + expert (bytes in that list), HEAP_SIZE, N_PENDING (ghost hits not yet learnt),
+# and where the pending ghost hits, the sizes and the ghost log start
+CURSOR, MIN_FREQ, N_GHOSTED, GHOST_TAIL, GHOST_BYTES, HEAP_SIZE, N_PENDING = 0, 1, 2, 3, 5, 7, 8
+A_PENDING, A_SIZES, A_GLOG = 9, 10, 11
+BUCKETS = 16  # aux[BUCKETS + 4 * f + HEAD / TAIL / COUNT]: frequency f's list of accesses and residents
+HEAD, TAIL, COUNT = 0, 1, 2
+HEAP = BUCKETS + 4 * (OVERFLOW + 1)  # aux[HEAP + 4 * j + H_CODE / H_KEY / H_SEQ], aux[HEAP + 4 * c + H_POS]
+H_CODE, H_KEY, H_SEQ, H_POS = 0, 1, 2, 3
+
+
+@kernel(inline="always")
+def _current(rows, codes, next_use, e, i):
+    """Whether access ``e`` is still the latest access of a resident tensor at access ``i``: its next access
+    (known in advance) has not come yet, and its tensor is resident with that latest access."""
+    nxt = next_use[e]
+    if nxt >= 0 and nxt <= i:
+        return False
+    return rows[codes[e], STAMP] == e
+
+
+@kernel(inline="always")
+def _bucket_append(aux, logs, f, e):
+    """Append access ``e`` to the list of frequency ``f`` and count one more resident there. A list with no
+    resident holds only stale entries: it restarts from ``e`` (the old tail's link goes to the spare link at
+    the end of the links). Branch-free, for the inline hooks."""
+    b = BUCKETS + 4 * f
+    n = aux[b + COUNT]
+    t = aux[b + TAIL]
+    h = aux[b + HEAD]
+    restart = np.int64((n == 0) | (t == NONE))
+    t = t + (aux[A_GLOG] - 1 - t) * restart
+    h = h + (e - h) * restart
+    logs[t] = e
+    logs[e] = NONE
+    aux[b + HEAD] = h
+    aux[b + TAIL] = e
+    aux[b + COUNT] = n + 1
+
+
+# A binary min-heap on (frequency, latest access) in aux: H_CODE, H_KEY, H_SEQ per slot, H_POS per tensor (its
+# slot, NONE when absent); its size in aux[HEAP_SIZE].
+
+
+@kernel(inline="always")
+def _heap_place(aux, j, c, key, seq, size):
+    """Put (c, key, seq) at slot ``j`` of a heap of ``size`` slots, moving it up or down to its place."""
+    while j > 0:
+        parent = (j - 1) >> 1
+        p = HEAP + 4 * parent
+        pk = aux[p + H_KEY]
+        if not (key < pk or (key == pk and seq < aux[p + H_SEQ])):
+            break
+        pc = aux[p + H_CODE]
+        q = HEAP + 4 * j
+        aux[q + H_CODE] = pc
+        aux[q + H_KEY] = pk
+        aux[q + H_SEQ] = aux[p + H_SEQ]
+        aux[HEAP + 4 * pc + H_POS] = j
+        j = parent
+    while True:
+        child = 2 * j + 1
+        if child >= size:
+            break
+        p = HEAP + 4 * child
+        ck = aux[p + H_KEY]
+        cs = aux[p + H_SEQ]
+        if child + 1 < size:
+            rk = aux[p + 4 + H_KEY]
+            rs = aux[p + 4 + H_SEQ]
+            if rk < ck or (rk == ck and rs < cs):
+                child += 1
+                p += 4
+                ck = rk
+                cs = rs
+        if not (ck < key or (ck == key and cs < seq)):
+            break
+        cc = aux[p + H_CODE]
+        q = HEAP + 4 * j
+        aux[q + H_CODE] = cc
+        aux[q + H_KEY] = ck
+        aux[q + H_SEQ] = cs
+        aux[HEAP + 4 * cc + H_POS] = j
+        j = child
+    q = HEAP + 4 * j
+    aux[q + H_CODE] = c
+    aux[q + H_KEY] = key
+    aux[q + H_SEQ] = seq
+    aux[HEAP + 4 * c + H_POS] = j
+
+
+@kernel(inline="always")
+def _lfu_forget(rows, aux, c):
+    """Take resident ``c`` out of the LRU and LFU orders (its entries go stale, or it leaves the heap); keep
+    MIN_FREQ the smallest listed frequency with residents (OVERFLOW when none)."""
+    f = rows[c, FREQ]
+    rows[c, STAMP] = NOT_RESIDENT
+    if f > LISTED:
+        j = aux[HEAP + 4 * c + H_POS]
+        if j != NONE:
+            last = aux[HEAP_SIZE] - 1
+            aux[HEAP_SIZE] = last
+            aux[HEAP + 4 * c + H_POS] = NONE
+            if j < last:
+                q = HEAP + 4 * last
+                _heap_place(aux, j, aux[q + H_CODE], aux[q + H_KEY], aux[q + H_SEQ], last)
+    else:
+        n = aux[BUCKETS + 4 * f + COUNT] - 1
+        aux[BUCKETS + 4 * f + COUNT] = n
+        m = aux[MIN_FREQ]
+        if f == m and n == 0:  # the smallest frequency emptied: the next one above with residents
+            g = f + 1
+            while g <= LISTED and aux[BUCKETS + 4 * g + COUNT] == 0:
+                g += 1
+            m = g
+        aux[MIN_FREQ] = m
+
+
+@kernel
+def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr, dr, learn, i):
+    """The penalties of the ghost hits since the last eviction (libCacheSim's update_weight: w_E = w_E *
+    exp(-lr * dr**t) + 1e-10, then both renormalized; only evictions read the weights), LRU's and LFU's
+    candidates, the coin between them, and the victim's ghost entry; returns the victim."""
+    pending = aux[A_PENDING]
+    if learn:
+        for k in range(aux[N_PENDING]):
+            o = aux[pending + 2 * k]
+            other = 1 - o
+            wk = w[o] * np.exp(-lr * dr ** np.float64(aux[pending + 2 * k + 1])) + 1e-10
+            total = wk + w[other] + 2e-10
+            w[other] = (w[other] + 1e-10) / total
+            w[o] = wk / total
+    aux[N_PENDING] = 0
+    j = aux[CURSOR]
+    while not _current(rows, codes, next_use, j, i):
+        j += 1
+    lru = codes[j]
+    f = aux[MIN_FREQ]
+    h = NONE
+    if f <= LISTED:
+        h = aux[BUCKETS + 4 * f + HEAD]
+        while not _current(rows, codes, next_use, h, i):
+            h = logs[h]
+        lfu = codes[h]
+    else:  # every resident is more frequent than LISTED: the heap's least
+        b = BUCKETS + 4 * OVERFLOW
+        e = aux[b + HEAD]
+        while e != NONE:  # first, the tensors that came above LISTED since the last time join the heap
+            t = codes[e]
+            if rows[t, STAMP] != NOT_RESIDENT and rows[t, FREQ] > LISTED and aux[HEAP + 4 * t + H_POS] == NONE:
+                size = aux[HEAP_SIZE]
+                aux[HEAP_SIZE] = size + 1
+                _heap_place(aux, size, t, rows[t, FREQ], rows[t, STAMP], size + 1)
+            e = logs[e]
+        aux[b + HEAD] = NONE
+        aux[b + TAIL] = NONE
+        while True:  # keys only grow, and a hit leaves a key behind: bring the top's up to date
+            lfu = aux[HEAP + H_CODE]
+            if aux[HEAP + H_KEY] == rows[lfu, FREQ] and aux[HEAP + H_SEQ] == rows[lfu, STAMP]:
+                break
+            _heap_place(aux, 0, lfu, rows[lfu, FREQ], rows[lfu, STAMP], aux[HEAP_SIZE])
+    expert = NONE
+    v = lru
+    if lru != lfu:
+        coin = np.float64(np.int64(_next(rng_state) % np.uint64(100))) / 100.0
+        if coin < w[0]:
+            expert = LRU_GHOSTS
+        else:
+            expert = LFU_GHOSTS
+            v = lfu
+    if f <= LISTED:
+        if v == lfu:  # the head of its frequency's list: pop it
+            h = logs[h]
+            if h == NONE:
+                aux[BUCKETS + 4 * f + TAIL] = NONE
+        aux[BUCKETS + 4 * f + HEAD] = h
+    if v == lru:
+        j += 1
+    aux[CURSOR] = j
+    _lfu_forget(rows, aux, v)
+    if expert != NONE:  # at the head of its expert's ghost list; the oldest go while over the byte limit
+        glog = aux[A_GLOG]
+        sizes = aux[A_SIZES]
+        m = aux[N_GHOSTED]
+        logs[glog + m] = (i << 32) | (v << 1) | expert
+        aux[N_GHOSTED] = m + 1
+        rows[v, GHOST] = expert
+        rows[v, EVICTED] = i
+        nbytes = aux[GHOST_BYTES + expert] + aux[sizes + v]
+        t = aux[GHOST_TAIL + expert]
+        while nbytes > ghost_bytes:  # an entry is current while its tensor is still that ghost
+            entry = logs[glog + t]
+            if (entry & 1) == expert:
+                g = (entry >> 1) & 0x7FFFFFFF
+                if rows[g, GHOST] == expert and rows[g, EVICTED] == (entry >> 32):
+                    rows[g, GHOST] = NONE
+                    nbytes -= aux[sizes + g]
+            t += 1
+        aux[GHOST_TAIL + expert] = t
+        aux[GHOST_BYTES + expert] = nbytes
+    return v
+
+
+@kernel
+def _lecar_remove(rows, aux, c):
+    _lfu_forget(rows, aux, c)
+
+
+@register
+@dataclass(frozen=True)
+class LeCaR(Policy):
+    """LeCaR: two experts, LRU and LFU, each proposing a victim; a coin weighted by the experts' weights picks
+    one, and an evicted tensor requested again while in the evicting expert's ghost history penalizes that
+    expert (regret minimization).
+
+    Follows libCacheSim's LeCaR: LRU's victim is the least recently used
+    tensor, LFU's the least frequently used (accesses since insertion; ties
+    to the least recently used). When both propose the same tensor it goes
+    without a coin and without a ghost entry. Else a uniform integer k < 100
+    picks LRU when k / 100 < w_lru. The victim enters its expert's ghost list
+    (newest first; each list keeps at most half the buffer's bytes). A miss on
+    a ghost of expert E, t accesses after its eviction, sets w_E = w_E *
+    exp(-learning_rate * d**t) with d = discount ** (1 / capacity), then
+    renormalizes both weights. As in libCacheSim the capacity in d is counted
+    in bytes (the paper counts entries: with tensors of many bytes d is
+    almost 1 and regrets barely fade), and the initial LFU weight is 0.5
+    whatever ``lru_weight`` is (normalized at the first update); with
+    ``update_weight`` False the weights never change.
+
+    Lab keeps the orders without linked lists of tensors: the LRU order is
+    the trace itself; each access appends its position to its tensor's new
+    frequency's list (frequencies up to 16; more frequent tensors wait in a
+    heap by (frequency, latest access) whose keys are brought up to date only
+    when they reach its top); a position is current while it is its resident
+    tensor's latest access (stale ones are skipped once, most of them told by
+    the trace's known next access); and the ghost lists are one log of
+    evictions read from the oldest end. Accesses and tensors are counted in
+    int32 (at most 2**31 - 1 of each).
+    """
+
+    name = "LeCaR"
+    libcachesim = "LeCaR"
+    randomized = True
+    reference = ("Vietri, Rodriguez, Martinez, Lyons, Liu, Rangaswami, Zhao and Narasimhan, 'Driving cache "
+                 "replacement with ML-based LeCaR', HotStorage 2018")
+
+    update_weight: bool = field(default=True, metadata={"doc": "learn the weights from ghost hits"})
+    lru_weight: float = param(0.5, low=0.0, high=1.0, doc="initial weight (probability) of the LRU expert")
+    learning_rate: float = param(0.45, low=0.0, doc="lr: a ghost hit multiplies its expert's weight by "
+                                 "exp(-lr * d**t)")
+    discount: float = param(0.005, low=0.0, high=1.0, doc="the regret of a ghost hit t accesses after its "
+                            "eviction decays as d**t, d = discount ** (1 / capacity bytes)")
+    seed: int = param(0, low=0, integer=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.update_weight, (bool, np.bool_)):
+            raise ValueError(f"LeCaR.update_weight must be True or False, got {self.update_weight!r}")
+
+    class State(NamedTuple):
+        rows: np.ndarray  # int64 [tensor, 4]: STAMP (latest access, or NOT_RESIDENT), FREQ, GHOST (expert or
+        #                   NONE), EVICTED (access that made it a ghost)
+        codes: np.ndarray  # the workload's codes: the LRU order is the trace's
+        next_use: np.ndarray  # int64 per access: skips stale positions cheaply
+        logs: np.ndarray  # int64: per access its link in its frequency's list, a spare, then per eviction into a
+        #                   ghost list time << 32 | code << 1 | expert (from aux[A_GLOG])
+        aux: np.ndarray  # int64: the scalars, the frequency rows (BUCKETS), the heap (HEAP), the pending ghost
+        #                  hits (expert, accesses since the eviction; from aux[A_PENDING]), the sizes (A_SIZES)
+        ghost_bytes: int  # each ghost list's limit in bytes
+        w: np.ndarray  # float64[2]: weights of LRU, LFU
+        lr: float
+        dr: float
+        learn: int  # 1: learn the weights, 0: keep them
+        rng: Rng
+
+    def libcachesim_params(self):
+        return {"update_weight": bool(self.update_weight), "lru_weight": self.lru_weight}
+
+    def init_state(self, workload, capacity_bytes):
+        k = workload.n_tensors
+        n = workload.n_accesses
+        if n >= 2**31 or k >= 2**31:
+            raise ValueError(f"LeCaR counts accesses and tensors in int32: at most 2**31 - 1 of each, got {n} "
+                             f"accesses of {k} tensors")
+        rows = np.full((k, 4), NONE, np.int64)  # STAMP NOT_RESIDENT, GHOST NONE
+        rows[:, FREQ] = 0
+        pending = HEAP + 4 * (k + 1)
+        sizes = pending + 2 * (k + 1)
+        aux = np.empty(sizes + k, np.int64)
+        aux[:HEAP] = 0
+        aux[MIN_FREQ] = 1
+        aux[A_PENDING] = pending
+        aux[A_SIZES] = sizes
+        aux[A_GLOG] = n + 1
+        aux[BUCKETS + HEAD:HEAP:4] = NONE
+        aux[BUCKETS + TAIL:HEAP:4] = NONE
+        aux[HEAP + H_POS:pending:4] = NONE
+        aux[sizes:] = workload.tensor_bytes
+        return self.State(
+            rows, workload.codes, workload.next_use, np.empty(2 * n + 1, np.int64), aux, int(capacity_bytes) // 2,
+            np.array([self.lru_weight, 0.5]), float(self.learning_rate),
+            float(self.discount ** (1.0 / float(capacity_bytes))), int(bool(self.update_weight)),
+            new_rng(self.seed))
+
+    # find and insert are straight-line code (kept inline); evict branches (out of line)
+    @staticmethod
+    def find(s, c, i, hit):
+        rows = s.rows
+        aux = s.aux
+        if hit:  # latest access i, one more access: into the next frequency's list
+            f = rows[c, FREQ]
+            g = f + 1
+            rows[c, STAMP] = i
+            rows[c, FREQ] = g
+            fr = BUCKETS + 4 * min(f, OVERFLOW) + COUNT
+            gr = min(g, OVERFLOW)
+            n = aux[fr] - 1
+            aux[fr] = n
+            _bucket_append(aux, s.logs, gr, i)
+            m = aux[MIN_FREQ]
+            aux[MIN_FREQ] = m + (gr - m) * np.int64((m == f) & (n == 0) & (f <= LISTED))
+        else:  # a ghost comes back: it leaves its list, and its expert's penalty waits for the next eviction
+            o = rows[c, GHOST]
+            ghost = np.int64(o != NONE)
+            n = aux[N_PENDING]
+            p = aux[A_PENDING] + 2 * n
+            aux[p] = o
+            aux[p + 1] = i - rows[c, EVICTED]
+            aux[N_PENDING] = n + ghost
+            rows[c, GHOST] = NONE
+            aux[GHOST_BYTES + max(o, 0)] -= aux[aux[A_SIZES] + c] * ghost
+        return NONE
+
+    @staticmethod
+    def insert(s, c, i):
+        s.rows[c, STAMP] = i
+        s.rows[c, FREQ] = 1
+        _bucket_append(s.aux, s.logs, 1, i)
+        s.aux[MIN_FREQ] = 1
+
+    @staticmethod
+    def evict(s, c, i):
+        return _lecar_evict(s.rows, s.codes, s.next_use, s.logs, s.aux, s.w, s.rng.state, s.ghost_bytes, s.lr,
+                            s.dr, s.learn, i)
+
+    @staticmethod
+    def remove(s, c):
+        _lecar_remove(s.rows, s.aux, c)
+
+
+# --- LHD ---------------------------------------------------------------------------------------------
+
+MAX_AGE = 20000  # coarsened ages 0..MAX_AGE-1
+HIT_AGE_CLASSES = 16
+APP_CLASS = 1  # libCacheSim's one application id (DEFAULT_APP_ID): classes 16..31 of the authors' 256
+ACCS_PER_RECONFIGURATION = 1 << 20
+EXPLORE_INVERSE_PROBABILITY = 32
+EARLY_CANDIDATES = 8  # candidates sampled until 50 reconfigurations (the authors' shorter warm-up)
+FLT_MAX = np.float32(np.finfo(np.float32).max)
+DECAY = np.float32(0.9)  # EWMA_DECAY
+# LHD's evict runs out of line, and each array passed to it costs reference counts: its state is three arrays.
+# LHD.slots (int32) [row, 5]: per slot the resident's last access time, code, last two hit ages (LAST |
+# LAST_LAST << 16) and class (CLS | EXPLORER << 4), the authors' Tag; per tensor (column S_INDEX) its slot
+S_TS, S_CODE, S_AGES, S_META, S_INDEX = range(5)
+# LHD.ints: scalar integer state, then the ring of recently admitted codes (from ADMITTED, N_ADMIT long)
+TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, BUDGET, ADMIT_HEAD, N_RESIDENT, N_ADMIT = range(8)
+ADMITTED = 8
+# LHD.tables (float32, flat): per class and age the hit density, decayed hits and evictions, the float scalars,
+# then from F_SIZES each slot's size (the authors keep it as a float)
+TABLE = HIT_AGE_CLASSES * MAX_AGE
+T_DENSITY, T_HITS, T_EVICTIONS = 0, TABLE, 2 * TABLE
+T_EWMA_VICTIM, T_EWMA_OBJECTS, T_EWMA_MASS, T_N_RECONF, T_N_RESIDENT, T_SHIFT = range(3 * TABLE, 3 * TABLE + 6)
+F_SIZES = 3 * TABLE + 8
+MAX_LHD_ACCESSES = 2**31 - 1  # times are int32
+
+
+def _hit_age_classes() -> np.ndarray:
+    """hitAgeClass(age) for age 0..MAX_AGE (all larger ages are class 0): about log2(MAX_AGE / age), at most 15."""
+    table = np.zeros(MAX_AGE + 1, np.int32)
+    for age in range(MAX_AGE + 1):
+        if age == 0:
+            table[age] = HIT_AGE_CLASSES - 1
+            continue
+        a = age
+        log = 0
+        while a < MAX_AGE and log < HIT_AGE_CLASSES - 1:
+            a <<= 1
+            log += 1
+        table[age] = log
+    return table
+
+
+HIT_AGE_CLASS = _hit_age_classes()
+
+
+@kernel(inline="always")
+def _lhd_age(slots, j, timestamp, shift):
+    """Coarsened age of the resident in slot ``j``, at most MAX_AGE - 1 (the authors' getAge)."""
+    age = (timestamp - np.int64(slots[j, S_TS])) >> shift
+    if age >= MAX_AGE:
+        age = MAX_AGE - 1
+    return age
+
+
+@kernel(inline="always")
+def _lhd_density(slots, tables, j, timestamp, shift):
+    """Hit density of the resident in slot ``j`` (the authors' getHitDensity): its class's density at its
+    coarsened age over its size, +1 for an explorer; the lowest float at the oldest age."""
+    age = (timestamp - np.int64(slots[j, S_TS])) >> shift
+    if age >= MAX_AGE - 1:
+        return -FLT_MAX
+    meta = slots[j, S_META]
+    d = tables[T_DENSITY + (meta & 15) * MAX_AGE + age] / tables[F_SIZES + j]
+    if meta >= 16:
+        d = d + np.float32(1.0)
+    return d
+
+
+@kernel
+def _lhd_reconfigure(tables):
+    """The authors' reconfigure(): decay the hit and eviction counts, retune the age coarsening (at the 6th
+    and 26th reconfiguration), and recompute every class's hit density per age."""
+    for k in range(T_HITS, T_EVICTIONS + TABLE):
+        tables[k] *= DECAY
+    # adaptAgeCoarsening
+    objects = tables[T_EWMA_OBJECTS] * DECAY + tables[T_N_RESIDENT]
+    mass = tables[T_EWMA_MASS] * DECAY + np.float32(1.0)
+    n_reconf = np.int64(tables[T_N_RECONF])
+    if n_reconf == 5 or n_reconf == 25:
+        optimal = np.float32(objects / mass) / np.float32(np.float32(0.01) * np.float32(MAX_AGE))
+        log2 = 1
+        while np.float32(1 << log2) < optimal:
+            log2 += 1
+        delta = log2 - np.int64(tables[T_SHIFT])
+        tables[T_SHIFT] = log2
+        objects = objects * np.float32(8.0)
+        mass = mass * np.float32(8.0)
+        for cl in range(HIT_AGE_CLASSES):
+            for base in (T_HITS + cl * MAX_AGE, T_EVICTIONS + cl * MAX_AGE):
+                if delta < 0:  # stretch
+                    d = -delta
+                    for a in range(MAX_AGE >> d, MAX_AGE - 1):
+                        tables[base + MAX_AGE - 1] += tables[base + a]
+                    scale = np.float32(1 << d)
+                    for a in range(MAX_AGE - 2, -1, -1):
+                        tables[base + a] = tables[base + (a >> d)] / scale
+                elif delta > 0:  # compress
+                    for a in range(MAX_AGE >> delta):
+                        h = tables[base + (a << delta)]
+                        for k in range(1, 1 << delta):
+                            h += tables[base + (a << delta) + k]
+                        tables[base + a] = h
+                    for a in range(MAX_AGE >> delta, MAX_AGE - 1):
+                        tables[base + a] = 0
+    tables[T_EWMA_OBJECTS] = objects
+    tables[T_EWMA_MASS] = mass
+    # modelHitDensity
+    for cl in range(HIT_AGE_CLASSES):
+        h0 = T_HITS + cl * MAX_AGE
+        e0 = T_EVICTIONS + cl * MAX_AGE
+        d0 = T_DENSITY + cl * MAX_AGE
+        events = tables[h0 + MAX_AGE - 1] + tables[e0 + MAX_AGE - 1]
+        total_hits = tables[h0 + MAX_AGE - 1]
+        lifetime = events
+        for a in range(MAX_AGE - 2, -1, -1):
+            total_hits += tables[h0 + a]
+            events += tables[h0 + a] + tables[e0 + a]
+            lifetime += events
+            if events > np.float32(1e-5):
+                tables[d0 + a] = total_hits / lifetime
+            else:
+                tables[d0 + a] = np.float32(0.0)
+
+
+@kernel(inline="always")
+def _lhd_tag(slots, ints, age_class, rng_state, j, size, last, last_last, budget):
+    """The end of the authors' LHD::update for the resident in slot ``j``: the explorer coin, its time, hit ages
+    and class, and the clock. Straight-line code (an inline hook). Returns the coin (1 when it came up)."""
+    timestamp = ints[TIMESTAMP]
+    explore = np.int64((_next(rng_state) % np.uint64(EXPLORE_INVERSE_PROBABILITY)) == np.uint64(0))
+    explorer = explore * np.int64(budget > 0) * np.int64(ints[N_RECONF] < 50)
+    slots[j, S_TS] = timestamp
+    slots[j, S_AGES] = last | (last_last << 16)
+    slots[j, S_META] = age_class[min(last + last_last, MAX_AGE)] | (explorer << 4)
+    ints[BUDGET] = budget - size * explorer
+    ints[TIMESTAMP] = timestamp + 1
+    ints[NEXT_RECONF] -= 1
+    return explore
+
+
+@kernel(inline="always")
+def _lhd_forget(slots, tables, ints, j):
+    """Drop the resident in slot ``j`` (the authors' replaced(), without its statistics): the last slot moves
+    into its place, and an explorer's bytes return to the explorer budget."""
+    if slots[j, S_META] >= 16:
+        ints[BUDGET] += np.int64(tables[F_SIZES + j])
+    slots[slots[j, S_CODE], S_INDEX] = NONE
+    last = ints[N_RESIDENT] - 1
+    if j != last:
+        moved = slots[last, S_CODE]
+        for col in range(S_INDEX):
+            slots[j, col] = slots[last, col]
+        tables[F_SIZES + j] = tables[F_SIZES + last]
+        slots[moved, S_INDEX] = j
+    ints[N_RESIDENT] = last
+
+
+@kernel
+def _lhd_evict(slots, tables, ints, rng_state, associativity):
+    """The authors' LHD::rank then replaced(): the least dense of the sampled candidates and the recently
+    admitted; returns it. First the reconfigurations due (every ACCS_PER_RECONFIGURATION updates)."""
+    while ints[NEXT_RECONF] <= 0:
+        tables[T_N_RECONF] = ints[N_RECONF]
+        tables[T_N_RESIDENT] = ints[N_RESIDENT]
+        tables[T_SHIFT] = ints[SHIFT]
+        _lhd_reconfigure(tables)
+        ints[SHIFT] = np.int64(tables[T_SHIFT])
+        ints[N_RECONF] += 1
+        ints[NEXT_RECONF] += ACCS_PER_RECONFIGURATION
+    timestamp = ints[TIMESTAMP]
+    shift = ints[SHIFT]
+    n = np.uint64(ints[N_RESIDENT])
+    candidates = EARLY_CANDIDATES
+    if ints[N_RECONF] > 50:
+        candidates = associativity
+    state = rng_state[0]
+    best_j = np.int64(0)
+    best = FLT_MAX
+    for _ in range(candidates):
+        state = state + GOLDEN
+        j = _scale(_mix(state), n)
+        d = _lhd_density(slots, tables, j, timestamp, shift)
+        if d < best:
+            best = d
+            best_j = j
+    rng_state[0] = state
+    for k in range(ADMITTED, ADMITTED + ints[N_ADMIT]):
+        a = ints[k]
+        if a != NONE:
+            j = np.int64(slots[a, S_INDEX])
+            if j != NONE:
+                d = _lhd_density(slots, tables, j, timestamp, shift)
+                if d < best:
+                    best = d
+                    best_j = j
+    tables[T_EWMA_VICTIM] = DECAY * tables[T_EWMA_VICTIM] + (np.float32(1.0) - DECAY) * best
+    meta = slots[best_j, S_META]
+    tables[T_EVICTIONS + (meta & 15) * MAX_AGE + _lhd_age(slots, best_j, timestamp, shift)] += np.float32(1.0)
+    v = np.int64(slots[best_j, S_CODE])
+    _lhd_forget(slots, tables, ints, best_j)
+    return v
+
+
+@kernel
+def _lhd_remove(slots, tables, ints, c):
+    _lhd_forget(slots, tables, ints, np.int64(slots[c, S_INDEX]))
+
+
+@register
+@dataclass(frozen=True)
+class LHD(Policy):
+    """LHD, least hit density: evict, among a few sampled candidates and the recently admitted tensors that
+    looked unpromising, the one with the lowest expected hits per byte per unit of time in the buffer.
+
+    Follows the authors' code as libCacheSim wraps it. Each tensor belongs to
+    a class by its last two hit ages (about log2 of MAX_AGE over their sum,
+    16 classes); its hit density is its class's density at its coarsened age
+    ((updates since its last access) >> shift) over its size. Densities start
+    as GDSF-like (class + 1) / (age + 1) and are recomputed from decayed
+    per-class counts of hits and evictions at each age every 2**20 updates
+    (hits and insertions; lab runs a reconfiguration that fell due at the next
+    eviction, a few hits later than the authors); the coarsening shift
+    (initially 10) is retuned at
+    the 6th and 26th reconfiguration to about (tensors / (0.01 * MAX_AGE)).
+    An eviction samples 8 residents uniformly with replacement
+    (``associativity`` once 50 reconfigurations have passed) and also weighs
+    the last ``admissions`` insertions whose density was below the running
+    mean of victims' densities; the first of equal densities wins. With
+    probability 1/32 an access makes its tensor an explorer (density + 1, so
+    rarely evicted) while explorers hold under 1% of the buffer and fewer than
+    50 reconfigurations passed. Times are counted in int32: traces of up to
+    2**31 - 1 accesses.
+    """
+
+    name = "LHD"
+    libcachesim = "LHD"
+    randomized = True
+    reference = ("Beckmann, Chen and Cidon, 'LHD: Improving cache hit rate by maximizing hit density', "
+                 "NSDI 2018")
+
+    associativity: int = param(32, low=1, integer=True, doc="candidates sampled per eviction after the warm-up")
+    admissions: int = param(8, low=1, integer=True, doc="recently admitted unpromising tensors also weighed")
+    seed: int = param(0, low=0, integer=True)
+
+    class State(NamedTuple):
+        slots: np.ndarray  # int32 [k, 5]: S_TS, S_CODE, S_AGES, S_META per slot; S_INDEX (slot or NONE) per tensor
+        tables: np.ndarray  # float32: T_DENSITY, T_HITS, T_EVICTIONS per class and age, float scalars, F_SIZES
+        ints: np.ndarray  # int64: TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, BUDGET, ADMIT_HEAD, N_RESIDENT, N_ADMIT,
+        #                   then the ring of recently admitted codes (NONE: empty)
+        age_class: np.ndarray  # int32: hitAgeClass of a hit-age sum 0..MAX_AGE
+        sizes: np.ndarray  # int64 per tensor
+        rng: Rng
+        associativity: int
+
+    def libcachesim_params(self):
+        return {}  # libCacheSim's LHD takes no parameters: associativity 32, admissions 8
+
+    def init_state(self, workload, capacity_bytes):
+        if workload.n_accesses > MAX_LHD_ACCESSES:
+            raise ValueError(f"LHD counts time in int32: at most {MAX_LHD_ACCESSES} accesses, "
+                             f"got {workload.n_accesses}")
+        k = workload.n_tensors
+        first = HIT_AGE_CLASSES * APP_CLASS
+        tables = np.zeros(F_SIZES + k, np.float32)
+        tables[T_DENSITY:T_DENSITY + TABLE] = (
+            (np.arange(first, first + HIT_AGE_CLASSES, dtype=np.float64)[:, None] + 1.0)
+            / (np.arange(MAX_AGE, dtype=np.float64)[None, :] + 1.0)).ravel()
+        ints = np.full(ADMITTED + self.admissions, NONE, np.int64)
+        ints[:ADMITTED] = 0
+        ints[NEXT_RECONF] = ACCS_PER_RECONFIGURATION
+        ints[SHIFT] = 10
+        ints[BUDGET] = int(np.float32(capacity_bytes) * np.float32(0.01))  # the authors' float arithmetic
+        ints[N_ADMIT] = self.admissions
+        slots = np.empty((k, 5), np.int32)
+        slots[:, S_INDEX] = NONE
+        return self.State(slots, tables, ints, HIT_AGE_CLASS, workload.tensor_bytes, new_rng(self.seed),
+                          self.associativity)
+
+    # find and insert are straight-line code (kept inline); evict branches (out of line)
+    @staticmethod
+    def find(s, c, i, hit):
+        if hit:  # the authors' LHD::update for a hit: a hit at its age counts for its class
+            slots = s.slots
+            tables = s.tables
+            ints = s.ints
+            j = np.int64(slots[c, S_INDEX])
+            age = min((ints[TIMESTAMP] - np.int64(slots[j, S_TS])) >> ints[SHIFT], MAX_AGE - 1)
+            meta = slots[j, S_META]
+            tables[T_HITS + (meta & 15) * MAX_AGE + age] += np.float32(1.0)
+            size = np.int64(tables[F_SIZES + j])
+            budget = ints[BUDGET] + size * np.int64(meta >= 16)  # an explorer's bytes return to the budget
+            _lhd_tag(slots, ints, s.age_class, s.rng.state, j, size, age, np.int64(slots[j, S_AGES] & 0xFFFF),
+                     budget)
+        return NONE
+
+    @staticmethod
+    def insert(s, c, i):  # the authors' LHD::update for an insertion, into the next slot
+        slots = s.slots
+        tables = s.tables
+        ints = s.ints
+        j = ints[N_RESIDENT]
+        ints[N_RESIDENT] = j + 1
+        slots[c, S_INDEX] = j
+        slots[j, S_CODE] = c
+        size = s.sizes[c]
+        tables[F_SIZES + j] = np.float32(size)
+        explore = _lhd_tag(slots, ints, s.age_class, s.rng.state, j, size, 0, MAX_AGE, ints[BUDGET])
+        # unless the coin came up, it joins the recently admitted if its density (class 0, age 0) is below the
+        # running mean of the victims'
+        join = (1 - explore) * np.int64(tables[T_DENSITY] / tables[F_SIZES + j] < tables[T_EWMA_VICTIM])
+        head = ints[ADMIT_HEAD]
+        k = ADMITTED + head % ints[N_ADMIT]
+        ints[k] = ints[k] + (c - ints[k]) * join
+        ints[ADMIT_HEAD] = head + join
+
+    @staticmethod
+    def evict(s, c, i):
+        return _lhd_evict(s.slots, s.tables, s.ints, s.rng.state, s.associativity)
+
+    @staticmethod
+    def remove(s, c):
+        _lhd_remove(s.slots, s.tables, s.ints, c)
+
+
+# --- Hyperbolic ----------------------------------------------------------------------------------------
+
+# Hyperbolic.slots (int32) [row, 4]: per slot the resident's accesses since insertion, its insertion and its
+# code; per tensor (column P_INDEX) its slot, NONE when not resident. Residents fill the first ints[0] slots.
+H_HITS, H_ENTERED, P_MEMBER, P_INDEX = range(4)
+
+
+@kernel
+def _hyperbolic_evict(slots, count, rng_state, n_samples, i):
+    """The fewest accesses per unit of time in the buffer among ``n_samples`` sampled residents (two samples
+    per 64 random bits); returns it, the last slot taking its place."""
+    n = np.uint64(count[0])
+    best_j = np.int64(0)
+    best_freq = np.int64(1)
+    best_age = np.int64(0)  # no candidate yet: any beats 1 / 0
+    state = rng_state[0]
+    bits = np.uint64(0)
+    for k in range(n_samples):
+        if k & 1 == 0:
+            state = state + GOLDEN
+            bits = _mix(state)
+            j = _scale(bits, n)
+        else:
+            j = _scale(bits << np.uint64(32), n)
+        f = np.int64(slots[j, H_HITS])
+        age = i - np.int64(slots[j, H_ENTERED])
+        if f * best_age < best_freq * age:  # f / age < best_freq / best_age
+            best_j = j
+            best_freq = f
+            best_age = age
+    rng_state[0] = state
+    v = np.int64(slots[best_j, P_MEMBER])
+    _hyperbolic_forget(slots, count, v)
+    return v
+
+
+@kernel(inline="always")
+def _hyperbolic_forget(slots, count, c):
+    j = slots[c, P_INDEX]
+    last = count[0] - 1
+    moved = slots[last, P_MEMBER]
+    slots[j, H_HITS] = slots[last, H_HITS]
+    slots[j, H_ENTERED] = slots[last, H_ENTERED]
+    slots[j, P_MEMBER] = moved
+    slots[moved, P_INDEX] = j
+    slots[c, P_INDEX] = NONE
+    count[0] = last
+
+
+@kernel
+def _hyperbolic_remove(slots, count, c):
+    _hyperbolic_forget(slots, count, c)
+
+
+@register
+@dataclass(frozen=True)
+class Hyperbolic(Policy):
+    """Hyperbolic caching: evict, among ``n_samples`` residents drawn uniformly at random with replacement, the
+    one with the fewest accesses per unit of time in the buffer, n / (t - t0).
+
+    Follows libCacheSim's Hyperbolic: n counts accesses since insertion (1 at
+    insertion), t0 is the insertion (hits do not reset it), time counts
+    accesses, and the score ignores the size (libCacheSim's score is 1e8 * n /
+    age; lab compares n1 * age2 < n2 * age1, the same order without
+    rounding). The first sampled of equal scores wins. libCacheSim samples a
+    random bucket of a hash table of 2**16 buckets until one is non-empty and
+    takes the first object in it, so with many residents (and collisions) its
+    samples are not quite uniform; lab samples uniformly. Times are counted in
+    int32: traces of up to 2**31 - 1 accesses.
+    """
+
+    name = "Hyperbolic"
+    libcachesim = "Hyperbolic"
+    randomized = True
+    reference = ("Blankstein, Sen and Freedman, 'Hyperbolic caching: flexible caching for web applications', "
+                 "USENIX ATC 2017")
+
+    n_samples: int = param(64, low=1, integer=True, doc="residents sampled (with replacement) per eviction")
+    seed: int = param(0, low=0, integer=True)
+
+    class State(NamedTuple):
+        slots: np.ndarray  # int32 [k, 4]: H_HITS, H_ENTERED, P_MEMBER per slot; P_INDEX per tensor
+        count: np.ndarray  # int64[1]: residents (the first slots)
+        rng: Rng
+        n_samples: int
+
+    def libcachesim_params(self):
+        return {}  # libCacheSim's Hyperbolic takes no parameters: 64 samples
+
+    def init_state(self, workload, capacity_bytes):
+        if workload.n_accesses >= 2**31:
+            raise ValueError(f"Hyperbolic counts time in int32: at most 2**31 - 1 accesses, got {workload.n_accesses}")
+        slots = np.zeros((workload.n_tensors, 4), np.int32)
+        slots[:, P_INDEX] = NONE
+        return self.State(slots, np.zeros(1, np.int64), new_rng(self.seed), self.n_samples)
+
+    @staticmethod
+    def find(s, c, i, hit):
+        if hit:
+            slots = s.slots
+            slots[slots[c, P_INDEX], H_HITS] += 1
+        return NONE
+
+    @staticmethod
+    def insert(s, c, i):
+        slots = s.slots
+        j = s.count[0]
+        s.count[0] = j + 1
+        slots[j, H_HITS] = 1
+        slots[j, H_ENTERED] = i
+        slots[j, P_MEMBER] = c
+        slots[c, P_INDEX] = j
+
+    @staticmethod
+    def evict(s, c, i):
+        return _hyperbolic_evict(s.slots, s.count, s.rng.state, s.n_samples, i)
+
+    @staticmethod
+    def remove(s, c):
+        _hyperbolic_remove(s.slots, s.count, c)
