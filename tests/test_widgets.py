@@ -16,7 +16,8 @@ def explorer():
 
 def test_default_explorer_shows_every_table(explorer):
     assert explorer.error is None
-    assert explorer.metrics.index.tolist() == lab.policy_names()
+    assert explorer.metrics.index.tolist() == lab.policy_names(featured=True)
+    assert set(lab.policy_names(featured=True)) >= {"LRU", "ML", "Belady"}
     assert len(explorer.ranking) == 20 and explorer.ranking["rank"].tolist() == list(range(1, 21))
     assert explorer.validation["name"].tolist()[:3] == ["reuse_entropy", "reuse_entropy_normalized",
                                                         "temporal_locality"]
@@ -53,15 +54,15 @@ def test_a_hardware_preset_brings_its_buffer_and_costs(explorer):
     explorer.hardware.value = "H100-SXM5"
     assert explorer.capacity_mb.value == 50.0
     trace = lab.score(lab.generate_trace("Transformer"))
-    expected = lab.compare_policies(trace, capacity_mb=50.0, cost="H100-SXM5")
+    expected = lab.compare_policies(trace, lab.policy_names(featured=True), capacity_mb=50.0, cost="H100-SXM5")
     assert explorer.metrics["total_latency"].tolist() == pytest.approx(expected["total_latency"].tolist())
 
 
 def test_the_capacity_sweep(explorer):
     explorer.sweep_points = 5
     explorer.run_sweep()
-    assert len(explorer.sweep) == 5 * len(lab.policy_names())
-    assert set(explorer.sweep["policy"]) == set(lab.policy_names())
+    assert len(explorer.sweep) == 5 * len(lab.policy_names(featured=True))
+    assert set(explorer.sweep["policy"]) == set(lab.policy_names(featured=True))
 
 
 def test_changes_are_debounced():

@@ -65,7 +65,9 @@ class Policy:
     (None: none), whose keyword arguments ``libcachesim_params()`` gives;
     ``reference``: the paper or source the policy follows; ``randomized``:
     it draws random numbers (then it has a ``seed`` parameter); ``offline``:
-    it reads the future of the trace (Belady and kin).
+    it reads the future of the trace (Belady and kin); ``featured``: one of
+    the few classics an explorer selects by default (each policy selected
+    adds a compile, seconds, to the first result in a fresh process).
     """
 
     name: ClassVar[str] = ""
@@ -74,6 +76,7 @@ class Policy:
     reference: ClassVar[str] = ""
     randomized: ClassVar[bool] = False
     offline: ClassVar[bool] = False
+    featured: ClassVar[bool] = False
     State: ClassVar[type] = _NoState
 
     def __post_init__(self):
@@ -175,9 +178,10 @@ def register(cls: Type[Policy]) -> Type[Policy]:
     return cls
 
 
-def policy_names() -> list[str]:
-    """Names of the registered policies (aliases not repeated), in registration order."""
-    return POLICIES.names()
+def policy_names(featured: bool = False) -> list[str]:
+    """Names of the registered policies (aliases not repeated), in registration order; with ``featured``, only
+    the classics an explorer selects by default."""
+    return [name for name in POLICIES.names() if not featured or POLICIES[name].featured]
 
 
 def get_policy(policy, **params) -> Policy:

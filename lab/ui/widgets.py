@@ -32,10 +32,6 @@ TABLE_COLUMNS = ["cache_hit_rate", "cache_hits", "dram_accesses", "evictions", "
                  "dram_reads_mb", "dram_writes_mb", "peak_occupancy_mb"]
 
 
-# The classic four plus SIEVE: each further policy adds a compile (seconds) to the first render.
-DEFAULT_POLICIES = ("LRU", "FIFO", "SIEVE", "ML", "Belady")
-
-
 class Explorer:
     """Controls and live results for one workload; ``widget`` is the whole layout."""
 
@@ -53,7 +49,7 @@ class Explorer:
                                                description="reuse p", style=style)
         self.seed = w.IntText(value=seed, description="seed")
         self.scorer = w.Dropdown(options=scorer_names(), value=scorer, description="scorer")
-        policies = DEFAULT_POLICIES if policies is None else policies
+        policies = policy_names(featured=True) if policies is None else policies
         self.policies = w.SelectMultiple(options=policy_names(), value=tuple(lab.get_policy(p).name for p in policies),
                                          description="policies", rows=8)
         self.capacity_mb = w.FloatLogSlider(value=capacity_mb, base=2, min=-2, max=14, step=0.25,

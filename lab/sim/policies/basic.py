@@ -25,6 +25,7 @@ class LRU(Policy):
     """
 
     name = "LRU"
+    featured = True
     libcachesim = "LRU"
     reference = "Mattson, Gecsei, Slutz and Traiger, 'Evaluation techniques for storage hierarchies', IBM Systems Journal 1970"
 
@@ -72,6 +73,7 @@ class FIFO(LRU):
     """
 
     name = "FIFO"
+    featured = True
     libcachesim = "FIFO"
     reference = "Belady, 'A study of replacement algorithms for a virtual-storage computer', IBM Systems Journal 1966"
 

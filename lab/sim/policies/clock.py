@@ -21,6 +21,7 @@ class SIEVE(Policy):
     """
 
     name = "SIEVE"
+    featured = True
     libcachesim = "Sieve"
     reference = "Zhang, Yang, Yue, Vigfusson and Rashmi, 'SIEVE is simpler than LRU', NSDI 2024"
 

@@ -78,6 +78,7 @@ class Belady(Policy):
     """
 
     name = "Belady"
+    featured = True
     aliases = ("OPT", "MIN")
     libcachesim = "Belady"
     offline = True

@@ -38,6 +38,7 @@ class ML(Policy):
     """
 
     name = "ML"
+    featured = True
     reference = "the seed's eviction scorer; learned scores in the spirit of Parrot (Liu et al., ICML 2020)"
 
     class State(NamedTuple):
