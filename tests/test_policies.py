@@ -77,7 +77,7 @@ def test_ml_ties_go_to_the_least_recently_used_and_scores_follow_the_latest_acce
 
 def test_belady_evicts_the_furthest_next_use():
     trace = pd.DataFrame({"tensor_id": list("ABCADB"), "size_mb": [1.0] * 6})
-    result = lab.simulate(trace, "OPT", capacity_mb=2)
+    result = lab.simulate(trace, "MIN", capacity_mb=2)
     # at C: A is next used at 3, B at 5 -> B. At D and at B: nothing is used again, so the
     # earliest inserted goes first (A, then C).
     assert result.victims()[["access", "tensor_id"]].values.tolist() == [[2, "B"], [4, "A"], [5, "C"]]
@@ -89,13 +89,19 @@ def test_mru_evicts_the_latest_access():
     assert lab.simulate(trace, "MRU", capacity_mb=2).victims()["tensor_id"].tolist() == ["A", "C"]
 
 
-@pytest.mark.parametrize("name", ["lru", "Fifo", "ml", "belady", "opt", "MIN", "sieve"])
+@pytest.mark.parametrize("name", ["lru", "Fifo", "ml", "belady", "min", "MIN", "sieve"])
 def test_names_are_case_insensitive_and_aliases_resolve(name):
     assert lab.get_policy(name).name.lower() in {"lru", "fifo", "ml", "belady", "sieve"}
 
 
+def test_opt_names_no_policy():
+    """OPT is the optimum (lab.optimal), not Belady: with sizes that differ Belady is no bound."""
+    with pytest.raises(ValueError, match="unknown policy 'OPT'"):
+        lab.get_policy("OPT")
+
+
 def test_unknown_policy_lists_the_known_ones(small_trace):
-    with pytest.raises(ValueError, match=r"unknown policy 'NOPE'; known: \[.*'LRU'.*'SIEVE'.*aliases.*'OPT'"):
+    with pytest.raises(ValueError, match=r"unknown policy 'NOPE'; known: \[.*'LRU'.*'SIEVE'.*aliases.*'MIN'"):
         lab.simulate(small_trace, "NOPE")
 
 

@@ -190,9 +190,9 @@ AIN, AM, AOUT = 0, 1, 2
 @register
 @dataclass(frozen=True)
 class TwoQ(Policy):
-    """2Q: new tensors enter Ain, a FIFO of ``ain_ratio`` of the buffer; a hit there changes nothing. What
-    leaves Ain is remembered in Aout (a ghost FIFO of ``aout_ratio`` of the buffer, in bytes); a tensor
-    missed while Aout remembers it enters Am, an LRU queue for the rest of the buffer. To make room: Ain's
+    """2Q: new tensors enter Ain, a FIFO of ``ain_ratio`` of the buffer, and only those missed again while
+    Aout (a ghost FIFO of what left Ain) remembers them enter Am, an LRU queue for the rest of the buffer.
+    A hit in Ain changes nothing. Aout holds ``aout_ratio`` of the buffer, in bytes. To make room: Ain's
     oldest while Ain is over its share, else Am's least recently used. Tensors larger than Ain are never
     inserted.
 
@@ -287,11 +287,12 @@ class TwoQ(Policy):
 @register
 @dataclass(frozen=True)
 class SLRU(Policy):
-    """Segmented LRU: ``n_segments`` LRU segments of equal share. A new tensor enters the lowest segment
-    with room for it (the lowest when none has); a hit moves a tensor to the head of the next segment up
-    (the top segment: to its head), and a segment over its share passes its least recently used tensor down
-    to the head of the one below, the lowest evicting it. To make room: the least recently used tensor of
-    the lowest non-empty segment. Tensors larger than a segment are never inserted.
+    """Segmented LRU: ``n_segments`` LRU segments of equal share; a hit promotes a tensor one segment up, and
+    a segment over its share demotes its least recently used tensor one down, the lowest evicting it. A new
+    tensor enters the lowest segment with room for it (the lowest when none has); a hit moves a tensor to the
+    head of the next segment up (the top segment: to its head), and a demoted tensor goes to the head of the
+    segment below. To make room: the least recently used tensor of the lowest non-empty segment. Tensors
+    larger than a segment are never inserted.
 
     As libCacheSim (4 segments, its default, which its Python class cannot change): a segment's share is
     ``capacity // n_segments`` bytes, and the lowest segment may hold more than its share while the buffer

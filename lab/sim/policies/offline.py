@@ -79,7 +79,7 @@ class Belady(Policy):
 
     name = "Belady"
     featured = True
-    aliases = ("OPT", "MIN")
+    aliases = ("MIN",)  # not "OPT": with sizes that differ Belady is not the optimum (lab.optimal is)
     libcachesim = "Belady"
     offline = True
     reference = "Belady, 'A study of replacement algorithms for a virtual-storage computer', IBM Systems Journal 1966"

@@ -9,21 +9,10 @@ import numpy as np
 
 from lab.compiled import kernel_array
 from lab.sim.policy import Policy, register
-from lab.sim.structures import KeySet, keyset_add, keyset_discard, keyset_max, new_keyset
+from lab.sim.structures import Heap, heap_pop, heap_push, heap_remove, heap_update, new_heap
 
 SCORE_HINT = ("The ML policy evicts by score: score the trace first (lab.score(trace)) or add an eviction_score "
               "column")
-
-
-def score_order(workload):
-    """Each access's place (int64, 0..n-1) in the order (eviction_score ascending, then latest first), and the
-    tensor whose access is at each place: the ML policy evicts the resident tensor whose latest access has the highest place."""
-    score = workload.column("eviction_score", hint=SCORE_HINT)
-    n = score.shape[0]
-    order = np.lexsort((-np.arange(n), score))
-    place = np.empty(n, np.int64)
-    place[order] = np.arange(n)
-    return kernel_array(place, np.int64), kernel_array(workload.codes[order], np.int64)
 
 
 @register
@@ -32,9 +21,8 @@ class ML(Policy):
     """Score-driven: evict the resident tensor whose most recent access has the highest ``eviction_score``;
     among equal scores, the least recently used.
 
-    The scores come from the trace's ``eviction_score`` column (``lab.score(trace, scorer)``). Each access's
-    (score, recency) is ranked once per workload, so priorities are distinct integers kept in a 64-ary bitmap
-    tree.
+    The scores come from the trace's ``eviction_score`` column (``lab.score(trace, scorer)``). The residents
+    sit in a 4-ary heap keyed by (-score, time of their latest access).
     """
 
     name = "ML"
@@ -42,37 +30,27 @@ class ML(Policy):
     reference = "the seed's eviction scorer; learned scores in the spirit of Parrot (Liu et al., ICML 2020)"
 
     class State(NamedTuple):
-        keys: KeySet  # the places of the resident tensors' latest accesses
-        place: np.ndarray  # int64 per access: its place in (score, recency) order
-        tensor_of_place: np.ndarray  # int64 per place
-        latest: np.ndarray  # int64 per tensor: the place of its latest access
+        heap: Heap  # the residents, keyed by (-score of their latest access, its index)
+        neg_score: np.ndarray  # float64 per access
 
     def init_state(self, workload, capacity_bytes):
-        place, tensor_of_place = workload.memo("ml_score_order", lambda: score_order(workload))
-        return self.State(new_keyset(workload.n_accesses), place, tensor_of_place,
-                          np.zeros(workload.n_tensors, np.int64))
+        neg_score = kernel_array(-workload.column("eviction_score", hint=SCORE_HINT), np.float64)
+        return self.State(new_heap(workload.n_tensors), neg_score)
 
     @staticmethod
     def find(s, c, i, hit):
         if hit:
-            keyset_discard(s.keys, s.latest[c])
-            key = s.place[i]
-            keyset_add(s.keys, key)
-            s.latest[c] = key
+            heap_update(s.heap, c, s.neg_score[i], i)
         return -1
 
     @staticmethod
     def insert(s, c, i):
-        key = s.place[i]
-        keyset_add(s.keys, key)
-        s.latest[c] = key
+        heap_push(s.heap, c, s.neg_score[i], i)
 
     @staticmethod
     def evict(s, c, i):
-        key = keyset_max(s.keys)
-        keyset_discard(s.keys, key)
-        return s.tensor_of_place[key]
+        return heap_pop(s.heap)
 
     @staticmethod
     def remove(s, c):
-        keyset_discard(s.keys, s.latest[c])
+        heap_remove(s.heap, c)
