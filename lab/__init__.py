@@ -17,8 +17,8 @@ from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.curves import miss_ratio_curve
 from lab.analysis.optimal import OptimalResult, optimal
-from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, run_policies, sweep_capacity,
-                                working_set_mb)
+from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, optimum_metrics, run_policies,
+                                sweep_capacity, working_set_mb)
 from lab.analysis.validation import ValidationReport, validate
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry
@@ -50,6 +50,7 @@ __all__ = [
     "generate_trace",
     "get_policy",
     "metrics_table",
+    "optimum_metrics",
     "miss_ratio_curve",
     "optimal",
     "param",

@@ -27,7 +27,7 @@ def test_simulate_prints_the_seeds_metrics(capsys):
 
 
 def test_dashed_flags_and_presets(capsys):
-    code, out, _ = run(capsys, "simulate", "--model-type", "cnn", "--num-layers", "4", "--policy", "opt",
+    code, out, _ = run(capsys, "simulate", "--model-type", "cnn", "--num-layers", "4", "--policy", "min",
                        "--capacity-mb", "16", "--cost", "A100-SXM4-40GB")
     trace = lab.generate_trace("CNN", num_layers=4)
     assert code == 0 and json.loads(out) == pytest.approx(
@@ -65,7 +65,7 @@ def test_schedule_validate_compile(capsys, tmp_path):
     code, out, _ = run(capsys, "compile", "--num_layers", "2", "--capacity_mb", "32", "--out", str(tmp_path / "p.csv"))
     summary = json.loads(out)
     online = [p for p in lab.policy_names() if not lab.get_policy(p).offline]
-    assert code == 0 and [p["policy"] for p in summary["policies"]] == [*online, "Belady"]
+    assert code == 0 and [p["policy"] for p in summary["policies"]] == [*online, "Belady", "OPT"]
     assert pd.read_csv(tmp_path / "p.csv")["action"].isin(["hit", "write", "load", "stream"]).all()
 
 

@@ -24,8 +24,14 @@ def test_figures_are_labelled(scored):
     assert heat.axes[0].get_xlabel() == "access (time)" and "40 MB" in heat.axes[0].get_title()
     sweep = lab.sweep_capacity(scored, ["LRU", "Belady"], [8, 32, 128])
     curves = plots.capacity_curves(sweep, capacity_mb=40)
-    assert [ax.get_ylabel() for ax in curves.axes] == ["hit rate (%)", "DRAM traffic (MB)"]
-    assert "Belady (bound)" in [t.get_text() for t in curves.axes[0].get_legend().get_texts()]
+    assert [ax.get_ylabel() for ax in curves.axes] == ["hit rate (%)", "DRAM traffic, read + written (MB)"]
+    legend = [t.get_text() for t in curves.axes[1].get_legend().get_texts()]
+    assert {"LRU", "Belady (MIN)", "OPT (bound)", "OPT bracket"} <= set(legend)
+    bound = next(line for line in curves.axes[1].get_lines() if line.get_label() == "OPT (bound)")
+    opt = sweep[sweep["policy"] == "OPT"]
+    np.testing.assert_allclose(bound.get_ydata(), opt["opt_lower_mb"])
+    for policy in ("LRU", "Belady"):  # no policy's traffic goes below the bound
+        assert (sweep.loc[sweep["policy"] == policy, "dram_traffic_mb"].to_numpy() >= opt["opt_lower_mb"] - 1e-9).all()
     bars = plots.metric_bars(lab.compare_policies(scored, capacity_mb=40))
     assert bars.axes[2].get_ylabel() == "total latency (ms)"
     hist = plots.reuse_distance_histogram(scored, reference=lab.generate_trace("CNN"))

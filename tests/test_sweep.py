@@ -8,7 +8,7 @@ from lab.analysis.sweep import default_capacities_mb, working_set_mb
 def test_compare_policies_has_one_row_per_policy_and_scores_for_ml():
     trace = lab.generate_trace("Transformer", num_layers=3)
     table = lab.compare_policies(trace, capacity_mb=32)
-    assert table.index.tolist() == lab.policy_names()
+    assert table.index.tolist() == [*lab.policy_names(), "OPT"]
     assert table["cache_hits"].dtype.kind == "i"
     ml = lab.simulate(lab.score(trace), "ML", 32).metrics
     assert table.loc["ML", "dram_accesses"] == ml["dram_accesses"]
@@ -16,10 +16,36 @@ def test_compare_policies_has_one_row_per_policy_and_scores_for_ml():
 
 def test_sweep_is_long_form_and_matches_single_runs():
     trace = lab.generate_trace("MLP", num_layers=6)
-    sweep = lab.sweep_capacity(trace, ["LRU", "opt"], capacities_mb=[8, 32, 128])
+    sweep = lab.sweep_capacity(trace, ["LRU", "min"], capacities_mb=[8, 32, 128], optimum=False)
     assert len(sweep) == 6 and set(sweep["policy"]) == {"LRU", "Belady"}
     row = sweep[(sweep["policy"] == "LRU") & (sweep["capacity_mb"] == 32)].iloc[0]
     assert row["dram_accesses"] == lab.simulate(trace, "LRU", 32).metrics["dram_accesses"]
+
+
+def test_the_optimum_is_the_bound_of_every_table_and_sweep():
+    """The OPT row holds lab.optimal's bracket; no policy's DRAM traffic is below its lower bound; gap closed is
+    measured on traffic against it (LRU 0 %)."""
+    trace = lab.score(lab.generate_trace("MoE", num_layers=3))
+    table = lab.compare_policies(trace, capacity_mb=16)
+    opt = lab.optimal(trace, 16)
+    assert table.loc["OPT", "opt_lower_mb"] == opt.lower_mb and table.loc["OPT", "opt_upper_mb"] == opt.upper_mb
+    assert table.loc["OPT", "dram_traffic_mb"] == pytest.approx(opt.upper_mb)
+    policies = table.drop(index="OPT")
+    assert (policies["dram_traffic_mb"] >= opt.lower_mb - 1e-9).all()
+    assert (policies["dram_traffic_mb"] == policies["dram_reads_mb"] + policies["dram_writes_mb"]).all()
+    assert table.loc["LRU", "gap_closed_pct"] == 0 and (table["gap_closed_pct"] <= 100 + 1e-9).all()
+    lru = table.loc["LRU", "dram_traffic_mb"]
+    assert table.loc["FIFO", "gap_closed_pct"] == pytest.approx(
+        100 * (lru - table.loc["FIFO", "dram_traffic_mb"]) / (lru - opt.lower_mb))
+    sweep = lab.sweep_capacity(trace, ["LRU", "Belady"], [4, 16, 64])
+    opt_rows = sweep[sweep["policy"] == "OPT"]
+    assert opt_rows["capacity_mb"].tolist() == [4, 16, 64]
+    for row in opt_rows.itertuples():
+        below = sweep[(sweep["capacity_mb"] == row.capacity_mb) & (sweep["policy"] != "OPT")]
+        assert (below["dram_traffic_mb"] >= row.opt_lower_mb - 1e-9).all()
+    assert "OPT" not in lab.compare_policies(trace, ["LRU"], 16, optimum=False).index
+    with pytest.raises(TypeError, match="optimum must be True or False"):
+        lab.sweep_capacity(trace, ["LRU"], [16], optimum="yes")
 
 
 def test_default_capacities_span_smallest_tensor_to_working_set():
@@ -40,7 +66,7 @@ def test_bad_capacity_in_a_sweep():
 def test_a_threaded_sweep_gives_the_same_numbers_as_runs_one_by_one(threads):
     workload = lab.encode_trace(lab.score(lab.generate_trace("Transformer", num_layers=4)))
     capacities = [1.0, 8.0, 40.0, 200.0]
-    sweep = lab.sweep_capacity(workload, None, capacities, threads=threads)
+    sweep = lab.sweep_capacity(workload, None, capacities, threads=threads, optimum=False)
     assert len(sweep) == len(capacities) * len(lab.policy_names())
     for row in sweep.itertuples():
         expected = lab.simulate(workload, row.policy, row.capacity_mb).metrics
@@ -59,7 +85,7 @@ def test_a_sweep_encodes_the_trace_once(monkeypatch):
 
 def test_policy_lists():
     trace = lab.generate_trace("MLP", num_layers=2)
-    assert lab.compare_policies(trace, "lru").index.tolist() == ["LRU"]  # one name is a list of one
+    assert lab.compare_policies(trace, "lru").index.tolist() == ["LRU", "OPT"]  # one name is a list of one
     with pytest.raises(ValueError, match="at least one policy"):
         lab.compare_policies(trace, [])
     with pytest.raises(TypeError, match="capacities_mb must be a list"):

@@ -16,7 +16,8 @@ def explorer():
 
 def test_default_explorer_shows_every_table(explorer):
     assert explorer.error is None
-    assert explorer.metrics.index.tolist() == lab.policy_names(featured=True)
+    assert explorer.metrics.index.tolist() == [*lab.policy_names(featured=True), "OPT"]
+    assert explorer.metrics.loc["OPT", "opt_lower_mb"] <= explorer.metrics["dram_traffic_mb"].min() + 1e-9
     assert set(lab.policy_names(featured=True)) >= {"LRU", "ML", "Belady"}
     assert len(explorer.ranking) == 20 and explorer.ranking["rank"].tolist() == list(range(1, 21))
     assert explorer.validation["name"].tolist()[:3] == ["reuse_entropy", "reuse_entropy_normalized",
@@ -31,8 +32,9 @@ def test_tables_follow_the_controls(explorer):
     explorer.policies.value = ("LRU", "Belady")
     trace = lab.score(lab.generate_trace("MoE", 3, 32, 128, 0.3, 0))
     expected = lab.compare_policies(trace, ["LRU", "Belady"], 32.0)
-    assert explorer.metrics.index.tolist() == ["LRU", "Belady"]
+    assert explorer.metrics.index.tolist() == ["LRU", "Belady", "OPT"]
     pd.testing.assert_series_equal(explorer.metrics["dram_accesses"], expected["dram_accesses"])
+    pd.testing.assert_series_equal(explorer.metrics["gap_closed_pct"], expected["gap_closed_pct"])
     assert explorer.metrics.loc["Belady", "dram_accesses"] <= explorer.metrics.loc["LRU", "dram_accesses"]
 
 
@@ -47,7 +49,7 @@ def test_bad_values_show_a_message_not_a_traceback(explorer):
     assert explorer.error == "choose at least one policy"
     explorer.policies.value = ("FIFO",)
     assert explorer.error is None and explorer.message.value == ""
-    assert explorer.metrics.index.tolist() == ["FIFO"]
+    assert explorer.metrics.index.tolist() == ["FIFO", "OPT"]
 
 
 def test_a_hardware_preset_brings_its_buffer_and_costs(explorer):
@@ -56,13 +58,14 @@ def test_a_hardware_preset_brings_its_buffer_and_costs(explorer):
     trace = lab.score(lab.generate_trace("Transformer"))
     expected = lab.compare_policies(trace, lab.policy_names(featured=True), capacity_mb=50.0, cost="H100-SXM5")
     assert explorer.metrics["total_latency"].tolist() == pytest.approx(expected["total_latency"].tolist())
+    assert explorer.metrics.loc["OPT", "opt_lower_mb"] == lab.optimal(trace, 50.0).lower_mb
 
 
 def test_the_capacity_sweep(explorer):
     explorer.sweep_points = 5
     explorer.run_sweep()
-    assert len(explorer.sweep) == 5 * len(lab.policy_names(featured=True))
-    assert set(explorer.sweep["policy"]) == set(lab.policy_names(featured=True))
+    assert len(explorer.sweep) == 5 * (len(lab.policy_names(featured=True)) + 1)
+    assert set(explorer.sweep["policy"]) == {*lab.policy_names(featured=True), "OPT"}
 
 
 def test_changes_are_debounced():

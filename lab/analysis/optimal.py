@@ -256,6 +256,7 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
         "byte_hit_rate": 100.0 * (bytes_total - read_bytes) / bytes_total if bytes_total else 0.0,
         "dram_reads_mb": float(bytes_to_mb(read_bytes)),
         "dram_writes_mb": float(bytes_to_mb(write_bytes)),
+        "dram_traffic_mb": float(bytes_to_mb(moved)),
         "writebacks": writebacks,
         "dead_drops": int(np.count_nonzero(workload.next_use < 0)),
         "peak_occupancy_mb": float(bytes_to_mb(np.cumsum(held).max())) if n else 0.0,

@@ -1,7 +1,11 @@
-"""Several simulations at once: every policy at one capacity, and metrics against capacity.
+"""Several simulations at once: every policy at one capacity, and metrics against capacity, each set against
+the optimum.
 
 The trace is validated and encoded once (a ``Workload``) for all the runs; a
 capacity sweep runs its simulations on threads (the engine releases the GIL).
+The bound is the optimum's bracket from ``lab.optimal`` (row ``OPT``), on DRAM
+traffic (MB read + written), not Belady: with tensors of different sizes
+Belady (MIN) is no bound.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_int, check_positive_mb
+from lab.analysis.optimal import optimal
+from lab.checks import check_bool, check_int, check_positive_mb
 from lab.learn.scoring import score
 from lab.sim.policy import Policy, get_policy, policy_names
 from lab.sim.simulate import SimulationResult, simulate
@@ -65,15 +70,51 @@ def run_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None, sco
     return results
 
 
-def metrics_table(results: dict[str, SimulationResult]) -> pd.DataFrame:
-    """The metrics of several results, one row per policy (index ``policy``)."""
-    return pd.DataFrame([{"policy": name, **r.metrics} for name, r in results.items()]).set_index("policy")
+OPTIMUM = "OPT"  # the row of the optimum in tables and sweeps
+
+
+def optimum_metrics(trace, capacity_mb: float, cost=None) -> dict:
+    """The ``OPT`` row at ``capacity_mb`` MB: the metrics of the optimum's achievable whole-tensor schedule
+    (``lab.optimal``), with its bracket on DRAM traffic, ``opt_lower_mb`` (a bound no policy beats) and
+    ``opt_upper_mb`` (that schedule's traffic), in MB."""
+    result = optimal(trace, capacity_mb, cost)
+    return {**result.metrics, "opt_lower_mb": result.lower_mb, "opt_upper_mb": result.upper_mb}
+
+
+def metrics_table(results: dict[str, SimulationResult], optimum: Optional[dict] = None) -> pd.DataFrame:
+    """The metrics of several results, one row per policy (index ``policy``); with ``optimum`` (an
+    ``optimum_metrics`` dict), an ``OPT`` row and ``gap_closed_pct`` (see ``with_gap_closed``)."""
+    rows = [{"policy": name, **r.metrics} for name, r in results.items()]
+    if optimum is not None:
+        rows.append({"policy": OPTIMUM, **optimum})
+    return with_gap_closed(pd.DataFrame(rows).set_index("policy"))
+
+
+def with_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``gap_closed_pct``: the share of LRU's excess DRAM traffic over the optimum that each row
+    removes, 100 (LRU - row) / (LRU - OPT) on ``dram_traffic_mb``, OPT being the optimum's lower bound (LRU 0 %,
+    the optimum 100 %; NaN when LRU is already optimal). Unchanged without an LRU and an OPT row."""
+    if "LRU" not in table.index or OPTIMUM not in table.index:
+        return table
+    lru = table.loc["LRU", "dram_traffic_mb"]
+    best = table.loc[OPTIMUM, "opt_lower_mb"]
+    excess = lru - best
+    table["gap_closed_pct"] = 100.0 * (lru - table["dram_traffic_mb"]) / excess if excess > 0 else np.nan
+    return table
 
 
 def compare_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None,
-                     scorer: str = "heuristic") -> pd.DataFrame:
-    """Metrics of each policy at one capacity: a DataFrame with one row per policy (see ``SimulationResult``)."""
-    return metrics_table(run_policies(trace, policies, capacity_mb, cost, scorer, per_access=False))
+                     scorer: str = "heuristic", optimum: bool = True) -> pd.DataFrame:
+    """Metrics of each policy at one capacity: a DataFrame with one row per policy (see ``SimulationResult``).
+
+    With ``optimum`` (default) a last row ``OPT`` holds the optimum's bracket
+    on DRAM traffic (``opt_lower_mb``, ``opt_upper_mb``, MB; see
+    ``optimum_metrics``) and every row its ``gap_closed_pct``.
+    """
+    check_bool("optimum", optimum)
+    workload = encode_trace(with_scores(trace, policy_list(policies), scorer))
+    results = run_policies(workload, policies, capacity_mb, cost, scorer, per_access=False)
+    return metrics_table(results, optimum_metrics(workload, capacity_mb, cost) if optimum else None)
 
 
 def working_set_mb(trace) -> float:
@@ -101,25 +142,31 @@ def _capacity_list(capacities_mb) -> list[float]:
 
 
 def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]] = None, cost=None,
-                   scorer: str = "heuristic", progress: bool = False, threads: Optional[int] = None) -> pd.DataFrame:
-    """Metrics against capacity for each policy.
+                   scorer: str = "heuristic", progress: bool = False, threads: Optional[int] = None,
+                   optimum: bool = True) -> pd.DataFrame:
+    """Metrics against capacity for each policy, and the optimum.
 
     Takes a trace DataFrame or Workload, policies (default: all), capacities
     in MB (default: ``default_capacities_mb``), a cost model or preset,
     ``progress`` (show a tqdm bar: a notebook widget in Jupyter, text
-    elsewhere) and ``threads`` (simulations at once; default: one per CPU).
+    elsewhere), ``threads`` (simulations at once; default: one per CPU) and
+    ``optimum`` (default: also an ``OPT`` row per capacity with the optimum's
+    bracket, ``opt_lower_mb`` and ``opt_upper_mb``; see ``optimum_metrics``).
     The trace is encoded once; each simulation runs without the GIL. Returns
     a long DataFrame: policy, capacity_mb and every metric, one row per pair,
-    ordered by capacity then policy.
+    ordered by capacity then policy (OPT last).
     """
     chosen = policy_list(policies)
+    check_bool("optimum", optimum)
     workload = encode_trace(with_scores(trace, chosen, scorer))
     capacities = default_capacities_mb(workload) if capacities_mb is None else _capacity_list(capacities_mb)
     threads = (os.cpu_count() or 1) if threads is None else check_int("threads", threads)
-    pairs = [(capacity, policy) for capacity in capacities for policy in chosen]
+    pairs = [(capacity, policy) for capacity in capacities for policy in [*chosen, *([OPTIMUM] if optimum else [])]]
 
     def run(pair):
         capacity, policy = pair
+        if policy == OPTIMUM:
+            return {"policy": OPTIMUM, "capacity_mb": float(capacity), **optimum_metrics(workload, capacity, cost)}
         result = simulate(workload, policy, capacity, cost, per_access=False)
         return {"policy": result.policy, "capacity_mb": float(capacity), **result.metrics}
 

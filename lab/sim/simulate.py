@@ -38,7 +38,8 @@ class SimulationResult:
         included; ``bandwidth_wait_time``: ms, the DRAM-transfer part of it.
       - ``bytes_from_dram``: bytes read from DRAM; ``dram_reads_mb`` the same
         in MB; ``dram_writes_mb``: MB written to DRAM (writebacks, and writes
-        too large for the buffer); ``writebacks``: dirty evictions written
+        too large for the buffer); ``dram_traffic_mb``: the two together, what
+        ``lab.optimal`` bounds; ``writebacks``: dirty evictions written
         back; ``dead_drops``: tensors dropped after their last use;
         ``peak_occupancy_mb``: MB (MiB) resident at the fullest point.
     Per access (computed on first use from the compact ``outcome``; a
@@ -196,6 +197,7 @@ def _metrics(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostM
         "byte_hit_rate": 100.0 * float(counts[HIT_BYTES]) / bytes_total if bytes_total else 0.0,
         "dram_reads_mb": float(bytes_to_mb(bytes_read)),
         "dram_writes_mb": float(bytes_to_mb(bytes_written)),
+        "dram_traffic_mb": float(bytes_to_mb(moved)),
         "writebacks": n_writebacks,
         "dead_drops": int(counts[DROPS]),
         "peak_occupancy_mb": float(bytes_to_mb(counts[PEAK_BYTES])),

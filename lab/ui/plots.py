@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from lab.analysis.sweep import OPTIMUM
 from lab.sim.simulate import SimulationResult
 from lab.units import BYTES_PER_MB
 
-BOUND_POLICY = "Belady"
+TRAFFIC_METRICS = ("dram_traffic_mb",)  # what the optimum's bracket bounds
 
 
 def _styled(plot):
@@ -106,29 +107,41 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
 
 
 @_styled
-def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram"),
+def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_rate", "dram_traffic_mb"),
                     capacity_mb: Optional[float] = None) -> Figure:
-    """Metrics against capacity, one line per policy, Belady dashed as the bound.
+    """Metrics against capacity, one line per policy, the optimum in black as the bound.
 
     Takes ``lab.sweep_capacity`` output; ``capacity_mb`` draws a marker line.
+    On DRAM traffic (MB read + written) the optimum's bracket is shaded, from
+    its lower bound (dashed: no policy goes below it) to its achievable
+    whole-tensor schedule; on other metrics that schedule is drawn dotted (it
+    minimizes traffic, not misses, so it bounds nothing there). Belady (MIN)
+    is a policy like the others.
     """
     labels = {"cache_hit_rate": "hit rate (%)", "byte_hit_rate": "byte hit rate (%)",
-              "bytes_from_dram": "DRAM traffic (MB)", "total_latency": "total latency (ms)"}
+              "bytes_from_dram": "DRAM reads (MB)", "dram_traffic_mb": "DRAM traffic, read + written (MB)",
+              "total_latency": "total latency (ms)"}
     fig = _new_figure(5.5 * len(metrics), 4)
     axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for policy, group in sweep.groupby("policy", sort=False):
             y = group[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else group[metric]
-            bound = policy == BOUND_POLICY
-            ax.plot(group["capacity_mb"], y, marker="" if bound else "o", markersize=3,
-                    linestyle="--" if bound else "-", color="black" if bound else None,
-                    label=f"{policy} (bound)" if bound else policy)
+            if policy != OPTIMUM:
+                ax.plot(group["capacity_mb"], y, marker="o", markersize=3,
+                        label="Belady (MIN)" if policy == "Belady" else policy)
+            elif metric in TRAFFIC_METRICS:
+                ax.fill_between(group["capacity_mb"], group["opt_lower_mb"], group["opt_upper_mb"], color="black",
+                                alpha=0.15, linewidth=0, label="OPT bracket")
+                ax.plot(group["capacity_mb"], group["opt_lower_mb"], linestyle="--", color="black",
+                        label="OPT (bound)")
+            else:
+                ax.plot(group["capacity_mb"], y, linestyle=":", color="black", label="OPT schedule")
         if capacity_mb is not None:
             ax.axvline(capacity_mb, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
         ax.set_xlabel("buffer capacity (MB)")
         ax.set_ylabel(labels.get(metric, metric))
-    axes[0][0].legend(fontsize="small")
+    axes[0][-1].legend(fontsize="small")
     return fig
 
 
@@ -136,8 +149,9 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_ra
 def metric_bars(comparison: pd.DataFrame,
                 metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram", "total_latency")) -> Figure:
     """One bar chart per metric, one bar per policy; takes ``lab.compare_policies`` output."""
-    labels = {"cache_hit_rate": "hit rate (%)", "bytes_from_dram": "DRAM traffic (MB)",
-              "total_latency": "total latency (ms)", "evictions": "evictions", "byte_hit_rate": "byte hit rate (%)"}
+    labels = {"cache_hit_rate": "hit rate (%)", "bytes_from_dram": "DRAM reads (MB)",
+              "dram_traffic_mb": "DRAM traffic, read + written (MB)", "total_latency": "total latency (ms)",
+              "evictions": "evictions", "byte_hit_rate": "byte hit rate (%)"}
     fig = _new_figure(4.2 * len(metrics), 3.4)
     axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics):

@@ -2,9 +2,12 @@
 
 ``Explorer()`` shows controls (model type, layers, batch, sequence length,
 reuse probability, seed, scorer, policies, capacity, hardware preset) and,
-updated on every change (debounced), the metrics table per policy, the top-20
-eviction table, the occupancy heatmap, hit rate against capacity and the
-validation summary. Bad values show a message, never a traceback. Tests drive
+updated on every change (debounced), the metrics table per policy with the
+optimum's bracket as the bound (row ``OPT``, ``lab.optimal``; ``gap_closed_pct``
+on DRAM traffic), the top-20 eviction table, the occupancy heatmap, hit rate
+and DRAM traffic against capacity (the optimum's bracket shaded) and the
+validation summary. By default the featured policies are selected
+(``lab.policy_names(featured=True)``); every registered one can be. Bad values show a message, never a traceback. Tests drive
 it headlessly: set widget values, call ``update()``, read the tables.
 """
 
@@ -26,10 +29,11 @@ from lab.sim.cost import HARDWARE_PRESETS
 from lab.workloads.generator import MODEL_TYPES
 from lab.sim.policy import policy_names
 from lab.learn.scoring import scorer_names
-from lab.analysis.sweep import default_capacities_mb
+from lab.analysis.sweep import default_capacities_mb, optimum_metrics
 
 TABLE_COLUMNS = ["cache_hit_rate", "cache_hits", "dram_accesses", "evictions", "total_latency", "bandwidth_wait_time",
-                 "dram_reads_mb", "dram_writes_mb", "peak_occupancy_mb"]
+                 "dram_reads_mb", "dram_writes_mb", "dram_traffic_mb", "gap_closed_pct", "opt_lower_mb", "opt_upper_mb",
+                 "peak_occupancy_mb"]
 
 
 class Explorer:
@@ -134,7 +138,8 @@ class Explorer:
             return
         self.error = None
         self.message.value = ""
-        self.metrics = lab.metrics_table(results)[TABLE_COLUMNS]
+        optimum = optimum_metrics(next(iter(results.values())).workload, self.capacity_mb.value, self.hardware.value)
+        self.metrics = lab.metrics_table(results, optimum).reindex(columns=TABLE_COLUMNS)
         self.ranking = schedule.ranking
         self.validation = lab.validate(trace).to_frame()
         heat_policy = lab.get_policy(self.heatmap_policy or self.policies.value[0]).name
