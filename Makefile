@@ -33,8 +33,9 @@ app: $(STAMP) ## Serve the explorer as a web page with Voila on http://127.0.0.1
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest
 
-bench: $(STAMP) ## Run the benchmarks: simulator vs libCacheSim, pipeline cycle, captures, explorer updates
+bench: $(STAMP) ## Run the benchmarks: simulator vs libCacheSim, bounds and curves, pipeline cycle, captures, explorer updates
 	$(PY) benchmarks/bench_simulator.py
+	$(PY) benchmarks/bench_bounds.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_capture.py
 	$(PY) benchmarks/bench_explorer.py

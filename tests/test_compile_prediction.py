@@ -47,11 +47,11 @@ def test_comparison_and_gap_closed_against_the_optimum():
 
 def test_recommended_capacity_is_the_smallest_reaching_the_target():
     rng = np.random.default_rng(5)
-    trace = pd.DataFrame({"tensor_id": rng.zipf(1.4, 3000) % 300, "size_mb": 1.0})
-    prediction = lab.predict_compile(trace, capacity_mb=10)
-    assert prediction.best_hit_rate == pytest.approx(100 * (3000 - trace["tensor_id"].nunique()) / 3000)
+    trace = pd.DataFrame({"tensor_id": rng.zipf(1.4, 1200) % 150, "size_mb": 1.0})
+    prediction = lab.predict_compile(trace, capacity_mb=10, policies=["LRU"])
+    assert prediction.best_hit_rate == pytest.approx(100 * (1200 - trace["tensor_id"].nunique()) / 1200)
     none, whole = prediction.traffic_mb["no_buffer"], prediction.traffic_mb["whole_working_set"]
-    assert none == 3000 and whole == trace["tensor_id"].nunique()
+    assert none == 1200 and whole == trace["tensor_id"].nunique()
     for q, capacity in prediction.recommended_capacity_mb.items():
         # unit sizes: the optimum with bypass is Belady with bypass, and capacities that matter are whole tensors
         target = none - q * (none - whole)

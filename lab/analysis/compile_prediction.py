@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.analysis.optimal import OptimalResult, intervals_of, optimal, schedule_traffic
+from lab.analysis.optimal import OptimalResult, intervals_of, lower_bound_mb, optimal, schedule_traffic
 from lab.analysis.sweep import metrics_table, policy_list, run_policies, working_set_mb
 from lab.checks import check_positive_mb
 from lab.sim.simulate import SimulationResult
@@ -134,7 +134,7 @@ def smallest_capacity_mb(workload: Workload, target_mb: float, high_bytes: int) 
     log-spaced scan over (0, ``high_bytes``], refined by bisection to 0.1 % of the capacity. The bound is
     monotone in the capacity (a larger buffer only relaxes the flow's constraint)."""
     def reaches(capacity_bytes: int) -> bool:
-        return optimal(workload, capacity_bytes / BYTES_PER_MB).lower_mb <= target_mb + 1e-12
+        return lower_bound_mb(workload, capacity_bytes / BYTES_PER_MB) <= target_mb + 1e-12
 
     grid = np.unique(np.geomspace(1, high_bytes, 16).astype(np.int64))
     passing = next(int(c) for c in grid if reaches(int(c)))

@@ -32,10 +32,13 @@ charging nothing there keeps the bound valid. So:
   can) the flow is itself a schedule, optimal for plain traces: ``plan``
   gives each interval's kept fraction;
 - ``upper_mb`` is the exact traffic (dirty state tracked) of an achievable
-  whole-tensor schedule, the flow rounded FOO-U style: keep exactly the
-  intervals the flow keeps whole. The whole-tensor optimum with bypass lies
-  in [lower, upper]; ``method="milp"`` computes it exactly by integer
-  programming (HiGHS via scipy) on small traces.
+  whole-tensor schedule: the best of the flow rounded FOO-U style (keep
+  exactly the intervals the flow keeps whole) and the schedules of Belady
+  (MIN) with and without bypass read as kept intervals (``upper_source``
+  says which), so the upper end is never above Belady's traffic. The
+  whole-tensor optimum with bypass lies in [lower, upper]; ``method="milp"``
+  computes it exactly by integer programming (HiGHS via scipy) on small
+  traces.
 """
 
 from __future__ import annotations
@@ -129,7 +132,8 @@ class OptimalResult:
     ``SimulationResult.metrics`` for the schedule behind ``upper_mb`` (or the
     exact one). ``plan``: one row per interval (tensor_id, start and end
     access, size_mb, ``kept_fraction`` in the flow, ``kept`` in the
-    whole-tensor schedule).
+    whole-tensor schedule). ``upper_source``: which schedule gives
+    ``upper_mb`` (the flow rounding, or a Belady schedule).
     """
 
     capacity_mb: float
@@ -143,6 +147,7 @@ class OptimalResult:
     metrics: dict
     plan: pd.DataFrame = field(repr=False)
     method: str = "flow"
+    upper_source: str = "flow rounding"
 
     @property
     def gap_pct(self) -> float:
@@ -184,20 +189,27 @@ def _flow(ivs: Intervals, n: int, capacity_bytes: int):
     return around, read, write
 
 
+def check_exact_size(ivs: Intervals) -> None:
+    """ValueError when the integer program for these intervals would be too large to solve in reasonable time."""
+    m = ivs.start.shape[0]
+    if m > MAX_EXACT_INTERVALS:
+        raise ValueError(f"method='milp' solves traces of at most {MAX_EXACT_INTERVALS} intervals (reuses); this "
+                         f"one has {m}: use method='flow' (lower and upper bounds) instead")
+    gaps = int((ivs.end - ivs.start).sum())
+    if gaps > MAX_EXACT_NONZEROS:
+        raise ValueError(f"method='milp': this trace's intervals span {gaps} gaps in all, more than "
+                         f"{MAX_EXACT_NONZEROS}; use method='flow'")
+
+
 def _milp(workload: Workload, ivs: Intervals, capacity_bytes: int) -> np.ndarray:
     """The whole-tensor optimum with bypass by integer programming: which intervals to keep (bool each)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
 
+    check_exact_size(ivs)
     m = ivs.start.shape[0]
-    if m > MAX_EXACT_INTERVALS:
-        raise ValueError(f"method='milp' solves traces of at most {MAX_EXACT_INTERVALS} intervals (reuses); this "
-                         f"one has {m}: use method='flow' (lower and upper bounds) instead")
     n = workload.n_accesses
     spans = ivs.end - ivs.start
-    if int(spans.sum()) > MAX_EXACT_NONZEROS:
-        raise ValueError(f"method='milp': this trace's intervals span {int(spans.sum())} gaps in all, more than "
-                         f"{MAX_EXACT_NONZEROS}; use method='flow'")
     # variables: x (kept, binary), d (dirty at the start), b (writeback) per interval
     size = ivs.size.astype(np.float64)
     cost = np.concatenate([-size * ivs.end_reads, np.zeros(m), size * ivs.end_reads])
@@ -229,6 +241,27 @@ def _milp(workload: Workload, ivs: Intervals, capacity_bytes: int) -> np.ndarray
     if not result.success:
         raise RuntimeError(f"the integer program was not solved: {result.message}")
     return result.x[:m] > 0.5
+
+
+def _best_schedule(workload: Workload, ivs: Intervals, around: np.ndarray, capacity_bytes: int):
+    """The whole-tensor schedule with the least exact traffic among the flow rounded (keep the intervals it keeps
+    whole) and Belady's with and without bypass (an interval is kept when its end is a hit: with whole tensors
+    and no access in between, the tensor stayed resident); returns (kept, source, read bytes, write bytes). A
+    schedule read from a simulation fits the buffer, as the simulation did."""
+    from lab.sim.policy import get_policy
+    from lab.sim.simulate import simulate
+
+    candidates = [("flow rounding", (around == 0) & ivs.end_reads)]  # dropping the others costs nothing
+    for label, policy in (("Belady (bypass) schedule", get_policy("Belady", bypass=True)),
+                          ("Belady schedule", get_policy("Belady"))):
+        hit = simulate(workload, policy, capacity_bytes / BYTES_PER_MB).hit
+        candidates.append((label, hit[ivs.end] & ivs.end_reads))
+    best = None
+    for label, kept in candidates:
+        read, write, _, _ = schedule_traffic(workload, ivs, kept)
+        if best is None or read + write < best[2] + best[3]:
+            best = (kept, label, read, write)
+    return best
 
 
 def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
@@ -263,6 +296,16 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
     }
 
 
+def lower_bound_mb(trace, capacity_mb: float) -> float:
+    """``optimal(trace, capacity_mb).lower_mb`` alone (the flow, no schedule): the certified lower bound on DRAM
+    traffic (MB read + written) at ``capacity_mb`` MB. For searches over capacities."""
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
+    workload = encode_trace(trace)
+    ivs = workload.memo("intervals", lambda: intervals_of(workload))
+    _, flow_read, flow_write = _flow(ivs, workload.n_accesses, int(mb_to_bytes(capacity_mb)))
+    return float(bytes_to_mb(compulsory_read_bytes(workload) + flow_read + flow_write))
+
+
 def optimal(trace, capacity_mb: float, cost=None, method: str = "flow") -> OptimalResult:
     """The least DRAM traffic (MB read + written) any policy can reach on ``trace`` with ``capacity_mb`` MB
     (MiB) on chip, as a bracket [lower_mb, upper_mb]; see the module docstring for the model.
@@ -284,11 +327,12 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "flow") -> Optim
         raise ValueError("the trace is empty: there is nothing to bound")
     capacity_bytes = int(mb_to_bytes(capacity_mb))
     ivs = intervals_of(workload)
+    if method == "milp":
+        check_exact_size(ivs)  # before the flow: refuse at once
     around, flow_read, flow_write = _flow(ivs, workload.n_accesses, capacity_bytes)
     compulsory = compulsory_read_bytes(workload)
     lower_read, lower_write = compulsory + flow_read, flow_write
-    kept = (around == 0) & ivs.end_reads  # the intervals the flow keeps whole (the others cost nothing to drop)
-    upper_read, upper_write, _, _ = schedule_traffic(workload, ivs, kept)
+    kept, upper_source, upper_read, upper_write = _best_schedule(workload, ivs, around, capacity_bytes)
     exact = None
     if method == "milp":
         kept = _milp(workload, ivs, capacity_bytes)
@@ -315,4 +359,5 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "flow") -> Optim
         metrics=_metrics(workload, ivs, kept, capacity_bytes, cost),
         plan=plan,
         method=method,
+        upper_source=upper_source,
     )
