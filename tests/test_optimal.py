@@ -147,3 +147,19 @@ def test_bad_input():
     big = random_trace(0, n_accesses=20_000, n_tensors=100)
     with pytest.raises(ValueError, match="method='milp' solves traces of at most"):
         lab.optimal(big, 8, method="milp")
+
+
+@pytest.mark.parametrize("writes", [False, True])
+def test_highs_and_ortools_find_the_same_flow(writes):
+    """Two real solvers, one model: HiGHS' dual simplex on the flow's linear program and OR-Tools' min-cost flow
+    (exact integers) agree on the bound at every capacity."""
+    for seed in range(4):
+        trace = random_trace(seed, n_accesses=600, n_tensors=50, max_size_bytes=5000)
+        trace = _with_writes(trace, seed) if writes else trace
+        working_set = trace.drop_duplicates("tensor_id")["size_mb"].sum()
+        for fraction in (0.05, 0.2, 0.6):
+            highs = lab.optimal(trace, working_set * fraction)
+            ortools = lab.optimal(trace, working_set * fraction, solver="ortools")
+            assert round(highs.lower_mb * BYTES_PER_MB) == round(ortools.lower_mb * BYTES_PER_MB)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        lab.optimal(trace, 1.0, solver="cplex")
