@@ -138,6 +138,30 @@ def lru_hits_by_class(codes, sizes, previous_use, size_class, n_classes, capacit
 
 
 @kernel
+def hits_by_capacity(distance, access_bytes, capacities):
+    """Accesses, and their bytes, whose stack ``distance`` (bytes, -1: never a hit) fits each capacity (bytes,
+    ascending): a histogram over the capacities, then running sums; no sort of the accesses."""
+    k = capacities.shape[0]
+    count = np.zeros(k + 1, np.int64)
+    nbytes = np.zeros(k + 1, np.int64)
+    for i in range(distance.shape[0]):
+        d = distance[i]
+        if d < 0:
+            continue
+        lo = 0
+        hi = k
+        while lo < hi:  # the first capacity >= d
+            mid = (lo + hi) >> 1
+            if capacities[mid] < d:
+                lo = mid + 1
+            else:
+                hi = mid
+        count[lo] += 1
+        nbytes[lo] += access_bytes[i]
+    return np.cumsum(count[:k]), np.cumsum(nbytes[:k])
+
+
+@kernel
 def lru_stack_distances(codes, sizes, previous_use):
     """Byte stack distance of each access under LRU (bytes of the distinct tensors used since the tensor's
     previous access, plus its own size; -1 for a first access), every tensor counted."""
@@ -235,12 +259,7 @@ def _lru_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame
     n = workload.n_accesses
     if workload.n_tensors and capacity_bytes[0] >= sizes.max():  # every tensor fits every capacity: one class
         distance = lru_stack_distances(workload.codes, sizes, workload.previous_use)
-        reuse = distance >= 0
-        order = np.argsort(distance[reuse], kind="stable")
-        sorted_distance = distance[reuse][order]
-        cumulative_bytes = np.concatenate([[0], np.cumsum(workload.access_bytes[reuse][order])])
-        upto = np.searchsorted(sorted_distance, capacity_bytes, side="right")
-        hits, hit_bytes = upto, cumulative_bytes[upto]
+        hits, hit_bytes = hits_by_capacity(distance, workload.access_bytes, capacity_bytes.astype(np.int64))
     else:
         size_class = np.searchsorted(capacity_bytes, sizes, side="left").astype(np.int64)
         hits, hit_bytes = lru_hits_by_class(workload.codes, sizes, workload.previous_use, size_class,
