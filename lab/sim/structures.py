@@ -275,6 +275,14 @@ def heap_pop(h):
 
 
 @kernel(inline="always")
+def heap_replace_top(h, c, key, seq):
+    """Take out the code with the smallest (key, seq) and add code ``c`` (absent) with ``key`` and ``seq``: one
+    sift instead of a pop's and a push's."""
+    h.pos[h.codes[0]] = NONE
+    _sift_down(h, 0, c, key, seq, h.size[0])
+
+
+@kernel(inline="always")
 def heap_seq(h, c):
     """The tie-break seq of code ``c`` (present)."""
     return h.seqs[h.pos[c]]

@@ -770,20 +770,24 @@ def _hyperbolic_evict(slots, count, rng_state, n_samples, i):
     best_freq = np.int64(1)
     best_age = np.int64(0)  # no candidate yet: any beats 1 / 0
     state = rng_state[0]
-    bits = np.uint64(0)
-    for k in range(n_samples):
-        if k & 1 == 0:
-            state = state + GOLDEN
-            bits = _mix(state)
-            j = _scale(bits, n)
-        else:
-            j = _scale(bits << np.uint64(32), n)
+    for k in range(0, n_samples, 2):  # two samples per 64 random bits
+        state = state + GOLDEN
+        bits = _mix(state)
+        j = _scale(bits, n)
         f = np.int64(slots[j, H_HITS])
         age = i - np.int64(slots[j, H_ENTERED])
-        if f * best_age < best_freq * age:  # f / age < best_freq / best_age
-            best_j = j
-            best_freq = f
-            best_age = age
+        better = f * best_age < best_freq * age  # f / age < best_freq / best_age
+        best_j = j if better else best_j
+        best_freq = f if better else best_freq
+        best_age = age if better else best_age
+        if k + 1 < n_samples:
+            j = _scale(bits << np.uint64(32), n)
+            f = np.int64(slots[j, H_HITS])
+            age = i - np.int64(slots[j, H_ENTERED])
+            better = f * best_age < best_freq * age
+            best_j = j if better else best_j
+            best_freq = f if better else best_freq
+            best_age = age if better else best_age
     rng_state[0] = state
     v = np.int64(slots[best_j, P_MEMBER])
     _hyperbolic_forget(slots, count, v)

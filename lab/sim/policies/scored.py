@@ -9,7 +9,7 @@ import numpy as np
 
 from lab.compiled import kernel_array
 from lab.sim.policy import Policy, register
-from lab.sim.structures import Heap, heap_pop, heap_push, heap_remove, heap_update, new_heap
+from lab.sim.structures import Heap, heap_pop, heap_push, heap_remove, heap_replace_top, heap_update, new_heap
 
 SCORE_HINT = ("The ML policy evicts by score: score the trace first (lab.score(trace)) or add an eviction_score "
               "column")
@@ -32,25 +32,41 @@ class ML(Policy):
     class State(NamedTuple):
         heap: Heap  # the residents, keyed by (-score of their latest access, its index)
         neg_score: np.ndarray  # float64 per access
+        pending: np.ndarray  # int64[1]: 1 while the heap's top is a victim handed to the engine, not yet replaced
 
     def init_state(self, workload, capacity_bytes):
         neg_score = kernel_array(-workload.column("eviction_score", hint=SCORE_HINT), np.float64)
-        return self.State(new_heap(workload.n_tensors), neg_score)
+        return self.State(new_heap(workload.n_tensors), neg_score, np.zeros(1, np.int64))
 
+    # A miss evicts the top and inserts the new tensor: evict leaves the victim on top (pending) and insert
+    # replaces it, one sift instead of two. Any other hook first takes a pending victim out.
     @staticmethod
     def find(s, c, i, hit):
         if hit:
+            if s.pending[0]:
+                heap_pop(s.heap)
+                s.pending[0] = 0
             heap_update(s.heap, c, s.neg_score[i], i)
         return -1
 
     @staticmethod
     def insert(s, c, i):
-        heap_push(s.heap, c, s.neg_score[i], i)
+        if s.pending[0]:
+            heap_replace_top(s.heap, c, s.neg_score[i], i)
+            s.pending[0] = 0
+        else:
+            heap_push(s.heap, c, s.neg_score[i], i)
 
     @staticmethod
     def evict(s, c, i):
-        return heap_pop(s.heap)
+        if s.pending[0]:  # a second victim for the same access (sizes differ)
+            heap_pop(s.heap)
+        s.pending[0] = 1
+        return s.heap.codes[0]
 
     @staticmethod
     def remove(s, c):
+        if s.pending[0]:
+            heap_pop(s.heap)
+            s.pending[0] = 0
         heap_remove(s.heap, c)
