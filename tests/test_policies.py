@@ -94,6 +94,14 @@ def test_names_are_case_insensitive_and_aliases_resolve(name):
     assert lab.get_policy(name).name.lower() in {"lru", "fifo", "ml", "belady", "sieve"}
 
 
+def test_switches_take_only_booleans():
+    with pytest.raises(TypeError, match="Belady.bypass must be True or False"):
+        lab.get_policy("Belady", bypass="yes")
+    with pytest.raises(TypeError, match="featured must be True or False"):
+        lab.policy_names(featured=1)
+    assert lab.get_policy("Belady", bypass=True).get_params() == {"bypass": True}
+
+
 def test_opt_names_no_policy():
     """OPT is the optimum (lab.optimal), not Belady: with sizes that differ Belady is no bound."""
     with pytest.raises(ValueError, match="unknown policy 'OPT'"):

@@ -181,6 +181,7 @@ def register(cls: Type[Policy]) -> Type[Policy]:
 def policy_names(featured: bool = False) -> list[str]:
     """Names of the registered policies (aliases not repeated), in registration order; with ``featured``, only
     the classics an explorer selects by default."""
+    check_bool("featured", featured)
     return [name for name in POLICIES.names() if not featured or POLICIES[name].featured]
 
 

@@ -186,8 +186,8 @@ def _heap_settle(s):
 @kernel(inline="always")
 def ranked_add(s, c, key, seq):
     """File ``c`` (not resident) under (``key``, ``seq``), ``seq`` larger than any before: in the ring when its key
-    is at least the newest entry's, else in the heap (it waits there for the next ``ranked_min``, so that this
-    function calls nothing: a call would keep numba's reference counting of the state on every insertion)."""
+    is at least the newest entry's, else in the heap (it waits there for the next ``ranked_min``, so that an
+    insertion stays a few stores)."""
     k = s.k
     s.rec[c, KEY] = key
     s.rec[c, SEQ] = seq
@@ -258,46 +258,16 @@ def ranked_remove(s, c):
 
 
 def _evict_hook(aged: bool, sized: bool):
-    """The evict hook of a ranking: ``ranked_min`` and ``ranked_remove`` written out in the hook itself (an
-    inlined helper that takes the state adds a reference count increment and decrement of each of its arrays on
-    every eviction). ``aged``: L becomes the victim's key; ``sized``: resident bytes are kept (GDSF)."""
+    """The evict hook of a ranking: the smallest (key, seq) leaves. ``aged``: L becomes the victim's key;
+    ``sized``: resident bytes are kept (GDSF)."""
 
     def evict(s, c, i):
-        k = s.k
-        mask = s.mask
-        if s.ints[4 * k + N_WAITING] > 0:
-            _heap_admit(s)
-        front = s.ints[4 * k + FRONT]
-        back = s.ints[4 * k + BACK]
-        v = NONE
-        while front != back:
-            slot = 5 * k + RING + 2 * (front & mask)
-            u = s.ints[slot]
-            if s.ints[u] == front:
-                seq = np.int64(s.rec[u, SEQ])
-                if seq == s.ints[slot + 1]:
-                    v = u
-                    break
-                _heap_push(s, u, s.rec[u, KEY], seq)  # hit since it was filed: refiled under its current pair
-                s.ints[u] = IN_HEAP
-            front += 1  # refiled, or dead (removed)
-        if s.ints[4 * k + HEAP_SIZE] > 0:
-            t = s.ints[k]
-            if s.ints[2 * k] != np.int64(s.rec[t, SEQ]):
-                t = _heap_settle(s)
-            if v == NONE or s.rec[t, KEY] < s.rec[v, KEY] or (s.rec[t, KEY] == s.rec[v, KEY]
-                                                              and s.rec[t, SEQ] < s.rec[v, SEQ]):
-                v = t
-        if s.ints[v] == IN_HEAP:
-            _heap_remove(s, v)
-        else:
-            front += 1  # v is the ring's front
-        s.ints[v] = NONE
-        s.ints[4 * k + FRONT] = front
+        v = ranked_min(s)
+        ranked_remove(s, v)
         if aged:
-            s.floats[k + AGE] = s.rec[v, KEY]
+            s.floats[s.k + AGE] = s.rec[v, KEY]
         if sized:
-            s.ints[4 * k + USED] -= np.int64(s.rec[v, SIZE])
+            s.ints[4 * s.k + USED] -= np.int64(s.rec[v, SIZE])
         return v
 
     return evict
@@ -414,14 +384,14 @@ class LFUDA(Policy):
 # --- GDSF ------------------------------------------------------------------------------------------------
 
 COST = 1.0e6  # libCacheSim's cost of every object: priorities L + F * 1e6 / size, in double precision
-# (np.divide: the same IEEE division without Python's check for a zero divisor, whose exception path would
-# keep numba's reference counting of the state on every hit; a 0-byte tensor gets an infinite priority.)
+# (np.divide: the same IEEE division without Python's check for a zero divisor and its exception path; a
+# 0-byte tensor gets an infinite priority.)
 
 
 @kernel
 def _gdsf_admits(s, c):
     """Whether tensor ``c`` enters when it competes on arrival (``incoming_competes``): not when it would be the
-    first victim (on a tie it is the newest: a resident goes first). Called, not inlined: see ``_evict_hook``."""
+    first victim (on a tie it is the newest: a resident goes first). Called, not inlined."""
     k = s.k
     h = s.floats[k + AGE] + np.divide(COST, s.rec[c, SIZE])
     s.floats[k + INCOMING] = h

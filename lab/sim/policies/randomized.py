@@ -4,13 +4,11 @@ density among sampled candidates) and Hyperbolic (least frequency per time in th
 Each follows libCacheSim's implementation, with its random numbers from a seeded ``structures.Rng``: lab and
 libCacheSim agree on miss ratios averaged over seeds, not access by access.
 
-How the code is laid out, for speed (measured on the 2,000,000-access benchmark trace): numba gives every
-inlined function that receives the state a reference to each of its arrays, and it drops those reference
-counts again only when the code in between is straight-line. So the hot hooks (hits and insertions) are
-branch-free inline code (selects written as arithmetic), and a hook that must branch (evict, remove) calls one
-out-of-line kernel here; a call costs reference counts per array argument, so each state packs what evict
-needs into few arrays. The sampled policies keep one small row of numbers per pool slot, so that scoring a
-sampled candidate reads one row.
+How the code is laid out, for speed (measured on the 2,000,000-access benchmark trace): the hot hooks (hits
+and insertions) are short inline code, and a hook that must branch (evict, remove) calls one out-of-line
+kernel, which keeps the engine's loop small to compile. Each state packs what evict needs into few arrays
+(written when the engine still counted references per array; kept: it is compact). The sampled policies keep
+one small row of numbers per pool slot, so that scoring a sampled candidate reads one row.
 """
 
 from __future__ import annotations
@@ -70,7 +68,7 @@ def pool_remove_with_slots(members, index, count, slots, c):
 
 
 # --- LeCaR -------------------------------------------------------------------------------------------
-# LeCaR's evict runs out of line, and each array passed to it costs reference counts: its state packs what
+# LeCaR's evict runs out of line; its state packs what
 # evict needs into few arrays, ``aux`` (int64) holding the scalars, the frequency rows, the heap, the pending
 # ghost hits and the sizes at the offsets below, and ``logs`` holding the links of the frequency lists and the
 # log of evictions into ghost lists.
@@ -440,7 +438,7 @@ EXPLORE_INVERSE_PROBABILITY = 32
 EARLY_CANDIDATES = 8  # candidates sampled until 50 reconfigurations (the authors' shorter warm-up)
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 DECAY = np.float32(0.9)  # EWMA_DECAY
-# LHD's evict runs out of line, and each array passed to it costs reference counts: its state is three arrays.
+# LHD's evict runs out of line; its state is three arrays.
 # LHD.slots (int32) [row, 5]: per slot the resident's last access time, code, last two hit ages (LAST |
 # LAST_LAST << 16) and class (CLS | EXPLORER << 4), the authors' Tag; per tensor (column S_INDEX) its slot
 S_TS, S_CODE, S_AGES, S_META, S_INDEX = range(5)
