@@ -163,3 +163,14 @@ def test_highs_and_ortools_find_the_same_flow(writes):
             assert round(highs.lower_mb * BYTES_PER_MB) == round(ortools.lower_mb * BYTES_PER_MB)
     with pytest.raises(ValueError, match="solver must be one of"):
         lab.optimal(trace, 1.0, solver="cplex")
+
+
+def test_a_trace_too_large_for_the_flow_is_refused_with_the_estimate(monkeypatch):
+    from lab.analysis import optimal as optimal_module
+
+    trace = lab.generate_trace("MLP", num_layers=2)
+    monkeypatch.setattr(optimal_module, "MAX_FLOW_ACCESSES", len(trace) - 1)
+    with pytest.raises(ValueError, match=r"would need about .* GiB .* at most"):
+        lab.optimal(trace, 4)
+    with pytest.raises(ValueError, match="at most"):
+        optimal_module.lower_bound_mb(trace, 4)

@@ -341,11 +341,11 @@ def _members(s):
         return set(np.flatnonzero(s.rows[:, rz.STAMP] != rz.NOT_RESIDENT).tolist())
     if isinstance(s, lab.get_policy("LHD").State):
         codes = s.slots[:s.ints[rz.N_RESIDENT], rz.S_CODE].tolist()
-        assert all(s.slots[c, rz.S_INDEX] == j for j, c in enumerate(codes))
+        assert all(s.index[c] == j for j, c in enumerate(codes))
         return set(codes)
     if isinstance(s, lab.get_policy("Hyperbolic").State):
-        members = s.slots[:s.count[0], rz.P_MEMBER].tolist()
-        assert all(s.slots[c, rz.P_INDEX] == j for j, c in enumerate(members))
+        members = s.members[:s.count[0]].tolist()
+        assert all(s.index[c] == j for j, c in enumerate(members))
         return set(members)
     members = s.pool.members[:s.pool.count[0]].tolist()
     assert all(s.pool.index[c] == j for j, c in enumerate(members))

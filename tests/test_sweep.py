@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 import lab
@@ -44,8 +45,49 @@ def test_the_optimum_is_the_bound_of_every_table_and_sweep():
         below = sweep[(sweep["capacity_mb"] == row.capacity_mb) & (sweep["policy"] != "OPT")]
         assert (below["dram_traffic_mb"] >= row.opt_lower_mb - 1e-9).all()
     assert "OPT" not in lab.compare_policies(trace, ["LRU"], 16, optimum=False).index
-    with pytest.raises(TypeError, match="optimum must be True or False"):
+    with pytest.raises(TypeError, match="optimum must be True, False or 'auto'"):
         lab.sweep_capacity(trace, ["LRU"], [16], optimum="yes")
+
+
+def test_optimum_auto_skips_large_traces_with_a_warning(monkeypatch):
+    from lab.analysis import sweep as sweep_module
+
+    trace = lab.generate_trace("MLP", num_layers=2)
+    assert "OPT" in set(lab.sweep_capacity(trace, ["LRU"], [4])["policy"])  # small: auto includes it
+    monkeypatch.setattr(sweep_module, "AUTO_OPTIMUM_ACCESSES", len(trace) - 1)
+    with pytest.warns(UserWarning, match="optimum='auto' skips the optimum"):
+        sweep = lab.sweep_capacity(trace, ["LRU"], [4])
+    assert set(sweep["policy"]) == {"LRU"}
+    with pytest.warns(UserWarning):
+        assert "OPT" not in lab.compare_policies(trace, ["LRU"], 4).index
+    assert "OPT" in lab.compare_policies(trace, ["LRU"], 4, optimum=True).index
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_pass_rows_of_a_sweep_equal_simulation(seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 30, 600)
+    sizes = np.ones(30) if seed % 2 else rng.choice([0.25, 0.5, 1, 2, 3.5, 7], 30)
+    trace = pd.DataFrame({"tensor_id": ids, "size_mb": sizes[ids]})
+    capacities = [0.3, 1, 2, 5, 9, 40, 200]
+    auto = lab.sweep_capacity(trace, ["LRU", "Belady", "FIFO"], capacities, optimum=False, threads=1)
+    simulated = lab.sweep_capacity(trace, ["LRU", "Belady", "FIFO"], capacities, optimum=False, method="simulation")
+    one_pass = auto["algorithm"].str.startswith("one-pass")
+    assert set(auto.loc[one_pass, "policy"]) == ({"LRU", "Belady"} if seed % 2 else {"LRU"})
+    assert (auto.loc[auto["policy"] == "FIFO", "algorithm"] == "simulation").all()
+    columns = [c for c in simulated.columns if c not in ("algorithm", "peak_occupancy_mb")]
+    pd.testing.assert_frame_equal(auto[columns], simulated[columns])
+    peak = auto["peak_occupancy_mb"]
+    assert peak.isna().sum() == (0 if seed % 2 else len(capacities))  # LRU with sizes that differ: unknown
+    assert np.array_equal(peak.dropna(), simulated.loc[peak.notna(), "peak_occupancy_mb"])
+
+
+def test_method_one_pass_refuses_a_policy_without_one():
+    trace = lab.generate_trace("MLP", num_layers=2)
+    with pytest.raises(ValueError, match="no one-pass algorithm for FIFO"):
+        lab.sweep_capacity(trace, ["FIFO"], [4], method="one-pass", optimum=False)
+    with pytest.raises(ValueError, match="method must be one of"):
+        lab.sweep_capacity(trace, ["LRU"], [4], method="fast")
 
 
 def test_default_capacities_span_smallest_tensor_to_working_set():
@@ -66,7 +108,7 @@ def test_bad_capacity_in_a_sweep():
 def test_a_threaded_sweep_gives_the_same_numbers_as_runs_one_by_one(threads):
     workload = lab.encode_trace(lab.score(lab.generate_trace("Transformer", num_layers=4)))
     capacities = [1.0, 8.0, 40.0, 200.0]
-    sweep = lab.sweep_capacity(workload, None, capacities, threads=threads, optimum=False)
+    sweep = lab.sweep_capacity(workload, None, capacities, threads=threads, optimum=False, method="simulation")
     assert len(sweep) == len(capacities) * len(lab.policy_names())
     for row in sweep.itertuples():
         expected = lab.simulate(workload, row.policy, row.capacity_mb).metrics

@@ -33,12 +33,15 @@ import pandas as pd
 from lab.checks import check_int, check_number
 from lab.compiled import kernel
 from lab.sim.policy import get_policy
-from lab.sim.simulate import simulate
+from lab.sim.engine import EVICTIONS, HIT_BYTES, HITS, N_COUNTS, PEAK_BYTES, READ_BYTES
+from lab.sim.simulate import metrics_of_counts, simulate
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 
 COLUMNS = ["capacity_mb", "misses", "miss_ratio", "byte_miss_ratio", "dram_read_mb", "dram_write_mb", "algorithm"]
 OPT_BOUND = "OPT-bound"
+LRU_ALGORITHM = "one-pass LRU byte stack distances (exact)"
+OPT_ALGORITHM = "one-pass OPT stack (Mattson 1970; Belady MIN, equal sizes, exact)"
 
 
 # --- LRU: byte stack distances ----------------------------------------------------------------------
@@ -253,33 +256,103 @@ def _rows(capacities_mb, misses, read_bytes, write_bytes, workload: Workload, al
     })[COLUMNS]
 
 
-def _lru_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame:
-    capacity_bytes = mb_to_bytes(capacities_mb)
+def _lru_hits(workload: Workload, capacity_bytes: np.ndarray):
+    """LRU's hits and the bytes they serve at each capacity (bytes, ascending), in one pass."""
     sizes = workload.tensor_bytes
-    n = workload.n_accesses
     if workload.n_tensors and capacity_bytes[0] >= sizes.max():  # every tensor fits every capacity: one class
         distance = lru_stack_distances(workload.codes, sizes, workload.previous_use)
-        hits, hit_bytes = hits_by_capacity(distance, workload.access_bytes, capacity_bytes.astype(np.int64))
+        hits, hit_bytes = hits_by_capacity(distance, workload.access_bytes, capacity_bytes)
     else:
         size_class = np.searchsorted(capacity_bytes, sizes, side="left").astype(np.int64)
         hits, hit_bytes = lru_hits_by_class(workload.codes, sizes, workload.previous_use, size_class,
-                                            np.int64(len(capacity_bytes)), capacity_bytes.astype(np.int64))
-    misses = n - np.asarray(hits)
-    return _rows(capacities_mb, misses, workload.total_bytes - np.asarray(hit_bytes), np.zeros(len(misses)),
-                 workload, "one-pass LRU byte stack distances (exact)")
+                                            np.int64(len(capacity_bytes)), capacity_bytes)
+    return np.asarray(hits, np.int64), np.asarray(hit_bytes, np.int64)
 
 
-def _opt_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame:
+def _lru_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame:
+    hits, hit_bytes = _lru_hits(workload, mb_to_bytes(capacities_mb).astype(np.int64))
+    misses = workload.n_accesses - hits
+    return _rows(capacities_mb, misses, workload.total_bytes - hit_bytes, np.zeros(len(misses)),
+                 workload, LRU_ALGORITHM)
+
+
+def _opt_hits(workload: Workload, capacities_mb: np.ndarray):
+    """Belady's (MIN, equal sizes, no bypass) hits at each capacity from Mattson's OPT stack, and the depth
+    (tensors held) of each capacity."""
     size = int(workload.tensor_bytes[0])
     depths = np.floor(mb_to_bytes(capacities_mb) / size).astype(np.int64)
     max_depth = int(max(1, depths.max()))
     distance = opt_stack_distances(workload.codes, workload.next_use, np.int64(workload.n_tensors),
                                    np.int64(min(max_depth, max(workload.n_tensors, 1))))
     hit_depths = np.sort(distance[distance > 0])
-    hits = np.searchsorted(hit_depths, depths, side="right")
+    return np.searchsorted(hit_depths, depths, side="right").astype(np.int64), depths
+
+
+def _opt_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame:
+    hits, _ = _opt_hits(workload, capacities_mb)
     misses = workload.n_accesses - hits
-    return _rows(capacities_mb, misses, misses * size, np.zeros(len(misses)), workload,
-                 "one-pass OPT stack (Mattson 1970; Belady MIN, equal sizes, exact)")
+    return _rows(capacities_mb, misses, misses * int(workload.tensor_bytes[0]), np.zeros(len(misses)), workload,
+                 OPT_ALGORITHM)
+
+
+def one_pass_algorithm(workload: Workload, policy) -> Optional[str]:
+    """The one-pass algorithm that gives ``policy``'s exact curve on this workload (its name), or None: LRU
+    on plain traces, Belady without bypass on plain traces with equal sizes."""
+    if workload.has_writes or workload.n_tensors == 0:
+        return None
+    if policy.name == "LRU":
+        return LRU_ALGORITHM
+    equal_sizes = bool((workload.tensor_bytes == workload.tensor_bytes[0]).all())
+    if policy.name == "Belady" and equal_sizes and not policy.get_params().get("bypass", False):
+        return OPT_ALGORITHM
+    return None
+
+
+def one_pass_metrics(workload: Workload, policy, capacities_mb, cost) -> list[dict]:
+    """``SimulationResult.metrics`` of ``policy`` at each capacity (MB) from its one-pass algorithm (see
+    ``one_pass_algorithm``; ValueError when it has none), exact and equal to ``lab.simulate``'s, except
+    ``peak_occupancy_mb``: NaN for LRU with tensors of different sizes (a one-pass algorithm counts hits, not
+    the buffer's fill over time). Evictions: the tensors inserted (misses that fit) less those resident at the
+    end, which for both algorithms are the most recently used tensors (LRU) or a full stack (Belady)."""
+    algorithm = one_pass_algorithm(workload, policy)
+    if algorithm is None:
+        raise ValueError(f"no one-pass algorithm for {policy.name} on this trace: LRU on plain traces, Belady "
+                         "on plain traces with equal sizes")
+    capacities_mb = np.asarray(capacities_mb, np.float64)
+    capacity_bytes = mb_to_bytes(capacities_mb).astype(np.int64)
+    sizes = workload.tensor_bytes
+    n = workload.n_accesses
+    uncacheable = np.searchsorted(np.sort(workload.access_bytes), capacity_bytes, side="right")
+    uncacheable = n - uncacheable  # accesses larger than each capacity
+    if algorithm == LRU_ALGORITHM:
+        hits, hit_bytes = _lru_hits(workload, capacity_bytes)
+        last = np.flatnonzero(workload.next_use < 0)[::-1]  # each tensor's last access, most recent first
+        by_recency = sizes[workload.codes[last]]
+        resident = np.empty(len(capacity_bytes), np.int64)
+        for k, capacity in enumerate(capacity_bytes):  # the largest prefix of the recency stack that fits
+            fitting = by_recency[by_recency <= capacity]
+            resident[k] = np.searchsorted(np.cumsum(fitting), capacity, side="right")
+        equal = bool((sizes == sizes[0]).all())
+        peak = np.where(equal, resident * sizes[0], -1)
+    else:
+        hits, depths = _opt_hits(workload, capacities_mb)
+        hit_bytes = hits * int(sizes[0])
+        resident = np.minimum(depths, workload.n_tensors)
+        peak = resident * int(sizes[0])
+    misses = n - hits
+    rows = []
+    for k, capacity in enumerate(capacity_bytes):
+        counts = np.zeros(N_COUNTS, np.int64)
+        counts[HITS] = hits[k]
+        counts[HIT_BYTES] = hit_bytes[k]
+        counts[READ_BYTES] = workload.total_bytes - hit_bytes[k]
+        counts[EVICTIONS] = misses[k] - uncacheable[k] - resident[k]
+        counts[PEAK_BYTES] = max(peak[k], 0)
+        metrics = metrics_of_counts(workload, counts, int(capacity), cost)
+        if peak[k] < 0:
+            metrics["peak_occupancy_mb"] = float("nan")
+        rows.append(metrics)
+    return rows
 
 
 def _simulated(workload: Workload, policy, capacities_mb: np.ndarray, threads: int) -> pd.DataFrame:
@@ -354,10 +427,7 @@ def miss_ratio_curve(trace, policy="LRU", capacities_mb=None, sample_rate: Optio
             raise ValueError("sample_rate must be in (0, 1], got 0")
         check_int("seed", seed, 0)
         return _shards(workload, policy, capacities_mb, sample_rate, seed, threads)
-    plain = not workload.has_writes
-    equal_sizes = workload.n_tensors > 0 and bool((workload.tensor_bytes == workload.tensor_bytes[0]).all())
-    one_pass = plain and (policy.name == "LRU" or (policy.name == "Belady" and equal_sizes
-                                                       and not policy.get_params().get("bypass", False)))
+    one_pass = one_pass_algorithm(workload, policy) is not None
     if method == "one-pass" and not one_pass:
         raise ValueError(f"no one-pass algorithm for {policy.name} on this trace: LRU on plain traces, Belady on "
                          "plain traces with equal sizes")

@@ -58,6 +58,11 @@ from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 METHODS = ("flow", "milp")
 MAX_EXACT_INTERVALS = 4000  # integer programs beyond this are refused: they may run for hours
 MAX_EXACT_NONZEROS = 2_000_000
+# The flow's solvers hold the whole network in memory (HiGHS: about 5 KB per access, measured: 9.6 GB for a
+# 2,000,000-access Zipf trace) and their time grows faster than the trace (64,000 Zipf accesses: 9 s, 128,000:
+# 71 s on 2 cores): beyond this a bound would not finish in an interactive session.
+MAX_FLOW_ACCESSES = 1_000_000
+FLOW_BYTES_PER_ACCESS = 5_000
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,15 @@ def _flow(ivs: Intervals, n: int, capacity_bytes: int, solver: str = "highs"):
     return around, read, write
 
 
+def check_flow_size(workload: Workload) -> None:
+    """ValueError, with the memory estimate, for a trace too large for the flow (MAX_FLOW_ACCESSES)."""
+    n = workload.n_accesses
+    if n > MAX_FLOW_ACCESSES:
+        raise ValueError(f"the optimum's flow over {n:,} accesses would need about "
+                         f"{n * FLOW_BYTES_PER_ACCESS / 2**30:.1f} GiB and hours; lab.optimal bounds traces of at "
+                         f"most {MAX_FLOW_ACCESSES:,} accesses: bound a window of the trace (e.g. one step)")
+
+
 def check_exact_size(ivs: Intervals) -> None:
     """ValueError when the integer program for these intervals would be too large to solve in reasonable time."""
     m = ivs.start.shape[0]
@@ -339,6 +353,7 @@ def lower_bound_mb(trace, capacity_mb: float, solver: str = "highs") -> float:
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     _check_solver(solver)
     workload = encode_trace(trace)
+    check_flow_size(workload)
     ivs = workload.memo("intervals", lambda: intervals_of(workload))
     _, flow_read, flow_write = _flow(ivs, workload.n_accesses, int(mb_to_bytes(capacity_mb)), solver)
     return float(bytes_to_mb(compulsory_read_bytes(workload) + flow_read + flow_write))
@@ -373,6 +388,7 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "flow", solver: 
     workload = encode_trace(trace)
     if workload.n_accesses == 0:
         raise ValueError("the trace is empty: there is nothing to bound")
+    check_flow_size(workload)
     capacity_bytes = int(mb_to_bytes(capacity_mb))
     ivs = intervals_of(workload)
     if method == "milp":

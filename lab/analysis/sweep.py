@@ -11,15 +11,18 @@ Belady (MIN) is no bound.
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
 
+from lab.analysis.curves import one_pass_algorithm, one_pass_metrics
 from lab.analysis.optimal import optimal
-from lab.checks import check_bool, check_int, check_positive_mb
+from lab.checks import check_int, check_positive_mb
 from lab.learn.scoring import score
+from lab.sim.cost import resolve_cost
 from lab.sim.policy import Policy, get_policy, policy_names
 from lab.sim.simulate import SimulationResult, simulate
 from lab.trace.workload import Workload, encode_trace
@@ -104,17 +107,18 @@ def with_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None,
-                     scorer: str = "heuristic", optimum: bool = True) -> pd.DataFrame:
+                     scorer: str = "heuristic", optimum="auto") -> pd.DataFrame:
     """Metrics of each policy at one capacity: a DataFrame with one row per policy (see ``SimulationResult``).
 
-    With ``optimum`` (default) a last row ``OPT`` holds the optimum's bracket
-    on DRAM traffic (``opt_lower_mb``, ``opt_upper_mb``, MB; see
+    With ``optimum`` (True, or ``"auto"``, the default: on traces of at most
+    AUTO_OPTIMUM_ACCESSES accesses) a last row ``OPT`` holds the optimum's
+    bracket on DRAM traffic (``opt_lower_mb``, ``opt_upper_mb``, MB; see
     ``optimum_metrics``) and every row its ``gap_closed_pct``.
     """
-    check_bool("optimum", optimum)
     workload = encode_trace(with_scores(trace, policy_list(policies), scorer))
+    with_optimum = _wants_optimum(optimum, workload)
     results = run_policies(workload, policies, capacity_mb, cost, scorer, per_access=False)
-    return metrics_table(results, optimum_metrics(workload, capacity_mb, cost) if optimum else None)
+    return metrics_table(results, optimum_metrics(workload, capacity_mb, cost) if with_optimum else None)
 
 
 def working_set_mb(trace) -> float:
@@ -143,32 +147,58 @@ def _capacity_list(capacities_mb) -> list[float]:
 
 def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]] = None, cost=None,
                    scorer: str = "heuristic", progress: bool = False, threads: Optional[int] = None,
-                   optimum: bool = True) -> pd.DataFrame:
+                   optimum="auto", method: str = "auto") -> pd.DataFrame:
     """Metrics against capacity for each policy, and the optimum.
 
     Takes a trace DataFrame or Workload, policies (default: all), capacities
     in MB (default: ``default_capacities_mb``), a cost model or preset,
     ``progress`` (show a tqdm bar: a notebook widget in Jupyter, text
-    elsewhere), ``threads`` (simulations at once; default: one per CPU) and
-    ``optimum`` (default: also an ``OPT`` row per capacity with the optimum's
-    bracket, ``opt_lower_mb`` and ``opt_upper_mb``; see ``optimum_metrics``).
-    The trace is encoded once; each simulation runs without the GIL. Returns
-    a long DataFrame: policy, capacity_mb and every metric, one row per pair,
-    ordered by capacity then policy (OPT last).
+    elsewhere), ``threads`` (simulations at once; default: one per CPU),
+    ``optimum`` (an ``OPT`` row per capacity with the optimum's bracket,
+    ``opt_lower_mb`` and ``opt_upper_mb``, see ``optimum_metrics``: True,
+    False, or ``"auto"``, the default: on traces of at most
+    AUTO_OPTIMUM_ACCESSES accesses, with a warning when skipped) and
+    ``method``: ``"auto"`` (default: LRU, and Belady with equal sizes, from
+    their exact one-pass curves on plain traces, see ``miss_ratio_curve``;
+    every other policy simulated per capacity), ``"one-pass"`` (the same,
+    ValueError for a policy without one) or ``"simulation"`` (one
+    simulation per capacity for every policy). One-pass rows equal the
+    simulation's metrics except ``peak_occupancy_mb`` (NaN for LRU with
+    tensors of different sizes). The trace is encoded once; each simulation
+    runs without the GIL. Returns a long DataFrame: policy, capacity_mb,
+    every metric and ``algorithm`` (what produced the row), one row per
+    pair, ordered by capacity then policy (OPT last).
     """
+    if method not in SWEEP_METHODS:
+        raise ValueError(f"method must be one of {list(SWEEP_METHODS)}, got {method!r}")
     chosen = policy_list(policies)
-    check_bool("optimum", optimum)
     workload = encode_trace(with_scores(trace, chosen, scorer))
+    with_optimum = _wants_optimum(optimum, workload)
     capacities = default_capacities_mb(workload) if capacities_mb is None else _capacity_list(capacities_mb)
     threads = (os.cpu_count() or 1) if threads is None else check_int("threads", threads)
-    pairs = [(capacity, policy) for capacity in capacities for policy in [*chosen, *([OPTIMUM] if optimum else [])]]
+    cost = resolve_cost(cost)
+    one_pass = {}
+    for policy in chosen:
+        algorithm = one_pass_algorithm(workload, policy) if method != "simulation" else None
+        if algorithm is None and method == "one-pass":
+            raise ValueError(f"method='one-pass': no one-pass algorithm for {policy.name} on this trace (LRU on "
+                             "plain traces, Belady on plain traces with equal sizes); use method='auto'")
+        if algorithm is not None:
+            metrics = one_pass_metrics(workload, policy, capacities, cost)
+            one_pass[policy.name] = {c: {**m, "algorithm": algorithm} for c, m in zip(capacities, metrics)}
+    pairs = [(capacity, policy) for capacity in capacities
+             for policy in [*chosen, *([OPTIMUM] if with_optimum else [])]]
 
     def run(pair):
         capacity, policy = pair
         if policy == OPTIMUM:
-            return {"policy": OPTIMUM, "capacity_mb": float(capacity), **optimum_metrics(workload, capacity, cost)}
+            return {"policy": OPTIMUM, "capacity_mb": float(capacity), **optimum_metrics(workload, capacity, cost),
+                    "algorithm": "min-cost flow bracket (lab.optimal)"}
+        if policy.name in one_pass:
+            return {"policy": policy.name, "capacity_mb": float(capacity), **one_pass[policy.name][capacity]}
         result = simulate(workload, policy, capacity, cost, per_access=False)
-        return {"policy": result.policy, "capacity_mb": float(capacity), **result.metrics}
+        return {"policy": result.policy, "capacity_mb": float(capacity), **result.metrics,
+                "algorithm": "simulation"}
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = pool.map(run, pairs)
@@ -176,4 +206,24 @@ def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=len(pairs), desc="capacity sweep", unit="run")
-        return pd.DataFrame(list(rows))
+        table = pd.DataFrame(list(rows))
+    return table[[c for c in table.columns if c != "algorithm"] + ["algorithm"]]
+
+
+SWEEP_METHODS = ("auto", "one-pass", "simulation")
+AUTO_OPTIMUM_ACCESSES = 100_000  # optimum="auto" solves the flow up to this size: seconds per capacity
+
+
+def _wants_optimum(optimum, workload: Workload) -> bool:
+    """Whether a sweep or comparison adds the optimum's rows: ``optimum`` True or False, or ``"auto"`` (on
+    traces of at most AUTO_OPTIMUM_ACCESSES accesses; a warning says when it is skipped)."""
+    if isinstance(optimum, str) and optimum == "auto":
+        if workload.n_accesses <= AUTO_OPTIMUM_ACCESSES:
+            return True
+        warnings.warn(f"optimum='auto' skips the optimum on a trace of {workload.n_accesses:,} accesses (more "
+                      f"than {AUTO_OPTIMUM_ACCESSES:,}: its flow takes minutes per capacity); pass optimum=True "
+                      "to compute it anyway", stacklevel=3)
+        return False
+    if not isinstance(optimum, (bool, np.bool_)):
+        raise TypeError(f"optimum must be True, False or 'auto', got {optimum!r}")
+    return bool(optimum)

@@ -171,7 +171,10 @@ def _latency_ms(hit, read_bytes, write_bytes, writebacks, cost: CostModel):
             + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + cost.transfer_ms(moved))
 
 
-def _metrics(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
+def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
+    """``SimulationResult.metrics`` from the engine's counters (``engine.N_COUNTS`` int64: HITS, HIT_BYTES,
+    READ_BYTES, WRITE_BYTES, EVICTIONS, WRITEBACKS, DROPS, PEAK_BYTES) of a run on ``enc`` at
+    ``capacity_bytes``, with the latency of ``cost``: the one definition of every metric."""
     n = enc.n_accesses
     hits = int(counts[HITS])
     misses = n - hits
@@ -280,7 +283,7 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
         policy=policy.name,
         capacity_mb=capacity_mb,
         cost=cost,
-        metrics=_metrics(workload, counts, capacity_bytes, cost),
+        metrics=metrics_of_counts(workload, counts, capacity_bytes, cost),
         outcome=outcome,
         victim_access=victim_access,
         victim_code=victim_code,

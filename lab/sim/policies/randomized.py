@@ -440,8 +440,9 @@ FLT_MAX = np.float32(np.finfo(np.float32).max)
 DECAY = np.float32(0.9)  # EWMA_DECAY
 # LHD's evict runs out of line; its state is three arrays.
 # LHD.slots (int32) [row, 5]: per slot the resident's last access time, code, last two hit ages (LAST |
-# LAST_LAST << 16) and class (CLS | EXPLORER << 4), the authors' Tag; per tensor (column S_INDEX) its slot
-S_TS, S_CODE, S_AGES, S_META, S_INDEX = range(5)
+# LAST_LAST << 16) and class (CLS | EXPLORER << 4), the authors' Tag (16 bytes a row: the sampled rows stay in
+# the core's cache); LHD.index (int32) per tensor its slot, NONE when not resident
+S_TS, S_CODE, S_AGES, S_META = range(4)
 # LHD.ints: scalar integer state, then the ring of recently admitted codes (from ADMITTED, N_ADMIT long)
 TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, BUDGET, ADMIT_HEAD, N_RESIDENT, N_ADMIT = range(8)
 ADMITTED = 8
@@ -569,24 +570,24 @@ def _lhd_tag(slots, ints, age_class, rng_state, j, size, last, last_last, budget
 
 
 @kernel(inline="always")
-def _lhd_forget(slots, tables, ints, j):
+def _lhd_forget(slots, index, tables, ints, j):
     """Drop the resident in slot ``j`` (the authors' replaced(), without its statistics): the last slot moves
     into its place, and an explorer's bytes return to the explorer budget."""
     if slots[j, S_META] >= 16:
         ints[BUDGET] += np.int64(tables[F_SIZES + j])
-    slots[slots[j, S_CODE], S_INDEX] = NONE
+    index[slots[j, S_CODE]] = NONE
     last = ints[N_RESIDENT] - 1
     if j != last:
         moved = slots[last, S_CODE]
-        for col in range(S_INDEX):
+        for col in range(S_META + 1):
             slots[j, col] = slots[last, col]
         tables[F_SIZES + j] = tables[F_SIZES + last]
-        slots[moved, S_INDEX] = j
+        index[moved] = j
     ints[N_RESIDENT] = last
 
 
 @kernel
-def _lhd_evict(slots, tables, ints, rng_state, associativity):
+def _lhd_evict(slots, index, tables, ints, rng_state, associativity):
     """The authors' LHD::rank then replaced(): the least dense of the sampled candidates and the recently
     admitted; returns it. First the reconfigurations due (every ACCS_PER_RECONFIGURATION updates)."""
     while ints[NEXT_RECONF] <= 0:
@@ -617,7 +618,7 @@ def _lhd_evict(slots, tables, ints, rng_state, associativity):
     for k in range(ADMITTED, ADMITTED + ints[N_ADMIT]):
         a = ints[k]
         if a != NONE:
-            j = np.int64(slots[a, S_INDEX])
+            j = np.int64(index[a])
             if j != NONE:
                 d = _lhd_density(slots, tables, j, timestamp, shift)
                 if d < best:
@@ -627,13 +628,13 @@ def _lhd_evict(slots, tables, ints, rng_state, associativity):
     meta = slots[best_j, S_META]
     tables[T_EVICTIONS + (meta & 15) * MAX_AGE + _lhd_age(slots, best_j, timestamp, shift)] += np.float32(1.0)
     v = np.int64(slots[best_j, S_CODE])
-    _lhd_forget(slots, tables, ints, best_j)
+    _lhd_forget(slots, index, tables, ints, best_j)
     return v
 
 
 @kernel
-def _lhd_remove(slots, tables, ints, c):
-    _lhd_forget(slots, tables, ints, np.int64(slots[c, S_INDEX]))
+def _lhd_remove(slots, index, tables, ints, c):
+    _lhd_forget(slots, index, tables, ints, np.int64(index[c]))
 
 
 @register
@@ -673,7 +674,8 @@ class LHD(Policy):
     seed: int = param(0, low=0, integer=True)
 
     class State(NamedTuple):
-        slots: np.ndarray  # int32 [k, 5]: S_TS, S_CODE, S_AGES, S_META per slot; S_INDEX (slot or NONE) per tensor
+        slots: np.ndarray  # int32 [k, 4]: S_TS, S_CODE, S_AGES, S_META per slot
+        index: np.ndarray  # int32 per tensor: its slot, NONE when not resident
         tables: np.ndarray  # float32: T_DENSITY, T_HITS, T_EVICTIONS per class and age, float scalars, F_SIZES
         ints: np.ndarray  # int64: TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, BUDGET, ADMIT_HEAD, N_RESIDENT, N_ADMIT,
         #                   then the ring of recently admitted codes (NONE: empty)
@@ -701,9 +703,8 @@ class LHD(Policy):
         ints[SHIFT] = 10
         ints[BUDGET] = int(np.float32(capacity_bytes) * np.float32(0.01))  # the authors' float arithmetic
         ints[N_ADMIT] = self.admissions
-        slots = np.empty((k, 5), np.int32)
-        slots[:, S_INDEX] = NONE
-        return self.State(slots, tables, ints, HIT_AGE_CLASS, workload.tensor_bytes, new_rng(self.seed),
+        slots = np.empty((k, 4), np.int32)
+        return self.State(slots, np.full(k, NONE, np.int32), tables, ints, HIT_AGE_CLASS, workload.tensor_bytes, new_rng(self.seed),
                           self.associativity)
 
     # find and insert are straight-line code (kept inline); evict branches (out of line)
@@ -713,7 +714,7 @@ class LHD(Policy):
             slots = s.slots
             tables = s.tables
             ints = s.ints
-            j = np.int64(slots[c, S_INDEX])
+            j = np.int64(s.index[c])
             age = min((ints[TIMESTAMP] - np.int64(slots[j, S_TS])) >> ints[SHIFT], MAX_AGE - 1)
             meta = slots[j, S_META]
             tables[T_HITS + (meta & 15) * MAX_AGE + age] += np.float32(1.0)
@@ -730,7 +731,7 @@ class LHD(Policy):
         ints = s.ints
         j = ints[N_RESIDENT]
         ints[N_RESIDENT] = j + 1
-        slots[c, S_INDEX] = j
+        s.index[c] = j
         slots[j, S_CODE] = c
         size = s.sizes[c]
         tables[F_SIZES + j] = np.float32(size)
@@ -745,22 +746,25 @@ class LHD(Policy):
 
     @staticmethod
     def evict(s, c, i):
-        return _lhd_evict(s.slots, s.tables, s.ints, s.rng.state, s.associativity)
+        return _lhd_evict(s.slots, s.index, s.tables, s.ints, s.rng.state, s.associativity)
 
     @staticmethod
     def remove(s, c):
-        _lhd_remove(s.slots, s.tables, s.ints, c)
+        _lhd_remove(s.slots, s.index, s.tables, s.ints, c)
 
 
 # --- Hyperbolic ----------------------------------------------------------------------------------------
 
-# Hyperbolic.slots (int32) [row, 4]: per slot the resident's accesses since insertion, its insertion and its
-# code; per tensor (column P_INDEX) its slot, NONE when not resident. Residents fill the first ints[0] slots.
-H_HITS, H_ENTERED, P_MEMBER, P_INDEX = range(4)
+# Hyperbolic's residents fill the first count[0] slots; per slot one int64 packs what a sample reads, the
+# resident's accesses since insertion (high 32 bits) and its insertion (low 32 bits), so that the sampled
+# rows take 8 bytes each and stay in the core's cache; members (slot -> code) and index (code -> slot) apart.
+HITS_SHIFT = np.int64(32)
+ONE_HIT = np.int64(1) << HITS_SHIFT
+ENTERED_MASK = np.int64(0xFFFFFFFF)
 
 
 @kernel
-def _hyperbolic_evict(slots, count, rng_state, n_samples, i):
+def _hyperbolic_evict(packs, members, index, count, rng_state, n_samples, i):
     """The fewest accesses per unit of time in the buffer among ``n_samples`` sampled residents (two samples
     per 64 random bits); returns it, the last slot taking its place."""
     n = np.uint64(count[0])
@@ -772,42 +776,43 @@ def _hyperbolic_evict(slots, count, rng_state, n_samples, i):
         state = state + GOLDEN
         bits = _mix(state)
         j = _scale(bits, n)
-        f = np.int64(slots[j, H_HITS])
-        age = i - np.int64(slots[j, H_ENTERED])
+        p = packs[j]
+        f = p >> HITS_SHIFT
+        age = i - (p & ENTERED_MASK)
         better = f * best_age < best_freq * age  # f / age < best_freq / best_age
         best_j = j if better else best_j
         best_freq = f if better else best_freq
         best_age = age if better else best_age
         if k + 1 < n_samples:
             j = _scale(bits << np.uint64(32), n)
-            f = np.int64(slots[j, H_HITS])
-            age = i - np.int64(slots[j, H_ENTERED])
+            p = packs[j]
+            f = p >> HITS_SHIFT
+            age = i - (p & ENTERED_MASK)
             better = f * best_age < best_freq * age
             best_j = j if better else best_j
             best_freq = f if better else best_freq
             best_age = age if better else best_age
     rng_state[0] = state
-    v = np.int64(slots[best_j, P_MEMBER])
-    _hyperbolic_forget(slots, count, v)
+    v = np.int64(members[best_j])
+    _hyperbolic_forget(packs, members, index, count, v)
     return v
 
 
 @kernel(inline="always")
-def _hyperbolic_forget(slots, count, c):
-    j = slots[c, P_INDEX]
+def _hyperbolic_forget(packs, members, index, count, c):
+    j = index[c]
     last = count[0] - 1
-    moved = slots[last, P_MEMBER]
-    slots[j, H_HITS] = slots[last, H_HITS]
-    slots[j, H_ENTERED] = slots[last, H_ENTERED]
-    slots[j, P_MEMBER] = moved
-    slots[moved, P_INDEX] = j
-    slots[c, P_INDEX] = NONE
+    moved = members[last]
+    packs[j] = packs[last]
+    members[j] = moved
+    index[moved] = j
+    index[c] = NONE
     count[0] = last
 
 
 @kernel
-def _hyperbolic_remove(slots, count, c):
-    _hyperbolic_forget(slots, count, c)
+def _hyperbolic_remove(packs, members, index, count, c):
+    _hyperbolic_forget(packs, members, index, count, c)
 
 
 @register
@@ -837,7 +842,9 @@ class Hyperbolic(Policy):
     seed: int = param(0, low=0, integer=True)
 
     class State(NamedTuple):
-        slots: np.ndarray  # int32 [k, 4]: H_HITS, H_ENTERED, P_MEMBER per slot; P_INDEX per tensor
+        packs: np.ndarray  # int64 per slot: accesses since insertion << 32 | insertion
+        members: np.ndarray  # int64 per slot: its resident's code
+        index: np.ndarray  # int64 per tensor: its slot, NONE when not resident
         count: np.ndarray  # int64[1]: residents (the first slots)
         rng: Rng
         n_samples: int
@@ -848,31 +855,28 @@ class Hyperbolic(Policy):
     def init_state(self, workload, capacity_bytes):
         if workload.n_accesses >= 2**31:
             raise ValueError(f"Hyperbolic counts time in int32: at most 2**31 - 1 accesses, got {workload.n_accesses}")
-        slots = np.zeros((workload.n_tensors, 4), np.int32)
-        slots[:, P_INDEX] = NONE
-        return self.State(slots, np.zeros(1, np.int64), new_rng(self.seed), self.n_samples)
+        k = workload.n_tensors
+        return self.State(np.zeros(k, np.int64), np.zeros(k, np.int64), np.full(k, NONE, np.int64),
+                          np.zeros(1, np.int64), new_rng(self.seed), self.n_samples)
 
     @staticmethod
     def find(s, c, i, hit):
         if hit:
-            slots = s.slots
-            slots[slots[c, P_INDEX], H_HITS] += 1
+            s.packs[s.index[c]] += ONE_HIT
         return NONE
 
     @staticmethod
     def insert(s, c, i):
-        slots = s.slots
         j = s.count[0]
         s.count[0] = j + 1
-        slots[j, H_HITS] = 1
-        slots[j, H_ENTERED] = i
-        slots[j, P_MEMBER] = c
-        slots[c, P_INDEX] = j
+        s.packs[j] = ONE_HIT | i
+        s.members[j] = c
+        s.index[c] = j
 
     @staticmethod
     def evict(s, c, i):
-        return _hyperbolic_evict(s.slots, s.count, s.rng.state, s.n_samples, i)
+        return _hyperbolic_evict(s.packs, s.members, s.index, s.count, s.rng.state, s.n_samples, i)
 
     @staticmethod
     def remove(s, c):
-        _hyperbolic_remove(s.slots, s.count, c)
+        _hyperbolic_remove(s.packs, s.members, s.index, s.count, c)
