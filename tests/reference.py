@@ -33,21 +33,24 @@ def reference_simulate(tensor_ids, sizes, capacity, policy, scores=None, access=
     ML (needs ``scores``) or Belady. With ``access`` (``read``/``write`` per
     access) see ``reference_simulate_rw``.
     """
-    hits, evictions, victims, _, _, _ = reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores, access)
-    return hits, [len(e) for e in evictions], victims
+    hits, evictions, victims, _, _, _, allocated = reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores,
+                                                                          access)
+    return [h or a for h, a in zip(hits, allocated)], [len(e) for e in evictions], victims
 
 
 def reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores=None, access=None):
     """The same, with reads and writes; returns (hits, evicted per access, victims, written-back victims,
-    DRAM bytes written per access, resident bytes per access).
+    DRAM bytes written per access, resident bytes per access, write allocations per access).
 
-    A write allocates without a DRAM read and dirties the tensor; a dirty
-    victim is written back; after a tensor's last access it leaves the buffer
-    with no writeback; a write of a tensor larger than the buffer goes to DRAM.
+    A write allocates without a DRAM read and dirties the tensor (not a hit:
+    the tensor was not resident); a dirty victim is written back unless its
+    next access writes it (overwrites it whole); after a tensor's last access
+    it leaves the buffer with no writeback; a write of a tensor larger than
+    the buffer goes to DRAM.
     """
     cache: dict = {}
     used = 0
-    hits, evictions, victims, written_back, write_bytes, resident = [], [], [], [], [], []
+    hits, evictions, victims, written_back, write_bytes, resident, allocated = [], [], [], [], [], [], []
     for i, (tensor, size) in enumerate(zip(tensor_ids, sizes)):
         score = scores[i] if scores is not None else 0.0
         write = access is not None and access[i] == "write"
@@ -58,16 +61,20 @@ def reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores=None, acce
             entry.score = score
             entry.dirty = entry.dirty or write
             hits.append(True)
+            allocated.append(False)
         else:
-            hits.append(write and size <= capacity)
+            hits.append(False)
+            allocated.append(write and size <= capacity)
             if size <= capacity:
                 while used + size > capacity:
                     victim = _choose_victim(cache, policy, tensor_ids, i)
                     gone = cache.pop(victim)
                     used -= gone.size
                     victims.append((i, victim))
-                    written_back.append(gone.dirty)
-                    written += gone.size if gone.dirty else 0
+                    after = _next_access(tensor_ids, victim, i)
+                    overwritten = after != math.inf and access is not None and access[after] == "write"
+                    written_back.append(gone.dirty and not overwritten)
+                    written += gone.size if gone.dirty and not overwritten else 0
                     evicted.append(victim)
                 cache[tensor] = _Entry(size=size, inserted=i, last_access=i, score=score, dirty=write)
                 used += size
@@ -78,7 +85,7 @@ def reference_simulate_rw(tensor_ids, sizes, capacity, policy, scores=None, acce
         evictions.append(evicted)
         write_bytes.append(written)
         resident.append(used)
-    return hits, evictions, victims, written_back, write_bytes, resident
+    return hits, evictions, victims, written_back, write_bytes, resident, allocated
 
 
 def _choose_victim(cache, policy, tensor_ids, now):

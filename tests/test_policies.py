@@ -259,7 +259,7 @@ def test_contract(policy, seed, reads_and_writes):
     workload = lab.encode_trace(trace)
     result = lab.simulate(workload, policy, capacity_mb=capacity_bytes / BYTES_PER_MB)
     m = result.metrics
-    assert m["cache_hits"] + m["dram_accesses"] == m["accesses"] == len(trace)
+    assert m["cache_hits"] + m["write_allocations"] + m["dram_accesses"] == m["accesses"] == len(trace)
     assert result.resident_bytes.max() <= capacity_bytes
     assert m["peak_occupancy_mb"] * BYTES_PER_MB == result.resident_bytes.max()
     assert m["evictions"] == result.evictions_per_access.sum() == len(result.victims())
@@ -364,7 +364,7 @@ def test_invariants_on_any_trace(ids, sizes, capacity, writes, policy):
     for t in (trace, trace.drop(columns="access")):
         result = lab.simulate(t, policy, capacity_mb=capacity / BYTES_PER_MB)
         m = result.metrics
-        assert m["cache_hits"] + m["dram_accesses"] == m["accesses"] == len(ids)
+        assert m["cache_hits"] + m["write_allocations"] + m["dram_accesses"] == m["accesses"] == len(ids)
         assert 0 <= m["cache_hit_rate"] <= 100 and 0 <= m["byte_hit_rate"] <= 100
         assert result.resident_bytes.min() >= 0 and result.resident_bytes.max() <= capacity
         assert m["bytes_from_dram"] >= 0 and m["dram_writes_mb"] >= 0
@@ -380,11 +380,12 @@ def test_reads_and_writes_match_the_reference(policy, seed):
                          seed)
     capacity_bytes = [6, 40, 150, 400][seed % 4]
     sizes = np.rint(trace["size_mb"].to_numpy() * BYTES_PER_MB).astype(int)
-    hits, evicted, victims, written_back, write_bytes, resident = reference_simulate_rw(
+    hits, evicted, victims, written_back, write_bytes, resident, allocated = reference_simulate_rw(
         list(trace["tensor_id"]), list(sizes), capacity_bytes, policy, list(trace["eviction_score"]),
         list(trace["access"]))
     result = lab.simulate(trace, policy, capacity_mb=capacity_bytes / BYTES_PER_MB)
     np.testing.assert_array_equal(result.hit, hits)
+    np.testing.assert_array_equal(result.write_allocated, allocated)
     np.testing.assert_array_equal(result.evictions_per_access, [len(e) for e in evicted])
     assert list(result.victims()[["access", "tensor_id"]].itertuples(index=False, name=None)) == victims
     np.testing.assert_array_equal(result.victim_written_back, written_back)
@@ -392,8 +393,9 @@ def test_reads_and_writes_match_the_reference(policy, seed):
     np.testing.assert_array_equal(result.resident_bytes, resident)
     m = result.metrics
     assert m["writebacks"] == sum(written_back)
+    assert m["write_allocations"] == sum(allocated) and m["cache_hits"] == sum(hits)
     assert m["dram_writes_mb"] * BYTES_PER_MB == sum(write_bytes)
-    assert m["cache_hits"] + m["dram_accesses"] == m["accesses"]
+    assert m["cache_hits"] + m["write_allocations"] + m["dram_accesses"] == m["accesses"]
     assert result.latency_ms.sum() == pytest.approx(m["total_latency"])
 
 
@@ -408,7 +410,11 @@ def test_reads_and_writes_by_hand():
     })
     result = lab.simulate(trace, "LRU", capacity_mb=2)
     m = result.metrics
-    assert result.hit.tolist() == [True, False, True, True, True]
+    assert result.hit.tolist() == [False, False, False, True, True]  # a write that allocates is not a hit
+    assert result.write_allocated.tolist() == [True, False, True, False, False]
+    assert result.on_chip.tolist() == [True, False, True, True, True]
+    assert m["cache_hits"] == 2 and m["write_allocations"] == 2 and m["dram_accesses"] == 1
+    assert m["cache_hit_rate"] == 40.0 and m["read_hit_rate"] == pytest.approx(200 / 3)
     assert result.dropped.tolist() == [False, True, False, True, True]
     assert (result.resident_bytes / BYTES_PER_MB).tolist() == [1, 1, 2, 1, 0]
     assert m["dram_reads_mb"] == 1.0 and m["dram_writes_mb"] == 0.0 and m["writebacks"] == 0
@@ -417,6 +423,18 @@ def test_reads_and_writes_by_hand():
     result = lab.simulate(trace, "LRU", capacity_mb=1)
     assert result.victims()[["tensor_id", "written_back"]].values.tolist() == [["a", True], ["c", True]]
     assert result.metrics["writebacks"] == 2 and result.metrics["dram_writes_mb"] == 2.0
+
+
+def test_no_writeback_of_a_dirty_tensor_whose_next_access_overwrites_it():
+    # 1 MB buffer: b's read evicts a, dirty and still live, but a's next access writes it whole: nothing to save
+    trace = pd.DataFrame({"tensor_id": ["a", "b", "a", "b", "a"], "size_mb": 1.0,
+                          "access": ["write", "read", "write", "read", "read"]})
+    result = lab.simulate(trace, "LRU", capacity_mb=1)
+    m = result.metrics
+    victims = result.victims()[["access", "tensor_id", "written_back"]].values.tolist()
+    # a evicted at 1 (next: a write, skipped); b (clean) at 2; a evicted again at 3 (next: a read, written back)
+    assert victims == [[1, "a", False], [2, "b", False], [3, "a", True]]
+    assert m["writebacks"] == 1 and m["writebacks_skipped"] == 1 and m["dram_writes_mb"] == 1.0
 
 
 def test_a_write_too_large_for_the_buffer_goes_to_dram():

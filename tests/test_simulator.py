@@ -51,7 +51,7 @@ def test_cost_model_and_presets_change_latency_not_hits(small_trace):
 
 def test_to_frame_has_one_row_per_access(small_trace):
     frame = lab.simulate(small_trace, "FIFO", capacity_mb=20).to_frame()
-    assert list(frame.columns) == ["access", "tensor_id", "size_mb", "hit", "evictions", "resident_bytes",
+    assert list(frame.columns) == ["access", "tensor_id", "size_mb", "hit", "write_allocated", "evictions", "resident_bytes",
                                      "write_bytes", "latency_ms"]
     assert len(frame) == len(small_trace)
     assert frame["tensor_id"].tolist() == small_trace["tensor_id"].tolist()

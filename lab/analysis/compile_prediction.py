@@ -80,7 +80,7 @@ def residency_plan(result: SimulationResult) -> pd.DataFrame:
     """Per-access actions of a simulation: hit / load / stream, the tensors evicted, resident MB after."""
     enc = result.workload
     action = np.select(
-        [result.hit & result.is_write, result.hit, result.inserted],
+        [result.on_chip & result.is_write, result.hit, result.inserted],
         ["write", "hit", "load"],
         "stream",
     )

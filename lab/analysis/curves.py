@@ -33,7 +33,7 @@ import pandas as pd
 from lab.checks import check_int, check_number
 from lab.compiled import kernel
 from lab.sim.policy import get_policy
-from lab.sim.engine import EVICTIONS, HIT_BYTES, HITS, N_COUNTS, PEAK_BYTES, READ_BYTES
+from lab.sim.engine import EVICTIONS, HIT_BYTES, HITS, N_COUNTS, PEAK_BYTES, READ_BYTES, READ_HITS
 from lab.sim.simulate import metrics_of_counts, simulate
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
@@ -344,6 +344,7 @@ def one_pass_metrics(workload: Workload, policy, capacities_mb, cost) -> list[di
     for k, capacity in enumerate(capacity_bytes):
         counts = np.zeros(N_COUNTS, np.int64)
         counts[HITS] = hits[k]
+        counts[READ_HITS] = hits[k]  # a plain trace only reads
         counts[HIT_BYTES] = hit_bytes[k]
         counts[READ_BYTES] = workload.total_bytes - hit_bytes[k]
         counts[EVICTIONS] = misses[k] - uncacheable[k] - resident[k]

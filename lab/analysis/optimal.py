@@ -107,7 +107,8 @@ def dirty_states(previous_use, writes, kept_into):
 
 def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
     """Exact (read bytes, write bytes, hits, writebacks) of the whole-tensor schedule that keeps the intervals
-    ``kept`` (bool per interval) and bypasses every other, dirty state tracked along each tensor's accesses."""
+    ``kept`` (bool per interval) and bypasses every other, dirty state tracked along each tensor's accesses.
+    Hits are accesses reached with the tensor on chip (a write that allocates is not one)."""
     n = workload.n_accesses
     writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
     kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
@@ -118,7 +119,7 @@ def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
     # a writeback: an interval not kept that starts dirty and whose data is read next
     writeback = ~kept & dirty[ivs.start] & ivs.end_reads
     write_bytes = int(ivs.size[writeback].sum())
-    hits = int(np.count_nonzero(writes | kept_into))
+    hits = int(np.count_nonzero(kept_into))
     return read_bytes, write_bytes, hits, int(writeback.sum())
 
 
@@ -323,25 +324,38 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
     np.subtract.at(held, ivs.end[kept], ivs.size[kept])
     moved = read_bytes + write_bytes
     wait_ms = float(cost.transfer_ms(moved))
-    misses = n - hits
+    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
+    kept_into = np.zeros(n, np.bool_)
+    kept_into[ivs.end[kept]] = True
+    # a write not reached on chip allocates when it fits (the schedule holds it from there), else streams out
+    allocated = int(np.count_nonzero(writes & ~kept_into & (workload.access_bytes <= capacity_bytes)))
+    misses = n - hits - allocated
+    read_hits = int(np.count_nonzero(kept_into & ~writes))
+    # dirty data not kept whose next access overwrites it: dropped, not written back
+    skipped = ~kept & dirty_states(workload.previous_use, writes, kept_into)[ivs.start] & ~ivs.end_reads
+    reads = n - int(np.count_nonzero(writes))
     bytes_total = workload.total_bytes
     return {
         "cache_hits": hits,
         "dram_accesses": misses,
-        "total_latency": float(hits * cost.hit_latency_ms + (misses + writebacks) * cost.miss_latency_ms
+        "total_latency": float((hits + allocated) * cost.hit_latency_ms + (misses + writebacks) * cost.miss_latency_ms
                                + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + wait_ms),
         "evictions": int(np.count_nonzero(~kept)),
         "bandwidth_wait_time": wait_ms,
         "cache_hit_rate": 100.0 * hits / n if n else 0.0,
+        "read_hit_rate": 100.0 * read_hits / reads if reads else 0.0,
         "accesses": n,
+        "write_allocations": allocated,
+        "read_hits": read_hits,
         "compulsory_misses": int(np.count_nonzero(workload.previous_use < 0)),
         "uncacheable_accesses": int(np.count_nonzero(workload.access_bytes > capacity_bytes)),
         "bytes_from_dram": read_bytes,
-        "byte_hit_rate": 100.0 * (bytes_total - read_bytes) / bytes_total if bytes_total else 0.0,
+        "byte_hit_rate": 100.0 * float(workload.access_bytes[kept_into].sum()) / bytes_total if bytes_total else 0.0,
         "dram_reads_mb": float(bytes_to_mb(read_bytes)),
         "dram_writes_mb": float(bytes_to_mb(write_bytes)),
         "dram_traffic_mb": float(bytes_to_mb(moved)),
         "writebacks": writebacks,
+        "writebacks_skipped": int(np.count_nonzero(skipped)),
         "dead_drops": int(np.count_nonzero(workload.next_use < 0)),
         "peak_occupancy_mb": float(bytes_to_mb(np.cumsum(held).max())) if n else 0.0,
     }

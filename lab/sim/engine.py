@@ -37,8 +37,9 @@ from lab.compiled import kernel
 NO_VICTIM = -1
 
 # Counter slots of the driver's ``counts`` output.
-HITS, HIT_BYTES, READ_BYTES, WRITE_BYTES, EVICTIONS, WRITEBACKS, DROPS, PEAK_BYTES, INSERTIONS = range(9)
-N_COUNTS = 9
+(HITS, HIT_BYTES, READ_BYTES, WRITE_BYTES, EVICTIONS, WRITEBACKS, DROPS, PEAK_BYTES, INSERTIONS, READ_HITS,
+ WRITE_ALLOCATIONS, WRITEBACKS_SKIPPED) = range(12)
+N_COUNTS = 12
 # Bits of the per-access outcome.
 SERVED, INSERTED, DROPPED, STREAMED = 1, 2, 4, 8
 
@@ -75,21 +76,27 @@ HOOK_STUBS = {"find": find, "can_insert": can_insert, "evict": evict, "insert": 
 
 
 @kernel(_nrt=False)
-def _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code, victim_written_back):
+def _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, counts,
+             victim_access, victim_code, victim_written_back):
     """Take victim ``v`` out of the buffer at access ``i``: residency, its writeback when dirty (counted in
-    ``counts``), and when ``record`` the per-eviction outputs. Returns its size in bytes. Called, not inlined:
-    the loop calls it from five places, and inlining each made every policy's compile 30-50 % slower."""
+    ``counts``) unless its next access (``upcoming[v]``) overwrites it whole, and when ``record`` the
+    per-eviction outputs. Returns its size in bytes. Called, not inlined: the loop calls it from five places,
+    and inlining each made every policy's compile 30-50 % slower."""
     if v < 0 or v >= k or not resident[v]:
         raise RuntimeError("a policy hook returned a victim that is not resident")
     resident[v] = False
     size = sizes[v]
     if rw or record:
         written_back = False
-        if rw and dirty[v]:  # still live (dead tensors were dropped): write it back
+        if rw and dirty[v]:  # still live (dead tensors were dropped)
             dirty[v] = False
-            counts[WRITEBACKS] += 1
-            counts[WRITE_BYTES] += size
-            written_back = True
+            after = upcoming[v]
+            if after >= 0 and is_write[after]:  # its next access overwrites it: nothing worth writing back
+                counts[WRITEBACKS_SKIPPED] += 1
+            else:
+                counts[WRITEBACKS] += 1
+                counts[WRITE_BYTES] += size
+                written_back = True
         if record:
             m = counts[EVICTIONS]
             victim_access[m] = i
@@ -100,7 +107,7 @@ def _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access,
 
 
 def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, record, counts, resident, dirty,
-           outcome, victim_access, victim_code, victim_written_back):
+           upcoming, outcome, victim_access, victim_code, victim_written_back):
     """Replay integer-coded accesses through a buffer of ``capacity`` bytes under the policy in ``state``.
 
     Takes ``codes`` (int64 tensor per access), ``sizes`` (int64 bytes per
@@ -109,16 +116,20 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
     trace) and ``record`` (False: counters only). Fills, all allocated by the
     caller: ``counts`` (int64, the slots named above, zeros), ``resident``
     and ``dirty`` (bool per tensor, False; ``dirty`` empty for a plain
-    trace), and when ``record`` ``outcome`` (uint8 bits per access:
+    trace), ``upcoming`` (int64 per tensor: the next access of each tensor
+    after its latest, kept by the driver; empty for a plain trace), and when
+    ``record`` ``outcome`` (uint8 bits per access:
     ``SERVED`` on chip without a DRAM read, ``INSERTED`` its tensor,
     ``DROPPED`` its tensor after it, ``STREAMED`` a write to DRAM) and per
     eviction the access that caused it, the victim and whether it was
     written back (``counts[EVICTIONS]`` of them).
 
     With reads and writes a write allocates without a DRAM read and dirties
-    the tensor, evicting a dirty tensor writes it back, a tensor is dropped
-    without writeback after its last use, and a write that is not inserted
-    goes straight to DRAM.
+    the tensor, evicting a dirty tensor writes it back unless its next
+    access overwrites it, a tensor is dropped without writeback after its
+    last use, and a write that is not inserted goes straight to DRAM. A hit
+    is an access to a resident tensor; a write that allocates its tensor is
+    not a hit (``WRITE_ALLOCATIONS``).
     """
     n = codes.shape[0]
     k = sizes.shape[0]
@@ -126,22 +137,30 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
     used = 0
     peak = 0
     n_hits = 0
+    n_read_hits = 0
+    hit_bytes = 0
+    n_allocated = 0
     n_inserted = 0
     read_bytes = 0
     streamed = 0
     for i in range(n):
         c = codes[i]
+        if rw:
+            upcoming[c] = next_use[i]
         if resident[c]:
             v = find(state, c, i, True)
             if v == NO_VICTIM:
                 v = spill(state, c, i)
             while v != NO_VICTIM:
-                used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
-                                 victim_written_back)
+                used -= _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, counts,
+                                 victim_access, victim_code, victim_written_back)
                 v = spill(state, c, i)
             n_hits += 1
+            hit_bytes += sizes[c]
             if rw and is_write[i]:
                 dirty[c] = True
+            else:
+                n_read_hits += 1
             if record:
                 outcome[i] = SERVED
         else:
@@ -149,8 +168,8 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
             if v == NO_VICTIM:
                 v = spill(state, c, i)
             while v != NO_VICTIM:
-                used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
-                                 victim_written_back)
+                used -= _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, counts,
+                                 victim_access, victim_code, victim_written_back)
                 v = spill(state, c, i)
             size = sizes[c]
             write = rw and is_write[i]
@@ -159,8 +178,8 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
             while v != NO_VICTIM:
                 if v == c:
                     raise RuntimeError("a policy's spill hook evicted the tensor being served")
-                used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access, victim_code,
-                                 victim_written_back)
+                used -= _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, counts,
+                                 victim_access, victim_code, victim_written_back)
                 v = spill(state, c, i)
             if admitted:
                 while used + size > capacity:
@@ -168,8 +187,8 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
                     if v == c:  # the policy prefers to bypass the incoming tensor: it is not inserted
                         admitted = False
                         break
-                    used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access,
-                                     victim_code, victim_written_back)
+                    used -= _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, counts,
+                                     victim_access, victim_code, victim_written_back)
             if admitted:
                 insert(state, c, i)
                 resident[c] = True
@@ -179,13 +198,13 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
                 while v != NO_VICTIM:
                     if v == c:
                         raise RuntimeError("a policy's spill hook evicted the tensor it has just inserted")
-                    used -= _release(v, i, k, sizes, resident, dirty, rw, record, counts, victim_access,
-                                     victim_code, victim_written_back)
+                    used -= _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, counts,
+                                     victim_access, victim_code, victim_written_back)
                     v = spill(state, c, i)
                 if rw:
                     dirty[c] = write
                 if write:  # produced on chip: no DRAM read
-                    n_hits += 1
+                    n_allocated += 1
                 else:
                     read_bytes += size
                 if record:
@@ -208,7 +227,9 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
             if record:
                 outcome[i] |= DROPPED
     counts[HITS] = n_hits
-    counts[HIT_BYTES] = total_bytes - read_bytes - streamed  # every access is a hit, a read miss or a streamed write
+    counts[READ_HITS] = n_read_hits
+    counts[WRITE_ALLOCATIONS] = n_allocated
+    counts[HIT_BYTES] = hit_bytes
     counts[READ_BYTES] = read_bytes
     counts[PEAK_BYTES] = peak
     counts[INSERTIONS] = n_inserted

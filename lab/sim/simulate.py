@@ -11,8 +11,8 @@ import pandas as pd
 from lab.checks import check_positive_mb
 from lab.sim import engine
 from lab.sim.cost import CostModel, resolve_cost
-from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, PEAK_BYTES, READ_BYTES, SERVED,
-                            STREAMED, WRITE_BYTES, WRITEBACKS)
+from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, PEAK_BYTES, READ_BYTES, READ_HITS,
+                            SERVED, STREAMED, WRITE_ALLOCATIONS, WRITE_BYTES, WRITEBACKS, WRITEBACKS_SKIPPED)
 from lab.sim.policy import Policy, bind_hooks, get_policy
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
@@ -26,24 +26,33 @@ class SimulationResult:
     """Outcome of one simulation.
 
     ``metrics`` (a dict):
-      - ``accesses``: number of accesses; ``cache_hits`` (served on chip with
-        no DRAM read); ``dram_accesses`` (misses: DRAM reads of the whole
-        tensor, and writes of tensors larger than the buffer); ``evictions``;
-        ``compulsory_misses`` (first access of a tensor);
-        ``uncacheable_accesses`` (accesses to tensors larger than the buffer,
-        never inserted).
-      - ``cache_hit_rate``: hits / accesses, in %; ``byte_hit_rate``: bytes
-        served by hits / bytes accessed, in %.
+      - ``accesses``: number of accesses; ``cache_hits`` (accesses to a
+        resident tensor, reads or writes); ``write_allocations`` (writes that
+        put their tensor into the buffer: produced on chip, no DRAM traffic,
+        not hits); ``dram_accesses`` (misses: DRAM reads of the whole
+        tensor, and writes of tensors larger than the buffer; hits +
+        write allocations + DRAM accesses = accesses); ``read_hits`` (reads
+        of a resident tensor); ``evictions``; ``compulsory_misses`` (first
+        access of a tensor); ``uncacheable_accesses`` (accesses to tensors
+        larger than the buffer, never inserted).
+      - ``cache_hit_rate``: hits / accesses, in %; ``read_hit_rate``: read
+        hits / reads, in % (the rate a read-only view of the buffer sees);
+        ``byte_hit_rate``: bytes accessed by hits / bytes accessed, in %.
       - ``total_latency``: ms, every access's cost under ``cost``, writebacks
         included; ``bandwidth_wait_time``: ms, the DRAM-transfer part of it.
       - ``bytes_from_dram``: bytes read from DRAM; ``dram_reads_mb`` the same
         in MB; ``dram_writes_mb``: MB written to DRAM (writebacks, and writes
         too large for the buffer); ``dram_traffic_mb``: the two together, what
         ``lab.optimal`` bounds; ``writebacks``: dirty evictions written
-        back; ``dead_drops``: tensors dropped after their last use;
+        back; ``writebacks_skipped``: dirty evictions not written back because
+        the tensor's next access overwrites it whole; ``dead_drops``: tensors
+        dropped after their last use;
         ``peak_occupancy_mb``: MB (MiB) resident at the fullest point.
     Per access (computed on first use from the compact ``outcome``; a
-    ValueError when simulated with ``per_access=False``): ``hit`` (bool),
+    ValueError when simulated with ``per_access=False``): ``hit`` (bool: its
+    tensor was resident), ``write_allocated`` (bool: a write that put its
+    tensor into the buffer), ``on_chip`` (bool: no DRAM read, a hit or a
+    write allocation),
     ``inserted`` (bool: the access put its tensor into the buffer),
     ``dropped`` (bool: its tensor was dead after it and left the buffer),
     ``evictions_per_access`` (int32), ``resident_bytes`` (int64, after the
@@ -78,9 +87,20 @@ class SimulationResult:
         return total
 
     @functools.cached_property
+    def on_chip(self) -> np.ndarray:
+        """Whether each access was served on chip without a DRAM read (bool): a hit, or a write that
+        allocated its tensor."""
+        return self._bits(SERVED, "on_chip")
+
+    @functools.cached_property
     def hit(self) -> np.ndarray:
-        """Whether each access was served on chip without a DRAM read (bool; a write that allocates counts)."""
-        return self._bits(SERVED, "hit")
+        """Whether each access found its tensor resident (bool; a write that allocates is not a hit)."""
+        return self.on_chip & ~self._bits(INSERTED, "hit")
+
+    @functools.cached_property
+    def write_allocated(self) -> np.ndarray:
+        """Whether each access was a write that put its tensor into the buffer, with no DRAM read (bool)."""
+        return self.on_chip & self._bits(INSERTED, "write_allocated")
 
     @functools.cached_property
     def inserted(self) -> np.ndarray:
@@ -124,13 +144,13 @@ class SimulationResult:
     @property
     def read_bytes(self) -> np.ndarray:
         """Bytes read from DRAM at each access (int64): the whole tensor on a read miss, else 0."""
-        return np.where(~self.hit & ~self.is_write, self.workload.access_bytes, 0)
+        return np.where(~self.on_chip & ~self.is_write, self.workload.access_bytes, 0)
 
     @property
     def latency_ms(self) -> np.ndarray:
         """Cost of each access in ms under ``cost`` (float64, one per access), its writebacks included."""
-        writebacks = np.bincount(self.victim_access[self.victim_written_back], minlength=self.hit.shape[0])
-        return _latency_ms(self.hit, self.read_bytes, self.write_bytes, writebacks, self.cost)
+        writebacks = np.bincount(self.victim_access[self.victim_written_back], minlength=self.on_chip.shape[0])
+        return _latency_ms(self.on_chip, self.read_bytes, self.write_bytes, writebacks, self.cost)
 
     def to_frame(self) -> pd.DataFrame:
         """Per-access results: access, tensor_id, size_mb, hit, evictions, resident_bytes, write_bytes, latency_ms."""
@@ -141,6 +161,7 @@ class SimulationResult:
                 "tensor_id": enc.tensor_ids[enc.codes],
                 "size_mb": bytes_to_mb(enc.access_bytes),
                 "hit": self.hit,
+                "write_allocated": self.write_allocated,
                 "evictions": self.evictions_per_access,
                 "resident_bytes": self.resident_bytes,
                 "write_bytes": self.write_bytes,
@@ -162,12 +183,13 @@ class SimulationResult:
         )
 
 
-def _latency_ms(hit, read_bytes, write_bytes, writebacks, cost: CostModel):
-    """Per-access cost in ms: a hit costs ``hit_latency_ms``; each DRAM transfer (a miss, a writeback) costs
-    ``miss_latency_ms`` plus its MB times ``miss_latency_ms_per_mb`` plus its transfer time."""
+def _latency_ms(on_chip, read_bytes, write_bytes, writebacks, cost: CostModel):
+    """Per-access cost in ms: an access served on chip (a hit or a write allocation) costs ``hit_latency_ms``;
+    each DRAM transfer (a miss, a writeback) costs ``miss_latency_ms`` plus its MB times
+    ``miss_latency_ms_per_mb`` plus its transfer time."""
     moved = read_bytes + write_bytes
-    transfers = (~hit).astype(np.int64) + writebacks
-    return (np.where(hit, cost.hit_latency_ms, 0.0) + transfers * cost.miss_latency_ms
+    transfers = (~on_chip).astype(np.int64) + writebacks
+    return (np.where(on_chip, cost.hit_latency_ms, 0.0) + transfers * cost.miss_latency_ms
             + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + cost.transfer_ms(moved))
 
 
@@ -177,14 +199,16 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
     ``capacity_bytes``, with the latency of ``cost``: the one definition of every metric."""
     n = enc.n_accesses
     hits = int(counts[HITS])
-    misses = n - hits
+    allocated = int(counts[WRITE_ALLOCATIONS])
+    misses = n - hits - allocated
+    reads = n - (int(np.count_nonzero(enc.is_write)) if enc.has_writes else 0)
     bytes_total = enc.total_bytes
     bytes_read = int(counts[READ_BYTES])
     bytes_written = int(counts[WRITE_BYTES])
     n_writebacks = int(counts[WRITEBACKS])
     moved = bytes_read + bytes_written
     wait_ms = float(cost.transfer_ms(moved))
-    total_ms = (hits * cost.hit_latency_ms + (misses + n_writebacks) * cost.miss_latency_ms
+    total_ms = ((hits + allocated) * cost.hit_latency_ms + (misses + n_writebacks) * cost.miss_latency_ms
                 + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + wait_ms)
     return {
         "cache_hits": hits,
@@ -193,7 +217,10 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
         "evictions": int(counts[EVICTIONS]),
         "bandwidth_wait_time": wait_ms,
         "cache_hit_rate": 100.0 * hits / n if n else 0.0,
+        "read_hit_rate": 100.0 * int(counts[READ_HITS]) / reads if reads else 0.0,
         "accesses": n,
+        "write_allocations": allocated,
+        "read_hits": int(counts[READ_HITS]),
         "compulsory_misses": enc.n_tensors,
         "uncacheable_accesses": int(np.count_nonzero(enc.access_bytes > capacity_bytes)),
         "bytes_from_dram": bytes_read,
@@ -202,6 +229,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
         "dram_writes_mb": float(bytes_to_mb(bytes_written)),
         "dram_traffic_mb": float(bytes_to_mb(moved)),
         "writebacks": n_writebacks,
+        "writebacks_skipped": int(counts[WRITEBACKS_SKIPPED]),
         "dead_drops": int(counts[DROPS]),
         "peak_occupancy_mb": float(bytes_to_mb(counts[PEAK_BYTES])),
     }
@@ -238,7 +266,7 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
     args = (state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
             workload.is_write if rw else _EMPTY_BOOL, workload.next_use if rw else _EMPTY_INT, bool(per_access),
             counts, np.zeros(workload.n_tensors, np.bool_), np.zeros(workload.n_tensors if rw else 0, np.bool_),
-            outcome, victim_access, victim_code, written_back)
+            np.full(workload.n_tensors if rw else 0, -1, np.int64), outcome, victim_access, victim_code, written_back)
     _exact_overload(driver, args)(*args)
     m = int(counts[engine.EVICTIONS]) if per_access else 0
     return counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), written_back[:m].copy()

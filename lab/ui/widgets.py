@@ -31,8 +31,8 @@ from lab.sim.policy import policy_names
 from lab.learn.scoring import scorer_names
 from lab.analysis.sweep import default_capacities_mb, optimum_metrics
 
-TABLE_COLUMNS = ["cache_hit_rate", "cache_hits", "dram_accesses", "evictions", "total_latency", "bandwidth_wait_time",
-                 "dram_reads_mb", "dram_writes_mb", "dram_traffic_mb", "gap_closed_pct", "opt_lower_mb", "opt_upper_mb",
+TABLE_COLUMNS = ["cache_hit_rate", "read_hit_rate", "cache_hits", "dram_accesses", "evictions", "total_latency",
+                 "bandwidth_wait_time", "dram_reads_mb", "dram_writes_mb", "dram_traffic_mb", "gap_closed_pct", "opt_lower_mb", "opt_upper_mb",
                  "peak_occupancy_mb"]
 
 
