@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_int
+from lab.checks import check_int, check_number
 from lab.compiled import kernel
 from lab.units import BYTES_PER_MB
 
@@ -68,12 +68,18 @@ class CacheModel:
 
     - ``line_bytes``: bytes per simulated block (default 4096: 32 lines of
       128 B swept together; a power of two >= 128).
+    - ``effective_fraction``: the share of ``capacity_mb`` that holds
+      distinct lines (default 2/3: the 60 MB of an H200 act as 40 MB). The
+      H100/H200 L2 is two partitions joined by a crossbar, and a line that SMs
+      of both halves read can be held in both ("NVIDIA H100 Tensor Core GPU
+      Architecture" white paper, 2022; Chips and Cheese, "Nvidia's H100:
+      Funny L2, and Tons of Bandwidth", 2023). 2/3 is the one value fitted to
+      the five H200 cases in ``ground_truth/h200`` (the same for all).
     - ``alignment``: bytes to which the allocator rounds each allocation
       (512, PyTorch's CUDA caching allocator).
-    - ``tile_m``, ``tile_n``: the output tile of a GEMM thread block (128 x
-      256 and 256 x 128 are cuBLAS's usual Hopper tiles; default 128 x 256),
-      ``concurrent_tiles``: tiles in flight at once (132: one per SM of an
-      H100/H200).
+    - ``panel_fraction``: the share of the cache a GEMM library keeps for one
+      panel of its larger operand while it sweeps the smaller one past it
+      (0.5: the other half holds the swept operand's tiles and the output).
     - ``tiling``: False to skip the GEMM re-read model (whole operands are
       then read once per GEMM, as the trace says).
     - ``interleave``: a kernel sweeps its operands together: the lines of
@@ -84,17 +90,22 @@ class CacheModel:
     """
 
     line_bytes: int = 4096
+    effective_fraction: float = 2 / 3
     alignment: int = 512
-    tile_m: int = 128
-    tile_n: int = 256
-    concurrent_tiles: int = 132
+    panel_fraction: float = 0.5
     tiling: bool = True
     interleave: bool = True
     flush_at_end: bool = True
 
     def __post_init__(self):
-        for name in ("line_bytes", "alignment", "tile_m", "tile_n", "concurrent_tiles"):
+        for name in ("line_bytes", "alignment"):
             check_int(f"CacheModel.{name}", getattr(self, name))
+        check_number("CacheModel.effective_fraction", self.effective_fraction, 0, 1)
+        if self.effective_fraction == 0:
+            raise ValueError("CacheModel.effective_fraction must be in (0, 1]")
+        check_number("CacheModel.panel_fraction", self.panel_fraction, 0, 1)
+        if self.panel_fraction == 0:
+            raise ValueError("CacheModel.panel_fraction must be in (0, 1]")
         if self.line_bytes < 128 or self.line_bytes & (self.line_bytes - 1):
             raise ValueError(f"CacheModel.line_bytes must be a power of two >= 128 bytes, got {self.line_bytes}")
 
@@ -241,45 +252,39 @@ def assign_addresses(trace: pd.DataFrame, alignment: int = 512):
 def gemm_rereads(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -> np.ndarray:
     """Extra full reads of each read access's tensor caused by tiling (int64 per access, 0 for most).
 
-    For a GEMM access row (``op`` in GEMM_OPS) reading a 2-D or batched
-    operand: with output C of M x N (the op's write row's shape), the tiles in
-    flight cover ``rows = max(1, concurrent_tiles * tile_n // N)`` tile rows of
-    ``tile_m`` each, i.e. ``wave_m = rows * tile_m`` output rows per wave. The
-    B operand (K x N: the read whose last dimension is N and which is not the
-    output-shaped bias) is re-read once per wave after the first when the
-    operands do not fit in the cache: ``ceil(M / wave_m) - 1`` extra reads.
-    A (M x K) is swept once: each wave reads only its own row panels.
+    A GEMM (``op`` in GEMM_OPS) reads two matrix operands (its two largest
+    reads whose shape has more than one element per row; a bias is skipped).
+    When the larger one does not fit in ``panel_fraction`` of the cache, the
+    library blocks it into panels that do (L2-aware rasterization: the tiles
+    in flight share one panel of the larger operand) and sweeps the smaller
+    operand past each panel: the smaller operand is read ``ceil(larger /
+    (panel_fraction * capacity)) - 1`` extra times. The extra reads become
+    line accesses of the cache trace, so the cache decides which of them miss.
     """
     n = len(trace)
     extra = np.zeros(n, np.int64)
-    if not model.tiling or "op" not in trace or "shape" not in trace or "access" not in trace:
+    if not model.tiling or "op" not in trace or "access" not in trace:
         return extra
     op = trace["op"].astype(str).to_numpy()
-    is_gemm = np.isin(op, GEMM_OPS)
-    if not is_gemm.any():
-        return extra
     is_write = trace["access"].to_numpy() == "write"
-    opidx = _op_index(is_write)
-    rows = np.flatnonzero(is_gemm)
-    dims = trace["shape"].iloc[rows].astype(str).str.findall(r"\d+")
-    last = dims.map(lambda d: int(d[-1]) if d else 1).to_numpy(np.int64)  # per GEMM row, not per trace row
-    lead = dims.map(lambda d: int(np.prod([int(x) for x in d[:-1]])) if len(d) > 1 else 1).to_numpy(np.int64)
-    nbytes = np.rint(trace["size_mb"].to_numpy(np.float64)[rows] * BYTES_PER_MB).astype(np.int64)
-    sub = pd.DataFrame({"row": rows, "op": opidx[rows], "write": is_write[rows], "last": last, "lead": lead,
-                        "bytes": nbytes})
-    out = sub[sub["write"]].drop_duplicates("op").set_index("op")
-    sub = sub[~sub["write"] & sub["op"].isin(out.index)]
-    if sub.empty:
+    candidate = np.isin(op, GEMM_OPS) & ~is_write
+    if "shape" in trace:
+        shape = trace["shape"].astype(str).to_numpy()
+        candidate &= np.char.count(shape.astype(str), ",") >= 1  # a matrix: at least two dimensions
+    if not candidate.any():
         return extra
-    big_n = out.loc[sub["op"], "last"].to_numpy()
-    big_m = out.loc[sub["op"], "lead"].to_numpy()
-    out_bytes = out.loc[sub["op"], "bytes"].to_numpy()
-    total = sub.groupby("op")["bytes"].transform("sum").to_numpy() + out_bytes
-    is_b = (sub["last"].to_numpy() == big_n) & (sub["lead"].to_numpy() > 1)
-    wave_rows = np.maximum(1, model.concurrent_tiles * model.tile_n // np.maximum(big_n, 1))
-    passes = -(-big_m // (wave_rows * model.tile_m))
-    fits = total <= capacity_bytes
-    extra[sub["row"].to_numpy()[is_b & ~fits]] = (passes - 1)[is_b & ~fits]
+    rows = np.flatnonzero(candidate)
+    opidx = _op_index(is_write)[rows]
+    nbytes = np.rint(trace["size_mb"].to_numpy(np.float64)[rows] * BYTES_PER_MB).astype(np.int64)
+    order = np.lexsort((-nbytes, opidx))  # per op, largest read first
+    rows, opidx, nbytes = rows[order], opidx[order], nbytes[order]
+    first = np.ones(rows.shape[0], bool)
+    first[1:] = opidx[1:] != opidx[:-1]
+    second = np.zeros(rows.shape[0], bool)
+    second[1:] = first[:-1] & ~first[1:]
+    big = nbytes[np.flatnonzero(second) - 1]
+    panel = max(1, int(model.panel_fraction * capacity_bytes))
+    extra[rows[second]] = np.maximum(-(-big // panel) - 1, 0)
     return extra
 
 
@@ -287,7 +292,8 @@ def gemm_rereads(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) ->
 def _expand(lo, hi, repeat, is_write, op, line_bytes):
     """Line accesses of each access's byte range [lo, hi), ``1 + repeat`` times (re-reads of tiled operands).
 
-    Returns (line codes int64, is_write bool, key float64) in access order; ``key`` is the op index plus the
+    Returns (line codes int64, is_write bool, key float64, row int64: the access each comes from) in access
+    order; ``key`` is the op index plus the
     line's fractional position in its op's sweep (sorting by it interleaves the operands of one op)."""
     n = lo.shape[0]
     total = 0
@@ -296,6 +302,7 @@ def _expand(lo, hi, repeat, is_write, op, line_bytes):
     codes = np.empty(total, np.int64)
     writes = np.empty(total, np.bool_)
     key = np.empty(total, np.float64)
+    row = np.empty(total, np.int64)
     p = 0
     for i in range(n):
         first = lo[i] // line_bytes
@@ -306,20 +313,22 @@ def _expand(lo, hi, repeat, is_write, op, line_bytes):
             for b in range(first, last + 1):
                 codes[p] = b
                 writes[p] = is_write[i]
+                row[p] = i
                 key[p] = op[i] + 0.999 * (r + (b - first + 0.5) / count) / passes
                 p += 1
-    return codes, writes, key
+    return codes, writes, key, row
 
 
 def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel):
-    """The line-granular trace of ``trace`` for the cache: (codes, is_write, n_lines), codes in 0..n_lines-1."""
+    """The line-granular trace of ``trace`` for the cache: (codes, is_write, n_lines, row), codes in
+    0..n_lines-1, ``row`` the access of ``trace`` each line access comes from."""
     lo, hi = assign_addresses(trace, model.alignment)
     is_write = (trace["access"].to_numpy() == "write") if "access" in trace else np.zeros(len(trace), bool)
     repeat = gemm_rereads(trace, capacity_bytes, model)
     op = _op_index(is_write)
-    codes, writes, key = _expand(lo, hi, repeat, is_write, op, np.int64(model.line_bytes))
+    codes, writes, key, row = _expand(lo, hi, repeat, is_write, op, np.int64(model.line_bytes))
     if model.interleave:
         order = np.argsort(key, kind="stable")
-        codes, writes = codes[order], writes[order]
+        codes, writes, row = codes[order], writes[order], row[order]
     n_lines = int(codes.max()) + 1 if codes.size else 0
-    return codes, writes, n_lines
+    return codes, writes, n_lines, row

@@ -293,8 +293,10 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     dirty line is written back when evicted and, with
     ``CacheModel.flush_at_end``, at the end of the trace, whether or not it
     is used again. ``cache_model`` (a ``lab.sim.hardware.CacheModel``, default
-    its defaults: 4 KiB lines, 512 B alignment, 128 x 256 tiles, 132 tiles in
-    flight) sets its physical parameters. In cache mode the result's
+    its defaults: 4 KiB lines, 2/3 of ``capacity_mb`` effective, 512 B
+    allocator alignment, GEMM panels of half the cache) sets its physical
+    parameters; ``policy`` is the cache's replacement (FIFO reproduces the
+    H200's measured DRAM traffic best, see ``tests/test_fidelity.py``). In cache mode the result's
     ``workload`` and per-access arrays are those of the line trace, and
     ``metrics["final_writeback_mb"]`` is the MB written by the final flush
     (included in ``dram_writes_mb``).
@@ -340,7 +342,8 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
             raise ValueError("buffer='cache' needs the trace's columns: pass the DataFrame or a Workload that keeps it")
         trace = trace.trace
     encode_trace(trace)  # validates the trace (columns, sizes), as the scratchpad does
-    codes, writes, n_lines = hardware.line_trace(trace, capacity_bytes, model)
+    capacity_bytes = max(1, int(capacity_bytes * model.effective_fraction))
+    codes, writes, n_lines, rows = hardware.line_trace(trace, capacity_bytes, model)
     line = np.int64(model.line_bytes)
     workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
                         access_bytes=np.full(codes.shape[0], line, np.int64),
