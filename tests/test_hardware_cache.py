@@ -123,3 +123,16 @@ def test_h200_preset():
     h200 = lab.HARDWARE_PRESETS["h200"]
     assert h200.buffer_mb == 60.0 and h200.dram_bandwidth_gb_s == 4800.0
     assert np.isclose(h200.transfer_ms(4.8e9), 1.0)  # 4.8 GB in 1 ms
+
+
+def test_cli_simulate_takes_the_buffer(capsys, tmp_path):
+    from lab.cli import main
+
+    path = tmp_path / "t.csv"
+    trace_of([("X", 2 * LINE, "write"), ("W", 2 * LINE, "read")]).to_csv(path, index=False)
+    assert main(["simulate", "--trace", str(path), "--capacity_mb", str(2 * LINE / BYTES_PER_MB), "--buffer",
+                 "cache"]) == 0
+    out = capsys.readouterr().out
+    assert '"writebacks": 2' in out
+    assert main(["simulate", "--trace", str(path), "--buffer", "x"]) == 2
+    assert "buffer must be one of" in capsys.readouterr().err
