@@ -136,3 +136,14 @@ def test_cli_simulate_takes_the_buffer(capsys, tmp_path):
     assert '"writebacks": 2' in out
     assert main(["simulate", "--trace", str(path), "--buffer", "x"]) == 2
     assert "buffer must be one of" in capsys.readouterr().err
+
+
+def test_an_op_sweeps_its_input_and_output_together():
+    # a two-line cache; op 1 reads X (two lines, resident and dirty) and writes Y (two lines)
+    trace = trace_of([("X", 2 * LINE, "write"), ("X", 2 * LINE, "read"), ("Y", 2 * LINE, "write")])
+    one_by_one = cache(trace, capacity_bytes=2 * LINE)
+    assert one_by_one.metrics["bytes_from_dram"] == 0  # X read whole, then Y evicts it
+    swept = cache(trace, capacity_bytes=2 * LINE, model=CacheModel(line_bytes=LINE, effective_fraction=1.0,
+                                                                   tiling=False))
+    # X0, Y0 (evicts X1), X1 (a miss), Y1: Y's writes compete with X's reads
+    assert swept.metrics["bytes_from_dram"] == LINE

@@ -17,34 +17,42 @@ default). The trace is transformed, then run through the same policy engine
    its writes hit dirty lines still in the cache and coalesce, with no extra
    writeback, as on the GPU. A view id written ``base[bytes a:b]`` (how
    captures name views) addresses bytes a..b of ``base``.
-2. Lines (``expand_lines``). Each access becomes accesses to the
+2. Lines (``line_trace``). Each access becomes accesses to the
    ``line_bytes`` blocks of the address range it touches. The GPU's L2 line
    is 128 bytes (32-byte sectors); a block is a run of consecutive lines that
-   a kernel sweeping a tensor touches together, so LRU over blocks equals LRU
-   over lines except at a tensor's first and last block. Default 4 KiB, to
-   keep the number of simulated accesses ~ bytes / 4096.
-3. Tiling (``tile_operand_rereads``). A GEMM (``addmm``, ``mm``, ``bmm``,
-   ``linear``, ``matmul``, ``baddbmm``) whose operands do not fit in the
-   cache is computed by output-stationary blocking, as cuBLAS/CUTLASS do: the
-   output is cut into ``tile_m`` x ``tile_n`` tiles, processed in waves of
-   ``concurrent_tiles`` tiles (one per SM), in row-major order. Each wave
-   reads the A row-panels and B column-panels it needs; a panel read by an
-   earlier wave is re-read from DRAM unless it is still cached. The model
-   adds the re-reads analytically: the larger operand (usually B, the
-   weight, in inference) is streamed once per wave-row when it does not fit
-   in the cache next to the tiles in flight: ``passes = ceil(M / (tile_m *
-   rows_per_wave))`` reads of B instead of one (and symmetrically for A).
-   These extra reads are inserted as extra read accesses of the operand's
-   lines right after the GEMM's own, so the cache decides what hits.
-4. The cache (``lab.sim.engine`` with ``liveness=False``): write-back,
+   a kernel sweeping a tensor touches together, so LRU or FIFO over blocks
+   equals the same policy over lines except at a tensor's first and last
+   block (the five H200 cases move by < 0.5 % between 1 KiB and 16 KiB).
+   Default 4 KiB, to keep the number of simulated accesses ~ bytes / 4096.
+3. Sweeps (``CacheModel.interleave``). A kernel reads and writes its
+   operands together, not one after the other: the line accesses of one op
+   (the reads, then the writes, of consecutive trace rows) are interleaved
+   in proportion to each line's position in its operand. An elementwise op
+   on a 48 MiB tensor thus competes with its own 48 MiB output for the
+   cache, as on the GPU.
+4. Tiling (``gemm_rereads``). A GEMM (``op`` in ``GEMM_OPS``) whose larger
+   matrix operand does not fit in ``panel_fraction`` of the cache is blocked
+   by the library into panels that do (L2-aware rasterization: the tiles in
+   flight share one panel of the larger operand), and the smaller operand is
+   swept past each panel: ``ceil(larger / (panel_fraction * capacity)) - 1``
+   extra reads of the smaller operand. They become extra line accesses of
+   that operand within the op's sweep, so the cache decides which miss.
+5. The cache (``lab.sim.engine`` with ``liveness=False``): write-back,
    write-allocate without a fetch (L2 sectors carry byte masks: a full write
    fetches nothing), no knowledge of liveness (a dirty line is written back
-   when evicted, or at the end of the trace, whether or not it is used
-   again), capacity ``capacity_mb`` under the chosen policy (LRU by default).
+   when evicted, or at the end of the trace with ``flush_at_end``, whether
+   or not it is used again), ``effective_fraction`` of ``capacity_mb`` under
+   the chosen replacement policy. NVIDIA does not document the L2's
+   replacement; FIFO (a hit does not protect a line) reproduces the H200's
+   writes, LRU does not at small batch: it keeps the recycled activation
+   lines of GPT-2 batch 1 resident for the whole step (0.39x the measured
+   writes) while the GPU writes ~5 MiB of them back per layer as the weights
+   stream through.
 
 Every number this model produces is named by ``CacheModel``'s fields: the
-line size, alignment and tile shape, all physical quantities, never a
-per-model or per-case factor.
+line size, effective capacity, allocator alignment and GEMM panel share,
+all physical quantities, and the replacement policy; never a per-model or
+per-case factor.
 """
 
 from __future__ import annotations
