@@ -147,3 +147,21 @@ def test_an_op_sweeps_its_input_and_output_together():
                                                                    tiling=False))
     # X0, Y0 (evicts X1), X1 (a miss), Y1: Y's writes compete with X's reads
     assert swept.metrics["bytes_from_dram"] == LINE
+
+
+def test_cache_mode_takes_a_workload_and_reports_per_line_access():
+    trace = trace_of([("W", 3 * LINE, "read"), ("X", LINE, "write"), ("W", 3 * LINE, "read")])
+    from_frame = cache(trace)
+    from_workload = cache(lab.encode_trace(trace))
+    assert from_frame.metrics == from_workload.metrics
+    frame = from_frame.to_frame()
+    assert len(frame) == 7 and frame["hit"].tolist() == [False] * 3 + [True] * 4  # line accesses
+    assert from_frame.metrics["accesses"] == 7
+
+
+def test_cache_mode_of_a_workload_without_its_trace_is_refused(small_trace):
+    workload = lab.encode_trace(small_trace)
+    bare = lab.Workload(codes=workload.codes, tensor_bytes=workload.tensor_bytes, access_bytes=workload.access_bytes,
+                        is_write=workload.is_write, id_values=workload.id_values)
+    with pytest.raises(ValueError, match="needs the trace's columns"):
+        lab.simulate(bare, "LRU", 20, buffer="cache")
