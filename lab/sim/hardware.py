@@ -37,6 +37,11 @@ default). The trace is transformed, then run through the same policy engine
    swept past each panel: ``ceil(larger / (panel_fraction * capacity)) - 1``
    extra reads of the smaller operand. They become extra line accesses of
    that operand within the op's sweep, so the cache decides which miss.
+   Convolutions count as implicit GEMMs (activations x filters). Fused
+   attention is not expanded: a flash-attention kernel re-reads K and V of
+   one (batch, head) per block of queries, s x d elements (256 KiB at 1,024
+   tokens, d = 64, bf16), which stay cached below ~100k tokens, so it reads
+   Q, K and V once, as the trace records.
 5. The cache (``lab.sim.engine`` with ``liveness=False``): write-back,
    write-allocate without a fetch (L2 sectors carry byte masks: a full write
    fetches nothing), no knowledge of liveness (a dirty line is written back
@@ -66,7 +71,8 @@ from lab.checks import check_int, check_number
 from lab.compiled import kernel
 from lab.units import BYTES_PER_MB
 
-GEMM_OPS = ("aten.addmm", "aten.mm", "aten.bmm", "aten.linear", "aten.matmul", "aten.baddbmm")
+# Ops computed as tiled matrix products: GEMMs, and convolutions as implicit GEMMs (activations x filters).
+GEMM_OPS = ("aten.addmm", "aten.mm", "aten.bmm", "aten.linear", "aten.matmul", "aten.baddbmm", "aten.convolution")
 _VIEW = r"^(?P<base>.*)\[bytes (?P<lo>\d+):(?P<hi>\d+)\]$"
 
 
