@@ -106,7 +106,7 @@ def _generate(args):
 
 def _simulate(args):
     trace = with_scores(_load_trace(args), [args.policy], args.scorer)
-    result = lab.simulate(trace, args.policy, args.capacity_mb, args.cost)
+    result = lab.simulate(trace, args.policy, args.capacity_mb, args.cost, buffer=args.buffer)
     _write(result.to_frame(), args.out)
     _print_json(result.metrics)
 
@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     _trace_source(simulate)
     _flag(simulate, "policy", default="LRU", help=f"one of {', '.join(lab.policy_names())} (case-insensitive)")
     _capacity_and_cost(simulate)
+    _flag(simulate, "buffer", default="scratchpad",
+          help="buffer model: scratchpad (liveness-aware whole tensors) or cache (hardware L2: lines, write-back)")
     _out(simulate, "the per-access results")
     simulate.set_defaults(run=_simulate)
 

@@ -112,7 +112,7 @@ def test_ml_with_nan_scores(small_trace):
 
 
 def test_unknown_cost_preset(small_trace):
-    with pytest.raises(ValueError, match=r"hardware preset name in \['seed', 'H100-SXM5', 'A100-SXM4-40GB'\]"):
+    with pytest.raises(ValueError, match=r"hardware preset name in \['seed', 'H100-SXM5', 'H200', 'A100-SXM4-40GB'\]"):
         lab.simulate(small_trace, "LRU", cost="TPU")
 
 

@@ -91,7 +91,7 @@ def _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, co
         if rw and dirty[v]:  # still live (dead tensors were dropped)
             dirty[v] = False
             after = upcoming[v]
-            if after >= 0 and is_write[after]:  # its next access overwrites it: nothing worth writing back
+            if 0 <= after < is_write.shape[0] and is_write[after]:  # its next access overwrites it: no writeback
                 counts[WRITEBACKS_SKIPPED] += 1
             else:
                 counts[WRITEBACKS] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -248,10 +249,13 @@ def _exact_overload(driver, args):
     return compiled.entry_point if compiled is not None else driver.compile(signature)
 
 
-def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True, state=None):
+def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True, state=None,
+           liveness: bool = True, dirty=None):
     """Run the engine for ``policy`` over ``workload``: returns (counts, outcome, victim_access, victim_code,
     victim_written_back), the outputs of ``lab.sim.engine``, the per-access ones empty unless ``per_access``.
-    ``state`` (default: a fresh ``policy.init_state``) is left as the run ends, for inspection."""
+    ``state`` (default: a fresh ``policy.init_state``) is left as the run ends, for inspection.
+    ``liveness=False`` (the hardware cache) never drops a dead tensor: the engine sees no last use. ``dirty``
+    (bool per tensor, False, for a trace with writes) receives the dirty bits as the run ends."""
     bind_hooks(type(policy))
     state = policy.init_state(workload, capacity_bytes) if state is None else state
     driver = engine.drive if type(policy).__module__.startswith("lab.") else engine.drive_uncached
@@ -263,16 +267,29 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
     victim_access = np.empty(n, np.int64)
     victim_code = np.empty(n, np.int64)
     written_back = np.empty(n, np.bool_)
+    if rw:
+        # without liveness every access has a next use past the trace: nothing is dropped, and no writeback is
+        # skipped for an overwrite to come (a hardware cache knows neither)
+        n_all = workload.n_accesses
+        next_use = workload.next_use if liveness else np.full(n_all, n_all, np.int64)
+    else:
+        next_use = _EMPTY_INT
+    if dirty is None:
+        dirty = np.zeros(workload.n_tensors if rw else 0, np.bool_)
     args = (state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
-            workload.is_write if rw else _EMPTY_BOOL, workload.next_use if rw else _EMPTY_INT, bool(per_access),
-            counts, np.zeros(workload.n_tensors, np.bool_), np.zeros(workload.n_tensors if rw else 0, np.bool_),
+            workload.is_write if rw else _EMPTY_BOOL, next_use, bool(per_access),
+            counts, np.zeros(workload.n_tensors, np.bool_), dirty,
             np.full(workload.n_tensors if rw else 0, -1, np.int64), outcome, victim_access, victim_code, written_back)
     _exact_overload(driver, args)(*args)
     m = int(counts[engine.EVICTIONS]) if per_access else 0
     return counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), written_back[:m].copy()
 
 
-def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_access: bool = True) -> SimulationResult:
+BUFFERS = ("scratchpad", "cache")
+
+
+def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_access: bool = True,
+             buffer: str = "scratchpad", cache_model=None) -> SimulationResult:
     """Replay ``trace`` through an on-chip buffer of ``capacity_mb`` MB (MiB) under ``policy``.
 
     Takes a trace DataFrame (columns ``tensor_id``, ``size_mb``; the ML policy
@@ -297,15 +314,38 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     too large for the buffer goes straight to DRAM. Without the column the
     semantics are exactly the plain ones above.
 
+    ``buffer`` names the buffer model. ``"scratchpad"`` (the default) is
+    the model above: an ideal, liveness-aware buffer of whole tensors.
+    ``"cache"`` is a hardware cache (see ``lab.sim.hardware``): tensors get
+    addresses from a caching-allocator model, accesses become accesses to
+    fixed-size lines of those addresses, GEMM operands that do not fit are
+    re-read per wave of output tiles, and the buffer is write-back with no
+    knowledge of liveness: a write allocates its lines without a DRAM read, a
+    dirty line is written back when evicted and, with
+    ``CacheModel.flush_at_end``, at the end of the trace, whether or not it
+    is used again. ``cache_model`` (a ``lab.sim.hardware.CacheModel``, default
+    its defaults: 4 KiB lines, 2/3 of ``capacity_mb`` effective, 512 B
+    allocator alignment, GEMM panels of half the cache) sets its physical
+    parameters; ``policy`` is the cache's replacement (FIFO reproduces the
+    H200's measured DRAM traffic best, see ``tests/test_fidelity.py``). In cache mode the result's
+    ``workload`` and per-access arrays are those of the line trace, and
+    ``metrics["final_writeback_mb"]`` is the MB written by the final flush
+    (included in ``dram_writes_mb``).
+
     Returns a SimulationResult; its ``metrics`` times are in ms. Raises
     ValueError on a malformed trace, an unknown policy, a capacity that is not
-    a finite number > 0, or an unknown cost preset.
+    a finite number > 0, an unknown cost preset or ``buffer``; TypeError on a
+    ``cache_model`` that is not a CacheModel.
     """
+    if not isinstance(buffer, str) or buffer not in BUFFERS:
+        raise ValueError(f"buffer must be one of {list(BUFFERS)}, got {buffer!r}")
     policy = get_policy(policy)
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     cost = resolve_cost(cost)
-    workload = encode_trace(trace)
     capacity_bytes = capacity_bytes_of(capacity_mb)
+    if buffer == "cache":
+        return _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access, cache_model)
+    workload = encode_trace(trace)
     counts, outcome, victim_access, victim_code, written_back = replay(workload, policy, capacity_bytes, per_access)
     return SimulationResult(
         policy=policy.name,
@@ -319,4 +359,45 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
         workload=workload,
         per_access=bool(per_access),
         params=policy.get_params(),
+    )
+
+
+def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access, cache_model) -> SimulationResult:
+    """``simulate`` with ``buffer="cache"``: the line trace of ``lab.sim.hardware`` through the engine without
+    liveness, then the final flush of dirty lines."""
+    from lab.sim import hardware
+
+    model = hardware.resolve_cache_model(cache_model)
+    if isinstance(trace, Workload):
+        if trace.trace is None:
+            raise ValueError("buffer='cache' needs the trace's columns: pass the DataFrame or a Workload that keeps it")
+        trace = trace.trace
+    encode_trace(trace)  # validates the trace (columns, sizes), as the scratchpad does
+    capacity_bytes = max(1, int(capacity_bytes * model.effective_fraction))
+    codes, writes, n_lines, rows = hardware.line_trace(trace, capacity_bytes, model)
+    line = np.int64(model.line_bytes)
+    workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
+                        access_bytes=np.full(codes.shape[0], line, np.int64),
+                        is_write=writes if "access" in trace else _EMPTY_BOOL,
+                        id_values=np.arange(n_lines, dtype=np.int64))
+    dirty = np.zeros(n_lines if workload.has_writes else 0, np.bool_)
+    counts, outcome, victim_access, victim_code, written_back = replay(workload, policy, capacity_bytes, per_access,
+                                                                       liveness=False, dirty=dirty)
+    flushed = int(np.count_nonzero(dirty)) if model.flush_at_end else 0
+    counts[WRITE_BYTES] += flushed * line
+    counts[WRITEBACKS] += flushed
+    metrics = metrics_of_counts(workload, counts, capacity_bytes, cost)
+    metrics["final_writeback_mb"] = float(bytes_to_mb(flushed * line))
+    return SimulationResult(
+        policy=policy.name,
+        capacity_mb=capacity_mb,
+        cost=cost,
+        metrics=metrics,
+        outcome=outcome,
+        victim_access=victim_access,
+        victim_code=victim_code,
+        victim_written_back=written_back,
+        workload=workload,
+        per_access=bool(per_access),
+        params={**policy.get_params(), "buffer": "cache", **dataclasses.asdict(model)},
     )

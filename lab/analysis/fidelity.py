@@ -1,0 +1,83 @@
+"""Fidelity: lab's predicted DRAM traffic next to what a GPU measured for the same model steps.
+
+The measurements are per-kernel Nsight Compute CSVs (``ground_truth/h200/`` in
+the repository: DRAM bytes read and written by each kernel of one step on an
+NVIDIA H200, README there). ``measured_totals`` sums them per case;
+``fidelity_table`` captures each case with ``lab.capture_model``, simulates it
+under both buffer models and puts the two side by side. MB means MiB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lab.units import BYTES_PER_MB
+
+# Each measured case and the capture that reproduces its step (see ground_truth/h200/workloads.py).
+H200_CASES = {
+    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512),
+    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024),
+    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512),
+    "resnet50-fwd-b32": dict(name="resnet-50", batch_size=32),
+    "gpt2-train-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, training=True),
+}
+READ_METRIC = "dram__bytes_read.sum"
+WRITE_METRIC = "dram__bytes_write.sum"
+# The replacement policy and buffer of the H200 comparison (see lab.sim.hardware.CacheModel).
+H200_POLICY = "FIFO"
+
+
+def read_kernels(path) -> pd.DataFrame:
+    """One row per kernel launch of an Nsight Compute CSV: ID, kernel, read_bytes, write_bytes (int64)."""
+    raw = pd.read_csv(path, thousands=",", usecols=["ID", "Kernel Name", "Metric Name", "Metric Value"])
+    wide = raw.pivot_table(index=["ID", "Kernel Name"], columns="Metric Name", values="Metric Value",
+                           aggfunc="first").reset_index().sort_values("ID")
+    return pd.DataFrame({"ID": wide["ID"].to_numpy(), "kernel": wide["Kernel Name"].to_numpy(),
+                         "read_bytes": wide[READ_METRIC].to_numpy(np.int64),
+                         "write_bytes": wide[WRITE_METRIC].to_numpy(np.int64)})
+
+
+def measured_totals(directory) -> pd.DataFrame:
+    """The measured totals per case: case, kernels, read_mb, write_mb (MiB), in ``H200_CASES`` order, for the
+    cases whose CSV is in ``directory``."""
+    rows = []
+    for case in H200_CASES:
+        path = Path(directory) / f"{case}.csv"
+        if not path.exists():
+            continue
+        kernels = read_kernels(path)
+        rows.append({"case": case, "kernels": len(kernels),
+                     "read_mb": kernels["read_bytes"].sum() / BYTES_PER_MB,
+                     "write_mb": kernels["write_bytes"].sum() / BYTES_PER_MB})
+    return pd.DataFrame(rows, columns=["case", "kernels", "read_mb", "write_mb"])
+
+
+def fidelity_table(directory, cost="H200", buffers=("scratchpad", "cache"), traces=None) -> pd.DataFrame:
+    """Measured and predicted DRAM MiB per case and buffer model.
+
+    Captures each case (``traces``: an optional dict case -> trace instead),
+    simulates it at the preset's ``buffer_mb`` with LRU for the scratchpad and
+    ``H200_POLICY`` for the cache. Returns case, buffer, measured and
+    predicted read, write and total MiB, and the ratios predicted / measured.
+    """
+    from lab.sim.cost import resolve_cost
+    from lab.sim.simulate import simulate
+    from lab.workloads.models import capture_model
+
+    cost = resolve_cost(cost)
+    measured = measured_totals(directory)
+    rows = []
+    for m in measured.itertuples():
+        trace = traces[m.case] if traces is not None else capture_model(**H200_CASES[m.case])
+        for buffer in buffers:
+            policy = H200_POLICY if buffer == "cache" else "LRU"
+            got = simulate(trace, policy, cost.buffer_mb, cost=cost, per_access=False, buffer=buffer).metrics
+            read, write = got["dram_reads_mb"], got["dram_writes_mb"]
+            rows.append({"case": m.case, "buffer": buffer, "measured_read_mb": m.read_mb, "read_mb": read,
+                         "read_ratio": read / m.read_mb, "measured_write_mb": m.write_mb, "write_mb": write,
+                         "write_ratio": write / m.write_mb, "measured_total_mb": m.read_mb + m.write_mb,
+                         "total_mb": read + write, "total_ratio": (read + write) / (m.read_mb + m.write_mb)})
+    return pd.DataFrame(rows)
