@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -24,6 +26,7 @@ from lab.analysis.validation import DEFAULT_WINDOW
 from lab.trace.io import write_table
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -219,13 +222,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out_is_not_an_input(args) -> None:
+    """ValueError when ``--out`` names a file the command reads (``--trace``, ``--reference``): the results
+    would replace the input."""
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    for flag in ("trace", "reference"):
+        source = getattr(args, flag, None)
+        if source and Path(source).resolve() == Path(out).resolve():
+            raise ValueError(f"--out {out} is the --{flag} file: the results would overwrite the input; "
+                             "write them to another path")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the exit code (0, or 2 on bad input)."""
+    """Run the command line; returns the exit code (0; 2 on bad input; 130 when interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_out_is_not_an_input(args)
         args.run(args)
-    except (ValueError, OSError) as error:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (``... | head``): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print(f"python -m lab {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError, OverflowError, OSError) as error:
         print(f"python -m lab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0

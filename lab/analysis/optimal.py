@@ -52,6 +52,7 @@ import pandas as pd
 from lab.checks import check_positive_mb
 from lab.compiled import kernel
 from lab.sim.cost import CostModel, resolve_cost
+from lab.sim.simulate import compulsory_misses
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 
@@ -347,7 +348,7 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
         "accesses": n,
         "write_allocations": allocated,
         "read_hits": read_hits,
-        "compulsory_misses": int(np.count_nonzero(workload.previous_use < 0)),
+        "compulsory_misses": compulsory_misses(workload),
         "uncacheable_accesses": int(np.count_nonzero(workload.access_bytes > capacity_bytes)),
         "bytes_from_dram": read_bytes,
         "byte_hit_rate": 100.0 * float(workload.access_bytes[kept_into].sum()) / bytes_total if bytes_total else 0.0,

@@ -34,7 +34,7 @@ class SimulationResult:
         tensor, and writes of tensors larger than the buffer; hits +
         write allocations + DRAM accesses = accesses); ``read_hits`` (reads
         of a resident tensor); ``evictions``; ``compulsory_misses`` (first
-        access of a tensor); ``uncacheable_accesses`` (accesses to tensors
+        accesses of a tensor that read it: misses under any policy); ``uncacheable_accesses`` (accesses to tensors
         larger than the buffer, never inserted).
       - ``cache_hit_rate``: hits / accesses, in %; ``read_hit_rate``: read
         hits / reads, in % (the rate a read-only view of the buffer sees);
@@ -194,6 +194,12 @@ def _latency_ms(on_chip, read_bytes, write_bytes, writebacks, cost: CostModel):
             + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + cost.transfer_ms(moved))
 
 
+def compulsory_misses(enc: Workload) -> int:
+    """First accesses of a tensor that read it: misses under any policy (a first write allocates instead)."""
+    first = enc.previous_use < 0
+    return int(np.count_nonzero(first & ~enc.is_write if enc.has_writes else first))
+
+
 def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
     """``SimulationResult.metrics`` from the engine's counters (``engine.N_COUNTS`` int64: HITS, HIT_BYTES,
     READ_BYTES, WRITE_BYTES, EVICTIONS, WRITEBACKS, DROPS, PEAK_BYTES) of a run on ``enc`` at
@@ -222,7 +228,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
         "accesses": n,
         "write_allocations": allocated,
         "read_hits": int(counts[READ_HITS]),
-        "compulsory_misses": enc.n_tensors,
+        "compulsory_misses": compulsory_misses(enc),
         "uncacheable_accesses": int(np.count_nonzero(enc.access_bytes > capacity_bytes)),
         "bytes_from_dram": bytes_read,
         "byte_hit_rate": 100.0 * float(counts[HIT_BYTES]) / bytes_total if bytes_total else 0.0,

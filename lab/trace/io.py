@@ -6,6 +6,7 @@ Every write is atomic: the file appears whole under its name or not at all.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -34,12 +35,33 @@ def _umask() -> int:
     return mask
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files an earlier write of ``path`` left behind when its process was killed (our
+    naming: ``.NAME.PID.XXXX.tmp``, PID no longer running); a live writer's file is left alone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success move it onto ``path``, on error delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -116,6 +138,23 @@ def _write_oracle_general(enc, tmp: Path) -> None:
     records.tofile(tmp)
 
 
+def _read_csv(path) -> pd.DataFrame:
+    """A CSV trace with its tensor ids exactly as written: read as text (no "NA" or "" turned into NaN, no
+    "01" and "1.0" merged into 1), then as integers only when every id is an integer written canonically (so
+    integer ids round-trip as integers)."""
+    frame = pd.read_csv(path, dtype={"tensor_id": str}, keep_default_na=False,
+                        na_values={c: _NA_VALUES for c in pd.read_csv(path, nrows=0).columns if c != "tensor_id"})
+    if "tensor_id" in frame.columns and len(frame):
+        ids = frame["tensor_id"]
+        canonical = ids.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})")
+        if bool(canonical.all()):
+            frame["tensor_id"] = ids.astype(np.int64)
+    return frame
+
+
+_NA_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "<NA>"]
+
+
 def read_trace(path, format=None) -> pd.DataFrame:
     """Read a trace written by ``write_trace`` (or by libCacheSim, for oracleGeneral) into a DataFrame.
 
@@ -128,7 +167,7 @@ def read_trace(path, format=None) -> pd.DataFrame:
     if fmt == "parquet":
         return pd.read_parquet(path)
     if fmt == "csv":
-        return pd.read_csv(path)
+        return _read_csv(path)
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size % ORACLE_GENERAL_DTYPE.itemsize:
         raise ValueError(

@@ -148,9 +148,16 @@ def encode_trace(trace) -> Workload:
             f"tensor_id {tid!r} appears with different sizes {sizes[:5]} MB (first mismatch at row {mismatch_row}); "
             "a tensor's size must be the same on every access"
         )
+    total = float(access_bytes.sum(dtype=np.float64))
+    if total > MAX_TOTAL_BYTES:
+        raise ValueError(f"the trace's accesses touch {total:.3g} bytes in all, more than lab counts exactly "
+                         f"(2**62 bytes, 4 EiB, so that reads + writes fit int64): check column 'size_mb'")
     return Workload(codes=codes, tensor_bytes=tensor_bytes, access_bytes=access_bytes,
                     is_write=kernel_array(write_flags(trace), np.bool_), id_values=id_values,
                     id_positions=id_positions, trace=trace)
+
+
+MAX_TOTAL_BYTES = 2**62  # bytes of all accesses together: reads + writes of a run then fit int64
 
 
 def reuse_distances(tensor_ids) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""The catalogue of bad input: each case a call, the exception it must raise and a fragment of its message
+(the argument named, what is accepted). Grows with every fix; the cases that are not one call (files, the CLI's
+exit codes, pipes) follow the table."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lab
+from lab.cli import main
+from lab.trace.io import atomic_path, write_table
+
+SMALL = pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": [1.0, 2.0, 1.0]})
+
+CATALOGUE = [
+    # (case, call, exception, message fragment)
+    ("capacity 0", lambda: lab.simulate(SMALL, "LRU", 0), ValueError, "capacity_mb"),
+    ("capacity NaN", lambda: lab.simulate(SMALL, "LRU", float("nan")), ValueError, "capacity_mb"),
+    ("unknown policy", lambda: lab.simulate(SMALL, "LRUX", 4), (ValueError, TypeError), "LRU"),
+    ("unknown buffer model", lambda: lab.simulate(SMALL, "LRU", 4, buffer="l2"), ValueError, "buffer must be one of"),
+    ("no policy in a comparison", lambda: lab.compare_policies(SMALL, policies=[]), ValueError, "at least one"),
+    ("one capacity where a list is expected", lambda: lab.sweep_capacity(SMALL, ["LRU"], capacities_mb=64),
+     TypeError, "capacities_mb must be a list"),
+    ("no capacity in a sweep", lambda: lab.sweep_capacity(SMALL, ["LRU"], capacities_mb=[]), ValueError,
+     "at least one capacity"),
+    ("optimum neither bool nor 'auto'", lambda: lab.sweep_capacity(SMALL, ["LRU"], [4], optimum="yes"), TypeError,
+     "optimum must be True, False or 'auto'"),
+    ("unknown sweep method", lambda: lab.sweep_capacity(SMALL, ["LRU"], [4], method="fast"), ValueError,
+     "method must be one of"),
+    ("no one-pass algorithm", lambda: lab.sweep_capacity(SMALL, ["FIFO"], [4], method="one-pass", optimum=False),
+     ValueError, "no one-pass algorithm for FIFO"),
+    ("sizes whose total overflows int64",
+     lambda: lab.encode_trace(pd.DataFrame({"tensor_id": range(8), "size_mb": 2.0**40})), ValueError,
+     "more than lab counts exactly"),
+    ("a size of 0", lambda: lab.simulate(pd.DataFrame({"tensor_id": ["a"], "size_mb": [0.0]}), "LRU", 1),
+     ValueError, "size_mb"),
+    ("an empty trace for the optimum", lambda: lab.optimal(SMALL.iloc[:0], 4), ValueError, "empty"),
+    ("an empty trace for a curve", lambda: lab.miss_ratio_curve(SMALL.iloc[:0], "LRU", [4]), ValueError, "empty"),
+    ("an unknown optimum solver", lambda: lab.optimal(SMALL, 4, solver="cplex"), ValueError, "solver must be"),
+]
+
+
+@pytest.mark.parametrize("case, call, error, fragment", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_input_gets_a_clear_error(case, call, error, fragment):
+    with pytest.raises(error, match=fragment):
+        call()
+
+
+def test_a_trace_too_large_for_the_optimum_is_refused_before_solving(monkeypatch):
+    from lab.analysis import optimal as optimal_module
+
+    monkeypatch.setattr(optimal_module, "MAX_FLOW_ACCESSES", 2)
+    with pytest.raises(ValueError, match=r"about .* GiB"):
+        lab.optimal(SMALL, 4)
+
+
+# --- files: nothing lost, ids exact -------------------------------------------------------------------
+
+
+def test_the_cli_refuses_to_write_its_results_over_its_input(tmp_path, capsys):
+    path = tmp_path / "t.parquet"
+    lab.write_trace(lab.generate_trace("MLP", num_layers=2), path)
+    before = path.read_bytes()
+    code = main(["simulate", "--trace", str(path), "--out", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "would overwrite the input" in err and err.count("\n") == 1
+    assert path.read_bytes() == before
+
+
+def test_csv_ids_come_back_exactly_as_written(tmp_path):
+    ids = ["1", "01", "1.0", "NA", "null", "", "a b", "1"]
+    trace = pd.DataFrame({"tensor_id": ids, "size_mb": 1.0})
+    back = lab.read_trace(lab.write_trace(trace, tmp_path / "t.csv"))
+    assert back["tensor_id"].tolist() == ids
+    numbers = pd.DataFrame({"tensor_id": [3, 12, 3], "size_mb": [1.0, np.nan, 1.0]})
+    back = lab.read_trace(write_table(numbers, tmp_path / "n.csv"))
+    assert back["tensor_id"].tolist() == [3, 12, 3] and back["size_mb"].isna().tolist() == [False, True, False]
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "t.parquet"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".t.parquet.{int(dead.stdout)}.abcd.tmp"  # a writer killed mid-write left this
+    live = tmp_path / f".t.parquet.{os.getpid()}.efgh.tmp"  # a writer still running: left alone
+    stale.write_bytes(b"x" * 100)
+    live.write_bytes(b"y")
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(b"data")
+    assert target.read_bytes() == b"data" and not stale.exists() and live.exists()
+
+
+# --- no wrong numbers ---------------------------------------------------------------------------------------
+
+
+def test_compulsory_misses_never_exceed_the_misses():
+    trace = lab.generate_trace("Transformer", num_layers=4)
+    assert "access" in trace.columns
+    for capacity in (0.5, 8, 64, 10_000):
+        m = lab.simulate(trace, "LRU", capacity).metrics
+        assert m["compulsory_misses"] <= m["dram_accesses"]
+        assert 0 <= m["cache_hit_rate"] <= 100 and 0 <= m["byte_hit_rate"] <= 100 and 0 <= m["read_hit_rate"] <= 100
+
+
+# --- the command line: one line, exit codes -----------------------------------------------------------------
+
+
+def test_a_closed_pipe_ends_the_cli_quietly():
+    command = (f"{sys.executable} -m lab generate --model_type MLP --num_layers 40 | head -c 10 > /dev/null; "
+               "echo ${PIPESTATUS[0]}")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.stdout.strip() == "0" and "Traceback" not in done.stderr and "Broken pipe" not in done.stderr
