@@ -1,5 +1,6 @@
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 import lab
@@ -54,3 +55,27 @@ def test_eviction_table_is_styled_and_keeps_the_ranking(scored):
     html = styled.to_html()
     assert styled.data is ranking and "first access" in html or ranking["reuse_distance"].notna().all()
     assert "background-color" in html
+
+
+def test_the_heatmap_cells_are_the_residency_of_the_shown_tensors():
+    trace = lab.score(lab.generate_trace("Transformer", num_layers=2))
+    result = lab.simulate(trace, "LRU", 8)
+    rows = np.arange(min(40, result.workload.n_tensors))
+    cells = plots._occupancy_cells(result, rows, None, max_time_bins=len(trace))  # one access per bin: exact
+    expected = np.where(plots.residency_matrix(result)[rows], 1.0, np.nan)
+    np.testing.assert_array_equal(cells, expected)
+
+
+def test_the_heatmap_of_a_long_trace_stays_small():
+    import tracemalloc
+
+    n = 400_000
+    trace = pd.DataFrame({"tensor_id": np.arange(n) % 5000, "size_mb": 1.0})
+    result = lab.simulate(trace, "LRU", 1000)
+    tracemalloc.start()
+    fig = plots.occupancy_heatmap(result, scores=np.random.default_rng(0).random(n))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    matplotlib.pyplot.close(fig)
+    # the whole tensors x accesses matrix would be 5,000 x 400,000 cells (16 GB as floats)
+    assert peak < 200 * 2**20

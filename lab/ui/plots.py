@@ -9,7 +9,6 @@ figure is closed in pyplot before it is returned, so a notebook shows it once
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
@@ -58,6 +57,42 @@ def residency_matrix(result: SimulationResult) -> np.ndarray:
     return np.cumsum(delta, axis=1)[:, :-1] > 0
 
 
+SAMPLES_PER_BIN = 8
+
+
+def _occupancy_cells(result: SimulationResult, rows: np.ndarray, scores, max_time_bins: int) -> np.ndarray:
+    """The heatmap's cells for tensor codes ``rows``: per time bin the share of sampled access times at which the
+    tensor is resident (or the mean score of its latest access then), NaN where never resident. Residency after
+    access t: insertions at or before t outnumber evictions and drops at or before t. Exact (every access
+    sampled) while the trace has at most SAMPLES_PER_BIN accesses per bin."""
+    enc = result.workload
+    n = enc.n_accesses
+    width = max(1, int(np.ceil(n / max_time_bins)))
+    n_bins = max(1, int(np.ceil(n / width)))
+    times = np.unique(np.linspace(0, max(n - 1, 0), min(n, n_bins * SAMPLES_PER_BIN)).astype(np.int64))
+    bin_of = times // width
+    inserted = np.flatnonzero(result.inserted)
+    dropped = np.flatnonzero(result.dropped)
+    scores = None if scores is None else np.asarray(scores, np.float64)
+    cells = np.full((len(rows), n_bins), np.nan)
+    for r, code in enumerate(rows):  # one row of the figure each (at most max_tensors)
+        arrivals = np.sort(inserted[enc.codes[inserted] == code])
+        leaves = np.sort(np.concatenate([result.victim_access[result.victim_code == code],
+                                         dropped[enc.codes[dropped] == code]]))
+        resident = (np.searchsorted(arrivals, times, side="right") - np.searchsorted(leaves, times, side="right")) > 0
+        values = resident.astype(np.float64)
+        if scores is not None:
+            uses = np.flatnonzero(enc.codes == code)
+            latest = np.searchsorted(uses, times, side="right") - 1
+            values = np.where(latest >= 0, scores[uses[np.maximum(latest, 0)]], np.nan)
+        values = np.where(resident, values, np.nan)
+        total = np.bincount(bin_of, weights=np.nan_to_num(values), minlength=n_bins)
+        seen = np.bincount(bin_of, weights=~np.isnan(values), minlength=n_bins)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cells[r] = np.where(seen > 0, total / seen, np.nan)
+    return cells
+
+
 @_styled
 def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = None, max_tensors: int = 60,
                       max_time_bins: int = 300) -> Figure:
@@ -66,27 +101,14 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
     A cell is coloured while the tensor is resident: by the eviction score of
     its latest access when ``scores`` (one per access) is given, else by
     residency. Red crosses mark evictions. Shows the ``max_tensors`` most
-    accessed tensors; long traces are averaged into ``max_time_bins`` bins.
+    accessed tensors; long traces are averaged into ``max_time_bins`` bins,
+    each from at most SAMPLES_PER_BIN access times (memory: shown tensors x
+    bins x SAMPLES_PER_BIN, whatever the trace's length).
     """
     enc = result.workload
-    resident = residency_matrix(result).astype(np.float64)
-    if scores is not None:
-        latest = np.full((enc.n_tensors, enc.n_accesses + 1), np.nan)
-        latest[enc.codes, np.arange(enc.n_accesses)] = np.asarray(scores, np.float64)
-        latest = pd.DataFrame(latest.T).ffill().to_numpy().T[:, :-1]  # score of the latest access so far
-        resident = np.where(resident > 0, latest, np.nan)
-    else:
-        resident[resident == 0] = np.nan
     counts = np.bincount(enc.codes, minlength=enc.n_tensors)
     rows = np.sort(np.argsort(-counts, kind="stable")[:max_tensors])
-    cells = resident[rows]
-    bins = max(1, int(np.ceil(enc.n_accesses / max_time_bins)))
-    if bins > 1:
-        pad = (-cells.shape[1]) % bins
-        with warnings.catch_warnings():  # a bin where the tensor is never resident stays NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            cells = np.nanmean(np.pad(cells, ((0, 0), (0, pad)), constant_values=np.nan)
-                               .reshape(len(rows), -1, bins), axis=2)
+    cells = _occupancy_cells(result, rows, scores, max_time_bins)
     fig = _new_figure(11, max(3.0, 0.16 * len(rows) + 1.5))
     ax = fig.subplots()
     label = "eviction score of latest access" if scores is not None else "resident"
