@@ -107,3 +107,62 @@ def test_same_parameters_same_numbers(tmp_path):
     second = numbers(run_report(NOTEBOOK, params, tmp_path / "b.ipynb", html=False))
     versions = [i for i, text in enumerate(first) if text and "version" in text]
     assert first == second and len(first) > 5 and versions
+
+
+def _params_file(folder, name, params):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("\n".join(f"{k}: {v}" for k, v in params.items()))
+    return path
+
+
+def test_reports_are_folders_replaced_whole_and_names_may_not_clash(tmp_path):
+    from lab.ui.report import run_reports
+
+    first = _params_file(tmp_path / "a", "small.yaml", SMALLEST)
+    out = tmp_path / "reports"
+    (notebook,) = run_reports(NOTEBOOK, [first], out)
+    folder = out / NOTEBOOK.stem / "small"
+    assert notebook == folder / "small.ipynb" and (folder / "small.html").is_file()
+    (folder / "stale.txt").write_text("from an older run")
+    run_reports(NOTEBOOK, [first], out)  # a rerun replaces the folder as a whole
+    assert sorted(p.name for p in folder.iterdir()) == ["small.html", "small.ipynb"]
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".") and p.name != ".lab-report.lock"]
+    twin = _params_file(tmp_path / "b", "small.yaml", SMALLEST)
+    with pytest.raises(ValueError, match=r"same name would write the same report: \['small'\]"):
+        run_reports(NOTEBOOK, [first, twin], out)
+
+
+def test_one_report_run_at_a_time_per_folder(tmp_path):
+    import fcntl
+
+    from lab.ui.report import run_reports
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    with open(out / ".lab-report.lock", "w") as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another report run is writing into"):
+            run_reports(NOTEBOOK, [_params_file(tmp_path, "small.yaml", SMALLEST)], out)
+
+
+@pytest.mark.parametrize("text, fragment", [("model_type: [unclosed", "not a valid parameter file"),
+                                            ("x: !!python/object/apply:os.system ['true']", "not a valid")])
+def test_a_malformed_or_unsafe_params_file_is_one_line(tmp_path, capsys, text, fragment):
+    from lab.ui.report import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main([str(NOTEBOOK), str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+
+
+def test_a_failing_report_names_its_params_file(tmp_path, capsys):
+    from lab.ui.report import main
+
+    path = _params_file(tmp_path, "broken.yaml", {**SMALLEST, "num_layers": -3})
+    assert main([str(NOTEBOOK), str(path), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: the notebook failed" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / NOTEBOOK.stem / "broken").exists()

@@ -8,6 +8,9 @@ Both files are written atomically; a failed run leaves neither behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -76,7 +79,11 @@ def load_params(path) -> dict:
     """Parameters from a YAML file (a mapping of notebook parameter names to values)."""
     import yaml
 
-    params = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        params = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as error:  # malformed, or a tag safe_load refuses (!!python/...)
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"{path}: not a valid parameter file: {first}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path}: a parameter file must hold a mapping of parameter names to values")
     return params
@@ -116,16 +123,86 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
 
 
 def run_reports(notebook, param_files: Iterable, out_dir) -> list[Path]:
-    """Run ``notebook`` once per YAML file into ``out_dir/<notebook stem>/<params stem>.ipynb``."""
+    """Run ``notebook`` once per YAML file into ``out_dir/<notebook stem>/<params stem>/`` (the executed
+    ``.ipynb`` and its ``.html``); returns the notebooks' paths.
+
+    Each report's folder is written beside its place and renamed into it, so a
+    killed run leaves the previous report or the new one, never a mix. Two
+    parameter files with the same name would write the same report: refused.
+    One run at a time per ``out_dir`` (a lock file); a second gets a
+    ValueError. A failing notebook or a dead kernel raises ReportError naming
+    the parameter file.
+    """
     notebook = Path(notebook)
-    outputs = []
-    for path in param_files:
-        params = load_params(path)
+    param_files = [Path(p) for p in param_files]
+    stems = [p.stem for p in param_files]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise ValueError(f"parameter files with the same name would write the same report: {clashes}; rename one")
+    batches = [(path, load_params(path)) for path in param_files]
+    for path, params in batches:
         check_params(notebook, params, str(path))
-        out = Path(out_dir) / notebook.stem / f"{Path(path).stem}.ipynb"
-        print(f"{notebook.name} + {path} -> {out} (.html)", flush=True)
-        outputs.append(run_report(notebook, params, out))
+    base = Path(out_dir) / notebook.stem
+    outputs = []
+    with _exclusive(Path(out_dir)):
+        for path, params in batches:
+            final = base / path.stem
+            print(f"{notebook.name} + {path} -> {final}/ (.ipynb, .html)", flush=True)
+            staging = base / f".{path.stem}.{os.getpid()}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                run_report(notebook, params, staging / f"{path.stem}.ipynb")
+            except KeyboardInterrupt:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            except (ValueError, OSError):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            except Exception as error:  # noqa: BLE001 (papermill, nbclient: a cell failed or the kernel died)
+                shutil.rmtree(staging, ignore_errors=True)
+                raise ReportError(path, error) from error
+            _replace_folder(staging, final)
+            outputs.append(final / f"{path.stem}.ipynb")
     return outputs
+
+
+class ReportError(RuntimeError):
+    """A report's notebook failed (a cell raised, or its kernel died): names the parameter file."""
+
+    def __init__(self, params_file, error: BaseException):
+        name = type(error).__name__
+        if name == "DeadKernelError":
+            what = "the notebook's kernel died (out of memory?)"
+        else:
+            lines = [line for line in str(error).strip().splitlines() if line.strip()]
+            what = f"the notebook failed: {lines[-1] if lines else name}"
+        super().__init__(f"{params_file}: {what}")
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path):
+    """Hold ``out_dir``'s report lock (one report run at a time per folder); ValueError when another holds it."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lab-report.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another report run is writing into {out_dir}: wait for it, or use --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _replace_folder(staging: Path, final: Path) -> None:
+    """Put the folder ``staging`` in place of ``final`` (two renames: ``final`` is briefly absent, never mixed)."""
+    old = final.parent / f".{final.name}.{os.getpid()}.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -141,9 +218,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError) as error:
         print(f"python -m lab.ui.report: error: {error}", file=sys.stderr)
         return 2
-    except PapermillException as error:  # a cell failed: its traceback is the message
-        print(f"python -m lab.ui.report: the notebook failed:\n{error}", file=sys.stderr)
+    except (ReportError, PapermillException) as error:
+        print(f"python -m lab.ui.report: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("python -m lab.ui.report: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
