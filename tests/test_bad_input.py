@@ -42,6 +42,16 @@ CATALOGUE = [
     ("an empty trace for the optimum", lambda: lab.optimal(SMALL.iloc[:0], 4), ValueError, "empty"),
     ("an empty trace for a curve", lambda: lab.miss_ratio_curve(SMALL.iloc[:0], "LRU", [4]), ValueError, "empty"),
     ("an unknown optimum solver", lambda: lab.optimal(SMALL, 4, solver="cplex"), ValueError, "solver must be"),
+    ("a generated trace too large for memory", lambda: lab.generate_trace("Transformer", num_layers=10**9),
+     ValueError, r"num_layers=1000000000 would generate about .* GiB"),
+    ("a batch whose sizes overflow", lambda: lab.generate_trace("Transformer", batch_size=10**18), ValueError,
+     "do not fit 64-bit byte counts"),
+    ("a sequence whose sizes overflow", lambda: lab.generate_trace("Transformer", seq_length=10**9), ValueError,
+     "do not fit 64-bit byte counts"),
+    ("an infinite reuse distance", lambda: lab.score(SMALL.assign(reuse_distance=[np.nan, np.nan, np.inf])),
+     ValueError, "reuse_distance' must hold finite"),
+    ("an infinite stride", lambda: lab.score(SMALL.assign(stride=[1.0, np.inf, 1.0])), ValueError,
+     "stride' must hold finite"),
 ]
 
 

@@ -55,7 +55,7 @@ def test_unknown_method_and_a_registered_one():
 
 def test_bad_reuse_column():
     trace = pd.DataFrame({"tensor_id": ["a"], "size_mb": [1.0], "reuse_distance": [-3.0]})
-    with pytest.raises(ValueError, match="'reuse_distance' must hold numbers >= 0"):
+    with pytest.raises(ValueError, match="'reuse_distance' must hold finite numbers >= 0"):
         lab.score(trace)
 
 

@@ -70,10 +70,12 @@ def heuristic_scores(trace: pd.DataFrame, encoded: Workload) -> np.ndarray:
     else:
         reuse = reuse_distances_from_codes(encoded.codes, encoded.n_tensors)
     first = np.isnan(reuse)
-    if (reuse[~first] < 0).any():
-        raise ValueError("column 'reuse_distance' must hold numbers >= 0 (NaN for a first access)")
+    if (reuse[~first] < 0).any() or np.isinf(reuse).any():
+        raise ValueError("column 'reuse_distance' must hold finite numbers >= 0 (NaN for a first access)")
     reuse[first] = reuse[~first].max() if not first.all() else 0.0
     stride = np.abs(numeric_column(trace, "stride")) if "stride" in columns else np.ones(len(size))
+    if not np.isfinite(stride).all():
+        raise ValueError("column 'stride' must hold finite numbers")
     w = HEURISTIC_WEIGHTS
     return w["size"] * _min_max(size) + w["reuse"] * _min_max(reuse) + w["stride"] * _min_max(stride)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from lab.checks import check_int, check_number
 from lab.registry import Registry
 from lab.trace.workload import reuse_distances_from_codes
-from lab.units import BYTES_PER_MB
+from lab.units import BYTES_PER_MB, MAX_SIZE_MB
 
 MODEL_TYPES = ("Transformer", "CNN", "MLP", "MoE")
 _MODEL_TYPES: Registry[str] = Registry("model_type")
@@ -281,12 +281,37 @@ def generate_trace(
     if model_type == "MoE" and d["token_groups"] > batch_size * seq_length:
         raise ValueError(f"token_groups ({d['token_groups']}) must be <= batch_size * seq_length")
 
+    _check_trace_fits(model_type, num_layers, batch_size, seq_length, seed, d)
     # the graph has its own random stream (MoE routing), so reuse_probability does not move it
     columns = _architecture_of(model_type, num_layers, batch_size, seq_length, seed, d)
     order, reload = _reuse_order(columns["layer"], reuse_probability, np.random.default_rng([seed, 1]))
     params = dict(model_type=model_type, num_layers=num_layers, batch_size=batch_size, seq_length=seq_length,
                   reuse_probability=float(reuse_probability), seed=seed, **dims)
     return _to_frame(columns, order, reload, model_type, params)
+
+
+MAX_GENERATED_ACCESSES = 50_000_000  # about 4 GiB as a DataFrame, more with the simulation's arrays
+BYTES_PER_GENERATED_ACCESS = 90  # measured: 79-90 bytes per access of a generated DataFrame (deep)
+
+
+def _check_trace_fits(model_type, num_layers, batch_size, seq_length, seed, d) -> None:
+    """ValueError, before building anything large, for a trace whose sizes overflow or whose accesses would
+    not fit in memory (estimated from one layer: accesses per layer x num_layers)."""
+    try:
+        one = _architecture(model_type, 1, batch_size, seq_length, tuple(sorted(d.items())),
+                            seed if model_type == "MoE" else None)
+    except (OverflowError, MemoryError, ValueError) as error:
+        raise ValueError(f"batch_size={batch_size}, seq_length={seq_length} and the dimensions {d} give tensor "
+                         f"sizes that do not fit 64-bit byte counts ({error})") from None
+    sizes = np.asarray(one["size_bytes"], np.float64) / BYTES_PER_MB
+    if (sizes > MAX_SIZE_MB).any():
+        raise ValueError(f"batch_size={batch_size}, seq_length={seq_length} and the dimensions {d} give a tensor "
+                         f"of {sizes.max():.3g} MB, more than lab counts ({MAX_SIZE_MB:g} MB)")
+    accesses = len(sizes) * num_layers
+    if accesses > MAX_GENERATED_ACCESSES:
+        raise ValueError(f"num_layers={num_layers} would generate about {accesses:,} accesses "
+                         f"(~{accesses * BYTES_PER_GENERATED_ACCESS / 2**30:.0f} GiB in memory), more than "
+                         f"{MAX_GENERATED_ACCESSES:,}: use fewer layers")
 
 
 def _architecture_of(model_type, num_layers, batch_size, seq_length, seed, d) -> dict:
