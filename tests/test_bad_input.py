@@ -61,6 +61,25 @@ def test_bad_input_gets_a_clear_error(case, call, error, fragment):
         call()
 
 
+@pytest.mark.parametrize("attrs, fragment", [
+    ({"model_type": "Transformer", "num_layers": 10**9, "batch_size": 2, "seq_length": 8, "reuse_probability": 0.3,
+      "seed": 0}, "would generate about"),
+    ({"model_type": "Transformer", "num_layers": 200, "batch_size": 2, "seq_length": 8, "reuse_probability": 0.3,
+      "seed": 0}, "do not describe this trace"),
+    ({"model_type": "Transformer"}, "lacks"),
+    ("num_layers=3", "must be a mapping"),
+])
+def test_untrusted_generator_metadata_in_a_file_is_checked(tmp_path, attrs, fragment):
+    trace = lab.generate_trace("Transformer", num_layers=2, batch_size=2, seq_length=8)
+    path = tmp_path / "t.parquet"
+    lab.write_trace(trace, path)
+    crafted = pd.read_parquet(path)
+    crafted.attrs["generator"] = attrs  # what a crafted file's metadata would carry
+    crafted.to_parquet(path)
+    with pytest.raises(ValueError, match=fragment):
+        lab.validate(lab.read_trace(path))
+
+
 def test_a_trace_too_large_for_the_optimum_is_refused_before_solving(monkeypatch):
     from lab.analysis import optimal as optimal_module
 

@@ -157,6 +157,6 @@ def validate(trace: pd.DataFrame, reference: Optional[pd.DataFrame] = None,
     elif "generator" in trace.attrs and len(sizes):
         from lab.workloads.generator import implied_sizes_mb
 
-        implied = implied_sizes_mb(trace.attrs["generator"])
+        implied = implied_sizes_mb(trace.attrs["generator"], max_accesses=len(trace))
         size_test = size_distribution_test(sizes, implied, "the generator's architecture sizes")
     return ValidationReport(entropy_bits, entropy_norm, temporal_locality(distances, window), size_test, rd_distance)

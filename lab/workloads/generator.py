@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -294,9 +295,10 @@ MAX_GENERATED_ACCESSES = 50_000_000  # about 4 GiB as a DataFrame, more with the
 BYTES_PER_GENERATED_ACCESS = 90  # measured: 79-90 bytes per access of a generated DataFrame (deep)
 
 
-def _check_trace_fits(model_type, num_layers, batch_size, seq_length, seed, d) -> None:
+def _check_trace_fits(model_type, num_layers, batch_size, seq_length, seed, d,
+                      max_accesses: Optional[int] = None) -> None:
     """ValueError, before building anything large, for a trace whose sizes overflow or whose accesses would
-    not fit in memory (estimated from one layer: accesses per layer x num_layers)."""
+    not fit in memory (estimated from one layer: accesses per layer x num_layers), or exceed ``max_accesses``."""
     try:
         one = _architecture(model_type, 1, batch_size, seq_length, tuple(sorted(d.items())),
                             seed if model_type == "MoE" else None)
@@ -312,6 +314,9 @@ def _check_trace_fits(model_type, num_layers, batch_size, seq_length, seed, d) -
         raise ValueError(f"num_layers={num_layers} would generate about {accesses:,} accesses "
                          f"(~{accesses * BYTES_PER_GENERATED_ACCESS / 2**30:.0f} GiB in memory), more than "
                          f"{MAX_GENERATED_ACCESSES:,}: use fewer layers")
+    if max_accesses is not None and accesses > max_accesses:
+        raise ValueError(f"these generator arguments imply {accesses:,} accesses, more than the trace's "
+                         f"{max_accesses:,}: they do not describe this trace")
 
 
 def _architecture_of(model_type, num_layers, batch_size, seq_length, seed, d) -> dict:
@@ -415,14 +420,27 @@ def _to_frame(columns: dict, order: np.ndarray, reload: np.ndarray, model_type: 
     return trace
 
 
-def implied_sizes_mb(params: dict) -> np.ndarray:
+def implied_sizes_mb(params, max_accesses: Optional[int] = None) -> np.ndarray:
     """Sizes (MB) the generator's parameters imply: those of the architecture's accesses without reuse.
 
-    Takes the ``trace.attrs["generator"]`` dict of a generated trace.
+    Takes the ``trace.attrs["generator"]`` dict of a generated trace: read
+    from a file it is untrusted, so it is checked as ``generate_trace``'s
+    arguments are, and with ``max_accesses`` (the trace's length: reuse only
+    adds accesses) an architecture larger than that is refused before it is
+    built. ValueError for a malformed or oversized one.
     """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"trace.attrs['generator'] must be a mapping of generate_trace's arguments, got "
+                         f"{type(params).__name__}")
     p = dict(params)
+    known = ("model_type", "num_layers", "batch_size", "seq_length", "reuse_probability", "seed")
+    missing = [k for k in known if k not in p]
+    if missing:
+        raise ValueError(f"trace.attrs['generator'] lacks {missing}: not the arguments of a generated trace")
     model_type = canonical_model_type(p.pop("model_type"))
-    known = ("num_layers", "batch_size", "seq_length", "reuse_probability", "seed")
-    num_layers, batch_size, seq_length, _, seed = (p.pop(k) for k in known)
+    num_layers, batch_size, seq_length = (check_int(k, p.pop(k)) for k in ("num_layers", "batch_size", "seq_length"))
+    check_number("reuse_probability", p.pop("reuse_probability"), 0, 1)
+    seed = check_int("seed", p.pop("seed"), 0)
     d = _check_dims(model_type, p)
+    _check_trace_fits(model_type, num_layers, batch_size, seq_length, seed, d, max_accesses)
     return _architecture_of(model_type, num_layers, batch_size, seq_length, seed, d)["size_bytes"] / BYTES_PER_MB
