@@ -83,6 +83,9 @@ _LAZY = {
     "capture_trace": "lab.workloads.capture",
     "Explorer": "lab.ui.widgets",
     "provenance": "lab.ui.report",
+    "CacheModel": "lab.sim.hardware",
+    "fidelity_table": "lab.analysis.fidelity",
+    "measured_totals": "lab.analysis.fidelity",
 }
 _LAZY_MODULES = {"plots": "lab.ui.plots"}
 
