@@ -31,6 +31,11 @@ def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:
 def numeric_column(trace: pd.DataFrame, column: str) -> np.ndarray:
     """Return ``trace[column]`` as a float64 array, raising ValueError naming the column on non-numbers or NaN."""
     series = trace[column]
+    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_complex_dtype(series.dtype) or (
+            series.dtype == object and len(series)
+            and pd.api.types.infer_dtype(series, skipna=True) in ("boolean", "complex", "mixed")):
+        raise ValueError(f"column {column!r} must hold real numbers, got {pd.api.types.infer_dtype(series)} values "
+                         f"(e.g. {series.iloc[0]!r})")
     if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     else:

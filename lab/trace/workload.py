@@ -111,6 +111,11 @@ def _factorize_ids(ids: pd.Series):
         if high - low < 8 * len(values) + 1024 and high < 2**63:  # dense enough for a direct-address table
             codes, first = factorize_dense(kernel_array(values, np.int64), low, high - low + 1)
             return codes, values[first], None
+    if ids.dtype == object and len(ids):
+        kind = pd.api.types.infer_dtype(ids, skipna=True)
+        if kind in ("mixed", "mixed-integer", "mixed-integer-float") or kind == "boolean":
+            raise ValueError(f"column 'tensor_id' must hold strings or integers of one type (got {kind} values, e.g. "
+                             f"{ids.iloc[0]!r}): ids such as 1, 1.0 and True would be one tensor")
     codes, uniques = pd.factorize(ids, sort=False)
     return codes, uniques, None
 
@@ -126,6 +131,12 @@ def encode_trace(trace) -> Workload:
     if isinstance(trace, Workload):
         return trace
     require_columns(trace, REQUIRED_COLUMNS)
+    duplicated = sorted({str(c) for c in trace.columns[trace.columns.duplicated()]})
+    if duplicated:
+        raise ValueError(f"trace has duplicated column(s) {duplicated}: which one holds the data is ambiguous")
+    if not trace.index.is_unique:
+        raise ValueError("trace has a duplicated index (rows must be distinct accesses in order): "
+                         "use trace.reset_index(drop=True)")
     codes, id_values, id_positions = _factorize_ids(trace["tensor_id"])
     if codes.size and codes.min() < 0:
         row = int(np.flatnonzero(codes < 0)[0])
