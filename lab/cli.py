@@ -26,6 +26,10 @@ from lab.analysis.validation import DEFAULT_WINDOW
 from lab.trace.io import write_table
 
 EXIT_USAGE = 2
+DESCRIPTION = ("Generate or capture a tensor-access trace, simulate an on-chip buffer under an eviction policy, "
+               "rank tensors to evict, validate a trace, or plan a buffer against the optimum. Each command "
+               "prints JSON on stdout; --out FILE (.parquet or .csv) writes its table. Bad input: one line on "
+               "stderr, exit code 2.")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
@@ -167,7 +171,7 @@ def _capacity_and_cost(parser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m lab`` argument parser."""
-    parser = _Parser(prog="python -m lab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m lab", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="generate a synthetic trace (the seed's /generate-trace)")

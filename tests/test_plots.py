@@ -79,3 +79,15 @@ def test_the_heatmap_of_a_long_trace_stays_small():
     matplotlib.pyplot.close(fig)
     # the whole tensors x accesses matrix would be 5,000 x 400,000 cells (16 GB as floats)
     assert peak < 200 * 2**20
+
+
+def test_each_policy_and_kind_keeps_its_colour_in_every_figure():
+    trace = lab.score(lab.generate_trace("Transformer", num_layers=2))
+    first = plots.capacity_curves(lab.sweep_capacity(trace, ["LRU", "FIFO"], [1, 8], optimum=False))
+    second = plots.capacity_curves(lab.sweep_capacity(trace, ["SIEVE", "FIFO", "LRU"], [1, 8], optimum=False))
+    colours = [{line.get_label(): line.get_color() for line in fig.axes[0].get_lines()} for fig in (first, second)]
+    assert colours[0]["LRU"] == colours[1]["LRU"] and colours[0]["FIFO"] == colours[1]["FIFO"]
+    assert len({str(c) for c in colours[1].values()}) == 3
+    assert plots.group_color("weight") == plots.group_color("weight") != plots.group_color("activation")
+    for fig in (first, second):
+        matplotlib.pyplot.close(fig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Optional, Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 import numpy as np
@@ -149,7 +150,7 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_ra
         for policy, group in sweep.groupby("policy", sort=False):
             y = group[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else group[metric]
             if policy != OPTIMUM:
-                ax.plot(group["capacity_mb"], y, marker="o", markersize=3,
+                ax.plot(group["capacity_mb"], y, marker="o", markersize=3, color=policy_color(policy),
                         label="Belady (MIN)" if policy == "Belady" else policy)
             elif metric in TRAFFIC_METRICS:
                 ax.fill_between(group["capacity_mb"], group["opt_lower_mb"], group["opt_upper_mb"], color="black",
@@ -167,6 +168,33 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_ra
     return fig
 
 
+def policy_color(policy: str):
+    """The colour of ``policy`` in every figure: fixed by its place among the registered policies (tab20), the
+    optimum black; a policy defined elsewhere gets a grey."""
+    from lab.sim.policy import policy_names
+
+    if policy == OPTIMUM:
+        return "black"
+    names = policy_names()
+    canonical = "Belady" if policy == "Belady (MIN)" else policy
+    if canonical not in names:
+        return "grey"
+    return matplotlib.colormaps["tab20"](names.index(canonical) % 20)
+
+
+# tensor kinds of captured traces (lab.workloads.capture.KINDS), then the generator's
+KIND_ORDER = ("weight", "activation", "gradient", "optimizer_state", "input", "buffer", "kv_cache", "output")
+
+
+def group_color(group) -> object:
+    """The colour of a tensor kind in every figure (tab10 by KIND_ORDER); other groups (layers, modules) by
+    their hash, the same in every figure of a session."""
+    name = str(group)
+    if name in KIND_ORDER:
+        return matplotlib.colormaps["tab10"](KIND_ORDER.index(name))
+    return matplotlib.colormaps["tab20b"](sum(map(ord, name)) % 20)
+
+
 @_styled
 def metric_bars(comparison: pd.DataFrame,
                 metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram", "total_latency")) -> Figure:
@@ -178,7 +206,7 @@ def metric_bars(comparison: pd.DataFrame,
     axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         values = comparison[metric] / (BYTES_PER_MB if metric == "bytes_from_dram" else 1)
-        sns.barplot(x=values.index, y=values.to_numpy(), ax=ax, color="steelblue")
+        ax.bar([str(p) for p in values.index], values.to_numpy(), color=[policy_color(p) for p in values.index])
         ax.set_ylabel(labels.get(metric, metric))
         ax.set_xlabel("")
     return fig
@@ -215,9 +243,9 @@ def traffic_breakdown(tables: dict, by: str = "kind") -> Figure:
     ax = fig.subplots()
     bottom = np.zeros(len(frame))
     for group in frame.columns:
-        ax.bar(frame.index, frame[group], bottom=bottom, label=str(group))
+        ax.bar(frame.index, frame[group], bottom=bottom, label=str(group), color=group_color(group))
         bottom += frame[group].to_numpy()
-    ax.set_ylabel("DRAM traffic (MB)")
+    ax.set_ylabel("DRAM traffic, read + written (MB)")
     ax.legend(title=by, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
