@@ -189,3 +189,78 @@ def test_a_captured_trace_simulates_with_reads_and_writes():
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         capture_model(**kwargs)
+
+
+MIB = 2**20
+
+
+def test_preset_views_and_gathers_count_the_bytes_they_touch():
+    gpt2 = capture_model("gpt2", batch_size=1, seq_length=512, num_layers=1, use_cache=False)
+    qkv = gpt2[(gpt2["op"] == "aten.scaled_dot_product_attention") & (gpt2["access"] == "read")
+               & gpt2["tensor_id"].str.startswith("addmm#1")]
+    assert (qkv["size_mb"] == 0.75).all() and len(qkv) == 3  # 512 x 768 bf16 each, not the 2.25 MiB storage
+    llama = capture_model("llama-2-7b", batch_size=1, seq_length=512, num_layers=1)
+    gather = llama[(llama["op"] == "aten.embedding") & (llama["kind"] == "weight")]
+    assert gather["size_mb"].tolist() == [512 * 4096 * 2 / MIB]  # 4 MiB: 512 rows, not the 250 MiB table
+
+
+def test_moe_routes_each_token_to_top_k_experts_and_moves_only_their_rows():
+    tokens, d, k = 64, 4096, 2
+    trace = capture_model("mixtral-8x7b", batch_size=1, seq_length=tokens, num_hidden_layers=1)
+    experts = trace[trace["module"] == "model.layers.0.mlp.experts"]
+    gathers = experts[(experts["op"] == "aten.index_select") & (experts["access"] == "read")
+                      & (experts["shape"].str.endswith(f", {d})"))]
+    assert round(gathers["size_mb"].sum() * MIB) == tokens * k * d * 2  # each token's row, once per expert
+    scatter = experts[(experts["op"] == "aten.index_add_") & (experts["access"] == "write")]
+    assert round(scatter["size_mb"].sum() * MIB) == tokens * k * d * 2
+    hidden = gathers["tensor_id"].str.replace(r"\[[^\[\]]*\]$", "", regex=True).unique()
+    assert len(hidden) == 1  # one tensor (the normalized hidden states), split in parts by expert pairs
+    parts = gathers.drop_duplicates("tensor_id")
+    assert round(parts["size_mb"].sum() * MIB) == tokens * d * 2  # every token read, by exactly top_k experts
+    chosen = set()
+    for seed in range(6):  # one token (a decode step), uniform routing: which 2 of 8 experts depends on the seed
+        step = capture_model("mixtral-8x7b", batch_size=1, seq_length=1, num_hidden_layers=1, seed=seed)
+        read = step.loc[step["tensor_id"].str.contains(r"experts\.down_proj\["), "tensor_id"].unique()
+        assert len(read) == 2
+        chosen.add(tuple(sorted(read)))
+    assert len(chosen) > 1
+
+
+def test_a_training_step_builds_no_kv_cache():
+    step = capture_model("gpt2", batch_size=1, seq_length=64, training=True, num_layers=1)
+    kv_cat = (step["op"] == "aten.cat") & step["module"].str.endswith(".attn") & (step["phase"] == "forward")
+    assert not kv_cat.any()  # (a cat of position ids outside the layers is not a cache)
+    forward = capture_model("gpt2", batch_size=1, seq_length=64, num_layers=1)
+    persist = forward[forward["op"] == "persist"]
+    assert persist["tensor_id"].str.startswith("cat#").sum() == 2  # keys and values: the cache persists
+    assert ((forward["op"] == "aten.cat") & forward["module"].str.endswith(".attn")).sum() == 2
+    plain = capture_model("gpt2", batch_size=1, seq_length=64, num_layers=1, use_cache=False)
+    assert not ((plain["op"] == "aten.cat") & plain["module"].str.endswith(".attn")).any()
+    with pytest.raises(ValueError, match="use_cache must be False"):
+        capture_model("gpt2", training=True, use_cache=True)
+
+
+def test_gpt2_saves_korthikanti_activations_per_layer():
+    """Korthikanti et al. 2022, eq. 1 with fused attention: 34*s*b*h bytes saved per layer in 16-bit
+    (attention 11sbh: LN1 output 2, Q and K 4, V 2, output-projection input 2, dropout mask 1; MLP 19sbh:
+    LN2 output 2, GeLU input 8, GeLU output 8, dropout mask 1; layer-norm inputs 4), each deviation below."""
+    b, s, h, heads = 2, 128, 768, 12
+    trace = capture_model("gpt2", batch_size=b, seq_length=s, training=True, num_layers=2)
+    read_back = set(trace.loc[(trace["phase"] == "backward") & (trace["access"] == "read"), "tensor_id"])
+    written = trace[(trace["phase"] == "forward") & (trace["access"] == "write") & (trace["kind"] == "activation")]
+    for layer in (0, 1):
+        saved = written[(written["layer"] == layer) & written["tensor_id"].isin(read_back)].drop_duplicates("tensor_id")
+        expected = (34 * s * b * h
+                    # HF's gelu_new is an eager composite 0.5*x*(1+tanh(c*(x+0.044715x^3))): autograd also keeps
+                    # 0.5*x, the tanh output and 1+tanh, 4h wide each (a fused GeLU keeps only its input)
+                    + 3 * 8 * s * b * h
+                    # the fused attention's log-sum-exp: fp32, one per head and query (the paper's 5as^2b term
+                    # is gone: scores and probabilities are never stored)
+                    + 4 * heads * s * b
+                    # mean and reciprocal standard deviation of both layer norms (bf16 on CPU, fp32 on a GPU)
+                    + 2 * 2 * 2 * s * b)
+        # the layer-norm inputs: LN2's is this layer's residual sum, LN1's is counted where it is written (the
+        # previous layer's residual sum, or the embedding dropout for layer 0), one 2sbh tensor per layer either way
+        assert round(saved["size_mb"].sum() * MIB) == expected
+        masks = saved[saved["dtype"] == "bool"]
+        assert round(masks["size_mb"].sum() * MIB) == 2 * s * b * h  # the two dropout masks, 1 byte per element
