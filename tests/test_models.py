@@ -233,7 +233,8 @@ def test_a_training_step_builds_no_kv_cache():
     forward = capture_model("gpt2", batch_size=1, seq_length=64, num_layers=1)
     persist = forward[forward["op"] == "persist"]
     assert persist["tensor_id"].str.startswith("cat#").sum() == 2  # keys and values: the cache persists
-    assert ((forward["op"] == "aten.cat") & forward["module"].str.endswith(".attn")).sum() == 2
+    cache_writes = (forward["op"] == "aten.cat") & forward["module"].str.endswith(".attn") & (forward["access"] == "write")
+    assert round(forward.loc[cache_writes, "size_mb"].sum() * MIB) == 2 * 64 * 768 * 2  # keys and values, bf16
     plain = capture_model("gpt2", batch_size=1, seq_length=64, num_layers=1, use_cache=False)
     assert not ((plain["op"] == "aten.cat") & plain["module"].str.endswith(".attn")).any()
     with pytest.raises(ValueError, match="use_cache must be False"):

@@ -6,20 +6,52 @@
 A ``TorchDispatchMode`` sees every aten operator the forward (and, with
 ``training=True``, the backward and an AdamW step) executes and records, for
 each, the regions it reads (its tensor inputs) and writes (its outputs and the
-inputs its schema marks as mutated: in-place and ``_foreach_`` ops).
+inputs its schema marks as mutated: in-place and ``_foreach_`` ops). The aim
+is the bytes the same operator's GPU kernel moves, not what the CPU does.
 
-Identity: an access touches a region of an underlying storage (storage,
-byte offset, byte length), never ``data_ptr`` (0 on meta, reused on CPU).
-View and alias operators (``t``, ``view``, ``_unsafe_view``, ``expand``,
-``split``, ...) move no data and record nothing; tied weights share a storage
-and so are one tensor. Two different views of one storage are two tensors
-(their regions may overlap; the simulator treats them apart).
+Identity and bytes: an access touches a region of an underlying storage: the
+bytes its tensor's elements occupy (sizes, strides, offset), never its span and
+never ``data_ptr`` (0 on meta, reused on CPU). View and alias operators (``t``,
+``view``, ``_unsafe_view``, ``expand``, ``split``, ...) move no data and record
+nothing; tied weights share a storage and so are one tensor. Since
+``lab.simulate`` needs one size per tensor id, each storage's accessed bytes
+are split into atoms, the bytes touched by exactly the same recorded regions,
+and an access is recorded as one row per atom it covers: the write of GPT-2's
+fused QKV projection is three rows (Q, K and V parts, 1/3 each) and a read of
+the Q view is one row, the Q part, so a view is charged its own bytes and a
+read of a slice just written hits on chip. A storage accessed only whole keeps
+one row per access and its plain name.
 
-Attention: ``scaled_dot_product_attention`` is recorded as one operator that
-reads Q, K, V (and the mask) and writes the output, as a fused attention
-kernel (FlashAttention) runs on an accelerator; on CPU, PyTorch would
-otherwise decompose it into matmuls and a softmax whose full score matrix an
-accelerator never materializes in DRAM.
+Gathers: an embedding lookup reads one table row per index (the indices are
+fake, so this is the count for distinct tokens, an upper bound, placed at rows
+``0..n-1``), not the table. MoE expert banks are dispatched by a fixed seeded
+routing (``routing_counts``, ``route_tokens``: each token to exactly ``top_k``
+experts) whose gathers and scatter-adds move only the routed tokens' rows.
+
+Attention: ``scaled_dot_product_attention`` is recorded as one fused
+(FlashAttention) kernel: forward reads Q, K, V (and the mask), writes the
+output and, when training, the fp32 log-sum-exp per query row; backward reads
+Q, K, V, O, dO and the log-sum-exp and writes dQ, dK, dV. The s x s scores and
+probabilities a CPU's math path would store never reach DRAM on an
+accelerator. FlashAttention-2's backward scratch (the fp32 dQ accumulator and
+rowsum(dO*O)) is not modelled.
+
+GPU kernels, not CPU artefacts: training dropout is ``native_dropout`` (one
+kernel writing the output and a 1-byte bool mask; the CPU path builds a mask in
+the activation dtype with bernoulli_ and div_); allocation-only operators
+(``empty_like``, ``new_empty``, ...) record nothing and fills (``zeros_like``,
+``ones_like``, ...) only write, their input giving just a shape. (Layer-norm
+statistics are still recorded in the activation dtype, where a GPU writes fp32.)
+
+Persistence: results that must outlive the step (``persist``: by default the
+model's outputs and loss, the KV cache, updated parameters and optimizer
+state; only those the step wrote) get one final access each, ``op ==
+"persist"`` and ``access == "read"``, after every other access: the next step
+or the host reads them, so a simulator must not drop them as dead. A buffer
+that holds such a tensor dirty at its persist access has to write it back
+(``lab.simulate`` today treats the access as an ordinary read: a hit when the
+tensor is resident, a DRAM read when it was evicted, whose writeback it then
+charges at eviction).
 
 Torch is imported here only: the rest of ``lab`` never needs it.
 """
@@ -778,11 +810,13 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
 
     Returns a trace DataFrame, one row per access: ``tensor_id`` (parameter
     names for weights, ``grad:``/``adamw.exp_avg:`` prefixes, ``input:i``,
-    ``<op>#n`` for intermediates; a part of a storage adds ``[i]`` or
-    ``[i:j]`` (rows of the first dimension, e.g. one expert of a stacked
-    expert bank) or ``[bytes a:b]``), ``size_mb``, ``reuse_distance``, ``stride`` (innermost element
-    stride), ``op`` (aten operator), ``model_type``, ``access``
-    (read/write), ``kind`` (weight, buffer, activation, gradient,
+    ``<op>#n`` for intermediates; a part of a storage (an atom: see the
+    module docstring) adds ``[i]`` or ``[i:j]`` (rows of the first
+    dimension, e.g. one expert of a stacked expert bank), ``[bytes a:b]``
+    or ``[part k]`` (a strided part, k-th by first byte)), ``size_mb`` (MiB
+    the access moves: its atom's bytes), ``reuse_distance``, ``stride``
+    (innermost element stride), ``op`` (aten operator, or ``persist``),
+    ``model_type``, ``access`` (read/write), ``kind`` (weight, buffer, activation, gradient,
     optimizer_state, input), ``module`` (owning module path), ``layer``
     (index parsed from the path, -1 outside layers), ``phase``
     (forward/backward/optimizer), ``dtype`` and ``shape``.
