@@ -396,26 +396,30 @@ _MAX_BLOCKS = 1 << 22  # blocks per storage beyond which its views are kept apar
 
 
 def _runs(region: _Region, limit: int):
-    """The region as equal runs of contiguous bytes: (sorted int64 start offsets, run length in bytes), or None
-    when it has more than ``limit`` runs."""
-    dims = [(n, st) for k, (n, st) in enumerate(zip(region.sizes, region.strides))
+    """The region as equal runs of contiguous bytes: (sorted int64 start offsets, run length in bytes, the gcd of
+    the steps between starts (0 for one run)), or None when it has more than ``limit`` runs."""
+    dims = [(np.arange(n, dtype=np.int64), st) for k, (n, st) in enumerate(zip(region.sizes, region.strides))
             if st and n > 1 and not (k == 0 and region.rows is not None)]
     dims.sort(key=lambda d: d[1])
     run = region.itemsize
     while dims and dims[0][1] == run:
-        run *= dims[0][0]
+        run *= len(dims[0][0])
         dims.pop(0)
-    count = int(np.prod([n for n, _ in dims], dtype=np.float64))
-    if region.rows is not None:
-        count *= int(region.rows.size)
-    if count > limit:
+    if region.rows is not None and region.rows.size > 1 and region.strides and region.strides[0]:
+        dims.append((region.rows, region.strides[0]))
+        dims.sort(key=lambda d: d[1])
+    if np.prod([float(len(values)) for values, _ in dims]) > limit:
         return None
     starts = np.array([region.offset], np.int64)
-    for n, st in dims:
-        starts = (starts[:, None] + np.arange(n, dtype=np.int64) * st).ravel()
-    if region.rows is not None:
-        starts = (starts[:, None] + region.rows * (region.strides[0] if region.strides else 0)).ravel()
-    return np.sort(starts), run
+    if region.rows is not None and (region.rows.size == 1 or not region.strides or not region.strides[0]):
+        starts += int(region.rows[0]) * (region.strides[0] if region.strides else 0)
+    step = 0
+    for values, st in reversed(dims):  # outermost first: starts come out in increasing order
+        starts = (starts[:, None] + values * st).ravel()
+        step = int(np.gcd(step, int(np.gcd.reduce(np.diff(values) * st)) if len(values) > 1 else 0))
+    if len(starts) > 1 and not (starts[1:] >= starts[:-1]).all():
+        starts = np.sort(starts)
+    return starts, run, step
 
 
 def _partition(regions: list, limit: int = _MAX_BLOCKS):
@@ -428,35 +432,45 @@ def _partition(regions: list, limit: int = _MAX_BLOCKS):
     if any(r is None for r in runs):
         return None
     block = 0
-    for starts, run in runs:
-        block = int(np.gcd(block, run))
-        block = int(np.gcd.reduce(np.append(starts, block)))
-    end = max(int(starts[-1]) + run for starts, run in runs)
+    for starts, run, step in runs:
+        block = int(np.gcd.reduce([block, run, step, int(starts[0])]))
+    end = max(int(starts[-1]) + run for starts, run, _ in runs)
     n_blocks = -(-end // block)
     if n_blocks > limit:
         return None
     keys = np.random.default_rng(0).integers(1, 2**63, size=len(regions), dtype=np.int64).astype(np.uint64) | 1
     signature = np.zeros(n_blocks, np.uint64)
     blocks = []
-    for (starts, run), key in zip(runs, keys):
+    for (starts, run, _), key in zip(runs, keys):
         b = ((starts // block)[:, None] + np.arange(run // block, dtype=np.int64)).ravel()
         signature[b] += key
         blocks.append(b)
+    # a pattern repeated every `period` blocks (halves of every head of a projection): atoms from one period
+    period = 0
+    for _, _, step in runs:
+        period = int(np.gcd(period, step))
+    period //= block
+    reps = 1
+    if 0 < period < n_blocks and n_blocks % period == 0 and np.array_equal(signature[period:], signature[:-period]):
+        reps, signature = n_blocks // period, signature[:period]
+        blocks = [b[b < period] for b in blocks]
     touched = np.flatnonzero(signature)
     _, first, inverse = np.unique(signature[touched], return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")  # atoms in order of their first byte
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
-    atom_of_block = np.full(n_blocks, -1, np.int64)
+    atom_of_block = np.full(signature.size, -1, np.int64)
     atom_of_block[touched] = rank[inverse.ravel()]
     counts = np.bincount(atom_of_block[touched], minlength=order.size)
-    lo = np.full(order.size, n_blocks, np.int64)
+    lo = np.full(order.size, signature.size, np.int64)
     hi = np.zeros(order.size, np.int64)
     np.minimum.at(lo, atom_of_block[touched], touched)
     np.maximum.at(hi, atom_of_block[touched], touched + 1)
-    atoms = [(int(lo[a]) * block, int(hi[a]) * block, int(counts[a]) * block, int(hi[a] - lo[a]) == int(counts[a]))
+    last = (reps - 1) * signature.size  # first block of the last period
+    atoms = [(int(lo[a]) * block, (int(hi[a]) + last) * block, int(counts[a]) * reps * block,
+              int(hi[a] - lo[a]) == int(counts[a]) and (reps == 1 or int(counts[a]) == signature.size))
              for a in range(order.size)]
-    members = [np.unique(atom_of_block[b]).tolist() for b in blocks]
+    members = [np.flatnonzero(np.bincount(atom_of_block[b], minlength=order.size)).tolist() for b in blocks]
     return atoms, members
 
 
