@@ -184,11 +184,15 @@ def test_a_captured_trace_simulates_with_reads_and_writes():
         ({"name": "gpt2", "weight_dtype": "int4"}, r"weight_dtype must be one of"),
         ({"name": "gpt2", "routing": "random"}, "routing must be one of"),
         ({"name": "gpt2", "n_layers": 2}, "unknown override 'n_layers'"),
+        ({"name": "gpt2", "persist": ("logits",)}, "persist must name only"),
+        ({"name": "gpt2", "training": True, "use_cache": True}, "use_cache must be False"),
     ],
 )
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         capture_model(**kwargs)
+    with pytest.raises(TypeError, match="use_cache must be a bool or None"):
+        capture_model("gpt2", use_cache="yes")
 
 
 MIB = 2**20

@@ -222,6 +222,11 @@ def _apply_weight_dtype(trace: pd.DataFrame, model, weight_dtype: str) -> pd.Dat
     return trace
 
 
+# what a capture records changed (2: view bytes and atoms, row gathers, fused attention backward, GPU dropout,
+# persist accesses, exact top-k routing): older cached captures are not reused
+CAPTURE_FORMAT = 2
+
+
 def cache_dir() -> Path:
     """Where captures are cached: ``$LAB_CACHE_DIR`` or ``~/.cache/lab/captures``."""
     return Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "lab" / "captures"))
@@ -233,7 +238,7 @@ def _cache_key(params: dict) -> str:
 
     from lab import __version__
 
-    blob = json.dumps({**params, "lab": __version__, "torch": torch.__version__,
+    blob = json.dumps({**params, "lab": __version__, "capture_format": CAPTURE_FORMAT, "torch": torch.__version__,
                        "transformers": transformers.__version__}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
