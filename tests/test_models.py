@@ -262,8 +262,8 @@ def test_gpt2_saves_korthikanti_activations_per_layer():
                     # the fused attention's log-sum-exp: fp32, one per head and query (the paper's 5as^2b term
                     # is gone: scores and probabilities are never stored)
                     + 4 * heads * s * b
-                    # mean and reciprocal standard deviation of both layer norms (bf16 on CPU, fp32 on a GPU)
-                    + 2 * 2 * 2 * s * b)
+                    # mean and reciprocal standard deviation of both layer norms, fp32 per token
+                    + 2 * 2 * 4 * s * b)
         # the layer-norm inputs: LN2's is this layer's residual sum, LN1's is counted where it is written (the
         # previous layer's residual sum, or the embedding dropout for layer 0), one 2sbh tensor per layer either way
         assert round(saved["size_mb"].sum() * MIB) == expected

@@ -40,8 +40,8 @@ GPU kernels, not CPU artefacts: training dropout is ``native_dropout`` (one
 kernel writing the output and a 1-byte bool mask; the CPU path builds a mask in
 the activation dtype with bernoulli_ and div_); allocation-only operators
 (``empty_like``, ``new_empty``, ...) record nothing and fills (``zeros_like``,
-``ones_like``, ...) only write, their input giving just a shape. (Layer-norm
-statistics are still recorded in the activation dtype, where a GPU writes fp32.)
+``ones_like``, ...) only write, their input giving just a shape; layer-norm
+statistics (mean, 1/std) are fp32 as a GPU keeps them, not the CPU's 16-bit.
 
 Persistence: results that must outlive the step (``persist``: by default the
 model's outputs and loss, the KV cache, updated parameters and optimizer
@@ -124,6 +124,7 @@ class _State:
     storage_bytes: dict = field(default_factory=dict)  # storage index -> its size in bytes
     leading_dim: dict = field(default_factory=dict)  # storage index -> first dimension of the named tensor
     first_writer: dict = field(default_factory=dict)  # storage index -> (op, phase)
+    widened: dict = field(default_factory=dict)  # storage index -> element-size factor (fp32 where a GPU keeps it)
     records: list = field(default_factory=list)
 
     def storage_index(self, tensor) -> int:
@@ -149,6 +150,9 @@ def _region(state: _State, tensor, rows: Optional[np.ndarray] = None) -> Optiona
     if tensor.numel() == 0:
         return None
     size = tensor.element_size()
+    storage = state.storage_index(tensor)
+    factor = state.widened.get(storage, 1)
+    size *= factor
     sizes = tuple(int(n) for n in tensor.shape)
     strides = tuple(int(st) * size for st in tensor.stride())
     if rows is not None:
@@ -162,10 +166,10 @@ def _region(state: _State, tensor, rows: Optional[np.ndarray] = None) -> Optiona
         elif st:
             elements *= n
     return _Region(
-        storage=state.storage_index(tensor),
+        storage=storage,
         offset=tensor.storage_offset() * size,
         nbytes=elements * size,
-        dtype=str(tensor.dtype).removeprefix("torch."),
+        dtype="float32" if factor > 1 else str(tensor.dtype).removeprefix("torch."),
         shape=(int(rows.size),) + sizes[1:] if rows is not None else sizes,
         stride=int(tensor.stride()[-1]) if tensor.dim() else 1,
         sizes=sizes,
@@ -251,6 +255,13 @@ def _record_op(state: _State, op: str, schema, args, kwargs, out) -> None:
                     reads.append(region)
             else:
                 reads.append(region)
+    if name == "native_layer_norm":  # a GPU keeps the mean and 1/std in fp32 (the accumulation type)
+        for tensor in list(_tensors(out))[1:]:
+            if tensor.element_size() == 2 and tensor.is_floating_point():
+                index = state.storage_index(tensor)
+                if index not in state.widened:
+                    state.widened[index] = 2
+                    state.storage_bytes[index] *= 2
     written = {r.key for r in mutated}
     for region in reads:
         state.records.append(_Record(op, region, "read", module, phase))
