@@ -269,3 +269,13 @@ def test_gpt2_saves_korthikanti_activations_per_layer():
         assert round(saved["size_mb"].sum() * MIB) == expected
         masks = saved[saved["dtype"] == "bool"]
         assert round(masks["size_mb"].sum() * MIB) == 2 * s * b * h  # the two dropout masks, 1 byte per element
+
+
+def test_with_room_for_everything_only_weights_inputs_and_state_come_from_dram():
+    # data produced on chip, read through views (Q, K, V, rotary halves, expert rows) or not, never misses
+    for name, training in (("llama-2-7b", False), ("gpt2", True)):
+        trace = capture_model(name, batch_size=1, seq_length=128, training=training, num_layers=2, persist=())
+        result = lab.simulate(trace, "LRU", capacity_mb=100_000)
+        missed = trace[~result.hit & (trace["access"] == "read")]
+        assert set(missed["kind"]) <= {"weight", "input", "buffer", "optimizer_state"}, name
+        assert missed["tensor_id"].is_unique  # each once: compulsory misses only
