@@ -130,7 +130,7 @@ def tiny_gpt2(n_layer=1):
     return transformers.GPT2LMHeadModel(config)
 
 
-def test_a_view_is_charged_its_bytes_and_shares_identity_with_the_data_it_views():
+def test_a_view_is_charged_its_bytes_and_shares_identity_with_the_data_it_views(monkeypatch):
     import lab
 
     trace = capture_trace(tiny_gpt2().eval(), {"input_ids": torch.zeros(2, 16, dtype=torch.long), "use_cache": False})
@@ -159,6 +159,15 @@ def test_a_view_is_charged_its_bytes_and_shares_identity_with_the_data_it_views(
     read = halves[(halves["op"] == "aten.mul") & (halves["access"] == "read")]
     assert read["tensor_id"].tolist() == written["tensor_id"].tolist() == ["addmm#1[part 0]", "addmm#1[part 1]"]
     assert (read["size_mb"] * 2**20).tolist() == [4 * 16 * 4] * 2
+
+    from lab.workloads import capture
+
+    monkeypatch.setattr(capture, "_MAX_BLOCKS", 2)  # too fragmented to partition: each view apart, its own bytes
+    apart = capture_trace(Halves(), (torch.ones(4, 8),))
+    read = apart[(apart["op"] == "aten.mul") & (apart["access"] == "read")]
+    assert read["tensor_id"].tolist() == ["addmm#1[view 1]", "addmm#1[view 2]"]
+    assert (read["size_mb"] * 2**20).tolist() == [4 * 16 * 4] * 2
+    assert apart.loc[apart["op"] == "aten.addmm", "tensor_id"].iloc[-1] == "addmm#1"
 
 
 def test_an_embedding_gather_reads_only_the_rows_of_its_tokens():

@@ -506,7 +506,7 @@ def _atoms(state: _State) -> dict:
         if all(r.offset == 0 and r.nbytes == total for r in values):
             parts.update({k: [("", total)] for k in keys})
             continue
-        result = _partition(values)
+        result = _partition(values, _MAX_BLOCKS)
         if result is None:
             for k, (key, region) in enumerate(regions.items()):
                 whole = region.offset == 0 and region.nbytes == total
