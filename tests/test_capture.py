@@ -220,6 +220,9 @@ def test_kernels_move_what_a_gpu_kernel_moves():
     assert len(masks) == 3  # embedding, attention output and MLP dropout; attention probabilities: in the kernel
     assert (masks["size_mb"] * 2**20 == 2 * 16 * 64).all()  # 1 byte per element
     assert not set(trace["op"]) & {"aten.bernoulli_", "aten.empty_like", "aten.div_"}
+    sdpa = trace[(trace["op"] == "aten.scaled_dot_product_attention") & (trace["access"] == "read")]
+    assert len(sdpa) == 3  # Q, K, V: causal through is_causal, as on a GPU; no 16 x 16 mask built or read
+    assert not trace["shape"].str.endswith("16, 16)").any()
 
     class Fill(torch.nn.Module):
         def forward(self, x):

@@ -41,7 +41,9 @@ kernel writing the output and a 1-byte bool mask; the CPU path builds a mask in
 the activation dtype with bernoulli_ and div_); allocation-only operators
 (``empty_like``, ``new_empty``, ...) record nothing and fills (``zeros_like``,
 ``ones_like``, ...) only write, their input giving just a shape; layer-norm
-statistics (mean, 1/std) are fp32 as a GPU keeps them, not the CPU's 16-bit.
+statistics (mean, 1/std) are fp32 as a GPU keeps them, not the CPU's 16-bit;
+a causal mask is not materialized when nothing is padded (transformers passes
+SDPA ``is_causal=True`` on a GPU, but cannot tell on fake tensors).
 
 Persistence: results that must outlive the step (``persist``: by default the
 model's outputs and loss, the KV cache, updated parameters and optimizer
@@ -381,6 +383,42 @@ def _fused_dropout(args, kwargs) -> bool:
     names = ("input", "p", "training", "inplace")
     bound = {"p": 0.5, "training": True, "inplace": False, **dict(zip(names, args)), **kwargs}
     return bool(bound["training"]) and float(bound["p"]) > 0 and not bound["inplace"]
+
+
+@contextlib.contextmanager
+def _causal_mask_skipped():
+    """Build attention masks as a GPU run does. With no padding mask and one sequence per batch row,
+    transformers hands SDPA ``is_causal=True`` instead of a materialized s x s mask (no mask kernels run), but on
+    fake or meta tensors it cannot read the position ids or ``q_offset`` and builds the mask. Here, position
+    ids that cannot be read are taken as one sequence per row (not packed: the presets' inputs), and a causal
+    mask with no padding mask is skipped, as on real tensors."""
+    import sys
+
+    module = sys.modules.get("transformers.masking_utils")
+    ignore_causal = getattr(module, "_ignore_causal_mask_sdpa", None)
+    find_packed = getattr(module, "find_packed_sequence_indices", None)
+    if ignore_causal is None or find_packed is None:
+        yield
+        return
+
+    def ignore(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size=None):
+        if (padding_mask is None and (q_length == 1 or kv_length == q_length)
+                and (local_attention_size is None or kv_length < local_attention_size)):
+            return True
+        return ignore_causal(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size)
+
+    def packed(position_ids):
+        import torch
+
+        if position_ids.is_meta or isinstance(position_ids, torch._subclasses.FakeTensor):
+            return None  # the values cannot be read: one sequence per row
+        return find_packed(position_ids)
+
+    module._ignore_causal_mask_sdpa, module.find_packed_sequence_indices = ignore, packed
+    try:
+        yield
+    finally:
+        module._ignore_causal_mask_sdpa, module.find_packed_sequence_indices = ignore_causal, find_packed
 
 
 @contextlib.contextmanager
@@ -901,6 +939,7 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
                                           "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                                           "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
             stack.enter_context(_module_tracking(module, state))
+            stack.enter_context(_causal_mask_skipped())
             if not training:
                 stack.enter_context(torch.no_grad())
             stack.enter_context(_annotator(state))
