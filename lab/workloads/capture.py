@@ -859,7 +859,8 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     arguments, or a dict of keyword arguments; tensors may be real, meta or
     fake), ``training`` (False: forward under ``no_grad`` in eval mode; True:
     forward in train mode, ``loss_fn(output)`` (default: ``output.loss``, else
-    the mean of the first output), backward, and one AdamW step with foreach
+    the mean of the first output; ``use_cache=False`` unless given, when the
+    forward takes it), backward, and one AdamW step with foreach
     updates and optimizer state already initialized, as in a steady state),
     a ``model_type`` label, ``device``: ``"fake"`` (default: shape-only
     tensors under FakeTensorMode), ``"meta"`` (the fallback for code that
@@ -922,6 +923,8 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         args, kwargs = tuple(convert(v) if isinstance(v, torch.Tensor) else v for v in inputs), {}
 
+    if training and not args and "use_cache" not in kwargs and _accepts(module, "use_cache"):
+        kwargs["use_cache"] = False  # a training step builds no KV cache
     state = _State()
     optimizer = None
     loss = None
@@ -967,6 +970,16 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     _persist(state, persist, output, loss, state_params, optimizer)
     names = _names_from(state, state_params, state_buffers, args, kwargs, optimizer)
     return _to_frame(state, names, model_type)
+
+
+def _accepts(module, name: str) -> bool:
+    """Whether ``module.forward`` takes an argument called ``name``."""
+    import inspect
+
+    try:
+        return name in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _fake_errors():
