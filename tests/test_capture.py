@@ -281,3 +281,14 @@ def test_each_token_goes_to_exactly_top_k_experts():
     assert len(picked) > 1  # one token, even shares: the seed decides, not always experts 0 and 1
     with pytest.raises(ValueError, match="counts must hold 4"):
         route_tokens(np.array([3, 1]), 2, 2)
+
+
+def test_batch_norm_running_statistics_are_updated_in_training_and_persist():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    trace = capture_trace(model, (torch.ones(2, 3, 8, 8),), training=True)
+    for stat in ("1.running_mean", "1.running_var"):
+        rows = trace[trace["tensor_id"] == stat]
+        assert rows["access"].tolist()[:2] == ["read", "write"]  # read-modify-write by the batch-norm kernel
+        assert rows["op"].iloc[-1] == "persist" and (rows["size_mb"] * 2**20 == 4 * 4).all()
+    inference = capture_trace(model, (torch.ones(2, 3, 8, 8),))
+    assert not ((inference["kind"] == "buffer") & (inference["access"] == "write")).any()

@@ -81,6 +81,10 @@ _OVERWRITES = {"copy_", "fill_", "zero_", "normal_", "uniform_", "bernoulli_", "
 _ALLOCATES = {"empty_like", "new_empty", "new_empty_strided", "empty", "empty_strided", "empty_permuted"}
 _FILLS_LIKE = {"zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like", "new_zeros",
                "new_ones", "new_full"}
+# arguments an operator updates in place though its schema does not say so (batch norm's running statistics,
+# when training)
+_UNANNOTATED_UPDATES = {"native_batch_norm": ("running_mean", "running_var"),
+                        "cudnn_batch_norm": ("running_mean", "running_var")}
 _NOISE_NAMESPACES = {"prim", "profiler"}
 _NOISE_OPS = {"lift_fresh", "lift_fresh_copy", "detach", "alias", "_local_scalar_dense", "sym_size", "sym_stride",
               "sym_numel", "sym_storage_offset", "is_same_size", "_to_dense"}
@@ -240,8 +244,11 @@ def _record_op(state: _State, op: str, schema, args, kwargs, out) -> None:
     module, phase = state.module(), state.phase
     bound = list(zip(schema.arguments, args)) + [(a, kwargs[a.name]) for a in schema.arguments if a.name in kwargs]
     mutated, reads = [], []
+    updates = ()
+    if name in _UNANNOTATED_UPDATES and any(a.name == "training" and v for a, v in bound):
+        updates = _UNANNOTATED_UPDATES[name]
     for argument, value in bound:
-        writes = argument.alias_info is not None and argument.alias_info.is_write
+        writes = (argument.alias_info is not None and argument.alias_info.is_write) or argument.name in updates
         for tensor in _tensors(value):
             if name in _FILLS_LIKE and not writes:
                 continue  # the input gives only the shape and dtype of the filled output
@@ -822,7 +829,7 @@ def _cache_tensors(output):
         yield from _tensors(getattr(cache, attr, None))
 
 
-def _persist(state: _State, persist: tuple, output, loss, params: dict, optimizer) -> None:
+def _persist(state: _State, persist: tuple, output, loss, params: dict, buffers: dict, optimizer) -> None:
     """Append a ``persist`` read of every tensor in ``persist`` that the step wrote (see the module docstring)."""
     candidates = []
     if "outputs" in persist:
@@ -831,8 +838,8 @@ def _persist(state: _State, persist: tuple, output, loss, params: dict, optimize
     if "kv_cache" in persist:
         candidates += list(_cache_tensors(output))
     trainable = [p for p in params.values() if p.requires_grad]
-    if "parameters" in persist:
-        candidates += trainable
+    if "parameters" in persist:  # model state: the parameters and buffers (batch-norm running statistics)
+        candidates += trainable + list(buffers.values())
     if "optimizer_state" in persist and optimizer is not None:
         for p in trainable:
             candidates += list(_tensors(optimizer.state.get(p, {})))
@@ -867,7 +874,8 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     fake tensors cannot run) or ``"real"`` (run on the tensors as given), and
     ``persist``: which results of the step must be in DRAM after it, among
     ``PERSIST_KINDS`` (``outputs``: the model's output tensors and the loss;
-    ``parameters``: updated weights; ``optimizer_state``: AdamW's moments and
+    ``parameters``: updated weights and buffers (batch-norm running
+    statistics); ``optimizer_state``: AdamW's moments and
     step; ``kv_cache``; ``gradients``); default ``DEFAULT_PERSIST`` (all but
     gradients), ``()`` for none. Each one the step wrote gets a final
     ``persist`` access (see the module docstring).
@@ -967,7 +975,7 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     finally:
         _ACTIVE.remove(state)
         module.train(was_training)
-    _persist(state, persist, output, loss, state_params, optimizer)
+    _persist(state, persist, output, loss, state_params, state_buffers, optimizer)
     names = _names_from(state, state_params, state_buffers, args, kwargs, optimizer)
     return _to_frame(state, names, model_type)
 
