@@ -544,6 +544,7 @@ def _atoms(state: _State) -> dict:
     for record in state.records:
         by_storage.setdefault(record.region.storage, {}).setdefault(record.region.key, record.region)
     parts = {}
+    partitions: dict = {}  # the same views of same-shaped storages (every layer's) are partitioned once
     for storage, regions in by_storage.items():
         total = state.storage_bytes[storage]
         rows = state.leading_dim.get(storage)
@@ -551,7 +552,10 @@ def _atoms(state: _State) -> dict:
         if all(r.offset == 0 and r.nbytes == total for r in values):
             parts.update({k: [("", total)] for k in keys})
             continue
-        result = _partition(values, _MAX_BLOCKS)
+        pattern = (total, tuple(key[1:] for key in keys))
+        if pattern not in partitions:
+            partitions[pattern] = _partition(values, _MAX_BLOCKS)
+        result = partitions[pattern]
         if result is None:
             for k, (key, region) in enumerate(regions.items()):
                 whole = region.offset == 0 and region.nbytes == total
