@@ -6,20 +6,54 @@
 A ``TorchDispatchMode`` sees every aten operator the forward (and, with
 ``training=True``, the backward and an AdamW step) executes and records, for
 each, the regions it reads (its tensor inputs) and writes (its outputs and the
-inputs its schema marks as mutated: in-place and ``_foreach_`` ops).
+inputs its schema marks as mutated: in-place and ``_foreach_`` ops). The aim
+is the bytes the same operator's GPU kernel moves, not what the CPU does.
 
-Identity: an access touches a region of an underlying storage (storage,
-byte offset, byte length), never ``data_ptr`` (0 on meta, reused on CPU).
-View and alias operators (``t``, ``view``, ``_unsafe_view``, ``expand``,
-``split``, ...) move no data and record nothing; tied weights share a storage
-and so are one tensor. Two different views of one storage are two tensors
-(their regions may overlap; the simulator treats them apart).
+Identity and bytes: an access touches a region of an underlying storage: the
+bytes its tensor's elements occupy (sizes, strides, offset), never its span and
+never ``data_ptr`` (0 on meta, reused on CPU). View and alias operators (``t``,
+``view``, ``_unsafe_view``, ``expand``, ``split``, ...) move no data and record
+nothing; tied weights share a storage and so are one tensor. Since
+``lab.simulate`` needs one size per tensor id, each storage's accessed bytes
+are split into atoms, the bytes touched by exactly the same recorded regions,
+and an access is recorded as one row per atom it covers: the write of GPT-2's
+fused QKV projection is three rows (Q, K and V parts, 1/3 each) and a read of
+the Q view is one row, the Q part, so a view is charged its own bytes and a
+read of a slice just written hits on chip. A storage accessed only whole keeps
+one row per access and its plain name.
 
-Attention: ``scaled_dot_product_attention`` is recorded as one operator that
-reads Q, K, V (and the mask) and writes the output, as a fused attention
-kernel (FlashAttention) runs on an accelerator; on CPU, PyTorch would
-otherwise decompose it into matmuls and a softmax whose full score matrix an
-accelerator never materializes in DRAM.
+Gathers: an embedding lookup reads one table row per index (the indices are
+fake, so this is the count for distinct tokens, an upper bound, placed at rows
+``0..n-1``), not the table. MoE expert banks are dispatched by a fixed seeded
+routing (``routing_counts``, ``route_tokens``: each token to exactly ``top_k``
+experts) whose gathers and scatter-adds move only the routed tokens' rows.
+
+Attention: ``scaled_dot_product_attention`` is recorded as one fused
+(FlashAttention) kernel: forward reads Q, K, V (and the mask), writes the
+output and, when training, the fp32 log-sum-exp per query row; backward reads
+Q, K, V, O, dO and the log-sum-exp and writes dQ, dK, dV. The s x s scores and
+probabilities a CPU's math path would store never reach DRAM on an
+accelerator. FlashAttention-2's backward scratch (the fp32 dQ accumulator and
+rowsum(dO*O)) is not modelled.
+
+GPU kernels, not CPU artefacts: training dropout is ``native_dropout`` (one
+kernel writing the output and a 1-byte bool mask; the CPU path builds a mask in
+the activation dtype with bernoulli_ and div_); allocation-only operators
+(``empty_like``, ``new_empty``, ...) record nothing and fills (``zeros_like``,
+``ones_like``, ...) only write, their input giving just a shape; layer-norm
+statistics (mean, 1/std) are fp32 as a GPU keeps them, not the CPU's 16-bit;
+a causal mask is not materialized when nothing is padded (transformers passes
+SDPA ``is_causal=True`` on a GPU, but cannot tell on fake tensors).
+
+Persistence: results that must outlive the step (``persist``: by default the
+model's outputs and loss, the KV cache, updated parameters and optimizer
+state; only those the step wrote) get one final access each, ``op ==
+"persist"`` and ``access == "read"``, after every other access: the next step
+or the host reads them, so a simulator must not drop them as dead. A buffer
+that holds such a tensor dirty at its persist access has to write it back
+(``lab.simulate`` today treats the access as an ordinary read: a hit when the
+tensor is resident, a DRAM read when it was evicted, whose writeback it then
+charges at eviction).
 
 Torch is imported here only: the rest of ``lab`` never needs it.
 """
@@ -43,6 +77,14 @@ _LAYER_PATTERN = re.compile(r"\.(?:layers|layer|h|blocks|block|stages)\.(\d+)(?:
 # operators that overwrite a mutated argument without reading it first
 _OVERWRITES = {"copy_", "fill_", "zero_", "normal_", "uniform_", "bernoulli_", "random_", "exponential_",
                "_foreach_zero_", "_foreach_copy_", "index_put_", "masked_fill_", "scatter_"}
+# operators that only allocate (no kernel) and operators whose tensor input gives only a shape and dtype
+_ALLOCATES = {"empty_like", "new_empty", "new_empty_strided", "empty", "empty_strided", "empty_permuted"}
+_FILLS_LIKE = {"zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like", "new_zeros",
+               "new_ones", "new_full"}
+# arguments an operator updates in place though its schema does not say so (batch norm's running statistics,
+# when training)
+_UNANNOTATED_UPDATES = {"native_batch_norm": ("running_mean", "running_var"),
+                        "cudnn_batch_norm": ("running_mean", "running_var")}
 _NOISE_NAMESPACES = {"prim", "profiler"}
 _NOISE_OPS = {"lift_fresh", "lift_fresh_copy", "detach", "alias", "_local_scalar_dense", "sym_size", "sym_stride",
               "sym_numel", "sym_storage_offset", "is_same_size", "_to_dense"}
@@ -50,12 +92,24 @@ _NOISE_OPS = {"lift_fresh", "lift_fresh_copy", "detach", "alias", "_local_scalar
 
 @dataclass
 class _Region:
+    """The bytes of one storage that an access touches: ``offset + sum(i_k * strides[k])`` for every index,
+    each ``itemsize`` bytes, with ``rows`` (when set) the only indices of the first dimension touched."""
+
     storage: int  # index of the storage, in order of first sight
     offset: int  # bytes
-    nbytes: int
+    nbytes: int  # distinct bytes touched (not the span)
     dtype: str
     shape: tuple
     stride: int  # innermost element stride
+    sizes: tuple = ()
+    strides: tuple = ()  # bytes
+    itemsize: int = 1
+    rows: Optional[np.ndarray] = None  # int64 indices of the first dimension, when only some rows are touched
+
+    @property
+    def key(self) -> tuple:
+        rows = None if self.rows is None else self.rows.tobytes()
+        return self.storage, self.offset, self.sizes, self.strides, self.itemsize, rows
 
 
 @dataclass
@@ -76,6 +130,7 @@ class _State:
     storage_bytes: dict = field(default_factory=dict)  # storage index -> its size in bytes
     leading_dim: dict = field(default_factory=dict)  # storage index -> first dimension of the named tensor
     first_writer: dict = field(default_factory=dict)  # storage index -> (op, phase)
+    widened: dict = field(default_factory=dict)  # storage index -> element-size factor (fp32 where a GPU keeps it)
     records: list = field(default_factory=list)
 
     def storage_index(self, tensor) -> int:
@@ -95,18 +150,38 @@ class _State:
         return self.module_stack[-1] if self.phase == "forward" else "optimizer"
 
 
-def _region(state: _State, tensor) -> Optional[_Region]:
+def _region(state: _State, tensor, rows: Optional[np.ndarray] = None) -> Optional[_Region]:
+    """The region ``tensor`` touches: its own elements (a broadcast dimension, stride 0, touches its elements
+    once), or with ``rows`` only those indices of its first dimension (a gather)."""
     if tensor.numel() == 0:
         return None
     size = tensor.element_size()
-    span = 1 + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride()))
+    storage = state.storage_index(tensor)
+    factor = state.widened.get(storage, 1)
+    size *= factor
+    sizes = tuple(int(n) for n in tensor.shape)
+    strides = tuple(int(st) * size for st in tensor.stride())
+    if rows is not None:
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if not sizes or rows.size == 0:
+            return None
+    elements = 1
+    for k, (n, st) in enumerate(zip(sizes, strides)):
+        if k == 0 and rows is not None:
+            elements *= int(rows.size) if st else 1
+        elif st:
+            elements *= n
     return _Region(
-        storage=state.storage_index(tensor),
+        storage=storage,
         offset=tensor.storage_offset() * size,
-        nbytes=span * size,
-        dtype=str(tensor.dtype).removeprefix("torch."),
-        shape=tuple(tensor.shape),
+        nbytes=elements * size,
+        dtype="float32" if factor > 1 else str(tensor.dtype).removeprefix("torch."),
+        shape=(int(rows.size),) + sizes[1:] if rows is not None else sizes,
         stride=int(tensor.stride()[-1]) if tensor.dim() else 1,
+        sizes=sizes,
+        strides=strides,
+        itemsize=size,
+        rows=rows,
     )
 
 
@@ -163,60 +238,142 @@ def _recorder(state: _State):
 
 
 def _record_op(state: _State, op: str, schema, args, kwargs, out) -> None:
+    name = op.split(".")[-1]
+    if name in _ALLOCATES:
+        return  # allocation only: a GPU runs no kernel and moves no data
     module, phase = state.module(), state.phase
     bound = list(zip(schema.arguments, args)) + [(a, kwargs[a.name]) for a in schema.arguments if a.name in kwargs]
     mutated, reads = [], []
+    updates = ()
+    if name in _UNANNOTATED_UPDATES and any(a.name == "training" and v for a, v in bound):
+        updates = _UNANNOTATED_UPDATES[name]
     for argument, value in bound:
-        writes = argument.alias_info is not None and argument.alias_info.is_write
+        writes = (argument.alias_info is not None and argument.alias_info.is_write) or argument.name in updates
         for tensor in _tensors(value):
-            region = _region(state, tensor)
+            if name in _FILLS_LIKE and not writes:
+                continue  # the input gives only the shape and dtype of the filled output
+            rows = None
+            if name == "embedding" and argument.name == "weight":
+                rows = _gathered_rows(tensor, bound)
+            region = _region(state, tensor, rows)
             if region is None:
                 continue
             if writes:
                 mutated.append(region)
-                if op.split(".")[-1] not in _OVERWRITES and argument.name != "out":
+                if name not in _OVERWRITES and argument.name != "out":
                     reads.append(region)
             else:
                 reads.append(region)
-    written = {(r.storage, r.offset, r.nbytes) for r in mutated}
+    if name == "native_layer_norm":  # a GPU keeps the mean and 1/std in fp32 (the accumulation type)
+        for tensor in list(_tensors(out))[1:]:
+            if tensor.element_size() == 2 and tensor.is_floating_point():
+                index = state.storage_index(tensor)
+                if index not in state.widened:
+                    state.widened[index] = 2
+                    state.storage_bytes[index] *= 2
+    written = {r.key for r in mutated}
     for region in reads:
         state.records.append(_Record(op, region, "read", module, phase))
     for region in mutated:
         state.records.append(_Record(op, region, "write", module, phase))
     for tensor in _tensors(out):
         region = _region(state, tensor)
-        if region is not None and (region.storage, region.offset, region.nbytes) not in written:
-            written.add((region.storage, region.offset, region.nbytes))
+        if region is not None and region.key not in written:
+            written.add(region.key)
             state.records.append(_Record(op, region, "write", module, phase))
-            state.first_writer.setdefault(region.storage, (op.split(".")[-1], phase))
+            state.first_writer.setdefault(region.storage, (name, phase))
+
+
+def _gathered_rows(weight, bound) -> Optional[np.ndarray]:
+    """Rows of an embedding table a gather reads: one per index, at most the table's rows. The indices are
+    fake (no values), so this is the count for distinct indices (an upper bound; repeated tokens read
+    fewer rows), placed at rows ``0..n-1`` of the table."""
+    indices = next((v for a, v in bound if a.name == "indices"), None)
+    if indices is None or not weight.dim():
+        return None
+    return np.arange(min(int(indices.numel()), int(weight.shape[0])), dtype=np.int64)
+
+
+def _append(state: _State, op: str, reads=(), writes=()) -> None:
+    """Record ``op`` reading and writing these regions (None entries skipped), in the current module and phase."""
+    module, phase = state.module(), state.phase
+    for access, regions in (("read", reads), ("write", writes)):
+        for region in regions:
+            if region is not None:
+                state.records.append(_Record(op, region, access, module, phase))
+                if access == "write":
+                    state.first_writer.setdefault(region.storage, (op.split(".")[-1], phase))
+
+
+_SDPA_ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _fused_attention(state: _State):
+    """An autograd function recording what a fused (flash) attention kernel moves.
+
+    Forward: reads Q, K, V (and the mask), writes O in the (batch, seq, heads, dim) layout fused kernels write
+    and, when a gradient will be needed, the log-sum-exp of each query row (fp32, batch x heads x queries).
+    Backward: reads Q, K, V, O, dO and the log-sum-exp (and the mask), writes dQ, dK, dV; the s x s scores
+    and probabilities are recomputed on chip, never stored (Dao et al., FlashAttention-2, 2023)."""
+    import torch
+    import torch.nn.functional as F
+
+    op = "aten.scaled_dot_product_attention"
+
+    class FusedAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, mask, options):
+            needs_lse = any(ctx.needs_input_grad[:3])
+            state.paused += 1
+            try:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **options)
+                if out.dim() == 4:  # the (batch, seq, heads, dim) layout fused kernels write, fake or real
+                    out = out.transpose(1, 2).contiguous().transpose(1, 2)
+                lse = q.new_empty(tuple(q.shape[:-1]), dtype=torch.float32) if needs_lse else None
+            finally:
+                state.paused -= 1
+            _append(state, op, reads=[_region(state, t) for t in (q, k, v, mask) if t is not None],
+                    writes=[_region(state, out)] + ([_region(state, lse)] if lse is not None else []))
+            ctx.save_for_backward(q, k, v, out, lse, mask)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            q, k, v, out, lse, mask = ctx.saved_tensors
+            state.paused += 1
+            try:
+                grads = [torch.empty_like(t) for t in (q, k, v)]
+            finally:
+                state.paused -= 1
+            _append(state, "aten._scaled_dot_product_flash_attention_backward",
+                    reads=[_region(state, t) for t in (q, k, v, out, grad_out, lse, mask) if t is not None],
+                    writes=[_region(state, g) for g in grads])
+            return (*grads, None, None)
+
+    return FusedAttention
 
 
 def _annotator(state: _State):
-    """Fuses scaled_dot_product_attention into one recorded op and tags autograd nodes with their module."""
+    """Records scaled_dot_product_attention as one fused op (``_fused_attention``), runs training dropout as
+    the GPU's fused kernel (``native_dropout``: a 1-byte bool mask, not the CPU path's mask in the
+    activation dtype) and tags autograd nodes with their module."""
     import torch
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
+
+    fused = _fused_attention(state)
 
     class Annotator(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             if func is F.scaled_dot_product_attention and not state.paused:
-                state.paused += 1
-                try:
-                    out = func(*args, **kwargs)
-                    if out.dim() == 4:  # the (batch, seq, heads, dim) layout fused kernels write, fake or real
-                        out = out.transpose(1, 2).contiguous().transpose(1, 2)
-                finally:
-                    state.paused -= 1
-                inputs = list(_tensors(args)) + list(_tensors(kwargs))
-                module, phase = state.module(), state.phase
-                for tensor in inputs:
-                    region = _region(state, tensor)
-                    if region is not None:
-                        state.records.append(_Record("aten.scaled_dot_product_attention", region, "read", module, phase))
-                region = _region(state, out)
-                state.records.append(_Record("aten.scaled_dot_product_attention", region, "write", module, phase))
-                state.first_writer.setdefault(region.storage, ("scaled_dot_product_attention", phase))
+                bound = dict(zip(_SDPA_ARGUMENTS, args), **kwargs)
+                q, k, v = bound.pop("query"), bound.pop("key"), bound.pop("value")
+                mask = bound.pop("attn_mask", None)
+                out = fused.apply(q, k, v, mask, bound)
+            elif func is F.dropout and not state.paused and _fused_dropout(args, kwargs):
+                p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+                out = torch.ops.aten.native_dropout(args[0] if args else kwargs["input"], float(p), True)[0]
             else:
                 out = func(*args, **kwargs)
             if state.phase == "forward" and torch.is_grad_enabled():
@@ -226,6 +383,49 @@ def _annotator(state: _State):
             return out
 
     return Annotator()
+
+
+def _fused_dropout(args, kwargs) -> bool:
+    """Whether an ``F.dropout`` call drops anything (training, p > 0, not in place)."""
+    names = ("input", "p", "training", "inplace")
+    bound = {"p": 0.5, "training": True, "inplace": False, **dict(zip(names, args)), **kwargs}
+    return bool(bound["training"]) and float(bound["p"]) > 0 and not bound["inplace"]
+
+
+@contextlib.contextmanager
+def _causal_mask_skipped():
+    """Build attention masks as a GPU run does. With no padding mask and one sequence per batch row,
+    transformers hands SDPA ``is_causal=True`` instead of a materialized s x s mask (no mask kernels run), but on
+    fake or meta tensors it cannot read the position ids or ``q_offset`` and builds the mask. Here, position
+    ids that cannot be read are taken as one sequence per row (not packed: the presets' inputs), and a causal
+    mask with no padding mask is skipped, as on real tensors."""
+    import sys
+
+    module = sys.modules.get("transformers.masking_utils")
+    ignore_causal = getattr(module, "_ignore_causal_mask_sdpa", None)
+    find_packed = getattr(module, "find_packed_sequence_indices", None)
+    if ignore_causal is None or find_packed is None:
+        yield
+        return
+
+    def ignore(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size=None):
+        if (padding_mask is None and (q_length == 1 or kv_length == q_length)
+                and (local_attention_size is None or kv_length < local_attention_size)):
+            return True
+        return ignore_causal(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size)
+
+    def packed(position_ids):
+        import torch
+
+        if position_ids.is_meta or isinstance(position_ids, torch._subclasses.FakeTensor):
+            return None  # the values cannot be read: one sequence per row
+        return find_packed(position_ids)
+
+    module._ignore_causal_mask_sdpa, module.find_packed_sequence_indices = ignore, packed
+    try:
+        yield
+    finally:
+        module._ignore_causal_mask_sdpa, module.find_packed_sequence_indices = ignore_causal, find_packed
 
 
 @contextlib.contextmanager
@@ -248,6 +448,133 @@ def _module_tracking(model, state: _State):
             handle.remove()
 
 
+_MAX_BLOCKS = 1 << 22  # blocks per storage beyond which its views are kept apart instead of partitioned
+
+
+def _runs(region: _Region, limit: int):
+    """The region as equal runs of contiguous bytes: (sorted int64 start offsets, run length in bytes, the gcd of
+    the steps between starts (0 for one run)), or None when it has more than ``limit`` runs."""
+    dims = [(np.arange(n, dtype=np.int64), st) for k, (n, st) in enumerate(zip(region.sizes, region.strides))
+            if st and n > 1 and not (k == 0 and region.rows is not None)]
+    dims.sort(key=lambda d: d[1])
+    run = region.itemsize
+    while dims and dims[0][1] == run:
+        run *= len(dims[0][0])
+        dims.pop(0)
+    if region.rows is not None and region.rows.size > 1 and region.strides and region.strides[0]:
+        dims.append((region.rows, region.strides[0]))
+        dims.sort(key=lambda d: d[1])
+    if np.prod([float(len(values)) for values, _ in dims]) > limit:
+        return None
+    starts = np.array([region.offset], np.int64)
+    if region.rows is not None and (region.rows.size == 1 or not region.strides or not region.strides[0]):
+        starts += int(region.rows[0]) * (region.strides[0] if region.strides else 0)
+    step = 0
+    for values, st in reversed(dims):  # outermost first: starts come out in increasing order
+        starts = (starts[:, None] + values * st).ravel()
+        step = int(np.gcd(step, int(np.gcd.reduce(np.diff(values) * st)) if len(values) > 1 else 0))
+    if len(starts) > 1 and not (starts[1:] >= starts[:-1]).all():
+        starts = np.sort(starts)
+    return starts, run, step
+
+
+def _partition(regions: list, limit: int = _MAX_BLOCKS):
+    """Split one storage's accessed bytes into atoms: maximal sets of bytes touched by exactly the same regions.
+
+    Returns (atoms, members): ``atoms`` a list of (first byte, end byte, bytes, contiguous) in order of first
+    byte, ``members[i]`` the atom indices making up ``regions[i]``; None when the storage is too fragmented
+    (more than ``limit`` blocks of the common block size)."""
+    runs = [_runs(r, limit) for r in regions]
+    if any(r is None for r in runs):
+        return None
+    block = 0
+    for starts, run, step in runs:
+        block = int(np.gcd.reduce([block, run, step, int(starts[0])]))
+    end = max(int(starts[-1]) + run for starts, run, _ in runs)
+    n_blocks = -(-end // block)
+    if n_blocks > limit:
+        return None
+    keys = np.random.default_rng(0).integers(1, 2**63, size=len(regions), dtype=np.int64).astype(np.uint64) | 1
+    signature = np.zeros(n_blocks, np.uint64)
+    blocks = []
+    for (starts, run, _), key in zip(runs, keys):
+        b = ((starts // block)[:, None] + np.arange(run // block, dtype=np.int64)).ravel()
+        signature[b] += key
+        blocks.append(b)
+    # a pattern repeated every `period` blocks (halves of every head of a projection): atoms from one period
+    period = 0
+    for _, _, step in runs:
+        period = int(np.gcd(period, step))
+    period //= block
+    reps = 1
+    if 0 < period < n_blocks and n_blocks % period == 0 and np.array_equal(signature[period:], signature[:-period]):
+        reps, signature = n_blocks // period, signature[:period]
+        blocks = [b[b < period] for b in blocks]
+    touched = np.flatnonzero(signature)
+    _, first, inverse = np.unique(signature[touched], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # atoms in order of their first byte
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    atom_of_block = np.full(signature.size, -1, np.int64)
+    atom_of_block[touched] = rank[inverse.ravel()]
+    counts = np.bincount(atom_of_block[touched], minlength=order.size)
+    lo = np.full(order.size, signature.size, np.int64)
+    hi = np.zeros(order.size, np.int64)
+    np.minimum.at(lo, atom_of_block[touched], touched)
+    np.maximum.at(hi, atom_of_block[touched], touched + 1)
+    last = (reps - 1) * signature.size  # first block of the last period
+    atoms = [(int(lo[a]) * block, (int(hi[a]) + last) * block, int(counts[a]) * reps * block,
+              int(hi[a] - lo[a]) == int(counts[a]) and (reps == 1 or int(counts[a]) == signature.size))
+             for a in range(order.size)]
+    members = [np.flatnonzero(np.bincount(atom_of_block[b], minlength=order.size)).tolist() for b in blocks]
+    return atoms, members
+
+
+def _atoms(state: _State) -> dict:
+    """Region key -> list of (name suffix, bytes): the parts of its storage each recorded region is made of.
+
+    Every storage's accessed bytes are split into atoms, the bytes touched by exactly the same recorded
+    regions (``_partition``): a write of GPT-2's fused QKV projection is three writes (Q, K, V parts) and a
+    read of the Q view is a read of the Q part, so a view is charged its own bytes and shares identity with
+    the data it aliases. A storage accessed only as a whole keeps its plain name; a part is named by the rows
+    (``[i]``, ``[i:j]``) or bytes (``[bytes a:b]``) of a contiguous atom, or ``[part k]`` (k-th in order of
+    first byte) of a strided one. A storage too fragmented to partition (over ``_MAX_BLOCKS`` blocks) keeps
+    each distinct region apart (``[view k]``), charged its own bytes."""
+    by_storage: dict = {}
+    for record in state.records:
+        by_storage.setdefault(record.region.storage, {}).setdefault(record.region.key, record.region)
+    parts = {}
+    partitions: dict = {}  # the same views of same-shaped storages (every layer's) are partitioned once
+    for storage, regions in by_storage.items():
+        total = state.storage_bytes[storage]
+        rows = state.leading_dim.get(storage)
+        keys, values = list(regions), list(regions.values())
+        if all(r.offset == 0 and r.nbytes == total for r in values):
+            parts.update({k: [("", total)] for k in keys})
+            continue
+        pattern = (total, tuple(key[1:] for key in keys))
+        if pattern not in partitions:
+            partitions[pattern] = _partition(values, _MAX_BLOCKS)
+        result = partitions[pattern]
+        if result is None:
+            for k, (key, region) in enumerate(regions.items()):
+                whole = region.offset == 0 and region.nbytes == total
+                parts[key] = [("" if whole else f"[view {k}]", region.nbytes)]
+            continue
+        atoms, members = result
+        names = []
+        for k, (lo, hi, nbytes, contiguous) in enumerate(atoms):
+            if len(atoms) == 1 and lo == 0 and nbytes == total:
+                names.append("")
+            elif contiguous:
+                names.append(f"[{_part(lo, hi, total, rows)}]")
+            else:
+                names.append(f"[part {k}]")
+        for key, member in zip(keys, members):
+            parts[key] = [(names[a], atoms[a][2]) for a in member]
+    return parts
+
+
 def _to_frame(state: _State, names: dict, model_type: str) -> pd.DataFrame:
     records = state.records
     counters: dict = {}
@@ -258,42 +585,41 @@ def _to_frame(state: _State, names: dict, model_type: str) -> pd.DataFrame:
             names[index] = (f"{op}#{counters[op]}", kind)
     for index in {r.region.storage for r in records} - names.keys():
         names[index] = (f"storage#{index}", "activation")  # created outside the recorded ops
-    ids, kinds = [], []
+    parts = _atoms(state)
+    rows = []  # (record, tensor id, bytes)
     for r in records:
-        name, kind = names[r.region.storage]
-        total = state.storage_bytes[r.region.storage]
-        if r.region.offset or r.region.nbytes != total:
-            name = f"{name}[{_part(r.region, total, state.leading_dim.get(r.region.storage))}]"
-        ids.append(name)
-        kinds.append(kind)
-    modules = [r.module for r in records]
+        name, _ = names[r.region.storage]
+        for suffix, nbytes in parts[r.region.key]:
+            rows.append((r, name + suffix, nbytes))
+    ids = [tensor_id for _, tensor_id, _ in rows]
+    modules = [r.module for r, _, _ in rows]
     trace = pd.DataFrame({
         "tensor_id": ids,
-        "size_mb": np.array([r.region.nbytes for r in records], dtype=np.float64) / BYTES_PER_MB,
+        "size_mb": np.array([nbytes for _, _, nbytes in rows], dtype=np.float64) / BYTES_PER_MB,
         "reuse_distance": reuse_distances(ids),
-        "stride": np.array([r.region.stride for r in records], dtype=np.int64),
-        "op": [r.op for r in records],
+        "stride": np.array([r.region.stride for r, _, _ in rows], dtype=np.int64),
+        "op": [r.op for r, _, _ in rows],
         "model_type": model_type,
-        "access": [r.access for r in records],
-        "kind": kinds,
+        "access": [r.access for r, _, _ in rows],
+        "kind": [names[r.region.storage][1] for r, _, _ in rows],
         "module": modules,
         "layer": np.array([_layer_of(m) for m in modules], dtype=np.int64),
-        "phase": [r.phase for r in records],
-        "dtype": [r.region.dtype for r in records],
-        "shape": [str(r.region.shape) for r in records],
+        "phase": [r.phase for r, _, _ in rows],
+        "dtype": [r.region.dtype for r, _, _ in rows],
+        "shape": [str(r.region.shape) for r, _, _ in rows],
     })
     return trace
 
 
-def _part(region: _Region, total: int, rows: Optional[int]) -> str:
-    """A part of a storage: rows ``i`` or ``i:j`` of a named tensor's first dimension when the part is made of
+def _part(lo: int, hi: int, total: int, rows: Optional[int]) -> str:
+    """Bytes ``lo:hi`` of a storage: rows ``i`` or ``i:j`` of a named tensor's first dimension when they are
     whole rows (an expert of a stacked expert bank), else the byte range ``bytes a:b``."""
     if rows:
         row = total // rows
-        if row and region.offset % row == 0 and region.nbytes % row == 0:
-            start, stop = region.offset // row, (region.offset + region.nbytes) // row
+        if row and lo % row == 0 and hi % row == 0:
+            start, stop = lo // row, hi // row
             return f"{start}" if stop == start + 1 else f"{start}:{stop}"
-    return f"bytes {region.offset}:{region.offset + region.nbytes}"
+    return f"bytes {lo}:{hi}"
 
 
 def _layer_of(module: str) -> int:
@@ -318,7 +644,8 @@ def routing_counts(num_experts: int, tokens: int, top_k: int, routing="uniform",
         weights = np.ones(num_experts)
     elif isinstance(routing, str) and routing == "zipf":
         weights = 1.0 / np.arange(1, num_experts + 1) ** skew
-        weights = (rng or np.random.default_rng(0)).permutation(weights)
+        rng = rng or np.random.default_rng(0)
+        weights = rng.permutation(weights)
     elif not isinstance(routing, str):
         weights = np.asarray(routing, dtype=np.float64)
         if weights.shape != (num_experts,) or not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() == 0:
@@ -326,6 +653,7 @@ def routing_counts(num_experts: int, tokens: int, top_k: int, routing="uniform",
     else:
         raise ValueError(f"routing must be 'uniform', 'zipf' or a histogram of {num_experts} weights; got {routing!r}")
     total = tokens * top_k
+    tie_break = (rng or np.random.default_rng(0)).permutation(num_experts)
     counts = np.zeros(num_experts, np.int64)
     remaining, open_ = total, np.ones(num_experts, bool)
     while remaining > 0 and open_.any():  # proportional shares, capped at one assignment per token
@@ -333,7 +661,8 @@ def routing_counts(num_experts: int, tokens: int, top_k: int, routing="uniform",
         ideal = remaining * share / share.sum() if share.sum() > 0 else np.where(open_, remaining / open_.sum(), 0)
         add = np.floor(ideal).astype(np.int64)
         leftover = remaining - add.sum()
-        add[np.argsort(-(ideal - add), kind="stable")[:leftover]] += 1
+        order = tie_break[np.argsort(-(ideal - add)[tie_break], kind="stable")]  # ties: a seeded order
+        add[order[:leftover]] += 1
         add = np.minimum(add, tokens - counts)
         counts += add
         remaining = total - counts.sum()
@@ -346,9 +675,69 @@ def _is_expert_bank(module) -> bool:
     return all(getattr(p, "dim", lambda: 0)() == 3 for p in params) and hasattr(module, "num_experts")
 
 
+def route_tokens(counts: np.ndarray, tokens: int, top_k: int, rng: Optional[np.random.Generator] = None) -> list:
+    """Which tokens each expert receives, given ``counts`` (``routing_counts``): a list, one sorted int64
+    array of token indices per expert, such that every token goes to exactly ``top_k`` distinct experts.
+
+    The ``tokens * top_k`` slots, token-major in a seeded random order of the tokens (``rng``, default seed 0),
+    are dealt to the experts in blocks of ``counts[e]`` consecutive slots, column by column; a block holds at
+    most ``tokens`` slots, so it never gives one token the same expert twice."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() != tokens * top_k or (counts > tokens).any() or (counts < 0).any():
+        raise ValueError(f"counts must hold {tokens * top_k} assignments, at most {tokens} per expert; "
+                         f"got {counts.tolist()}")
+    order = (rng or np.random.default_rng(0)).permutation(tokens)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [np.sort(order[np.arange(bounds[e], bounds[e + 1]) % tokens]) for e in range(len(counts))]
+
+
+_ACTIVE: list = []  # the capture state of the capture_trace running now (innermost last)
+
+
+def _gather_rows(source, rows: np.ndarray):
+    """``source.index_select(0, rows)`` recorded as the gather kernel moves it: reads the index and only the
+    gathered rows, writes the result."""
+    import torch
+
+    index = torch.arange(len(rows), device=source.device)  # the values do not matter on shape-only tensors
+    state = _ACTIVE[-1] if _ACTIVE else None
+    if state is None or state.paused:
+        return source.index_select(0, index)
+    state.paused += 1
+    try:
+        out = source.index_select(0, index)
+    finally:
+        state.paused -= 1
+    _append(state, "aten.index_select", reads=[_region(state, source, rows), _region(state, index)],
+            writes=[_region(state, out)])
+    return out
+
+
+def _scatter_add_rows(target, rows: np.ndarray, source):
+    """``target.index_add_(0, rows, source)`` recorded as the scatter kernel moves it: reads the index, the
+    source and the target's rows ``rows``, writes those rows."""
+    import torch
+
+    index = torch.arange(len(rows), device=target.device)
+    state = _ACTIVE[-1] if _ACTIVE else None
+    if state is None or state.paused:
+        return target.index_add_(0, index, source)
+    state.paused += 1
+    try:
+        target.index_add_(0, index, source)
+    finally:
+        state.paused -= 1
+    rows_region = _region(state, target, rows)
+    _append(state, "aten.index_add_", reads=[_region(state, index), _region(state, source), rows_region],
+            writes=[rows_region])
+    return target
+
+
 @contextlib.contextmanager
 def _routed_experts(model, routing, skew: float, seed: int):
-    """Replace each expert bank's data-dependent dispatch by a fixed routing (``routing_counts``)."""
+    """Replace each expert bank's data-dependent dispatch by a fixed, seeded routing: ``routing_counts`` tokens
+    per expert, each token sent to exactly ``top_k`` experts (``route_tokens``); each expert gathers its
+    tokens' rows, runs its MLP on them and scatter-adds them back (only those rows are moved)."""
     import torch
     import torch.nn.functional as F
 
@@ -357,17 +746,18 @@ def _routed_experts(model, routing, skew: float, seed: int):
     def routed(bank, layer_seed):
         def forward(hidden_states, top_k_index, top_k_weights):
             tokens, k = top_k_index.shape
-            counts = routing_counts(bank.num_experts, tokens, k, routing, skew, np.random.default_rng(layer_seed))
+            rng = np.random.default_rng(layer_seed)
+            counts = routing_counts(bank.num_experts, tokens, k, routing, skew, rng)
+            assigned = route_tokens(counts, tokens, k, rng)
             final = torch.zeros_like(hidden_states)
-            for expert, n in enumerate(counts.tolist()):
-                if n == 0:
+            for expert, rows in enumerate(assigned):
+                if rows.size == 0:
                     continue  # no token routed here: this expert's weights are not read
-                token_idx = torch.arange(n, device=hidden_states.device)
-                current = hidden_states.index_select(0, token_idx)
+                current = _gather_rows(hidden_states, rows)
                 gate, up = F.linear(current, bank.gate_up_proj[expert]).chunk(2, dim=-1)
                 out = F.linear(bank.act_fn(gate) * up, bank.down_proj[expert])
-                out = out * top_k_weights.index_select(0, token_idx)[:, :1]
-                final.index_add_(0, token_idx, out.to(final.dtype))
+                out = out * _gather_rows(top_k_weights, rows)[:, :1]
+                _scatter_add_rows(final, rows, out.to(final.dtype))
             return final
 
         return forward
@@ -407,39 +797,116 @@ def _default_loss(output):
     return first.float().mean()
 
 
+PERSIST_KINDS = ("outputs", "parameters", "optimizer_state", "kv_cache", "gradients")
+DEFAULT_PERSIST = ("outputs", "parameters", "optimizer_state", "kv_cache")
+
+
+def check_persist(persist) -> tuple:
+    """``persist`` as a tuple of names from ``PERSIST_KINDS`` (a single name is accepted); TypeError or
+    ValueError naming ``persist`` otherwise."""
+    if isinstance(persist, str):
+        persist = (persist,)
+    try:
+        names = tuple(persist)
+    except TypeError:
+        raise TypeError(f"persist must be a collection of names from {list(PERSIST_KINDS)}, "
+                        f"got {type(persist).__name__}") from None
+    unknown = [n for n in names if n not in PERSIST_KINDS]
+    if unknown:
+        raise ValueError(f"persist must name only {list(PERSIST_KINDS)}; got {unknown!r}")
+    return tuple(n for n in PERSIST_KINDS if n in names)
+
+
+def _cache_tensors(output):
+    """The tensors of a transformers KV cache in ``output.past_key_values`` (none when there is no cache)."""
+    cache = None
+    for name in ("cache", "past_key_values"):  # transformers 5 renamed past_key_values to cache
+        if isinstance(output, dict) and name in output.keys():
+            cache = dict.__getitem__(output, name)
+            break
+    if cache is None:
+        return
+    for layer in getattr(cache, "layers", None) or ():
+        for attr in ("keys", "values"):
+            yield from _tensors(getattr(layer, attr, None))
+    for attr in ("key_cache", "value_cache"):
+        yield from _tensors(getattr(cache, attr, None))
+
+
+def _persist(state: _State, persist: tuple, output, loss, params: dict, buffers: dict, optimizer) -> None:
+    """Append a ``persist`` read of every tensor in ``persist`` that the step wrote (see the module docstring)."""
+    candidates = []
+    if "outputs" in persist:
+        candidates += list(_tensors(list(output.values()) if isinstance(output, dict) else output))
+        candidates += list(_tensors(loss))
+    if "kv_cache" in persist:
+        candidates += list(_cache_tensors(output))
+    trainable = [p for p in params.values() if p.requires_grad]
+    if "parameters" in persist:  # model state: the parameters and buffers (batch-norm running statistics)
+        candidates += trainable + list(buffers.values())
+    if "optimizer_state" in persist and optimizer is not None:
+        for p in trainable:
+            candidates += list(_tensors(optimizer.state.get(p, {})))
+    if "gradients" in persist:
+        candidates += [p.grad for p in trainable if p.grad is not None]
+    written = {r.region.storage for r in state.records if r.access == "write"}
+    seen = set()
+    for tensor in candidates:
+        if tensor.untyped_storage()._cdata not in state.storages:
+            continue  # never touched by the step
+        region = _region(state, tensor)
+        if region is None or region.storage not in written or region.key in seen:
+            continue
+        seen.add(region.key)
+        state.records.append(_Record("persist", region, "read", "", state.phase))
+
+
 def capture_trace(module, example_inputs, training: bool = False, *, model_type: str = "custom",
-                  device: str = "fake", loss_fn: Optional[Callable] = None, lr: float = 1e-4) -> pd.DataFrame:
+                  device: str = "fake", loss_fn: Optional[Callable] = None, lr: float = 1e-4,
+                  persist=DEFAULT_PERSIST) -> pd.DataFrame:
     """Capture every tensor access of ``module``'s forward pass, or of a training step.
 
     Takes any ``torch.nn.Module``, its example inputs (a tuple of positional
     arguments, or a dict of keyword arguments; tensors may be real, meta or
     fake), ``training`` (False: forward under ``no_grad`` in eval mode; True:
     forward in train mode, ``loss_fn(output)`` (default: ``output.loss``, else
-    the mean of the first output), backward, and one AdamW step with foreach
+    the mean of the first output; ``use_cache=False`` unless given, when the
+    forward takes it), backward, and one AdamW step with foreach
     updates and optimizer state already initialized, as in a steady state),
-    a ``model_type`` label, and ``device``: ``"fake"`` (default: shape-only
+    a ``model_type`` label, ``device``: ``"fake"`` (default: shape-only
     tensors under FakeTensorMode), ``"meta"`` (the fallback for code that
-    fake tensors cannot run) or ``"real"`` (run on the tensors as given).
+    fake tensors cannot run) or ``"real"`` (run on the tensors as given), and
+    ``persist``: which results of the step must be in DRAM after it, among
+    ``PERSIST_KINDS`` (``outputs``: the model's output tensors and the loss;
+    ``parameters``: updated weights and buffers (batch-norm running
+    statistics); ``optimizer_state``: AdamW's moments and
+    step; ``kv_cache``; ``gradients``); default ``DEFAULT_PERSIST`` (all but
+    gradients), ``()`` for none. Each one the step wrote gets a final
+    ``persist`` access (see the module docstring).
 
     Returns a trace DataFrame, one row per access: ``tensor_id`` (parameter
     names for weights, ``grad:``/``adamw.exp_avg:`` prefixes, ``input:i``,
-    ``<op>#n`` for intermediates; a part of a storage adds ``[i]`` or
-    ``[i:j]`` (rows of the first dimension, e.g. one expert of a stacked
-    expert bank) or ``[bytes a:b]``), ``size_mb``, ``reuse_distance``, ``stride`` (innermost element
-    stride), ``op`` (aten operator), ``model_type``, ``access``
-    (read/write), ``kind`` (weight, buffer, activation, gradient,
+    ``<op>#n`` for intermediates; a part of a storage (an atom: see the
+    module docstring) adds ``[i]`` or ``[i:j]`` (rows of the first
+    dimension, e.g. one expert of a stacked expert bank), ``[bytes a:b]``
+    or ``[part k]`` (a strided part, k-th by first byte)), ``size_mb`` (MiB
+    the access moves: its atom's bytes), ``reuse_distance``, ``stride``
+    (innermost element stride), ``op`` (aten operator, or ``persist``),
+    ``model_type``, ``access`` (read/write), ``kind`` (weight, buffer, activation, gradient,
     optimizer_state, input), ``module`` (owning module path), ``layer``
     (index parsed from the path, -1 outside layers), ``phase``
     (forward/backward/optimizer), ``dtype`` and ``shape``.
 
     Raises CaptureError (a ValueError) naming the failing operator when the
-    model cannot run on fake tensors, with the ``device="meta"`` hint.
+    model cannot run on fake tensors, with the ``device="meta"`` hint;
+    ValueError or TypeError for a bad ``device`` or ``persist``.
     """
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     if device not in ("fake", "meta", "real"):
         raise ValueError(f"device must be 'fake', 'meta' or 'real', got {device!r}")
+    persist = check_persist(persist)
     was_training = module.training
     params = dict(module.named_parameters())
     buffers = dict(module.named_buffers())
@@ -468,9 +935,13 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         args, kwargs = tuple(convert(v) if isinstance(v, torch.Tensor) else v for v in inputs), {}
 
+    if training and not args and "use_cache" not in kwargs and _accepts(module, "use_cache"):
+        kwargs["use_cache"] = False  # a training step builds no KV cache
     state = _State()
     optimizer = None
+    loss = None
     module.train(training)
+    _ACTIVE.append(state)
     try:
         with contextlib.ExitStack() as stack:
             if fake_mode is not None:
@@ -483,6 +954,7 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
                                           "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                                           "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
             stack.enter_context(_module_tracking(module, state))
+            stack.enter_context(_causal_mask_skipped())
             if not training:
                 stack.enter_context(torch.no_grad())
             stack.enter_context(_annotator(state))
@@ -505,9 +977,21 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
             ) from error
         raise
     finally:
+        _ACTIVE.remove(state)
         module.train(was_training)
+    _persist(state, persist, output, loss, state_params, state_buffers, optimizer)
     names = _names_from(state, state_params, state_buffers, args, kwargs, optimizer)
     return _to_frame(state, names, model_type)
+
+
+def _accepts(module, name: str) -> bool:
+    """Whether ``module.forward`` takes an argument called ``name``."""
+    import inspect
+
+    try:
+        return name in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _fake_errors():

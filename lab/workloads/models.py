@@ -10,6 +10,7 @@ a repeated capture instant.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ def packed_bytes(elements: np.ndarray, row: np.ndarray, weight_dtype: str) -> np
 
 def _apply_weight_dtype(trace: pd.DataFrame, model, weight_dtype: str) -> pd.DataFrame:
     rows = _quantized_linear_weights(model)
-    base = trace["tensor_id"].str.replace(r"\[\d+:\d+\]$", "", regex=True)
+    base = trace["tensor_id"].str.replace(r"\[[^\[\]]*\]$", "", regex=True)  # a part of a weight: its tensor
     quantized = (trace["kind"] == "weight") & base.isin(rows.keys())
     if not quantized.any():
         return trace
@@ -219,6 +220,11 @@ def _apply_weight_dtype(trace: pd.DataFrame, model, weight_dtype: str) -> pd.Dat
     trace.loc[quantized, "size_mb"] = packed_bytes(elements, row, weight_dtype) / BYTES_PER_MB
     trace.loc[quantized, "dtype"] = weight_dtype
     return trace
+
+
+# what a capture records changed (2: view bytes and atoms, row gathers, fused attention backward, GPU dropout,
+# persist accesses, exact top-k routing): older cached captures are not reused
+CAPTURE_FORMAT = 2
 
 
 def cache_dir() -> Path:
@@ -232,7 +238,7 @@ def _cache_key(params: dict) -> str:
 
     from lab import __version__
 
-    blob = json.dumps({**params, "lab": __version__, "torch": torch.__version__,
+    blob = json.dumps({**params, "lab": __version__, "capture_format": CAPTURE_FORMAT, "torch": torch.__version__,
                        "transformers": transformers.__version__}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -255,7 +261,7 @@ def depth_override(name: str, num_layers: Optional[int]) -> dict:
 def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: str = "bf16",
                   training: bool = False, weight_dtype: Optional[str] = None, routing="uniform",
                   routing_skew: float = 1.0, seed: int = 0, cache: bool = True, num_layers: Optional[int] = None,
-                  **overrides) -> pd.DataFrame:
+                  use_cache: Optional[bool] = None, persist=None, **overrides) -> pd.DataFrame:
     """Capture a named preset's trace (see ``PRESETS``): a forward pass, or a training step.
 
     Takes the preset name (``gpt2``, ``bert-base``, ``llama-2-7b``,
@@ -267,13 +273,18 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     (``uniform``, ``zipf`` with ``routing_skew``, or one weight per expert)
     and its ``seed``, ``cache`` (reuse an identical earlier capture),
     ``num_layers`` (a shallower or deeper model of the family) and config
-    ``overrides``. Routing is a parameter because real routing needs
+    ``overrides``, ``use_cache`` (language models: build the KV cache;
+    default True for a forward pass, as a generation's prefill does, and
+    False for a training step, where True is refused) and ``persist`` (which
+    results must reach DRAM after the step: see
+    ``lab.workloads.capture.capture_trace``; default ``DEFAULT_PERSIST``).
+    Routing is a parameter because real routing needs
     real weights and data, which we do not load.
 
     Returns the trace (see ``lab.workloads.capture.capture_trace``), ``model_type``
     set to the preset's family. ``trace.attrs["capture"]`` records the arguments.
     """
-    from lab.workloads.capture import _routed_experts, capture_trace
+    from lab.workloads.capture import DEFAULT_PERSIST, _routed_experts, capture_trace, check_persist
 
     preset = preset_named(name)
     overrides = {**depth_override(preset.name, num_layers), **overrides}
@@ -286,9 +297,17 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     if isinstance(routing, str) and routing not in ROUTINGS:
         raise ValueError(f"routing must be one of {list(ROUTINGS)} or a histogram of weights per expert, "
                          f"got {routing!r}")
+    if use_cache is None:
+        use_cache = not training
+    if not isinstance(use_cache, bool):
+        raise TypeError(f"use_cache must be a bool or None, got {type(use_cache).__name__}")
+    if use_cache and training:
+        raise ValueError("use_cache must be False (or None) for a training step: training builds no KV cache")
+    persist = check_persist(DEFAULT_PERSIST if persist is None else persist)
     params = dict(name=preset.name, batch_size=batch_size, seq_length=seq_length, dtype=dtype, training=training,
                   weight_dtype=weight_dtype, routing=routing if isinstance(routing, str) else list(routing),
-                  routing_skew=routing_skew, seed=seed, overrides=overrides)
+                  routing_skew=routing_skew, seed=seed, overrides=overrides, use_cache=use_cache,
+                  persist=list(persist))
     path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
     if cache and path.exists():
         trace = pd.read_parquet(path)
@@ -296,8 +315,10 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
         return trace
     model, preset, config = build_model(preset.name, dtype, **overrides)
     inputs = example_inputs(model, preset, config, batch_size, seq_length, dtype, training)
+    if isinstance(inputs, dict) and "use_cache" in inspect.signature(model.forward).parameters:
+        inputs["use_cache"] = use_cache
     with _routed_experts(model, routing, routing_skew, seed):
-        trace = capture_trace(model, inputs, training=training, model_type=preset.model_type)
+        trace = capture_trace(model, inputs, training=training, model_type=preset.model_type, persist=persist)
     if weight_dtype != dtype:
         trace = _apply_weight_dtype(trace, model, weight_dtype)
     trace.attrs["capture"] = params
