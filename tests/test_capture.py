@@ -240,7 +240,7 @@ def test_persistent_results_are_read_once_more_at_the_end():
     trace = capture_trace(model.eval(), {"input_ids": ids, "use_cache": True})
     persist = trace[trace["op"] == "persist"]
     assert persist.index.tolist() == list(range(len(trace) - len(persist), len(trace)))  # after everything
-    assert (persist["access"] == "read").all()
+    assert (persist["access"] == "persist").all()
     logits, *cache = persist["tensor_id"].tolist()
     assert persist["size_mb"].iloc[0] * 2**20 == 8 * 97 * 4 and len(cache) == 4  # keys and values of 2 layers
     assert (persist["size_mb"].iloc[1:] * 2**20 == 8 * 64 * 4).all()

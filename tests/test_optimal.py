@@ -174,3 +174,25 @@ def test_a_trace_too_large_for_the_flow_is_refused_with_the_estimate(monkeypatch
         lab.optimal(trace, 4)
     with pytest.raises(ValueError, match="at most"):
         optimal_module.lower_bound_mb(trace, 4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_persist_marks_keep_the_bracket_and_the_exact_optimum_below_every_policy(seed):
+    """Persist marks (data that must reach DRAM after the trace): lower <= exact <= upper, and the exact
+    whole-tensor optimum is no worse than any policy, whose simulation writes a dirty tensor back at its mark."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n, k = int(rng.integers(3, 14)), int(rng.integers(1, 5))
+        ids = rng.integers(0, k, n)
+        access = np.where(rng.random(n) < 0.4, "write", "read")
+        sizes = rng.choice([1.0, 2.0, 3.0], k)
+        trace = pd.DataFrame({"tensor_id": ids, "size_mb": sizes[ids], "access": access})
+        persisted = [c for c in sorted(set(ids[access == "write"])) if rng.random() < 0.7]
+        marks = pd.DataFrame({"tensor_id": persisted, "size_mb": sizes[persisted], "access": "persist"})
+        trace = pd.concat([trace, marks], ignore_index=True)
+        capacity = float(rng.choice([1, 2, 3, 5]))
+        result = lab.optimal(trace, capacity, method="milp")
+        assert result.lower_mb <= result.exact_mb + 1e-9 <= result.upper_mb + 2e-9
+        for policy in ("LRU", "FIFO", "Belady"):
+            traffic = lab.simulate(trace, policy, capacity).metrics["dram_traffic_mb"]
+            assert result.exact_mb <= traffic + 1e-9, (policy, trace.to_dict("list"), capacity)

@@ -446,5 +446,5 @@ def test_a_write_too_large_for_the_buffer_goes_to_dram():
 
 def test_bad_access_values():
     trace = pd.DataFrame({"tensor_id": ["a", "b"], "size_mb": [1.0, 1.0], "access": ["read", "fetch"]})
-    with pytest.raises(ValueError, match=r"column 'access' must be one of \['read', 'write'\]; row 1 is 'fetch'"):
+    with pytest.raises(ValueError, match=r"column 'access' must be one of \['read', 'write', 'persist'\]; row 1 is 'fetch'"):
         lab.simulate(trace, "LRU")

@@ -34,7 +34,7 @@ def dram_traffic_by(result: SimulationResult, trace: pd.DataFrame, by: str = "ki
     streamed = result.write_bytes - writeback_at
     rows = [
         pd.DataFrame({"group": labels, "read": result.read_bytes, "write": streamed,
-                      "misses": (~result.hit & ~result.is_write).astype(np.int64)}),
+                      "misses": (~result.hit & ~result.is_write & ~result.is_persist).astype(np.int64)}),
         pd.DataFrame({"group": tensor_label[result.victim_code[written_back]], "read": 0, "write": victim_bytes,
                       "misses": 0}),
     ]

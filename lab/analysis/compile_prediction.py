@@ -80,8 +80,8 @@ def residency_plan(result: SimulationResult) -> pd.DataFrame:
     """Per-access actions of a simulation: hit / load / stream, the tensors evicted, resident MB after."""
     enc = result.workload
     action = np.select(
-        [result.on_chip & result.is_write, result.hit, result.inserted],
-        ["write", "hit", "load"],
+        [result.is_persist, result.on_chip & result.is_write, result.hit, result.inserted],
+        ["persist", "write", "hit", "load"],
         "stream",
     )
     evict = np.full(enc.n_accesses, "", dtype=object)
@@ -114,7 +114,8 @@ def optimum_plan(workload: Workload, result: OptimalResult) -> pd.DataFrame:
     kept_after = np.zeros(n, np.bool_)
     kept_after[start[kept]] = True
     writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
-    action = np.select([writes, reached_on_chip, kept_after], ["write", "hit", "load"], "stream")
+    marks = workload.is_persist if workload.has_persist else np.zeros(n, np.bool_)
+    action = np.select([marks, writes, reached_on_chip, kept_after], ["persist", "write", "hit", "load"], "stream")
     held = np.zeros(n + 1, np.int64)
     np.add.at(held, start[kept], size[kept])
     np.subtract.at(held, end[kept], size[kept])

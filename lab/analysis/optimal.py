@@ -75,6 +75,9 @@ class Intervals:
     size: np.ndarray  # int64 bytes
     end_reads: np.ndarray  # bool: the next access reads the tensor (dropping it costs a read)
     start_writes: np.ndarray  # bool: the opening access writes the tensor (it is surely dirty)
+    end_persists: np.ndarray  # bool: the next row is a persist mark (the data must reach DRAM, dirty or not)
+    start_final_write: np.ndarray  # bool: the opening access is the last write of a persisted tensor (its data
+    #                                 reaches DRAM once in every schedule: counted once, apart from the flow)
 
 
 def intervals_of(workload: Workload) -> Intervals:
@@ -82,8 +85,28 @@ def intervals_of(workload: Workload) -> Intervals:
     start = np.flatnonzero(workload.next_use >= 0)
     end = workload.next_use[start]
     writes = workload.is_write if workload.has_writes else np.zeros(workload.n_accesses, np.bool_)
-    return Intervals(start=start, end=end, size=workload.access_bytes[start], end_reads=~writes[end],
-                     start_writes=writes[start])
+    marks = persist_marks(workload)
+    final = np.zeros(workload.n_accesses, np.bool_)
+    if marks.any() and writes.any():
+        persisted = np.zeros(workload.n_tensors, np.bool_)
+        persisted[workload.codes[marks]] = True
+        last_write = np.full(workload.n_tensors, -1, np.int64)
+        written = np.flatnonzero(writes)
+        np.maximum.at(last_write, workload.codes[written], written)
+        final[last_write[persisted & (last_write >= 0)]] = True
+    return Intervals(start=start, end=end, size=workload.access_bytes[start], end_reads=~writes[end] & ~marks[end],
+                     start_writes=writes[start], end_persists=marks[end], start_final_write=final[start])
+
+
+def persist_marks(workload: Workload) -> np.ndarray:
+    """The rows of ``workload`` that are persist marks, not accesses (bool per row)."""
+    return workload.is_persist if workload.has_persist else np.zeros(workload.n_accesses, np.bool_)
+
+
+def persist_write_bytes(ivs: Intervals) -> int:
+    """Bytes every schedule writes for persist marks: the data of a persisted tensor's last write must reach
+    DRAM once, at an eviction or at the mark, whatever the schedule (the flow leaves that writeback out)."""
+    return int(ivs.size[ivs.start_final_write].sum())
 
 
 def compulsory_read_bytes(workload: Workload) -> int:
@@ -91,6 +114,7 @@ def compulsory_read_bytes(workload: Workload) -> int:
     first = workload.previous_use < 0
     if workload.has_writes:
         first &= ~workload.is_write
+    first &= ~persist_marks(workload)
     return int(workload.access_bytes[first].sum())
 
 
@@ -114,11 +138,12 @@ def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
     writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
     kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
     kept_into[ivs.end[kept]] = True
-    reads_missed = ~writes & ~kept_into
+    reads_missed = ~writes & ~kept_into & ~persist_marks(workload)
     read_bytes = int(workload.access_bytes[reads_missed].sum())
     dirty = dirty_states(workload.previous_use, writes, kept_into)
-    # a writeback: an interval not kept that starts dirty and whose data is read next
-    writeback = ~kept & dirty[ivs.start] & ivs.end_reads
+    # a writeback: an interval not kept that starts dirty and whose data is read next, or any interval dirty at
+    # its start that ends in a persist mark (written back at an eviction or at the mark)
+    writeback = dirty[ivs.start] & ((~kept & ivs.end_reads) | ivs.end_persists)
     write_bytes = int(ivs.size[writeback].sum())
     hits = int(np.count_nonzero(kept_into))
     return read_bytes, write_bytes, hits, int(writeback.sum())
@@ -170,9 +195,15 @@ class OptimalResult:
 SOLVERS = ("highs", "ortools")
 
 
+def _flow_writes(ivs: Intervals) -> np.ndarray:
+    """Whether dropping each interval costs the flow a writeback: it starts with a write, other than a persisted
+    tensor's last (that one is paid once in ``persist_write_bytes``)."""
+    return ivs.start_writes & ~ivs.start_final_write
+
+
 def _flow_network(ivs: Intervals, n: int):
     """The intervals whose dropping costs traffic, their unit costs, and the supply of each node (bytes)."""
-    unit = ivs.end_reads.astype(np.int64) * (1 + ivs.start_writes.astype(np.int64))
+    unit = ivs.end_reads.astype(np.int64) * (1 + _flow_writes(ivs).astype(np.int64))
     useful = np.flatnonzero(unit > 0)
     supply = np.zeros(n, np.int64)
     np.add.at(supply, ivs.start[useful], ivs.size[useful])
@@ -229,7 +260,7 @@ def _flow(ivs: Intervals, n: int, capacity_bytes: int, solver: str = "highs"):
     solve = _flow_highs if solver == "highs" else _flow_ortools
     around[useful] = solve(ivs, n, capacity_bytes, useful, unit, supply)
     read = int(around[useful].sum())
-    write = int((around * ivs.start_writes)[useful].sum())
+    write = int((around * _flow_writes(ivs))[useful].sum())
     return around, read, write
 
 
@@ -261,11 +292,14 @@ def _milp(workload: Workload, ivs: Intervals, capacity_bytes: int) -> np.ndarray
 
     check_exact_size(ivs)
     m = ivs.start.shape[0]
+    if m == 0:  # no tensor is used twice: nothing to keep
+        return np.zeros(0, np.bool_)
     n = workload.n_accesses
     spans = ivs.end - ivs.start
     # variables: x (kept, binary), d (dirty at the start), b (writeback) per interval
     size = ivs.size.astype(np.float64)
-    cost = np.concatenate([-size * ivs.end_reads, np.zeros(m), size * ivs.end_reads])
+    # a persist mark writes back the interval's data when it is dirty at the interval's start
+    cost = np.concatenate([-size * ivs.end_reads, size * ivs.end_persists, size * ivs.end_reads])
     rows = np.repeat(np.arange(m), spans)
     gaps = np.concatenate([np.arange(a, b) for a, b in zip(ivs.start, ivs.end)]) if m else np.zeros(0, np.int64)
     capacity = coo_matrix((size[rows], (gaps, rows)), shape=(max(n - 1, 1), 3 * m))
@@ -330,11 +364,13 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
     kept_into[ivs.end[kept]] = True
     # a write not reached on chip allocates when it fits (the schedule holds it from there), else streams out
     allocated = int(np.count_nonzero(writes & ~kept_into & (workload.access_bytes <= capacity_bytes)))
-    misses = n - hits - allocated
+    accesses = n - workload.n_persist  # persist marks are rows, not accesses
+    misses = accesses - hits - allocated
     read_hits = int(np.count_nonzero(kept_into & ~writes))
     # dirty data not kept whose next access overwrites it: dropped, not written back
-    skipped = ~kept & dirty_states(workload.previous_use, writes, kept_into)[ivs.start] & ~ivs.end_reads
-    reads = n - int(np.count_nonzero(writes))
+    dirty = dirty_states(workload.previous_use, writes, kept_into)
+    skipped = ~kept & dirty[ivs.start] & ~ivs.end_reads & ~ivs.end_persists
+    reads = accesses - int(np.count_nonzero(writes))
     bytes_total = workload.total_bytes
     return {
         "cache_hits": hits,
@@ -343,13 +379,14 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
                                + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + wait_ms),
         "evictions": int(np.count_nonzero(~kept)),
         "bandwidth_wait_time": wait_ms,
-        "cache_hit_rate": 100.0 * hits / n if n else 0.0,
+        "cache_hit_rate": 100.0 * hits / accesses if accesses else 0.0,
         "read_hit_rate": 100.0 * read_hits / reads if reads else 0.0,
-        "accesses": n,
+        "accesses": accesses,
         "write_allocations": allocated,
         "read_hits": read_hits,
         "compulsory_misses": compulsory_misses(workload),
-        "uncacheable_accesses": int(np.count_nonzero(workload.access_bytes > capacity_bytes)),
+        "uncacheable_accesses": int(np.count_nonzero((workload.access_bytes > capacity_bytes)
+                                                     & ~persist_marks(workload))),
         "bytes_from_dram": read_bytes,
         "byte_hit_rate": 100.0 * float(workload.access_bytes[kept_into].sum()) / bytes_total if bytes_total else 0.0,
         "dram_reads_mb": float(bytes_to_mb(read_bytes)),
@@ -357,7 +394,8 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
         "dram_traffic_mb": float(bytes_to_mb(moved)),
         "writebacks": writebacks,
         "writebacks_skipped": int(np.count_nonzero(skipped)),
-        "dead_drops": int(np.count_nonzero(workload.next_use < 0)),
+        "persist_writeback_mb": float(bytes_to_mb(ivs.size[ivs.end_persists & dirty[ivs.start]].sum())),
+        "dead_drops": int(np.count_nonzero((workload.next_use < 0) & ~persist_marks(workload))),
         "peak_occupancy_mb": float(bytes_to_mb(np.cumsum(held).max())) if n else 0.0,
     }
 
@@ -371,7 +409,7 @@ def lower_bound_mb(trace, capacity_mb: float, solver: str = "highs") -> float:
     check_flow_size(workload)
     ivs = workload.memo("intervals", lambda: intervals_of(workload))
     _, flow_read, flow_write = _flow(ivs, workload.n_accesses, int(mb_to_bytes(capacity_mb)), solver)
-    return float(bytes_to_mb(compulsory_read_bytes(workload) + flow_read + flow_write))
+    return float(bytes_to_mb(compulsory_read_bytes(workload) + flow_read + flow_write + persist_write_bytes(ivs)))
 
 
 def _check_solver(solver) -> None:
@@ -410,7 +448,7 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "flow", solver: 
         check_exact_size(ivs)  # before the flow: refuse at once
     around, flow_read, flow_write = _flow(ivs, workload.n_accesses, capacity_bytes, solver)
     compulsory = compulsory_read_bytes(workload)
-    lower_read, lower_write = compulsory + flow_read, flow_write
+    lower_read, lower_write = compulsory + flow_read, flow_write + persist_write_bytes(ivs)
     kept, upper_source, upper_read, upper_write = _best_schedule(workload, ivs, around, capacity_bytes)
     exact = None
     if method == "milp":

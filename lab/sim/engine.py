@@ -38,10 +38,10 @@ NO_VICTIM = -1
 
 # Counter slots of the driver's ``counts`` output.
 (HITS, HIT_BYTES, READ_BYTES, WRITE_BYTES, EVICTIONS, WRITEBACKS, DROPS, PEAK_BYTES, INSERTIONS, READ_HITS,
- WRITE_ALLOCATIONS, WRITEBACKS_SKIPPED) = range(12)
-N_COUNTS = 12
+ WRITE_ALLOCATIONS, WRITEBACKS_SKIPPED, PERSIST_WRITE_BYTES) = range(13)
+N_COUNTS = 13
 # Bits of the per-access outcome.
-SERVED, INSERTED, DROPPED, STREAMED = 1, 2, 4, 8
+SERVED, INSERTED, DROPPED, STREAMED, PERSISTED = 1, 2, 4, 8, 16
 
 
 # Hook stubs: never called from Python. ``lab.sim.policy.register`` implements them for each policy's State.
@@ -106,14 +106,16 @@ def _release(v, i, k, sizes, resident, dirty, upcoming, is_write, rw, record, co
     return size
 
 
-def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, record, counts, resident, dirty,
-           upcoming, outcome, victim_access, victim_code, victim_written_back):
+def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, is_persist, record, counts, resident,
+           dirty, upcoming, outcome, victim_access, victim_code, victim_written_back):
     """Replay integer-coded accesses through a buffer of ``capacity`` bytes under the policy in ``state``.
 
     Takes ``codes`` (int64 tensor per access), ``sizes`` (int64 bytes per
     tensor), ``total_bytes`` (bytes of all accesses), ``capacity`` (bytes),
     ``is_write`` and ``next_use`` (one per access, or both empty for a plain
-    trace) and ``record`` (False: counters only). Fills, all allocated by the
+    trace), ``is_persist`` (bool per access, or empty: rows that only say the
+    tensor's data must reach DRAM after the trace) and ``record`` (False:
+    counters only). Fills, all allocated by the
     caller: ``counts`` (int64, the slots named above, zeros), ``resident``
     and ``dirty`` (bool per tensor, False; ``dirty`` empty for a plain
     trace), ``upcoming`` (int64 per tensor: the next access of each tensor
@@ -129,11 +131,16 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
     access overwrites it, a tensor is dropped without writeback after its
     last use, and a write that is not inserted goes straight to DRAM. A hit
     is an access to a resident tensor; a write that allocates its tensor is
-    not a hit (``WRITE_ALLOCATIONS``).
+    not a hit (``WRITE_ALLOCATIONS``). A persist row is no access: its tensor,
+    when resident, leaves the buffer, written back when dirty
+    (``PERSIST_WRITE_BYTES``; outcome ``DROPPED``, with ``PERSISTED`` when
+    written back, ``SERVED`` never).
     """
     n = codes.shape[0]
     k = sizes.shape[0]
     rw = is_write.shape[0] == n and n > 0
+    marks = is_persist.shape[0] == n and n > 0
+    persist_bytes = 0
     used = 0
     peak = 0
     n_hits = 0
@@ -145,6 +152,21 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
     streamed = 0
     for i in range(n):
         c = codes[i]
+        if marks and is_persist[i]:  # not an access: the data must be in DRAM from here on
+            if resident[c]:
+                size = sizes[c]
+                written = rw and dirty[c]
+                if written:
+                    counts[WRITEBACKS] += 1
+                    counts[WRITE_BYTES] += size
+                    persist_bytes += size
+                    dirty[c] = False
+                remove(state, c)
+                resident[c] = False
+                used -= size
+                if record:
+                    outcome[i] = DROPPED | PERSISTED if written else DROPPED
+            continue
         if rw:
             upcoming[c] = next_use[i]
         if resident[c]:
@@ -226,6 +248,7 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, recor
             counts[DROPS] += 1
             if record:
                 outcome[i] |= DROPPED
+    counts[PERSIST_WRITE_BYTES] = persist_bytes
     counts[HITS] = n_hits
     counts[READ_HITS] = n_read_hits
     counts[WRITE_ALLOCATIONS] = n_allocated

@@ -12,8 +12,9 @@ import pandas as pd
 from lab.checks import check_positive_mb
 from lab.sim import engine
 from lab.sim.cost import CostModel, resolve_cost
-from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, PEAK_BYTES, READ_BYTES, READ_HITS,
-                            SERVED, STREAMED, WRITE_ALLOCATIONS, WRITE_BYTES, WRITEBACKS, WRITEBACKS_SKIPPED)
+from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, PEAK_BYTES, PERSIST_WRITE_BYTES,
+                            PERSISTED, READ_BYTES, READ_HITS, SERVED, STREAMED, WRITE_ALLOCATIONS, WRITE_BYTES,
+                            WRITEBACKS, WRITEBACKS_SKIPPED)
 from lab.sim.policy import Policy, bind_hooks, get_policy
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
@@ -121,10 +122,10 @@ class SimulationResult:
 
     @functools.cached_property
     def write_bytes(self) -> np.ndarray:
-        """Bytes written to DRAM at each access (int64): writebacks of its victims, or the access's own write
-        when it was not inserted."""
+        """Bytes written to DRAM at each access (int64): writebacks of its victims, the access's own write
+        when it was not inserted, or at a persist row its tensor's writeback."""
         enc = self.workload
-        streamed = np.where(self._bits(STREAMED, "write_bytes"), enc.access_bytes, 0)
+        streamed = np.where(self._bits(STREAMED | PERSISTED, "write_bytes"), enc.access_bytes, 0)
         back = self.victim_written_back
         return streamed + self._per_access_sum(self.victim_access[back], enc.tensor_bytes[self.victim_code[back]])
 
@@ -143,15 +144,24 @@ class SimulationResult:
         return enc.is_write if enc.has_writes else np.zeros(enc.n_accesses, np.bool_)
 
     @property
+    def is_persist(self) -> np.ndarray:
+        """Whether each row is a persist mark, not an access (bool per row; all False without such rows)."""
+        enc = self.workload
+        return enc.is_persist if enc.has_persist else np.zeros(enc.n_accesses, np.bool_)
+
+    @property
     def read_bytes(self) -> np.ndarray:
         """Bytes read from DRAM at each access (int64): the whole tensor on a read miss, else 0."""
-        return np.where(~self.on_chip & ~self.is_write, self.workload.access_bytes, 0)
+        return np.where(~self.on_chip & ~self.is_write & ~self.is_persist, self.workload.access_bytes, 0)
 
     @property
     def latency_ms(self) -> np.ndarray:
         """Cost of each access in ms under ``cost`` (float64, one per access), its writebacks included."""
         writebacks = np.bincount(self.victim_access[self.victim_written_back], minlength=self.on_chip.shape[0])
-        return _latency_ms(self.on_chip, self.read_bytes, self.write_bytes, writebacks, self.cost)
+        writebacks += self._bits(PERSISTED, "latency_ms")
+        # a persist row costs only its writeback: no hit, no miss of its own
+        return _latency_ms(self.on_chip, self.read_bytes, self.write_bytes, writebacks, self.cost,
+                           marks=self.is_persist)
 
     def to_frame(self) -> pd.DataFrame:
         """Per-access results: access, tensor_id, size_mb, hit, evictions, resident_bytes, write_bytes, latency_ms."""
@@ -184,27 +194,37 @@ class SimulationResult:
         )
 
 
-def _latency_ms(on_chip, read_bytes, write_bytes, writebacks, cost: CostModel):
+def _latency_ms(on_chip, read_bytes, write_bytes, writebacks, cost: CostModel, marks=None):
     """Per-access cost in ms: an access served on chip (a hit or a write allocation) costs ``hit_latency_ms``;
     each DRAM transfer (a miss, a writeback) costs ``miss_latency_ms`` plus its MB times
     ``miss_latency_ms_per_mb`` plus its transfer time."""
     moved = read_bytes + write_bytes
-    transfers = (~on_chip).astype(np.int64) + writebacks
+    missed = ~on_chip if marks is None else ~on_chip & ~marks
+    transfers = missed.astype(np.int64) + writebacks
     return (np.where(on_chip, cost.hit_latency_ms, 0.0) + transfers * cost.miss_latency_ms
             + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + cost.transfer_ms(moved))
+
+
+def _marks(enc: Workload) -> np.ndarray:
+    """The persist rows of ``enc`` (bool per row; all False without them)."""
+    return enc.is_persist if enc.has_persist else np.zeros(enc.n_accesses, np.bool_)
 
 
 def compulsory_misses(enc: Workload) -> int:
     """First accesses of a tensor that read it: misses under any policy (a first write allocates instead)."""
     first = enc.previous_use < 0
-    return int(np.count_nonzero(first & ~enc.is_write if enc.has_writes else first))
+    if enc.has_writes:
+        first &= ~enc.is_write
+    if enc.has_persist:
+        first &= ~enc.is_persist
+    return int(np.count_nonzero(first))
 
 
 def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
     """``SimulationResult.metrics`` from the engine's counters (``engine.N_COUNTS`` int64: HITS, HIT_BYTES,
     READ_BYTES, WRITE_BYTES, EVICTIONS, WRITEBACKS, DROPS, PEAK_BYTES) of a run on ``enc`` at
     ``capacity_bytes``, with the latency of ``cost``: the one definition of every metric."""
-    n = enc.n_accesses
+    n = enc.n_accesses - enc.n_persist  # persist rows mark, they do not access
     hits = int(counts[HITS])
     allocated = int(counts[WRITE_ALLOCATIONS])
     misses = n - hits - allocated
@@ -229,7 +249,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
         "write_allocations": allocated,
         "read_hits": int(counts[READ_HITS]),
         "compulsory_misses": compulsory_misses(enc),
-        "uncacheable_accesses": int(np.count_nonzero(enc.access_bytes > capacity_bytes)),
+        "uncacheable_accesses": int(np.count_nonzero((enc.access_bytes > capacity_bytes) & ~_marks(enc))),
         "bytes_from_dram": bytes_read,
         "byte_hit_rate": 100.0 * float(counts[HIT_BYTES]) / bytes_total if bytes_total else 0.0,
         "dram_reads_mb": float(bytes_to_mb(bytes_read)),
@@ -237,6 +257,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
         "dram_traffic_mb": float(bytes_to_mb(moved)),
         "writebacks": n_writebacks,
         "writebacks_skipped": int(counts[WRITEBACKS_SKIPPED]),
+        "persist_writeback_mb": float(bytes_to_mb(counts[PERSIST_WRITE_BYTES])),
         "dead_drops": int(counts[DROPS]),
         "peak_occupancy_mb": float(bytes_to_mb(counts[PEAK_BYTES])),
     }
@@ -283,7 +304,8 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
     if dirty is None:
         dirty = np.zeros(workload.n_tensors if rw else 0, np.bool_)
     args = (state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
-            workload.is_write if rw else _EMPTY_BOOL, next_use, bool(per_access),
+            workload.is_write if rw else _EMPTY_BOOL, next_use,
+            workload.is_persist if workload.has_persist else _EMPTY_BOOL, bool(per_access),
             counts, np.zeros(workload.n_tensors, np.bool_), dirty,
             np.full(workload.n_tensors if rw else 0, -1, np.int64), outcome, victim_access, victim_code, written_back)
     _exact_overload(driver, args)(*args)
@@ -378,7 +400,9 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
         if trace.trace is None:
             raise ValueError("buffer='cache' needs the trace's columns: pass the DataFrame or a Workload that keeps it")
         trace = trace.trace
-    encode_trace(trace)  # validates the trace (columns, sizes), as the scratchpad does
+    if encode_trace(trace).has_persist:  # (validates the trace, as the scratchpad does)
+        # the cache writes every dirty line back at the end (flush_at_end) whatever persists: marks add nothing
+        trace = trace[trace["access"] != "persist"].reset_index(drop=True)
     capacity_bytes = max(1, int(capacity_bytes * model.effective_fraction))
     codes, writes, n_lines, rows = hardware.line_trace(trace, capacity_bytes, model)
     line = np.int64(model.line_bytes)

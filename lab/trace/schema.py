@@ -2,7 +2,8 @@
 
 Required columns: ``tensor_id`` (str or int) and ``size_mb`` (float > 0, MB =
 MiB = 2**20 bytes). Optional: ``access`` (``read``/``write``: the simulator
-then follows data flow), ``reuse_distance``, ``stride``, ``op``,
+then follows data flow; ``persist``: the tensor's data must reach DRAM after the
+trace), ``reuse_distance``, ``stride``, ``op``,
 ``model_type``, ``eviction_score``.
 """
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 REQUIRED_COLUMNS = ("tensor_id", "size_mb")
 OPTIONAL_COLUMNS = ("access", "reuse_distance", "stride", "op", "model_type", "eviction_score")
-ACCESS_KINDS = ("read", "write")
+ACCESS_KINDS = ("read", "write", "persist")
 
 
 def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:
@@ -50,6 +51,16 @@ def numeric_column(trace: pd.DataFrame, column: str) -> np.ndarray:
     return values
 
 
+def persist_flags(trace: pd.DataFrame) -> np.ndarray:
+    """``access == "persist"`` per row (bool) when the trace has such rows, else an empty array. A persist row
+    says that its tensor's data must be in DRAM after the trace (a model output, updated state): it moves no
+    data itself, but a buffer holding the tensor dirty must write it back."""
+    if "access" not in trace.columns:
+        return np.empty(0, np.bool_)
+    flags = (trace["access"] == "persist").to_numpy(dtype=np.bool_, na_value=False)
+    return flags if flags.any() else np.empty(0, np.bool_)
+
+
 def write_flags(trace: pd.DataFrame) -> np.ndarray:
     """``access == "write"`` per row (bool) for a trace with an ``access`` column, else an empty array.
 
@@ -59,7 +70,7 @@ def write_flags(trace: pd.DataFrame) -> np.ndarray:
         return np.empty(0, np.bool_)
     access = trace["access"]
     is_write = (access == "write").to_numpy(dtype=np.bool_, na_value=False)
-    bad = ~is_write & (access != "read").to_numpy(dtype=np.bool_, na_value=True)
+    bad = ~is_write & ~access.isin(("read", "persist")).to_numpy(dtype=np.bool_, na_value=True)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(f"column 'access' must be one of {list(ACCESS_KINDS)}; row {row} is {access.iloc[row]!r}")

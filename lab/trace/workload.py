@@ -12,7 +12,7 @@ import pandas as pd
 from lab.compiled import kernel_array
 from lab.trace.kernels import (NEVER, encode_sizes, factorize_dense, next_access_positions,
                                previous_access_positions)
-from lab.trace.schema import REQUIRED_COLUMNS, numeric_column, require_columns, write_flags
+from lab.trace.schema import REQUIRED_COLUMNS, numeric_column, persist_flags, require_columns, write_flags
 from lab.units import MAX_SIZE_MB
 
 
@@ -24,7 +24,8 @@ class Workload:
     order of first access); ``tensor_ids[c]`` is the original id of code ``c``;
     ``tensor_bytes[c]`` its size in bytes; ``access_bytes[i]`` the bytes
     access ``i`` touches. ``is_write`` (bool per access) is empty for a trace
-    without an ``access`` column. ``next_use`` and ``previous_use`` (the
+    without an ``access`` column; ``is_persist`` (bool per access) is empty
+    for a trace without ``persist`` rows. ``next_use`` and ``previous_use`` (the
     position of the same tensor's next or previous access, NEVER = -1 when
     none) are computed on first use. ``trace`` is the DataFrame it was
     encoded from (policies and scorers read extra columns from it).
@@ -41,6 +42,8 @@ class Workload:
     id_values: object = field(repr=False)  # the distinct ids, or a categorical's categories (see id_positions)
     id_positions: Optional[np.ndarray] = field(default=None, repr=False)  # category of each tensor, categorical ids
     trace: Optional[pd.DataFrame] = field(default=None, repr=False)
+    is_persist: np.ndarray = field(default_factory=lambda: np.empty(0, np.bool_), repr=False)  # bool per access
+    #   (access == "persist"), or empty when the trace has no persist rows
 
     @functools.cached_property
     def tensor_ids(self) -> np.ndarray:
@@ -60,8 +63,20 @@ class Workload:
 
     @functools.cached_property
     def total_bytes(self) -> int:
-        """Bytes touched by all accesses together (int)."""
+        """Bytes touched by all accesses together (int; persist marks are not accesses)."""
+        if self.has_persist:
+            return int(self.access_bytes[~self.is_persist].sum())
         return int(self.access_bytes.sum())
+
+    @property
+    def has_persist(self) -> bool:
+        """True when some rows say that their tensor's data must reach DRAM after the trace (``persist``)."""
+        return self.is_persist.shape[0] == self.codes.shape[0] and self.codes.shape[0] > 0
+
+    @functools.cached_property
+    def n_persist(self) -> int:
+        """Rows of the trace that are persist marks, not data accesses."""
+        return int(np.count_nonzero(self.is_persist)) if self.has_persist else 0
 
     @property
     def has_writes(self) -> bool:
@@ -165,7 +180,7 @@ def encode_trace(trace) -> Workload:
                          f"(2**62 bytes, 4 EiB, so that reads + writes fit int64): check column 'size_mb'")
     return Workload(codes=codes, tensor_bytes=tensor_bytes, access_bytes=access_bytes,
                     is_write=kernel_array(write_flags(trace), np.bool_), id_values=id_values,
-                    id_positions=id_positions, trace=trace)
+                    id_positions=id_positions, trace=trace, is_persist=kernel_array(persist_flags(trace), np.bool_))
 
 
 MAX_TOTAL_BYTES = 2**62  # bytes of all accesses together: reads + writes of a run then fit int64

@@ -47,13 +47,12 @@ SDPA ``is_causal=True`` on a GPU, but cannot tell on fake tensors).
 
 Persistence: results that must outlive the step (``persist``: by default the
 model's outputs and loss, the KV cache, updated parameters and optimizer
-state; only those the step wrote) get one final access each, ``op ==
-"persist"`` and ``access == "read"``, after every other access: the next step
-or the host reads them, so a simulator must not drop them as dead. A buffer
-that holds such a tensor dirty at its persist access has to write it back
-(``lab.simulate`` today treats the access as an ordinary read: a hit when the
-tensor is resident, a DRAM read when it was evicted, whose writeback it then
-charges at eviction).
+state; only those the step wrote) get one final row each, ``op ==
+"persist"`` and ``access == "persist"``, after every other access: the next
+step or the host reads them, so a simulator must not drop them as dead. The
+row moves no data itself: a buffer that holds such a tensor dirty at its mark
+writes it back, and one that evicted it dirty wrote it back then
+(``lab.simulate`` and ``lab.optimal`` follow these semantics).
 
 Torch is imported here only: the rest of ``lab`` never needs it.
 """
@@ -858,7 +857,7 @@ def _persist(state: _State, persist: tuple, output, loss, params: dict, buffers:
         if region is None or region.storage not in written or region.key in seen:
             continue
         seen.add(region.key)
-        state.records.append(_Record("persist", region, "read", "", state.phase))
+        state.records.append(_Record("persist", region, "persist", "", state.phase))
 
 
 def capture_trace(module, example_inputs, training: bool = False, *, model_type: str = "custom",

@@ -223,8 +223,8 @@ def _apply_weight_dtype(trace: pd.DataFrame, model, weight_dtype: str) -> pd.Dat
 
 
 # what a capture records changed (2: view bytes and atoms, row gathers, fused attention backward, GPU dropout,
-# persist accesses, exact top-k routing): older cached captures are not reused
-CAPTURE_FORMAT = 2
+# persist accesses, exact top-k routing; 3: persist rows as access "persist"): older cached captures are not reused
+CAPTURE_FORMAT = 3
 
 
 def cache_dir() -> Path:
