@@ -110,10 +110,10 @@ def test_scores_one_per_access_equal_per_tensor_deterministic_and_cached(tiny_mo
 
 def test_registered_scorer_uses_the_configured_model(tiny_model, monkeypatch):
     trace = small_trace()
+    monkeypatch.setattr(llm, "DEFAULT_MODEL", "no-such-org/no-such-model")  # even where Mistral is in the cache
     with pytest.raises(ValueError, match="not on disk.*LAB_LLM_MODEL"):
         lab.score(trace, "llm")
     monkeypatch.setenv(llm.MODEL_ENV, str(tiny_model))
-    monkeypatch.setattr(llm, "DEFAULT_MODEL", "no-such-org/no-such-model")
     llm.configure(quantization=None, device="cpu")
     scored = lab.score(trace, "llm")
     assert scored["eviction_score"].between(0, 1).all()
@@ -142,12 +142,16 @@ def test_prompt_describes_the_tensor_features():
 
 def test_few_shot_prompts_hold_optimum_labelled_examples(tiny_model):
     other = small_trace(seed=1)
-    examples = few_shot_examples(other, capacity_mb=8, n_examples=3, seed=0)
+    optimum = lab.optimal(other, capacity_mb=8)
+    examples = few_shot_examples(other, n_examples=3, labels=optimum, seed=0)
     assert len(examples) == 3 and all(0 <= e.digit <= 9 for e in examples)
     assert len({e.description for e in examples}) == 3
-    assert few_shot_examples(other, capacity_mb=8, n_examples=3, seed=0) == examples  # seeded
+    assert few_shot_examples(other, n_examples=3, labels=optimum, seed=0) == examples  # seeded
+    assert len({e.digit for e in examples}) > 1  # spread over the scale
     belady = few_shot_examples(other, capacity_mb=8, n_examples=3, labels="belady")
     assert len(belady) == 3
+    with pytest.raises(ValueError, match="another trace"):
+        few_shot_examples(small_trace().head(10), labels=optimum)
     scorer = LLMScorer(model=str(tiny_model), quantization=None, device="cpu", few_shot=examples)
     trace = small_trace()
     _, prompts = scorer.prompts(trace)
@@ -160,7 +164,11 @@ def test_few_shot_prompts_hold_optimum_labelled_examples(tiny_model):
 def test_labels_follow_the_optimum():
     # A is reused right away and fits: kept (digit 0); B is used once: never needed again (digit 9)
     trace = pd.DataFrame({"tensor_id": ["A", "A", "B", "A"], "size_mb": [1.0, 1.0, 1.0, 1.0]})
-    _, digits = llm._tensor_digits(trace, capacity_mb=1, labels="optimal")
+    _, digits = llm._tensor_digits(trace, None, labels=lab.optimal(trace, capacity_mb=1))
+    assert digits.tolist() == [0, 9]
+    _, digits = llm._tensor_digits(trace, 1, labels="belady")  # Belady cannot bypass B: A misses once
+    assert digits.tolist() == [4, 9]
+    _, digits = llm._tensor_digits(trace, 2, labels="belady")
     assert digits.tolist() == [0, 9]
 
 
@@ -178,6 +186,8 @@ def test_bad_arguments_and_missing_model(tmp_path):
         LLMScorer(model=str(tmp_path), quantization=None).predict(small_trace())
     with pytest.raises(ValueError, match="labels"):
         few_shot_examples(small_trace(), capacity_mb=8, labels="oracle")
+    with pytest.raises(ValueError, match="capacity_mb"):
+        few_shot_examples(small_trace(), labels="belady")
     assert LLMScorer().get_params()["model"] == llm.DEFAULT_MODEL
 
 
@@ -200,21 +210,37 @@ def test_loads_local_files_only_never_remote_code(tiny_model, monkeypatch):
     assert seen[1]["trust_remote_code"] is False
 
 
-def _four_bit_unsupported():
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        return "bitsandbytes is not installed (pip install 'lab[llm]')"
-    if not torch.cuda.is_available():
-        return "4-bit bitsandbytes needs CUDA on this build; no GPU here"
-    return None
-
-
-@pytest.mark.skipif(_four_bit_unsupported() is not None, reason=str(_four_bit_unsupported()))
-def test_four_bit(tiny_model):
+@pytest.mark.parametrize("quantization", ["nf4", pytest.param("int8", marks=pytest.mark.slow)])
+def test_quantized_through_bitsandbytes(tiny_model, quantization):
+    """4-bit and 8-bit through bitsandbytes: on CUDA, or on CPU where the installed bitsandbytes runs there
+    (0.45+ builds with the CPU backend); skipped with the reason otherwise."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'lab[llm]')")
+    pytest.importorskip("accelerate", reason="accelerate is not installed (pip install 'lab[llm]')")
     trace = small_trace()
-    scorer = LLMScorer(model=str(tiny_model), quantization="nf4", batch_size=8)
-    scores = scorer.predict(trace)
+    scorer = LLMScorer(model=str(tiny_model), quantization=quantization, batch_size=8, cache=False)
+    try:
+        scores = scorer.predict(trace)
+    except (RuntimeError, NotImplementedError, ImportError) as error:
+        if torch.cuda.is_available():
+            raise
+        pytest.skip(f"bitsandbytes {quantization} does not run on this machine's CPU: {error}")
     check_scores(trace, scores)
     _, model, _, _ = scorer._loaded
-    assert any("4bit" in type(m).__name__ for m in model.modules())
+    layer = {"nf4": "Linear4bit", "int8": "Linear8bitLt"}[quantization]
+    assert any(type(m).__name__ == layer for m in model.modules())
+    assert scorer.get_params()["quantization"] == quantization
+
+
+def test_chat_template_wraps_the_question(tiny_model):
+    """An instruct model's chat template wraps the tensor and the question; the answer prefix follows it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model, local_files_only=True)
+    digit_ids = LLMScorer._digit_ids(tokenizer)
+    prompt = build_prompt(describe_tensors(small_trace())[1][0])
+    plain = LLMScorer()._encode(tokenizer, prompt, digit_ids)
+    tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]"
+                               "{% endfor %}")
+    wrapped = LLMScorer()._encode(tokenizer, prompt, digit_ids)
+    assert wrapped[0] == tokenizer.bos_token_id and len(wrapped) > len(plain)
+    assert wrapped[-2:] == plain[-2:]  # both end with "Answer :"

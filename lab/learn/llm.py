@@ -17,6 +17,7 @@ The model is loaded with transformers from a local folder only
 Face repository name found in the local Hugging Face cache. Nothing is ever
 downloaded. ``quantization="nf4"`` (4-bit) or ``"int8"`` loads it through
 bitsandbytes (``pip install lab[llm]``; CUDA on most bitsandbytes builds).
+bitsandbytes 0.50 also runs both on CPU (slowly: for tests and small models).
 Scoring is deterministic (eval mode, no sampling), batched (left padding)
 and cached per (model identity, prompt), in memory and on disk under
 ``lab``'s cache directory.
@@ -48,7 +49,6 @@ from lab.trace.workload import Workload, encode_trace, reuse_distances_from_code
 DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.2"
 MODEL_ENV = "LAB_LLM_MODEL"
 QUANTIZATIONS = ("nf4", "int8", None)
-LABEL_SOURCES = ("optimal", "belady")
 DIGITS = tuple(str(d) for d in range(10))
 PROMPT_VERSION = "1"  # part of the cache key: bump when the prompt or the way it is read changes
 
@@ -157,7 +157,9 @@ def describe_tensors(trace) -> tuple[Workload, list[str]]:
     for code in range(n):
         accesses = f"{counts[code]} access{'es' if counts[code] != 1 else ''}"
         if writes is not None:
-            accesses += f" ({counts[code] - writes[code]} reads, {writes[code]} writes)"
+            reads = counts[code] - writes[code]
+            accesses += (f" ({reads} read{'s' if reads != 1 else ''}, "
+                         f"{writes[code]} write{'s' if writes[code] != 1 else ''})")
         parts[code].append(accesses)
         parts[code].append(f"mean reuse distance {reuse_sum[code] / reuse_count[code]:.4g} accesses"
                            if reuse_count[code] else "never reused")
@@ -182,46 +184,58 @@ def build_prompt(description: str, examples: Sequence[FewShotExample] = ()) -> s
 # ----------------------------------------------------------------------------------------------- few-shot
 
 
-def _tensor_digits(trace, capacity_mb: float, labels: str) -> tuple[Workload, np.ndarray]:
+def _tensor_digits(trace, capacity_mb: Optional[float], labels) -> tuple[Workload, np.ndarray]:
     """Digit per tensor: 9 x the share of its reuses the optimum (or Belady) does not serve from the buffer."""
     encoded = encode_trace(trace)
     n = encoded.n_tensors
-    if labels == "optimal":
-        from lab.analysis.optimal import optimal  # lab.analysis sits above lab.learn: imported on use
-
-        plan = optimal(trace, capacity_mb).plan
-        starts = np.asarray(plan["start"], np.int64)
-        served = np.asarray(plan["kept"], np.float64)
-        owner = np.asarray(encoded.codes)[starts]
-    else:
+    codes = np.asarray(encoded.codes)
+    if isinstance(labels, str):
+        if labels != "belady":
+            raise ValueError(f"labels must be 'belady' or lab.optimal(trace, capacity_mb) of this trace, "
+                             f"got {labels!r}")
+        if capacity_mb is None:
+            raise ValueError("capacity_mb (MB, MiB) is needed for labels='belady'")
         from lab.sim.simulate import simulate
 
-        hit = np.asarray(simulate(trace, "Belady", capacity_mb=capacity_mb).hit, np.float64)
-        reuse = ~np.isnan(reuse_distances_from_codes(np.asarray(encoded.codes), n))
-        served, owner = hit[reuse], np.asarray(encoded.codes)[reuse]
+        hit = np.asarray(simulate(trace, "Belady", capacity_mb=check_positive_mb("capacity_mb", capacity_mb)).hit,
+                         np.float64)
+        reuse = ~np.isnan(reuse_distances_from_codes(codes, n))
+        served, owner = hit[reuse], codes[reuse]
+    else:
+        # an OptimalResult (lab.optimal: lab.analysis sits above lab.learn, so the caller computes it)
+        plan = getattr(labels, "plan", None)
+        if not isinstance(plan, pd.DataFrame) or not {"start", "end", "kept"} <= set(plan.columns):
+            raise ValueError(f"labels must be 'belady' or lab.optimal(trace, capacity_mb) of this trace, "
+                             f"got {type(labels).__name__}")
+        if capacity_mb is not None and not np.isclose(capacity_mb, getattr(labels, "capacity_mb", capacity_mb)):
+            raise ValueError(f"capacity_mb={capacity_mb!r} differs from the optimum's capacity_mb="
+                             f"{labels.capacity_mb!r}")
+        starts = np.asarray(plan["start"], np.int64)
+        if len(plan) and (plan["end"].max() >= len(codes) or starts.min() < 0):
+            raise ValueError("labels: the optimum's plan is of another trace (its intervals run past this one)")
+        served, owner = np.asarray(plan["kept"], np.float64), codes[starts]
     total = np.bincount(owner, minlength=n)
     kept = np.bincount(owner, weights=served, minlength=n)
     share = np.divide(kept, total, out=np.zeros(n), where=total > 0)
     return encoded, np.rint(9 * (1 - share)).astype(np.int64)
 
 
-def few_shot_examples(trace, capacity_mb: float, n_examples: int = 4, labels: str = "optimal",
+def few_shot_examples(trace, capacity_mb: Optional[float] = None, n_examples: int = 4, labels="belady",
                       seed: int = 0) -> list[FewShotExample]:
-    """A handful of tensors of ``trace`` labelled by the optimum at ``capacity_mb`` MB (MiB), for the few-shot
-    prompt of another trace (``LLMScorer(few_shot=...)``).
+    """A handful of tensors of ``trace`` labelled by the optimum, for the few-shot prompt of another trace
+    (``LLMScorer(few_shot=...)``).
 
-    ``labels``: ``"optimal"`` (the whole-tensor schedule of ``lab.optimal``:
-    the share of the tensor's intervals its ``plan`` keeps) or ``"belady"``
-    (the share of its reuses that hit under Belady's MIN, for traces too
+    ``labels``: ``lab.optimal(trace, capacity_mb)`` (the optimum's
+    whole-tensor schedule: the share of the tensor's intervals its ``plan``
+    keeps; computed by the caller, since ``lab.analysis`` sits above
+    ``lab.learn``) or ``"belady"`` (the share of its reuses that hit under
+    Belady's MIN with ``capacity_mb`` MB (MiB) on chip; fast, for traces too
     large for the optimum). The digit is 9 x (1 - that share), rounded: 0
     kept throughout, 9 never kept or never reused. ``n_examples`` distinct
     descriptions are drawn with ``seed``, spread over the digits (lowest and
     highest first). Returns a list of FewShotExample.
     """
-    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     n_examples = check_int("n_examples", n_examples)
-    if labels not in LABEL_SOURCES:
-        raise ValueError(f"labels must be one of {list(LABEL_SOURCES)}, got {labels!r}")
     check_int("seed", seed, low=0)
     _, descriptions = describe_tensors(trace)
     _, digits = _tensor_digits(trace, capacity_mb, labels)
