@@ -244,3 +244,22 @@ def test_chat_template_wraps_the_question(tiny_model):
     wrapped = LLMScorer()._encode(tokenizer, prompt, digit_ids)
     assert wrapped[0] == tokenizer.bos_token_id and len(wrapped) > len(plain)
     assert wrapped[-2:] == plain[-2:]  # both end with "Answer :"
+
+
+def test_a_name_is_found_in_the_local_hugging_face_cache(tiny_model, tmp_path, monkeypatch):
+    """A repository name resolves to its snapshot in the local cache, without network (local_files_only)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--lab-test--tiny-mistral" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_model, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # any network call would fail loudly
+    assert llm.resolve_model_path("lab-test/tiny-mistral") == snapshot.resolve()
+    with pytest.raises(ValueError, match="not on disk"):
+        llm.resolve_model_path("lab-test/absent-model")
+    scorer = LLMScorer(model="lab-test/tiny-mistral", quantization=None, device="cpu")
+    check_scores(small_trace(), scorer.predict(small_trace()))
