@@ -1,6 +1,8 @@
 """The LLM scorer (lab.learn.llm) on a tiny Mistral built here: random weights, a tokenizer trained on the spot,
 saved to a temporary folder and loaded back through the same code path as a real model. Offline."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,6 +104,14 @@ def test_scores_one_per_access_equal_per_tensor_deterministic_and_cached(tiny_mo
     again = LLMScorer(model=str(tiny_model), quantization=None, device="cpu", batch_size=8)
     assert np.array_equal(again.predict(trace), first)  # disk cache: the model is not even loaded
     assert len(calls) == n_calls and again._loaded is None
+    files = list((llm.score_cache_dir()).glob("*.json"))
+    assert [f.stem for f in files] == [scorer.identity] and not list(llm.score_cache_dir().glob("*.tmp"))
+    assert len(json.loads(files[0].read_text())) == len(set(scorer.prompts(trace)[1]))  # one entry per prompt
+    files[0].write_text("{not json")  # a damaged cache is scored again, not trusted
+    monkeypatch.setattr(llm, "_MEMORY_CACHE", {})
+    assert np.array_equal(LLMScorer(**scorer.get_params()).predict(trace), first)
+    assert len(calls) > n_calls
+    n_calls = len(calls)
     # without the cache: computed again, deterministically, whatever the batch size
     fresh = LLMScorer(model=str(tiny_model), quantization=None, device="cpu", batch_size=3, cache=False)
     np.testing.assert_allclose(fresh.predict(trace), first, atol=1e-4)
