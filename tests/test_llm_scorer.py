@@ -272,3 +272,24 @@ def test_a_name_is_found_in_the_local_hugging_face_cache(tiny_model, tmp_path, m
         llm.resolve_model_path("lab-test/absent-model")
     scorer = LLMScorer(model="lab-test/tiny-mistral", quantization=None, device="cpu")
     check_scores(small_trace(), scorer.predict(small_trace()))
+
+
+@pytest.mark.parametrize("split_digits", [False, True])
+def test_answer_tokens_follow_the_tokenizer(split_digits):
+    """SentencePiece-style tokenizers: the answer digit is "▁5" (one token) or "▁" then "5" (digits split, as in
+    Llama and Mistral); the prompt's tokens end where the digit starts, either way."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    steps = [pre_tokenizers.Metaspace()] + ([pre_tokenizers.Digits(individual_digits=True)] if split_digits else [])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(special_tokens=["<unk>", "<s>", "</s>"], vocab_size=600))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    digit_ids = LLMScorer._digit_ids(tokenizer)
+    digits = tokenizer.convert_ids_to_tokens(digit_ids)
+    assert digits == [("" if split_digits else "▁") + str(d) for d in range(10)]
+    prompt = build_prompt("Tensor: size 2 MB.")
+    ids = LLMScorer()._encode(tokenizer, prompt, digit_ids)
+    for d, digit_id in enumerate(digit_ids):
+        assert tokenizer(f"{prompt} {d}")["input_ids"] == ids + [digit_id]
