@@ -40,8 +40,8 @@ def test_score_returns_a_copy():
 
 def test_unknown_method_and_a_registered_one():
     trace = lab.generate_trace("MLP", num_layers=2)
-    with pytest.raises(ValueError, match=r"unknown scorer 'llm'; known: \['heuristic'"):
-        lab.score(trace, "llm")
+    with pytest.raises(ValueError, match=r"unknown scorer 'oracle'; known: \['heuristic'"):
+        lab.score(trace, "oracle")
 
     @register_scorer("test-size-only")
     def size_only(trace, encoded):

@@ -80,6 +80,15 @@ def heuristic_scores(trace: pd.DataFrame, encoded: Workload) -> np.ndarray:
     return w["size"] * _min_max(size) + w["reuse"] * _min_max(reuse) + w["stride"] * _min_max(stride)
 
 
+@register_scorer("llm")
+def llm_scores(trace: pd.DataFrame, encoded: Workload) -> np.ndarray:
+    """A local language model's rating of how soon each tensor is needed again (``lab.learn.llm``; configure it
+    with ``lab.learn.llm.configure(model=...)`` or ``$LAB_LLM_MODEL``), in [0, 1]."""
+    from lab.learn.llm import llm_scores as scores  # torch and transformers load only when it is used
+
+    return scores(trace, encoded)
+
+
 def score(trace: pd.DataFrame, method: str = "heuristic") -> pd.DataFrame:
     """Return a copy of ``trace`` with an ``eviction_score`` column (in [0, 1], higher = evict first).
 
