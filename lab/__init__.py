@@ -20,6 +20,7 @@ from lab.analysis.optimal import OptimalResult, optimal
 from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, optimum_metrics, run_policies,
                                 sweep_capacity, working_set_mb)
 from lab.analysis.validation import ValidationReport, validate
+from lab.learn.learned import LearnedScorer, default_scorer
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry
 from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
@@ -32,6 +33,7 @@ from lab.workloads.generator import DEFAULT_DIMS, MODEL_TYPES, generate_trace
 __all__ = [
     "DEFAULT_DIMS",
     "HARDWARE_PRESETS",
+    "LearnedScorer",
     "MODEL_TYPES",
     "OptimalResult",
     "REQUIRED_COLUMNS",
@@ -45,6 +47,9 @@ __all__ = [
     "Workload",
     "compare_policies",
     "default_capacities_mb",
+    "default_scorer",
+    "evaluate_scorers",
+    "leave_one_model_out",
     "dram_traffic_by",
     "encode_trace",
     "generate_trace",
@@ -83,6 +88,8 @@ _LAZY = {
     "capture_trace": "lab.workloads.capture",
     "Explorer": "lab.ui.widgets",
     "provenance": "lab.ui.report",
+    "evaluate_scorers": "lab.learn.evaluation",
+    "leave_one_model_out": "lab.learn.evaluation",
 }
 _LAZY_MODULES = {"plots": "lab.ui.plots"}
 
