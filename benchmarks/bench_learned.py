@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 import lab
-from lab.learn.evaluation import leave_one_model_out
+from lab.analysis.scorer_evaluation import leave_one_model_out
 from lab.learn.learned import DEFAULT_TRAINING, LearnedScorer, default_training_traces
 
 PRESETS = ["gpt2", "bert-base", "llama-2-7b", "vit-base", "mlp"]
@@ -37,16 +37,20 @@ def main():
           f"{table.learned_vs_lru_pct.max():+.2f} %")
     print("fit seconds per held-out model:", table.groupby("model").fit_s.first().round(1).to_dict())
 
+    start = time.perf_counter()
     train = default_training_traces(DEFAULT_TRAINING)
+    print(f"default model's captures: {time.perf_counter() - start:.1f} s (cached after the first run)")
     start = time.perf_counter()
     scorer = LearnedScorer().fit(train, capacity_fraction=DEFAULT_TRAINING["capacity_fraction"])
     print(f"default model: {sum(map(len, train))} accesses x {len(DEFAULT_TRAINING['capacity_fraction'])} "
           f"capacities, fit {time.perf_counter() - start:.1f} s")
     big = pd.concat([traces["gpt2"]] * (1_000_000 // len(traces["gpt2"]) + 1), ignore_index=True)
     scorer.predict(big.head(10_000))
-    start = time.perf_counter()
-    scorer.predict(big)
-    seconds = time.perf_counter() - start
+    seconds = np.inf
+    for _ in range(3):  # the best of three: the cores may be shared
+        start = time.perf_counter()
+        scorer.predict(big)
+        seconds = min(seconds, time.perf_counter() - start)
     print(f"predict: {len(big)} accesses in {seconds:.2f} s = {len(big) / seconds / 1e6:.2f} M accesses/s")
     print(scorer.feature_importances().round(0).head(12).to_string())
 

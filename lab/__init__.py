@@ -17,6 +17,7 @@ from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.curves import miss_ratio_curve
 from lab.analysis.optimal import OptimalResult, optimal
+from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
 from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, optimum_metrics, run_policies,
                                 sweep_capacity, working_set_mb)
 from lab.analysis.validation import ValidationReport, validate
@@ -88,8 +89,6 @@ _LAZY = {
     "capture_trace": "lab.workloads.capture",
     "Explorer": "lab.ui.widgets",
     "provenance": "lab.ui.report",
-    "evaluate_scorers": "lab.learn.evaluation",
-    "leave_one_model_out": "lab.learn.evaluation",
 }
 _LAZY_MODULES = {"plots": "lab.ui.plots"}
 

@@ -9,7 +9,7 @@ import pytest
 
 import lab
 from lab.learn import learned as learned_module
-from lab.learn.evaluation import gap_closed_pct, leave_one_model_out
+from lab.analysis.scorer_evaluation import gap_closed_pct, leave_one_model_out
 from lab.learn.features import access_features, optimum_labels
 from lab.learn.learned import LearnedScorer
 

@@ -42,6 +42,16 @@ FROM_COLUMN = {
 MAX_OPTIMUM_ACCESSES = 200_000
 
 
+# Where the optimum's plan comes from: ``lab.optimal`` lives in the analysis layer, above this one, and
+# registers itself here (lab.analysis.scorer_evaluation): fn(workload, capacity_mb) -> plan DataFrame.
+_PLAN_SOURCES: list = []
+
+
+def register_plan_source(fn) -> None:
+    """Set the function that gives the optimum's plan (``fn(workload, capacity_mb)`` -> ``OptimalResult.plan``)."""
+    _PLAN_SOURCES.append(fn)
+
+
 def feature_names(columns) -> list[str]:
     """The feature names computed for a trace holding ``columns`` (see FROM_COLUMN), in matrix order."""
     names = list(ALWAYS)
@@ -228,9 +238,9 @@ def optimum_labels(trace, capacity_mb: float, method: str = "auto") -> pd.DataFr
     has_next = next_use != NEVER
     kept = np.zeros(n, dtype=np.float64)
     if method == "optimum" or (method == "auto" and n <= MAX_OPTIMUM_ACCESSES):
-        from lab.analysis.optimal import optimal
-
-        plan = optimal(workload, capacity_mb).plan
+        if not _PLAN_SOURCES:  # registered by lab.analysis.scorer_evaluation, which ``import lab`` loads
+            raise ValueError("the optimum's labels need lab.optimal: import lab (or lab.analysis.scorer_evaluation)")
+        plan = _PLAN_SOURCES[-1](workload, capacity_mb)
         kept[plan["start"].to_numpy()] = plan["kept_fraction"].to_numpy()
     else:
         from lab.sim.simulate import simulate

@@ -1,5 +1,6 @@
 """Leave-one-model-out evaluation of the learned scorer against LRU, the classical policies, the heuristic and
-the optimum (``lab.evaluate_scorers``)."""
+the optimum (``lab.evaluate_scorers``); and the optimum's plan as the learned scorer's labels (the analysis
+layer lends ``lab.optimal`` to ``lab.learn.features``, which sits below it)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_number, check_positive_mb
+from lab.analysis.optimal import optimal
+from lab.learn.features import register_plan_source
 from lab.learn.learned import LearnedScorer
 from lab.learn.scoring import heuristic_scores
 from lab.trace.workload import encode_trace
 from lab.units import bytes_to_mb
+
+
+def _optimum_plan(workload, capacity_mb: float) -> pd.DataFrame:
+    return optimal(workload, capacity_mb).plan
+
+
+register_plan_source(_optimum_plan)
 
 
 def classical_policies() -> list[str]:
@@ -41,8 +51,6 @@ def score_traffic(trace: pd.DataFrame, capacity_mb: float, scorers: dict, polici
     ``classical_policies()``), of the ML policy with each scorer's scores (``scorers``: {name: trace ->
     scores}), of Belady's MIN (``Belady_mb``: whole tensors, no bypass, the future known) and the optimum's
     bracket (``opt_lower_mb``, ``opt_upper_mb``: see ``lab.optimal``)."""
-    from lab.analysis.optimal import optimal
-
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     workload = encode_trace(trace)
     out = {f"{p}_mb": _dram(workload, p, capacity_mb) for p in (policies or classical_policies())}
