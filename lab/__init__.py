@@ -17,9 +17,11 @@ from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.curves import miss_ratio_curve
 from lab.analysis.optimal import OptimalResult, optimal
+from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
 from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, optimum_metrics, run_policies,
                                 sweep_capacity, working_set_mb)
 from lab.analysis.validation import ValidationReport, validate
+from lab.learn.learned import LearnedScorer, default_scorer
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry
 from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
@@ -32,6 +34,7 @@ from lab.workloads.generator import DEFAULT_DIMS, MODEL_TYPES, generate_trace
 __all__ = [
     "DEFAULT_DIMS",
     "HARDWARE_PRESETS",
+    "LearnedScorer",
     "MODEL_TYPES",
     "OptimalResult",
     "REQUIRED_COLUMNS",
@@ -45,6 +48,9 @@ __all__ = [
     "Workload",
     "compare_policies",
     "default_capacities_mb",
+    "default_scorer",
+    "evaluate_scorers",
+    "leave_one_model_out",
     "dram_traffic_by",
     "encode_trace",
     "generate_trace",

@@ -1,0 +1,253 @@
+"""Online features of each access, and the optimum's labels, for the learned eviction scorer.
+
+``access_features(trace)`` computes, per access, only from the access itself
+and the accesses before it (never the future): the learned scorer's inputs.
+``optimum_labels(trace, capacity_mb)`` reads the future: the next-use
+distance and whether the optimum keeps the tensor until then (training only).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from lab.checks import check_positive_mb
+from lab.compiled import kernel
+from lab.trace.workload import NEVER, Workload, encode_trace
+
+# Optional trace columns the features read, and the features each one gives. A model records those present in
+# every training trace and requires them at prediction.
+SOURCE_COLUMNS = ("access", "kind", "op", "module", "layer", "phase", "dtype", "shape", "stride", "expert",
+                  "token_group")
+CATEGORICAL = ("kind", "op", "module_leaf", "phase", "dtype")  # string features, coded by a fitted vocabulary
+ALWAYS = ("log2_size", "log2_since_previous", "log2_bytes_since_previous", "log2_previous_gap", "log2_count",
+          "first_access", "log2_position", "step_position")
+FROM_COLUMN = {
+    "access": ("is_write", "previous_wrote"),
+    "kind": ("kind",),
+    "op": ("op",),
+    "module": ("module_leaf", "module_depth"),
+    "layer": ("layer", "layer_fraction"),
+    "phase": ("phase", "phase_index", "phase_progress"),
+    "dtype": ("dtype",),
+    "shape": ("ndim", "log2_last_dim"),
+    "stride": ("stride",),
+    "expert": ("expert",),
+    "token_group": ("token_group",),
+}
+# Above this many accesses the labels come from Belady's decisions rather than the optimum's flow (its solver's
+# time grows faster than the trace: see lab.analysis.optimal.MAX_FLOW_ACCESSES).
+MAX_OPTIMUM_ACCESSES = 200_000
+
+
+# Where the optimum's plan comes from: ``lab.optimal`` lives in the analysis layer, above this one, and
+# registers itself here (lab.analysis.scorer_evaluation): fn(workload, capacity_mb) -> plan DataFrame.
+_PLAN_SOURCES: list = []
+
+
+def register_plan_source(fn) -> None:
+    """Set the function that gives the optimum's plan (``fn(workload, capacity_mb)`` -> ``OptimalResult.plan``)."""
+    _PLAN_SOURCES.append(fn)
+
+
+def feature_names(columns) -> list[str]:
+    """The feature names computed for a trace holding ``columns`` (see FROM_COLUMN), in matrix order."""
+    names = list(ALWAYS)
+    for column in SOURCE_COLUMNS:
+        if column in columns:
+            names.extend(FROM_COLUMN[column])
+    return names
+
+
+def _log2p(values: np.ndarray) -> np.ndarray:
+    return np.log2(1.0 + values)
+
+
+def _codes_and_uniques(series: pd.Series):
+    """(code per row, distinct values as strings): string work then runs once per distinct value."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy(np.int64)
+        return codes, pd.Index(np.asarray(series.cat.categories, dtype=object).astype(str))
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    return codes, pd.Index(np.asarray(uniques, dtype=object).astype(str))
+
+
+def _numeric(trace: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(trace[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    return values
+
+
+@kernel
+def _history(codes, access_bytes, is_write, n_tensors, out):
+    """Per access, from the past only: log2(1 + accesses since the tensor's previous access), log2(1 + bytes
+    accessed in between), log2(1 + the gap before that), log2(access count so far), first access (0/1),
+    whether the previous access wrote it (NaN without writes or on a first access)."""
+    last = np.full(n_tensors, -1, np.int64)
+    last_gap = np.full(n_tensors, np.nan)
+    bytes_after_last = np.zeros(n_tensors)
+    count = np.zeros(n_tensors)
+    last_wrote = np.zeros(n_tensors)
+    has_writes = is_write.shape[0] > 0
+    before = 0.0  # bytes accessed before access i
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        p = last[c]
+        count[c] += 1.0
+        out[i, 3] = np.log2(count[c])
+        if p >= 0:
+            gap = i - p
+            out[i, 0] = np.log2(1.0 + gap)
+            out[i, 1] = np.log2(1.0 + before - bytes_after_last[c])
+            out[i, 2] = np.log2(1.0 + last_gap[c])
+            out[i, 4] = 0.0
+            out[i, 5] = last_wrote[c] if has_writes else np.nan
+            last_gap[c] = gap
+        else:
+            out[i, 0] = np.nan
+            out[i, 1] = np.nan
+            out[i, 2] = np.nan
+            out[i, 4] = 1.0
+            out[i, 5] = np.nan
+        last[c] = i
+        before += access_bytes[i]
+        bytes_after_last[c] = before
+        if has_writes:
+            last_wrote[c] = 1.0 if is_write[i] else 0.0
+
+
+def access_features(trace, categories: Optional[dict] = None) -> tuple[np.ndarray, list[str], dict]:
+    """The online features of every access: a float32 matrix (one row per access), the feature names and the
+    string values of the categorical features.
+
+    Each feature of access i depends only on accesses 0..i: the tensor's size
+    (log2 bytes), the time since its previous access (accesses, and bytes
+    accessed in between; NaN on a first access), the gap before that one, its
+    access count so far, whether this is its first access, the position in the
+    trace (log2, and as a share of the step's length ``step_position``: the
+    length of a step is known before it runs, a training loop repeats it),
+    and where the columns exist: read or write and whether its
+    previous access wrote it (``access``), ``kind``, ``op``, the module's last
+    path component and depth (``module``), ``layer`` and the layer as a share
+    of the model's depth (its deepest layer: static, known before the run), ``phase``, how many phase changes so far
+    and the progress in the phase as a share of the first phase's length (NaN
+    during the first phase), ``dtype``, the shape's rank and last dimension
+    (log2, ``shape``), and the generator's ``stride``, ``expert`` and
+    ``token_group``.
+
+    ``categories`` maps each categorical feature to its vocabulary (a list of
+    strings; a value outside it is coded -1, missing): pass a fitted model's
+    to code a new trace as in training; None codes by the trace's own sorted
+    values. Returns (matrix, names, {categorical feature: its distinct values in the trace}).
+    """
+    workload = trace if isinstance(trace, Workload) else encode_trace(trace)
+    frame = workload.trace if isinstance(trace, Workload) else trace
+    n = workload.n_accesses
+    index = np.arange(n, dtype=np.int64)
+    size = workload.access_bytes.astype(np.float64)
+    history = np.empty((n, 6), dtype=np.float64, order="F")
+    _history(workload.codes, workload.access_bytes, workload.is_write, workload.n_tensors, history)
+    features = {
+        "log2_size": np.log2(np.maximum(size, 1.0)),
+        "log2_since_previous": history[:, 0],
+        "log2_bytes_since_previous": history[:, 1],
+        "log2_previous_gap": history[:, 2],
+        "log2_count": history[:, 3],
+        "first_access": history[:, 4],
+        "log2_position": _log2p(index.astype(np.float64)),
+        "step_position": index / max(n, 1),
+    }
+    if "access" in frame.columns:
+        features["is_write"] = workload.is_write.astype(np.float64)
+        features["previous_wrote"] = history[:, 5]
+    strings = {}  # categorical feature -> (code per row, -1 when missing; its distinct values as strings)
+    columns = frame.columns
+    for column in ("kind", "op", "phase", "dtype"):
+        if column in columns:
+            strings[column] = _codes_and_uniques(frame[column])
+    if "module" in columns:
+        codes, uniques = _codes_and_uniques(frame["module"])
+        leaf = uniques.str.rsplit(".", n=1).str[-1].str.replace(r"\d+", "#", regex=True)
+        leaf_codes, leaves = pd.factorize(pd.Index(leaf))
+        strings["module_leaf"] = (np.where(codes >= 0, leaf_codes[np.maximum(codes, 0)] if len(leaf_codes) else -1,
+                                           -1), pd.Index(np.asarray(leaves, dtype=object).astype(str)))
+        depth = uniques.str.count(r"\.").to_numpy(np.float64) + (uniques.str.len().to_numpy() > 0)
+        features["module_depth"] = np.where(codes >= 0, depth[np.maximum(codes, 0)] if len(depth) else 0.0, np.nan)
+    if "layer" in columns:
+        layer = _numeric(frame, "layer")
+        deepest = np.nanmax(layer) if n and not np.isnan(layer).all() else 0.0  # the model's depth: static
+        features["layer"] = layer
+        features["layer_fraction"] = layer / deepest if deepest > 0 else np.full(n, np.nan)
+    if "phase" in columns:
+        codes, _ = strings["phase"]
+        change = np.concatenate(([False], codes[1:] != codes[:-1])) if n else np.zeros(0, bool)
+        phase_index = np.cumsum(change)
+        starts = np.flatnonzero(change)
+        phase_start = np.concatenate(([0], starts))[phase_index] if n else index
+        first_length = float(starts[0]) if len(starts) else np.nan
+        features["phase_index"] = phase_index.astype(np.float64)
+        features["phase_progress"] = np.where(phase_index > 0, (index - phase_start) / first_length, np.nan)
+    if "shape" in columns:
+        codes, uniques = _codes_and_uniques(frame["shape"])
+        dims = uniques.str.findall(r"\d+")
+        ndim = dims.str.len().to_numpy(np.float64)
+        last = np.array([float(d[-1]) if len(d) else 1.0 for d in dims], dtype=np.float64)  # per distinct shape
+        valid = codes >= 0
+        safe = np.maximum(codes, 0)
+        features["ndim"] = np.where(valid, ndim[safe] if len(ndim) else 0.0, np.nan)
+        features["log2_last_dim"] = np.where(valid, _log2p(last)[safe] if len(last) else 0.0, np.nan)
+    for column in ("stride", "expert", "token_group"):
+        if column in columns:
+            features[column] = _numeric(frame, column)
+    names = feature_names(columns)
+    vocab = categories or {}
+    for name in CATEGORICAL:
+        if name in strings:
+            codes, uniques = strings[name]
+            known = pd.Index(vocab[name] if name in vocab else sorted(uniques))
+            position = known.get_indexer(uniques).astype(np.float64)
+            features[name] = np.where(codes >= 0, position[np.maximum(codes, 0)] if len(position) else -1.0, -1.0)
+    matrix = np.empty((n, len(names)), dtype=np.float32, order="F")  # filled a column at a time
+    for j, name in enumerate(names):
+        matrix[:, j] = features[name]
+    return matrix, names, {name: list(uniques) for name, (_, uniques) in strings.items()}
+
+
+def optimum_labels(trace, capacity_mb: float, method: str = "auto") -> pd.DataFrame:
+    """What the optimum does with each access's tensor at ``capacity_mb`` MB (MiB): labels from the future,
+    for training only.
+
+    Returns a DataFrame, one row per access: ``next_use_distance`` (accesses
+    until the tensor's next access; NaN when none), ``kept`` (the share of the
+    tensor the optimum keeps on chip until its next access, in [0, 1]; 0 when
+    there is no next access or the next access overwrites it) and ``evict``
+    (1 - kept: the target of the learned scorer, higher = evict first).
+    ``method``: ``"optimum"`` (the flow of ``lab.optimal``: its byte-granular
+    ``kept_fraction``), ``"belady"`` (Belady's MIN in ``lab.simulate``: kept
+    when the next access hits) or ``"auto"`` (the optimum up to
+    MAX_OPTIMUM_ACCESSES accesses, else Belady). Raises ValueError for a bad
+    capacity or method.
+    """
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
+    if method not in ("auto", "optimum", "belady"):
+        raise ValueError(f"method must be one of ['auto', 'optimum', 'belady'], got {method!r}")
+    workload = encode_trace(trace)
+    n = workload.n_accesses
+    next_use = workload.next_use
+    has_next = next_use != NEVER
+    kept = np.zeros(n, dtype=np.float64)
+    if method == "optimum" or (method == "auto" and n <= MAX_OPTIMUM_ACCESSES):
+        if not _PLAN_SOURCES:  # registered by lab.analysis.scorer_evaluation, which ``import lab`` loads
+            raise ValueError("the optimum's labels need lab.optimal: import lab (or lab.analysis.scorer_evaluation)")
+        plan = _PLAN_SOURCES[-1](workload, capacity_mb)
+        kept[plan["start"].to_numpy()] = plan["kept_fraction"].to_numpy()
+    else:
+        from lab.sim.simulate import simulate
+
+        hit = np.asarray(simulate(workload, "Belady", capacity_mb).hit, dtype=bool)
+        reads_next = np.ones(n, bool) if workload.is_write.size == 0 else ~workload.is_write
+        ends = np.where(has_next, next_use, 0)
+        kept = np.where(has_next & hit[ends] & reads_next[ends], 1.0, 0.0)
+    distance = np.where(has_next, next_use - np.arange(n), np.nan).astype(np.float64)
+    return pd.DataFrame({"next_use_distance": distance, "kept": kept, "evict": 1.0 - kept})
