@@ -64,9 +64,43 @@ CATALOGUE = [
      ValueError, "'tensor_id' must hold strings or integers of one type"),
     ("an unknown trace format", lambda: lab.write_trace(SMALL, "t.parquet", format=123), ValueError,
      "unknown trace format 123"),
+    ("a latency that would overflow the totals", lambda: lab.CostModel(hit_latency_ms=1e308), ValueError,
+     "CostModel.hit_latency_ms"),
+    ("a bandwidth of almost nothing", lambda: lab.CostModel(dram_bandwidth_gb_s=1e-300), ValueError,
+     "dram_bandwidth_gb_s must be at least"),
     ("an infinite stride", lambda: lab.score(SMALL.assign(stride=[1.0, np.inf, 1.0])), ValueError,
      "stride' must hold finite"),
 ]
+
+
+CAPTURE_CATALOGUE = [
+    ("a negative seed", {"seed": -1}, ValueError, "seed must be an integer >= 0"),
+    ("a fractional seed", {"seed": 1.5}, ValueError, "seed must be an integer >= 0"),
+    ("a routing skew as text", {"routing_skew": "2"}, ValueError, "routing_skew must be a finite number"),
+    ("a NaN routing skew", {"routing_skew": float("nan")}, ValueError, "routing_skew must be a finite number"),
+    ("training as text", {"training": "no"}, TypeError, "training must be True or False"),
+    ("more tokens than GPT-2 has positions", {"seq_length": 100_000}, ValueError, "longer than gpt2's 1024 positions"),
+]
+
+
+@pytest.mark.parametrize("case, kwargs, error, fragment", CAPTURE_CATALOGUE, ids=[c[0] for c in CAPTURE_CATALOGUE])
+def test_bad_capture_arguments_get_a_clear_error(case, kwargs, error, fragment, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    with pytest.raises(error, match=fragment):
+        lab.capture_model("gpt2", **{"num_layers": 1, "seq_length": 16, **kwargs})
+
+
+def test_a_corrupt_cached_capture_is_captured_again(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    first = lab.capture_model("gpt2", num_layers=1, seq_length=16)
+    (cached,) = tmp_path.rglob("gpt2-*.parquet")
+    cached.write_bytes(b"not a parquet file")
+    with pytest.warns(UserWarning, match="cannot be read"):
+        again = lab.capture_model("gpt2", num_layers=1, seq_length=16)
+    pd.testing.assert_frame_equal(first, again)
+    assert len(pd.read_parquet(cached)) == len(first)  # and the cache holds a good copy again
 
 
 @pytest.mark.parametrize("case, call, error, fragment", CATALOGUE, ids=[c[0] for c in CATALOGUE])

@@ -31,5 +31,5 @@ def test_bad_cost_values_name_the_field(field, value):
 
 
 def test_zero_bandwidth_is_rejected():
-    with pytest.raises(ValueError, match="dram_bandwidth_gb_s must be > 0"):
+    with pytest.raises(ValueError, match="dram_bandwidth_gb_s must be at least"):
         CostModel(dram_bandwidth_gb_s=0)

@@ -14,6 +14,12 @@ from lab.registry import Registry
 from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
 
 
+# Bounds that keep every total finite in float64 (a latency of 1e308 ms per access would sum to inf): a day per
+# access, or a byte per second, is already far outside any memory system.
+MAX_COST_VALUE = 1e9  # ms, ms per MB, GB/s, MB
+MIN_BANDWIDTH_GB_S = 1e-9
+
+
 @dataclass(frozen=True)
 class CostModel:
     """What each access costs.
@@ -41,9 +47,10 @@ class CostModel:
             value = getattr(self, f.name)
             if f.name == "name" or (f.name == "buffer_mb" and value is None):
                 continue
-            check_number(f"CostModel.{f.name}", value, 0)
-        if self.dram_bandwidth_gb_s == 0:
-            raise ValueError("CostModel.dram_bandwidth_gb_s must be > 0 GB/s")
+            check_number(f"CostModel.{f.name}", value, 0, MAX_COST_VALUE)
+        if self.dram_bandwidth_gb_s < MIN_BANDWIDTH_GB_S:
+            raise ValueError(f"CostModel.dram_bandwidth_gb_s must be at least {MIN_BANDWIDTH_GB_S:g} GB/s, got "
+                             f"{self.dram_bandwidth_gb_s!r}")
 
     def transfer_ms(self, n_bytes):
         """Time in ms to move ``n_bytes`` (int or array) from DRAM at ``dram_bandwidth_gb_s``."""

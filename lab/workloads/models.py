@@ -9,10 +9,12 @@ a repeated capture instant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -20,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_int
+from lab.checks import check_bool, check_int, check_number
 from lab.registry import Registry
 from lab.units import BYTES_PER_MB
 
@@ -290,6 +292,10 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     overrides = {**depth_override(preset.name, num_layers), **overrides}
     check_int("batch_size", batch_size)
     check_int("seq_length", seq_length)
+    check_int("seed", seed, 0)
+    check_bool("training", training)
+    check_bool("cache", cache)
+    routing_skew = check_number("routing_skew", routing_skew, 0)
     _torch_dtype(dtype)
     weight_dtype = weight_dtype or dtype
     if weight_dtype not in WEIGHT_DTYPES:
@@ -310,23 +316,49 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
                   persist=list(persist))
     path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
     if cache and path.exists():
-        trace = pd.read_parquet(path)
-        trace.attrs["capture"] = params
-        return trace
-    model, preset, config = build_model(preset.name, dtype, **overrides)
-    inputs = example_inputs(model, preset, config, batch_size, seq_length, dtype, training)
-    if isinstance(inputs, dict) and "use_cache" in inspect.signature(model.forward).parameters:
-        inputs["use_cache"] = use_cache
-    with _routed_experts(model, routing, routing_skew, seed):
-        trace = capture_trace(model, inputs, training=training, model_type=preset.model_type, persist=persist)
+        try:
+            trace = pd.read_parquet(path)
+        except Exception as error:  # noqa: BLE001 (pyarrow, OSError: a truncated or corrupt file)
+            warnings.warn(f"the cached capture {path} cannot be read ({type(error).__name__}); capturing again",
+                          stacklevel=2)
+        else:
+            trace.attrs["capture"] = params
+            return trace
+    with _quiet_transformers():  # the same report whether or not the cache was warm
+        model, preset, config = build_model(preset.name, dtype, **overrides)
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if preset.model_type != "CNN" and isinstance(positions, int) and seq_length > positions:
+            raise ValueError(f"seq_length={seq_length} is longer than {preset.name}'s {positions} positions")
+        inputs = example_inputs(model, preset, config, batch_size, seq_length, dtype, training)
+        if isinstance(inputs, dict) and "use_cache" in inspect.signature(model.forward).parameters:
+            inputs["use_cache"] = use_cache
+        with _routed_experts(model, routing, routing_skew, seed):
+            trace = capture_trace(model, inputs, training=training, model_type=preset.model_type, persist=persist)
     if weight_dtype != dtype:
         trace = _apply_weight_dtype(trace, model, weight_dtype)
     trace.attrs["capture"] = params
     if cache:
         from lab.trace.io import write_trace
 
-        write_trace(trace, path)
+        try:
+            write_trace(trace, path)
+        except OSError as error:  # an unusable cache directory costs the cache, not the capture
+            warnings.warn(f"the capture could not be cached at {path} ({error})", stacklevel=2)
     return trace
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' logging at error level while a model is built and traced (its config warnings would
+    otherwise appear only on a cold capture cache)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def synthetic_counterpart(name: str, batch_size: int, seq_length: int, num_layers: Optional[int] = None,
