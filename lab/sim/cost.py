@@ -6,7 +6,7 @@ GB/s (10**9 bytes/s, as vendor data sheets give it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from lab.checks import check_number
@@ -57,6 +57,8 @@ class CostModel:
         return n_bytes / (self.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL) * MS_PER_S
 
 
+_H100 = CostModel(name="H100-SXM5", hit_latency_ms=0.26e-3, miss_latency_ms=0.5e-3, miss_latency_ms_per_mb=0.0,
+                  dram_bandwidth_gb_s=3350.0, buffer_mb=50.0)
 HARDWARE_PRESETS: Registry[CostModel] = Registry("hardware preset")
 for _preset in (
     CostModel(),
@@ -67,27 +69,13 @@ for _preset in (
     # Luo et al., "Benchmarking and Dissecting the Nvidia Hopper GPU
     # Architecture", IPDPS 2024; Chips and Cheese, "Nvidia's H100: Funny L2,
     # and Tons of Bandwidth" (2023).
-    CostModel(
-        name="H100-SXM5",
-        hit_latency_ms=0.26e-3,
-        miss_latency_ms=0.5e-3,
-        miss_latency_ms_per_mb=0.0,
-        dram_bandwidth_gb_s=3350.0,
-        buffer_mb=50.0,
-    ),
+    _H100,
     # NVIDIA H200 SXM. L2 of 60 MB (the GH100 die's full L2; what
     # cudaDevAttrL2CacheSize reports on the H200 that measured
     # ground_truth/h200) and 141 GB of HBM3e at 4.8 TB/s: NVIDIA H200 Tensor
     # Core GPU data sheet (2024). Latencies as the H100's (same SM and L2
     # design): Luo et al., IPDPS 2024; Chips and Cheese (2023).
-    CostModel(
-        name="H200",
-        hit_latency_ms=0.26e-3,
-        miss_latency_ms=0.5e-3,
-        miss_latency_ms_per_mb=0.0,
-        dram_bandwidth_gb_s=4800.0,
-        buffer_mb=60.0,
-    ),
+    replace(_H100, name="H200", dram_bandwidth_gb_s=4800.0, buffer_mb=60.0),
     # NVIDIA A100 SXM4 40 GB. L2 of 40 MB and HBM2 at 1,555 GB/s: "NVIDIA
     # A100 Tensor Core GPU Architecture" white paper (2020). Latencies as
     # above (L2 hit ~0.2 us, HBM ~0.45 us): Jia et al., "Dissecting the

@@ -374,20 +374,18 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     if buffer == "cache":
         return _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access, cache_model)
     workload = encode_trace(trace)
-    counts, outcome, victim_access, victim_code, written_back = replay(workload, policy, capacity_bytes, per_access)
-    return SimulationResult(
-        policy=policy.name,
-        capacity_mb=capacity_mb,
-        cost=cost,
-        metrics=metrics_of_counts(workload, counts, capacity_bytes, cost),
-        outcome=outcome,
-        victim_access=victim_access,
-        victim_code=victim_code,
-        victim_written_back=written_back,
-        workload=workload,
-        per_access=bool(per_access),
-        params=policy.get_params(),
-    )
+    counts, *per_run = replay(workload, policy, capacity_bytes, per_access)
+    return _result(policy, capacity_mb, cost, workload, metrics_of_counts(workload, counts, capacity_bytes, cost),
+                   per_run, per_access, policy.get_params())
+
+
+def _result(policy, capacity_mb, cost, workload, metrics, per_run, per_access, params) -> SimulationResult:
+    """A SimulationResult from ``replay``'s per-access and per-eviction outputs (``per_run``: outcome, victim
+    access, victim code, written back) and the run's metrics."""
+    outcome, victim_access, victim_code, written_back = per_run
+    return SimulationResult(policy=policy.name, capacity_mb=capacity_mb, cost=cost, metrics=metrics, outcome=outcome,
+                            victim_access=victim_access, victim_code=victim_code, victim_written_back=written_back,
+                            workload=workload, per_access=bool(per_access), params=params)
 
 
 def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access, cache_model) -> SimulationResult:
@@ -411,23 +409,11 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
                         is_write=writes if "access" in trace else _EMPTY_BOOL,
                         id_values=np.arange(n_lines, dtype=np.int64))
     dirty = np.zeros(n_lines if workload.has_writes else 0, np.bool_)
-    counts, outcome, victim_access, victim_code, written_back = replay(workload, policy, capacity_bytes, per_access,
-                                                                       liveness=False, dirty=dirty)
+    counts, *per_run = replay(workload, policy, capacity_bytes, per_access, liveness=False, dirty=dirty)
     flushed = int(np.count_nonzero(dirty)) if model.flush_at_end else 0
     counts[WRITE_BYTES] += flushed * line
     counts[WRITEBACKS] += flushed
     metrics = metrics_of_counts(workload, counts, capacity_bytes, cost)
     metrics["final_writeback_mb"] = float(bytes_to_mb(flushed * line))
-    return SimulationResult(
-        policy=policy.name,
-        capacity_mb=capacity_mb,
-        cost=cost,
-        metrics=metrics,
-        outcome=outcome,
-        victim_access=victim_access,
-        victim_code=victim_code,
-        victim_written_back=written_back,
-        workload=workload,
-        per_access=bool(per_access),
-        params={**policy.get_params(), "buffer": "cache", **dataclasses.asdict(model)},
-    )
+    return _result(policy, capacity_mb, cost, workload, metrics, per_run, per_access,
+                   {**policy.get_params(), "buffer": "cache", **dataclasses.asdict(model)})

@@ -37,7 +37,7 @@ def _umask() -> int:
 
 def _remove_stale_temporaries(path: Path) -> None:
     """Delete the temporary files an earlier write of ``path`` left behind when its process was killed (our
-    naming: ``.NAME.PID.XXXX.tmp``, PID no longer running); a live writer's file is left alone."""
+    naming: ``.NAME.PID.<random>.tmp``, PID no longer running); a live writer's file is left alone."""
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and not _running(int(pid)):
