@@ -75,6 +75,59 @@ def provenance(parameters: dict) -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=["what", "name", "value"])
 
 
+ANSWER_MIMETYPE = "application/vnd.lab.answer+json"
+
+
+def show_answer(table: "pd.DataFrame", question: str) -> None:
+    """Display a report's answer table: the question it answers, and its headline numbers (units in the
+    column names). Shown as a table, and stored in the notebook with a machine-readable copy that
+    :func:`read_answer` and the reports' index read back. One per report."""
+    import pandas as pd
+    from IPython.display import display
+
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question must be a non-empty string: the question the table answers")
+    records = table.reset_index(drop=True).astype(object).where(table.notna(), None)
+    payload = {"question": question, "columns": [str(c) for c in table.columns],
+               "rows": [[_json_value(v) for v in row] for row in records.itertuples(index=False)]}
+    html = f"<p><b>{_escape(question)}</b></p>" + table.to_html(index=False, float_format=lambda v: f"{v:,.1f}")
+    display({ANSWER_MIMETYPE: payload, "text/html": html, "text/plain": f"{question}\n{table.to_string(index=False)}"},
+            raw=True)
+
+
+def read_answer(notebook_path) -> tuple[str, "pd.DataFrame"]:
+    """The answer table stored by :func:`show_answer` in an executed notebook: ``(question, table)``.
+    ValueError when the notebook has none."""
+    import nbformat
+    import pandas as pd
+
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            payload = output.get("data", {}).get(ANSWER_MIMETYPE)
+            if payload is not None:
+                return payload["question"], pd.DataFrame(payload["rows"], columns=payload["columns"])
+    raise ValueError(f"{notebook_path}: no answer table (a report shows one with lab.ui.report.show_answer)")
+
+
+def _json_value(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
 def load_params(path) -> dict:
     """Parameters from a YAML file (a mapping of notebook parameter names to values)."""
     import yaml
