@@ -49,7 +49,14 @@ def _json_ready(value):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if isinstance(value, bytes):  # ids read from a file may be bytes: shown as text where they decode
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.hex()
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    return str(value)  # timestamps, decimals and other ids: their text
 
 
 def _print_json(value) -> None:

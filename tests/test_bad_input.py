@@ -68,6 +68,7 @@ CATALOGUE = [
      "CostModel.hit_latency_ms"),
     ("a bandwidth of almost nothing", lambda: lab.CostModel(dram_bandwidth_gb_s=1e-300), ValueError,
      "dram_bandwidth_gb_s must be at least"),
+    ("no capacity points", lambda: lab.default_capacities_mb(SMALL, 0), ValueError, "points must be an integer >= 1"),
     ("an infinite stride", lambda: lab.score(SMALL.assign(stride=[1.0, np.inf, 1.0])), ValueError,
      "stride' must hold finite"),
 ]
@@ -80,6 +81,17 @@ CAPTURE_CATALOGUE = [
     ("a NaN routing skew", {"routing_skew": float("nan")}, ValueError, "routing_skew must be a finite number"),
     ("training as text", {"training": "no"}, TypeError, "training must be True or False"),
     ("more tokens than GPT-2 has positions", {"seq_length": 100_000}, ValueError, "longer than gpt2's 1024 positions"),
+    ("a negative width", {"hidden_size": -1}, ValueError, "override hidden_size of gpt2 must be an integer >= 1"),
+    ("a vocabulary of 0", {"vocab_size": 0}, ValueError, "override vocab_size of gpt2 must be an integer >= 1"),
+    ("a width as text", {"n_embd": "768"}, ValueError, "override n_embd of gpt2 must be an integer"),
+    ("heads that do not divide the width", {"num_attention_heads": 7}, ValueError,
+     "do not make a valid gpt2: .*divisible by num_heads"),
+    ("a million layers", {"num_layers": 10**6}, ValueError, "1,000,000 layers would capture at least 10,000,000 "
+     "accesses and need at least 25.1 GiB"),
+    ("a hundred million layers by the config's alias", {"num_layers": None, "num_hidden_layers": 10**8}, ValueError,
+     "100,000,000 layers would capture"),
+    ("sizes too large to count", {"batch_size": 10**13, "seq_length": 1024}, ValueError,
+     "too large to count"),
 ]
 
 
@@ -191,3 +203,29 @@ def test_a_closed_pipe_ends_the_cli_quietly():
                "echo ${PIPESTATUS[0]}")
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.stdout.strip() == "0" and "Traceback" not in done.stderr and "Broken pipe" not in done.stderr
+
+
+@pytest.mark.parametrize("ids", [[b"a", b"b", b"a"], pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-01"])],
+                         ids=["bytes", "timestamps"])
+def test_the_cli_prints_any_kind_of_id_as_json(ids, tmp_path, capsys):
+    import json
+
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"tensor_id": ids, "size_mb": [1.0, 2.0, 1.0]}).to_parquet(path)
+    assert main(["schedule", "--trace", str(path)]) == 0
+    ranking = json.loads(capsys.readouterr().out)
+    assert [row["tensor_id"] for row in ranking] == (["b", "a"] if isinstance(ids[0], bytes)
+                                                       else ["2020-01-02 00:00:00", "2020-01-01 00:00:00"])
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("hidden_size=-1", "override hidden_size of gpt2 must be an integer >= 1"),
+    ("num_attention_heads=7", "do not make a valid gpt2"),
+    ("num_hidden_layers=100000000", "would capture at least"),
+])
+def test_bad_capture_settings_on_the_cli_are_one_line(setting, fragment, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    code = main(["capture", "--model", "gpt2", "--seq-length", "16", "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and err.count("\n") == 1, err

@@ -132,6 +132,19 @@ print(len(engine.drive.signatures), len(lab.policy_names()))
     assert out[0] == out[1]
 
 
+def test_every_policy_state_is_found_again_by_the_disk_cache():
+    """numba keys a cached loop on the state's type, pickled by reference: a state class that pickle cannot
+    find again (an inherited State made at registration) would recompile the loop in every process."""
+    import pickle
+
+    import lab
+    from lab.sim.policy import get_policy
+
+    for name in lab.policy_names():
+        state = type(get_policy(name)).State
+        assert pickle.loads(pickle.dumps(state)) is state, name
+
+
 def test_editing_a_hook_invalidates_the_compiled_loop(tmp_path):
     """Numba keys its disk cache on the decorated function's own file; the engine's loop inlines hooks from other
     files. Here a copy of lab is run, a hook is edited, and the next process must run the new hook."""

@@ -129,6 +129,7 @@ def working_set_mb(trace) -> float:
 
 def default_capacities_mb(trace, points: int = 24) -> np.ndarray:
     """``points`` log-spaced capacities (MB) from the smallest tensor to the whole working set."""
+    points = check_int("points", points)
     enc = encode_trace(trace)
     if enc.n_tensors == 0:
         return np.array([1.0])

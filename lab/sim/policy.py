@@ -155,7 +155,10 @@ def bind_hooks(cls: Type[Policy]) -> None:
     if _BOUND.get(cls.State) is cls:
         return
     if "State" not in vars(cls) or cls.State in _BOUND:
-        cls.State = type(f"{cls.__name__}State", (cls.State,), {"__module__": cls.__module__})
+        # found again by pickle as ``<module>.<Policy>.State``: numba's disk cache keys compiled loops on the
+        # state's type, and a class it cannot find again would be recompiled in every process
+        cls.State = type(f"{cls.__name__}State", (cls.State,), {"__module__": cls.__module__,
+                                                                 "__qualname__": f"{cls.__qualname__}.State"})
     for hook in HOOKS:
         impl = inspect.getattr_static(cls, hook, None)
         if impl is None:

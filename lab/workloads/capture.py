@@ -453,18 +453,20 @@ _MAX_BLOCKS = 1 << 22  # blocks per storage beyond which its views are kept apar
 def _runs(region: _Region, limit: int):
     """The region as equal runs of contiguous bytes: (sorted int64 start offsets, run length in bytes, the gcd of
     the steps between starts (0 for one run)), or None when it has more than ``limit`` runs."""
-    dims = [(np.arange(n, dtype=np.int64), st) for k, (n, st) in enumerate(zip(region.sizes, region.strides))
+    # (length, stride) first: a dimension of 10**12 elements must be refused before it is spelled out
+    dims = [(int(n), st) for k, (n, st) in enumerate(zip(region.sizes, region.strides))
             if st and n > 1 and not (k == 0 and region.rows is not None)]
     dims.sort(key=lambda d: d[1])
     run = region.itemsize
     while dims and dims[0][1] == run:
-        run *= len(dims[0][0])
+        run *= dims[0][0]
         dims.pop(0)
     if region.rows is not None and region.rows.size > 1 and region.strides and region.strides[0]:
         dims.append((region.rows, region.strides[0]))
         dims.sort(key=lambda d: d[1])
-    if np.prod([float(len(values)) for values, _ in dims]) > limit:
+    if np.prod([float(n if isinstance(n, int) else len(n)) for n, _ in dims]) > limit:
         return None
+    dims = [(np.arange(n, dtype=np.int64) if isinstance(n, int) else n, st) for n, st in dims]
     starts = np.array([region.offset], np.int64)
     if region.rows is not None and (region.rows.size == 1 or not region.strides or not region.strides[0]):
         starts += int(region.rows[0]) * (region.strides[0] if region.strides else 0)

@@ -123,6 +123,7 @@ def build_model(name: str, dtype: str = "bf16", **overrides):
 
     preset = preset_named(name)
     config = preset.build_config()
+    check_overrides(name, config, overrides)
     for key, value in overrides.items():
         if isinstance(config, dict):
             if key not in config:
@@ -141,6 +142,52 @@ def build_model(name: str, dtype: str = "bf16", **overrides):
     finally:
         torch.set_default_dtype(previous)
     return model, preset, config
+
+
+# Lower bounds per layer, measured on every preset (forward 13-384 accesses, training step 223-1,607; about
+# 200 bytes per captured access in the frame, 25-50 KB of Python objects per layer of the model built for it):
+# refusing on these bounds never refuses a capture that would fit.
+MIN_ACCESSES_PER_LAYER = {False: 10, True: 200}
+BYTES_PER_CAPTURED_ACCESS = 200
+MIN_MODEL_BYTES_PER_LAYER = 25_000
+MAX_CAPTURED_ACCESSES = 50_000_000  # as lab.generate_trace: about 10 GiB as a captured frame
+
+
+def check_overrides(name: str, config, overrides: dict) -> None:
+    """ValueError naming an override of preset ``name``'s config that is not of its field's kind: an integer
+    field (a width, a depth, a count of heads or experts) takes an integer >= 1, or >= 0 where the preset's
+    own value is 0; a real-valued field takes a finite number."""
+    defaults = config if isinstance(config, dict) else None
+    for key, value in overrides.items():
+        default = defaults.get(key) if defaults is not None else getattr(config, key, None)
+        where = f"override {key} of {name}"
+        if isinstance(default, bool):
+            check_bool(where, value)
+        elif isinstance(default, int) and not key.endswith("_token_id"):
+            check_int(where, value, 1 if default >= 1 else 0)
+        elif isinstance(default, float):
+            check_number(where, value, float("-inf") if default < 0 else 0)
+
+
+def check_capture_fits(name: str, num_layers: int, training: bool) -> None:
+    """ValueError, before building anything, when a capture of ``num_layers`` layers could not fit in memory:
+    the estimate uses lower bounds per layer (``MIN_ACCESSES_PER_LAYER``, ``MIN_MODEL_BYTES_PER_LAYER``), so
+    what is refused is certainly too large."""
+    accesses = num_layers * MIN_ACCESSES_PER_LAYER[bool(training)]
+    needed = accesses * BYTES_PER_CAPTURED_ACCESS + num_layers * MIN_MODEL_BYTES_PER_LAYER
+    budget = _memory_budget_bytes()
+    if accesses > MAX_CAPTURED_ACCESSES or needed > budget:
+        raise ValueError(f"{name} with {num_layers:,} layers would capture at least {accesses:,} accesses and "
+                         f"need at least {needed / 2**30:,.1f} GiB of memory (this machine allows "
+                         f"{budget / 2**30:,.1f} GiB, at most {MAX_CAPTURED_ACCESSES:,} accesses): use fewer layers")
+
+
+def _memory_budget_bytes() -> int:
+    """Half of this machine's physical memory (what one capture may use)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
 
 
 def _construct(preset: Preset, config):
@@ -314,6 +361,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
                   weight_dtype=weight_dtype, routing=routing if isinstance(routing, str) else list(routing),
                   routing_skew=routing_skew, seed=seed, overrides=overrides, use_cache=use_cache,
                   persist=list(persist))
+    _check_capture_config(preset, overrides, training)
     path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
     if cache and path.exists():
         try:
@@ -325,15 +373,31 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
             trace.attrs["capture"] = params
             return trace
     with _quiet_transformers():  # the same report whether or not the cache was warm
-        model, preset, config = build_model(preset.name, dtype, **overrides)
+        try:
+            model, preset, config = build_model(preset.name, dtype, **overrides)
+        except (RuntimeError, ValueError, ZeroDivisionError, AssertionError) as error:
+            if not overrides:
+                raise
+            raise ValueError(f"the overrides {overrides} do not make a valid {preset.name}: "
+                             f"{_first_line(error)}") from None
         positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         if preset.model_type != "CNN" and isinstance(positions, int) and seq_length > positions:
             raise ValueError(f"seq_length={seq_length} is longer than {preset.name}'s {positions} positions")
         inputs = example_inputs(model, preset, config, batch_size, seq_length, dtype, training)
         if isinstance(inputs, dict) and "use_cache" in inspect.signature(model.forward).parameters:
             inputs["use_cache"] = use_cache
-        with _routed_experts(model, routing, routing_skew, seed):
-            trace = capture_trace(model, inputs, training=training, model_type=preset.model_type, persist=persist)
+        try:
+            with _routed_experts(model, routing, routing_skew, seed):
+                trace = capture_trace(model, inputs, training=training, model_type=preset.model_type,
+                                      persist=persist)
+        except (RuntimeError, IndexError, ZeroDivisionError, AssertionError) as error:
+            if "overflow" in str(error):
+                raise ValueError(f"batch_size={batch_size} and seq_length={seq_length} give {preset.name} tensors "
+                                 f"too large to count: {_first_line(error)}") from None
+            if not overrides:
+                raise
+            raise ValueError(f"the overrides {overrides} do not make a model {preset.name} can run: "
+                             f"{_first_line(error)}") from None
     if weight_dtype != dtype:
         trace = _apply_weight_dtype(trace, model, weight_dtype)
     trace.attrs["capture"] = params
@@ -345,6 +409,26 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
         except OSError as error:  # an unusable cache directory costs the cache, not the capture
             warnings.warn(f"the capture could not be cached at {path} ({error})", stacklevel=2)
     return trace
+
+
+def _check_capture_config(preset: Preset, overrides: dict, training: bool) -> None:
+    """The overrides' kinds, and whether the capture's depth could fit in memory (before anything is built)."""
+    with _quiet_transformers():
+        config = preset.build_config()
+    check_overrides(preset.name, config, overrides)
+    field = LAYER_FIELDS.get(preset.name, "num_hidden_layers")
+    if field is None:
+        return
+    aliases = {alias for alias, target in getattr(config, "attribute_map", {}).items() if target == field}
+    depth = config[field] if isinstance(config, dict) else getattr(config, field)
+    for name in (field, *aliases):
+        depth = overrides.get(name, depth)
+    check_capture_fits(preset.name, depth, training)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 @contextlib.contextmanager
