@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lab
 from lab.cli import main
@@ -229,3 +231,28 @@ def test_bad_capture_settings_on_the_cli_are_one_line(setting, fragment, tmp_pat
     code = main(["capture", "--model", "gpt2", "--seq-length", "16", "--set", setting])
     err = capsys.readouterr().err
     assert code == 2 and fragment in err and err.count("\n") == 1, err
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ids=st.lists(st.integers(0, 7), min_size=1, max_size=60),
+    exponents=st.lists(st.floats(-20, 40), min_size=8, max_size=8),
+    capacity_exponent=st.floats(-20, 41),
+    writes=st.lists(st.booleans(), min_size=60, max_size=60),
+    policy=st.sampled_from(["LRU", "FIFO", "GDSF", "ARC", "Belady", "BeladySize"]),
+)
+def test_totals_stay_exact_and_rates_in_range_at_any_size(ids, exponents, capacity_exponent, writes, policy):
+    """Sizes from a millionth of a MB to lab's largest (2**40 MB): the run's totals either fit (and every
+    invariant holds) or the trace is refused with a clear error; never a negative total or a rate over 100 %."""
+    trace = pd.DataFrame({"tensor_id": ids, "size_mb": [2.0 ** exponents[i] for i in ids],
+                          "access": np.where(writes[: len(ids)], "write", "read")})
+    try:
+        m = lab.simulate(trace, policy, capacity_mb=2.0 ** capacity_exponent, per_access=False).metrics
+    except ValueError as error:
+        assert "2**62 bytes" in str(error)
+        return
+    assert m["cache_hits"] + m["write_allocations"] + m["dram_accesses"] == m["accesses"] == len(ids)
+    for rate in ("cache_hit_rate", "byte_hit_rate", "read_hit_rate"):
+        assert 0 <= m[rate] <= 100, rate
+    assert m["bytes_from_dram"] >= 0 and m["dram_reads_mb"] >= 0 and m["dram_writes_mb"] >= 0
+    assert m["dram_traffic_mb"] <= 2.0 * trace["size_mb"].sum() + 1e-9 * m["dram_traffic_mb"]

@@ -73,3 +73,42 @@ def test_no_reuse_means_no_recommendation():
 def test_bad_capacity():
     with pytest.raises(ValueError, match="capacity_mb"):
         lab.predict_compile(lab.generate_trace("MLP", num_layers=1), capacity_mb=0)
+
+
+def test_beyond_the_optimums_reach_belady_plans_and_its_sizes_are_enough():
+    """optimum='auto' skips the flow on long traces (a warning); the plan and recommended sizes are then
+    Belady's, named so, and every recommended size is at least the optimum's (Belady is achievable)."""
+    from lab.analysis import compile_prediction
+
+    rng = np.random.default_rng(3)
+    ids = rng.zipf(1.3, 900) % 120
+    trace = pd.DataFrame({"tensor_id": ids, "size_mb": (ids % 4 + 1) / 2})
+    exact = lab.predict_compile(trace, capacity_mb=6, policies=["LRU"])
+    planned = lab.predict_compile(trace, capacity_mb=6, policies=["LRU"], optimum=False)
+    assert planned.optimum is None and "Belady" in planned.planner and "optimum" in exact.planner
+    assert "OPT" not in planned.comparison.index and planned.summary()["optimum_mb"] is None
+    assert planned.plan["action"].tolist() == compile_prediction.residency_plan(planned.belady)["action"].tolist()
+    assert planned.traffic_mb == pytest.approx(exact.traffic_mb)
+    for q in compile_prediction.TARGETS:
+        assert planned.recommended_capacity_mb[q] >= exact.recommended_capacity_mb[q] * (1 - 2e-3)
+        target = exact.traffic_mb["no_buffer"] - q * (exact.traffic_mb["no_buffer"]
+                                                       - exact.traffic_mb["whole_working_set"])
+        belady = lab.simulate(trace, "Belady", planned.recommended_capacity_mb[q], per_access=False)
+        assert belady.metrics["dram_traffic_mb"] <= target + 1e-9
+
+
+def test_auto_skips_the_flow_on_long_traces_with_a_warning(monkeypatch):
+    from lab.analysis import sweep
+
+    monkeypatch.setattr(sweep, "AUTO_OPTIMUM_ACCESSES", 10)
+    trace = lab.generate_trace("MLP", num_layers=2)
+    with pytest.warns(UserWarning, match="skips the optimum"):
+        prediction = lab.predict_compile(trace, 4, policies=["LRU"])
+    assert prediction.optimum is None
+
+
+def test_long_predictions_show_progress(capsys):
+    lab.predict_compile(lab.generate_trace("MLP", num_layers=2), 4, policies=["LRU"], progress=True)
+    assert "predict_compile" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        lab.predict_compile(lab.generate_trace("MLP", num_layers=2), 4, progress="yes")

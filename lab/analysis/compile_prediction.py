@@ -9,21 +9,28 @@ the policies compared: with tensors of different sizes it is not the optimum.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
 
-from lab.analysis.optimal import OptimalResult, intervals_of, lower_bound_mb, optimal, schedule_traffic
-from lab.analysis.sweep import metrics_table, policy_list, run_policies, working_set_mb
-from lab.checks import check_positive_mb
-from lab.sim.simulate import SimulationResult
+from lab.analysis.optimal import (OptimalResult, check_flow_size, intervals_of, lower_bound_mb, optimal,
+                                  schedule_traffic)
+from lab.analysis.sweep import wants_optimum, metrics_table, policy_list, with_scores, working_set_mb
+from lab.checks import check_bool, check_positive_mb
+from lab.sim.simulate import SimulationResult, simulate
+from lab.trace.workload import encode_trace
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB, bytes_to_mb
 
 TARGETS = (0.9, 0.99)
 RELATIVE_PRECISION = 1e-3  # the recommended capacities are refined to 0.1 % of their value
+SEARCH_STEPS = 18  # about the evaluations per recommended capacity: a 7-point scan, then bisection to 0.1 %
+PROGRESS_ACCESSES = 1_000_000  # predict_compile shows a progress bar by default beyond this: seconds of work
+PLANNERS = {True: "the optimum (lab.optimal: its achievable schedule; sizes from its lower bound)",
+            False: "Belady (MIN) with bypass: an achievable schedule, not the optimum (skipped)"}
 
 
 @dataclass(frozen=True)
@@ -60,15 +67,18 @@ class CompilePrediction:
     best_hit_rate: float
     traffic_mb: dict
     working_set_mb: float
-    optimum: OptimalResult
+    optimum: Optional[OptimalResult]
     belady: SimulationResult
+    planner: str = PLANNERS[True]
 
     def summary(self) -> dict:
         """JSON-ready summary: capacity, the optimum's bracket, recommended capacities, per-policy comparison."""
         return {
             "capacity_mb": self.capacity_mb,
             "working_set_mb": self.working_set_mb,
-            "optimum_mb": {"lower": self.optimum.lower_mb, "upper": self.optimum.upper_mb},
+            "planner": self.planner,
+            "optimum_mb": ({"lower": self.optimum.lower_mb, "upper": self.optimum.upper_mb}
+                           if self.optimum is not None else None),
             "best_hit_rate": self.best_hit_rate,
             "traffic_mb": self.traffic_mb,
             "recommended_capacity_mb": {f"{int(q * 100)}%": v for q, v in self.recommended_capacity_mb.items()},
@@ -130,17 +140,24 @@ def optimum_plan(workload: Workload, result: OptimalResult) -> pd.DataFrame:
     })
 
 
-def smallest_capacity_mb(workload: Workload, target_mb: float, high_bytes: int) -> float:
-    """Smallest capacity (MB) at which the optimum's lower bound on DRAM traffic is at most ``target_mb``: a
-    log-spaced scan over (0, ``high_bytes``], refined by bisection to 0.1 % of the capacity. The bound is
-    monotone in the capacity (a larger buffer only relaxes the flow's constraint)."""
+def smallest_capacity_mb(traffic_mb, target_mb: float, high_bytes: int, progress=None) -> float:
+    """Smallest capacity (MB) at which ``traffic_mb(capacity_bytes)`` (DRAM traffic in MB, non-increasing in the
+    capacity) is at most ``target_mb``, to 0.1 % of the capacity: a coarse log-spaced scan from
+    ``high_bytes`` down, then bisection. ``traffic_mb`` is called with integer bytes and may be memoized by the
+    caller (the scans of two targets then share their points); ``progress`` (a tqdm bar or None) is advanced
+    once per call."""
     def reaches(capacity_bytes: int) -> bool:
-        return lower_bound_mb(workload, capacity_bytes / BYTES_PER_MB) <= target_mb + 1e-12
+        if progress is not None:
+            progress.update(1)
+        return traffic_mb(capacity_bytes) <= target_mb + 1e-12
 
-    grid = np.unique(np.geomspace(1, high_bytes, 16).astype(np.int64))
-    passing = next(int(c) for c in grid if reaches(int(c)))
-    below = grid[grid < passing]
-    low, high = (int(below[-1]) if below.size else 0), passing
+    grid = np.unique(np.geomspace(1, high_bytes, 8).astype(np.int64))
+    high, low = int(grid[-1]), 0
+    for capacity in grid[::-1][1:]:  # from the top: the targets lie near the working set
+        if not reaches(int(capacity)):
+            low = int(capacity)
+            break
+        high = int(capacity)
     while high - low > max(1, int(high * RELATIVE_PRECISION)):
         mid = (low + high) // 2
         if reaches(mid):
@@ -151,40 +168,86 @@ def smallest_capacity_mb(workload: Workload, target_mb: float, high_bytes: int) 
 
 
 def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
-                    policies: Optional[Iterable[str]] = None, scorer: str = "heuristic") -> CompilePrediction:
+                    policies: Optional[Iterable[str]] = None, scorer: str = "heuristic", optimum="auto",
+                    progress: Optional[bool] = None) -> CompilePrediction:
     """Predict what a whole-trace (compile-time) buffer plan reaches at ``capacity_mb`` MB.
 
     Takes a trace, the buffer capacity in MB, a cost model or preset, the
     online policies to compare (default: every registered policy that does not
     read the future; ML scores the trace with ``scorer`` when it has no
-    ``eviction_score``). Returns a CompilePrediction (see its docstring): the
-    optimum's schedule, its DRAM traffic and latency next to the online
-    policies and Belady (MIN), and the recommended buffer sizes for 90 % and
-    99 % of the traffic a buffer can save. Our reading of the seed's
-    ``/predict-compile``.
+    ``eviction_score``), ``optimum`` (True, False or ``"auto"``: the optimum's
+    flow on traces of at most ``AUTO_OPTIMUM_ACCESSES`` accesses, with a
+    warning when skipped) and ``progress`` (a tqdm bar; default: on traces of
+    over ``PROGRESS_ACCESSES`` accesses). Returns a CompilePrediction (see its
+    docstring): the optimum's schedule, its DRAM traffic and latency next to the
+    online policies and Belady (MIN), and the recommended buffer sizes for 90 %
+    and 99 % of the traffic a buffer can save. Without the optimum, the plan and
+    the recommended sizes are Belady's (``planner`` says which): an achievable
+    schedule, and sizes that are enough, not necessarily the least. Time: one
+    simulation per policy and about 30 simulations (or flows, with the optimum)
+    for the recommended sizes, linear in the trace's length. Our reading of the
+    seed's ``/predict-compile``.
     """
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     online = [p for p in policy_list(policies) if not p.offline]
-    results = run_policies(trace, [*online, "Belady"], capacity_mb, cost, scorer)
-    workload = results["Belady"].workload
-    best = optimal(workload, capacity_mb, cost)
-    table = metrics_table(results, {**best.metrics, "opt_lower_mb": best.lower_mb, "opt_upper_mb": best.upper_mb})
-    whole = int(workload.tensor_bytes.sum())
-    with_all = optimal(workload, whole / BYTES_PER_MB)
-    intervals = intervals_of(workload)
-    with_none = float(bytes_to_mb(sum(schedule_traffic(workload, intervals, np.zeros(len(intervals.start), bool))[:2])))
-    saved = with_none - with_all.lower_mb
-    recommended = {q: (smallest_capacity_mb(workload, with_none - q * saved, whole) if saved > 0 else None)
-                   for q in TARGETS}
+    chosen = [*online, "Belady"]
+    workload = encode_trace(with_scores(trace, chosen, scorer))
+    solve = wants_optimum(optimum, workload)
+    if solve:
+        check_flow_size(workload)
+    if progress is None:
+        progress = workload.n_accesses > PROGRESS_ACCESSES
+    check_bool("progress", progress)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(chosen) + 2 + 2 * SEARCH_STEPS, desc="predict_compile", unit="step")
+    try:
+        results = {}
+        for policy in chosen:
+            result = simulate(workload, policy, capacity_mb, cost, per_access=policy == "Belady")
+            results[result.policy] = result
+            if bar is not None:
+                bar.update(1)
+        whole = int(workload.tensor_bytes.sum())
+        with_all = simulate(workload, "Belady", whole / BYTES_PER_MB, per_access=False)  # everything fits
+        intervals = intervals_of(workload)
+        with_none = float(bytes_to_mb(sum(schedule_traffic(workload, intervals,
+                                                           np.zeros(len(intervals.start), bool))[:2])))
+        if solve:
+            best = optimal(workload, capacity_mb, cost)
+            extra = {**best.metrics, "opt_lower_mb": best.lower_mb, "opt_upper_mb": best.upper_mb}
+            plan, planner = optimum_plan(workload, best), PLANNERS[True]
+
+            def traffic(capacity_bytes: int) -> float:
+                return lower_bound_mb(workload, capacity_bytes / BYTES_PER_MB)
+        else:
+            best, extra = None, None
+            plan, planner = residency_plan(results["Belady"]), PLANNERS[False]
+
+            def traffic(capacity_bytes: int) -> float:
+                return simulate(workload, "Belady", capacity_bytes / BYTES_PER_MB, per_access=False).metrics[
+                    "dram_traffic_mb"]
+        if bar is not None:
+            bar.update(1)
+        whole_mb = with_all.metrics["dram_traffic_mb"]
+        saved = with_none - whole_mb
+        memo = functools.lru_cache(maxsize=None)(traffic)
+        recommended = {q: (smallest_capacity_mb(memo, with_none - q * saved, whole, bar) if saved > 0 else None)
+                       for q in TARGETS}
+    finally:
+        if bar is not None:
+            bar.close()
     return CompilePrediction(
         capacity_mb=capacity_mb,
-        plan=optimum_plan(workload, best),
-        comparison=table,
+        plan=plan,
+        comparison=metrics_table(results, extra),
         recommended_capacity_mb=recommended,
         best_hit_rate=with_all.metrics["cache_hit_rate"],
-        traffic_mb={"no_buffer": with_none, "whole_working_set": with_all.lower_mb},
+        traffic_mb={"no_buffer": with_none, "whole_working_set": whole_mb},
         working_set_mb=working_set_mb(workload),
         optimum=best,
         belady=results["Belady"],
+        planner=planner,
     )
-

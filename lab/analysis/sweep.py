@@ -116,7 +116,7 @@ def compare_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None,
     ``optimum_metrics``) and every row its ``gap_closed_pct``.
     """
     workload = encode_trace(with_scores(trace, policy_list(policies), scorer))
-    with_optimum = _wants_optimum(optimum, workload)
+    with_optimum = wants_optimum(optimum, workload)
     results = run_policies(workload, policies, capacity_mb, cost, scorer, per_access=False)
     return metrics_table(results, optimum_metrics(workload, capacity_mb, cost) if with_optimum else None)
 
@@ -174,7 +174,7 @@ def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]
         raise ValueError(f"method must be one of {list(SWEEP_METHODS)}, got {method!r}")
     chosen = policy_list(policies)
     workload = encode_trace(with_scores(trace, chosen, scorer))
-    with_optimum = _wants_optimum(optimum, workload)
+    with_optimum = wants_optimum(optimum, workload)
     capacities = default_capacities_mb(workload) if capacities_mb is None else _capacity_list(capacities_mb)
     threads = (os.cpu_count() or 1) if threads is None else check_int("threads", threads)
     cost = resolve_cost(cost)
@@ -215,7 +215,7 @@ SWEEP_METHODS = ("auto", "one-pass", "simulation")
 AUTO_OPTIMUM_ACCESSES = 100_000  # optimum="auto" solves the flow up to this size: seconds per capacity
 
 
-def _wants_optimum(optimum, workload: Workload) -> bool:
+def wants_optimum(optimum, workload: Workload) -> bool:
     """Whether a sweep or comparison adds the optimum's rows: ``optimum`` True or False, or ``"auto"`` (on
     traces of at most AUTO_OPTIMUM_ACCESSES accesses; a warning says when it is skipped)."""
     if isinstance(optimum, str) and optimum == "auto":
