@@ -105,6 +105,39 @@ def test_bad_capture_arguments_get_a_clear_error(case, kwargs, error, fragment, 
         lab.capture_model("gpt2", **{"num_layers": 1, "seq_length": 16, **kwargs})
 
 
+def _linear():
+    import torch
+
+    return torch.nn.Linear(2, 2)
+
+
+def _ones(*shape):
+    import torch
+
+    return torch.ones(*shape)
+
+
+CAPTURE_TRACE_CATALOGUE = [
+    ("a function for a module", lambda: (lambda x: x, (_ones(2),)), TypeError, "module must be a torch.nn.Module"),
+    ("no inputs", lambda: (_linear(), None), TypeError, "example_inputs must be a tensor, a tuple"),
+    ("a number for inputs", lambda: (_linear(), 5), TypeError, "example_inputs must be a tensor, a tuple"),
+    ("inputs of the wrong shape", lambda: (_linear(), (_ones(3, 3),)), ValueError,
+     "the model failed on these example inputs"),
+    ("inputs of the wrong type", lambda: (_linear(), (5,)), ValueError, "the model failed on these example inputs"),
+]
+
+
+@pytest.mark.parametrize("case, arguments, error, fragment", CAPTURE_TRACE_CATALOGUE,
+                         ids=[c[0] for c in CAPTURE_TRACE_CATALOGUE])
+def test_bad_capture_trace_arguments_get_a_clear_error(case, arguments, error, fragment, capfd):
+    pytest.importorskip("torch")
+    from lab.workloads.capture import capture_trace
+
+    with pytest.raises(error, match=fragment):
+        capture_trace(*arguments())
+    assert "Traceback" not in capfd.readouterr().err  # torch's fake-tensor logger kept quiet
+
+
 def test_a_corrupt_cached_capture_is_captured_again(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))

@@ -776,7 +776,22 @@ def _routed_experts(model, routing, skew: float, seed: int):
 
 
 class CaptureError(ValueError):
-    """The model's code could not run on shape-only tensors."""
+    """The model's code could not run on shape-only tensors, or not on the example inputs given."""
+
+
+@contextlib.contextmanager
+def _fake_tensor_log_quiet():
+    """Keep torch's fake-tensor logger from printing a traceback for an operator that fails on the inputs:
+    the failure reaches the caller as one CaptureError."""
+    import logging
+
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 @contextlib.contextmanager
@@ -905,6 +920,12 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}: wrap a function in a "
+                        "Module whose forward calls it")
+    if not isinstance(example_inputs, (torch.Tensor, tuple, list, dict)):
+        raise TypeError("example_inputs must be a tensor, a tuple of positional arguments or a dict of keyword "
+                        f"arguments, got {type(example_inputs).__name__}")
     if device not in ("fake", "meta", "real"):
         raise ValueError(f"device must be 'fake', 'meta' or 'real', got {device!r}")
     persist = check_persist(persist)
@@ -960,6 +981,7 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
                 stack.enter_context(torch.no_grad())
             stack.enter_context(_annotator(state))
             stack.enter_context(_recorder(state))
+            stack.enter_context(_fake_tensor_log_quiet())
             output = torch.func.functional_call(module, {**state_params, **state_buffers}, args, kwargs)
             if training:
                 loss = (loss_fn or _default_loss)(output)
@@ -976,6 +998,10 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
                 f"the model cannot run on fake tensors: operator {op} failed ({type(error).__name__}: "
                 f"{str(error).splitlines()[0] if str(error) else ''}); try capture_trace(..., device='meta')"
             ) from error
+        if isinstance(error, (RuntimeError, TypeError, IndexError)) and not isinstance(error, CaptureError):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CaptureError(f"the model failed on these example inputs ({type(error).__name__}: {first}): "
+                               "check their shapes and types against the model's forward") from error
         raise
     finally:
         _ACTIVE.remove(state)
