@@ -10,6 +10,8 @@ the policies compared: with tensors of different sizes it is not the optimum.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -204,12 +206,14 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
 
         bar = tqdm(total=len(chosen) + 2 + 2 * SEARCH_STEPS, desc="predict_compile", unit="step")
     try:
-        results = {}
-        for policy in chosen:
+        def run(policy) -> SimulationResult:
             result = simulate(workload, policy, capacity_mb, cost, per_access=policy == "Belady")
-            results[result.policy] = result
             if bar is not None:
                 bar.update(1)
+            return result
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # the loops release the GIL
+            results = {result.policy: result for result in pool.map(run, chosen)}
         whole = int(workload.tensor_bytes.sum())
         with_all = simulate(workload, "Belady", whole / BYTES_PER_MB, per_access=False)  # everything fits
         intervals = intervals_of(workload)
@@ -234,8 +238,12 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
         whole_mb = with_all.metrics["dram_traffic_mb"]
         saved = with_none - whole_mb
         memo = functools.lru_cache(maxsize=None)(traffic)
-        recommended = {q: (smallest_capacity_mb(memo, with_none - q * saved, whole, bar) if saved > 0 else None)
-                       for q in TARGETS}
+
+        def recommend(q: float) -> Optional[float]:
+            return smallest_capacity_mb(memo, with_none - q * saved, whole, bar) if saved > 0 else None
+
+        with ThreadPoolExecutor(max_workers=len(TARGETS)) as pool:  # one search per target, side by side
+            recommended = dict(zip(TARGETS, pool.map(recommend, TARGETS)))
     finally:
         if bar is not None:
             bar.close()
