@@ -72,3 +72,14 @@ def test_memory_is_bounded_on_a_1500_layer_trace():
     assert peak < 64 * 2 ** 20
     drawn = sum(len(t.x) for t in fig.data if t.x is not None)
     assert drawn < 4 * 120 * (400 + 2 * 120) + 4 * 400  # what is drawn follows the limits, not the trace
+
+
+def test_the_eviction_scatter_circles_the_ranking():
+    schedule = lab.predict_schedule(lab.generate_trace("Transformer", num_layers=3), top=5)
+    fig = plots.eviction_scatter(schedule.scored, schedule.ranking)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "tensor size (MB)" and ax.get_xscale() == "log"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "top 5 to evict" in legend and {"weight", "activation"} <= set(legend)
+    circled = ax.collections[-1].get_offsets()
+    assert len(circled) == 5

@@ -401,3 +401,31 @@ def occupancy_timeline(result, policy="LRU", capacity_mb: Optional[float] = None
                              hovertext=hover_text, hoverinfo="text", showlegend=False, name="tensor"))
     fig.update_xaxes(range=[0, n])
     return fig
+
+
+@_styled
+def eviction_scatter(scored: pd.DataFrame, ranking: Optional[pd.DataFrame] = None) -> Figure:
+    """Every tensor of a scored trace by size (MB, log scale) and the eviction score of its latest access (what
+    the ML policy evicts by: higher first), coloured by tensor kind; the tensors of ``ranking`` (the top-k of
+    ``lab.predict_schedule``) circled. Shows where the top of the ranking sits, and its ties."""
+    last = scored.drop_duplicates("tensor_id", keep="last")
+    fig = _new_figure(7, 3.8)
+    ax = fig.subplots()
+    kinds = last["kind"].astype(str) if "kind" in last else pd.Series("tensor", index=last.index)
+    for kind in [k for k in KIND_ORDER if k in set(kinds)] + sorted(set(kinds) - set(KIND_ORDER)):
+        part = last[kinds == kind]
+        ax.scatter(part["size_mb"], part["eviction_score"], s=14, alpha=0.7, color=group_color(kind), label=kind)
+    if ranking is not None and len(ranking):
+        top = last[last["tensor_id"].isin(set(ranking["tensor_id"]))]
+        ax.scatter(top["size_mb"], top["eviction_score"], s=60, facecolors="none", edgecolors="crimson",
+                   linewidths=1.0, label=f"top {len(ranking)} to evict")
+    ax.set_xscale("log")
+    decades = np.log10(last["size_mb"].max() / last["size_mb"].min()) if len(last) else 0
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0,) if decades > 2 else (1.0, 2.0, 5.0),
+                                                            numticks=8))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("tensor size (MB)")
+    ax.set_ylabel("eviction score (higher: evicted first)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig

@@ -146,6 +146,7 @@ class Explorer:
                                     self.validation_out])
         for i, title in enumerate(["top evictions", "occupancy", "timeline", "traffic vs capacity", "validation"]):
             self.tabs.set_title(i, title)
+        self.tabs.observe(self._draw_tab, names="selected_index")
         return w.VBox([w.HBox([left, right]), self.message, self.headline, self.metrics_out, self.tabs])
 
     def _ipython_display_(self):
@@ -250,14 +251,26 @@ class Explorer:
         self.headline.value = headline_html(self.metrics, self.capacity_mb.value, self.optimum_note)
         shown = results.get(lab.get_policy(self.heatmap_policy or self.policies.value[0]).name,
                             next(iter(results.values())))
-        heatmap = plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])
         self.timeline = plots.occupancy_timeline(shown)
+        heatmap = plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])
+        self._tab_content = {  # what each tab shows; drawn when shown (the open tab now, the others on opening)
+            0: (self.ranking_out, lambda: [plots.eviction_table(self.ranking), plots.eviction_scatter(schedule.scored, self.ranking)]),
+            1: (self.heatmap_out, lambda: [heatmap]),
+            2: (self.timeline_out, lambda: [self.timeline]),
+            4: (self.validation_out, lambda: [self.validation, plots.reuse_distance_histogram(trace)]),
+        }
+        self._stale = set(self._tab_content)
         self._render(self.metrics_out, self.metrics.round(3))
-        self._render(self.ranking_out, plots.eviction_table(self.ranking))
-        self._render(self.heatmap_out, heatmap)
-        self._render(self.timeline_out, self.timeline)
-        self._render(self.validation_out, self.validation)
+        self._draw_tab()
         self.last_update_s = time.perf_counter() - start
+
+    def _draw_tab(self, change=None) -> None:
+        """Draw the open tab's content if it is out of date (after an update, or never drawn)."""
+        index = self.tabs.selected_index
+        if index in getattr(self, "_stale", ()) and get_ipython() is not None:
+            output, content = self._tab_content[index]
+            self._render(output, *content())
+            self._stale.discard(index)
 
     def run_sweep(self) -> None:
         """DRAM traffic and byte hit rate against capacity for the chosen policies and the optimum, one capacity
@@ -294,12 +307,13 @@ class Explorer:
                                                             capacity_mb=self.capacity_mb.value))
 
     @staticmethod
-    def _render(output: w.Output, value) -> None:
-        """Replace ``output``'s content by ``value``; works from a callback, outside any cell's execution."""
+    def _render(output: w.Output, *values) -> None:
+        """Replace ``output``'s content by ``values``; works from a callback, outside any cell's execution."""
         if get_ipython() is None:  # headless (tests, scripts): keep the results, draw nothing
             return
         output.outputs = ()  # set the state, send no clear message: safe outside a cell's execution
-        output.append_display_data(value)
+        for value in values:
+            output.append_display_data(value)
 
 
 def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str = "") -> str:
