@@ -124,6 +124,7 @@ class Explorer:
         self._workload_key = None
         self._workload_value = None
         self._optimum_cache: dict = {}
+        self._plotly_sent = False  # whether plotly.js went to the page with a figure already
         self._timer: Optional[threading.Timer] = None
         self._lock = threading.Lock()
         for control in self.controls:
@@ -256,13 +257,23 @@ class Explorer:
         self._tab_content = {  # what each tab shows; drawn when shown (the open tab now, the others on opening)
             0: (self.ranking_out, lambda: [plots.eviction_table(self.ranking), plots.eviction_scatter(schedule.scored, self.ranking)]),
             1: (self.heatmap_out, lambda: [heatmap]),
-            2: (self.timeline_out, lambda: [self.timeline]),
+            2: (self.timeline_out, lambda: [self._plotly_html(self.timeline)]),
             4: (self.validation_out, lambda: [self.validation, plots.reuse_distance_histogram(trace)]),
         }
         self._stale = set(self._tab_content)
         self._render(self.metrics_out, self.metrics.round(3))
         self._draw_tab()
         self.last_update_s = time.perf_counter() - start
+
+    def _plotly_html(self, figure):
+        """``figure`` as HTML that draws itself with plotly.js, inlined with the first figure of this explorer (no
+        network needed). Voilà's frontend cannot load plotly's JupyterLab renderer (built for a newer JupyterLab),
+        so the explorer does not rely on it; JupyterLab runs the same HTML."""
+        from IPython.display import HTML
+
+        first = not self._plotly_sent
+        self._plotly_sent = True
+        return HTML(figure.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
 
     def _draw_tab(self, change=None) -> None:
         """Draw the open tab's content if it is out of date (after an update, or never drawn)."""
