@@ -309,6 +309,35 @@ def _size_text(nbytes: float) -> str:
     return f"{int(nbytes)} B"
 
 
+_PLOTLY_JS_SENT = [False]  # whether this kernel displayed plotly.js already (with its first interactive figure)
+
+
+@functools.lru_cache(maxsize=None)
+def _interactive_figure_class():
+    """A plotly Figure that also displays as self-contained HTML: JupyterLab draws it with plotly's renderer, and
+    frontends without that renderer (Voila's, nbconvert's HTML) with the HTML, plotly.js inlined with the first
+    figure of the kernel (no network needed)."""
+    import plotly.graph_objects as go
+
+    class InteractiveFigure(go.Figure):
+        def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+            import plotly.io as pio
+
+            bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(self.to_dict()))
+            first = not _PLOTLY_JS_SENT[0]
+            _PLOTLY_JS_SENT[0] = True
+            bundle["text/html"] = self.to_html(full_html=False, include_plotlyjs=first,
+                                               config={"displaylogo": False})
+            return bundle
+
+        def _ipython_display_(self):
+            from IPython.display import display
+
+            display(self._repr_mimebundle_(), raw=True)
+
+    return InteractiveFigure
+
+
 def occupancy_timeline(result, policy="LRU", capacity_mb: Optional[float] = None, cost=None,
                        max_intervals: int = 120, max_points: int = 400):
     """The buffer's occupancy over time as an interactive plotly figure: zoom (drag), pan, hover.
@@ -333,7 +362,7 @@ def occupancy_timeline(result, policy="LRU", capacity_mb: Optional[float] = None
         result = simulate(result, policy, 64.0 if capacity_mb is None else capacity_mb, cost)
     enc = result.workload
     n = enc.n_accesses
-    fig = go.Figure()
+    fig = _interactive_figure_class()()
     fig.update_layout(title=f"{result.policy} buffer occupancy, {result.capacity_mb:g} MB", hovermode="closest",
                       dragmode="zoom", xaxis_title="access (time)", yaxis_title="resident (MB)", height=460,
                       template="plotly_white", legend_title_text="tensor kind",
