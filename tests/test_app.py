@@ -121,10 +121,12 @@ def _wait(predicate, timeout=120, poll=0.5, what="the page"):
 
 
 def _visible_figures(driver) -> list:
-    """Sizes of the figures on screen: images and plotly plots at least 100 px each way (hidden tabs measure 0;
-    toolbar icons are smaller)."""
+    """Sizes of the figures shown in the explorer's tabs: images and plotly plots at least 100 px each way (hidden
+    tabs measure 0; toolbar icons are smaller; the tutorial's figure below the explorer does not count)."""
     return driver.execute_script("""
-        const shown = [...document.querySelectorAll('img, .js-plotly-plot .main-svg')].map(e => {
+        const tabs = document.querySelector('.jupyter-widget-tab, .widget-tab');
+        if (!tabs) return [];
+        const shown = [...tabs.querySelectorAll('img, .js-plotly-plot .main-svg')].map(e => {
             const r = e.getBoundingClientRect();
             return [e.tagName, Math.round(r.width), Math.round(r.height)];
         });
