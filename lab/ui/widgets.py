@@ -117,7 +117,8 @@ class Explorer:
         self.ranking: Optional[pd.DataFrame] = None
         self.validation: Optional[pd.DataFrame] = None
         self.sweep: Optional[pd.DataFrame] = None
-        self.timeline = None  # the plotly figure of the last update
+        self.shown_result = None  # the result the occupancy figures show (the first chosen policy's)
+        self._timeline = None
         self.optimum_note: str = ""
         self.error: Optional[str] = None
         self.last_update_s: Optional[float] = None
@@ -252,11 +253,11 @@ class Explorer:
         self.headline.value = headline_html(self.metrics, self.capacity_mb.value, self.optimum_note)
         shown = results.get(lab.get_policy(self.heatmap_policy or self.policies.value[0]).name,
                             next(iter(results.values())))
-        self.timeline = plots.occupancy_timeline(shown)
-        heatmap = plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])
+        self.shown_result, self._timeline = shown, None
         self._tab_content = {  # what each tab shows; drawn when shown (the open tab now, the others on opening)
-            0: (self.ranking_out, lambda: [plots.eviction_table(self.ranking), plots.eviction_scatter(schedule.scored, self.ranking)]),
-            1: (self.heatmap_out, lambda: [heatmap]),
+            0: (self.ranking_out, lambda: [plots.eviction_table(self.ranking),
+                                           plots.eviction_scatter(schedule.scored, self.ranking)]),
+            1: (self.heatmap_out, lambda: [plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])]),
             2: (self.timeline_out, lambda: [self._plotly_html(self.timeline)]),
             4: (self.validation_out, lambda: [self.validation, plots.reuse_distance_histogram(trace)]),
         }
@@ -264,6 +265,14 @@ class Explorer:
         self._render(self.metrics_out, self.metrics.round(3))
         self._draw_tab()
         self.last_update_s = time.perf_counter() - start
+
+    @property
+    def timeline(self):
+        """The occupancy timeline (plotly figure, ``plots.occupancy_timeline``) of the shown policy's result, built
+        on first use after each update."""
+        if self._timeline is None and self.shown_result is not None:
+            self._timeline = plots.occupancy_timeline(self.shown_result)
+        return self._timeline
 
     def _plotly_html(self, figure):
         """``figure`` as HTML that draws itself with plotly.js, inlined with the first figure of this explorer (no
