@@ -227,3 +227,19 @@ def test_a_closed_pages_kernel_is_culled(browser):
         _wait(lambda: not _kernels(server), timeout=60, what="the idle kernel to be culled")
     finally:
         _stop(server)
+
+
+@needs_browser
+@pytest.mark.slow
+def test_a_captured_preset_in_the_app(app, browser):
+    """Switching the workload to a captured model (gpt2's forward pass, captured in the page's kernel) re-renders
+    the metrics and the timeline."""
+    browser.get(app)
+    first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    browser.find_element("xpath", "//button[normalize-space()='captured']").click()
+    _wait(lambda: (t := _metrics_text(browser)) and t != first and "Belady" in t and t, timeout=PAGE_TIMEOUT_S,
+          what="the captured model's metrics")
+    assert "preset" in browser.execute_script("return document.body.innerText")
+    _click_tab(browser, "timeline")
+    _wait(lambda: _visible_figures(browser), what="the captured model's timeline")
+    assert "Cannot run" not in browser.page_source and "Traceback" not in browser.page_source
