@@ -188,9 +188,15 @@ class Explorer:
                 raise ValueError(f"layers must be 0 (the preset's depth) or an integer >= 1, got {layers!r}")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. an unusable capture cache: the capture still runs
-                return capture_model(self.preset.value, batch_size=self.batch_size.value,
-                                     seq_length=self.seq_length.value, training=self.training.value,
-                                     weight_dtype=self.weight_dtype.value, num_layers=layers or None)
+                try:
+                    return capture_model(self.preset.value, batch_size=self.batch_size.value,
+                                         seq_length=self.seq_length.value, training=self.training.value,
+                                         weight_dtype=self.weight_dtype.value, num_layers=layers or None)
+                except (ValueError, TypeError, KeyError, ImportError):
+                    raise
+                except Exception as error:  # noqa: BLE001 (torch or transformers refusing the model): a message
+                    raise ValueError(f"the capture of {self.preset.value} failed: {type(error).__name__}: "
+                                     f"{error}") from error
         return lab.generate_trace(self.model_type.value, self.num_layers.value, self.batch_size.value,
                                   self.seq_length.value, self.reuse_probability.value, self.seed.value)
 
