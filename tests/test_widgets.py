@@ -80,11 +80,13 @@ def test_headline_is_traffic_and_byte_hit_rate(explorer):
     assert columns[:4] == ["dram_traffic_mb", "dram_reads_mb", "dram_writes_mb", "byte_hit_rate"]
     traffic = explorer.metrics["dram_reads_mb"] + explorer.metrics["dram_writes_mb"]
     pd.testing.assert_series_equal(explorer.metrics["dram_traffic_mb"], traffic, check_names=False)
-    online = explorer.metrics.drop(index="OPT")
+    online = explorer.metrics.drop(index=["OPT", "Belady"])  # Belady reads the future: not an online policy
     best = online["dram_traffic_mb"].idxmin()
     assert f"best online policy <b>{best}</b>" in explorer.headline.value
     assert f"{online.loc[best, 'dram_traffic_mb']:,.1f} MB" in explorer.headline.value
     assert "byte hit rate" in explorer.headline.value and "optimum's bracket" in explorer.headline.value
+    explorer.policies.value = ("Belady",)
+    assert "best offline policy <b>Belady</b>" in explorer.headline.value
 
 
 def test_every_registered_policy_can_be_shown(explorer):

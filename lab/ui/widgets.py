@@ -345,10 +345,14 @@ class Explorer:
 def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str = "") -> str:
     """The explorer's headline: the best online policy by DRAM traffic (reads + writes, writebacks included),
     its byte hit rate, how far above the optimum's lower bound it is, and the optimum's bracket."""
-    online = metrics.drop(index=[OPTIMUM], errors="ignore")
+    policies = metrics.drop(index=[OPTIMUM], errors="ignore")
+    online = policies[[not _is_offline(p) for p in policies.index]]
+    if online.empty:  # only offline policies (Belady and kin) chosen: the best of them
+        online = policies
     best = online["dram_traffic_mb"].idxmin()
     row = online.loc[best]
-    parts = [f"<b>At {capacity_mb:.4g} MB</b>: best online policy <b>{_escape(str(best))}</b>, DRAM traffic "
+    kind = "online" if not _is_offline(str(best)) else "offline"
+    parts = [f"<b>At {capacity_mb:.4g} MB</b>: best {kind} policy <b>{_escape(str(best))}</b>, DRAM traffic "
              f"<b>{row['dram_traffic_mb']:,.1f} MB</b> (read {row['dram_reads_mb']:,.1f} + written "
              f"{row['dram_writes_mb']:,.1f}), byte hit rate <b>{row['byte_hit_rate']:.1f} %</b>"]
     if OPTIMUM in metrics.index:
@@ -359,6 +363,14 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
     elif optimum_note:
         parts.append(_escape(optimum_note))
     return "<div style='font-size:1.05em;margin:4px 0'>" + "; ".join(parts) + "</div>"
+
+
+def _is_offline(policy: str) -> bool:
+    """Whether ``policy`` reads the future of the trace (Belady and kin): no online policy can follow it."""
+    try:
+        return bool(lab.get_policy(policy).offline)
+    except (KeyError, ValueError):
+        return False
 
 
 def _escape(text: str) -> str:
