@@ -1,22 +1,45 @@
-"""The explorer served by Voilà, driven in headless Chromium: change a control, see the metrics re-render."""
+"""The explorer served by Voilà: its configuration culls idle kernels; driven in headless Chromium, a change of
+control re-renders the metrics, every tab and the capacity sweep draw a figure, and a closed page's kernel is
+shut down."""
 
 import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from lab.ui.app import voila_command
+from lab.ui.app import CULL_IDLE_TIMEOUT_S, CULL_INTERVAL_S, voila_command
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
                  if p and Path(p).exists()), None)
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="no Chromium and ChromeDriver on this machine (Debian: chromium chromium-driver)")
+needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                   reason="no Chromium and ChromeDriver on this machine (Debian: chromium chromium-driver)")
+TABS = ["top evictions", "occupancy", "timeline", "traffic vs capacity", "validation"]
+
+
+def test_the_app_culls_idle_kernels():
+    """The kernel manager Voilà builds from ``voila_command`` shuts down kernels idle with no page connected."""
+    from voila.app import Voila
+    from voila.configuration import VoilaConfiguration
+    from voila.voila_kernel_manager import voila_kernel_manager_factory
+
+    command = voila_command(8866)
+    app = Voila()
+    app.parse_command_line(command[3:])  # after "python -m voila", as Voilà itself parses it
+    manager_class = voila_kernel_manager_factory(VoilaConfiguration(parent=app).multi_kernel_manager_class, False, 0)
+    manager = manager_class(parent=app)
+    assert manager.cull_idle_timeout == CULL_IDLE_TIMEOUT_S > 0
+    assert manager.cull_interval == CULL_INTERVAL_S > 0
+    assert manager.cull_connected is False and manager.cull_busy is False  # a visitor's open page is not culled
+    assert "--MappingKernelManager.cull_idle_timeout=30" in voila_command(8866, cull_idle_timeout_s=30)
+    with pytest.raises(ValueError, match="culling"):
+        voila_command(8866, cull_idle_timeout_s=0)
 
 
 def _free_port() -> int:
@@ -25,27 +48,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app():
+def _serve(**cull):
     port = _free_port()
-    server = subprocess.Popen(voila_command(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(voila_command(port, **cull), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
-    while True:
+    while True:  # polls a static path: rendering the page would start a kernel
         try:
-            with urllib.request.urlopen(url, timeout=5):
+            with urllib.request.urlopen(url + "voila/static/", timeout=5):
                 break
+        except urllib.error.HTTPError:  # the server answers
+            break
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
                 raise RuntimeError(f"Voila did not come up on {url}: {server.stdout.read().decode()[-2000:]}")
             time.sleep(0.5)
-    yield url
+    return server, url
+
+
+def _stop(server) -> None:
     server.terminate()
     try:
         server.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@pytest.fixture
+def app():
+    server, url = _serve()
+    yield url
+    _stop(server)
 
 
 @pytest.fixture
@@ -59,33 +93,61 @@ def browser():
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1400,1800"):
         options.add_argument(flag)
+    options.page_load_strategy = "none"  # get() returns at once: Voila sends the page after running the notebook,
+    # which on a busy machine takes longer than the driver's 120 s; the tests wait for what they need instead
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
 
 
 def _metrics_text(driver) -> str:
-    """Text of the metrics table (the one with a cache_hit_rate column), or '' before it renders."""
+    """Text of the metrics table (the one with a dram_traffic_mb column), or '' before it renders."""
     return driver.execute_script(
-        "const t = [...document.querySelectorAll('table')].find(t => t.textContent.includes('cache_hit_rate'));"
+        "const t = [...document.querySelectorAll('table')].find(t => t.textContent.includes('dram_traffic_mb'));"
         "return t ? t.textContent : '';")
 
 
-def _wait(predicate, timeout=120, poll=0.5):
+PAGE_TIMEOUT_S = 420  # the notebook's first run: a kernel, the imports, the first update
+
+
+def _wait(predicate, timeout=120, poll=0.5, what="the page"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(poll)
-    raise AssertionError("timed out waiting for the page")
+    raise AssertionError(f"timed out waiting for {what}")
 
 
+def _visible_figures(driver) -> list:
+    """Sizes of the figures shown in the explorer's tabs: images and plotly plots at least 100 px each way (hidden
+    tabs measure 0; toolbar icons are smaller; the tutorial's figure below the explorer does not count)."""
+    return driver.execute_script("""
+        const tabs = document.querySelector('.jupyter-widget-tab, .widget-tab');
+        if (!tabs) return [];
+        const shown = [...tabs.querySelectorAll('img, .js-plotly-plot .main-svg')].map(e => {
+            const r = e.getBoundingClientRect();
+            return [e.tagName, Math.round(r.width), Math.round(r.height)];
+        });
+        return shown.filter(([tag, w, h]) => w >= 100 && h >= 100);""")
+
+
+def _click_tab(driver, title):
+    tab = _wait(lambda: [t for t in driver.find_elements("css selector", ".lm-TabBar-tab")
+                         if t.text.strip() == title], what=f"the tab {title!r}")[0]
+    tab.click()
+
+
+@needs_browser
 def test_changing_a_control_rerenders_the_metrics(app, browser, tmp_path, capsys):
     from selenium.webdriver.common.keys import Keys
 
     browser.get(app)
-    first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t)
+    first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    headline = _wait(lambda: (t := browser.execute_script("return document.body.innerText")) and
+                     "best online policy" in t and t, timeout=30, what="the headline")
+    assert "byte hit rate" in headline and "DRAM traffic" in headline
     layers = _wait(lambda: browser.find_elements(
         "xpath", "//div[contains(@class,'widget-text')][label[normalize-space()='layers']]//input"))[0]
     layers.send_keys(Keys.CONTROL, "a")
@@ -98,3 +160,86 @@ def test_changing_a_control_rerenders_the_metrics(app, browser, tmp_path, capsys
     assert screenshot.stat().st_size > 10_000
     assert "LRU" in second and second != first
     assert "Traceback" not in browser.page_source
+
+
+@needs_browser
+def test_every_tab_and_the_sweep_draw_a_figure(app, browser, tmp_path, capsys):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    browser.get(app)
+    _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    drawn = {}
+    for title in TABS:
+        _click_tab(browser, title)
+        if title == "traffic vs capacity":
+            assert not _visible_figures(browser)  # nothing until the sweep runs
+            button = browser.find_element("xpath", "//button[normalize-space()='sweep capacity']")
+            button.click()
+            drawn[title] = _wait(lambda: _visible_figures(browser), timeout=180, what="the sweep's figure")
+            assert "capacities from" in browser.page_source
+            button.click()  # a second sweep draws again, in the same place
+            time.sleep(1)
+            drawn[title] = _wait(lambda: browser.find_element("xpath", "//button[normalize-space()='sweep capacity']")
+                                 .is_enabled() and _visible_figures(browser), timeout=180, what="the second sweep")
+            assert len(drawn[title]) == 1
+        else:
+            drawn[title] = _wait(lambda: _visible_figures(browser), what=f"a figure in the tab {title!r}")
+        browser.save_screenshot(str(tmp_path / f"{title.replace(' ', '-')}.png"))
+    with capsys.disabled():
+        print(f"\nexplorer tabs: {drawn}; screenshots in {tmp_path}")
+    _click_tab(browser, "timeline")  # hovering a band of the timeline names the tensor, its op and layer
+    plot = _wait(lambda: [e for e in browser.find_elements("css selector", ".js-plotly-plot .nsewdrag")
+                          if e.size["width"] > 100])[0]
+    hovered = ""
+    for x in range(-plot.size["width"] // 2 + 20, plot.size["width"] // 2 - 20, 40):
+        ActionChains(browser).move_to_element_with_offset(plot, x, plot.size["height"] // 2 - 15).perform()
+        time.sleep(0.2)
+        hovered = browser.execute_script(
+            "const h = document.querySelector('.hoverlayer .hovertext'); return h ? h.textContent : '';")
+        if "in at access" in hovered:
+            break
+    assert "in at access" in hovered and "layer" in hovered, hovered
+    assert "Traceback" not in browser.page_source
+
+
+def _kernels(server) -> list:
+    """The server's live kernel processes (a shut-down kernel is gone, or a zombie until reaped)."""
+    import psutil
+
+    kernels = []
+    for process in psutil.Process(server.pid).children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and any("ipykernel" in p for p in process.cmdline()):
+                kernels.append(process)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return kernels
+
+
+@needs_browser
+def test_a_closed_pages_kernel_is_culled(browser):
+    server, url = _serve(cull_idle_timeout_s=5, cull_interval_s=1)
+    try:
+        browser.get(url)
+        _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+        assert len(_kernels(server)) == 1
+        browser.get("about:blank")  # the visitor leaves: the kernel's connection closes
+        _wait(lambda: not _kernels(server), timeout=60, what="the idle kernel to be culled")
+    finally:
+        _stop(server)
+
+
+@needs_browser
+@pytest.mark.slow
+def test_a_captured_preset_in_the_app(app, browser):
+    """Switching the workload to a captured model (gpt2's forward pass, captured in the page's kernel) re-renders
+    the metrics and the timeline."""
+    browser.get(app)
+    first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    browser.find_element("xpath", "//button[normalize-space()='captured']").click()
+    _wait(lambda: (t := _metrics_text(browser)) and t != first and "Belady" in t and t, timeout=PAGE_TIMEOUT_S,
+          what="the captured model's metrics")
+    assert "preset" in browser.execute_script("return document.body.innerText")
+    _click_tab(browser, "timeline")
+    _wait(lambda: _visible_figures(browser), what="the captured model's timeline")
+    assert "Cannot run" not in browser.page_source and "Traceback" not in browser.page_source

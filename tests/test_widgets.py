@@ -66,6 +66,87 @@ def test_the_capacity_sweep(explorer):
     explorer.run_sweep()
     assert len(explorer.sweep) == 5 * (len(lab.policy_names(featured=True)) + 1)
     assert set(explorer.sweep["policy"]) == {*lab.policy_names(featured=True), "OPT"}
+    # the progress is a widget beside the figure's output, not a tqdm bar inside it
+    assert explorer.sweep_progress.value == explorer.sweep_progress.max == 5
+    assert explorer.sweep_progress.bar_style == "success" and "5 capacities" in explorer.sweep_status.value
+    assert explorer.sweep_progress not in explorer.curves_out.outputs
+    expected = lab.sweep_capacity(lab.score(lab.generate_trace("Transformer")), lab.policy_names(featured=True),
+                                  lab.default_capacities_mb(lab.generate_trace("Transformer"), 5))
+    pd.testing.assert_series_equal(explorer.sweep["dram_traffic_mb"], expected["dram_traffic_mb"])
+
+
+def test_headline_is_traffic_and_byte_hit_rate(explorer):
+    columns = explorer.metrics.columns.tolist()
+    assert columns[:4] == ["dram_traffic_mb", "dram_reads_mb", "dram_writes_mb", "byte_hit_rate"]
+    traffic = explorer.metrics["dram_reads_mb"] + explorer.metrics["dram_writes_mb"]
+    pd.testing.assert_series_equal(explorer.metrics["dram_traffic_mb"], traffic, check_names=False)
+    online = explorer.metrics.drop(index=["OPT", "Belady"])  # Belady reads the future: not an online policy
+    best = online["dram_traffic_mb"].idxmin()
+    assert f"best online policy <b>{best}</b>" in explorer.headline.value
+    assert f"{online.loc[best, 'dram_traffic_mb']:,.1f} MB" in explorer.headline.value
+    assert "byte hit rate" in explorer.headline.value and "optimum's bracket" in explorer.headline.value
+    explorer.policies.value = ("Belady",)
+    assert "best offline policy <b>Belady</b>" in explorer.headline.value
+
+
+def test_every_registered_policy_can_be_shown(explorer):
+    assert list(explorer.policies.options) == lab.policy_names()
+    explorer.all_policies_button.click()
+    assert explorer.metrics.index.tolist() == [*lab.policy_names(), "OPT"]
+    assert explorer.error is None
+
+
+def test_the_optimum_is_skipped_with_a_message_on_long_traces():
+    explorer = Explorer(debounce_s=0, optimum_max_accesses=100)
+    assert "OPT" not in explorer.metrics.index
+    assert "skipped" in explorer.optimum_note and "521 accesses" in explorer.optimum_note
+    assert "skipped" in explorer.headline.value
+    explorer.sweep_points = 3
+    explorer.run_sweep()
+    assert "OPT" not in set(explorer.sweep["policy"]) and "optimum skipped" in explorer.sweep_status.value
+
+
+def test_the_timeline_follows_the_shown_policy(explorer):
+    explorer.policies.value = ("FIFO", "LRU")
+    assert "FIFO" in explorer.timeline.layout.title.text and "64 MB" in explorer.timeline.layout.title.text
+
+
+def test_a_change_of_capacity_reuses_the_workload(explorer, monkeypatch):
+    calls = []
+    original = explorer._trace
+    monkeypatch.setattr(explorer, "_trace", lambda: (calls.append(1), original())[1])
+    explorer.capacity_mb.value = 16.0
+    explorer.policies.value = ("LRU",)
+    assert calls == []
+    explorer.seed.value = 5
+    assert calls == [1]
+
+
+def test_synthetic_and_captured_controls_swap():
+    explorer = Explorer(debounce_s=0)
+    assert explorer.preset.layout.display == "none" and explorer.model_type.layout.display is None
+    explorer.batch_size.value = -1
+    explorer.source.value = "captured"  # a bad value: a message, no capture, no traceback
+    assert explorer.model_type.layout.display == "none" and explorer.preset.layout.display is None
+    assert "batch_size" in explorer.error
+
+
+@pytest.mark.slow
+def test_a_captured_preset(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    explorer = Explorer(debounce_s=0, source="captured", preset="gpt2", batch_size=1, seq_length=16,
+                        capture_layers=2, training=True, weight_dtype="bf16", capacity_mb=4.0,
+                        policies=("LRU", "Belady"))
+    assert explorer.error is None, explorer.error
+    expected = lab.capture_model("gpt2", batch_size=1, seq_length=16, training=True, num_layers=2)
+    pd.testing.assert_frame_equal(explorer.trace, expected)
+    assert explorer.metrics.index.tolist() == ["LRU", "Belady", "OPT"]
+    assert explorer.metrics.loc["OPT", "opt_lower_mb"] <= explorer.metrics["dram_traffic_mb"].min() + 1e-9
+    assert set(explorer.trace["phase"]) >= {"forward", "backward"}
+    hover = "\n".join(next(t for t in explorer.timeline.data if t.name == "tensor").hovertext)
+    assert "module " in hover and "layer " in hover
 
 
 def test_changes_are_debounced():

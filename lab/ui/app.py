@@ -1,8 +1,13 @@
 """The explorer as a web page: ``notebooks/02-explorer.ipynb`` served by Voilà on loopback.
 
-Voilà runs one kernel per visitor and shows only the widgets (sources
-stripped). ``python -m lab.ui.app [--port N]`` (``make app``) serves on
-127.0.0.1; ``voila_command`` gives the command line for tests and scripts.
+Voilà runs one kernel per visitor (about 400 MB each) and shows only the
+widgets (sources stripped). Kernels are culled: one idle for
+``CULL_IDLE_TIMEOUT_S`` seconds with no page connected (the visitor left) is
+shut down, checked every ``CULL_INTERVAL_S`` seconds, so the server's memory
+follows its visitors instead of growing until it stops.
+``python -m lab.ui.app [--port N] [--cull-idle-timeout S]`` (``make app``)
+serves on 127.0.0.1; ``voila_command`` gives the command line for tests and
+scripts.
 """
 
 from __future__ import annotations
@@ -14,20 +19,36 @@ from pathlib import Path
 
 EXPLORER = Path(__file__).resolve().parents[2] / "notebooks" / "02-explorer.ipynb"
 DEFAULT_PORT = 8866
+CULL_IDLE_TIMEOUT_S = 600  # a kernel idle this long with no page connected is shut down
+CULL_INTERVAL_S = 60  # how often the server looks for such kernels
 
 
-def voila_command(port: int = DEFAULT_PORT, notebook: Path = EXPLORER) -> list[str]:
-    """The Voilà command that serves ``notebook`` on 127.0.0.1:``port`` with sources hidden, no browser."""
+def voila_command(port: int = DEFAULT_PORT, notebook: Path = EXPLORER, cull_idle_timeout_s: int = CULL_IDLE_TIMEOUT_S,
+                  cull_interval_s: int = CULL_INTERVAL_S) -> list[str]:
+    """The Voilà command that serves ``notebook`` on 127.0.0.1:``port`` with sources hidden, no browser, and idle
+    kernels culled (``jupyter_server``'s ``MappingKernelManager``: idle for ``cull_idle_timeout_s`` seconds with
+    no connection, i.e. the visitor's page closed, checked every ``cull_interval_s`` seconds)."""
+    if cull_idle_timeout_s <= 0 or cull_interval_s <= 0:
+        raise ValueError("cull_idle_timeout_s and cull_interval_s must be > 0: without culling every visitor's "
+                         "kernel stays until the server stops")
     return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-            "--strip_sources=True", "--show_tracebacks=False"]
+            "--strip_sources=True", "--show_tracebacks=False",
+            f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_timeout_s)}",
+            f"--MappingKernelManager.cull_interval={int(cull_interval_s)}",
+            "--MappingKernelManager.cull_connected=False", "--MappingKernelManager.cull_busy=False"]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lab.ui.app", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--cull-idle-timeout", type=int, default=CULL_IDLE_TIMEOUT_S, metavar="S",
+                        help=f"shut down a visitor's kernel idle S seconds after its page closed (default "
+                             f"{CULL_IDLE_TIMEOUT_S})")
     args = parser.parse_args(argv)
-    print(f"serving the explorer on http://127.0.0.1:{args.port}/ (Ctrl-C stops)", flush=True)
-    os.execv(sys.executable, voila_command(args.port))
+    command = voila_command(args.port, cull_idle_timeout_s=args.cull_idle_timeout)
+    print(f"serving the explorer on http://127.0.0.1:{args.port}/ (Ctrl-C stops; idle kernels of closed pages "
+          f"shut down after {args.cull_idle_timeout} s)", flush=True)
+    os.execv(sys.executable, command)
 
 
 if __name__ == "__main__":

@@ -257,3 +257,204 @@ def eviction_table(ranking: pd.DataFrame):
     return (ranking.style.hide(axis="index")
             .format({k: v for k, v in formats.items() if k in ranking}, na_rep="first access")
             .background_gradient(subset=["eviction_score"], cmap="Reds", vmin=0, vmax=1))
+
+
+# --- interactive occupancy timeline (plotly), in the spirit of PyTorch's memory_viz ---------------------------
+
+
+def residency_intervals(result: SimulationResult) -> pd.DataFrame:
+    """Each stay of a tensor in the buffer, one row per insertion: ``code`` (tensor code), ``start`` (the access
+    that put it in: resident after it), ``end`` (the access after which it is gone, exclusive; the trace's length
+    when it stays to the end) and ``left`` ("evicted", "dropped" after its last use, or "end").
+
+    Memory: a few arrays of one entry per insertion, never tensors x accesses. Stays that begin and end at one
+    access (a dead write dropped at once) are left out.
+    """
+    enc = result.workload
+    inserted = np.flatnonzero(result.inserted)
+    dropped = np.flatnonzero(result.dropped)
+    arrive_code = enc.codes[inserted]
+    leave_time = np.concatenate([result.victim_access.astype(np.int64), dropped])
+    leave_code = np.concatenate([result.victim_code.astype(np.int64), enc.codes[dropped]])
+    leave_how = np.concatenate([np.zeros(len(result.victim_access), np.int8), np.ones(len(dropped), np.int8)])
+
+    def ranked(codes, times):  # order by (code, time); the k-th arrival of a tensor pairs with its k-th leave
+        order = np.lexsort((times, codes))
+        sorted_codes = codes[order]
+        rank = np.arange(len(order)) - np.searchsorted(sorted_codes, sorted_codes, side="left")
+        return order, sorted_codes, rank
+
+    a_order, a_codes, a_rank = ranked(arrive_code, inserted)
+    l_order, l_codes, l_rank = ranked(leave_code, leave_time)
+    width = int(max(a_rank.max(initial=0), l_rank.max(initial=0))) + 1
+    a_key, l_key = a_codes * width + a_rank, l_codes * width + l_rank
+    position = np.searchsorted(l_key, a_key)
+    matched = position < len(l_key)
+    matched[matched] = l_key[position[matched]] == a_key[matched]
+    start = inserted[a_order]
+    end = np.full(len(start), enc.n_accesses, np.int64)
+    how = np.full(len(start), 2, np.int8)
+    end[matched] = leave_time[l_order][position[matched]]
+    how[matched] = leave_how[l_order][position[matched]]
+    keep = end > start
+    order = np.argsort(start[keep], kind="stable")
+    return pd.DataFrame({"code": a_codes[keep][order], "start": start[keep][order], "end": end[keep][order],
+                         "left": np.array(["evicted", "dropped", "end"])[how[keep][order]]})
+
+
+def _size_text(nbytes: float) -> str:
+    for unit, scale in (("GB", 2 ** 30), ("MB", 2 ** 20), ("KB", 2 ** 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{int(nbytes)} B"
+
+
+_PLOTLY_JS_SENT = [False]  # whether this kernel displayed plotly.js already (with its first interactive figure)
+
+
+@functools.lru_cache(maxsize=None)
+def _interactive_figure_class():
+    """A plotly Figure that also displays as self-contained HTML: JupyterLab draws it with plotly's renderer, and
+    frontends without that renderer (Voila's, nbconvert's HTML) with the HTML, plotly.js inlined with the first
+    figure of the kernel (no network needed)."""
+    import plotly.graph_objects as go
+
+    class InteractiveFigure(go.Figure):
+        def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+            import plotly.io as pio
+
+            bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(self.to_dict()))
+            first = not _PLOTLY_JS_SENT[0]
+            _PLOTLY_JS_SENT[0] = True
+            bundle["text/html"] = self.to_html(full_html=False, include_plotlyjs=first,
+                                               config={"displaylogo": False})
+            return bundle
+
+        def _ipython_display_(self):
+            from IPython.display import display
+
+            display(self._repr_mimebundle_(), raw=True)
+
+    return InteractiveFigure
+
+
+def occupancy_timeline(result, policy="LRU", capacity_mb: Optional[float] = None, cost=None,
+                       max_intervals: int = 120, max_points: int = 400):
+    """The buffer's occupancy over time as an interactive plotly figure: zoom (drag), pan, hover.
+
+    Takes a ``SimulationResult`` (per access), or a trace (DataFrame or Workload) simulated here under
+    ``policy`` at ``capacity_mb`` MB (default 64) and ``cost``. Like PyTorch's memory_viz, each stay of a
+    tensor in the buffer is a band stacked in order of arrival (older below), its height the tensor's size,
+    coloured by tensor kind; hovering a band tells which tensor, its kind and size, the op, layer and module of
+    the access that brought it in, when it arrived and how it left (evicted by which op, dropped after its last
+    use, or still resident). The ``max_intervals`` stays with the most MB x accesses are drawn one by one; the
+    rest, one grey band ("other tensors") up to the resident total; the dashed line is the capacity.
+
+    Bounded memory: the stays are one entry per insertion, and what is drawn is at most ``max_intervals`` x
+    (``max_points`` + 2 ``max_intervals``) values, whatever the trace's length (no tensors x accesses matrix).
+    """
+    import plotly.graph_objects as go
+    from matplotlib.colors import to_hex
+
+    if not isinstance(result, SimulationResult):
+        from lab.sim.simulate import simulate
+
+        result = simulate(result, policy, 64.0 if capacity_mb is None else capacity_mb, cost)
+    enc = result.workload
+    n = enc.n_accesses
+    fig = _interactive_figure_class()()
+    fig.update_layout(title=f"{result.policy} buffer occupancy, {result.capacity_mb:g} MB", hovermode="closest",
+                      dragmode="zoom", xaxis_title="access (time)", yaxis_title="resident (MB)", height=460,
+                      template="plotly_white", legend_title_text="tensor kind",
+                      margin=dict(l=60, r=20, t=50, b=50))
+    if n == 0:
+        return fig
+    stays = residency_intervals(result)
+    nbytes = enc.tensor_bytes[stays["code"].to_numpy()].astype(np.float64)
+    start, end = stays["start"].to_numpy(), stays["end"].to_numpy()
+    weight = nbytes * (end - start)
+    drawn = np.sort(np.argsort(-weight, kind="stable")[:max_intervals])  # in order of arrival
+    grid = np.unique(np.concatenate([np.linspace(0, n - 1, min(n, max_points)).astype(np.int64),
+                                     start[drawn], np.maximum(end[drawn] - 1, start[drawn])]))
+    resident = (start[drawn, None] <= grid[None, :]) & (grid[None, :] < end[drawn, None])  # drawn x grid
+    heights = np.where(resident, nbytes[drawn, None], 0.0) / BYTES_PER_MB
+    tops = np.cumsum(heights, axis=0)
+    bottoms = tops - heights
+    total = result.resident_bytes[grid] / BYTES_PER_MB
+    trace = enc.trace if enc.trace is not None else pd.DataFrame(index=range(n))
+    column = lambda name, default="": (trace[name].to_numpy() if name in trace else np.full(n, default, object))
+    kinds, ops, layers, modules = column("kind", "tensor"), column("op"), column("layer"), column("module")
+    ids = enc.tensor_ids
+    polygons: dict = {}
+    hover_x, hover_y, hover_text = [], [], []
+    for row, k in enumerate(drawn):
+        cols = np.flatnonzero(resident[row])
+        x = np.append(grid[cols], end[k]).astype(np.float64)
+        top = np.append(tops[row, cols], tops[row, cols[-1]])
+        bottom = np.append(bottoms[row, cols], bottoms[row, cols[-1]])
+        kind = str(kinds[start[k]])
+        xs, ys = polygons.setdefault(kind, ([], []))
+        xs.extend([*x, *x[::-1], x[0], None])
+        ys.extend([*top, *bottom[::-1], top[0], None])
+        s, e, how = int(start[k]), int(end[k]), stays["left"].iat[k]
+        where = " · ".join(p for p in (f"op {ops[s]}" if str(ops[s]) else "",
+                                       f"layer {layers[s]}" if str(layers[s]) not in ("", "-1") else "",
+                                       f"module {modules[s]}" if str(modules[s]) else "") if p)
+        left = {"evicted": f"evicted at access {e}" + (f" (op {ops[e]})" if e < n and str(ops[e]) else ""),
+                "dropped": f"dropped after its last use (access {e})", "end": "resident to the end"}[how]
+        text = (f"<b>{ids[enc.codes[s]]}</b><br>{kind}, {_size_text(nbytes[k])}<br>{where}<br>"
+                f"in at access {s}, {left}")
+        step = max(1, len(cols) // 16)  # hover anchors along the band's middle
+        hover_x.extend(x[:-1][::step].tolist() + [float((s + e) / 2)])
+        middle = (top + bottom) / 2
+        hover_y.extend(middle[:-1][::step].tolist() + [float(middle[len(middle) // 2])])
+        hover_text.extend([text] * (len(x[:-1][::step]) + 1))
+    order = [k for k in KIND_ORDER if k in polygons] + sorted(set(polygons) - set(KIND_ORDER))
+    for kind in order:
+        xs, ys = polygons[kind]
+        color = to_hex(group_color(kind))
+        fig.add_trace(go.Scatter(x=xs, y=ys, fill="toself", mode="lines", line=dict(width=0.5, color="white"),
+                                 fillcolor=color, name=kind, hoverinfo="skip"))
+    drawn_total = tops[-1] if len(drawn) else np.zeros(len(grid))
+    others = len(stays) - len(drawn)
+    if others:
+        fig.add_trace(go.Scatter(x=np.concatenate([grid, grid[::-1]]), y=np.concatenate([drawn_total, total[::-1]]),
+                                 fill="toself", mode="lines", line=dict(width=0), fillcolor="rgba(128,128,128,0.35)",
+                                 name=f"other tensors ({others:,} stays)", hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=grid, y=total, mode="lines", line=dict(color="black", width=1, shape="hv"),
+                             name="resident total",
+                             hovertemplate="access %{x}<br>resident %{y:.3g} MB<extra></extra>"))
+    fig.add_hline(y=result.capacity_mb, line_dash="dash", line_color="crimson",
+                  annotation_text=f"capacity {result.capacity_mb:g} MB", annotation_position="top left")
+    fig.add_trace(go.Scatter(x=hover_x, y=hover_y, mode="markers", marker=dict(size=10, opacity=0),
+                             hovertext=hover_text, hoverinfo="text", showlegend=False, name="tensor"))
+    fig.update_xaxes(range=[0, n])
+    return fig
+
+
+@_styled
+def eviction_scatter(scored: pd.DataFrame, ranking: Optional[pd.DataFrame] = None) -> Figure:
+    """Every tensor of a scored trace by size (MB, log scale) and the eviction score of its latest access (what
+    the ML policy evicts by: higher first), coloured by tensor kind; the tensors of ``ranking`` (the top-k of
+    ``lab.predict_schedule``) circled. Shows where the top of the ranking sits, and its ties."""
+    last = scored.drop_duplicates("tensor_id", keep="last")
+    fig = _new_figure(7, 3.8)
+    ax = fig.subplots()
+    kinds = last["kind"].astype(str) if "kind" in last else pd.Series("tensor", index=last.index)
+    for kind in [k for k in KIND_ORDER if k in set(kinds)] + sorted(set(kinds) - set(KIND_ORDER)):
+        part = last[kinds == kind]
+        ax.scatter(part["size_mb"], part["eviction_score"], s=14, alpha=0.7, color=group_color(kind), label=kind)
+    if ranking is not None and len(ranking):
+        top = last[last["tensor_id"].isin(set(ranking["tensor_id"]))]
+        ax.scatter(top["size_mb"], top["eviction_score"], s=60, facecolors="none", edgecolors="crimson",
+                   linewidths=1.0, label=f"top {len(ranking)} to evict")
+    ax.set_xscale("log")
+    decades = np.log10(last["size_mb"].max() / last["size_mb"].min()) if len(last) else 0
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0,) if decades > 2 else (1.0, 2.0, 5.0),
+                                                            numticks=8))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("tensor size (MB)")
+    ax.set_ylabel("eviction score (higher: evicted first)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig

@@ -1,14 +1,25 @@
 """The interactive explorer: the seed's Streamlit page as ipywidgets, logic here, display in a notebook.
 
-``Explorer()`` shows controls (model type, layers, batch, sequence length,
-reuse probability, seed, scorer, policies, capacity, hardware preset) and,
-updated on every change (debounced), the metrics table per policy with the
-optimum's bracket as the bound (row ``OPT``, ``lab.optimal``; ``gap_closed_pct``
-on DRAM traffic), the top-20 eviction table, the occupancy heatmap, hit rate
-and DRAM traffic against capacity (the optimum's bracket shaded) and the
-validation summary. By default the featured policies are selected
-(``lab.policy_names(featured=True)``); every registered one can be. Bad values show a message, never a traceback. Tests drive
-it headlessly: set widget values, call ``update()``, read the tables.
+``Explorer()`` shows controls and, updated on every change (debounced), the
+headline (per policy: DRAM traffic, reads + writes with writebacks, and byte
+hit rate; the best online policy against the optimum's bracket), the metrics
+table per policy with the optimum's bracket as the bound (row ``OPT``,
+``lab.optimal``; ``gap_closed_pct`` on DRAM traffic; skipped with a message
+on traces of more than ``optimum_max_accesses`` accesses), and in tabs: the
+top-20 eviction table, the occupancy heatmap, the interactive occupancy
+timeline (``plots.occupancy_timeline``: zoom, hover), DRAM traffic and byte
+hit rate against capacity (*sweep capacity*, with a progress bar) and the
+validation summary.
+
+The workload is ``synthetic`` (``lab.generate_trace``: model type, layers,
+batch, sequence length, reuse probability, seed) or ``captured``
+(``lab.capture_model``: a preset, batch, sequence length, training step or
+forward pass, weight dtype, layers; captures are cached on disk). The policy
+list holds every registered policy (``lab.policy_names()``); the featured
+ones are selected by default and *every policy* selects them all. The last
+workload, its scores and its optimum are kept, so a change of capacity or
+policy simulates only. Bad values show a message, never a traceback. Tests
+drive it headlessly: set widget values, call ``update()``, read the tables.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import warnings
 from typing import Optional, Sequence
 
 import ipywidgets as w
@@ -29,11 +41,21 @@ from lab.sim.cost import HARDWARE_PRESETS
 from lab.workloads.generator import MODEL_TYPES
 from lab.sim.policy import policy_names
 from lab.learn.scoring import scorer_names
-from lab.analysis.sweep import default_capacities_mb, optimum_metrics
+from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, OPTIMUM, default_capacities_mb, optimum_metrics
 
-TABLE_COLUMNS = ["cache_hit_rate", "read_hit_rate", "cache_hits", "dram_accesses", "evictions", "total_latency",
-                 "bandwidth_wait_time", "dram_reads_mb", "dram_writes_mb", "dram_traffic_mb", "gap_closed_pct", "opt_lower_mb", "opt_upper_mb",
-                 "peak_occupancy_mb"]
+# headline metrics first: DRAM traffic (reads + writes, writebacks included) and byte hit rate; hit rates that
+# count accesses (where tiny tensors weigh as much as big ones) after them
+TABLE_COLUMNS = ["dram_traffic_mb", "dram_reads_mb", "dram_writes_mb", "byte_hit_rate", "gap_closed_pct",
+                 "opt_lower_mb", "opt_upper_mb", "writebacks", "evictions", "dram_accesses", "cache_hits",
+                 "cache_hit_rate", "read_hit_rate", "total_latency", "bandwidth_wait_time", "peak_occupancy_mb"]
+SOURCES = ("synthetic", "captured")
+SWEEP_METRICS = ("dram_traffic_mb", "byte_hit_rate")
+
+
+def _capture_presets() -> list[str]:
+    from lab.workloads.models import PRESETS
+
+    return list(PRESETS.names()) if hasattr(PRESETS, "names") else list(PRESETS)
 
 
 class Explorer:
@@ -43,8 +65,14 @@ class Explorer:
                  seq_length: int = 128, reuse_probability: float = 0.3, seed: int = 0, scorer: str = "heuristic",
                  policies: Optional[Sequence[str]] = None, capacity_mb: float = 64.0,
                  hardware: str = "seed", top: int = 20, sweep_points: int = 12, debounce_s: float = 0.25,
-                 heatmap_policy: Optional[str] = None):
+                 heatmap_policy: Optional[str] = None, source: str = "synthetic", preset: str = "gpt2",
+                 training: bool = False, weight_dtype: str = "bf16", capture_layers: int = 0,
+                 optimum_max_accesses: int = AUTO_OPTIMUM_ACCESSES):
+        from lab.workloads.models import WEIGHT_DTYPES
+
         style = {"description_width": "initial"}
+        self.source = w.ToggleButtons(options=list(SOURCES), value=source, description="workload",
+                                      tooltips=["lab.generate_trace", "lab.capture_model (cached on disk)"])
         self.model_type = w.Dropdown(options=list(MODEL_TYPES), value=model_type, description="model")
         self.num_layers = w.IntText(value=num_layers, description="layers")
         self.batch_size = w.IntText(value=batch_size, description="batch")
@@ -52,50 +80,86 @@ class Explorer:
         self.reuse_probability = w.FloatSlider(value=reuse_probability, min=0.0, max=1.0, step=0.05,
                                                description="reuse p", style=style)
         self.seed = w.IntText(value=seed, description="seed")
+        self.preset = w.Dropdown(options=_capture_presets(), value=preset, description="preset")
+        self.training = w.Checkbox(value=training, description="training step", indent=True)
+        self.weight_dtype = w.Dropdown(options=list(WEIGHT_DTYPES), value=weight_dtype, description="weights")
+        self.capture_layers = w.IntText(value=capture_layers, description="layers (0: preset's)", style=style)
         self.scorer = w.Dropdown(options=scorer_names(), value=scorer, description="scorer")
         policies = policy_names(featured=True) if policies is None else policies
-        self.policies = w.SelectMultiple(options=policy_names(), value=tuple(lab.get_policy(p).name for p in policies),
-                                         description="policies", rows=8)
+        registered = policy_names()
+        self.policies = w.SelectMultiple(options=registered, value=tuple(lab.get_policy(p).name for p in policies),
+                                         description="policies", rows=min(len(registered), 10))
+        self.all_policies_button = w.Button(description="every policy", tooltip="select every registered policy")
         self.capacity_mb = w.FloatLogSlider(value=capacity_mb, base=2, min=-2, max=14, step=0.25,
                                             description="capacity MB", style=style, readout_format=".4g")
         presets = {p.name: key for key, p in HARDWARE_PRESETS.items()}
         self.hardware = w.Dropdown(options=list(presets), value=HARDWARE_PRESETS[hardware.lower()].name,
                                    description="hardware")
         self.sweep_button = w.Button(description="sweep capacity", icon="line-chart")
-        self.controls = [self.model_type, self.num_layers, self.batch_size, self.seq_length, self.reuse_probability,
-                         self.seed, self.scorer, self.policies, self.capacity_mb, self.hardware]
+        self.sweep_progress = w.IntProgress(value=0, min=0, max=1, description="sweep", style=style,
+                                            layout=w.Layout(visibility="hidden"))
+        self.sweep_status = w.HTML()
+        self.synthetic_controls = [self.model_type, self.num_layers, self.reuse_probability, self.seed]
+        self.captured_controls = [self.preset, self.training, self.weight_dtype, self.capture_layers]
+        self.controls = [self.source, *self.synthetic_controls, self.batch_size, self.seq_length,
+                         *self.captured_controls, self.scorer, self.policies, self.capacity_mb, self.hardware]
         self.message = w.HTML()
+        self.headline = w.HTML()
         self.metrics_out, self.ranking_out, self.heatmap_out = w.Output(), w.Output(), w.Output()
-        self.curves_out, self.validation_out = w.Output(), w.Output()
+        self.timeline_out, self.curves_out, self.validation_out = w.Output(), w.Output(), w.Output()
         self.top, self.sweep_points, self.debounce_s = top, sweep_points, debounce_s
         self.heatmap_policy = heatmap_policy
+        self.optimum_max_accesses = optimum_max_accesses
         # results of the last update, for tests and for users who want the numbers
+        self.trace: Optional[pd.DataFrame] = None
+        self.results: Optional[dict] = None
         self.metrics: Optional[pd.DataFrame] = None
         self.ranking: Optional[pd.DataFrame] = None
         self.validation: Optional[pd.DataFrame] = None
         self.sweep: Optional[pd.DataFrame] = None
+        self.shown_result = None  # the result the occupancy figures show (the first chosen policy's)
+        self._timeline = None
+        self.optimum_note: str = ""
         self.error: Optional[str] = None
         self.last_update_s: Optional[float] = None
+        self._workload_key = None
+        self._workload_value = None
+        self._optimum_cache: dict = {}
+        self._plotly_sent = False  # whether plotly.js went to the page with a figure already
         self._timer: Optional[threading.Timer] = None
         self._lock = threading.Lock()
         for control in self.controls:
             control.observe(self._changed, names="value")
         self.hardware.observe(self._hardware_changed, names="value")
+        self.source.observe(self._source_changed, names="value")
         self.sweep_button.on_click(lambda _: self.run_sweep())
+        self.all_policies_button.on_click(lambda _: setattr(self.policies, "value", tuple(self.policies.options)))
         self.widget = self._layout()
+        self._source_changed()
         self.update()
 
     def _layout(self) -> w.Widget:
-        left = w.VBox([self.model_type, self.num_layers, self.batch_size, self.seq_length, self.reuse_probability,
-                       self.seed])
-        right = w.VBox([self.scorer, self.policies, self.hardware, self.capacity_mb, self.sweep_button])
-        tabs = w.Tab(children=[self.ranking_out, self.heatmap_out, self.curves_out, self.validation_out])
-        for i, title in enumerate(["top evictions", "occupancy", "hit rate vs capacity", "validation"]):
-            tabs.set_title(i, title)
-        return w.VBox([w.HBox([left, right]), self.message, self.metrics_out, tabs])
+        left = w.VBox([self.source, *self.synthetic_controls, *self.captured_controls, self.batch_size,
+                       self.seq_length])
+        right = w.VBox([self.scorer, self.policies, self.all_policies_button, self.hardware, self.capacity_mb,
+                        self.sweep_button])
+        self.tabs = w.Tab(children=[self.ranking_out, self.heatmap_out, self.timeline_out,
+                                    w.VBox([w.HBox([self.sweep_progress, self.sweep_status]), self.curves_out]),
+                                    self.validation_out])
+        for i, title in enumerate(["top evictions", "occupancy", "timeline", "traffic vs capacity", "validation"]):
+            self.tabs.set_title(i, title)
+        self.tabs.observe(self._draw_tab, names="selected_index")
+        return w.VBox([w.HBox([left, right]), self.message, self.headline, self.metrics_out, self.tabs])
 
     def _ipython_display_(self):
         display(self.widget)
+
+    def _source_changed(self, change=None):
+        captured = self.source.value == "captured"
+        for control in self.synthetic_controls:
+            control.layout.display = "none" if captured else None
+        for control in self.captured_controls:
+            control.layout.display = None if captured else "none"
 
     def _hardware_changed(self, change):
         preset = lab.sim.cost.resolve_cost(change["new"])
@@ -115,12 +179,62 @@ class Explorer:
                 self._timer = threading.Timer(self.debounce_s, self.update)
                 self._timer.start()
 
+    def _trace(self) -> pd.DataFrame:
+        if self.source.value == "captured":
+            from lab.workloads.models import capture_model
+
+            layers = self.capture_layers.value
+            if not isinstance(layers, int) or layers < 0:
+                raise ValueError(f"layers must be 0 (the preset's depth) or an integer >= 1, got {layers!r}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. an unusable capture cache: the capture still runs
+                try:
+                    return capture_model(self.preset.value, batch_size=self.batch_size.value,
+                                         seq_length=self.seq_length.value, training=self.training.value,
+                                         weight_dtype=self.weight_dtype.value, num_layers=layers or None)
+                except (ValueError, TypeError, KeyError, ImportError):
+                    raise
+                except Exception as error:  # noqa: BLE001 (torch or transformers refusing the model): a message
+                    raise ValueError(f"the capture of {self.preset.value} failed: {type(error).__name__}: "
+                                     f"{error}") from error
+        return lab.generate_trace(self.model_type.value, self.num_layers.value, self.batch_size.value,
+                                  self.seq_length.value, self.reuse_probability.value, self.seed.value)
+
+    def _workload_description(self) -> tuple:
+        common = (self.batch_size.value, self.seq_length.value, self.scorer.value, self.top)
+        if self.source.value == "captured":
+            return ("captured", self.preset.value, self.training.value, self.weight_dtype.value,
+                    self.capture_layers.value, *common)
+        return ("synthetic", self.model_type.value, self.num_layers.value, self.reuse_probability.value,
+                self.seed.value, *common)
+
     def _workload(self):
-        trace = lab.generate_trace(self.model_type.value, self.num_layers.value, self.batch_size.value,
-                                   self.seq_length.value, self.reuse_probability.value, self.seed.value)
+        """(trace, schedule, encoded scored workload, validation table); the last one is kept and reused."""
         if not self.policies.value:
             raise ValueError("choose at least one policy")
-        return trace, lab.predict_schedule(trace, top=self.top, method=self.scorer.value)
+        key = self._workload_description()
+        if key != self._workload_key:
+            try:
+                trace = self._trace()
+            except (TypeError, KeyError, ImportError) as error:  # bad values; a capture without torch
+                raise ValueError(str(error)) from error
+            schedule = lab.predict_schedule(trace, top=self.top, method=self.scorer.value)
+            workload = lab.encode_trace(schedule.scored)
+            self._workload_value = (trace, schedule, workload, lab.validate(trace).to_frame())
+            self._workload_key = key
+            self._optimum_cache = {}
+        return self._workload_value
+
+    def _optimum(self, workload, capacity_mb: float, hardware: str) -> Optional[dict]:
+        if workload.n_accesses > self.optimum_max_accesses:
+            self.optimum_note = (f"The optimum (lab.optimal) is skipped on this trace of {workload.n_accesses:,} "
+                                 f"accesses (more than {self.optimum_max_accesses:,}: its flow takes minutes).")
+            return None
+        self.optimum_note = ""
+        key = (capacity_mb, hardware)
+        if key not in self._optimum_cache:
+            self._optimum_cache[key] = optimum_metrics(workload, capacity_mb, hardware)
+        return self._optimum_cache[key]
 
     def _show_error(self, error: Exception) -> None:
         self.error = str(error)
@@ -130,48 +244,133 @@ class Explorer:
         """Recompute everything from the controls' values and redraw the outputs."""
         start = time.perf_counter()
         try:
-            trace, schedule = self._workload()
-            results = lab.run_policies(schedule.scored, self.policies.value, self.capacity_mb.value,
-                                       self.hardware.value)
+            trace, schedule, workload, validation = self._workload()
+            results = lab.run_policies(workload, self.policies.value, self.capacity_mb.value, self.hardware.value)
+            optimum = self._optimum(workload, self.capacity_mb.value, self.hardware.value)
         except ValueError as error:
             self._show_error(error)
             return
         self.error = None
         self.message.value = ""
-        optimum = optimum_metrics(next(iter(results.values())).workload, self.capacity_mb.value, self.hardware.value)
+        self.trace, self.results = trace, results
         self.metrics = lab.metrics_table(results, optimum).reindex(columns=TABLE_COLUMNS)
         self.ranking = schedule.ranking
-        self.validation = lab.validate(trace).to_frame()
-        heat_policy = lab.get_policy(self.heatmap_policy or self.policies.value[0]).name
-        figure = plots.occupancy_heatmap(results.get(heat_policy, next(iter(results.values()))),
-                                         scores=schedule.scored["eviction_score"])
+        self.validation = validation
+        self.headline.value = headline_html(self.metrics, self.capacity_mb.value, self.optimum_note)
+        shown = results.get(lab.get_policy(self.heatmap_policy or self.policies.value[0]).name,
+                            next(iter(results.values())))
+        self.shown_result, self._timeline = shown, None
+        self._tab_content = {  # what each tab shows; drawn when shown (the open tab now, the others on opening)
+            0: (self.ranking_out, lambda: [plots.eviction_table(self.ranking),
+                                           plots.eviction_scatter(schedule.scored, self.ranking)]),
+            1: (self.heatmap_out, lambda: [plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])]),
+            2: (self.timeline_out, lambda: [self._plotly_html(self.timeline)]),
+            4: (self.validation_out, lambda: [self.validation, plots.reuse_distance_histogram(trace)]),
+        }
+        self._stale = set(self._tab_content)
         self._render(self.metrics_out, self.metrics.round(3))
-        self._render(self.ranking_out, plots.eviction_table(self.ranking))
-        self._render(self.heatmap_out, figure)
-        self._render(self.validation_out, self.validation)
+        self._draw_tab()
         self.last_update_s = time.perf_counter() - start
 
+    @property
+    def timeline(self):
+        """The occupancy timeline (plotly figure, ``plots.occupancy_timeline``) of the shown policy's result, built
+        on first use after each update."""
+        if self._timeline is None and self.shown_result is not None:
+            self._timeline = plots.occupancy_timeline(self.shown_result)
+        return self._timeline
+
+    def _plotly_html(self, figure):
+        """``figure`` as HTML that draws itself with plotly.js, inlined with the first figure of this explorer (no
+        network needed). Voilà's frontend cannot load plotly's JupyterLab renderer (built for a newer JupyterLab),
+        so the explorer does not rely on it; JupyterLab runs the same HTML."""
+        from IPython.display import HTML
+
+        first = not self._plotly_sent
+        self._plotly_sent = True
+        return HTML(figure.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
+
+    def _draw_tab(self, change=None) -> None:
+        """Draw the open tab's content if it is out of date (after an update, or never drawn)."""
+        index = self.tabs.selected_index
+        if index in getattr(self, "_stale", ()) and get_ipython() is not None:
+            output, content = self._tab_content[index]
+            self._render(output, *content())
+            self._stale.discard(index)
+
     def run_sweep(self) -> None:
-        """Hit rate against capacity for the chosen policies, with a progress bar."""
+        """DRAM traffic and byte hit rate against capacity for the chosen policies and the optimum, one capacity
+        at a time under a progress bar (an IntProgress beside the figure, never in its output)."""
         try:
-            trace, schedule = self._workload()
-            capacities = default_capacities_mb(trace, self.sweep_points)
-            self.curves_out.outputs = ()
-            with self.curves_out:  # the progress bar shows in the tab it fills
-                self.sweep = lab.sweep_capacity(schedule.scored, self.policies.value, capacities, self.hardware.value,
-                                                progress=get_ipython() is not None)
+            trace, schedule, workload, _ = self._workload()
         except ValueError as error:
             self._show_error(error)
             return
-        self._render(self.curves_out, plots.capacity_curves(self.sweep, capacity_mb=self.capacity_mb.value))
+        capacities = default_capacities_mb(workload, self.sweep_points)
+        with_optimum = workload.n_accesses <= self.optimum_max_accesses
+        bar = self.sweep_progress
+        bar.max, bar.value, bar.bar_style = len(capacities), 0, ""
+        bar.layout.visibility = "visible"
+        self.sweep_button.disabled = True
+        parts = []
+        try:
+            for i, capacity in enumerate(capacities):
+                self.sweep_status.value = f"{i}/{len(capacities)} capacities"
+                parts.append(lab.sweep_capacity(workload, self.policies.value, [float(capacity)],
+                                                self.hardware.value, optimum=with_optimum, threads=1))
+                bar.value = i + 1
+        except ValueError as error:
+            self._show_error(error)
+            bar.bar_style = "danger"
+            return
+        finally:
+            self.sweep_button.disabled = False
+        self.sweep = pd.concat(parts, ignore_index=True)
+        bar.bar_style = "success"
+        note = "" if with_optimum else " (optimum skipped: trace too long)"
+        self.sweep_status.value = f"{len(capacities)} capacities from {capacities[0]:.3g} to {capacities[-1]:.4g} MB{note}"
+        self._render(self.curves_out, plots.capacity_curves(self.sweep, metrics=SWEEP_METRICS,
+                                                            capacity_mb=self.capacity_mb.value))
 
     @staticmethod
-    def _render(output: w.Output, value) -> None:
-        """Replace ``output``'s content by ``value``; works from a callback, outside any cell's execution."""
+    def _render(output: w.Output, *values) -> None:
+        """Replace ``output``'s content by ``values``; works from a callback, outside any cell's execution."""
         if get_ipython() is None:  # headless (tests, scripts): keep the results, draw nothing
             return
         output.outputs = ()  # set the state, send no clear message: safe outside a cell's execution
-        output.append_display_data(value)
+        for value in values:
+            output.append_display_data(value)
+
+
+def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str = "") -> str:
+    """The explorer's headline: the best online policy by DRAM traffic (reads + writes, writebacks included),
+    its byte hit rate, how far above the optimum's lower bound it is, and the optimum's bracket."""
+    policies = metrics.drop(index=[OPTIMUM], errors="ignore")
+    online = policies[[not _is_offline(p) for p in policies.index]]
+    if online.empty:  # only offline policies (Belady and kin) chosen: the best of them
+        online = policies
+    best = online["dram_traffic_mb"].idxmin()
+    row = online.loc[best]
+    kind = "online" if not _is_offline(str(best)) else "offline"
+    parts = [f"<b>At {capacity_mb:.4g} MB</b>: best {kind} policy <b>{_escape(str(best))}</b>, DRAM traffic "
+             f"<b>{row['dram_traffic_mb']:,.1f} MB</b> (read {row['dram_reads_mb']:,.1f} + written "
+             f"{row['dram_writes_mb']:,.1f}), byte hit rate <b>{row['byte_hit_rate']:.1f} %</b>"]
+    if OPTIMUM in metrics.index:
+        lower, upper = metrics.loc[OPTIMUM, "opt_lower_mb"], metrics.loc[OPTIMUM, "opt_upper_mb"]
+        above = (100 * (row["dram_traffic_mb"] - lower) / lower) if lower > 0 else float("nan")
+        parts.append(f"optimum's bracket <b>{lower:,.1f} – {upper:,.1f} MB</b>"
+                     + (f" ({above:.0f} % above its lower bound)" if above == above else ""))
+    elif optimum_note:
+        parts.append(_escape(optimum_note))
+    return "<div style='font-size:1.05em;margin:4px 0'>" + "; ".join(parts) + "</div>"
+
+
+def _is_offline(policy: str) -> bool:
+    """Whether ``policy`` reads the future of the trace (Belady and kin): no online policy can follow it."""
+    try:
+        return bool(lab.get_policy(policy).offline)
+    except (KeyError, ValueError):
+        return False
 
 
 def _escape(text: str) -> str:
