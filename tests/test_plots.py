@@ -22,7 +22,7 @@ def test_residency_matrix_adds_up_to_resident_bytes(scored, policy):
 def test_figures_are_labelled(scored):
     result = lab.simulate(scored, "LRU", 40)
     heat = plots.occupancy_heatmap(result, scores=scored["eviction_score"])
-    assert heat.axes[0].get_xlabel() == "access (time)" and "40 MB" in heat.axes[0].get_title()
+    assert heat.axes[0].get_xlabel() == "time (accesses)" and "40 MB" in heat.axes[0].get_title()
     sweep = lab.sweep_capacity(scored, ["LRU", "Belady"], [8, 32, 128])
     curves = plots.capacity_curves(sweep, capacity_mb=40)
     assert [ax.get_ylabel() for ax in curves.axes] == ["byte hit rate (%)", "DRAM traffic, read + written (MB)"]

@@ -122,7 +122,7 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
         ax.scatter(*zip(*marks), marker="x", color="crimson", s=14, linewidths=0.8, label="eviction")
         ax.legend(loc="upper right", fontsize="small")
     ax.set_yticks(range(len(rows)), [str(t) for t in enc.tensor_ids[rows]], fontsize=6)
-    ax.set_xlabel("access (time)")
+    ax.set_xlabel("time (accesses)")
     ax.set_ylabel("tensor")
     ax.grid(False)
     ax.set_title(f"{result.policy} buffer occupancy, {result.capacity_mb:g} MB")
