@@ -207,11 +207,19 @@ def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float]
     sizes: dict = {}
     for preset in HARDWARE_PRESETS.values():
         if preset.buffer_mb is not None and low <= preset.buffer_mb <= high:
-            sizes.setdefault(preset.buffer_mb, []).append(preset.name)
-    for mb, names in sorted(sizes.items()):
-        ax.axvline(mb, color="0.55", linewidth=0.8, linestyle="-.", zorder=0)
-        ax.text(mb, 1.0, f" {' / '.join(names)}: {mb:g} MB", transform=ax.get_xaxis_transform(), rotation=90,
-                va="top", ha="right", fontsize="x-small", color="0.35").set_in_layout(False)
+            sizes.setdefault(preset.buffer_mb, []).append(preset.name.split("-")[0])
+    clusters: list = []  # sizes within a factor 1.5 of the next share one label (40, 50, 60 MB would overlap)
+    for mb in sorted(sizes):
+        if clusters and mb / clusters[-1][-1] < 1.5:
+            clusters[-1].append(mb)
+        else:
+            clusters.append([mb])
+    for cluster in clusters:
+        for mb in cluster:
+            ax.axvline(mb, color="0.55", linewidth=0.8, linestyle="-.", zorder=0)
+        label = ", ".join(f"{'/'.join(sizes[mb])} {mb:g}" for mb in cluster) + " MB"
+        ax.text(cluster[0], 0.98, label + " ", transform=ax.get_xaxis_transform(), rotation=90, va="top",
+                ha="right", fontsize="x-small", color="0.35").set_in_layout(False)
 
 
 def policy_color(policy: str):

@@ -148,9 +148,11 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
     ``comparison``: ``lab.metrics_table`` with the optimum's row ``OPT`` (or ``predict_compile(...).comparison``);
     ``recommended_capacity_mb``: ``predict_compile(...).recommended_capacity_mb`` ({0.9: MB, 0.99: MB}). One row:
     the workload, the buffer (MB), the best online policy (least DRAM traffic, read + written; ties named
-    together), its DRAM traffic (MB) and byte hit rate (%), how far its traffic is above the optimum's lower
-    bound (%), LRU's, the capacities at which the optimum saves 90 % and 99 % of what a buffer can save (MB),
-    and a note when the policies cannot differ (why, in one sentence).
+    together), its DRAM traffic (MB) and byte hit rate (%), how far its traffic is above the optimum (%): at
+    least its excess over the optimum's achievable schedule (``opt_upper_mb``; 0 when it does as well), at most
+    its excess over the optimum's lower bound (``opt_lower_mb``), the optimum lying in between; the capacities
+    at which the optimum saves 90 % and 99 % of what a buffer can save (MB), and a note when the policies
+    cannot differ (why, in one sentence).
     """
     import numpy as np
     import pandas as pd
@@ -171,10 +173,12 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
     least = traffic.min()
     tied = [str(p) for p in traffic.index if traffic[p] <= least * (1 + 1e-9) + 1e-12]
     best = tied[0]
-    bound = float(comparison.loc[OPTIMUM, "opt_lower_mb"]) if OPTIMUM in comparison.index else np.nan
+    has_optimum = OPTIMUM in comparison.index
+    lower = float(comparison.loc[OPTIMUM, "opt_lower_mb"]) if has_optimum else np.nan
+    upper = float(comparison.loc[OPTIMUM, "opt_upper_mb"]) if has_optimum else np.nan
 
-    def above(mb):
-        return 100.0 * (mb - bound) / bound if bound > 0 else np.nan
+    def above(mb, optimum):
+        return max(0.0, 100.0 * (mb - optimum) / optimum) if optimum > 0 else np.nan
 
     recommended = recommended_capacity_mb or {}
     row = {
@@ -185,8 +189,8 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
                                + " (tied)"),
         "DRAM traffic (MB)": float(least),
         "byte hit rate (%)": float(online.loc[best, "byte_hit_rate"]),
-        "above optimum (%)": above(float(least)),
-        "LRU above optimum (%)": above(float(traffic["LRU"])) if "LRU" in traffic.index else np.nan,
+        "above optimum, at least (%)": above(float(least), upper),
+        "above optimum, at most (%)": above(float(least), lower),
         "capacity for 90 % (MB)": recommended.get(0.9, np.nan),
         "capacity for 99 % (MB)": recommended.get(0.99, np.nan),
     }
