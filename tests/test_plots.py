@@ -109,7 +109,7 @@ def _axis_labels(fig):
     return [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
-def test_save_figure_writes_svg_and_print_png_where_the_report_says(scored, tmp_path, monkeypatch):
+def test_save_figure_writes_svg_where_the_report_says(scored, tmp_path, monkeypatch):
     import xml.etree.ElementTree as ET
 
     fig = plots.metric_bars(lab.compare_policies(scored, ["LRU", "FIFO"], capacity_mb=40, optimum=False))
@@ -121,10 +121,6 @@ def test_save_figure_writes_svg_and_print_png_where_the_report_says(scored, tmp_
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     text = (tmp_path / "figures" / "bars.svg").read_text()
     assert "DRAM traffic, read + written (MB)" in text  # text stays text: searchable, editable
-    from PIL import Image
-
-    with Image.open(tmp_path / "figures" / "bars.png") as png:
-        assert png.size[0] >= fig.get_size_inches()[0] * plots.FIGURE_DPI * 0.95
     with pytest.raises(ValueError, match="figure name"):
         plots.save_figure(fig, "../escape")
 

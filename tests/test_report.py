@@ -71,7 +71,6 @@ def _figures_are_valid_svg(folder, names):
     for name in names:
         svg = folder / "figures" / f"{name}.svg"
         assert ET.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg", svg
-        assert (folder / "figures" / f"{name}.png").stat().st_size > 0
         assert "(MB)" in svg.read_text() or "(accesses)" in svg.read_text()  # units on the axes
 
 

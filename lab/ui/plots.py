@@ -173,13 +173,15 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rat
     return fig
 
 
-FIGURE_DPI = 300  # print resolution of saved PNGs
+FIGURE_DPI = 300  # print resolution of the raster parts of saved figures (an occupancy heatmap's image)
 
 
 def save_figure(fig: Figure, name: str) -> Figure:
-    """Save ``fig`` as ``<name>.svg`` (text kept as text, editable) and ``<name>.png`` (FIGURE_DPI) into the
-    folder named by the environment variable ``LAB_REPORT_FIGURES`` (a report run sets it: the report's
-    ``figures/``); without it, save nothing. Returns ``fig``, so that a notebook cell shows it."""
+    """Save ``fig`` as ``<name>.svg`` into the folder named by the environment variable ``LAB_REPORT_FIGURES``
+    (a report run sets it: the report's ``figures/``, next to the report whose PNGs are embedded in its
+    HTML); without it, save nothing. SVG is vector (print resolution at any size), its text kept as text
+    (searchable, editable), no date stamp. Returns ``fig``, so that a
+    notebook cell shows it."""
     import os
     import re
     from pathlib import Path
@@ -191,9 +193,8 @@ def save_figure(fig: Figure, name: str) -> Figure:
     folder = os.environ.get(FIGURES_ENV)
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "lab"}):
-            fig.savefig(Path(folder) / f"{name}.svg", format="svg", metadata={"Date": None})
-        fig.savefig(Path(folder) / f"{name}.png", format="png", dpi=FIGURE_DPI)
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(Path(folder) / f"{name}.svg", format="svg", dpi=FIGURE_DPI, metadata={"Date": None})
     return fig
 
 

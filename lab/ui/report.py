@@ -95,8 +95,10 @@ def show_answer(table: "pd.DataFrame", question: str) -> None:
     payload = {"question": question, "columns": [str(c) for c in table.columns],
                "rows": [[_json_value(v) for v in row] for row in records.itertuples(index=False)]}
     shown = format_numbers(table)
-    if len(shown) == 1 and len(shown.columns) > 4:  # one answer: a column of name, value pairs fits the page
-        shown = shown.T.reset_index().set_axis(["", "answer"], axis=1)
+    if len(shown.columns) > 4 and len(shown) <= 6:  # transposed: one column per answer row fits the page
+        header = (shown.iloc[:, 0].tolist() if len(shown) > 1 else ["answer"])
+        body = shown.iloc[:, 1:] if len(shown) > 1 else shown
+        shown = body.T.reset_index().set_axis([str(table.columns[0]) if len(shown) > 1 else "", *header], axis=1)
     html = f"<p><b>{_escape(question)}</b></p>" + shown.to_html(index=False, na_rep="", escape=True)
     display({ANSWER_MIMETYPE: payload, "text/html": html, "text/plain": f"{question}\n{shown.to_string(index=False)}"},
             raw=True)
