@@ -314,3 +314,17 @@ def test_policy_answer_names_the_best_online_policy_and_says_why_when_all_tie():
     assert differ.loc[0, "above optimum, at least (%)"] == pytest.approx(max(0, 100 * (lru - upper) / upper))
     same = policy_answer(lab.compare_policies(trace, ["LRU", "FIFO"], capacity_mb=64.0), "CNN", 64.0)
     assert same.loc[0, "best online policy"] == "all tie" and "No policy evicts" in same.loc[0, "note"]
+
+
+def test_capacity_for_benefit_interpolates_what_predict_compile_finds():
+    from lab.ui.report import capacity_for_benefit_mb
+
+    trace = lab.generate_trace("MLP", num_layers=3, batch_size=4, seq_length=16, seed=1)
+    exact = lab.predict_compile(trace, 1.0, policies=["LRU"]).recommended_capacity_mb
+    capacities = lab.default_capacities_mb(trace, 24)
+    sweep = lab.sweep_capacity(trace, ["LRU"], capacities, optimum=True)
+    found = capacity_for_benefit_mb(sweep, trace)
+    step = capacities[1] / capacities[0]  # one step of the log-spaced grid
+    for q in (0.9, 0.99):
+        assert exact[q] / step <= found[q] <= exact[q] * step
+    assert capacity_for_benefit_mb(sweep[sweep["policy"] != "OPT"], trace) == {}

@@ -3,7 +3,7 @@
 ``python -m lab.ui.report NOTEBOOK PARAMS.yaml [...] --out reports/`` writes
 ``reports/<notebook>/<params>/<params>.ipynb`` (executed), its ``.html`` and
 ``figures/`` (each figure the notebook saves with ``lab.plots.save_figure``, as
-SVG and PNG), then ``reports/index.html``: every report's answer table side by
+SVG), then ``reports/index.html``: every report's answer table side by
 side, with a link to it. Each report's folder is written whole or not at all.
 """
 
