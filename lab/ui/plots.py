@@ -349,7 +349,11 @@ def eviction_table(ranking: pd.DataFrame):
     formats = {"size_mb": "{:.3g}", "eviction_score": "{:.3f}", "reuse_distance": "{:,.0f}"}
     headers = {"size_mb": "size (MB)", "reuse_distance": "reuse distance (accesses)", "tensor_id": "tensor",
                "eviction_score": "eviction score (0 keep, 1 evict)"}
-    return (ranking.style.hide(axis="index")
+    import hashlib
+
+    # the table's HTML ids from its content (not random): the same ranking gives the same HTML
+    uuid = hashlib.sha1(pd.util.hash_pandas_object(ranking.astype(str), index=True).to_numpy().tobytes()).hexdigest()
+    return (ranking.style.set_uuid(uuid[:10]).hide(axis="index")
             .format({k: v for k, v in formats.items() if k in ranking}, na_rep="first access")
             .relabel_index([headers.get(str(c), str(c)) for c in ranking.columns], axis="columns")
             .background_gradient(subset=["eviction_score"], cmap="Reds", vmin=0, vmax=1))
