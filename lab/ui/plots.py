@@ -113,7 +113,8 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
     fig = _new_figure(11, max(3.0, 0.16 * len(rows) + 1.5))
     ax = fig.subplots()
     label = "eviction score of latest access" if scores is not None else "resident"
-    mesh = ax.imshow(cells, aspect="auto", interpolation="nearest", cmap="viridis",
+    # interpolation "none": vector formats (SVG) embed the cells as they are, not resampled at print resolution
+    mesh = ax.imshow(cells, aspect="auto", interpolation="none", cmap="viridis",
                      extent=(0, enc.n_accesses, len(rows) - 0.5, -0.5), vmin=0, vmax=1)
     fig.colorbar(mesh, ax=ax, label=label, pad=0.01)
     row_of = {code: i for i, code in enumerate(rows)}
@@ -173,9 +174,6 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rat
     return fig
 
 
-FIGURE_DPI = 300  # print resolution of the raster parts of saved figures (an occupancy heatmap's image)
-
-
 def save_figure(fig: Figure, name: str) -> Figure:
     """Save ``fig`` as ``<name>.svg`` into the folder named by the environment variable ``LAB_REPORT_FIGURES``
     (a report run sets it: the report's ``figures/``, next to the report whose PNGs are embedded in its
@@ -194,7 +192,7 @@ def save_figure(fig: Figure, name: str) -> Figure:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with matplotlib.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(Path(folder) / f"{name}.svg", format="svg", dpi=FIGURE_DPI, metadata={"Date": None})
+            fig.savefig(Path(folder) / f"{name}.svg", format="svg", metadata={"Date": None})
     return fig
 
 
