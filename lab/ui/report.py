@@ -435,8 +435,8 @@ def index_html(out_dir) -> str:
         for report in (r for r in reports if r["notebook"] == notebook):
             link = (f'<a href="{html_lib.escape(report["html"])}">{html_lib.escape(report["params"])}</a>'
                     if report["html"] else html_lib.escape(report["params"]))
-            if report["question"] and report["question"] not in questions:
-                questions.append(report["question"])
+            if report["question"]:
+                questions.append((report["params"], report["question"]))
             table = report["table"]
             if table is None or table.empty:
                 rows.append(pd.DataFrame([{"report": link, "note": "no answer table"}]))
@@ -444,8 +444,9 @@ def index_html(out_dir) -> str:
             shown = format_numbers(table).map(lambda v: html_lib.escape(str(v)))
             shown.insert(0, "report", link)
             rows.append(shown)
-        for question in questions:
-            parts.append(f"<p><b>{html_lib.escape(question)}</b></p>")
+        if questions:
+            parts.append("<ul>" + "".join(f"<li><b>{html_lib.escape(params)}</b>: {html_lib.escape(question)}</li>"
+                                          for params, question in questions) + "</ul>")
         frame = pd.concat(rows, ignore_index=True).fillna("")
         parts.append(frame.to_html(index=False, escape=False, classes="answers"))
     parts.append("</body></html>")
