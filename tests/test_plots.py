@@ -22,11 +22,11 @@ def test_residency_matrix_adds_up_to_resident_bytes(scored, policy):
 def test_figures_are_labelled(scored):
     result = lab.simulate(scored, "LRU", 40)
     heat = plots.occupancy_heatmap(result, scores=scored["eviction_score"])
-    assert heat.axes[0].get_xlabel() == "access (time)" and "40 MB" in heat.axes[0].get_title()
+    assert heat.axes[0].get_xlabel() == "time (accesses)" and "40 MB" in heat.axes[0].get_title()
     sweep = lab.sweep_capacity(scored, ["LRU", "Belady"], [8, 32, 128])
     curves = plots.capacity_curves(sweep, capacity_mb=40)
-    assert [ax.get_ylabel() for ax in curves.axes] == ["hit rate (%)", "DRAM traffic, read + written (MB)"]
-    legend = [t.get_text() for t in curves.axes[1].get_legend().get_texts()]
+    assert [ax.get_ylabel() for ax in curves.axes] == ["byte hit rate (%)", "DRAM traffic, read + written (MB)"]
+    legend = [t.get_text() for t in curves.legends[0].get_texts()]
     assert {"LRU", "Belady (MIN)", "OPT (bound)", "OPT bracket"} <= set(legend)
     bound = next(line for line in curves.axes[1].get_lines() if line.get_label() == "OPT (bound)")
     opt = sweep[sweep["policy"] == "OPT"]
@@ -91,3 +91,67 @@ def test_each_policy_and_kind_keeps_its_colour_in_every_figure():
     assert plots.group_color("weight") == plots.group_color("weight") != plots.group_color("activation")
     for fig in (first, second):
         matplotlib.pyplot.close(fig)
+
+
+def test_capacity_curves_mark_the_hardware_presets_buffers(scored):
+    sweep = lab.sweep_capacity(scored, ["LRU"], [8, 32, 128], optimum=False)
+    fig = plots.capacity_curves(sweep)
+    marks = {t.get_text().strip() for t in fig.axes[1].texts}
+    assert marks == {"A100 40, H100 50, H200 60 MB"}  # close sizes share one label
+    assert sum(line.get_linestyle() == "-." for line in fig.axes[1].get_lines()) == 3
+    narrow = plots.capacity_curves(lab.sweep_capacity(scored, ["LRU"], [1, 4], optimum=False))
+    assert not narrow.axes[0].texts  # no preset's buffer between 1 and 4 MB
+    unmarked = plots.capacity_curves(sweep, hardware=False)
+    assert not unmarked.axes[0].texts
+
+
+def _axis_labels(fig):
+    return [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def test_save_figure_writes_svg_where_the_report_says(scored, tmp_path, monkeypatch):
+    import xml.etree.ElementTree as ET
+
+    fig = plots.metric_bars(lab.compare_policies(scored, ["LRU", "FIFO"], capacity_mb=40, optimum=False))
+    monkeypatch.delenv("LAB_REPORT_FIGURES", raising=False)
+    assert plots.save_figure(fig, "bars") is fig and not list(tmp_path.iterdir())  # outside a report: nothing
+    monkeypatch.setenv("LAB_REPORT_FIGURES", str(tmp_path / "figures"))
+    plots.save_figure(fig, "bars")
+    svg = ET.parse(tmp_path / "figures" / "bars.svg").getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    text = (tmp_path / "figures" / "bars.svg").read_text()
+    assert "DRAM traffic, read + written (MB)" in text  # text stays text: searchable, editable
+    with pytest.raises(ValueError, match="figure name"):
+        plots.save_figure(fig, "../escape")
+
+
+def test_traffic_by_module_layer_phase_shows_reads_and_writes_with_units():
+    from lab.analysis.attribution import dram_traffic_by_module_layer_phase, module_family
+
+    assert module_family(["m.h.3.attn", "m.h.12", ""]).tolist() == ["m.h.*.attn", "m.h.*", "(no module)"]
+    trace = lab.generate_trace("Transformer", num_layers=3)
+    trace = trace.assign(module=[f"model.h.{layer}.{op}" for layer, op in zip(trace["layer"], trace["op"])],
+                         phase="forward")
+    result = lab.simulate(trace, "LRU", 8)
+    tables = dram_traffic_by_module_layer_phase(result, trace, top_modules=4)
+    assert list(tables) == ["phase", "layer", "module"]
+    assert len(tables["module"]) == 5 and tables["module"].index[-1] == "(other)"
+    total = result.metrics["dram_traffic_mb"]
+    for table in tables.values():  # every split adds up to the whole traffic
+        assert table["dram_mb"].sum() == pytest.approx(total)
+    fig = plots.traffic_by_module_layer_phase(tables, "title")
+    assert [y for _, y in _axis_labels(fig)][:2] == ["DRAM traffic (MB)", "DRAM traffic (MB)"]
+    assert fig.axes[2].get_xlabel() == "DRAM traffic (MB)"
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"read", "written"}
+
+
+def test_reuse_histogram_names_synthetic_and_captured():
+    trace = lab.generate_trace("MLP", num_layers=2)
+    fig = plots.reuse_distance_histogram(trace, reference=trace, labels=("synthetic", "captured gpt2"))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["synthetic", "captured gpt2"]
+
+
+def test_eviction_table_states_units():
+    ranking = lab.predict_schedule(lab.generate_trace("MLP", num_layers=2), top=3).ranking
+    html = plots.eviction_table(ranking).to_html()
+    assert "size (MB)" in html and "reuse distance (accesses)" in html

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
+import lab
 from lab.ui.report import check_params, load_params, notebook_parameters, provenance, run_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +38,12 @@ def test_every_parameter_has_a_help_comment(notebook):
     nb = nbformat.read(notebook, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("#")]
-    names = [node.targets[0].id for node in ast.parse(cell.source).body]
-    assert len(lines) == len(names) == len(notebook_parameters(notebook))
+    names = [node.target.id for node in ast.parse(cell.source).body]  # annotated: name: type = value
+    parameters = notebook_parameters(notebook)
+    assert len(lines) == len(names) == len(parameters)
     assert all("  # " in line for line in lines)
+    # papermill --help-notebook shows each parameter's type
+    assert all(info["inferred_type_name"] not in ("None", "", None) for info in parameters.values()), parameters
 
 
 def test_unknown_parameters_are_an_error():
@@ -53,20 +57,56 @@ def test_provenance_states_parameters_and_versions():
     assert {"python", "lab", "numpy", "pandas", "numba", "papermill"} <= set(table["name"])
 
 
-def test_report_runs_on_the_smallest_parameters(tmp_path):
-    out = run_report(NOTEBOOK, SMALLEST, tmp_path / "smallest.ipynb")
-    nb = nbformat.read(out, as_version=4)
+def _no_error_nor_stderr(nb):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    stderr = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, stderr  # no warning, no progress bar: a report reads the same whatever ran before it
+    return outputs
+
+
+def _figures_are_valid_svg(folder, names):
+    import xml.etree.ElementTree as ET
+
+    for name in names:
+        svg = folder / "figures" / f"{name}.svg"
+        assert ET.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg", svg
+        assert "(MB)" in svg.read_text() or "(accesses)" in svg.read_text()  # units on the axes
+
+
+ANSWER_COLUMNS = ["workload", "buffer (MB)", "best online policy", "DRAM traffic (MB)", "byte hit rate (%)",
+                  "above optimum, at least (%)", "above optimum, at most (%)", "capacity for 90 % (MB)",
+                  "capacity for 99 % (MB)",
+                  "note"]
+
+
+def test_report_runs_on_the_smallest_parameters(tmp_path):
+    from lab.ui.report import read_answer
+
+    out = run_report(NOTEBOOK, SMALLEST, tmp_path / "smallest.ipynb")
+    nb = nbformat.read(out, as_version=4)
+    outputs = _no_error_nor_stderr(nb)
     text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
-    for expected in ("cache_hit_rate", "eviction_score", "reuse_entropy", "gap_closed_pct", "'MLP'"):
+    for expected in ("cache_hit_rate", "reuse_entropy", "gap_closed_pct", "'MLP'"):
         assert expected in text
+    assert "eviction score" in json.dumps([o.get("data", {}).get("text/html", "") for o in outputs])
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 4  # metric bars, occupancy heatmap, capacity curves, reuse histogram
     html = (tmp_path / "smallest.html").read_text()
     assert html.count("data:image/png;base64") >= 4
     assert ".jp-CodeCell .jp-Cell-inputWrapper { display: none; }" in html and "lab-code-toggle" in html
     assert "numpy" in html and "model_type" in html  # the parameters and versions it was made with
+    question, answer = read_answer(out)  # the answer table, near the top
+    assert question.startswith("Which eviction policy moves the least DRAM traffic through a 0.5 MB buffer")
+    assert answer.columns.tolist() == ANSWER_COLUMNS and len(answer) == 1
+    row = answer.iloc[0]
+    assert row["workload"].startswith("MLP") and row["buffer (MB)"] == 0.5 and row["DRAM traffic (MB)"] > 0
+    assert 0 <= row["byte hit rate (%)"] <= 100
+    assert 0 <= row["above optimum, at least (%)"] <= row["above optimum, at most (%)"]
+    assert row["capacity for 90 % (MB)"] <= row["capacity for 99 % (MB)"]
+    first_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
+    assert any("application/vnd.lab.answer+json" in o.get("data", {}) for o in nb.cells[first_outputs[0]].outputs)
+    _figures_are_valid_svg(tmp_path, ["metric-bars", "capacity-curves", "occupancy", "reuse-distances"])
 
 
 def test_a_failed_report_leaves_nothing_behind(tmp_path):
@@ -86,21 +126,53 @@ def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatc
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "captures"))
     params = {"models": ["gpt2", "mixtral-8x7b"], "num_layers": 1, "seq_length": 16, "capacity_points": 3,
               "capacity_mb": 8.0}
-    out = run_report(REAL_MODELS, params, tmp_path / "real.ipynb")
-    nb = nbformat.read(out, as_version=4)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    from lab.ui.report import read_answer
+
+    cold = run_report(REAL_MODELS, params, tmp_path / "cold" / "real.ipynb")  # an empty capture cache
+    warm = run_report(REAL_MODELS, params, tmp_path / "warm" / "real.ipynb", html=False)  # the captures cached
+    nb = nbformat.read(cold, as_version=4)
+    outputs = _no_error_nor_stderr(nb)
+    _no_error_nor_stderr(nbformat.read(warm, as_version=4))
     text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
     for expected in ("dram_read_mb", "reuse_distance_wasserstein", "mixtral-8x7b", "working_set_mb"):
         assert expected in text
-    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2 * 3
+    # per model: capacity curves, traffic by kind, by module, layer and phase, reuse histogram
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2 * 4
+    question, answer = read_answer(cold)
+    warm_question, warm_answer = read_answer(warm)
+    assert warm_question == question and warm_answer.equals(answer)
+    assert "8 MB buffer" in question and answer.columns.tolist() == ANSWER_COLUMNS
+    assert answer["workload"].tolist() == ["gpt2", "mixtral-8x7b"]
+    assert (answer["above optimum, at least (%)"] <= answer["above optimum, at most (%)"]).all()
+    assert (answer["DRAM traffic (MB)"] > 0).all()
+    _figures_are_valid_svg(tmp_path / "cold", [f"{m}-{f}" for m in params["models"] for f in
+                                               ("capacity-curves", "traffic-by-kind",
+                                                "traffic-by-module-layer-phase", "reuse-distances")])
+
+
+def test_real_models_training_report_validates_against_a_synthetic_training_step(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    params = {"models": ["gpt2"], "num_layers": 1, "seq_length": 16, "batch_size": 1, "training": True,
+              "capacity_points": 3, "capacity_mb": 8.0, "policies": ["LRU", "FIFO"]}
+    out = run_report(REAL_MODELS, params, tmp_path / "training.ipynb", html=False)
+    outputs = _no_error_nor_stderr(nbformat.read(out, as_version=4))
+    text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
+    assert "training step" in text
+    svg = (tmp_path / "figures" / "gpt2-reuse-distances.svg").read_text()
+    assert "synthetic" in svg and "captured gpt2" in svg
+    module_svg = (tmp_path / "figures" / "gpt2-traffic-by-module-layer-phase.svg").read_text()
+    assert all(phase in module_svg for phase in ("forward", "backward", "optimizer"))
 
 
 def test_same_parameters_same_numbers(tmp_path):
     def numbers(path):
         nb = nbformat.read(path, as_version=4)
-        return [o.get("data", {}).get("text/plain") for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                if "image/png" not in o.get("data", {}) and o.output_type != "stream"]
+        texts = [o.get("data", {}).get("text/plain") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                 if "image/png" not in o.get("data", {}) and o.output_type != "stream"]
+        styled = [o["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                  if "Styler" in o.get("data", {}).get("text/plain", "")]  # the eviction table: its HTML
+        assert styled
+        return [t for t in texts if "Styler" not in (t or "")] + styled
 
     params = {**SMALLEST, "model_type": "CNN"}
     first = numbers(run_report(NOTEBOOK, params, tmp_path / "a.ipynb", html=False))
@@ -126,7 +198,9 @@ def test_reports_are_folders_replaced_whole_and_names_may_not_clash(tmp_path):
     assert notebook == folder / "small.ipynb" and (folder / "small.html").is_file()
     (folder / "stale.txt").write_text("from an older run")
     run_reports(NOTEBOOK, [first], out)  # a rerun replaces the folder as a whole
-    assert sorted(p.name for p in folder.iterdir()) == ["small.html", "small.ipynb"]
+    assert sorted(p.name for p in folder.iterdir()) == ["figures", "small.html", "small.ipynb"]
+    index = (out / "index.html").read_text()
+    assert f'href="{NOTEBOOK.stem}/small/small.html"' in index and "best online policy" in index
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".") and p.name != ".lab-report.lock"]
     twin = _params_file(tmp_path / "b", "small.yaml", SMALLEST)
     with pytest.raises(ValueError, match=r"same name would write the same report: \['small'\]"):
@@ -166,3 +240,95 @@ def test_a_failing_report_names_its_params_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{path}: the notebook failed" in err and "Traceback" not in err
     assert not (tmp_path / "r" / NOTEBOOK.stem / "broken").exists()
+
+
+def _report_notebook(path, question=None, table=None):
+    """An executed report as run_reports leaves it: the notebook (with an answer output) and its HTML."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from lab.ui.report import ANSWER_MIMETYPE
+
+    cell = new_code_cell("show_answer(...)")
+    if question is not None:
+        payload = {"question": question, "columns": list(table), "rows": [list(r) for r in zip(*table.values())]}
+        cell.outputs = [new_output("display_data", data={ANSWER_MIMETYPE: payload, "text/plain": question})]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(new_notebook(cells=[cell]), path)
+    path.with_suffix(".html").write_text("<html></html>")
+
+
+def test_the_index_lists_every_report_side_by_side_with_links(tmp_path):
+    import html.parser
+
+    from lab.ui.report import write_index
+
+    out = tmp_path / "reports"
+    question = "Which policy?"
+    _report_notebook(out / "01-policy-comparison" / "cnn" / "cnn.ipynb", question,
+                     {"workload": ["CNN"], "DRAM traffic (MB)": [180.2871], "best online policy": ["LRU"]})
+    _report_notebook(out / "01-policy-comparison" / "mlp" / "mlp.ipynb", question,
+                     {"workload": ["MLP"], "DRAM traffic (MB)": [12345.678], "best online policy": ["SIEVE"]})
+    _report_notebook(out / "03-real-models" / "default" / "default.ipynb", "Per model?",
+                     {"workload": ["gpt2", "llama-2-7b"], "DRAM traffic (MB)": [0.01234, 9.58e1]})
+    _report_notebook(out / "04-other" / "default" / "default.ipynb")  # another notebook's report, no answer
+    _report_notebook(out / "01-policy-comparison" / ".cnn.123.staging" / "cnn.ipynb", question,
+                     {"workload": ["half-written"]})  # a run in progress: not listed
+    page = write_index(out).read_text()
+
+    class Links(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.hrefs = []
+
+        def handle_starttag(self, tag, attrs):
+            self.hrefs += [value for name, value in attrs if tag == "a" and name == "href"]
+
+    parser = Links()
+    parser.feed(page)
+    assert sorted(set(parser.hrefs)) == ["01-policy-comparison/cnn/cnn.html", "01-policy-comparison/mlp/mlp.html",
+                                    "03-real-models/default/default.html", "04-other/default/default.html"]
+    assert all((out / href).is_file() for href in parser.hrefs)  # every link resolves
+    for shown in ("180", "12,346", "0.0123", "95.8", "SIEVE", "llama-2-7b", "Which policy?", "Per model?",
+                  "no answer table"):
+        assert shown in page
+    assert "half-written" not in page and "e+01" not in page
+    assert not [p for p in out.iterdir() if p.name.startswith(".index")]  # written atomically
+
+
+def test_answer_numbers_are_rounded_for_reading():
+    import pandas as pd
+
+    from lab.ui.report import format_numbers, round_number
+
+    assert [round_number(v) for v in (95.8123, 1234.5, 0.012345, 0.0, 7, float("nan"), None, "LRU")] == \
+        ["95.8", "1,234", "0.0123", "0", "7", "", "", "LRU"]
+    assert format_numbers(pd.DataFrame({"a": [1.23456e5]}))["a"].tolist() == ["123,456"]
+
+
+def test_policy_answer_names_the_best_online_policy_and_says_why_when_all_tie():
+    from lab.ui.report import policy_answer
+
+    trace = lab.generate_trace("CNN", num_layers=16, batch_size=32, reuse_probability=0.3, seed=0, channels=64,
+                               image_size=56)
+    differ = policy_answer(lab.compare_policies(trace, ["LRU", "S3-FIFO", "Belady"], capacity_mb=16.0), "CNN", 16.0)
+    assert differ.loc[0, "best online policy"] == "LRU" and differ.loc[0, "note"] == ""
+    comparison = lab.compare_policies(trace, ["LRU", "S3-FIFO", "Belady"], capacity_mb=16.0)
+    lru, lower, upper = comparison.loc["LRU", "dram_traffic_mb"], *comparison.loc["OPT", ["opt_lower_mb", "opt_upper_mb"]]
+    assert differ.loc[0, "above optimum, at most (%)"] == pytest.approx(100 * (lru - lower) / lower)
+    assert differ.loc[0, "above optimum, at least (%)"] == pytest.approx(max(0, 100 * (lru - upper) / upper))
+    same = policy_answer(lab.compare_policies(trace, ["LRU", "FIFO"], capacity_mb=64.0), "CNN", 64.0)
+    assert same.loc[0, "best online policy"] == "all tie" and "No policy evicts" in same.loc[0, "note"]
+
+
+def test_capacity_for_benefit_interpolates_what_predict_compile_finds():
+    from lab.ui.report import capacity_for_benefit_mb
+
+    trace = lab.generate_trace("MLP", num_layers=3, batch_size=4, seq_length=16, seed=1)
+    exact = lab.predict_compile(trace, 1.0, policies=["LRU"]).recommended_capacity_mb
+    capacities = lab.default_capacities_mb(trace, 24)
+    sweep = lab.sweep_capacity(trace, ["LRU"], capacities, optimum=True)
+    found = capacity_for_benefit_mb(sweep, trace)
+    step = capacities[1] / capacities[0]  # one step of the log-spaced grid
+    for q in (0.9, 0.99):
+        assert exact[q] / step <= found[q] <= exact[q] * step
+    assert capacity_for_benefit_mb(sweep[sweep["policy"] != "OPT"], trace) == {}

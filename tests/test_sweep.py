@@ -94,8 +94,23 @@ def test_default_capacities_span_smallest_tensor_to_working_set():
     trace = lab.generate_trace("CNN", num_layers=4)
     capacities = default_capacities_mb(trace, 10)
     assert len(capacities) == 10 and np.all(np.diff(capacities) > 0)
-    assert capacities[0] == pytest.approx(trace["size_mb"].min())
+    assert capacities[0] >= trace["size_mb"].min()
     assert capacities[-1] == pytest.approx(working_set_mb(trace))
+    sizes = trace.groupby("tensor_id")["size_mb"].first()
+    accessed = trace.groupby("tensor_id")["size_mb"].sum()
+    smaller = accessed[sizes < capacities[0] * (1 - 1e-9)].sum()
+    assert smaller <= 0.01 * accessed.sum()  # what the sweep starts above carries at most 1 % of the bytes
+    assert (sizes <= capacities[0] * (1 + 1e-9)).any()  # it starts at a tensor's size
+
+
+def test_default_capacities_skip_tensors_that_do_not_matter():
+    import pandas as pd
+
+    # a 4-byte scalar read a thousand times next to 1 MB tensors: the sweep starts at 1 MB, not 4 bytes
+    trace = pd.DataFrame({"tensor_id": ["s"] * 1000 + ["a", "b", "c"] * 10,
+                          "size_mb": [4 / 2**20] * 1000 + [1.0] * 30})
+    capacities = default_capacities_mb(trace, 5)
+    assert capacities[0] == pytest.approx(1.0) and capacities[-1] == pytest.approx(3.0 + 4 / 2**20)
     assert working_set_mb(trace) == pytest.approx(trace.drop_duplicates("tensor_id")["size_mb"].sum())
 
 

@@ -48,3 +48,38 @@ def dram_traffic_by(result: SimulationResult, trace: pd.DataFrame, by: str = "ki
     out["share_pct"] = 100 * out["dram_mb"] / total if total else 0.0
     out["misses"] = table["misses"]
     return out.rename_axis(by).sort_values("dram_mb", ascending=False)
+
+
+def module_family(modules) -> pd.Series:
+    """Module paths with each layer's index replaced by ``*`` (``transformer.h.3.attn.c_attn`` ->
+    ``transformer.h.*.attn.c_attn``): the same module of every layer in one group. Empty paths (the optimizer,
+    tensors outside modules) become ``(no module)``."""
+    series = pd.Series(modules, dtype=object).astype(str)
+    family = series.str.replace(r"(?<=\.)\d+(?=\.|$)", "*", regex=True)
+    return family.where(family != "", "(no module)")
+
+
+def dram_traffic_by_module_layer_phase(result: SimulationResult, trace: pd.DataFrame,
+                                       top_modules: int = 12) -> dict:
+    """DRAM traffic of ``result`` (a simulation of the captured ``trace``) three ways: {"phase": ..., "layer": ...,
+    "module": ...}, each a ``dram_traffic_by`` table. Modules are grouped across layers (``module_family``); the
+    ``top_modules`` largest are kept and the rest summed into ``(other)``. Layers are sorted by index (-1: outside
+    the layers). A trace without a ``phase``, ``layer`` or ``module`` column leaves that entry out."""
+    tables = {}
+    if "phase" in trace.columns:
+        by_phase = dram_traffic_by(result, trace, "phase")
+        order = [p for p in ("forward", "backward", "optimizer") if p in by_phase.index]
+        tables["phase"] = by_phase.loc[order + [p for p in by_phase.index if p not in order]]
+    if "layer" in trace.columns:
+        by_layer = dram_traffic_by(result, trace, "layer")
+        by_layer.index = by_layer.index.astype(int)
+        tables["layer"] = by_layer.sort_index()
+    if "module" in trace.columns:
+        families = trace.assign(module=module_family(trace["module"].to_numpy()))
+        by_module = dram_traffic_by(result, families, "module")
+        if len(by_module) > top_modules:
+            head, rest = by_module.iloc[:top_modules], by_module.iloc[top_modules:]
+            other = rest.sum().to_frame("(other)").T.rename_axis("module")
+            by_module = pd.concat([head, other])
+        tables["module"] = by_module
+    return tables

@@ -113,7 +113,8 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
     fig = _new_figure(11, max(3.0, 0.16 * len(rows) + 1.5))
     ax = fig.subplots()
     label = "eviction score of latest access" if scores is not None else "resident"
-    mesh = ax.imshow(cells, aspect="auto", interpolation="nearest", cmap="viridis",
+    # interpolation "none": vector formats (SVG) embed the cells as they are, not resampled at print resolution
+    mesh = ax.imshow(cells, aspect="auto", interpolation="none", cmap="viridis",
                      extent=(0, enc.n_accesses, len(rows) - 0.5, -0.5), vmin=0, vmax=1)
     fig.colorbar(mesh, ax=ax, label=label, pad=0.01)
     row_of = {code: i for i, code in enumerate(rows)}
@@ -122,7 +123,7 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
         ax.scatter(*zip(*marks), marker="x", color="crimson", s=14, linewidths=0.8, label="eviction")
         ax.legend(loc="upper right", fontsize="small")
     ax.set_yticks(range(len(rows)), [str(t) for t in enc.tensor_ids[rows]], fontsize=6)
-    ax.set_xlabel("access (time)")
+    ax.set_xlabel("time (accesses)")
     ax.set_ylabel("tensor")
     ax.grid(False)
     ax.set_title(f"{result.policy} buffer occupancy, {result.capacity_mb:g} MB")
@@ -130,11 +131,12 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
 
 
 @_styled
-def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_rate", "dram_traffic_mb"),
-                    capacity_mb: Optional[float] = None) -> Figure:
+def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rate", "dram_traffic_mb"),
+                    capacity_mb: Optional[float] = None, hardware: bool = True) -> Figure:
     """Metrics against capacity, one line per policy, the optimum in black as the bound.
 
-    Takes ``lab.sweep_capacity`` output; ``capacity_mb`` draws a marker line.
+    Takes ``lab.sweep_capacity`` output; ``capacity_mb`` draws a marker line;
+    ``hardware`` marks the hardware presets' buffer sizes within the swept range.
     On DRAM traffic (MB read + written) the optimum's bracket is shaded, from
     its lower bound (dashed: no policy goes below it) to its achievable
     whole-tensor schedule; on other metrics that schedule is drawn dotted (it
@@ -162,10 +164,61 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("cache_hit_ra
         if capacity_mb is not None:
             ax.axvline(capacity_mb, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
+        if hardware and len(sweep):
+            mark_hardware_buffers(ax, sweep["capacity_mb"].min(), sweep["capacity_mb"].max())
         ax.set_xlabel("buffer capacity (MB)")
         ax.set_ylabel(labels.get(metric, metric))
-    axes[0][-1].legend(fontsize="small")
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    # beside the axes, not on them: every registered policy's entry would not fit inside a panel
+    fig.legend(handles, names, loc="outside right upper", fontsize="small", ncols=1 if len(names) <= 12 else 2)
     return fig
+
+
+def save_figure(fig: Figure, name: str) -> Figure:
+    """Save ``fig`` as ``<name>.svg`` into the folder named by the environment variable ``LAB_REPORT_FIGURES``
+    (a report run sets it: the report's ``figures/``, next to the report whose PNGs are embedded in its
+    HTML); without it, save nothing. SVG is vector (print resolution at any size), its text kept as text
+    (searchable, editable), no date stamp. Returns ``fig``, so that a
+    notebook cell shows it."""
+    import os
+    import re
+    from pathlib import Path
+
+    from lab.ui.report import FIGURES_ENV
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or ""):
+        raise ValueError(f"figure name must be letters, digits, '.', '_' or '-', got {name!r}")
+    folder = os.environ.get(FIGURES_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(Path(folder) / f"{name}.svg", format="svg", metadata={"Date": None})
+    return fig
+
+
+def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float] = None) -> None:
+    """Mark each hardware preset's on-chip buffer size (``lab.HARDWARE_PRESETS``: ``buffer_mb``) on ``ax``'s
+    capacity (x) axis, where it falls between ``low`` and ``high`` MB (default: the axis' limits)."""
+    from lab.sim.cost import HARDWARE_PRESETS
+
+    if low is None or high is None:
+        low, high = ax.get_xlim()
+    sizes: dict = {}
+    for preset in HARDWARE_PRESETS.values():
+        if preset.buffer_mb is not None and low <= preset.buffer_mb <= high:
+            sizes.setdefault(preset.buffer_mb, []).append(preset.name.split("-")[0])
+    clusters: list = []  # sizes within a factor 1.5 of the next share one label (40, 50, 60 MB would overlap)
+    for mb in sorted(sizes):
+        if clusters and mb / clusters[-1][-1] < 1.5:
+            clusters[-1].append(mb)
+        else:
+            clusters.append([mb])
+    for cluster in clusters:
+        for mb in cluster:
+            ax.axvline(mb, color="0.55", linewidth=0.8, linestyle="-.", zorder=0)
+        label = ", ".join(f"{'/'.join(sizes[mb])} {mb:g}" for mb in cluster) + " MB"
+        ax.text(cluster[0], 0.98, label + " ", transform=ax.get_xaxis_transform(), rotation=90, va="top",
+                ha="right", fontsize="x-small", color="0.35").set_in_layout(False)
 
 
 def policy_color(policy: str):
@@ -197,7 +250,7 @@ def group_color(group) -> object:
 
 @_styled
 def metric_bars(comparison: pd.DataFrame,
-                metrics: Sequence[str] = ("cache_hit_rate", "bytes_from_dram", "total_latency")) -> Figure:
+                metrics: Sequence[str] = ("dram_traffic_mb", "byte_hit_rate", "total_latency")) -> Figure:
     """One bar chart per metric, one bar per policy; takes ``lab.compare_policies`` output."""
     labels = {"cache_hit_rate": "hit rate (%)", "bytes_from_dram": "DRAM reads (MB)",
               "dram_traffic_mb": "DRAM traffic, read + written (MB)", "total_latency": "total latency (ms)",
@@ -208,21 +261,22 @@ def metric_bars(comparison: pd.DataFrame,
         values = comparison[metric] / (BYTES_PER_MB if metric == "bytes_from_dram" else 1)
         ax.bar([str(p) for p in values.index], values.to_numpy(), color=[policy_color(p) for p in values.index])
         ax.set_ylabel(labels.get(metric, metric))
-        ax.set_xlabel("")
+        ax.set_xlabel("policy")
     return fig
 
 
 @_styled
 def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFrame] = None,
-                             bins: int = 40) -> Figure:
-    """Histogram of reuse distances (accesses, log-spaced bins; first accesses left out), with a reference."""
+                             bins: int = 40, labels: Sequence[str] = ("trace", "reference")) -> Figure:
+    """Histogram of reuse distances (accesses, log-spaced bins; first accesses left out), with a reference;
+    ``labels`` names the two in the legend (e.g. ``("synthetic", "captured gpt2")``)."""
     from lab.trace.workload import reuse_distances
 
     fig = _new_figure(7, 3.6)
     ax = fig.subplots()
-    samples = {"trace": reuse_distances(trace["tensor_id"])}
+    samples = {labels[0]: reuse_distances(trace["tensor_id"])}
     if reference is not None:
-        samples["reference"] = reuse_distances(reference["tensor_id"])
+        samples[labels[1]] = reuse_distances(reference["tensor_id"])
     finite = np.concatenate([s[~np.isnan(s)] for s in samples.values()])
     if finite.size:
         edges = np.geomspace(1, finite.max() + 2, bins) - 1
@@ -231,7 +285,44 @@ def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFra
         ax.set_xscale("symlog", linthresh=1)
         ax.legend(fontsize="small")
     ax.set_xlabel("reuse distance (accesses)")
-    ax.set_ylabel("density" if reference is not None else "reuses")
+    ax.set_ylabel("share of reuses (density per access)" if reference is not None else "reuses (count)")
+    return fig
+
+
+@_styled
+def traffic_by_module_layer_phase(tables: dict, title: str = "") -> Figure:
+    """DRAM traffic (MB), reads and writes apart, by phase, by layer and by module; takes
+    ``lab.analysis.attribution.dram_traffic_by_module_layer_phase`` output (panels only for the tables given)."""
+    panels = [k for k in ("phase", "layer", "module") if k in tables]
+    widths = {"phase": 1.0, "layer": 2.0, "module": 2.2}
+    fig = _new_figure(4.0 * sum(widths[k] for k in panels) + 0.5, 4.2)
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[widths[k] for k in panels])[0]
+    read, write = matplotlib.colormaps["tab10"](0), matplotlib.colormaps["tab10"](3)
+    for ax, key in zip(axes, panels):
+        table = tables[key]
+        labels = [str(v) for v in table.index]
+        if key == "module":  # long names: horizontal bars, the largest on top
+            y = np.arange(len(labels))[::-1]
+            ax.barh(y, table["dram_read_mb"], color=read, label="read")
+            ax.barh(y, table["dram_write_mb"], left=table["dram_read_mb"], color=write, label="written")
+            ax.set_yticks(y, labels, fontsize="x-small")
+            ax.set_xlabel("DRAM traffic (MB)")
+            ax.set_ylabel("module (all layers)")
+        else:
+            x = np.arange(len(labels))
+            ax.bar(x, table["dram_read_mb"], color=read, label="read")
+            ax.bar(x, table["dram_write_mb"], bottom=table["dram_read_mb"], color=write, label="written")
+            if key == "layer":
+                step = max(1, len(labels) // 16)
+                ax.set_xticks(x[::step], ["outside" if v == "-1" else v for v in labels[::step]], fontsize="small")
+                ax.set_xlabel("layer (index; outside = embeddings, head, optimizer)")
+            else:
+                ax.set_xticks(x, labels)
+                ax.set_xlabel("phase")
+            ax.set_ylabel("DRAM traffic (MB)")
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -253,9 +344,16 @@ def traffic_breakdown(tables: dict, by: str = "kind") -> Figure:
 def eviction_table(ranking: pd.DataFrame):
     """The top-k eviction table (``lab.predict_schedule(...).ranking``) as a styled DataFrame: sizes in MB,
     scores shaded from keep (light) to evict first (dark)."""
-    formats = {"size_mb": "{:.3g}", "eviction_score": "{:.3f}", "reuse_distance": "{:.0f}"}
-    return (ranking.style.hide(axis="index")
+    formats = {"size_mb": "{:.3g}", "eviction_score": "{:.3f}", "reuse_distance": "{:,.0f}"}
+    headers = {"size_mb": "size (MB)", "reuse_distance": "reuse distance (accesses)", "tensor_id": "tensor",
+               "eviction_score": "eviction score (0 keep, 1 evict)"}
+    import hashlib
+
+    # the table's HTML ids from its content (not random): the same ranking gives the same HTML
+    uuid = hashlib.sha1(pd.util.hash_pandas_object(ranking.astype(str), index=True).to_numpy().tobytes()).hexdigest()
+    return (ranking.style.set_uuid(uuid[:10]).hide(axis="index")
             .format({k: v for k, v in formats.items() if k in ranking}, na_rep="first access")
+            .relabel_index([headers.get(str(c), str(c)) for c in ranking.columns], axis="columns")
             .background_gradient(subset=["eviction_score"], cmap="Reds", vmin=0, vmax=1))
 
 

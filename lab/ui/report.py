@@ -1,8 +1,10 @@
 """Parameterized reports: run a notebook with papermill for each YAML parameter file, export HTML.
 
 ``python -m lab.ui.report NOTEBOOK PARAMS.yaml [...] --out reports/`` writes
-``reports/<notebook>/<params>.ipynb`` (executed) and ``.html`` beside it.
-Both files are written atomically; a failed run leaves neither behind.
+``reports/<notebook>/<params>/<params>.ipynb`` (executed), its ``.html`` and
+``figures/`` (each figure the notebook saves with ``lab.plots.save_figure``, as
+SVG), then ``reports/index.html``: every report's answer table side by
+side, with a link to it. Each report's folder is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -92,9 +94,38 @@ def show_answer(table: "pd.DataFrame", question: str) -> None:
     records = table.reset_index(drop=True).astype(object).where(table.notna(), None)
     payload = {"question": question, "columns": [str(c) for c in table.columns],
                "rows": [[_json_value(v) for v in row] for row in records.itertuples(index=False)]}
-    html = f"<p><b>{_escape(question)}</b></p>" + table.to_html(index=False, float_format=lambda v: f"{v:,.1f}")
-    display({ANSWER_MIMETYPE: payload, "text/html": html, "text/plain": f"{question}\n{table.to_string(index=False)}"},
+    shown = format_numbers(table)
+    if len(shown.columns) > 4 and len(shown) <= 6:  # transposed: one column per answer row fits the page
+        header = (shown.iloc[:, 0].tolist() if len(shown) > 1 else ["answer"])
+        body = shown.iloc[:, 1:] if len(shown) > 1 else shown
+        shown = body.T.reset_index().set_axis([str(table.columns[0]) if len(shown) > 1 else "", *header], axis=1)
+    html = f"<p><b>{_escape(question)}</b></p>" + shown.to_html(index=False, na_rep="", escape=True)
+    display({ANSWER_MIMETYPE: payload, "text/html": html, "text/plain": f"{question}\n{shown.to_string(index=False)}"},
             raw=True)
+
+
+def round_number(value) -> str:
+    """A number as a reader wants it in a table: three significant digits, thousands separated, no exponent
+    (``95.8``, ``1,234``, ``0.0123``); integers as they are; NaN and None empty."""
+    import math
+
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return ""
+    if value == 0:
+        return "0"
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
+def format_numbers(table: "pd.DataFrame") -> "pd.DataFrame":
+    """``table`` with every number rounded for reading (``round_number``), as strings."""
+    import numpy as np
+
+    return table.apply(lambda column: column.map(lambda v: round_number(v.item() if isinstance(v, np.generic) else v)))
 
 
 def read_answer(notebook_path) -> tuple[str, "pd.DataFrame"]:
@@ -110,6 +141,110 @@ def read_answer(notebook_path) -> tuple[str, "pd.DataFrame"]:
             if payload is not None:
                 return payload["question"], pd.DataFrame(payload["rows"], columns=payload["columns"])
     raise ValueError(f"{notebook_path}: no answer table (a report shows one with lab.ui.report.show_answer)")
+
+
+def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
+                  recommended_capacity_mb: Optional[dict] = None) -> "pd.DataFrame":
+    """The headline row of a policy comparison, for :func:`show_answer` and the reports' index.
+
+    ``comparison``: ``lab.metrics_table`` with the optimum's row ``OPT`` (or ``predict_compile(...).comparison``);
+    ``recommended_capacity_mb``: ``predict_compile(...).recommended_capacity_mb`` ({0.9: MB, 0.99: MB}). One row:
+    the workload, the buffer (MB), the best online policy (least DRAM traffic, read + written; ties named
+    together), its DRAM traffic (MB) and byte hit rate (%), how far its traffic is above the optimum (%): at
+    least its excess over the optimum's achievable schedule (``opt_upper_mb``; 0 when it does as well), at most
+    its excess over the optimum's lower bound (``opt_lower_mb``), the optimum lying in between; the capacities
+    at which the optimum saves 90 % and 99 % of what a buffer can save (MB), and a note when the policies
+    cannot differ (why, in one sentence).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from lab.analysis.sweep import OPTIMUM
+    from lab.sim.policy import get_policy
+
+    def offline(name):
+        try:
+            return get_policy(name).offline
+        except (KeyError, ValueError):
+            return False
+
+    online = comparison.loc[[p for p in comparison.index if p != OPTIMUM and not offline(p)]]
+    if online.empty:
+        raise ValueError("comparison holds no online policy")
+    traffic = online["dram_traffic_mb"]
+    least = traffic.min()
+    tied = [str(p) for p in traffic.index if traffic[p] <= least * (1 + 1e-9) + 1e-12]
+    best = tied[0]
+    has_optimum = OPTIMUM in comparison.index
+    lower = float(comparison.loc[OPTIMUM, "opt_lower_mb"]) if has_optimum else np.nan
+    upper = float(comparison.loc[OPTIMUM, "opt_upper_mb"]) if has_optimum else np.nan
+
+    def above(mb, optimum):
+        return max(0.0, 100.0 * (mb - optimum) / optimum) if optimum > 0 else np.nan
+
+    recommended = recommended_capacity_mb or {}
+    row = {
+        "workload": workload,
+        "buffer (MB)": float(capacity_mb),
+        "best online policy": (best if len(tied) == 1 else "all tie" if len(tied) == len(online) else
+                               ", ".join(tied[:3]) + (f" and {len(tied) - 3} more" if len(tied) > 3 else "")
+                               + " (tied)"),
+        "DRAM traffic (MB)": float(least),
+        "byte hit rate (%)": float(online.loc[best, "byte_hit_rate"]),
+        "above optimum, at least (%)": above(float(least), upper),
+        "above optimum, at most (%)": above(float(least), lower),
+        "capacity for 90 % (MB)": recommended.get(0.9, np.nan),
+        "capacity for 99 % (MB)": recommended.get(0.99, np.nan),
+    }
+    note = ""
+    if "evictions" in online and (online["evictions"] == 0).all():
+        note = (f"No policy evicts at {capacity_mb:g} MB: every tensor that is reused stays on chip, so all "
+                f"policies move the same traffic.")
+    elif len(tied) == len(online):
+        note = f"Every online policy moves the same traffic at {capacity_mb:g} MB."
+    row["note"] = note
+    return pd.DataFrame([row]).astype({k: float for k in ("capacity for 90 % (MB)", "capacity for 99 % (MB)")})
+
+
+def capacity_for_benefit_mb(sweep: "pd.DataFrame", trace, targets=(0.9, 0.99)) -> dict:
+    """From a capacity sweep with the optimum's rows (``lab.sweep_capacity``, policy ``OPT``): {q: MB}, the
+    capacity at which the optimum's lower bound saves the share ``q`` of the DRAM traffic that a buffer holding
+    the whole working set saves against no buffer, interpolated (log capacity) between the swept capacities; the
+    smallest swept capacity when it already saves that much. What ``lab.predict_compile`` searches exactly, at
+    the cost of a flow per step; {} when the sweep has no optimum, None per target when no buffer saves
+    anything."""
+    import numpy as np
+
+    from lab.analysis.optimal import intervals_of, lower_bound_mb, schedule_traffic
+    from lab.analysis.sweep import OPTIMUM
+    from lab.trace.workload import encode_trace
+    from lab.units import bytes_to_mb
+
+    opt = sweep[sweep["policy"] == OPTIMUM].sort_values("capacity_mb")
+    if opt.empty:
+        return {}
+    workload = encode_trace(trace)
+    intervals = intervals_of(workload)
+    none = float(bytes_to_mb(sum(schedule_traffic(workload, intervals, np.zeros(len(intervals.start), bool))[:2])))
+    whole_mb = float(bytes_to_mb(workload.tensor_bytes.sum()))
+    capacities, lower = opt["capacity_mb"].to_numpy(float), opt["opt_lower_mb"].to_numpy(float)
+    best = lower[-1] if capacities[-1] >= whole_mb * (1 - 1e-9) else lower_bound_mb(workload, whole_mb)
+    saved = none - best
+    out = {}
+    for q in targets:
+        if saved <= 0:
+            out[q] = None
+            continue
+        target = none - q * saved
+        reached = np.flatnonzero(lower <= target + 1e-9)
+        i = int(reached[0]) if reached.size else len(lower) - 1
+        if i == 0 or not reached.size:
+            out[q] = float(capacities[i])
+            continue
+        (c0, c1), (y0, y1) = capacities[i - 1:i + 1], lower[i - 1:i + 1]
+        share = (y0 - target) / (y0 - y1) if y0 > y1 else 1.0
+        out[q] = float(np.exp(np.log(c0) + share * (np.log(c1) - np.log(c0))))
+    return out
 
 
 def _json_value(value):
@@ -157,16 +292,54 @@ def check_params(notebook, params: dict, source: str = "parameters") -> None:
         raise ValueError(f"{source}: unknown parameter(s) {unknown} for {Path(notebook).name}; known: {sorted(known)}")
 
 
+FIGURES_ENV = "LAB_REPORT_FIGURES"  # where lab.plots.save_figure writes, set for a report's kernel
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """``os.environ[name] = value`` while the block runs (a kernel started inside inherits it)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _kernel_pythonpath() -> str:
+    """PYTHONPATH for a report's kernel: the folder holding the ``lab`` this process runs first, so that the
+    kernel imports the same ``lab`` (a worktree's, not another checkout's editable install)."""
+    import lab
+
+    here = str(Path(lab.__file__).resolve().parents[1])
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != here]
+    return os.pathsep.join([here, *rest])
+
+
 def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Optional[str] = None) -> Path:
-    """Execute ``notebook`` with ``params`` into ``out_ipynb`` (and the HTML beside it); returns the notebook path."""
+    """Execute ``notebook`` with ``params`` into ``out_ipynb`` (and the HTML beside it); returns the notebook path.
+
+    The figures the notebook saves (``lab.plots.save_figure``) land in ``figures/`` beside ``out_ipynb``,
+    replacing any there; a failed run writes nothing."""
     import papermill
 
     check_params(notebook, params)
     out_ipynb = Path(out_ipynb)
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / out_ipynb.name
-        papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL,
-                                   cwd=cwd or str(Path(notebook).parent), progress_bar=False)
+        figures = Path(tmp) / "figures"
+        with _environment(FIGURES_ENV, str(figures)), _environment("PYTHONPATH", _kernel_pythonpath()):
+            papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL,
+                                       cwd=cwd or str(Path(notebook).parent), progress_bar=False)
+        if figures.is_dir():
+            out_ipynb.parent.mkdir(parents=True, exist_ok=True)
+            staged = out_ipynb.parent / f".figures.{os.getpid()}.tmp"
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(figures, staged)
+            _replace_folder(staged, out_ipynb.parent / "figures")
         if html:
             with atomic_path(out_ipynb.with_suffix(".html")) as tmp_html:
                 tmp_html.write_text(export_html(executed), encoding="utf-8")
@@ -216,7 +389,84 @@ def run_reports(notebook, param_files: Iterable, out_dir) -> list[Path]:
                 raise ReportError(path, error) from error
             _replace_folder(staging, final)
             outputs.append(final / f"{path.stem}.ipynb")
+            write_index(out_dir)
     return outputs
+
+
+INDEX = "index.html"
+
+
+def report_answers(out_dir) -> list[dict]:
+    """Every report under ``out_dir`` (``<notebook>/<params>/<params>.ipynb``, any notebook, any run):
+    {notebook, params, html (path relative to ``out_dir``, or None), question, table (None when the report
+    has no answer table)}, sorted by notebook then params."""
+    out_dir = Path(out_dir)
+    found = []
+    for path in sorted(out_dir.glob("*/*/*.ipynb")):
+        notebook, params = path.parent.parent.name, path.parent.name
+        if path.stem != params or notebook.startswith(".") or params.startswith("."):
+            continue  # a staging or old folder, or a stray notebook
+        try:
+            question, table = read_answer(path)
+        except Exception:  # noqa: BLE001 (no answer table, or an unreadable notebook: listed without numbers)
+            question, table = None, None
+        html = path.with_suffix(".html")
+        found.append({"notebook": notebook, "params": params, "question": question, "table": table,
+                      "html": html.relative_to(out_dir).as_posix() if html.is_file() else None})
+    return found
+
+
+def index_html(out_dir) -> str:
+    """The reports' index page: per notebook, one table of every parameter set's answer rows side by side,
+    each with a link to its report."""
+    import html as html_lib
+
+    import pandas as pd
+
+    reports = report_answers(out_dir)
+    parts = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>lab reports</title>', _INDEX_STYLE,
+             "</head><body>", "<h1>lab reports</h1>",
+             f"<p>{len(reports)} report(s). Each row is a report's answer table (numbers rounded to three "
+             "significant digits); the first column links to the report.</p>"]
+    for notebook in sorted({r["notebook"] for r in reports}):
+        parts.append(f"<h2>{html_lib.escape(notebook)}</h2>")
+        rows = []
+        questions = []
+        for report in (r for r in reports if r["notebook"] == notebook):
+            link = (f'<a href="{html_lib.escape(report["html"])}">{html_lib.escape(report["params"])}</a>'
+                    if report["html"] else html_lib.escape(report["params"]))
+            if report["question"]:
+                questions.append((report["params"], report["question"]))
+            table = report["table"]
+            if table is None or table.empty:
+                rows.append(pd.DataFrame([{"report": link, "note": "no answer table"}]))
+                continue
+            shown = format_numbers(table).map(lambda v: html_lib.escape(str(v)))
+            shown.insert(0, "report", link)
+            rows.append(shown)
+        if questions:
+            parts.append("<ul>" + "".join(f"<li><b>{html_lib.escape(params)}</b>: {html_lib.escape(question)}</li>"
+                                          for params, question in questions) + "</ul>")
+        frame = pd.concat(rows, ignore_index=True).fillna("")
+        parts.append(frame.to_html(index=False, escape=False, classes="answers"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+_INDEX_STYLE = """<style>
+body { font-family: sans-serif; margin: 2em; }
+table.answers { border-collapse: collapse; font-size: 0.9em; }
+table.answers th, table.answers td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+table.answers td:first-child, table.answers th:first-child { text-align: left; }
+</style>"""
+
+
+def write_index(out_dir) -> Path:
+    """Write ``out_dir/index.html`` (atomically) from every report under ``out_dir``; returns its path."""
+    path = Path(out_dir) / INDEX
+    with atomic_path(path) as tmp:
+        tmp.write_text(index_html(out_dir), encoding="utf-8")
+    return path
 
 
 class ReportError(RuntimeError):

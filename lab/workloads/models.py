@@ -446,9 +446,22 @@ def _quiet_transformers():
 
 
 def synthetic_counterpart(name: str, batch_size: int, seq_length: int, num_layers: Optional[int] = None,
-                          reuse_probability: float = 0.3, seed: int = 0) -> pd.DataFrame:
+                          reuse_probability: float = 0.3, seed: int = 0, training: bool = False) -> pd.DataFrame:
     """A ``lab.generate_trace`` of the preset's family with the preset's dimensions, to validate the generator
-    against the captured model (``lab.validate(synthetic, reference=captured)``)."""
+    against the captured model (``lab.validate(synthetic, reference=captured)``). With ``training``, as the
+    capture of a training step: the generated forward pass followed by its backward pass and an AdamW step
+    (``lab.workloads.training.training_step``)."""
+    check_bool("training", training)
+    forward = _synthetic_forward(name, batch_size, seq_length, num_layers, reuse_probability, seed)
+    if not training:
+        return forward
+    from lab.workloads.training import training_step
+
+    return training_step(forward)
+
+
+def _synthetic_forward(name: str, batch_size: int, seq_length: int, num_layers: Optional[int],
+                       reuse_probability: float, seed: int) -> pd.DataFrame:
     from lab.workloads.generator import generate_trace
 
     preset = preset_named(name)
