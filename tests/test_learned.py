@@ -202,3 +202,14 @@ def test_import_lab_does_not_load_lightgbm():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
     assert out.strip() == "False"
+
+
+def test_ml_bypass_skips_a_tensor_scoring_above_every_resident():
+    trace = pd.DataFrame({"tensor_id": ["a", "b", "c", "a", "b", "c"], "size_mb": 1.0,
+                          "eviction_score": [0.1, 0.2, 0.9, 0.1, 0.2, 0.3]})
+    plain = lab.simulate(trace, "ML", capacity_mb=2)
+    bypass = lab.simulate(trace, lab.get_policy("ML", bypass=True), capacity_mb=2)
+    # without bypass c evicts b (the highest resident score), so b misses; with it c is not inserted, a and b hit
+    assert list(plain.hit) == [False, False, False, True, False, False]
+    assert list(bypass.hit) == [False, False, False, True, True, False]
+    assert lab.get_policy("ML", bypass=True).get_params() == {"bypass": True}

@@ -87,7 +87,8 @@ class LearnedScorer:
     """
 
     def __init__(self, seed: int = 0, n_estimators: int = 60, num_leaves: int = 15, learning_rate: float = 0.1,
-                 min_child_samples: int = 20, num_threads: int = 2, label_method: str = "auto"):
+                 min_child_samples: int = 20, num_threads: int = 2, label_method: str = "auto",
+                 max_depth: int = 6):
         self.seed = check_int("seed", seed, 0)
         self.n_estimators = check_int("n_estimators", n_estimators)
         self.num_leaves = check_int("num_leaves", num_leaves, 2)
@@ -96,6 +97,7 @@ class LearnedScorer:
             raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
         self.min_child_samples = check_int("min_child_samples", min_child_samples)
         self.num_threads = check_int("num_threads", num_threads)
+        self.max_depth = check_int("max_depth", max_depth)
         if label_method not in ("auto", "optimum", "belady"):
             raise ValueError(f"label_method must be one of ['auto', 'optimum', 'belady'], got {label_method!r}")
         self.label_method = label_method
@@ -110,10 +112,11 @@ class LearnedScorer:
         """The constructor's parameters, as a dict (``LearnedScorer(**scorer.get_params())`` makes a twin)."""
         return dict(seed=self.seed, n_estimators=self.n_estimators, num_leaves=self.num_leaves,
                     learning_rate=self.learning_rate, min_child_samples=self.min_child_samples,
-                    num_threads=self.num_threads, label_method=self.label_method)
+                    num_threads=self.num_threads, label_method=self.label_method, max_depth=self.max_depth)
 
     def _lgb_params(self) -> dict:
         return dict(objective="cross_entropy", learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                    max_depth=self.max_depth,
                     min_data_in_leaf=self.min_child_samples, seed=self.seed, deterministic=True,
                     force_row_wise=True, num_threads=self.num_threads, verbosity=-1, max_bin=63,
                     feature_fraction=0.9, feature_fraction_seed=self.seed, bagging_fraction=0.8, bagging_freq=1,
