@@ -9,7 +9,8 @@ import pytest
 
 import lab
 from lab.learn import learned as learned_module
-from lab.analysis.scorer_evaluation import gap_closed_pct, leave_one_model_out
+from lab.analysis.scorer_evaluation import (gap_closed_pct, gap_summary, leave_one_model_out, llm_status,
+                                           traffic_table)
 from lab.learn.features import access_features, optimum_labels
 from lab.learn.learned import LearnedScorer
 
@@ -178,6 +179,22 @@ def test_leave_one_model_out_table():
     assert row["learned_gap_closed_pct"] == pytest.approx(
         gap_closed_pct(row["lru_mb"], row["learned_mb"], row["opt_lower_mb"]), nan_ok=True)
     assert gap_closed_pct(10.0, 6.0, 2.0) == 50.0 and np.isnan(gap_closed_pct(5.0, 5.0, 5.0))
+    assert (table["belady_bypass_mb"] >= table["opt_lower_mb"] - 1e-6).all()
+    assert {"learned_no_bypass_mb", "learned_no_bypass_gap_closed_pct", "belady_bypass_gap_closed_pct"} <= set(table)
+    shown = traffic_table(table)
+    assert len(shown) == 6 and shown["learned_worse_than_lru"].dtype == bool
+    summary = gap_summary(table).set_index("contender")
+    assert {"best classical", "heuristic", "learned", "Belady"} <= set(summary.index)
+    assert summary.loc["learned", "mean_gap_closed_pct"] == pytest.approx(table["learned_gap_closed_pct"].mean())
+    assert summary.loc["learned", "traces_worse_than_lru"] == int((table["learned_mb"] > table["lru_mb"]).sum())
+    assert summary.loc["learned", "online"] and not summary.loc["Belady", "online"]
+    # other scorers (the LLM's, when configured) run beside it; the fitted models come back for their importances
+    extra, fitted = leave_one_model_out(traces, capacity_fraction=[0.04], n_estimators=5, policies=["LRU"],
+                                        scorers={"llm": lambda trace: np.zeros(len(trace))}, return_scorers=True)
+    assert "llm_gap_closed_pct" in extra and set(fitted) == set(traces)
+    assert "LLM" in set(gap_summary(extra)["contender"])
+    with pytest.raises(ValueError, match="scorers"):
+        leave_one_model_out(traces, scorers={"llm": 3})
     with pytest.raises(ValueError, match="traces"):
         leave_one_model_out({"a": traces["CNN"]})
     with pytest.raises(ValueError, match="capacity_fraction"):
@@ -213,3 +230,12 @@ def test_ml_bypass_skips_a_tensor_scoring_above_every_resident():
     assert list(plain.hit) == [False, False, False, True, False, False]
     assert list(bypass.hit) == [False, False, False, True, True, False]
     assert lab.get_policy("ML", bypass=True).get_params() == {"bypass": True}
+
+
+def test_llm_status_says_how_to_configure_it(monkeypatch, tmp_path):
+    from lab.learn import llm
+
+    monkeypatch.setenv("LAB_LLM_MODEL", str(tmp_path / "absent-model"))
+    llm.configure()
+    configured, note = llm_status()
+    assert not configured and "LAB_LLM_MODEL" in note and "not configured" in note

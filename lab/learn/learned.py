@@ -204,8 +204,9 @@ class LearnedScorer:
             raise ValueError(f"trace is missing column(s) {missing} that the model was trained on (it needs "
                              f"{self.columns_}); score it with a model fitted on traces without them")
         keep = [c for c in frame.columns if c in ("tensor_id", "size_mb", *self.columns_)]
-        workload = trace if isinstance(trace, Workload) and list(frame.columns) == keep else None
-        matrix, names, _ = access_features(workload if workload is not None else frame[keep], self.categories_)
+        workload = trace if isinstance(trace, Workload) else None  # already encoded: not encoded again
+        matrix, names, _ = access_features(frame[keep] if len(keep) < len(frame.columns) else frame,
+                                           self.categories_, workload=workload)
         if names != self.features_:  # cannot happen when the columns match; a guard for edited models
             raise ValueError(f"trace gives features {names}, the model expects {self.features_}")
         return matrix
@@ -351,7 +352,7 @@ def learned_scores(trace: pd.DataFrame, encoded: Workload) -> np.ndarray:
     the optimum drops before its next use, in [0, 1], higher = evict first. Needs the capture columns
     (access, kind, op, module, layer, phase, dtype, shape); trained and cached on first use (needs torch and
     transformers then)."""
-    return default_scorer().predict(trace)
+    return default_scorer().predict(encoded)
 
 
 def fit_scorer(traces: Sequence[pd.DataFrame], capacity_mb=None, capacity_fraction=None, seed: int = 0,
