@@ -140,9 +140,9 @@ def test_predict_runs_at_a_million_accesses_per_second(fitted):
     trace = capture_like(0, num_layers=12)
     big = pd.concat([trace] * (400_000 // len(trace) + 1), ignore_index=True)
     fitted.predict(big.head(1000))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time of every thread: what other work on shared cores changes least
     fitted.predict(big)
-    rate = len(big) / (time.perf_counter() - start)
+    rate = len(big) / (time.process_time() - start)
     # the target is 1 M accesses/s (benchmarks/bench_learned.py measures it); loose here, on shared cores
     assert rate > 100_000, rate
 
@@ -183,7 +183,7 @@ def test_leave_one_model_out_table():
     assert {"learned_no_bypass_mb", "learned_no_bypass_gap_closed_pct", "belady_bypass_gap_closed_pct"} <= set(table)
     shown = traffic_table(table)
     assert len(shown) == 6 and shown["learned_worse_than_lru"].dtype == bool
-    summary = gap_summary(table).set_index("contender")
+    summary = gap_summary(table, min_gap_pct=0.0).set_index("contender")
     assert {"best classical", "heuristic", "learned", "Belady"} <= set(summary.index)
     assert summary.loc["learned", "mean_gap_closed_pct"] == pytest.approx(table["learned_gap_closed_pct"].mean())
     assert summary.loc["learned", "traces_worse_than_lru"] == int((table["learned_mb"] > table["lru_mb"]).sum())
@@ -193,6 +193,11 @@ def test_leave_one_model_out_table():
                                         scorers={"llm": lambda trace: np.zeros(len(trace))}, return_scorers=True)
     assert "llm_gap_closed_pct" in extra and set(fitted) == set(traces)
     assert "LLM" in set(gap_summary(extra)["contender"])
+    from matplotlib.figure import Figure
+
+    from lab import plots
+
+    assert isinstance(plots.gap_closed(table), Figure) and isinstance(plots.feature_importances(fitted), Figure)
     with pytest.raises(ValueError, match="scorers"):
         leave_one_model_out(traces, scorers={"llm": 3})
     with pytest.raises(ValueError, match="traces"):
