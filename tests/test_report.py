@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from lab.ui.report import check_params, load_params, notebook_parameters, provenance, run_report
+from lab.ui.report import check_params, load_params, notebook_parameters, provenance, read_answer, run_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01-policy-comparison.ipynb"
@@ -168,3 +168,24 @@ def test_a_failing_report_names_its_params_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{path}: the notebook failed" in err and "Traceback" not in err
     assert not (tmp_path / "r" / NOTEBOOK.stem / "broken").exists()
+
+
+@pytest.mark.slow
+def test_learned_eviction_report_runs_on_the_smallest_parameters(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("lightgbm")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "captures"))
+    monkeypatch.setenv("LAB_LLM_MODEL", str(tmp_path / "no-llm-here"))
+    params = {"models": ["mlp", "bert-base"], "num_layers": 1, "seq_length": 16, "capacity_fraction": [0.05],
+              "n_estimators": 5}
+    out = run_report(LEARNED, params, tmp_path / "learned.ipynb")
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
+    text = json.dumps([o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/markdown", "")
+                       for o in outputs])
+    for expected in ("learned_gap_closed_pct", "not configured", "LAB_LLM_MODEL", "bert-base"):
+        assert expected in text
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # gap closed, importances
+    question, answer = read_answer(out)
+    assert "learned scorer" in question and {"learned", "heuristic", "Belady"} <= set(answer["contender"])
