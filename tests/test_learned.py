@@ -234,7 +234,12 @@ def test_ml_bypass_skips_a_tensor_scoring_above_every_resident():
     # without bypass c evicts b (the highest resident score), so b misses; with it c is not inserted, a and b hit
     assert list(plain.hit) == [False, False, False, True, False, False]
     assert list(bypass.hit) == [False, False, False, True, True, False]
-    assert lab.get_policy("ML", bypass=True).get_params() == {"bypass": True}
+    assert lab.get_policy("ML", bypass=True).get_params() == {"bypass": True, "resolution": 0.0}
+    # at resolution 0.5, 0.1 and 0.2 tie: the least recently used of a and b goes (a), not the higher score (b)
+    coarse = lab.simulate(trace, lab.get_policy("ML", resolution=0.5), capacity_mb=2)
+    assert list(coarse.hit) == [False, False, False, False, True, False]
+    with pytest.raises(ValueError, match="resolution"):
+        lab.get_policy("ML", resolution=2.0)
 
 
 def test_llm_status_says_how_to_configure_it(monkeypatch, tmp_path):

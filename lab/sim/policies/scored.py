@@ -25,7 +25,9 @@ class ML(Policy):
     sit in a 4-ary heap keyed by (-score, time of their latest access). With ``bypass=True`` a missed tensor
     whose access scores higher than every resident one is not inserted (it would be the next victim anyway:
     the learned scorer predicts that the optimum does not keep it, ``lab.learn.learned``); tensors already
-    evicted for it stay evicted, as with Belady's bypass.
+    evicted for it stay evicted, as with Belady's bypass. With ``resolution`` > 0 scores are compared rounded
+    to its multiples: a learned score is a noisy probability, and scores closer than that tie and fall back
+    on recency (LRU).
     """
 
     name = "ML"
@@ -33,6 +35,9 @@ class ML(Policy):
     reference = "the seed's eviction scorer; learned scores in the spirit of Parrot (Liu et al., ICML 2020)"
 
     bypass: bool = param(False, doc="a missed tensor scoring higher than every resident one is not inserted")
+    resolution: float = param(0.0, low=0.0, high=1.0,
+                              doc="scores count rounded to multiples of this (0: as they are): closer ones tie, "
+                                  "and ties go to the least recently used")
 
     class State(NamedTuple):
         heap: Heap  # the residents, keyed by (-score of their latest access, its index)
@@ -41,7 +46,10 @@ class ML(Policy):
         bypass: np.bool_
 
     def init_state(self, workload, capacity_bytes):
-        neg_score = kernel_array(-workload.column("eviction_score", hint=SCORE_HINT), np.float64)
+        score = workload.column("eviction_score", hint=SCORE_HINT)
+        if self.resolution > 0:
+            score = np.round(score / self.resolution) * self.resolution
+        neg_score = kernel_array(-score, np.float64)
         return self.State(new_heap(workload.n_tensors), neg_score, np.zeros(1, np.int64), np.bool_(self.bypass))
 
     # A miss evicts the top and inserts the new tensor: evict leaves the victim on top (pending) and insert
