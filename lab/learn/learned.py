@@ -84,8 +84,9 @@ class LearnedScorer:
     ``lab.learn.features.optimum_labels``) and ``max_depth`` (each tree's depth: scoring walks every tree to
     its full depth, ``lab.learn.trees.CompleteTrees``, so trees x depth is the scoring cost; 30 trees of depth
     6 closed 59 % of the gap on held-out training steps against 61 % for 60, at half the cost). The scores
-    are meant for the ML policy with bypass (``lab.get_policy("ML", bypass=True)``). Training is deterministic
-    (LightGBM's ``deterministic=True``, row-wise histograms, a fixed thread
+    are meant for the ML policy with bypass, compared at a resolution of 0.1 (``lab.get_policy("ML",
+    bypass=True, resolution=0.1)``; see lab.analysis.scorer_evaluation.LEARNED_RESOLUTION). Training is
+    deterministic (LightGBM's ``deterministic=True``, row-wise histograms, a fixed thread
     count): the same traces and parameters give the same model and scores.
     """
 
