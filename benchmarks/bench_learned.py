@@ -1,9 +1,11 @@
 """Leave-one-model-out evaluation of the learned eviction scorer on training-step captures (issue 11).
 
 Run: ``python benchmarks/bench_learned.py`` (about 4 minutes on 2 cores the first time: captures, numba
-compilation of every policy; then about 1 minute). Prints the table (held-out model x capacity: DRAM traffic
-of LRU, the best classical online policy, the heuristic, the learned scorer, Belady and the optimum's lower
-bound, and the gap closed), the averages, the training time on every preset, and the scoring speed.
+compilation of every policy; then about 1 minute on 2 idle cores). Prints the table (held-out model x capacity:
+DRAM traffic of LRU, the best classical online policy, the heuristic, the learned scorer through the ML policy
+with bypass at resolution 0.1 and without bypass, Belady with and without bypass and the optimum's lower bound,
+and the gap closed), the averages, the training time on every preset, and the scoring speed (wall-clock and
+CPU time, with the load average: the cores may be shared).
 """
 
 import os
@@ -39,6 +41,8 @@ def main():
           f" %, Belady {table.belady_gap_closed_pct.mean():.1f} %, Belady with bypass "
           f"{table.belady_bypass_gap_closed_pct.mean():.1f} %; learned worst vs LRU "
           f"{table.learned_vs_lru_pct.max():+.2f} %")
+    print("learned gap closed (%) per held-out model and capacity (share of its working set):")
+    print(table.pivot(index="model", columns="capacity_fraction", values="learned_gap_closed_pct").round(1))
     print("fit seconds per held-out model:", table.groupby("model").fit_s.first().round(1).to_dict())
 
     start = time.perf_counter()
