@@ -9,7 +9,8 @@ import pytest
 
 import lab
 from lab.learn import learned as learned_module
-from lab.analysis.scorer_evaluation import gap_closed_pct, leave_one_model_out
+from lab.analysis.scorer_evaluation import (gap_closed_pct, gap_summary, leave_one_model_out, llm_status,
+                                           traffic_table)
 from lab.learn.features import access_features, optimum_labels
 from lab.learn.learned import LearnedScorer
 
@@ -139,9 +140,9 @@ def test_predict_runs_at_a_million_accesses_per_second(fitted):
     trace = capture_like(0, num_layers=12)
     big = pd.concat([trace] * (400_000 // len(trace) + 1), ignore_index=True)
     fitted.predict(big.head(1000))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time of every thread: what other work on shared cores changes least
     fitted.predict(big)
-    rate = len(big) / (time.perf_counter() - start)
+    rate = len(big) / (time.process_time() - start)
     # the target is 1 M accesses/s (benchmarks/bench_learned.py measures it); loose here, on shared cores
     assert rate > 100_000, rate
 
@@ -178,6 +179,27 @@ def test_leave_one_model_out_table():
     assert row["learned_gap_closed_pct"] == pytest.approx(
         gap_closed_pct(row["lru_mb"], row["learned_mb"], row["opt_lower_mb"]), nan_ok=True)
     assert gap_closed_pct(10.0, 6.0, 2.0) == 50.0 and np.isnan(gap_closed_pct(5.0, 5.0, 5.0))
+    assert (table["belady_bypass_mb"] >= table["opt_lower_mb"] - 1e-6).all()
+    assert {"learned_no_bypass_mb", "learned_no_bypass_gap_closed_pct", "belady_bypass_gap_closed_pct"} <= set(table)
+    shown = traffic_table(table)
+    assert len(shown) == 6 and shown["learned_worse_than_lru"].dtype == bool
+    summary = gap_summary(table, min_gap_pct=0.0).set_index("contender")
+    assert {"best classical", "heuristic", "learned", "Belady"} <= set(summary.index)
+    assert summary.loc["learned", "mean_gap_closed_pct"] == pytest.approx(table["learned_gap_closed_pct"].mean())
+    assert summary.loc["learned", "traces_worse_than_lru"] == int((table["learned_mb"] > table["lru_mb"]).sum())
+    assert summary.loc["learned", "online"] and not summary.loc["Belady", "online"]
+    # other scorers (the LLM's, when configured) run beside it; the fitted models come back for their importances
+    extra, fitted = leave_one_model_out(traces, capacity_fraction=[0.04], n_estimators=5, policies=["LRU"],
+                                        scorers={"llm": lambda trace: np.zeros(len(trace))}, return_scorers=True)
+    assert "llm_gap_closed_pct" in extra and set(fitted) == set(traces)
+    assert "LLM" in set(gap_summary(extra)["contender"])
+    from matplotlib.figure import Figure
+
+    from lab import plots
+
+    assert isinstance(plots.gap_closed(table), Figure) and isinstance(plots.feature_importances(fitted), Figure)
+    with pytest.raises(ValueError, match="scorers"):
+        leave_one_model_out(traces, scorers={"llm": 3})
     with pytest.raises(ValueError, match="traces"):
         leave_one_model_out({"a": traces["CNN"]})
     with pytest.raises(ValueError, match="capacity_fraction"):
@@ -202,3 +224,28 @@ def test_import_lab_does_not_load_lightgbm():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
     assert out.strip() == "False"
+
+
+def test_ml_bypass_skips_a_tensor_scoring_above_every_resident():
+    trace = pd.DataFrame({"tensor_id": ["a", "b", "c", "a", "b", "c"], "size_mb": 1.0,
+                          "eviction_score": [0.1, 0.2, 0.9, 0.1, 0.2, 0.3]})
+    plain = lab.simulate(trace, "ML", capacity_mb=2)
+    bypass = lab.simulate(trace, lab.get_policy("ML", bypass=True), capacity_mb=2)
+    # without bypass c evicts b (the highest resident score), so b misses; with it c is not inserted, a and b hit
+    assert list(plain.hit) == [False, False, False, True, False, False]
+    assert list(bypass.hit) == [False, False, False, True, True, False]
+    assert lab.get_policy("ML", bypass=True).get_params() == {"bypass": True, "resolution": 0.0}
+    # at resolution 0.5, 0.1 and 0.2 tie: the least recently used of a and b goes (a), not the higher score (b)
+    coarse = lab.simulate(trace, lab.get_policy("ML", resolution=0.5), capacity_mb=2)
+    assert list(coarse.hit) == [False, False, False, False, True, False]
+    with pytest.raises(ValueError, match="resolution"):
+        lab.get_policy("ML", resolution=2.0)
+
+
+def test_llm_status_says_how_to_configure_it(monkeypatch, tmp_path):
+    from lab.learn import llm
+
+    monkeypatch.setenv("LAB_LLM_MODEL", str(tmp_path / "absent-model"))
+    llm.configure()
+    configured, note = llm_status()
+    assert not configured and "LAB_LLM_MODEL" in note and "not configured" in note

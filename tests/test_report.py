@@ -9,12 +9,13 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 import lab
-from lab.ui.report import check_params, load_params, notebook_parameters, provenance, run_report
+from lab.ui.report import check_params, load_params, notebook_parameters, provenance, read_answer, run_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01-policy-comparison.ipynb"
 REAL_MODELS = ROOT / "notebooks" / "03-real-models.ipynb"
-REPORTS = [NOTEBOOK, REAL_MODELS]
+LEARNED = ROOT / "notebooks" / "04-learned-eviction.ipynb"
+REPORTS = [NOTEBOOK, REAL_MODELS, LEARNED]
 PARAM_FILES = [(nb, path) for nb in REPORTS for path in sorted((ROOT / "params" / nb.stem).glob("*.yaml"))]
 SMALLEST = {"model_type": "MLP", "num_layers": 2, "batch_size": 2, "seq_length": 8, "capacity_mb": 0.5,
             "capacity_points": 3, "top": 5}
@@ -24,6 +25,7 @@ def test_the_parameter_sets_exist():
     stems = {(nb.stem, p.stem) for nb, p in PARAM_FILES}
     assert {("01-policy-comparison", s) for s in ("default", "cnn", "mlp", "moe")} <= stems
     assert ("03-real-models", "default") in stems
+    assert {("04-learned-eviction", s) for s in ("forward", "training", "moe")} <= stems
 
 
 @pytest.mark.parametrize("notebook, path", PARAM_FILES, ids=lambda p: p.name)
@@ -332,3 +334,24 @@ def test_capacity_for_benefit_interpolates_what_predict_compile_finds():
     for q in (0.9, 0.99):
         assert exact[q] / step <= found[q] <= exact[q] * step
     assert capacity_for_benefit_mb(sweep[sweep["policy"] != "OPT"], trace) == {}
+
+
+@pytest.mark.slow
+def test_learned_eviction_report_runs_on_the_smallest_parameters(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("lightgbm")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "captures"))
+    monkeypatch.setenv("LAB_LLM_MODEL", str(tmp_path / "no-llm-here"))
+    params = {"models": ["mlp", "bert-base"], "num_layers": 1, "seq_length": 16, "capacity_fraction": [0.05],
+              "n_estimators": 5}
+    out = run_report(LEARNED, params, tmp_path / "learned.ipynb")
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
+    text = json.dumps([o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/markdown", "")
+                       for o in outputs])
+    for expected in ("learned_gap_closed_pct", "not configured", "LAB_LLM_MODEL", "bert-base"):
+        assert expected in text
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # gap closed, importances
+    question, answer = read_answer(out)
+    assert "learned scorer" in question and {"learned", "heuristic", "Belady"} <= set(answer["contender"])

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_positive_mb
-from lab.compiled import kernel
+from lab.compiled import kernel, kernel_array
 from lab.trace.workload import NEVER, Workload, encode_trace
 
 # Optional trace columns the features read, and the features each one gives. A model records those present in
@@ -66,12 +66,13 @@ def _log2p(values: np.ndarray) -> np.ndarray:
 
 
 def _codes_and_uniques(series: pd.Series):
-    """(code per row, distinct values as strings): string work then runs once per distinct value."""
+    """(code per row, int64, -1 when missing; distinct values as strings): string work then runs once per
+    distinct value."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = series.cat.codes.to_numpy(np.int64)
-        return codes, pd.Index(np.asarray(series.cat.categories, dtype=object).astype(str))
+        return kernel_array(codes, np.int64), pd.Index(np.asarray(series.cat.categories, dtype=object).astype(str))
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    return codes, pd.Index(np.asarray(uniques, dtype=object).astype(str))
+    return kernel_array(codes, np.int64), pd.Index(np.asarray(uniques, dtype=object).astype(str))
 
 
 def _numeric(trace: pd.DataFrame, column: str) -> np.ndarray:
@@ -80,10 +81,12 @@ def _numeric(trace: pd.DataFrame, column: str) -> np.ndarray:
 
 
 @kernel
-def _history(codes, access_bytes, is_write, n_tensors, out):
-    """Per access, from the past only: log2(1 + accesses since the tensor's previous access), log2(1 + bytes
-    accessed in between), log2(1 + the gap before that), log2(access count so far), first access (0/1),
-    whether the previous access wrote it (NaN without writes or on a first access)."""
+def _history(codes, access_bytes, is_write, n_tensors, out, previous_wrote_column):
+    """Fill columns 0-7 of ``out`` (ALWAYS, in order) and, when ``previous_wrote_column`` >= 0, whether the
+    previous access wrote the tensor (NaN on a first access), from the past only: log2 bytes, log2(1 +
+    accesses since the tensor's previous access), log2(1 + bytes accessed in between), log2(1 + the gap
+    before that), log2(access count so far), first access (0/1), log2(1 + position), position / length."""
+    n = codes.shape[0]
     last = np.full(n_tensors, -1, np.int64)
     last_gap = np.full(n_tensors, np.nan)
     bytes_after_last = np.zeros(n_tensors)
@@ -91,25 +94,31 @@ def _history(codes, access_bytes, is_write, n_tensors, out):
     last_wrote = np.zeros(n_tensors)
     has_writes = is_write.shape[0] > 0
     before = 0.0  # bytes accessed before access i
-    for i in range(codes.shape[0]):
+    inv_n = 1.0 / max(n, 1)
+    for i in range(n):
         c = codes[i]
         p = last[c]
         count[c] += 1.0
-        out[i, 3] = np.log2(count[c])
+        out[i, 0] = np.log2(max(access_bytes[i], 1.0))
+        out[i, 4] = np.log2(count[c])
+        out[i, 6] = np.log2(1.0 + i)
+        out[i, 7] = i * inv_n
         if p >= 0:
             gap = i - p
-            out[i, 0] = np.log2(1.0 + gap)
-            out[i, 1] = np.log2(1.0 + before - bytes_after_last[c])
-            out[i, 2] = np.log2(1.0 + last_gap[c])
-            out[i, 4] = 0.0
-            out[i, 5] = last_wrote[c] if has_writes else np.nan
+            out[i, 1] = np.log2(1.0 + gap)
+            out[i, 2] = np.log2(1.0 + before - bytes_after_last[c])
+            out[i, 3] = np.log2(1.0 + last_gap[c])
+            out[i, 5] = 0.0
+            if previous_wrote_column >= 0:
+                out[i, previous_wrote_column] = last_wrote[c] if has_writes else np.nan
             last_gap[c] = gap
         else:
-            out[i, 0] = np.nan
             out[i, 1] = np.nan
             out[i, 2] = np.nan
-            out[i, 4] = 1.0
-            out[i, 5] = np.nan
+            out[i, 3] = np.nan
+            out[i, 5] = 1.0
+            if previous_wrote_column >= 0:
+                out[i, previous_wrote_column] = np.nan
         last[c] = i
         before += access_bytes[i]
         bytes_after_last[c] = before
@@ -117,9 +126,45 @@ def _history(codes, access_bytes, is_write, n_tensors, out):
             last_wrote[c] = 1.0 if is_write[i] else 0.0
 
 
-def access_features(trace, categories: Optional[dict] = None) -> tuple[np.ndarray, list[str], dict]:
-    """The online features of every access: a float32 matrix (one row per access), the feature names and the
-    string values of the categorical features.
+@kernel
+def _take(out, column, codes, table, missing):
+    """out[i, column] = table[codes[i]], or ``missing`` where the code is negative (a missing value)."""
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        out[i, column] = table[c] if c >= 0 else missing
+
+
+@kernel
+def _put(out, column, values, scale):
+    """out[i, column] = values[i] * scale."""
+    for i in range(values.shape[0]):
+        out[i, column] = values[i] * scale
+
+
+@kernel
+def _phases(out, index_column, progress_column, codes):
+    """How many phase changes so far, and the progress in the phase as a share of the first phase's length
+    (NaN during the first phase: its length is not known yet)."""
+    n = codes.shape[0]
+    first_length = -1
+    for i in range(1, n):
+        if codes[i] != codes[i - 1]:
+            first_length = i
+            break
+    changes = 0
+    start = 0
+    for i in range(n):
+        if i > 0 and codes[i] != codes[i - 1]:
+            changes += 1
+            start = i
+        out[i, index_column] = changes
+        out[i, progress_column] = (i - start) / first_length if changes > 0 else np.nan
+
+
+def access_features(trace, categories: Optional[dict] = None, workload: Optional[Workload] = None
+                    ) -> tuple[np.ndarray, list[str], dict]:
+    """The online features of every access: a float32 matrix (one row per access, C order), the feature names
+    and the string values of the categorical features.
 
     Each feature of access i depends only on accesses 0..i: the tensor's size
     (log2 bytes), the time since its previous access (accesses, and bytes
@@ -134,35 +179,31 @@ def access_features(trace, categories: Optional[dict] = None) -> tuple[np.ndarra
     and the progress in the phase as a share of the first phase's length (NaN
     during the first phase), ``dtype``, the shape's rank and last dimension
     (log2, ``shape``), and the generator's ``stride``, ``expert`` and
-    ``token_group``.
+    ``token_group``. Per-access work runs in compiled kernels on integer codes; string work runs once per
+    distinct value.
 
     ``categories`` maps each categorical feature to its vocabulary (a list of
     strings; a value outside it is coded -1, missing): pass a fitted model's
     to code a new trace as in training; None codes by the trace's own sorted
-    values. Returns (matrix, names, {categorical feature: its distinct values in the trace}).
+    values. ``workload``: the trace already encoded (``lab.encode_trace``), to skip encoding it again.
+    Returns (matrix, names, {categorical feature: its distinct values in the trace}).
     """
-    workload = trace if isinstance(trace, Workload) else encode_trace(trace)
-    frame = workload.trace if isinstance(trace, Workload) else trace
+    if isinstance(trace, Workload):
+        workload, frame = trace, trace.trace
+    else:
+        frame = trace
+        workload = workload if workload is not None else encode_trace(trace)
     n = workload.n_accesses
-    index = np.arange(n, dtype=np.int64)
-    size = workload.access_bytes.astype(np.float64)
-    history = np.empty((n, 6), dtype=np.float64, order="F")
-    _history(workload.codes, workload.access_bytes, workload.is_write, workload.n_tensors, history)
-    features = {
-        "log2_size": np.log2(np.maximum(size, 1.0)),
-        "log2_since_previous": history[:, 0],
-        "log2_bytes_since_previous": history[:, 1],
-        "log2_previous_gap": history[:, 2],
-        "log2_count": history[:, 3],
-        "first_access": history[:, 4],
-        "log2_position": _log2p(index.astype(np.float64)),
-        "step_position": index / max(n, 1),
-    }
-    if "access" in frame.columns:
-        features["is_write"] = workload.is_write.astype(np.float64)
-        features["previous_wrote"] = history[:, 5]
-    strings = {}  # categorical feature -> (code per row, -1 when missing; its distinct values as strings)
     columns = frame.columns
+    names = feature_names(columns)
+    at = {name: j for j, name in enumerate(names)}
+    matrix = np.empty((n, len(names)), dtype=np.float32)
+    is_write = workload.is_write if workload.has_writes else np.empty(0, np.bool_)
+    _history(workload.codes, workload.access_bytes.astype(np.float64), is_write, workload.n_tensors, matrix,
+             at.get("previous_wrote", -1))
+    if "access" in columns:
+        _put(matrix, at["is_write"], is_write if len(is_write) else np.zeros(n, np.bool_), 1.0)
+    strings = {}  # categorical feature -> (code per row, -1 when missing; its distinct values as strings)
     for column in ("kind", "op", "phase", "dtype"):
         if column in columns:
             strings[column] = _codes_and_uniques(frame[column])
@@ -170,48 +211,42 @@ def access_features(trace, categories: Optional[dict] = None) -> tuple[np.ndarra
         codes, uniques = _codes_and_uniques(frame["module"])
         leaf = uniques.str.rsplit(".", n=1).str[-1].str.replace(r"\d+", "#", regex=True)
         leaf_codes, leaves = pd.factorize(pd.Index(leaf))
-        strings["module_leaf"] = (np.where(codes >= 0, leaf_codes[np.maximum(codes, 0)] if len(leaf_codes) else -1,
-                                           -1), pd.Index(np.asarray(leaves, dtype=object).astype(str)))
+        leaf_of = kernel_array(leaf_codes, np.int64)
+        strings["module_leaf"] = (_lookup(codes, leaf_of), pd.Index(np.asarray(leaves, dtype=object).astype(str)))
         depth = uniques.str.count(r"\.").to_numpy(np.float64) + (uniques.str.len().to_numpy() > 0)
-        features["module_depth"] = np.where(codes >= 0, depth[np.maximum(codes, 0)] if len(depth) else 0.0, np.nan)
+        _take(matrix, at["module_depth"], codes, kernel_array(depth, np.float64), np.nan)
     if "layer" in columns:
-        layer = _numeric(frame, "layer")
+        layer = kernel_array(_numeric(frame, "layer"), np.float64)
         deepest = np.nanmax(layer) if n and not np.isnan(layer).all() else 0.0  # the model's depth: static
-        features["layer"] = layer
-        features["layer_fraction"] = layer / deepest if deepest > 0 else np.full(n, np.nan)
+        _put(matrix, at["layer"], layer, 1.0)
+        _put(matrix, at["layer_fraction"], layer, 1.0 / deepest if deepest > 0 else np.nan)
     if "phase" in columns:
-        codes, _ = strings["phase"]
-        change = np.concatenate(([False], codes[1:] != codes[:-1])) if n else np.zeros(0, bool)
-        phase_index = np.cumsum(change)
-        starts = np.flatnonzero(change)
-        phase_start = np.concatenate(([0], starts))[phase_index] if n else index
-        first_length = float(starts[0]) if len(starts) else np.nan
-        features["phase_index"] = phase_index.astype(np.float64)
-        features["phase_progress"] = np.where(phase_index > 0, (index - phase_start) / first_length, np.nan)
+        _phases(matrix, at["phase_index"], at["phase_progress"], strings["phase"][0])
     if "shape" in columns:
         codes, uniques = _codes_and_uniques(frame["shape"])
         dims = uniques.str.findall(r"\d+")
         ndim = dims.str.len().to_numpy(np.float64)
         last = np.array([float(d[-1]) if len(d) else 1.0 for d in dims], dtype=np.float64)  # per distinct shape
-        valid = codes >= 0
-        safe = np.maximum(codes, 0)
-        features["ndim"] = np.where(valid, ndim[safe] if len(ndim) else 0.0, np.nan)
-        features["log2_last_dim"] = np.where(valid, _log2p(last)[safe] if len(last) else 0.0, np.nan)
+        _take(matrix, at["ndim"], codes, kernel_array(ndim, np.float64), np.nan)
+        _take(matrix, at["log2_last_dim"], codes, kernel_array(_log2p(last), np.float64), np.nan)
     for column in ("stride", "expert", "token_group"):
         if column in columns:
-            features[column] = _numeric(frame, column)
-    names = feature_names(columns)
+            _put(matrix, at[column], kernel_array(_numeric(frame, column), np.float64), 1.0)
     vocab = categories or {}
     for name in CATEGORICAL:
         if name in strings:
             codes, uniques = strings[name]
             known = pd.Index(vocab[name] if name in vocab else sorted(uniques))
-            position = known.get_indexer(uniques).astype(np.float64)
-            features[name] = np.where(codes >= 0, position[np.maximum(codes, 0)] if len(position) else -1.0, -1.0)
-    matrix = np.empty((n, len(names)), dtype=np.float32, order="F")  # filled a column at a time
-    for j, name in enumerate(names):
-        matrix[:, j] = features[name]
+            position = kernel_array(known.get_indexer(uniques), np.float64)  # -1 outside the vocabulary
+            _take(matrix, at[name], codes, position, -1.0)
     return matrix, names, {name: list(uniques) for name, (_, uniques) in strings.items()}
+
+
+def _lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """table[codes], -1 where a code is -1."""
+    if len(table) == 0:
+        return np.full(len(codes), -1, np.int64)
+    return np.where(codes >= 0, table[np.maximum(codes, 0)], -1)
 
 
 def optimum_labels(trace, capacity_mb: float, method: str = "auto") -> pd.DataFrame:

@@ -12,7 +12,9 @@ against ``Booster.predict``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from numba import prange
@@ -23,7 +25,7 @@ MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
 K_ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FlatTrees:
     """Nodes of every tree (children >= 0 are nodes, < 0 are leaves ~index), roots per tree, leaf values."""
 
@@ -81,12 +83,135 @@ class FlatTrees:
             category_left=category_left)
 
     def predict_raw(self, matrix: np.ndarray) -> np.ndarray:
-        """The sum of the trees' leaf values per row of ``matrix`` (float32 or float64, one column per feature)."""
+        """The sum of the trees' leaf values per row of ``matrix`` (float32 or float64, one column per feature).
+
+        Trees of depth <= MAX_COMPLETE_DEPTH are walked as complete trees (``CompleteTrees``: a fixed number of
+        steps, no pointer chasing); deeper ensembles by the node arrays."""
         out = np.zeros(len(matrix), dtype=np.float64)
         if len(matrix) and len(self.roots):
-            _predict(matrix, self.feature, self.threshold, self.categorical, self.default_left, self.missing,
-                     self.left, self.right, self.roots, self.leaf_value, self.category_left, out)
+            complete = self.complete
+            if complete is not None:
+                matrix = np.ascontiguousarray(matrix)
+                _predict_complete(matrix, complete.feature, complete.threshold, complete.categorical,
+                                  complete.nan_left, complete.zero_missing, complete.offsets, complete.depths,
+                                  complete.leaf_offsets, complete.leaf_value, self.category_left, out)
+            else:
+                _predict(matrix, self.feature, self.threshold, self.categorical, self.default_left, self.missing,
+                         self.left, self.right, self.roots, self.leaf_value, self.category_left, out)
         return out
+
+    @functools.cached_property
+    def complete(self) -> Optional["CompleteTrees"]:
+        """The ensemble as complete binary trees (None when a tree is deeper than MAX_COMPLETE_DEPTH)."""
+        return CompleteTrees.from_flat(self)
+
+
+MAX_COMPLETE_DEPTH = 12  # a complete tree of this depth holds 4095 nodes and 4096 leaves
+
+
+@dataclass(frozen=True)
+class CompleteTrees:
+    """Each tree padded to a complete binary tree of its depth, stored breadth-first (node k's children are
+    2k+1 and 2k+2): a row takes exactly ``depth`` steps per tree with no child pointers to chase. A leaf above
+    the last level becomes padding nodes that always go left (threshold +inf, NaN left) down to it. Per node
+    the missing-value rule is resolved ahead: ``nan_left`` is where a NaN goes (LightGBM's default direction
+    for missing type NaN, or the side of 0.0 for missing type None); ``zero_missing`` marks the rare missing
+    type Zero (values within 1e-35 of 0 then go the default way)."""
+
+    feature: np.ndarray  # int64 per node
+    threshold: np.ndarray  # float64 per node
+    categorical: np.ndarray  # int64 per node: -1 numerical, else its row in FlatTrees.category_left
+    nan_left: np.ndarray  # bool per node
+    zero_missing: np.ndarray  # int8 per node: 1 missing type Zero (then ``default_left`` is nan_left)
+    offsets: np.ndarray  # int64 per tree: its first node
+    depths: np.ndarray  # int64 per tree
+    leaf_offsets: np.ndarray  # int64 per tree: its first leaf
+    leaf_value: np.ndarray  # float64 per leaf
+
+    @classmethod
+    def from_flat(cls, flat: FlatTrees) -> Optional["CompleteTrees"]:
+        def depth(node) -> int:
+            return 0 if node < 0 else 1 + max(depth(flat.left[node]), depth(flat.right[node]))
+
+        depths = [depth(int(root)) for root in flat.roots]
+        if max(depths, default=0) > MAX_COMPLETE_DEPTH:
+            return None
+        n_nodes = sum(2**d - 1 for d in depths)
+        n_leaves = sum(2**d for d in depths)
+        feature = np.zeros(n_nodes, np.int64)
+        threshold = np.full(n_nodes, np.inf)
+        categorical = np.full(n_nodes, -1, np.int64)
+        nan_left = np.ones(n_nodes, np.bool_)
+        zero_missing = np.zeros(n_nodes, np.int8)
+        leaf_value = np.zeros(n_leaves, np.float64)
+        offsets, leaf_offsets = [], []
+        node_at, leaf_at = 0, 0
+        for root, d in zip(flat.roots, depths):
+            offsets.append(node_at)
+            leaf_offsets.append(leaf_at)
+            stack = [(int(root), 0, 0)]  # (flat node or ~leaf, breadth-first position, level)
+            while stack:
+                node, position, level = stack.pop()
+                if node < 0:  # a leaf: padding (always left) down to the last level
+                    while level < d:
+                        position, level = 2 * position + 1, level + 1
+                    leaf_value[leaf_at + position - (2**d - 1)] = flat.leaf_value[~node]
+                    continue
+                k = node_at + position
+                feature[k] = flat.feature[node]
+                categorical[k] = flat.categorical[node]
+                kind = flat.missing[node]
+                threshold[k] = flat.threshold[node]
+                if categorical[k] >= 0:
+                    nan_left[k] = False  # NaN and negative codes go right
+                elif kind == 2:  # NaN: the default direction
+                    nan_left[k] = flat.default_left[node]
+                elif kind == 1:  # Zero: NaN counts as 0, 0 goes the default way
+                    nan_left[k] = flat.default_left[node]
+                    zero_missing[k] = 1
+                else:  # None: NaN counts as 0.0
+                    nan_left[k] = 0.0 <= flat.threshold[node]
+                stack.append((int(flat.left[node]), 2 * position + 1, level + 1))
+                stack.append((int(flat.right[node]), 2 * position + 2, level + 1))
+            node_at += 2**d - 1
+            leaf_at += 2**d
+        return cls(feature=feature, threshold=threshold, categorical=categorical, nan_left=nan_left,
+                   zero_missing=zero_missing, offsets=np.asarray(offsets, np.int64),
+                   depths=np.asarray(depths, np.int64), leaf_offsets=np.asarray(leaf_offsets, np.int64),
+                   leaf_value=leaf_value)
+
+
+@kernel(parallel=True)
+def _predict_complete(matrix, feature, threshold, categorical, nan_left, zero_missing, offsets, depths,
+                      leaf_offsets, leaf_value, category_left, out):
+    n_rows = matrix.shape[0]
+    width = category_left.shape[1]
+    n_trees = offsets.shape[0]
+    block = 256
+    for b in prange((n_rows + block - 1) // block):  # blocks of rows: each tree's nodes stay in cache
+        start = b * block
+        stop = min(start + block, n_rows)
+        for t in range(n_trees):
+            base = offsets[t]
+            d = depths[t]
+            leaves = leaf_offsets[t]
+            for i in range(start, stop):
+                position = 0
+                for _ in range(d):
+                    k = base + position
+                    value = matrix[i, feature[k]]
+                    row = categorical[k]
+                    if np.isnan(value):
+                        go_left = nan_left[k]
+                    elif row >= 0:
+                        code = int(value)
+                        go_left = value >= 0 and code < width and category_left[row, code]
+                    elif zero_missing[k] and abs(value) <= K_ZERO_THRESHOLD:
+                        go_left = nan_left[k]
+                    else:
+                        go_left = value <= threshold[k]
+                    position = 2 * position + (1 if go_left else 2)
+                out[i] += leaf_value[leaves + position - ((1 << d) - 1)]
 
 
 @kernel(parallel=True)

@@ -531,6 +531,27 @@ def occupancy_timeline(result, policy="LRU", capacity_mb: Optional[float] = None
 
 
 @_styled
+def feature_importances(scorers: dict, kind: str = "gain", top: int = 15) -> Figure:
+    """The learned scorer's feature importances: each feature's share (%) of the total ``kind`` ("gain" or
+    "split") of each fitted model in ``scorers`` ({name, e.g. the held-out model: LearnedScorer}), one dot per
+    model and a bar for their mean; the ``top`` features by mean share, largest on top."""
+    shares = pd.DataFrame({name: scorer.feature_importances(kind) for name, scorer in scorers.items()}).fillna(0.0)
+    shares = 100.0 * shares / shares.sum().replace(0.0, 1.0)
+    order = shares.mean(axis=1).sort_values(ascending=False).head(top).index
+    fig = _new_figure(7, 0.32 * len(order) + 1.2)
+    ax = fig.subplots()
+    y = np.arange(len(order))[::-1]
+    ax.barh(y, shares.loc[order].mean(axis=1), color="#9ecae1", label="mean")
+    for k, name in enumerate(shares.columns):
+        ax.plot(shares.loc[order, name], y, "o", markersize=3.5, color=plt.cm.tab10(k % 10),
+                label=f"without {name}")
+    ax.set_yticks(y, [str(f) for f in order])
+    ax.set_xlabel(f"share of the model's total {kind} (%)")
+    ax.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+@_styled
 def eviction_scatter(scored: pd.DataFrame, ranking: Optional[pd.DataFrame] = None) -> Figure:
     """Every tensor of a scored trace by size (MB, log scale) and the eviction score of its latest access (what
     the ML policy evicts by: higher first), coloured by tensor kind; the tensors of ``ranking`` (the top-k of
@@ -554,5 +575,28 @@ def eviction_scatter(scored: pd.DataFrame, ranking: Optional[pd.DataFrame] = Non
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("tensor size (MB)")
     ax.set_ylabel("eviction score (higher: evicted first)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+@_styled
+def gap_closed(table: pd.DataFrame, contenders: Sequence[str] = ("best_classical", "heuristic", "learned", "llm")
+               ) -> Figure:
+    """Share of the LRU -> optimum gap each contender closes (%) per held-out trace and capacity (a
+    ``leave_one_model_out`` table): grouped bars; below 0 is worse than LRU, shown as it is."""
+    present = [c for c in contenders if f"{c}_gap_closed_pct" in table.columns]
+    labels = [f"{m}\n{f:g}" for m, f in zip(table["model"], table["capacity_fraction"])]
+    fig = _new_figure(max(7.0, 0.55 * len(table)), 3.8)
+    ax = fig.subplots()
+    x = np.arange(len(table))
+    width = 0.8 / max(len(present), 1)
+    for k, name in enumerate(present):
+        ax.bar(x + (k - (len(present) - 1) / 2) * width, table[f"{name}_gap_closed_pct"].fillna(0.0), width,
+               label=name.replace("_", " "), color=plt.cm.tab10(k % 10))
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.axhline(100.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(x, labels, fontsize="small")
+    ax.set_xlabel("held-out model, capacity (share of its working set)")
+    ax.set_ylabel("LRU → optimum gap closed (%)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lab.compiled import kernel_array
-from lab.sim.policy import Policy, register
+from lab.sim.policy import Policy, param, register
 from lab.sim.structures import Heap, heap_pop, heap_push, heap_remove, heap_replace_top, heap_update, new_heap
 
 SCORE_HINT = ("The ML policy evicts by score: score the trace first (lab.score(trace)) or add an eviction_score "
@@ -22,21 +22,35 @@ class ML(Policy):
     among equal scores, the least recently used.
 
     The scores come from the trace's ``eviction_score`` column (``lab.score(trace, scorer)``). The residents
-    sit in a 4-ary heap keyed by (-score, time of their latest access).
+    sit in a 4-ary heap keyed by (-score, time of their latest access). With ``bypass=True`` a missed tensor
+    whose access scores higher than every resident one is not inserted (it would be the next victim anyway:
+    the learned scorer predicts that the optimum does not keep it, ``lab.learn.learned``); tensors already
+    evicted for it stay evicted, as with Belady's bypass. With ``resolution`` > 0 scores are compared rounded
+    to its multiples: a learned score is a noisy probability, and scores closer than that tie and fall back
+    on recency (LRU).
     """
 
     name = "ML"
     featured = True
     reference = "the seed's eviction scorer; learned scores in the spirit of Parrot (Liu et al., ICML 2020)"
 
+    bypass: bool = param(False, doc="a missed tensor scoring higher than every resident one is not inserted")
+    resolution: float = param(0.0, low=0.0, high=1.0,
+                              doc="scores count rounded to multiples of this (0: as they are): closer ones tie, "
+                                  "and ties go to the least recently used")
+
     class State(NamedTuple):
         heap: Heap  # the residents, keyed by (-score of their latest access, its index)
         neg_score: np.ndarray  # float64 per access
         pending: np.ndarray  # int64[1]: 1 while the heap's top is a victim handed to the engine, not yet replaced
+        bypass: np.bool_
 
     def init_state(self, workload, capacity_bytes):
-        neg_score = kernel_array(-workload.column("eviction_score", hint=SCORE_HINT), np.float64)
-        return self.State(new_heap(workload.n_tensors), neg_score, np.zeros(1, np.int64))
+        score = workload.column("eviction_score", hint=SCORE_HINT)
+        if self.resolution > 0:
+            score = np.round(score / self.resolution) * self.resolution
+        neg_score = kernel_array(-score, np.float64)
+        return self.State(new_heap(workload.n_tensors), neg_score, np.zeros(1, np.int64), np.bool_(self.bypass))
 
     # A miss evicts the top and inserts the new tensor: evict leaves the victim on top (pending) and insert
     # replaces it, one sift instead of two. Any other hook first takes a pending victim out.
@@ -61,6 +75,9 @@ class ML(Policy):
     def evict(s, c, i):
         if s.pending[0]:  # a second victim for the same access (sizes differ)
             heap_pop(s.heap)
+            s.pending[0] = 0
+        if s.bypass and (s.heap.size[0] == 0 or s.neg_score[i] < s.heap.keys[0]):  # scores above every resident
+            return c
         s.pending[0] = 1
         return s.heap.codes[0]
 
