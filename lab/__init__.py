@@ -100,6 +100,7 @@ _LAZY = {
     "study_failures": "lab.study",
     "gap_to_optimum": "lab.study",
     "best_policy": "lab.study",
+    "policy_scoreboard": "lab.study",
 }
 _LAZY_MODULES = {"plots": "lab.ui.plots", "study": "lab.study"}
 

@@ -42,3 +42,38 @@ def best_policy(frame: pd.DataFrame, metric: str = "dram_traffic_mb", buffer: st
     rows = frame[(frame["buffer"] == buffer) & (frame["policy"] != OPTIMUM)].dropna(subset=[metric])
     rows = rows.sort_values(WORKLOAD + [metric, "policy"], kind="stable")
     return rows.groupby(WORKLOAD, sort=True, as_index=False).first()[WORKLOAD + ["policy", metric]]
+
+
+def one_slice(frame: pd.DataFrame, batch_size=None, seq_length=None, weight_dtype=None) -> pd.DataFrame:
+    """The rows of ``frame`` at one batch size, sequence length and weight dtype (each None: the study's
+    smallest batch size and sequence length, its first weight dtype), as the figures of one workload shape
+    need. ValueError naming the argument when the study has no such value."""
+    _check(frame, ["batch_size", "seq_length", "weight_dtype"])
+    chosen = {}
+    for name, value, default in (("batch_size", batch_size, frame["batch_size"].min()),
+                                 ("seq_length", seq_length, frame["seq_length"].min()),
+                                 ("weight_dtype", weight_dtype, frame["weight_dtype"].iloc[0] if len(frame) else None)):
+        value = default if value is None else value
+        if value not in set(frame[name]):
+            raise ValueError(f"{name} must be one of the study's {sorted(set(frame[name]))}, got {value!r}")
+        chosen[name] = value
+    mask = np.ones(len(frame), dtype=bool)
+    for name, value in chosen.items():
+        mask &= (frame[name] == value).to_numpy()
+    return frame[mask].reset_index(drop=True)
+
+
+def policy_scoreboard(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per policy over every workload and capacity of a study on the scratchpad: ``median_gap_pct``,
+    ``p90_gap_pct`` and ``max_gap_pct`` (its DRAM traffic above the optimum's lower bound, %, see
+    ``gap_to_optimum``), ``best_at`` (at how many (workload, capacity) points it moves the least traffic; ties
+    count for each tied policy) and ``points``; sorted by median gap."""
+    gaps = gap_to_optimum(frame)
+    least = gaps.groupby(WORKLOAD)["dram_traffic_mb"].transform("min")
+    gaps = gaps.assign(best=np.isclose(gaps["dram_traffic_mb"], least, rtol=1e-12, atol=1e-9))
+    table = gaps.groupby("policy").agg(median_gap_pct=("gap_pct", "median"),
+                                       p90_gap_pct=("gap_pct", lambda g: g.quantile(0.9)),
+                                       max_gap_pct=("gap_pct", "max"), best_at=("best", "sum"),
+                                       points=("dram_traffic_mb", "size"))
+    table["best_at"] = table["best_at"].astype(int)
+    return table.sort_values(["median_gap_pct", "best_at"], ascending=[True, False]).reset_index()
