@@ -27,12 +27,12 @@ GRID = {
     "batch_sizes": [2],
     "seq_lengths": [64],
     "phases": ["forward", "training"],  # training does not exist for synthetic families: left out
-    "policies": ["LRU", "FIFO", "S3-FIFO"],
+    "policies": ["LRU", "FIFO", "S3-FIFO", "ML"],  # ML: scored traces under both buffer models
     "capacities_mb": [0.5, 8, 128],
     "buffers": ["scratchpad", "cache"],
     "cost": "H100-SXM5",
 }
-CELLS = 3 * (2 * 3 + 1) * 3  # workloads x (buffers x policies + OPT) x capacities
+CELLS = 3 * (2 * 4 - 1 + 1) * 3  # workloads x (buffers x policies - ML on the cache + OPT) x capacities
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,9 @@ def serial(tmp_path_factory):
 
 def test_the_serial_dataset_has_one_row_per_cell_with_coordinates_metrics_and_versions(serial):
     assert len(serial) == CELLS and serial["cell_id"].is_unique
-    assert set(serial["policy"]) == {"LRU", "FIFO", "S3-FIFO", "OPT"}
+    assert set(serial["policy"]) == {"LRU", "FIFO", "S3-FIFO", "ML", "OPT"}
     assert set(serial["phase"]) == {"forward"} and set(serial["buffer"]) == {"scratchpad", "cache"}
+    assert not ((serial["buffer"] == "cache") & (serial["policy"] == "ML")).any()  # not run: lines have no scores
     for column in ("model", "batch_size", "seq_length", "weight_dtype", "capacity_mb", "dram_traffic_mb",
                    "cache_hit_rate", "opt_lower_mb", "algorithm", "lab_version", "numpy_version"):
         assert column in serial.columns
@@ -54,9 +55,9 @@ def test_the_serial_dataset_has_one_row_per_cell_with_coordinates_metrics_and_ve
     assert serial.loc[serial["policy"] != "OPT", "dram_traffic_mb"].notna().all()
     # no policy beats the optimum's lower bound
     gaps = lab.gap_to_optimum(serial)
-    assert len(gaps) == 3 * 3 * 3 and (gaps["gap_pct"] > -1e-6).all()
+    assert len(gaps) == 3 * 4 * 3 and (gaps["gap_pct"] > -1e-6).all()
     best = lab.best_policy(serial)
-    assert len(best) == 3 * 3 and set(best["policy"]) <= {"LRU", "FIFO", "S3-FIFO"}
+    assert len(best) == 3 * 3 and set(best["policy"]) <= {"LRU", "FIFO", "S3-FIFO", "ML"}
 
 
 def test_a_study_on_a_two_worker_local_cluster_equals_the_serial_run(serial, tmp_path):
@@ -234,3 +235,18 @@ def test_concurrent_captures_of_one_configuration_wait_for_each_other(tmp_path):
         assert not finished.wait(0.3)  # held: the second capture of this configuration waits
     assert finished.wait(5)
     waiter.join()
+
+
+@pytest.mark.slow
+def test_the_study_report_draws_a_study_and_answers(serial, tmp_path):
+    pytest.importorskip("papermill")
+    from lab.ui.report import read_answer, run_reports
+
+    out = tmp_path / "study"
+    lab.run_study(GRID, out, serial=True, progress=False, verbose=False)
+    params = tmp_path / "tiny.yaml"
+    params.write_text(f"study_dir: {out}\n")
+    (notebook,) = run_reports("notebooks/05-study.ipynb", [params], tmp_path / "reports")
+    question, table = read_answer(notebook)
+    assert "closest to the optimum" in question
+    assert set(table["policy"]) == {"LRU", "FIFO", "S3-FIFO", "ML"} and (table["points"] == 9).all()

@@ -288,7 +288,8 @@ def run_study(study, out, *, workers: Optional[int] = None, scheduler: Optional[
         say = (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
         say(f"study {spec.name}: {spec.n_cells} cells ({len(spec.workloads())} traces x "
             f"{len(spec.tasks(spec.workloads()[0]))} policy/buffer pairs x {len(spec.capacities_mb)} capacities"
-            + (f"; {spec.left_out} grid points do not exist for synthetic families" if spec.left_out else "")
+            + (f"; {spec.left_out} grid points do not exist (synthetic families in training or another "
+               "weight dtype, ML under the cache)" if spec.left_out else "")
             + f"); {skipped} finished before, {todo} to run")
         bar = _Progress(todo, progress and todo > 0, f"study {spec.name}")
         try:

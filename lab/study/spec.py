@@ -23,7 +23,8 @@ A study file (``params/studies/<name>.yaml``)::
 
 Synthetic families generate a forward pass with 2-byte elements: grid points
 with phase ``training`` or a weight dtype other than bf16/fp16 do not exist
-for them (``StudySpec.left_out`` counts them).
+for them; nor does the ML policy under the hardware cache (its scores are per
+tensor, the cache tracks lines). ``StudySpec.left_out`` counts these points.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ DEFAULTS = {"batch_sizes": [1], "seq_lengths": [128], "phases": ["forward"], "we
 PRESET_KEYS = ("preset", "num_layers", "label", "overrides")
 SYNTHETIC_KEYS = ("synthetic", "num_layers", "reuse_probability", "dims", "label")
 SYNTHETIC_WEIGHT_DTYPES = ("bf16", "fp16")  # the generator's default 2-byte elements
+UNSUPPORTED = {("cache", "ML")}  # (buffer, policy) pairs lab.simulate does not run: not in the grid
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
 
 
@@ -161,12 +163,14 @@ class StudySpec:
                                 left += 1
                                 continue
                             out.append(Workload(model, batch, seq, phase, weight_dtype, self.dtype, self.seed))
-        self.left_out = left * len(self._columns()) * len(self.capacities_mb)
+        unsupported = sum((b, p) in UNSUPPORTED for b in self.buffers for p in self.policies)
+        self.left_out = (left * len(self._columns()) + len(out) * unsupported) * len(self.capacities_mb)
         return out
 
     def _columns(self) -> list:
-        """(buffer, policy) pairs of each workload: every policy under every buffer, and OPT on the scratchpad."""
-        pairs = [(b, p) for b in self.buffers for p in self.policies]
+        """(buffer, policy) pairs of each workload: every policy under every buffer, and OPT on the scratchpad;
+        not the scored policies (ML) under the hardware cache, which tracks lines, not the scored tensors."""
+        pairs = [(b, p) for b in self.buffers for p in self.policies if (b, p) not in UNSUPPORTED]
         if self.optimum is not False and "scratchpad" in self.buffers:
             pairs.append(("scratchpad", OPTIMUM))
         return pairs

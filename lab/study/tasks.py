@@ -67,7 +67,8 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
     from lab.sim.simulate import simulate
     from lab.trace.workload import encode_trace
 
-    workload = encode_trace(with_scores(trace, [task.policy]) if task.policy != OPTIMUM else trace)
+    scored = with_scores(trace, [task.policy]) if task.policy != OPTIMUM else trace  # the ML policy's scores
+    workload = encode_trace(scored)
     working_set = working_set_mb(workload)
     if task.policy == OPTIMUM:
         if task.optimum == "auto" and workload.n_accesses > AUTO_OPTIMUM_ACCESSES:
@@ -81,7 +82,7 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
         return table.drop(columns="policy").to_dict(orient="records"), working_set
     rows = []
     for c in task.capacities_mb:
-        result = simulate(workload, task.policy, c, task.cost, per_access=False, buffer="cache")
+        result = simulate(scored, task.policy, c, task.cost, per_access=False, buffer="cache")  # needs the columns
         rows.append({"capacity_mb": c, **result.metrics, "algorithm": "simulation (cache)"})
     return rows, working_set
 
