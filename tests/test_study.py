@@ -209,7 +209,7 @@ def test_the_command_line_prints_one_line_and_exits_2_on_a_bad_study(tmp_path, c
 
 def test_the_default_study_is_valid_and_modest():
     spec = load_study_spec("params/studies/default.yaml")
-    assert 200 <= spec.n_cells <= spec.max_cells
+    assert 500 <= spec.n_cells <= spec.max_cells
     assert {"forward", "training"} <= set(spec.phases) and len(spec.capacities_mb) >= 10
 
 

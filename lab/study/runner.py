@@ -213,8 +213,11 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
                 _, task = tasks_of.pop(future.key)
                 if future.status == "finished":
                     result = future.result()
-                else:  # the infrastructure failed it (a worker killed too often): recorded as the cell's error
-                    error = future.exception()
+                else:  # the infrastructure failed it (a worker killed too often, a lost scheduler): recorded
+                    try:
+                        error = future.exception()
+                    except BaseException as lost:  # noqa: BLE001 (CancelledError)
+                        error = lost
                     result = Failed("task", f"{type(error).__name__}: {error}", "")
                 future.release()
                 progress.update(_record(out, task, result, summary),
