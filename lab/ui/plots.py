@@ -325,6 +325,7 @@ def study_gap(gaps: pd.DataFrame) -> Figure:
     ax = fig.subplots()
     sns.boxplot(data=rows, x="policy", y="gap_pct", hue="phase", order=order, ax=ax, fliersize=2, linewidth=0.8)
     ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(bottom=0)  # no policy goes below the bound
     ax.set_xlabel("policy (by median gap)")
     ax.set_ylabel("traffic above the optimum's bound (%)")
     ax.tick_params(axis="x", rotation=30)
