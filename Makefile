@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install report app test bench clean
+.PHONY: help install report study app test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,19 +28,24 @@ report: $(STAMP) ## Run each report notebook for each of its params files into r
 	$(PY) -m lab.ui.report notebooks/03-real-models.ipynb params/03-real-models/*.yaml --out reports
 	$(PY) -m lab.ui.report notebooks/04-learned-eviction.ipynb params/04-learned-eviction/*.yaml --out reports
 
+study: $(STAMP) ## Run the default study (params/studies/default.yaml) on a LocalCluster into results/default, then its report
+	$(PY) -m lab study params/studies/default.yaml --out results/default
+	$(PY) -m lab.ui.report notebooks/05-study.ipynb params/05-study/default.yaml --out reports
+
 app: $(STAMP) ## Serve the explorer as a web page with Voila on http://127.0.0.1:8866/
 	$(PY) -m lab.ui.app
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest
 
-bench: $(STAMP) ## Run the benchmarks: simulator vs libCacheSim, bounds and curves, pipeline cycle, captures, explorer updates
+bench: $(STAMP) ## Run the benchmarks: simulator vs libCacheSim, bounds and curves, pipeline cycle, captures, explorer updates, studies on 1, 2 and all cores
 	$(PY) benchmarks/bench_simulator.py
 	$(PY) benchmarks/bench_bounds.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_capture.py
 	$(PY) benchmarks/bench_explorer.py
+	$(PY) benchmarks/bench_study.py
 
 clean: ## Remove .venv and caches
-	rm -rf $(VENV) .pytest_cache .hypothesis reports
+	rm -rf $(VENV) .pytest_cache .hypothesis reports results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

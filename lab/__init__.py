@@ -5,10 +5,11 @@ The package is layered (each layer imports only the ones before it):
 ``lab.workloads`` (synthetic generator, captures of real models) and
 ``lab.sim`` (policy engine, policies, cost model, simulate) -> ``lab.learn``
 (eviction scorers) -> ``lab.analysis`` (sweeps, validation, compile
-prediction, attribution) -> ``lab.ui`` (plots, widgets, app, reports).
+prediction, attribution) -> ``lab.study`` (parameter grids on Dask, into a
+Parquet dataset) -> ``lab.ui`` (plots, widgets, app, reports).
 The public API is flat, here. The core imports numpy, pandas and numba;
 scipy loads on first use, matplotlib with ``lab.ui.plots``, and torch,
-transformers or ipywidgets never with the core.
+transformers, ipywidgets, dask or distributed never with the core.
 """
 
 __version__ = "0.1.0"
@@ -92,8 +93,16 @@ _LAZY = {
     "CacheModel": "lab.sim.hardware",
     "fidelity_table": "lab.analysis.fidelity",
     "measured_totals": "lab.analysis.fidelity",
+    # studies (lab.study): dask and distributed load only when a study runs on them
+    "run_study": "lab.study",
+    "load_study": "lab.study",
+    "load_study_spec": "lab.study",
+    "study_failures": "lab.study",
+    "gap_to_optimum": "lab.study",
+    "best_policy": "lab.study",
+    "policy_scoreboard": "lab.study",
 }
-_LAZY_MODULES = {"plots": "lab.ui.plots"}
+_LAZY_MODULES = {"plots": "lab.ui.plots", "study": "lab.study"}
 
 
 def __getattr__(name):

@@ -1,5 +1,5 @@
-"""Command line: ``python -m lab {generate,simulate,schedule,validate,compile,capture}``: the seed's five
-endpoints, and capture of real model traces.
+"""Command line: ``python -m lab {generate,simulate,schedule,validate,compile,capture,study}``: the seed's five
+endpoints, capture of real model traces, and studies (parameter grids on Dask).
 
 Each command reads a trace (``--trace FILE``) or generates one from the seed's
 parameters, prints JSON on stdout, and writes a table with ``--out FILE``
@@ -169,6 +169,22 @@ def _capture(args):
     })
 
 
+def _study(args):
+    import contextlib
+
+    from lab.study import run_study
+
+    with contextlib.redirect_stdout(sys.stderr):  # the plan, dashboard and summary lines; stdout is JSON
+        summary = run_study(args.study, args.out or str(Path("results") / Path(args.study).stem),
+                            workers=args.workers, scheduler=args.scheduler, serial=args.serial, force=args.force,
+                            progress=not args.no_progress)
+    _print_json(summary.to_dict())
+    return EXIT_FAILED_CELLS if summary.failed else 0
+
+
+EXIT_FAILED_CELLS = 1  # a study ran, but some of its cells failed (recorded in OUT/failed/)
+
+
 def _capacity_and_cost(parser) -> None:
     _flag(parser, "capacity_mb", type=float, default=64.0, help="on-chip buffer size in MB (MiB)")
     _flag(parser, "cost", default=None, metavar="PRESET",
@@ -230,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
           help="override a config field, e.g. num_hidden_layers=2 (repeatable)")
     _out(capture, "the trace")
     capture.set_defaults(run=_capture)
+
+    study = commands.add_parser("study", help="run a study's parameter grid on Dask into a Parquet dataset")
+    study.add_argument("study", metavar="STUDY.yaml", help="the study (see params/studies/)")
+    _flag(study, "out", metavar="DIR", help="results folder (default: results/<study file stem>); a rerun skips "
+                                            "the cells already there")
+    _flag(study, "workers", type=int, default=None, metavar="N",
+          help="worker processes of the LocalCluster (default: one per core)")
+    _flag(study, "scheduler", default=None, metavar="ADDRESS",
+          help="run on this running Dask cluster, e.g. tcp://HOST:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+               "else a LocalCluster)")
+    _flag(study, "serial", action="store_true", help="run in this process, without Dask")
+    _flag(study, "force", action="store_true", help="run a grid larger than the study's max_cells")
+    _flag(study, "no_progress", action="store_true", help="no progress bar")
+    study.set_defaults(run=_study)
     return parser
 
 
@@ -247,12 +277,13 @@ def _check_out_is_not_an_input(args) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the exit code (0; 2 on bad input; 130 when interrupted)."""
+    """Run the command line; returns the exit code (0; 1 when cells of a study failed; 2 on bad input; 130 when
+    interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         _check_out_is_not_an_input(args)
-        args.run(args)
+        code = args.run(args) or 0
         sys.stdout.flush()
     except BrokenPipeError:  # the reader left (``... | head``): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -264,4 +295,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError, OverflowError, OSError) as error:
         print(f"python -m lab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    return code

@@ -22,7 +22,7 @@ LAB = ROOT / "lab"
 
 # Each subpackage may import itself and the layers before it; packages that share a layer do not import each
 # other. The top-level core (checks, units, registry, compiled) is below everything; cli and __init__ on top.
-LAYERS = [{"trace"}, {"workloads", "sim"}, {"learn"}, {"analysis"}, {"ui"}]
+LAYERS = [{"trace"}, {"workloads", "sim"}, {"learn"}, {"analysis"}, {"study"}, {"ui"}]
 CORE = {"checks", "units", "registry", "compiled", "__version__"}
 
 
@@ -66,7 +66,8 @@ def test_subpackages_import_only_their_own_layer_and_below():
 
 
 def test_core_import_stays_free_of_heavy_and_optional_packages():
-    heavy = ("torch", "transformers", "ipywidgets", "matplotlib", "papermill", "libcachesim")  # numba loads scipy
+    # numba loads scipy; dask and distributed load only when a study runs on them (lab.study)
+    heavy = ("torch", "transformers", "ipywidgets", "matplotlib", "papermill", "libcachesim", "dask", "distributed")
     code = f"import sys, lab; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"

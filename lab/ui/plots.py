@@ -600,3 +600,103 @@ def gap_closed(table: pd.DataFrame, contenders: Sequence[str] = ("best_classical
     ax.set_ylabel("LRU → optimum gap closed (%)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
+
+
+# --- studies (lab.study): views of a study's dataset -------------------------------------------------------
+
+
+@_styled
+def study_traffic(frame: pd.DataFrame, buffer: str = "scratchpad") -> Figure:
+    """DRAM traffic (MB read + written) against buffer capacity (MB), one panel per model (rows) and phase
+    (columns), one line per policy under ``buffer``, the optimum's bracket shaded on the scratchpad.
+
+    Takes a study's rows (``lab.load_study``) for one batch size, sequence
+    length and weight dtype (filter first); ValueError when the rows hold more
+    than one of any of them, or none for ``buffer``.
+    """
+    rows = frame[frame["buffer"] == buffer]
+    if rows.empty:
+        raise ValueError(f"no rows for buffer {buffer!r}; the study has {sorted(frame['buffer'].unique())}")
+    for axis in ("batch_size", "seq_length", "weight_dtype"):
+        if rows.groupby(["model", "phase"])[axis].nunique().max() > 1:
+            raise ValueError(f"the rows hold several {axis} values per model: filter to one first")
+    models, phases = list(dict.fromkeys(rows["model"])), [p for p in ("forward", "training") if p in set(rows["phase"])]
+    fig = _new_figure(4.2 * len(phases), 2.8 * len(models))
+    axes = fig.subplots(len(models), len(phases), squeeze=False)
+    for i, model in enumerate(models):
+        for j, phase in enumerate(phases):
+            ax = axes[i][j]
+            cell = rows[(rows["model"] == model) & (rows["phase"] == phase)].sort_values("capacity_mb")
+            if cell.empty:
+                ax.text(0.5, 0.5, "not in the grid", ha="center", va="center", transform=ax.transAxes, color="grey")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{model}, {phase}", fontsize="medium")
+                continue
+            for policy, group in cell.groupby("policy", sort=True):
+                if policy == OPTIMUM:
+                    if "opt_lower_mb" in group and group["opt_lower_mb"].notna().any():
+                        ax.fill_between(group["capacity_mb"], group["opt_lower_mb"], group["opt_upper_mb"],
+                                        color="black", alpha=0.15, linewidth=0, label="OPT bracket")
+                        ax.plot(group["capacity_mb"], group["opt_lower_mb"], "--", color="black", label="OPT (bound)")
+                    continue
+                ax.plot(group["capacity_mb"], group["dram_traffic_mb"], marker="o", markersize=2.5,
+                        color=policy_color(policy), label=policy)
+            ax.set_xscale("log")
+            ax.set_title(f"{model}, {phase}", fontsize="medium")
+            if i == len(models) - 1:
+                ax.set_xlabel("buffer capacity (MB)")
+            if j == 0:
+                ax.set_ylabel("DRAM traffic (MB)")
+    handles = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
+    return fig
+
+
+@_styled
+def study_gap(gaps: pd.DataFrame) -> Figure:
+    """The gap of each policy's DRAM traffic to the optimum's lower bound (%) over a study's workloads and
+    capacities, a box per policy and phase. Takes ``lab.gap_to_optimum``'s table."""
+    rows = gaps.dropna(subset=["gap_pct"])
+    if rows.empty:
+        raise ValueError("no gap to plot: the study has no optimum rows (optimum: false, or traces too large)")
+    order = rows.groupby("policy")["gap_pct"].median().sort_values().index.tolist()
+    fig = _new_figure(max(6.0, 0.7 * len(order) + 2), 4)
+    ax = fig.subplots()
+    sns.boxplot(data=rows, x="policy", y="gap_pct", hue="phase", order=order, ax=ax, fliersize=2, linewidth=0.8)
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(bottom=0)  # no policy goes below the bound
+    ax.set_xlabel("policy (by median gap)")
+    ax.set_ylabel("traffic above the optimum's bound (%)")
+    ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+@_styled
+def best_policy_heatmap(best: pd.DataFrame, title: str = "") -> Figure:
+    """Which policy moves the least DRAM traffic at each (model, capacity): a cell per pair, coloured by the
+    policy (``policy_color``) and labelled with its name. Takes ``lab.best_policy``'s table for one phase,
+    batch size, sequence length and weight dtype."""
+    if best.duplicated(["model", "capacity_mb"]).any():
+        raise ValueError("several rows per (model, capacity_mb): filter to one phase, batch size, sequence length "
+                         "and weight dtype first")
+    table = best.pivot(index="model", columns="capacity_mb", values="policy")
+    table = table.loc[list(dict.fromkeys(best["model"]))]
+    fig = _new_figure(1.0 + 0.75 * table.shape[1], 0.9 + 0.45 * table.shape[0])
+    ax = fig.subplots()
+    colours = np.array([[matplotlib.colors.to_rgba(policy_color(p)) if isinstance(p, str) else (1, 1, 1, 1)
+                         for p in row] for row in table.to_numpy()])
+    ax.imshow(colours, aspect="auto")
+    for (i, j), policy in np.ndenumerate(table.to_numpy()):
+        if isinstance(policy, str):
+            ax.text(j, i, policy, ha="center", va="center", fontsize="x-small")
+    ax.set_xticks(range(table.shape[1]), [f"{c:.3g}" for c in table.columns], rotation=45)
+    ax.set_yticks(range(table.shape[0]), table.index)
+    ax.set_xlabel("buffer capacity (MB)")
+    ax.grid(False)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return fig

@@ -71,6 +71,9 @@ class GeneratorParams(dict):
     def __deepcopy__(self, memo):
         return self
 
+    def __reduce__(self):  # pickle (Dask moving a trace between processes) rebuilds it whole, not key by key
+        return GeneratorParams, (dict(self),)
+
     def _read_only(self, *args, **kwargs):
         raise TypeError("generator parameters are read-only")
 

@@ -363,15 +363,50 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
                   persist=list(persist))
     _check_capture_config(preset, overrides, training)
     path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
-    if cache and path.exists():
-        try:
-            trace = pd.read_parquet(path)
-        except Exception as error:  # noqa: BLE001 (pyarrow, OSError: a truncated or corrupt file)
-            warnings.warn(f"the cached capture {path} cannot be read ({type(error).__name__}); capturing again",
-                          stacklevel=2)
-        else:
-            trace.attrs["capture"] = params
-            return trace
+    with _capture_lock(path if cache else None):
+        if cache and path.exists():
+            try:
+                trace = pd.read_parquet(path)
+            except Exception as error:  # noqa: BLE001 (pyarrow, OSError: a truncated or corrupt file)
+                warnings.warn(f"the cached capture {path} cannot be read ({type(error).__name__}); capturing again",
+                              stacklevel=2)
+            else:
+                trace.attrs["capture"] = params
+                return trace
+        return _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype, training,
+                                 weight_dtype, routing, routing_skew, seed, use_cache, persist, overrides)
+
+
+@contextlib.contextmanager
+def _capture_lock(path: Optional[Path]):
+    """Hold an exclusive lock on ``path``'s configuration (``<path>.lock``, fcntl) while it is looked up,
+    captured and cached, so that concurrent processes (Dask workers) capture one configuration once: the
+    others wait, then read the cached file. Without a path, or where the lock file cannot be made (an
+    unusable cache directory), no lock."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a+")
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype, training, weight_dtype, routing,
+                      routing_skew, seed, use_cache, persist, overrides) -> pd.DataFrame:
+    """The capture itself (``capture_model`` past its cache lookup), written to the cache at ``path``
+    (atomically) when ``cache``."""
+    from lab.workloads.capture import _routed_experts, capture_trace
+
     with _quiet_transformers():  # the same report whether or not the cache was warm
         try:
             model, preset, config = build_model(preset.name, dtype, **overrides)
@@ -407,7 +442,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
         try:
             write_trace(trace, path)
         except OSError as error:  # an unusable cache directory costs the cache, not the capture
-            warnings.warn(f"the capture could not be cached at {path} ({error})", stacklevel=2)
+            warnings.warn(f"the capture could not be cached at {path} ({error})", stacklevel=3)
     return trace
 
 

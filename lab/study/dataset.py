@@ -1,0 +1,195 @@
+"""A study's results on disk: a Parquet dataset, one file per finished task (a batch of cells), written
+atomically, partitioned by model and phase::
+
+    <out>/study.json                          the study as run (last run)
+    <out>/cells/<model>/<phase>/<task>.parquet  one row per cell: coordinates, cell_id, metrics, versions
+    <out>/failed/<task>.json                  a failed task: its cells, the error, the traceback
+    <out>/summary.json                        the last run's summary
+
+Files are read as untrusted: an unreadable cell file, or one without the columns a result needs, is set
+aside (renamed ``*.parquet.corrupt``) with a warning, and its cells count as not finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+from lab.trace.io import atomic_path
+
+# the coordinates of a cell, in the order a table sorts by, with their types in the dataset
+COORDINATES = {"model": "string", "model_source": "string", "model_name": "string", "num_layers": "Int64",
+               "model_options": "string", "reuse_probability": "float64", "batch_size": "int64",
+               "seq_length": "int64", "phase": "string", "weight_dtype": "string", "dtype": "string",
+               "seed": "int64", "buffer": "string", "policy": "string", "capacity_mb": "float64",
+               "cost": "string"}
+SORT_BY = ["model", "batch_size", "seq_length", "phase", "weight_dtype", "buffer", "policy", "capacity_mb"]
+STRING_COLUMNS = ("cell_id", "algorithm", "lab_version", "python_version", "numpy_version", "pandas_version",
+                  "torch_version", "transformers_version")
+
+
+def cells_dir(out) -> Path:
+    return Path(out) / "cells"
+
+
+def failed_dir(out) -> Path:
+    return Path(out) / "failed"
+
+
+def normalized(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the dataset's column types: coordinates as in COORDINATES, text as strings, every
+    metric as float64 (so that every file of a study has the same type for a column)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if column in COORDINATES:
+            kind = COORDINATES[column]
+            frame[column] = frame[column].astype(object if kind == "string" else kind)
+        elif column in STRING_COLUMNS or frame[column].dtype == object:
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+        else:
+            frame[column] = frame[column].astype("float64")
+    for column, kind in COORDINATES.items():
+        if column not in frame.columns:
+            frame[column] = pd.Series([None] * len(frame), dtype=object if kind == "string" else kind)
+    return frame
+
+
+def write_cells(out, task_key: str, frame: pd.DataFrame) -> Path:
+    """Write one task's rows to ``<out>/cells/<model>/<phase>/<task_key>.parquet`` atomically; returns the
+    path. A file of the same task (a rerun's retry) is replaced, never duplicated."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model, phase = frame["model"].iloc[0], frame["phase"].iloc[0]
+    path = cells_dir(out) / str(model) / str(phase) / f"{task_key}.parquet"
+    table = pa.Table.from_pandas(normalized(frame), preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def write_json(path, value) -> Path:
+    """Write ``value`` as JSON to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(value, indent=2, default=str, allow_nan=True))
+    return Path(path)
+
+
+def cell_files(out) -> list[Path]:
+    """The result files of the study at ``out``, sorted."""
+    root = cells_dir(out)
+    return sorted(root.glob("*/*/*.parquet")) if root.is_dir() else []
+
+
+def _set_aside(path: Path, why: str) -> None:
+    warnings.warn(f"study result file {path} is unusable ({why}); set aside as {path.name}.corrupt, its cells "
+                  "will run again", stacklevel=3)
+    with contextlib.suppress(OSError):
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+
+
+def _checked_schema(path: Path):
+    """The Parquet schema of ``path`` if it is a usable result file (readable, with string ``cell_id`` and the
+    coordinates); else None after setting it aside."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as error:  # noqa: BLE001 (pyarrow, OSError: truncated, not Parquet)
+        _set_aside(path, f"{type(error).__name__}")
+        return None
+    missing = [c for c in ("cell_id", "model", "phase", "policy", "capacity_mb") if c not in schema.names]
+    if missing:
+        _set_aside(path, f"no column(s) {missing}")
+        return None
+    if not pa.types.is_string(schema.field("cell_id").type) and not pa.types.is_large_string(
+            schema.field("cell_id").type):
+        _set_aside(path, "cell_id is not text")
+        return None
+    return schema
+
+
+def finished_cells(out) -> set:
+    """The ids of the cells already in the dataset at ``out`` (an empty set for a new study)."""
+    import pyarrow.parquet as pq
+
+    done = set()
+    for path in cell_files(out):
+        if _checked_schema(path) is None:
+            continue
+        try:
+            ids = pq.read_table(path, columns=["cell_id"]).column("cell_id").to_pylist()
+        except Exception as error:  # noqa: BLE001
+            _set_aside(path, type(error).__name__)
+            continue
+        done.update(i for i in ids if isinstance(i, str))
+    return done
+
+
+def study_dataset(out):
+    """The study's results as a ``pyarrow.dataset.Dataset`` over its usable files, with one schema unifying
+    theirs (a column missing from a file reads as null). ValueError when ``out`` holds no results."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    files, schemas = [], []
+    for path in cell_files(out):
+        schema = _checked_schema(path)
+        if schema is not None:
+            files.append(str(path))
+            schemas.append(schema.remove_metadata())
+    if not files:
+        raise ValueError(f"{out}: no study results (expected {cells_dir(out)}/<model>/<phase>/*.parquet); run "
+                         "the study first: python -m lab study STUDY.yaml --out " + str(out))
+    return ds.dataset(files, format="parquet", schema=pa.unify_schemas(schemas, promote_options="permissive"))
+
+
+def load_study(out, columns: Optional[Iterable[str]] = None, filter=None) -> pd.DataFrame:
+    """A study's results as a DataFrame, one row per cell, sorted by its coordinates (model, batch_size,
+    seq_length, phase, weight_dtype, buffer, policy, capacity_mb).
+
+    Takes the study's output folder, optional ``columns`` and a pyarrow
+    ``filter`` expression (``pyarrow.dataset.field("phase") == "forward"``).
+    Capacities and traffic are in MB, times in ms. A cell found twice (two
+    runs writing at once) is kept once, with a warning. ValueError when the
+    folder holds no results.
+    """
+    dataset = study_dataset(out)
+    if columns is not None:
+        columns = list(dict.fromkeys([*columns, "cell_id"]))
+    frame = dataset.to_table(columns=columns, filter=filter).to_pandas()
+    duplicated = frame["cell_id"].duplicated()
+    if duplicated.any():
+        warnings.warn(f"{out}: {int(duplicated.sum())} cell(s) found twice; keeping one of each", stacklevel=2)
+        frame = frame[~duplicated]
+    by = [c for c in SORT_BY if c in frame.columns] + ["cell_id"]
+    frame = frame.sort_values(by, kind="stable").reset_index(drop=True)
+    if "num_layers" in frame.columns:
+        frame["num_layers"] = frame["num_layers"].astype("Int64")
+    return frame
+
+
+def study_failures(out) -> pd.DataFrame:
+    """The failed tasks of the study at ``out`` (its last run): one row per task with its coordinates,
+    ``cells`` (how many), ``stage`` (trace or task) and ``error``; empty when none failed."""
+    rows = []
+    root = failed_dir(out)
+    for path in sorted(root.glob("*.json")) if root.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        cells = record.get("cells")
+        rows.append({**{k: v for k, v in record.items() if k not in ("cells", "traceback", "capacities_mb")},
+                     "cells": len(cells) if isinstance(cells, list) else np.nan})
+    return pd.DataFrame(rows)

@@ -1,0 +1,324 @@
+"""Run a study: on Dask's distributed scheduler (a ``LocalCluster`` by default, or any running cluster), or
+serially in this process; resumable, with a progress bar and a summary.
+
+Work is split so that each trace is made once: one task per capture (or generated trace), then one task per
+(buffer, policy) on it, over the capacities still missing (one-pass curves for LRU and Belady where they apply,
+the optimum's bracket as policy ``OPT``). The client writes each finished task's rows (see
+``lab.study.dataset``), so a killed worker costs only its running task (Dask runs it again) and a killed run
+loses nothing written: the next run skips the finished cells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from lab.checks import check_bool, check_int
+from lab.study import dataset
+from lab.study.spec import StudySpec, Task, load_study_spec
+from lab.study.tasks import Failed, failure_record, make_trace, run_task
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+REFRESH_S = 0.5  # how often a run looks for finished work
+TICK_S = 2.0  # the progress bar is redrawn at least this often, finished work or not
+
+
+@dataclass
+class StudySummary:
+    """What a run did: cells in the grid, ``done`` (computed now), ``skipped`` (already in the dataset),
+    ``failed`` (recorded in ``<out>/failed/``), ``wall_s`` (seconds), where it ran and where the results are."""
+
+    study: str
+    out: str
+    cells: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    scheduler: str = "serial"
+    workers: int = 1
+    dashboard: Optional[str] = None
+    errors: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        text = (f"study {self.study}: {self.cells} cells: {self.done} done, {self.skipped} skipped (finished "
+                f"before), {self.failed} failed; {self.wall_s:.1f} s on {self.scheduler} ({self.workers} "
+                f"worker{'s' if self.workers != 1 else ''}); results in {self.out}")
+        if self.failed:
+            text += f"; failures in {dataset.failed_dir(self.out)}"
+        return text
+
+
+def _plan(spec: StudySpec, out) -> tuple[list, int]:
+    """[(workload, [tasks over their missing capacities])] for the workloads with missing cells, and how many
+    cells are already finished."""
+    done = dataset.finished_cells(out)
+    plan, skipped = [], 0
+    for workload in spec.workloads():
+        tasks = []
+        for task in spec.tasks(workload):
+            missing = tuple(c for c in task.capacities_mb if task.cell_id(c) not in done)
+            skipped += len(task.capacities_mb) - len(missing)
+            if missing:
+                tasks.append(Task(task.workload, task.buffer, task.policy, missing, task.cost, task.optimum))
+        if tasks:
+            plan.append((workload, tasks))
+    return plan, skipped
+
+
+class _Progress:
+    """A tqdm bar (a widget in Jupyter, text in a terminal) over the cells; plain lines without tqdm."""
+
+    def __init__(self, total: int, enabled: bool, desc: str):
+        self.bar, self.enabled, self.total, self.count, self.last = None, enabled, total, 0, 0.0
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover - tqdm comes with lab[cluster]
+            print(f"{desc}: {total} cells", file=sys.stderr, flush=True)
+            return
+        self.bar = tqdm(total=total, desc=desc, unit="cell", mininterval=REFRESH_S, smoothing=0.1)
+
+    def update(self, n: int, status: str = "") -> None:
+        self.count += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if status:
+                self.bar.set_postfix_str(status, refresh=False)
+        elif self.enabled and time.monotonic() - self.last > 2:
+            print(f"  {self.count}/{self.total} cells {status}", file=sys.stderr, flush=True)
+            self.last = time.monotonic()
+
+    def tick(self) -> None:
+        """Redraw (the elapsed time moves even while a long task runs)."""
+        if self.bar is not None and time.monotonic() - self.last > TICK_S:
+            self.bar.refresh()
+            self.last = time.monotonic()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _record(out, task: Task, result, summary: StudySummary) -> int:
+    """Write a finished task's rows, or its failure record; returns its number of cells."""
+    n = len(task.capacities_mb)
+    if isinstance(result, Failed):
+        record = failure_record(task, result)
+        dataset.write_json(dataset.failed_dir(out) / f"{task.key}.json", record)
+        summary.failed += n
+        if len(summary.errors) < 20:
+            summary.errors.append(f"{task.workload.model.label} {task.workload.phase} {task.buffer} {task.policy}: "
+                                  f"{result.error}")
+    else:
+        dataset.write_cells(out, task.key, result)
+        summary.done += n
+    return n
+
+
+def _serial(plan, out, summary: StudySummary, progress: _Progress) -> None:
+    """Run the plan in this process: a worker thread computes, this thread writes and redraws the bar."""
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for workload, tasks in plan:
+                if stop.is_set():
+                    return
+                trace = make_trace(workload)
+                for task in tasks:
+                    if stop.is_set():
+                        return
+                    results.put((task, run_task(trace, task)))
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            results.put((None, error))
+        finally:
+            results.put(None)
+
+    thread = threading.Thread(target=work, name="lab-study", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = results.get(timeout=REFRESH_S)
+            except queue.Empty:
+                progress.tick()
+                continue
+            if item is None:
+                break
+            task, result = item
+            if task is None:
+                raise result
+            progress.update(_record(out, task, result, summary), f"{task.workload.model.label} {task.policy}")
+    finally:
+        stop.set()
+
+
+def _client(scheduler: Optional[str], workers: Optional[int], verbose: bool):
+    """(client, cluster or None): a client of the scheduler at ``scheduler`` (or $DASK_SCHEDULER_ADDRESS), else
+    of a new LocalCluster of ``workers`` processes (default: one per core), one thread each."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("running a study on Dask needs dask and distributed: pip install 'lab[cluster]' "
+                         "(or run it serially: serial=True, --serial)") from None
+    address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if address:
+        try:
+            return Client(address, timeout="20s"), None
+        except (OSError, TimeoutError) as error:
+            raise ValueError(f"scheduler {address!r}: cannot connect ({error})") from None
+    n = workers or os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) -> None:
+    """Run the plan on ``client``'s cluster: one task per trace, one per (buffer, policy) on it; the client
+    writes each result as it arrives."""
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:8]
+    tasks_of = {}
+    for workload, tasks in plan:
+        trace = client.submit(make_trace, workload, key=f"trace-{workload.key}-{token}", pure=False)
+        for task in tasks:
+            future = client.submit(run_task, trace, task, key=f"cells-{task.key}-{token}", pure=False)
+            tasks_of[future.key] = (future, task)
+        del trace  # the cell tasks hold it; the scheduler frees it once they are done
+    pending = as_completed([f for f, _ in tasks_of.values()])
+    try:
+        while not pending.is_empty():
+            batch = pending.next_batch(block=False)
+            if not batch:
+                progress.tick()
+                time.sleep(REFRESH_S / 5)
+                continue
+            for future in batch:
+                _, task = tasks_of.pop(future.key)
+                if future.status == "finished":
+                    result = future.result()
+                else:  # the infrastructure failed it (a worker killed too often, a lost scheduler): recorded
+                    try:
+                        error = future.exception()
+                    except BaseException as lost:  # noqa: BLE001 (CancelledError)
+                        error = lost
+                    result = Failed("task", f"{type(error).__name__}: {error}", "")
+                future.release()
+                progress.update(_record(out, task, result, summary),
+                                f"{task.workload.model.label} {task.policy}")
+    finally:
+        for future, _ in tasks_of.values():
+            future.cancel()
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """One run at a time per output folder (an fcntl lock on ``<out>/.lock``); ValueError for a second."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"out {str(out)!r} is in use by another study run; wait for it or choose another "
+                             "folder") from None
+        yield
+    finally:
+        handle.close()
+
+
+def run_study(study, out, *, workers: Optional[int] = None, scheduler: Optional[str] = None, client=None,
+              serial: bool = False, force: bool = False, progress: bool = True, verbose: bool = True) -> StudySummary:
+    """Run a study's grid into a Parquet dataset at ``out``; resumable.
+
+    Takes the study (a YAML file path, a mapping or a ``StudySpec``: see
+    ``lab.study.spec``), the output folder, and where to run: ``client`` (a
+    ``distributed.Client`` you already have), else ``scheduler``
+    (``tcp://HOST:8786``; default ``$DASK_SCHEDULER_ADDRESS``), else a new
+    ``LocalCluster`` of ``workers`` processes (default: one per core), closed
+    at the end; ``serial=True`` runs in this process without Dask. ``force``
+    runs a grid larger than the study's ``max_cells``. ``progress`` shows a
+    bar (tqdm: a widget in Jupyter, text in a terminal); ``verbose`` prints
+    the plan, the dashboard's address and the summary.
+
+    Cells already in the dataset are skipped; a failing cell is recorded in
+    ``<out>/failed/`` with its error and the others go on. Returns a
+    ``StudySummary`` (cells done, skipped, failed, wall time in seconds).
+    Raises ValueError (StudyError) for an invalid study, TypeError for
+    arguments of the wrong type.
+    """
+    start = time.perf_counter()
+    spec = load_study_spec(study, force)
+    if not isinstance(out, (str, Path)):
+        raise TypeError(f"out must be a folder path, got {type(out).__name__}")
+    for name, value in (("serial", serial), ("progress", progress), ("verbose", verbose)):
+        check_bool(name, value)
+    if workers is not None:
+        check_int("workers", workers)
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be an address like tcp://HOST:8786, got {scheduler!r}")
+    if workers is not None and (scheduler or client is not None):
+        raise ValueError("workers sets the size of a new LocalCluster; with scheduler or client the cluster's own "
+                         "workers run the study: pass one or the other")
+    if serial and (scheduler or client is not None or workers is not None):
+        raise ValueError("serial runs in this process: it takes no workers, scheduler or client")
+    out = Path(out)
+    with _exclusive(out):
+        plan, skipped = _plan(spec, out)
+        for stale in dataset.failed_dir(out).glob("*.json") if dataset.failed_dir(out).is_dir() else []:
+            stale.unlink()  # failures of an earlier run: their cells run again now
+        dataset.write_json(out / "study.json", spec.to_dict())
+        summary = StudySummary(spec.name, str(out), spec.n_cells, skipped=skipped)
+        todo = sum(len(t.capacities_mb) for _, tasks in plan for t in tasks)
+        say = (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
+        say(f"study {spec.name}: {spec.n_cells} cells ({len(spec.workloads())} traces x "
+            f"{len(spec.tasks(spec.workloads()[0]))} policy/buffer pairs x {len(spec.capacities_mb)} capacities"
+            + (f"; {spec.left_out} grid points do not exist (synthetic families in training or another "
+               "weight dtype, ML under the cache)" if spec.left_out else "")
+            + f"); {skipped} finished before, {todo} to run")
+        bar = _Progress(todo, progress and todo > 0, f"study {spec.name}")
+        try:
+            if not plan:
+                pass
+            elif serial:
+                _serial(plan, out, summary, bar)
+            else:
+                own = None
+                if client is None:
+                    client, own = _client(scheduler, workers, verbose)
+                try:
+                    summary.scheduler = client.scheduler.address if own is None else "LocalCluster"
+                    summary.workers = len(client.scheduler_info().get("workers", {}))
+                    summary.dashboard = client.dashboard_link
+                    say(f"Dask dashboard: {summary.dashboard} ({summary.workers} workers)")
+                    _distributed(plan, out, summary, bar, client)
+                finally:
+                    if own is not None:
+                        client.close()
+                        own.close()
+        finally:
+            bar.close()
+        summary.wall_s = time.perf_counter() - start
+        dataset.write_json(out / "summary.json", summary.to_dict())
+    say(str(summary))
+    for line in summary.errors:
+        say(f"  failed: {line}")
+    return summary

@@ -1,0 +1,113 @@
+"""The work of a study, as plain functions a Dask worker (or this process) runs: make a workload's trace
+once, then run each task (a policy under a buffer model over the capacities, or the optimum) on it.
+
+Neither function raises for a failing cell: each returns a ``Failed`` record with the error, so that one
+bad cell never stops the others.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from lab.study.spec import OPTIMUM, Task, Workload
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A trace or task that raised: what failed, the exception's type and message, and its traceback."""
+
+    stage: str  # "trace" or "task"
+    error: str
+    traceback: str
+
+
+def versions(source: str) -> dict:
+    """The versions that produced a row: lab, Python, numpy, pandas; torch and transformers for captures."""
+    from lab import __version__
+
+    out = {"lab_version": __version__, "python_version": platform.python_version(),
+           "numpy_version": np.__version__, "pandas_version": pd.__version__, "torch_version": "",
+           "transformers_version": ""}
+    if source == "preset":
+        import torch
+        import transformers
+
+        out["torch_version"], out["transformers_version"] = torch.__version__, transformers.__version__
+    return out
+
+
+def make_trace(workload: Workload):
+    """The trace of ``workload``: a capture (``lab.capture_model``, through its on-disk cache) or a generated
+    trace (``lab.generate_trace``); a ``Failed`` record if that raises."""
+    try:
+        model = workload.model
+        if model.source == "preset":
+            from lab.workloads.models import capture_model
+
+            return capture_model(model.name, workload.batch_size, workload.seq_length, dtype=workload.dtype,
+                                 training=workload.phase == "training", weight_dtype=workload.weight_dtype,
+                                 seed=workload.seed, num_layers=model.num_layers, **dict(model.options))
+        from lab.workloads.generator import generate_trace
+
+        return generate_trace(model.name, model.num_layers, workload.batch_size, workload.seq_length,
+                              model.reuse_probability, workload.seed, **dict(model.options))
+    except Exception as error:  # noqa: BLE001 - recorded per cell, never stops the study
+        return Failed("trace", f"{type(error).__name__}: {error}", traceback.format_exc())
+
+
+def _rows(task: Task, trace) -> tuple[list[dict], float]:
+    from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, optimum_metrics, sweep_capacity, with_scores, working_set_mb
+    from lab.sim.simulate import simulate
+    from lab.trace.workload import encode_trace
+
+    scored = with_scores(trace, [task.policy]) if task.policy != OPTIMUM else trace  # the ML policy's scores
+    workload = encode_trace(scored)
+    working_set = working_set_mb(workload)
+    if task.policy == OPTIMUM:
+        if task.optimum == "auto" and workload.n_accesses > AUTO_OPTIMUM_ACCESSES:
+            reason = f"skipped: {workload.n_accesses:,} accesses > {AUTO_OPTIMUM_ACCESSES:,} (optimum: auto)"
+            return [{"capacity_mb": c, "algorithm": reason} for c in task.capacities_mb], working_set
+        return [{"capacity_mb": c, **optimum_metrics(workload, c, task.cost),
+                 "algorithm": "min-cost flow bracket (lab.optimal)"} for c in task.capacities_mb], working_set
+    if task.buffer == "scratchpad":
+        table = sweep_capacity(workload, [task.policy], list(task.capacities_mb), task.cost, threads=1,
+                               optimum=False, method="auto")
+        return table.drop(columns="policy").to_dict(orient="records"), working_set
+    rows = []
+    for c in task.capacities_mb:
+        result = simulate(scored, task.policy, c, task.cost, per_access=False, buffer="cache")  # needs the columns
+        rows.append({"capacity_mb": c, **result.metrics, "algorithm": "simulation (cache)"})
+    return rows, working_set
+
+
+def run_task(trace, task: Task):
+    """The result rows of ``task`` on ``trace`` (a DataFrame: every grid coordinate, ``cell_id``, the metrics,
+    ``algorithm``, ``working_set_mb``, ``trace_accesses`` and the versions), or a
+    ``Failed`` record when the trace failed or the task raised."""
+    if isinstance(trace, Failed):
+        return trace
+    start = time.perf_counter()
+    try:
+        rows, working_set = _rows(task, trace)
+        context = {"working_set_mb": working_set, "trace_accesses": len(trace),
+                   **versions(task.workload.model.source)}
+    except Exception as error:  # noqa: BLE001 - recorded per cell, never stops the study
+        return Failed("task", f"{type(error).__name__}: {error}", traceback.format_exc())
+    frame = pd.DataFrame([{**task.coordinates(row["capacity_mb"]), **row, **context} for row in rows])
+    frame.attrs["seconds"] = time.perf_counter() - start
+    return frame
+
+
+def failure_record(task: Task, failed: Failed, capacities: Optional[tuple] = None) -> dict:
+    """The JSON record of a failed task: its coordinates, cells, the error and its traceback."""
+    capacities = task.capacities_mb if capacities is None else capacities
+    return {"task": task.key, **task.workload.coordinates(), "buffer": task.buffer, "policy": task.policy,
+            "capacities_mb": list(capacities), "cells": [task.cell_id(c) for c in capacities],
+            "stage": failed.stage, "error": failed.error, "traceback": failed.traceback}
