@@ -333,7 +333,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     Returns the trace (see ``lab.workloads.capture.capture_trace``), ``model_type``
     set to the preset's family. ``trace.attrs["capture"]`` records the arguments.
     """
-    from lab.workloads.capture import DEFAULT_PERSIST, _routed_experts, capture_trace, check_persist
+    from lab.workloads.capture import DEFAULT_PERSIST, check_persist
 
     preset = preset_named(name)
     overrides = {**depth_override(preset.name, num_layers), **overrides}
@@ -405,7 +405,7 @@ def _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype
                       routing_skew, seed, use_cache, persist, overrides) -> pd.DataFrame:
     """The capture itself (``capture_model`` past its cache lookup), written to the cache at ``path``
     (atomically) when ``cache``."""
-    from lab.workloads.capture import _routed_experts, capture_trace
+    from lab.workloads.capture import CaptureError, _routed_experts, capture_trace
 
     with _quiet_transformers():  # the same report whether or not the cache was warm
         try:
@@ -425,7 +425,7 @@ def _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype
             with _routed_experts(model, routing, routing_skew, seed):
                 trace = capture_trace(model, inputs, training=training, model_type=preset.model_type,
                                       persist=persist)
-        except (RuntimeError, IndexError, ZeroDivisionError, AssertionError) as error:
+        except (RuntimeError, IndexError, ZeroDivisionError, AssertionError, CaptureError) as error:
             if "overflow" in str(error):
                 raise ValueError(f"batch_size={batch_size} and seq_length={seq_length} give {preset.name} tensors "
                                  f"too large to count: {_first_line(error)}") from None
