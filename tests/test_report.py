@@ -140,6 +140,10 @@ def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatc
         assert expected in text
     # per model: capacity curves, traffic by kind, by module, layer and phase, reuse histogram
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2 * 4
+    # and the occupancy timeline, interactive: plotly's data for JupyterLab, self-contained HTML for the page
+    timelines = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(timelines) == 2 and all("text/html" in o["data"] for o in timelines)
+    assert "buffer occupancy" in json.dumps(timelines[0]["data"]["application/vnd.plotly.v1+json"])
     question, answer = read_answer(cold)
     warm_question, warm_answer = read_answer(warm)
     assert warm_question == question and warm_answer.equals(answer)
