@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 KERNEL = "python3"  # ipykernel's own kernel: the interpreter running the report
+# The local kernel's startup warning about unencrypted TCP on 127.0.0.1 would print once per report; the
+# notebook's own errors and stderr still reach the report (and fail it)
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 # Code cells are hidden in the HTML unless the reader asks (the button; without scripts they stay hidden).
 _CODE_TOGGLE = """
@@ -333,7 +336,8 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
         figures = Path(tmp) / "figures"
         with _environment(FIGURES_ENV, str(figures)), _environment("PYTHONPATH", _kernel_pythonpath()):
             papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL,
-                                       cwd=cwd or str(Path(notebook).parent), progress_bar=False)
+                                       cwd=cwd or str(Path(notebook).parent), progress_bar=False,
+                                       extra_arguments=KERNEL_ARGUMENTS)
         if figures.is_dir():
             out_ipynb.parent.mkdir(parents=True, exist_ok=True)
             staged = out_ipynb.parent / f".figures.{os.getpid()}.tmp"
