@@ -82,7 +82,7 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
         return table.drop(columns="policy").to_dict(orient="records"), working_set
     rows = []
     for c in task.capacities_mb:
-        result = simulate(scored, task.policy, c, task.cost, per_access=False, buffer="cache")  # needs the columns
+        result = simulate(workload, task.policy, c, task.cost, per_access=False, buffer="cache")  # encoded once
         rows.append({"capacity_mb": c, **result.metrics, "algorithm": "simulation (cache)"})
     return rows, working_set
 
