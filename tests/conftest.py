@@ -28,3 +28,11 @@ def small_trace():
             "eviction_score": [0.1, 0.9, 0.2, 0.5, 0.8, 0.3, 0.4, 0.6],
         }
     )
+
+
+@pytest.fixture(scope="session")
+def scored():
+    """A scored 3-layer Transformer trace, shared by the figure tests (read only)."""
+    import lab
+
+    return lab.score(lab.generate_trace("Transformer", num_layers=3))

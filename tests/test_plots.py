@@ -7,11 +7,6 @@ import lab
 from lab.ui import plots
 
 
-@pytest.fixture(scope="module")
-def scored():
-    return lab.score(lab.generate_trace("Transformer", num_layers=3))
-
-
 @pytest.mark.parametrize("policy", ["LRU", "FIFO", "ML", "Belady"])
 def test_residency_matrix_adds_up_to_resident_bytes(scored, policy):
     result = lab.simulate(scored, policy, 40)

@@ -11,11 +11,6 @@ from lab.ui import plots
 go = pytest.importorskip("plotly.graph_objects")
 
 
-@pytest.fixture(scope="module")
-def scored():
-    return lab.score(lab.generate_trace("Transformer", num_layers=3))
-
-
 @pytest.mark.parametrize("policy", ["LRU", "FIFO", "ML", "Belady"])
 def test_stays_reproduce_the_residency_matrix(scored, policy):
     result = lab.simulate(scored, policy, 40)
