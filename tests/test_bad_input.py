@@ -14,10 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lab
+import lab.ui.report
 from lab.cli import main
 from lab.trace.io import atomic_path, write_table
 
 SMALL = pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": [1.0, 2.0, 1.0]})
+
+def _empty_notebook():
+    import tempfile
+
+    import nbformat
+    from nbformat.v4 import new_notebook
+
+    path = Path(tempfile.mkdtemp()) / "empty.ipynb"
+    nbformat.write(new_notebook(), path)
+    return path
+
 
 CATALOGUE = [
     # (case, call, exception, message fragment)
@@ -71,6 +83,14 @@ CATALOGUE = [
     ("a bandwidth of almost nothing", lambda: lab.CostModel(dram_bandwidth_gb_s=1e-300), ValueError,
      "dram_bandwidth_gb_s must be at least"),
     ("no capacity points", lambda: lab.default_capacities_mb(SMALL, 0), ValueError, "points must be an integer >= 1"),
+    ("an answer table that is not a table", lambda: lab.ui.report.show_answer([1, 2], "Which?"), TypeError,
+     "table must be a pandas DataFrame"),
+    ("an answer without its question", lambda: lab.ui.report.show_answer(SMALL, " "), ValueError,
+     "question must be a non-empty string"),
+    ("a notebook without an answer", lambda: lab.ui.report.read_answer(_empty_notebook()), ValueError,
+     "no answer table"),
+    ("predict_compile's optimum neither bool nor 'auto'", lambda: lab.predict_compile(SMALL, 4, optimum="yes"),
+     TypeError, "optimum must be True, False or 'auto'"),
     ("an infinite stride", lambda: lab.score(SMALL.assign(stride=[1.0, np.inf, 1.0])), ValueError,
      "stride' must hold finite"),
 ]
