@@ -44,3 +44,9 @@ def check_positive_mb(name: str, value) -> float:
     if not math.isfinite(value) or value <= 0 or value > MAX_SIZE_MB:
         raise ValueError(f"{name} must be a finite number of MB (MiB) in (0, {MAX_SIZE_MB:g}], got {value!r}")
     return value
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message (its type's name when there is none): for one-line errors."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -67,6 +67,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from lab.checks import first_line
 from lab.trace.workload import reuse_distances
 from lab.units import BYTES_PER_MB
 
@@ -996,11 +997,11 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
             op = getattr(error, "func", None)
             raise CaptureError(
                 f"the model cannot run on fake tensors: operator {op} failed ({type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}); try capture_trace(..., device='meta')"
+                f"{first_line(error)}); try capture_trace(..., device='meta')"
             ) from error
         if isinstance(error, (RuntimeError, TypeError, IndexError)) and not isinstance(error, CaptureError):
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise CaptureError(f"the model failed on these example inputs ({type(error).__name__}: {first}): "
+            raise CaptureError(f"the model failed on these example inputs ({type(error).__name__}: "
+                               f"{first_line(error)}): "
                                "check their shapes and types against the model's forward") from error
         raise
     finally:

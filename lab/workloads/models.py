@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_bool, check_int, check_number
+from lab.checks import check_bool, check_int, check_number, first_line
 from lab.registry import Registry
 from lab.units import BYTES_PER_MB
 
@@ -414,7 +414,7 @@ def _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype
             if not overrides:
                 raise
             raise ValueError(f"the overrides {overrides} do not make a valid {preset.name}: "
-                             f"{_first_line(error)}") from None
+                             f"{first_line(error)}") from None
         positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         if preset.model_type != "CNN" and isinstance(positions, int) and seq_length > positions:
             raise ValueError(f"seq_length={seq_length} is longer than {preset.name}'s {positions} positions")
@@ -428,11 +428,11 @@ def _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype
         except (RuntimeError, IndexError, ZeroDivisionError, AssertionError, CaptureError) as error:
             if "overflow" in str(error):
                 raise ValueError(f"batch_size={batch_size} and seq_length={seq_length} give {preset.name} tensors "
-                                 f"too large to count: {_first_line(error)}") from None
+                                 f"too large to count: {first_line(error)}") from None
             if not overrides:
                 raise
             raise ValueError(f"the overrides {overrides} do not make a model {preset.name} can run: "
-                             f"{_first_line(error)}") from None
+                             f"{first_line(error)}") from None
     if weight_dtype != dtype:
         trace = _apply_weight_dtype(trace, model, weight_dtype)
     trace.attrs["capture"] = params
@@ -459,11 +459,6 @@ def _check_capture_config(preset: Preset, overrides: dict, training: bool) -> No
     for name in (field, *aliases):
         depth = overrides.get(name, depth)
     check_capture_fits(preset.name, depth, training)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 @contextlib.contextmanager
