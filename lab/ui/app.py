@@ -35,7 +35,10 @@ def voila_command(port: int = DEFAULT_PORT, notebook: Path = EXPLORER, cull_idle
             "--strip_sources=True", "--show_tracebacks=False",
             f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_timeout_s)}",
             f"--MappingKernelManager.cull_interval={int(cull_interval_s)}",
-            "--MappingKernelManager.cull_connected=False", "--MappingKernelManager.cull_busy=False"]
+            "--MappingKernelManager.cull_connected=False", "--MappingKernelManager.cull_busy=False",
+            # plotly's JupyterLab renderer is built for a newer JupyterLab than Voila's page and can break the
+            # widgets' loading; the explorer sends its plotly figures as self-contained HTML instead
+            "--VoilaConfiguration.extension_denylist=jupyterlab-plotly"]
 
 
 def main(argv=None) -> None:
