@@ -290,7 +290,7 @@ def test_bad_capture_settings_on_the_cli_are_one_line(setting, fragment, tmp_pat
 @given(
     ids=st.lists(st.integers(0, 7), min_size=1, max_size=60),
     exponents=st.lists(st.floats(-20, 40), min_size=8, max_size=8),
-    capacity_exponent=st.floats(-20, 41),
+    capacity_exponent=st.floats(-20, 40),  # lab's largest capacity is 2**40 MB
     writes=st.lists(st.booleans(), min_size=60, max_size=60),
     policy=st.sampled_from(["LRU", "FIFO", "GDSF", "ARC", "Belady", "BeladySize"]),
 )
