@@ -95,6 +95,7 @@ _LAZY = {
     "measured_totals": "lab.analysis.fidelity",
     # studies (lab.study): dask and distributed load only when a study runs on them
     "run_study": "lab.study",
+    "local_cluster": "lab.study",
     "load_study": "lab.study",
     "load_study_spec": "lab.study",
     "study_failures": "lab.study",

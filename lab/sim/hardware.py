@@ -62,6 +62,9 @@ per-case factor.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +72,7 @@ import pandas as pd
 
 from lab.checks import check_int, check_number
 from lab.compiled import kernel
+from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB
 
 # Ops computed as tiled matrix products: GEMMs, and convolutions as implicit GEMMs (activations x filters).
@@ -333,12 +337,14 @@ def _expand(lo, hi, repeat, is_write, op, line_bytes):
     return codes, writes, key, row
 
 
-def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel):
+def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repeat=None):
     """The line-granular trace of ``trace`` for the cache: (codes, is_write, n_lines, row), codes in
-    0..n_lines-1, ``row`` the access of ``trace`` each line access comes from."""
+    0..n_lines-1, ``row`` the access of ``trace`` each line access comes from. ``repeat``: the GEMM re-reads
+    (``gemm_rereads``) when already known."""
     lo, hi = assign_addresses(trace, model.alignment)
     is_write = (trace["access"].to_numpy() == "write") if "access" in trace else np.zeros(len(trace), bool)
-    repeat = gemm_rereads(trace, capacity_bytes, model)
+    if repeat is None:
+        repeat = gemm_rereads(trace, capacity_bytes, model)
     op = _op_index(is_write)
     codes, writes, key, row = _expand(lo, hi, repeat, is_write, op, np.int64(model.line_bytes))
     if model.interleave:
@@ -346,3 +352,52 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel):
         codes, writes, row = codes[order], writes[order], row[order]
     n_lines = int(codes.max()) + 1 if codes.size else 0
     return codes, writes, n_lines, row
+
+
+LINE_COLUMNS = ("tensor_id", "size_mb", "access", "op", "shape")  # what the line trace is made from
+LINE_CACHE_BYTES = 1 << 30  # line workloads kept per process for reuse (bytes, estimated)
+_line_cache: OrderedDict = OrderedDict()  # key -> (workload, estimated bytes)
+_line_cache_lock = threading.Lock()
+
+
+def trace_fingerprint(trace: pd.DataFrame) -> bytes:
+    """A digest of the columns of ``trace`` the line trace is made from (``LINE_COLUMNS``): equal digests, equal
+    line traces. By content, so a trace changed in place is never mistaken for its old self."""
+    columns = [c for c in LINE_COLUMNS if c in trace]
+    digest = hashlib.blake2b(repr(columns).encode(), digest_size=16)
+    for column in columns:
+        values = trace[column]
+        if values.dtype == object:  # shapes may be tuples or lists, which pandas cannot hash
+            values = values.astype(str)
+        digest.update(pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes())
+    return digest.digest()
+
+
+def line_workload(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -> Workload:
+    """The line-granular trace of ``trace`` (see ``line_trace``) as an engine ``Workload`` of ``line_bytes``
+    blocks, for the cache of ``capacity_bytes`` (effective bytes: the GEMM panels depend on it).
+
+    Building it costs ~10x the simulation that follows, and it is the same for every policy and for every
+    capacity with the same GEMM re-reads, so it is memoized by content (``trace_fingerprint``) in this
+    process, up to ``LINE_CACHE_BYTES``, least recently used first out. The arrays are shared: read-only by
+    convention (the engine does not write them).
+    """
+    repeat = gemm_rereads(trace, capacity_bytes, model)
+    key = (trace_fingerprint(trace), model, hashlib.blake2b(repeat.tobytes(), digest_size=16).digest())
+    with _line_cache_lock:
+        if key in _line_cache:
+            _line_cache.move_to_end(key)
+            return _line_cache[key][0]
+    codes, writes, n_lines, _ = line_trace(trace, capacity_bytes, model, repeat)
+    line = np.int64(model.line_bytes)
+    workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
+                        access_bytes=np.full(codes.shape[0], line, np.int64),
+                        is_write=writes if "access" in trace else np.zeros(0, np.bool_),
+                        id_values=np.arange(n_lines, dtype=np.int64))
+    estimate = codes.shape[0] * (8 + 1 + 8 + 2 * 8) + n_lines * 16  # + previous and next use, once computed
+    with _line_cache_lock:
+        if estimate <= LINE_CACHE_BYTES:
+            _line_cache[key] = (workload, estimate)
+            while sum(size for _, size in _line_cache.values()) > LINE_CACHE_BYTES:
+                _line_cache.popitem(last=False)
+    return workload

@@ -402,13 +402,9 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
         # the cache writes every dirty line back at the end (flush_at_end) whatever persists: marks add nothing
         trace = trace[trace["access"] != "persist"].reset_index(drop=True)
     capacity_bytes = max(1, int(capacity_bytes * model.effective_fraction))
-    codes, writes, n_lines, rows = hardware.line_trace(trace, capacity_bytes, model)
+    workload = hardware.line_workload(trace, capacity_bytes, model)  # shared by policies and capacities
     line = np.int64(model.line_bytes)
-    workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
-                        access_bytes=np.full(codes.shape[0], line, np.int64),
-                        is_write=writes if "access" in trace else _EMPTY_BOOL,
-                        id_values=np.arange(n_lines, dtype=np.int64))
-    dirty = np.zeros(n_lines if workload.has_writes else 0, np.bool_)
+    dirty = np.zeros(workload.n_tensors if workload.has_writes else 0, np.bool_)
     counts, *per_run = replay(workload, policy, capacity_bytes, per_access, liveness=False, dirty=dirty)
     flushed = int(np.count_nonzero(dirty)) if model.flush_at_end else 0
     counts[WRITE_BYTES] += flushed * line

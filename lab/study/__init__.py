@@ -8,9 +8,9 @@ on them.
 """
 
 from lab.study.dataset import load_study, study_dataset, study_failures
-from lab.study.runner import StudySummary, run_study
+from lab.study.runner import StudySummary, local_cluster, run_study
 from lab.study.spec import StudyError, StudySpec, load_study_spec, parse_study
 from lab.study.views import best_policy, gap_to_optimum, one_slice, policy_scoreboard
 
 __all__ = ["StudyError", "StudySpec", "StudySummary", "best_policy", "gap_to_optimum", "load_study",
-           "load_study_spec", "one_slice", "parse_study", "policy_scoreboard", "run_study", "study_dataset", "study_failures"]
+           "load_study_spec", "local_cluster", "one_slice", "parse_study", "policy_scoreboard", "run_study", "study_dataset", "study_failures"]

@@ -1,9 +1,10 @@
 """Run a study: on Dask's distributed scheduler (a ``LocalCluster`` by default, or any running cluster), or
 serially in this process; resumable, with a progress bar and a summary.
 
-Work is split so that each trace is made once: one task per capture (or generated trace), then one task per
-(buffer, policy) on it, over the capacities still missing (one-pass curves for LRU and Belady where they apply,
-the optimum's bracket as policy ``OPT``). The client writes each finished task's rows (see
+Work is split so that each trace is made once: one task per capture (or generated trace), then tasks on it
+over the cells still missing: on the scratchpad one per policy over the capacities (one-pass curves for LRU
+and Belady where they apply, the optimum's bracket as policy ``OPT``), under the hardware cache one per
+capacity over the policies (they share its line trace). The client writes each finished task's rows (see
 ``lab.study.dataset``), so a killed worker costs only its running task (Dask runs it again) and a killed run
 loses nothing written: the next run skips the finished cells.
 """
@@ -30,6 +31,7 @@ from lab.study.tasks import Failed, failure_record, make_trace, run_task
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 REFRESH_S = 0.5  # how often a run looks for finished work
 TICK_S = 2.0  # the progress bar is redrawn at least this often, finished work or not
+MALLOC_SETTING = "MALLOC_TRIM_THRESHOLD_"  # set by Dask's nanny; left unset in the workers of local_cluster
 
 
 @dataclass
@@ -69,10 +71,10 @@ def _plan(spec: StudySpec, out) -> tuple[list, int]:
     for workload in spec.workloads():
         tasks = []
         for task in spec.tasks(workload):
-            missing = tuple(c for c in task.capacities_mb if task.cell_id(c) not in done)
-            skipped += len(task.capacities_mb) - len(missing)
+            missing = tuple(cell for cell in task.cells if task.cell_id(*cell) not in done)
+            skipped += len(task.cells) - len(missing)
             if missing:
-                tasks.append(Task(task.workload, task.buffer, task.policy, missing, task.cost, task.optimum))
+                tasks.append(task.with_cells(missing))
         if tasks:
             plan.append((workload, tasks))
     return plan, skipped
@@ -115,14 +117,13 @@ class _Progress:
 
 def _record(out, task: Task, result, summary: StudySummary) -> int:
     """Write a finished task's rows, or its failure record; returns its number of cells."""
-    n = len(task.capacities_mb)
+    n = len(task.cells)
     if isinstance(result, Failed):
         record = failure_record(task, result)
         dataset.write_json(dataset.failed_dir(out) / f"{task.key}.json", record)
         summary.failed += n
         if len(summary.errors) < 20:
-            summary.errors.append(f"{task.workload.model.label} {task.workload.phase} {task.buffer} {task.policy}: "
-                                  f"{result.error}")
+            summary.errors.append(f"{task.label}: {result.error}")
     else:
         dataset.write_cells(out, task.key, result)
         summary.done += n
@@ -163,7 +164,7 @@ def _serial(plan, out, summary: StudySummary, progress: _Progress) -> None:
             task, result = item
             if task is None:
                 raise result
-            progress.update(_record(out, task, result, summary), f"{task.workload.model.label} {task.policy}")
+            progress.update(_record(out, task, result, summary), task.label)
     finally:
         stop.set()
 
@@ -172,7 +173,7 @@ def _client(scheduler: Optional[str], workers: Optional[int], verbose: bool):
     """(client, cluster or None): a client of the scheduler at ``scheduler`` (or $DASK_SCHEDULER_ADDRESS), else
     of a new LocalCluster of ``workers`` processes (default: one per core), one thread each."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise ValueError("running a study on Dask needs dask and distributed: pip install 'lab[cluster]' "
                          "(or run it serially: serial=True, --serial)") from None
@@ -182,14 +183,32 @@ def _client(scheduler: Optional[str], workers: Optional[int], verbose: bool):
             return Client(address, timeout="20s"), None
         except (OSError, TimeoutError) as error:
             raise ValueError(f"scheduler {address!r}: cannot connect ({error})") from None
-    n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
+    cluster = local_cluster(workers)
     return Client(cluster), cluster
 
 
+def local_cluster(workers: Optional[int] = None, **options):
+    """A ``distributed.LocalCluster`` for studies: ``workers`` processes (default: one per core) of one
+    thread each, the dashboard on a free port, and glibc's own allocator settings in the workers.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting it turns off glibc's adaptive
+    mmap threshold, so that every array over 128 KiB is mapped fresh from the OS and its pages faulted in
+    again. The simulations allocate many such arrays: measured on this project's benchmark grid, tasks took
+    1.9x the CPU time of the same tasks in a plain process (see ``benchmarks/bench_study.py``). The workers
+    here start without it. ``options`` go to ``LocalCluster``.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    n = check_int("workers", workers, low=1) if workers is not None else os.cpu_count() or 1
+    settings = {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
+                "silence_logs": logging.ERROR, **options}
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_SETTING}": None}):
+        return LocalCluster(**settings)
+
+
 def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) -> None:
-    """Run the plan on ``client``'s cluster: one task per trace, one per (buffer, policy) on it; the client
+    """Run the plan on ``client``'s cluster: one task per trace, then its cell tasks on it; the client
     writes each result as it arrives."""
     from distributed import as_completed
 
@@ -220,8 +239,7 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
                         error = lost
                     result = Failed("task", f"{type(error).__name__}: {error}", "")
                 future.release()
-                progress.update(_record(out, task, result, summary),
-                                f"{task.workload.model.label} {task.policy}")
+                progress.update(_record(out, task, result, summary), task.label)
     finally:
         for future, _ in tasks_of.values():
             future.cancel()
@@ -287,10 +305,10 @@ def run_study(study, out, *, workers: Optional[int] = None, scheduler: Optional[
             stale.unlink()  # failures of an earlier run: their cells run again now
         dataset.write_json(out / "study.json", spec.to_dict())
         summary = StudySummary(spec.name, str(out), spec.n_cells, skipped=skipped)
-        todo = sum(len(t.capacities_mb) for _, tasks in plan for t in tasks)
+        todo = sum(len(t.cells) for _, tasks in plan for t in tasks)
         say = (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
         say(f"study {spec.name}: {spec.n_cells} cells ({len(spec.workloads())} traces x "
-            f"{len(spec.tasks(spec.workloads()[0]))} policy/buffer pairs x {len(spec.capacities_mb)} capacities"
+            f"{len(spec.columns())} policy/buffer pairs x {len(spec.capacities_mb)} capacities"
             + (f"; {spec.left_out} grid points do not exist (synthetic families in training or another "
                "weight dtype, ML under the cache)" if spec.left_out else "")
             + f"); {skipped} finished before, {todo} to run")

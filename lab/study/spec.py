@@ -102,29 +102,48 @@ class Workload:
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work on a workload's trace: ``policy`` (or ``OPT``, the optimum) under ``buffer`` at each
-    of ``capacities_mb``; one result row per capacity (a grid cell)."""
+    """One unit of work on a workload's trace: its ``cells``, (policy, capacity in MB) pairs under ``buffer``
+    (policy ``OPT``: the optimum); one result row per cell. On the scratchpad a task is one policy at every
+    capacity (one-pass curves share the work); under the hardware cache it is every policy at one capacity
+    (they share the line trace, which costs more than the simulations)."""
 
     workload: Workload
     buffer: str
-    policy: str
-    capacities_mb: tuple
+    cells: tuple  # ((policy, capacity_mb), ...)
     cost: Optional[str]
     optimum: object  # True or "auto" (OPT tasks)
 
-    def cell_id(self, capacity_mb: float) -> str:
-        """The stable id of one cell (this task at one capacity): a hash of every coordinate."""
-        return _digest({**self.workload.coordinates(), "buffer": self.buffer, "policy": self.policy,
+    @property
+    def policies(self) -> tuple:
+        return tuple(dict.fromkeys(p for p, _ in self.cells))
+
+    @property
+    def capacities_mb(self) -> tuple:
+        return tuple(dict.fromkeys(c for _, c in self.cells))
+
+    def cell_id(self, policy: str, capacity_mb: float) -> str:
+        """The stable id of one cell (a policy at one capacity): a hash of every coordinate."""
+        return _digest({**self.workload.coordinates(), "buffer": self.buffer, "policy": policy,
                         "capacity_mb": float(capacity_mb), "cost": self.cost})
 
     @property
     def key(self) -> str:
         """The id of this batch of cells (its file name in the dataset)."""
-        return _digest([self.cell_id(c) for c in self.capacities_mb])
+        return _digest([self.cell_id(p, c) for p, c in self.cells])
 
-    def coordinates(self, capacity_mb: float) -> dict:
-        return {**self.workload.coordinates(), "buffer": self.buffer, "policy": self.policy,
-                "capacity_mb": float(capacity_mb), "cost": self.cost or "", "cell_id": self.cell_id(capacity_mb)}
+    @property
+    def label(self) -> str:
+        """Model, phase, buffer and what the task runs, for messages."""
+        what = (self.policies[0] if len(self.policies) == 1 else f"{len(self.policies)} policies at "
+                f"{self.capacities_mb[0]:g} MB")
+        return f"{self.workload.model.label} {self.workload.phase} {self.buffer} {what}"
+
+    def with_cells(self, cells) -> "Task":
+        return Task(self.workload, self.buffer, tuple(cells), self.cost, self.optimum)
+
+    def coordinates(self, policy: str, capacity_mb: float) -> dict:
+        return {**self.workload.coordinates(), "buffer": self.buffer, "policy": policy,
+                "capacity_mb": float(capacity_mb), "cost": self.cost or "", "cell_id": self.cell_id(policy, capacity_mb)}
 
 
 @dataclass
@@ -164,10 +183,10 @@ class StudySpec:
                                 continue
                             out.append(Workload(model, batch, seq, phase, weight_dtype, self.dtype, self.seed))
         unsupported = sum((b, p) in UNSUPPORTED for b in self.buffers for p in self.policies)
-        self.left_out = (left * len(self._columns()) + len(out) * unsupported) * len(self.capacities_mb)
+        self.left_out = (left * len(self.columns()) + len(out) * unsupported) * len(self.capacities_mb)
         return out
 
-    def _columns(self) -> list:
+    def columns(self) -> list:
         """(buffer, policy) pairs of each workload: every policy under every buffer, and OPT on the scratchpad;
         not the scored policies (ML) under the hardware cache, which tracks lines, not the scored tensors."""
         pairs = [(b, p) for b in self.buffers for p in self.policies if (b, p) not in UNSUPPORTED]
@@ -176,13 +195,21 @@ class StudySpec:
         return pairs
 
     def tasks(self, workload: Workload) -> list[Task]:
-        """The tasks on one workload: one per (buffer, policy), over every capacity."""
-        return [Task(workload, b, p, tuple(self.capacities_mb), self.cost, self.optimum) for b, p in self._columns()]
+        """The tasks on one workload: on the scratchpad one per policy (and OPT) over every capacity; under the
+        hardware cache one per capacity over every policy (see ``Task``)."""
+        columns = self.columns()
+        out = [Task(workload, b, tuple((p, c) for c in self.capacities_mb), self.cost, self.optimum)
+               for b, p in columns if b != "cache"]
+        cached = [p for b, p in columns if b == "cache"]
+        if cached:
+            out += [Task(workload, "cache", tuple((p, c) for p in cached), self.cost, self.optimum)
+                    for c in self.capacities_mb]
+        return out
 
     @property
     def n_cells(self) -> int:
         """Cells of the grid (result rows): workloads x (buffers x policies + OPT) x capacities."""
-        return len(self.workloads()) * len(self._columns()) * len(self.capacities_mb)
+        return len(self.workloads()) * len(self.columns()) * len(self.capacities_mb)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "models": [m.to_dict() for m in self.models], "batch_sizes": self.batch_sizes,

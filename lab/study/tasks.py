@@ -63,28 +63,29 @@ def make_trace(workload: Workload):
 
 
 def _rows(task: Task, trace) -> tuple[list[dict], float]:
+    """(one dict per cell: policy, capacity_mb, the metrics, algorithm; the working set in MB)."""
     from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, optimum_metrics, sweep_capacity, with_scores, working_set_mb
     from lab.sim.simulate import simulate
     from lab.trace.workload import encode_trace
 
-    scored = with_scores(trace, [task.policy]) if task.policy != OPTIMUM else trace  # the ML policy's scores
+    policies = [p for p in task.policies if p != OPTIMUM]
+    scored = with_scores(trace, policies) if policies else trace  # the ML policy's scores
     workload = encode_trace(scored)
     working_set = working_set_mb(workload)
-    if task.policy == OPTIMUM:
+    if task.buffer == "cache":  # every policy at one capacity: the line trace is built once and shared
+        return [{"policy": p, "capacity_mb": c, **simulate(workload, p, c, task.cost, per_access=False,
+                                                            buffer="cache").metrics,
+                 "algorithm": "simulation (cache)"} for p, c in task.cells], working_set
+    (policy,) = task.policies  # the scratchpad: one policy over the capacities
+    capacities = list(task.capacities_mb)
+    if policy == OPTIMUM:
         if task.optimum == "auto" and workload.n_accesses > AUTO_OPTIMUM_ACCESSES:
             reason = f"skipped: {workload.n_accesses:,} accesses > {AUTO_OPTIMUM_ACCESSES:,} (optimum: auto)"
-            return [{"capacity_mb": c, "algorithm": reason} for c in task.capacities_mb], working_set
-        return [{"capacity_mb": c, **optimum_metrics(workload, c, task.cost),
-                 "algorithm": "min-cost flow bracket (lab.optimal)"} for c in task.capacities_mb], working_set
-    if task.buffer == "scratchpad":
-        table = sweep_capacity(workload, [task.policy], list(task.capacities_mb), task.cost, threads=1,
-                               optimum=False, method="auto")
-        return table.drop(columns="policy").to_dict(orient="records"), working_set
-    rows = []
-    for c in task.capacities_mb:
-        result = simulate(workload, task.policy, c, task.cost, per_access=False, buffer="cache")  # encoded once
-        rows.append({"capacity_mb": c, **result.metrics, "algorithm": "simulation (cache)"})
-    return rows, working_set
+            return [{"policy": policy, "capacity_mb": c, "algorithm": reason} for c in capacities], working_set
+        return [{"policy": policy, "capacity_mb": c, **optimum_metrics(workload, c, task.cost),
+                 "algorithm": "min-cost flow bracket (lab.optimal)"} for c in capacities], working_set
+    table = sweep_capacity(workload, [policy], capacities, task.cost, threads=1, optimum=False, method="auto")
+    return table.to_dict(orient="records"), working_set
 
 
 def run_task(trace, task: Task):
@@ -100,14 +101,15 @@ def run_task(trace, task: Task):
                    **versions(task.workload.model.source)}
     except Exception as error:  # noqa: BLE001 - recorded per cell, never stops the study
         return Failed("task", f"{type(error).__name__}: {error}", traceback.format_exc())
-    frame = pd.DataFrame([{**task.coordinates(row["capacity_mb"]), **row, **context} for row in rows])
+    frame = pd.DataFrame([{**task.coordinates(row.pop("policy"), row["capacity_mb"]), **row, **context}
+                          for row in rows])
     frame.attrs["seconds"] = time.perf_counter() - start
     return frame
 
 
-def failure_record(task: Task, failed: Failed, capacities: Optional[tuple] = None) -> dict:
+def failure_record(task: Task, failed: Failed) -> dict:
     """The JSON record of a failed task: its coordinates, cells, the error and its traceback."""
-    capacities = task.capacities_mb if capacities is None else capacities
-    return {"task": task.key, **task.workload.coordinates(), "buffer": task.buffer, "policy": task.policy,
-            "capacities_mb": list(capacities), "cells": [task.cell_id(c) for c in capacities],
-            "stage": failed.stage, "error": failed.error, "traceback": failed.traceback}
+    return {"task": task.key, **task.workload.coordinates(), "buffer": task.buffer,
+            "policy": ", ".join(task.policies), "capacities_mb": list(task.capacities_mb),
+            "cells": [task.cell_id(p, c) for p, c in task.cells], "stage": failed.stage, "error": failed.error,
+            "traceback": failed.traceback}
