@@ -166,3 +166,23 @@ def test_cache_mode_of_a_workload_without_its_trace_is_refused(small_trace):
                         is_write=workload.is_write, id_values=workload.id_values)
     with pytest.raises(ValueError, match="needs the trace's columns"):
         lab.simulate(bare, "LRU", 20, buffer="cache")
+
+
+def test_the_line_trace_is_shared_by_content_and_rebuilt_when_the_trace_changes(monkeypatch):
+    from lab.sim import hardware
+
+    monkeypatch.setattr(hardware, "_line_cache", type(hardware._line_cache)())
+    built = []
+    line_trace = hardware.line_trace
+    monkeypatch.setattr(hardware, "line_trace", lambda *a: built.append(1) or line_trace(*a))
+    trace = trace_of([("W", 10 * LINE, "read"), ("X", 4 * LINE, "write"), ("W", 10 * LINE, "read")])
+    first = {p: cache(trace, 8 * LINE, policy=p).metrics for p in ("LRU", "FIFO")}
+    again = cache(trace.copy(), 8 * LINE, policy="LRU").metrics  # an equal trace: the same line trace
+    assert len(built) == 1 and again == first["LRU"]
+    trace.loc[1, "size_mb"] = 8 * LINE / BYTES_PER_MB  # changed in place: a new line trace, new numbers
+    changed = cache(trace, 8 * LINE, policy="LRU").metrics
+    assert len(built) == 2 and changed["dram_writes_mb"] == 2 * first["LRU"]["dram_writes_mb"]
+    monkeypatch.setattr(hardware, "LINE_CACHE_BYTES", 0)  # nothing kept: built every time, same numbers
+    hardware._line_cache.clear()
+    assert cache(trace, 8 * LINE, policy="LRU").metrics == changed and len(built) == 3
+    assert cache(trace, 8 * LINE, policy="LRU").metrics == changed and len(built) == 4

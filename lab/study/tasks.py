@@ -11,7 +11,6 @@ import platform
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pandas as pd
