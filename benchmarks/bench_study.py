@@ -39,6 +39,9 @@ TARGET = 1.7
 
 def _best(repeat: int, **where) -> float:
     """Seconds of the best of ``repeat`` timed runs of the grid, after one untimed run."""
+    from lab.sim.hardware import clear_line_cache
+
+    clear_line_cache()  # this process's line traces from the runs before (the serial run's, same seeds)
     times = []
     for seed in range(repeat + 1):  # new traces each run: nothing is reused from the run before
         with tempfile.TemporaryDirectory() as out:

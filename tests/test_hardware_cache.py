@@ -1,5 +1,7 @@
 """The hardware-cache buffer model (``lab.simulate(..., buffer="cache")``) on tiny hand-made traces."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -183,6 +185,21 @@ def test_the_line_trace_is_shared_by_content_and_rebuilt_when_the_trace_changes(
     changed = cache(trace, 8 * LINE, policy="LRU").metrics
     assert len(built) == 2 and changed["dram_writes_mb"] == 2 * first["LRU"]["dram_writes_mb"]
     monkeypatch.setattr(hardware, "LINE_CACHE_BYTES", 0)  # nothing kept: built every time, same numbers
-    hardware._line_cache.clear()
+    hardware.clear_line_cache()
     assert cache(trace, 8 * LINE, policy="LRU").metrics == changed and len(built) == 3
     assert cache(trace, 8 * LINE, policy="LRU").metrics == changed and len(built) == 4
+
+
+def test_threads_asking_for_one_line_trace_build_it_once(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lab.sim import hardware
+
+    monkeypatch.setattr(hardware, "_line_cache", type(hardware._line_cache)())
+    built = []
+    line_trace = hardware.line_trace
+    monkeypatch.setattr(hardware, "line_trace", lambda *a: built.append(1) or time.sleep(0.2) or line_trace(*a))
+    trace = trace_of([("W", 10 * LINE, "read"), ("X", 4 * LINE, "write"), ("W", 10 * LINE, "read")])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: cache(trace, 8 * LINE, policy=p).metrics, ["LRU", "FIFO", "LRU", "ARC"]))
+    assert len(built) == 1 and results[0] == results[2]

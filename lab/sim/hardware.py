@@ -358,6 +358,7 @@ LINE_COLUMNS = ("tensor_id", "size_mb", "access", "op", "shape")  # what the lin
 LINE_CACHE_BYTES = 1 << 30  # line workloads kept per process for reuse (bytes, estimated)
 _line_cache: OrderedDict = OrderedDict()  # key -> (workload, estimated bytes)
 _line_cache_lock = threading.Lock()
+_line_builds: dict = {}  # key -> lock held while one thread builds that line trace
 
 
 def trace_fingerprint(trace: pd.DataFrame) -> bytes:
@@ -371,6 +372,12 @@ def trace_fingerprint(trace: pd.DataFrame) -> bytes:
             values = values.astype(str)
         digest.update(pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes())
     return digest.digest()
+
+
+def clear_line_cache() -> None:
+    """Forget the line traces ``line_workload`` keeps (their memory is freed once no result holds them)."""
+    with _line_cache_lock:
+        _line_cache.clear()
 
 
 def line_workload(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -> Workload:
@@ -388,12 +395,26 @@ def line_workload(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -
         if key in _line_cache:
             _line_cache.move_to_end(key)
             return _line_cache[key][0]
+        building = _line_builds.setdefault(key, threading.Lock())
+    try:
+        with building:  # a second thread asking for the same line trace waits for the first's
+            with _line_cache_lock:
+                if key in _line_cache:
+                    return _line_cache[key][0]
+            return _build_line_workload(trace, capacity_bytes, model, repeat, key)
+    finally:
+        with _line_cache_lock:
+            _line_builds.pop(key, None)
+
+
+def _build_line_workload(trace, capacity_bytes, model, repeat, key) -> Workload:
     codes, writes, n_lines, _ = line_trace(trace, capacity_bytes, model, repeat)
     line = np.int64(model.line_bytes)
     workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
                         access_bytes=np.full(codes.shape[0], line, np.int64),
                         is_write=writes if "access" in trace else np.zeros(0, np.bool_),
                         id_values=np.arange(n_lines, dtype=np.int64))
+    workload.previous_use  # every run needs it (compulsory misses): computed once, here
     estimate = codes.shape[0] * (8 + 1 + 8 + 2 * 8) + n_lines * 16  # + previous and next use, once computed
     with _line_cache_lock:
         if estimate <= LINE_CACHE_BYTES:

@@ -65,14 +65,15 @@ def arrow_table(frame: pd.DataFrame):
     return pa.table(arrays)  # column by column in arrow: 7x faster than pandas astype and from_pandas
 
 
-def write_cells(out, task_key: str, frame: pd.DataFrame) -> Path:
-    """Write one task's rows to ``<out>/cells/<model>/<phase>/<task_key>.parquet`` atomically; returns the
-    path. A file of the same task (a rerun's retry) is replaced, never duplicated."""
+def write_cells(out, task_key: str, rows) -> Path:
+    """Write one task's rows (a pyarrow Table from ``arrow_table``, or a DataFrame) to
+    ``<out>/cells/<model>/<phase>/<task_key>.parquet`` atomically; returns the path. A file of the same task
+    (a rerun's retry) is replaced, never duplicated."""
     import pyarrow.parquet as pq
 
-    model, phase = frame["model"].iloc[0], frame["phase"].iloc[0]
+    table = arrow_table(rows) if isinstance(rows, pd.DataFrame) else rows
+    model, phase = table.column("model")[0].as_py(), table.column("phase")[0].as_py()
     path = cells_dir(out) / str(model) / str(phase) / f"{task_key}.parquet"
-    table = arrow_table(frame)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path

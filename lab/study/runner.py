@@ -207,6 +207,12 @@ def local_cluster(workers: Optional[int] = None, **options):
         return LocalCluster(**settings)
 
 
+def _size(workload) -> int:
+    """Tokens per step of ``workload``: larger traces run first, so that no large task is left for the end
+    while the other workers idle."""
+    return workload.batch_size * workload.seq_length
+
+
 def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) -> None:
     """Run the plan on ``client``'s cluster: one task per trace, then its cell tasks on it; the client
     writes each result as it arrives."""
@@ -215,9 +221,11 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
     token = uuid.uuid4().hex[:8]
     tasks_of = {}
     for workload, tasks in plan:
-        trace = client.submit(make_trace, workload, key=f"trace-{workload.key}-{token}", pure=False)
+        trace = client.submit(make_trace, workload, key=f"trace-{workload.key}-{token}", pure=False,
+                              priority=_size(workload))
         for task in tasks:
-            future = client.submit(run_task, trace, task, key=f"cells-{task.key}-{token}", pure=False)
+            future = client.submit(run_task, trace, task, key=f"cells-{task.key}-{token}", pure=False,
+                                   priority=_size(workload))
             tasks_of[future.key] = (future, task)
         del trace  # the cell tasks hold it; the scheduler frees it once they are done
     pending = as_completed([f for f, _ in tasks_of.values()])

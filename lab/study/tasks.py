@@ -8,13 +8,13 @@ bad cell never stops the others.
 from __future__ import annotations
 
 import platform
-import time
 import traceback
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from lab.study.dataset import arrow_table
 from lab.study.spec import OPTIMUM, Task, Workload
 
 
@@ -88,22 +88,20 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
 
 
 def run_task(trace, task: Task):
-    """The result rows of ``task`` on ``trace`` (a DataFrame: every grid coordinate, ``cell_id``, the metrics,
-    ``algorithm``, ``working_set_mb``, ``trace_accesses`` and the versions), or a
-    ``Failed`` record when the trace failed or the task raised."""
+    """The result rows of ``task`` on ``trace`` (a pyarrow Table, see ``lab.study.dataset.arrow_table``: every
+    grid coordinate, ``cell_id``, the metrics, ``algorithm``, ``working_set_mb``, ``trace_accesses`` and the
+    versions), or a ``Failed`` record when the trace failed or the task raised."""
     if isinstance(trace, Failed):
         return trace
-    start = time.perf_counter()
     try:
         rows, working_set = _rows(task, trace)
         context = {"working_set_mb": working_set, "trace_accesses": len(trace),
                    **versions(task.workload.model.source)}
+        frame = pd.DataFrame([{**task.coordinates(row.pop("policy"), row["capacity_mb"]), **row, **context}
+                              for row in rows])
+        return arrow_table(frame)  # made here, on the worker: the client only writes it
     except Exception as error:  # noqa: BLE001 - recorded per cell, never stops the study
         return Failed("task", f"{type(error).__name__}: {error}", traceback.format_exc())
-    frame = pd.DataFrame([{**task.coordinates(row.pop("policy"), row["capacity_mb"]), **row, **context}
-                          for row in rows])
-    frame.attrs["seconds"] = time.perf_counter() - start
-    return frame
 
 
 def failure_record(task: Task, failed: Failed) -> dict:
