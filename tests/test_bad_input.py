@@ -34,6 +34,8 @@ def _empty_notebook():
 CATALOGUE = [
     # (case, call, exception, message fragment)
     ("capacity 0", lambda: lab.simulate(SMALL, "LRU", 0), ValueError, "capacity_mb"),
+    ("a local cluster of no worker", lambda: lab.local_cluster(0), ValueError, "workers must be an integer >= 1"),
+    ("a local cluster of '2' workers", lambda: lab.local_cluster("2"), ValueError, "workers must be an integer"),
     ("capacity NaN", lambda: lab.simulate(SMALL, "LRU", float("nan")), ValueError, "capacity_mb"),
     ("unknown policy", lambda: lab.simulate(SMALL, "LRUX", 4), (ValueError, TypeError), "LRU"),
     ("unknown buffer model", lambda: lab.simulate(SMALL, "LRU", 4, buffer="l2"), ValueError, "buffer must be one of"),
