@@ -221,11 +221,12 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
     token = uuid.uuid4().hex[:8]
     tasks_of = {}
     for workload, tasks in plan:
+        priority = _size(workload)
         trace = client.submit(make_trace, workload, key=f"trace-{workload.key}-{token}", pure=False,
-                              priority=_size(workload))
+                              priority=priority)
         for task in tasks:
             future = client.submit(run_task, trace, task, key=f"cells-{task.key}-{token}", pure=False,
-                                   priority=_size(workload))
+                                   priority=priority)
             tasks_of[future.key] = (future, task)
         del trace  # the cell tasks hold it; the scheduler frees it once they are done
     pending = as_completed([f for f, _ in tasks_of.values()])
