@@ -1,5 +1,6 @@
-"""Command line: ``python -m lab {generate,simulate,schedule,validate,compile,capture,study}``: the seed's five
-endpoints, capture of real model traces, and studies (parameter grids on Dask).
+"""Command line: ``python -m lab {generate,simulate,schedule,validate,compile,capture,study}``: generate or
+read a trace, simulate a policy, rank tensors to evict, validate a trace, plan the buffer, capture real
+models' traces, and run studies (parameter grids on Dask).
 
 Each command reads a trace (``--trace FILE``) or generates one from the seed's
 parameters, prints JSON on stdout, and writes a table with ``--out FILE``
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -75,7 +77,7 @@ def _dim(text: str):
 
 
 def _flag(parser, name: str, **kwargs):
-    """Add ``--name`` with the seed's spelling and its dashed twin (``--num_layers`` / ``--num-layers``)."""
+    """Add ``--name`` with the underscore spelling and its dashed twin (``--num_layers`` / ``--num-layers``)."""
     flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
     parser.add_argument(*flags, dest=name, **kwargs)
 
@@ -197,12 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m lab", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    generate = commands.add_parser("generate", help="generate a synthetic trace (the seed's /generate-trace)")
+    generate = commands.add_parser("generate", help="generate a synthetic trace (Transformer, CNN, MLP or MoE)")
     _trace_source(generate)
     _out(generate, "the trace")
     generate.set_defaults(run=_generate)
 
-    simulate = commands.add_parser("simulate", help="simulate one policy, print the metrics (/simulate)")
+    simulate = commands.add_parser("simulate", help="simulate one policy, print the metrics")
     _trace_source(simulate)
     _flag(simulate, "policy", default="LRU", help=f"one of {', '.join(lab.policy_names())} (case-insensitive)")
     _capacity_and_cost(simulate)
@@ -211,20 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     _out(simulate, "the per-access results")
     simulate.set_defaults(run=_simulate)
 
-    schedule = commands.add_parser("schedule", help="score the trace, rank tensors to evict (/predict-schedule)")
+    schedule = commands.add_parser("schedule", help="score the trace, rank tensors to evict")
     _trace_source(schedule)
     _flag(schedule, "top", type=int, default=20, help="how many tensors to rank")
     _flag(schedule, "method", default="heuristic", help="scoring method")
     _out(schedule, "the scored trace")
     schedule.set_defaults(run=_schedule)
 
-    validate = commands.add_parser("validate", help="statistical validation of the trace (/validate-trace)")
+    validate = commands.add_parser("validate", help="statistical validation of the trace")
     _trace_source(validate)
     _flag(validate, "reference", metavar="FILE", help="reference trace to compare with")
     _flag(validate, "window", type=int, default=DEFAULT_WINDOW, help="temporal-locality window, in accesses")
     validate.set_defaults(run=_validate)
 
-    compile_ = commands.add_parser("compile", help="optimal plan and recommended buffer size (/predict-compile)")
+    compile_ = commands.add_parser("compile", help="optimal plan and recommended buffer size")
     _trace_source(compile_)
     _capacity_and_cost(compile_)
     _out(compile_, "the per-access residency plan")
@@ -276,6 +278,15 @@ def _check_out_is_not_an_input(args) -> None:
                              "write them to another path")
 
 
+def _one_line_warning(command: str):
+    """A ``warnings.showwarning`` that prints one line, as the CLI's errors (no source line, no file name)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"python -m lab {command}: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (0; 1 when cells of a study failed; 2 on bad input; 130 when
     interrupted)."""
@@ -283,7 +294,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_out_is_not_an_input(args)
-        code = args.run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            code = args.run(args) or 0
         sys.stdout.flush()
     except BrokenPipeError:  # the reader left (``... | head``): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -77,7 +77,7 @@ CATALOGUE = [
     ("ids 1, 1.0 and True", lambda: lab.encode_trace(pd.DataFrame({"tensor_id": [1, 1.0, True], "size_mb": 1.0})),
      ValueError, "'tensor_id' must hold strings or integers of one type"),
     ("list-typed ids", lambda: lab.encode_trace(pd.DataFrame({"tensor_id": [[1], [2]], "size_mb": 1.0})),
-     ValueError, "'tensor_id' must hold strings or integers of one type"),
+     ValueError, r"'tensor_id' must hold strings or integers of one type \(got mixed values, among them list \[1\]\)"),
     ("an unknown trace format", lambda: lab.write_trace(SMALL, "t.parquet", format=123), ValueError,
      "unknown trace format 123"),
     ("a latency that would overflow the totals", lambda: lab.CostModel(hit_latency_ms=1e308), ValueError,
@@ -170,6 +170,32 @@ def test_a_corrupt_cached_capture_is_captured_again(tmp_path, monkeypatch):
         again = lab.capture_model("gpt2", num_layers=1, seq_length=16)
     pd.testing.assert_frame_equal(first, again)
     assert len(pd.read_parquet(cached)) == len(first)  # and the cache holds a good copy again
+
+
+def test_a_policy_name_where_a_list_is_expected_is_that_one_policy_never_its_letters():
+    trace = lab.generate_trace("MLP", num_layers=2)
+    assert lab.compare_policies(trace, "LRU", optimum=False).index.tolist() == ["LRU"]  # not L, R and U
+    assert lab.sweep_capacity(trace, "SIEVE", [1.0], optimum=False)["policy"].unique().tolist() == ["SIEVE"]
+    with pytest.raises(ValueError, match="unknown policy 'L'"):
+        lab.compare_policies(trace, list("LRU"))  # the letters themselves are unknown policies
+
+
+def test_an_unusable_cache_directory_costs_the_cache_not_the_capture(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from lab.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LAB_CACHE_DIR", str(blocker / "cache"))  # under a regular file: cannot be created
+    with pytest.warns(UserWarning, match="could not be cached"):
+        trace = lab.capture_model("gpt2", num_layers=1, seq_length=16)
+    assert len(trace) > 0
+    out = tmp_path / "gpt2.parquet"
+    assert main(["capture", "--model", "gpt2", "--seq-length", "16", "--set", "n_layer=1", "--out", str(out)]) == 0
+    assert len(lab.read_trace(out)) == len(trace)
+    err = capsys.readouterr().err
+    assert err.startswith("python -m lab capture: warning: the capture could not be cached at ")
+    assert err.count("\n") == 1  # one line, as the CLI's errors
 
 
 @pytest.mark.parametrize("case, call, error, fragment", CATALOGUE, ids=[c[0] for c in CATALOGUE])

@@ -119,3 +119,15 @@ def test_capture_writes_the_trace_and_prints_a_summary(capsys, tmp_path, monkeyp
     assert exit.value.code == 2 and "expected uniform, zipf or comma-separated weights" in capsys.readouterr().err
     code, _, err = run(capsys, "capture", "--model", "gpt-9")
     assert code == 2 and "unknown model preset 'gpt-9'" in err
+
+
+def test_help_says_what_each_command_does_in_whole_sentences(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    description = out.split("\n\n")[1].replace("\n", " ")
+    assert description.startswith("Generate or capture") and description.endswith("exit code 2.")
+    for command in ("generate", "simulate", "schedule", "validate", "compile", "capture", "study"):
+        assert f"    {command}  " in out
+    assert "/" not in out.split("positional arguments:")[1]  # no web endpoints (/simulate ...) a newcomer never saw

@@ -107,6 +107,18 @@ def test_auto_skips_the_flow_on_long_traces_with_a_warning(monkeypatch):
     assert prediction.optimum is None
 
 
+def test_predictions_show_progress_by_default_beyond_a_few_seconds_of_work(capsys, monkeypatch):
+    import lab.analysis.compile_prediction as prediction
+
+    trace = lab.generate_trace("MLP", num_layers=2)  # short: as if it were long, with the thresholds lowered
+    monkeypatch.setattr(prediction, "PROGRESS_OPTIMUM_ACCESSES", len(trace) - 1)
+    monkeypatch.setattr(prediction, "PROGRESS_ACCESSES", len(trace) + 1)
+    lab.predict_compile(trace, 4, policies=["LRU"], optimum=False)  # without the optimum: under its threshold
+    assert "predict_compile" not in capsys.readouterr().err
+    lab.predict_compile(trace, 4, policies=["LRU"], optimum=True)  # the optimum's flows: over its threshold
+    assert "predict_compile" in capsys.readouterr().err
+
+
 def test_long_predictions_show_progress(capsys):
     lab.predict_compile(lab.generate_trace("MLP", num_layers=2), 4, policies=["LRU"], progress=True)
     assert "predict_compile" in capsys.readouterr().err

@@ -104,7 +104,7 @@ def _axis_labels(fig):
     return [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
-def test_save_figure_writes_svg_where_the_report_says(scored, tmp_path, monkeypatch):
+def test_save_figure_writes_svg_and_png_where_the_report_says(scored, tmp_path, monkeypatch):
     import xml.etree.ElementTree as ET
 
     fig = plots.metric_bars(lab.compare_policies(scored, ["LRU", "FIFO"], capacity_mb=40, optimum=False))
@@ -116,6 +116,10 @@ def test_save_figure_writes_svg_where_the_report_says(scored, tmp_path, monkeypa
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     text = (tmp_path / "figures" / "bars.svg").read_text()
     assert "DRAM traffic, read + written (MB)" in text  # text stays text: searchable, editable
+    png = (tmp_path / "figures" / "bars.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    width = int.from_bytes(png[16:20], "big")  # the IHDR chunk: the figure's inches at PNG_DPI
+    assert width == round(fig.get_figwidth() * plots.PNG_DPI)
     with pytest.raises(ValueError, match="figure name"):
         plots.save_figure(fig, "../escape")
 

@@ -1,6 +1,7 @@
 """The policy-comparison report: its parameters, and a real papermill run on the smallest parameters."""
 
 import ast
+import os
 import json
 from pathlib import Path
 
@@ -15,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01-policy-comparison.ipynb"
 REAL_MODELS = ROOT / "notebooks" / "03-real-models.ipynb"
 LEARNED = ROOT / "notebooks" / "04-learned-eviction.ipynb"
-REPORTS = [NOTEBOOK, REAL_MODELS, LEARNED]
+STUDY = ROOT / "notebooks" / "05-study.ipynb"
+REPORTS = [NOTEBOOK, REAL_MODELS, LEARNED, STUDY]
 PARAM_FILES = [(nb, path) for nb in REPORTS for path in sorted((ROOT / "params" / nb.stem).glob("*.yaml"))]
 SMALLEST = {"model_type": "MLP", "num_layers": 2, "batch_size": 2, "seq_length": 8, "capacity_mb": 0.5,
             "capacity_points": 3, "top": 5}
@@ -26,6 +28,7 @@ def test_the_parameter_sets_exist():
     assert {("01-policy-comparison", s) for s in ("default", "cnn", "mlp", "moe")} <= stems
     assert ("03-real-models", "default") in stems
     assert {("04-learned-eviction", s) for s in ("forward", "training", "moe")} <= stems
+    assert ("05-study", "default") in stems
 
 
 @pytest.mark.parametrize("notebook, path", PARAM_FILES, ids=lambda p: p.name)
@@ -359,3 +362,55 @@ def test_learned_eviction_report_runs_on_the_smallest_parameters(tmp_path, monke
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # gap closed, importances
     question, answer = read_answer(out)
     assert "learned scorer" in question and {"learned", "heuristic", "Belady"} <= set(answer["contender"])
+
+
+def _tiny_notebook(path):
+    """A report notebook with one parameter: ``die: 1`` kills its own kernel (as the out-of-memory killer
+    would), ``die: 0`` runs."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    parameters = new_code_cell("die: int = 0  # 1 kills the kernel")
+    parameters.metadata["tags"] = ["parameters"]
+    body = new_code_cell("import os, signal\nif die:\n    os.kill(os.getpid(), signal.SIGKILL)\nprint('alive')")
+    nbformat.write(new_notebook(cells=[parameters, body], metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+    return path
+
+
+def test_a_dead_kernel_is_one_line_naming_the_params_file_and_stale_scratch_is_removed(tmp_path, capsys):
+    import subprocess
+
+    from lab.ui.report import main
+
+    notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
+    out = tmp_path / "r"
+    dies = _params_file(tmp_path, "dies.yaml", {"die": 1})
+    assert main([str(notebook), str(dies), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"python -m lab.ui.report: {dies}: the notebook's kernel died (out of memory?)\n"
+    assert not (out / "tiny" / "dies").exists()
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has any more: a killed run's
+    folder = out / "tiny"
+    stale = [folder / f".runs.{dead.pid}.staging", folder / f".figures.{dead.pid}.tmp",
+             folder / f".runs.{dead.pid}.old"]
+    live = folder / f".runs.{os.getppid()}.staging"  # a run still going (this test's parent process)
+    for path in [*stale, live]:
+        (path / "half").mkdir(parents=True)
+    runs = _params_file(tmp_path, "runs.yaml", {"die": 0})
+    assert main([str(notebook), str(runs), "--out", str(out)]) == 0
+    assert (folder / "runs" / "runs.ipynb").is_file() and "alive" in (folder / "runs" / "runs.html").read_text()
+    assert not any(path.exists() for path in stale) and live.is_dir()
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["runs.html", "runs.ipynb"]
+
+
+def test_ctrl_c_during_a_report_run_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
+    import lab.ui.report as report
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "run_reports", interrupted)
+    assert report.main([str(NOTEBOOK), str(_params_file(tmp_path, "small.yaml", SMALLEST))]) == 130
+    assert capsys.readouterr().err == "python -m lab.ui.report: interrupted\n"

@@ -251,3 +251,22 @@ def test_the_study_report_draws_a_study_and_answers(serial, tmp_path):
     question, table = read_answer(notebook)
     assert "closest to the optimum" in question
     assert set(table["policy"]) == {"LRU", "FIFO", "S3-FIFO", "ML"} and (table["points"] == 9).all()
+    figures = sorted(p.name for p in (notebook.parent / "figures").iterdir())  # each as SVG and PNG
+    assert {"study-traffic.svg", "study-traffic.png", "study-gap.svg", "study-gap.png"} <= set(figures)
+
+
+def test_the_study_figures_mark_the_hardware_presets_buffers(serial):
+    from lab import plots
+
+    shape = lab.study.one_slice(serial)
+    traffic = plots.study_traffic(shape, "scratchpad")  # capacities 0.5 to 128 MB: A100, H100, H200 between
+    panels = [ax for ax in traffic.axes if ax.get_lines()]
+    assert panels and all({t.get_text().strip() for t in ax.texts} == {"A100 40, H100 50, H200 60 MB"}
+                          for ax in panels)
+    best = lab.best_policy(shape)
+    heatmap = plots.best_policy_heatmap(best[best["phase"] == "forward"])
+    (ax,) = [a for a in heatmap.axes if a.texts]
+    marks = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "-."]
+    # columns 0.5, 8 and 128 MB at x = 0, 1, 2: 40 MB lies between 8 and 128, in log MB
+    assert len(marks) == 3 and all(1 < x < 2 for x in marks) and marks == sorted(marks)
+    assert "A100 40, H100 50, H200 60 MB" in {t.get_text().strip() for t in ax.texts}

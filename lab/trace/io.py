@@ -40,12 +40,13 @@ def _remove_stale_temporaries(path: Path) -> None:
     naming: ``.NAME.PID.<random>.tmp``, PID no longer running); a live writer's file is left alone."""
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (the owner of a temporary file of ours)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -129,8 +129,10 @@ def _factorize_ids(ids: pd.Series):
     if ids.dtype == object and len(ids):
         kind = pd.api.types.infer_dtype(ids, skipna=True)
         if kind in ("mixed", "mixed-integer", "mixed-integer-float") or kind == "boolean":
-            raise ValueError(f"column 'tensor_id' must hold strings or integers of one type (got {kind} values, e.g. "
-                             f"{ids.iloc[0]!r}): ids such as 1, 1.0 and True would be one tensor")
+            odd = next((v for v in ids if isinstance(v, (bool, np.bool_)) or not isinstance(v, (str, int, np.integer))),
+                       ids.iloc[0])  # the first value that is neither a string nor an integer
+            raise ValueError(f"column 'tensor_id' must hold strings or integers of one type (got {kind} values, among "
+                             f"them {type(odd).__name__} {odd!r}): ids such as 1, 1.0 and True would be one tensor")
     codes, uniques = pd.factorize(ids, sort=False)
     return codes, uniques, None
 

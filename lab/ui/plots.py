@@ -174,12 +174,14 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rat
     return fig
 
 
+PNG_DPI = 200  # pixels per inch of the PNG beside each SVG: slides and web pages (print from the SVG)
+
+
 def save_figure(fig: Figure, name: str) -> Figure:
-    """Save ``fig`` as ``<name>.svg`` into the folder named by the environment variable ``LAB_REPORT_FIGURES``
-    (a report run sets it: the report's ``figures/``, next to the report whose PNGs are embedded in its
-    HTML); without it, save nothing. SVG is vector (print resolution at any size), its text kept as text
-    (searchable, editable), no date stamp. Returns ``fig``, so that a
-    notebook cell shows it."""
+    """Save ``fig`` as ``<name>.svg`` and ``<name>.png`` into the folder named by the environment variable
+    ``LAB_REPORT_FIGURES`` (a report run sets it: the report's ``figures/``); without it, save nothing. SVG
+    is vector (print resolution at any size), its text kept as text (searchable, editable), no date stamp;
+    the PNG is ``PNG_DPI`` dots per inch. Returns ``fig``, so that a notebook cell shows it."""
     import os
     import re
     from pathlib import Path
@@ -193,12 +195,14 @@ def save_figure(fig: Figure, name: str) -> Figure:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with matplotlib.rc_context({"svg.fonttype": "none"}):
             fig.savefig(Path(folder) / f"{name}.svg", format="svg", metadata={"Date": None})
+        fig.savefig(Path(folder) / f"{name}.png", format="png", dpi=PNG_DPI)
     return fig
 
 
-def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float] = None) -> None:
+def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float] = None, position=None) -> None:
     """Mark each hardware preset's on-chip buffer size (``lab.HARDWARE_PRESETS``: ``buffer_mb``) on ``ax``'s
-    capacity (x) axis, where it falls between ``low`` and ``high`` MB (default: the axis' limits)."""
+    capacity (x) axis, where it falls between ``low`` and ``high`` MB (default: the axis' limits).
+    ``position``: MB -> x coordinate, for an axis that is not in MB (default: the size itself)."""
     from lab.sim.cost import HARDWARE_PRESETS
 
     if low is None or high is None:
@@ -213,11 +217,12 @@ def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float]
             clusters[-1].append(mb)
         else:
             clusters.append([mb])
+    position = position or (lambda mb: mb)
     for cluster in clusters:
         for mb in cluster:
-            ax.axvline(mb, color="0.55", linewidth=0.8, linestyle="-.", zorder=0)
+            ax.axvline(position(mb), color="0.55", linewidth=0.8, linestyle="-.", zorder=2)
         label = ", ".join(f"{'/'.join(sizes[mb])} {mb:g}" for mb in cluster) + " MB"
-        ax.text(cluster[0], 0.98, label + " ", transform=ax.get_xaxis_transform(), rotation=90, va="top",
+        ax.text(position(cluster[0]), 0.98, label + " ", transform=ax.get_xaxis_transform(), rotation=90, va="top",
                 ha="right", fontsize="x-small", color="0.35").set_in_layout(False)
 
 
@@ -643,6 +648,7 @@ def study_traffic(frame: pd.DataFrame, buffer: str = "scratchpad") -> Figure:
                 ax.plot(group["capacity_mb"], group["dram_traffic_mb"], marker="o", markersize=2.5,
                         color=policy_color(policy), label=policy)
             ax.set_xscale("log")
+            mark_hardware_buffers(ax, cell["capacity_mb"].min(), cell["capacity_mb"].max())
             ax.set_title(f"{model}, {phase}", fontsize="medium")
             if i == len(models) - 1:
                 ax.set_xlabel("buffer capacity (MB)")
@@ -696,6 +702,9 @@ def best_policy_heatmap(best: pd.DataFrame, title: str = "") -> Figure:
     ax.set_xticks(range(table.shape[1]), [f"{c:.3g}" for c in table.columns], rotation=45)
     ax.set_yticks(range(table.shape[0]), table.index)
     ax.set_xlabel("buffer capacity (MB)")
+    capacities = np.log(table.columns.to_numpy(np.float64))  # the columns' places, in log MB between them
+    mark_hardware_buffers(ax, float(table.columns.min()), float(table.columns.max()),
+                          position=lambda mb: float(np.interp(np.log(mb), capacities, np.arange(len(capacities)))))
     ax.grid(False)
     if title:
         ax.set_title(title, fontsize="medium")

@@ -3,7 +3,7 @@
 ``python -m lab.ui.report NOTEBOOK PARAMS.yaml [...] --out reports/`` writes
 ``reports/<notebook>/<params>/<params>.ipynb`` (executed), its ``.html`` and
 ``figures/`` (each figure the notebook saves with ``lab.plots.save_figure``, as
-SVG), then ``reports/index.html``: every report's answer table side by
+SVG and PNG), then ``reports/index.html``: every report's answer table side by
 side, with a link to it. Each report's folder is written whole or not at all.
 """
 
@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
-from lab.trace.io import atomic_path
+from lab.trace.io import atomic_path, process_running
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -331,7 +331,9 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
 
     check_params(notebook, params)
     out_ipynb = Path(out_ipynb)
-    with tempfile.TemporaryDirectory() as tmp:
+    out_ipynb.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_work(out_ipynb.parent)
+    with _work_folder(out_ipynb.parent / f".{out_ipynb.stem}.{os.getpid()}.run") as tmp:
         executed = Path(tmp) / out_ipynb.name
         figures = Path(tmp) / "figures"
         with _environment(FIGURES_ENV, str(figures)), _environment("PYTHONPATH", _kernel_pythonpath()):
@@ -339,7 +341,6 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
                                        cwd=cwd or str(Path(notebook).parent), progress_bar=False,
                                        extra_arguments=KERNEL_ARGUMENTS)
         if figures.is_dir():
-            out_ipynb.parent.mkdir(parents=True, exist_ok=True)
             staged = out_ipynb.parent / f".figures.{os.getpid()}.tmp"
             shutil.rmtree(staged, ignore_errors=True)
             shutil.copytree(figures, staged)
@@ -375,6 +376,8 @@ def run_reports(notebook, param_files: Iterable, out_dir) -> list[Path]:
     base = Path(out_dir) / notebook.stem
     outputs = []
     with _exclusive(Path(out_dir)):
+        if base.is_dir():
+            remove_stale_work(base)
         for path, params in batches:
             final = base / path.stem
             print(f"{notebook.name} + {path} -> {final}/ (.ipynb, .html)", flush=True)
@@ -501,6 +504,36 @@ def _exclusive(out_dir: Path):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+WORK_KINDS = ("run", "staging", "old", "tmp")  # scratch a report run makes beside its output: .NAME.PID.KIND
+
+
+@contextlib.contextmanager
+def _work_folder(path: Path):
+    """Create the scratch folder ``path`` (named ``.NAME.PID.KIND``) and remove it when the block ends."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_work(folder) -> list[Path]:
+    """Delete the scratch a killed report run left in ``folder`` (our naming ``.NAME.PID.KIND``, KIND one of
+    ``WORK_KINDS``, PID no longer running); a live run's is left alone. Returns what was removed."""
+    removed = []
+    for path in Path(folder).glob(".*.*"):
+        match = re.fullmatch(r"\.(.+)\.(\d+)\.(" + "|".join(WORK_KINDS) + ")", path.name)
+        if match and not process_running(int(match.group(2))):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _replace_folder(staging: Path, final: Path) -> None:
