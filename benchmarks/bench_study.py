@@ -2,23 +2,28 @@
 
 A 64-cell grid (2 synthetic families x batch 8 and 16 at 512 tokens x 4 policies x 4 capacities, the
 hardware-cache buffer model: 4 traces, 16 tasks of 4 cells, ~0.5 s each) runs on ``lab.local_cluster`` of
-1, 2 and ``os.cpu_count()`` worker processes (one thread each). Each cluster is started and warmed first by
-one untimed run (it loads lab and its compiled kernels in every worker and grows the workers' heaps), then
-the grid runs ``--repeat`` times, each with a new seed (new traces: nothing is reused from the run before,
-as in a real study), and the best run counts ("run"); "with start" adds the cluster's start. Speedup = run on
-1 worker / run on N. Target: at least 1.7x on 2 workers. On 2 cores the client and the scheduler share the
+1, 2 and ``os.cpu_count()`` worker processes (one thread each), all started first. Then rounds: in each
+round every setup runs the grid once, one after another, with the round's seed (new traces each round:
+nothing is reused from a round before, as in a real study); round 0 warms up (lab and its compiled kernels
+loaded in every worker, the workers' heaps grown) and is not counted. Running the setups in turn, round by
+round, keeps the machine's drift (its speed moves by 10-30 % over minutes on a shared VM) out of the
+comparison. Reported per setup: the best and the median of ``--repeat`` rounds, "with start" adding the
+cluster's start; speedup = best on 1 worker / best on N, and for 2 workers also the median over rounds of
+the round's ratio. Target: at least 1.7x on 2 workers. On 2 cores the client and the scheduler share the
 cores with the workers: tasks much shorter than these (~0.1 s) show a lower speedup (1.4x measured with
 batch 4 and 8 at 256 tokens), and other processes on the cores lower it too. The serial run (this process,
-no Dask, measured the same way) is the reference. The last row runs one worker of N threads inside this
-process (``processes=False``): the kernels release the GIL, and the threads share the line traces that
-separate processes each build for themselves.
-Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_study.py [--workers 1 2 4] [--repeat 3]``.
+no Dask) is the reference. The last row runs one worker of N threads inside this process
+(``processes=False``): the kernels release the GIL, and the threads share the line traces that separate
+processes each build for themselves.
+Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_study.py [--workers 1 2 4] [--repeat 5]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import statistics
 import tempfile
 import time
 
@@ -37,55 +42,61 @@ GRID = {
 TARGET = 1.7
 
 
-def _best(repeat: int, **where) -> float:
-    """Seconds of the best of ``repeat`` timed runs of the grid, after one untimed run."""
-    from lab.sim.hardware import clear_line_cache
-
-    clear_line_cache()  # this process's line traces from the runs before (the serial run's, same seeds)
-    times = []
-    for seed in range(repeat + 1):  # new traces each run: nothing is reused from the run before
-        with tempfile.TemporaryDirectory() as out:
-            start = time.perf_counter()
-            summary = lab.run_study({**GRID, "seed": seed}, out, progress=False, verbose=False, **where)
-            times.append(time.perf_counter() - start)
-        assert summary.done == 64 and summary.failed == 0, summary
-    return min(times[1:])
+def _run(seed: int, **where) -> float:
+    """Seconds of one run of the grid with ``seed`` (new traces: nothing is reused from a run before)."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        summary = lab.run_study({**GRID, "seed": seed}, out, progress=False, verbose=False, **where)
+        seconds = time.perf_counter() - start
+    assert summary.done == 64 and summary.failed == 0, summary
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, 2, os.cpu_count() or 1}))
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per cluster; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of timed runs; the best of each setup counts")
     args = parser.parse_args()
     from distributed import Client
 
+    from lab.sim.hardware import clear_line_cache
+
     assert lab.study.load_study_spec(GRID).n_cells == 64
     print(f"64-cell study (16 tasks), {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start; "
-          f"best of {args.repeat} runs after a warm-up run")
-    serial = _best(args.repeat, serial=True)
-    print(f"{'workers':>8} {'run (s)':>9} {'with start (s)':>15} {'speedup':>8}")
-    print(f"{'serial':>8} {serial:9.2f} {'':>15} {'':>8}")
-    runs = {}
-    for n in args.workers:
-        start = time.perf_counter()
-        with lab.local_cluster(n) as cluster, Client(cluster) as client:
-            client.wait_for_workers(n)
-            started = time.perf_counter() - start
-            runs[n] = _best(args.repeat, client=client)
-        base = runs.get(1)
-        speedup = f"{base / runs[n]:7.2f}x" if base else ""
-        print(f"{n:>8} {runs[n]:9.2f} {runs[n] + started:15.2f} {speedup:>8}", flush=True)
+          f"{args.repeat} rounds after a warm-up, each round running every setup once in turn")
     threads = max(args.workers)
-    with lab.local_cluster(1, threads_per_worker=threads, processes=False) as cluster, Client(cluster) as client:
-        in_process = _best(args.repeat, client=client)  # one worker in this process: threads share its caches
-    speedup = f"{runs[1] / in_process:7.2f}x" if 1 in runs else ""
-    print(f"{f'{threads} thr.':>8} {in_process:9.2f} {'':>15} {speedup:>8}  (one worker of {threads} threads in "
-          "this process)", flush=True)
-    if 1 in runs and 2 in runs:
-        speedup = runs[1] / runs[2]
+    with contextlib.ExitStack() as stack:
+        setups, started = {"serial": {"serial": True}}, {}
+        for n in args.workers:
+            start = time.perf_counter()
+            cluster = stack.enter_context(lab.local_cluster(n))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+            client.wait_for_workers(n)
+            started[n] = time.perf_counter() - start
+            setups[n] = {"client": client}
+        in_process = stack.enter_context(lab.local_cluster(1, threads_per_worker=threads, processes=False))
+        setups[f"{threads} thr."] = {"client": stack.enter_context(Client(in_process, set_as_default=False))}
+        times = {name: [] for name in setups}
+        for round_ in range(args.repeat + 1):  # round 0 warms up: lab and its kernels loaded in every worker
+            for name, where in setups.items():
+                if "serial" in where or "thr." in str(name):
+                    clear_line_cache()  # this process's line traces from the runs before
+                seconds = _run(round_, **where)  # one seed per round: every setup does the same work
+                if round_:
+                    times[name].append(seconds)
+    best = {name: min(t) for name, t in times.items()}
+    print(f"{'setup':>8} {'best (s)':>9} {'median (s)':>11} {'with start (s)':>15} {'speedup':>8}")
+    for name, seconds in best.items():
+        speedup = f"{best[1] / seconds:7.2f}x" if 1 in best and name != "serial" else ""
+        start = f"{seconds + started[name]:15.2f}" if name in started else f"{'':>15}"
+        note = f"  (one worker of {threads} threads in this process)" if "thr." in str(name) else ""
+        print(f"{name:>8} {seconds:9.2f} {statistics.median(times[name]):11.2f} {start} {speedup:>8}{note}")
+    if 1 in best and 2 in best:
+        speedup = best[1] / best[2]
+        paired = statistics.median(a / b for a, b in zip(times[1], times[2]))
         verdict = "meets" if speedup >= TARGET else "misses"
-        print(f"2 workers over 1: {speedup:.2f}x ({verdict} the {TARGET}x target); load average "
-              f"{os.getloadavg()[0]:.1f} at the end")
+        print(f"2 workers over 1: {speedup:.2f}x best over best, {paired:.2f}x median of the rounds' ratios "
+              f"({verdict} the {TARGET}x target); load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

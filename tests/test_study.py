@@ -70,7 +70,8 @@ def test_a_study_on_a_two_worker_local_cluster_equals_the_serial_run(serial, tmp
 
 @pytest.fixture(scope="module")
 def cluster():
-    with lab.study.local_cluster(2) as cluster, distributed.Client(cluster) as client:
+    # not the default client: run_study must use the client it is given (it once looked for a default one)
+    with lab.study.local_cluster(2) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         # Dask's nanny sets this (turning off glibc's adaptive mmap threshold: tasks ran 1.9x slower)
         assert set(client.run(os.environ.get, runner.MALLOC_SETTING).values()) == {None}
         yield cluster, client

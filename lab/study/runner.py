@@ -229,7 +229,7 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
                                    priority=priority)
             tasks_of[future.key] = (future, task)
         del trace  # the cell tasks hold it; the scheduler frees it once they are done
-    pending = as_completed([f for f, _ in tasks_of.values()])
+    pending = as_completed([f for f, _ in tasks_of.values()], loop=client.loop)  # client need not be the default
     try:
         while not pending.is_empty():
             batch = pending.next_batch(block=False)
