@@ -271,3 +271,24 @@ def test_the_study_figures_mark_the_hardware_presets_buffers(serial):
     # columns 0.5, 8 and 128 MB at x = 0, 1, 2: 40 MB lies between 8 and 128, in log MB
     assert len(marks) == 3 and all(1 < x < 2 for x in marks) and marks == sorted(marks)
     assert "A100 40, H100 50, H200 60 MB" in {t.get_text().strip() for t in ax.texts}
+
+
+def test_cache_tasks_in_groups_of_neighbouring_capacities_give_the_same_rows(tmp_path):
+    from lab.study.tasks import make_trace, run_task
+
+    spec = lab.study.load_study_spec(GRID)
+    plan, skipped = runner._plan(spec, tmp_path)
+    grouped = runner._cache_groups(plan, workers=1)  # 3 workloads, 4 tasks per worker: 2 groups of 3 capacities
+    assert skipped == 0 and len(grouped) == len(plan) == 3
+    for (workload, tasks), (_, merged) in zip(plan, grouped):
+        cache = [t for t in merged if t.buffer == "cache"]
+        assert [t.capacities_mb for t in cache] == [(0.5, 8.0), (128.0,)]  # contiguous, in capacity order
+        assert [t for t in merged if t.buffer != "cache"] == [t for t in tasks if t.buffer != "cache"]
+        assert sorted(c for t in merged for c in t.cells) == sorted(c for t in tasks for c in t.cells)
+        trace = make_trace(workload)
+        apart = pd.concat([run_task(trace, t).to_pandas() for t in tasks if t.buffer == "cache"])
+        together = pd.concat([run_task(trace, t).to_pandas() for t in cache])
+        key = ["policy", "capacity_mb"]
+        pd.testing.assert_frame_equal(apart.sort_values(key).reset_index(drop=True),
+                                      together.sort_values(key).reset_index(drop=True))
+    assert runner._cache_groups(plan, workers=8) == plan  # enough groups for one task per capacity: unchanged

@@ -105,7 +105,8 @@ class Task:
     """One unit of work on a workload's trace: its ``cells``, (policy, capacity in MB) pairs under ``buffer``
     (policy ``OPT``: the optimum); one result row per cell. On the scratchpad a task is one policy at every
     capacity (one-pass curves share the work); under the hardware cache it is every policy at one capacity
-    (they share the line trace, which costs more than the simulations)."""
+    (they share the line trace, which costs more than the simulations), or at a group of neighbouring
+    capacities on a cluster (see ``lab.study.runner``)."""
 
     workload: Workload
     buffer: str
@@ -134,8 +135,10 @@ class Task:
     @property
     def label(self) -> str:
         """Model, phase, buffer and what the task runs, for messages."""
-        what = (self.policies[0] if len(self.policies) == 1 else f"{len(self.policies)} policies at "
-                f"{self.capacities_mb[0]:g} MB")
+        capacities = self.capacities_mb
+        where = (f"{capacities[0]:g} MB" if len(capacities) == 1 else
+                 f"{len(capacities)} capacities, {min(capacities):g}-{max(capacities):g} MB")
+        what = self.policies[0] if len(self.policies) == 1 else f"{len(self.policies)} policies at {where}"
         return f"{self.workload.model.label} {self.workload.phase} {self.buffer} {what}"
 
     def with_cells(self, cells) -> "Task":
