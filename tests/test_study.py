@@ -74,6 +74,11 @@ def cluster():
     with lab.study.local_cluster(2) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         # Dask's nanny sets this (turning off glibc's adaptive mmap threshold: tasks ran 1.9x slower)
         assert set(client.run(os.environ.get, runner.MALLOC_SETTING).values()) == {None}
+        # and Dask's monitoring, less frequent, reached the workers (it took CPU from the tasks)
+        import dask
+
+        settings = client.run(lambda: {key: dask.config.get(key) for key in runner.QUIET_MONITORING})
+        assert list(settings.values()) == [runner.QUIET_MONITORING] * 2
         yield cluster, client
 
 
