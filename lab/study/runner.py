@@ -237,7 +237,7 @@ def _cache_groups(plan, workers: int) -> list:
     and the other idle (Dask does not know a task's cost before it has run one); measured on
     ``benchmarks/bench_study.py``'s grid on 2 workers (4 workloads, 4 capacities), the median run took 4.85 s
     in 2 groups per workload, 5.63 s with one task per capacity, 5.61 s in one group (runs 4.7 to 6.7 s)."""
-    groups = max(1, -(-4 * workers // max(1, len(plan))))  # ceil(4 tasks per worker / workloads)
+    groups = max(1, -(-4 * workers // max(1, len(plan))))  # groups per workload: ceil(4 x workers / workloads)
     regrouped = []
     for workload, tasks in plan:
         cache = [t for t in tasks if t.buffer == "cache"]
