@@ -203,37 +203,3 @@ def test_threads_asking_for_one_line_trace_build_it_once(monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda p: cache(trace, 8 * LINE, policy=p).metrics, ["LRU", "FIFO", "LRU", "ARC"]))
     assert len(built) == 1 and results[0] == results[2]
-
-
-def _lines_by_sorting(lo, hi, repeat, is_write, op, line_bytes):
-    """The interleaved line order as a stable sort of every line's key (what the merging kernel avoids)."""
-    codes, writes, keys, rows = [], [], [], []
-    for i in range(len(lo)):
-        first, last = lo[i] // line_bytes, (hi[i] - 1) // line_bytes
-        count, passes = last - first + 1, 1 + repeat[i]
-        for r in range(passes):
-            for b in range(first, last + 1):
-                codes.append(b)
-                writes.append(is_write[i])
-                rows.append(i)
-                keys.append(op[i] + 0.999 * (r + (b - first + 0.5) / count) / passes)
-    order = np.argsort(np.array(keys), kind="stable")
-    return np.array(codes)[order], np.array(writes, bool)[order], np.array(rows)[order]
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_interleaved_lines_are_a_stable_sort_of_each_ops_sweep_positions(seed):
-    from lab.sim.hardware import _expand_lines, _op_index
-
-    rng = np.random.default_rng(seed)
-    n = 200
-    is_write = rng.random(n) < 0.35  # ops of 1 to ~6 accesses, reads then writes
-    lo = rng.integers(0, 1 << 22, n) * 512
-    hi = lo + rng.integers(1, 1 << 17, n)
-    repeat = np.where(rng.random(n) < 0.2, rng.integers(1, 4, n), 0)
-    op = _op_index(is_write)
-    got = _expand_lines(lo, hi, repeat, is_write, op, np.int64(LINE), True)
-    for a, b in zip(got, _lines_by_sorting(lo, hi, repeat, is_write, op, LINE)):
-        np.testing.assert_array_equal(a, b)
-    plain = _expand_lines(lo, hi, repeat, is_write, op, np.int64(LINE), False)
-    assert np.array_equal(plain[2], np.repeat(np.arange(n), ((hi - 1) // LINE - lo // LINE + 1) * (1 + repeat)))

@@ -307,98 +307,34 @@ def gemm_rereads(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) ->
 
 
 @kernel
-def _expand_lines(lo, hi, repeat, is_write, op, line_bytes, interleave):
-    """Line accesses of each access's byte range [lo, hi), ``1 + repeat`` times (re-reads of tiled operands):
-    (line codes int64, is_write bool, row int64: the access each comes from).
+def _expand(lo, hi, repeat, is_write, op, line_bytes):
+    """Line accesses of each access's byte range [lo, hi), ``1 + repeat`` times (re-reads of tiled operands).
 
-    In access order, or with ``interleave`` the accesses of each op (``op``: non-decreasing) interleaved by
-    each line's fractional position in its access's sweep, ``(pass + (line + 0.5) / lines) / passes``: the
-    order of a stable sort on ``op + 0.999 * position``, made by merging each op's accesses (sorted runs)
-    through a heap, ties to the earlier access, without materializing or sorting the keys."""
+    Returns (line codes int64, is_write bool, key float64, row int64: the access each comes from) in access
+    order; ``key`` is the op index plus the
+    line's fractional position in its op's sweep (sorting by it interleaves the operands of one op)."""
     n = lo.shape[0]
     total = 0
     for i in range(n):
         total += ((hi[i] - 1) // line_bytes - lo[i] // line_bytes + 1) * (1 + repeat[i])
     codes = np.empty(total, np.int64)
     writes = np.empty(total, np.bool_)
+    key = np.empty(total, np.float64)
     row = np.empty(total, np.int64)
-    if not interleave:
-        p = 0
-        for i in range(n):
-            first = lo[i] // line_bytes
-            last = (hi[i] - 1) // line_bytes
-            for r in range(1 + repeat[i]):
-                for b in range(first, last + 1):
-                    codes[p] = b
-                    writes[p] = is_write[i]
-                    row[p] = i
-                    p += 1
-        return codes, writes, row
-    step = np.zeros(n, np.int64)  # lines emitted so far of each access (all passes)
-    heap_key = np.empty(n, np.float64)
-    heap_run = np.empty(n, np.int64)
     p = 0
-    s = 0
-    while s < n:
-        e = s
-        while e < n and op[e] == op[s]:
-            e += 1
-        m = 0
-        for i in range(s, e):  # one sorted run per access of the op: push its first line's key
-            count = (hi[i] - 1) // line_bytes - lo[i] // line_bytes + 1
-            passes = 1 + repeat[i]
-            k = op[i] + 0.999 * (0 + (0 + 0.5) / count) / passes
-            j = m
-            m += 1
-            while j > 0:
-                parent = (j - 1) // 2
-                if heap_key[parent] < k or (heap_key[parent] == k and heap_run[parent] < i):
-                    break
-                heap_key[j] = heap_key[parent]
-                heap_run[j] = heap_run[parent]
-                j = parent
-            heap_key[j] = k
-            heap_run[j] = i
-        while m > 0:
-            i = heap_run[0]
-            first = lo[i] // line_bytes
-            count = (hi[i] - 1) // line_bytes - first + 1
-            passes = 1 + repeat[i]
-            t = step[i]
-            codes[p] = first + t % count
-            writes[p] = is_write[i]
-            row[p] = i
-            p += 1
-            t += 1
-            step[i] = t
-            if t < count * passes:  # replace the top with this run's next line, sift down
-                r = t // count
-                b = t % count
-                k = op[i] + 0.999 * (r + (b + 0.5) / count) / passes
-                run = i
-            else:  # the run is done: the last element replaces the top
-                m -= 1
-                if m == 0:
-                    break
-                k = heap_key[m]
-                run = heap_run[m]
-            j = 0
-            while True:
-                child = 2 * j + 1
-                if child >= m:
-                    break
-                if child + 1 < m and (heap_key[child + 1] < heap_key[child] or (
-                        heap_key[child + 1] == heap_key[child] and heap_run[child + 1] < heap_run[child])):
-                    child += 1
-                if k < heap_key[child] or (k == heap_key[child] and run < heap_run[child]):
-                    break
-                heap_key[j] = heap_key[child]
-                heap_run[j] = heap_run[child]
-                j = child
-            heap_key[j] = k
-            heap_run[j] = run
-        s = e
-    return codes, writes, row
+    for i in range(n):
+        first = lo[i] // line_bytes
+        last = (hi[i] - 1) // line_bytes
+        count = last - first + 1
+        passes = 1 + repeat[i]
+        for r in range(passes):
+            for b in range(first, last + 1):
+                codes[p] = b
+                writes[p] = is_write[i]
+                row[p] = i
+                key[p] = op[i] + 0.999 * (r + (b - first + 0.5) / count) / passes
+                p += 1
+    return codes, writes, key, row
 
 
 def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repeat=None):
@@ -410,8 +346,10 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repe
     if repeat is None:
         repeat = gemm_rereads(trace, capacity_bytes, model)
     op = _op_index(is_write)
-    codes, writes, row = _expand_lines(lo, hi, repeat, is_write, op, np.int64(model.line_bytes),
-                                       bool(model.interleave))
+    codes, writes, key, row = _expand(lo, hi, repeat, is_write, op, np.int64(model.line_bytes))
+    if model.interleave:
+        order = np.argsort(key, kind="stable")
+        codes, writes, row = codes[order], writes[order], row[order]
     n_lines = int(codes.max()) + 1 if codes.size else 0
     return codes, writes, n_lines, row
 
