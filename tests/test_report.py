@@ -371,19 +371,24 @@ def _tiny_notebook(path):
 
     parameters = new_code_cell("die: int = 0  # 1 kills the kernel")
     parameters.metadata["tags"] = ["parameters"]
-    body = new_code_cell("import os, signal\nif die:\n    os.kill(os.getpid(), signal.SIGKILL)\nprint('alive')")
+    body = new_code_cell("import os, signal\nif die:\n    os.kill(os.getpid(), signal.SIGKILL)\nprint('alive')\n"
+                         "from matplotlib.figure import Figure\nfrom lab import plots\n"
+                         "plots.save_figure(Figure(), 'empty')")
     nbformat.write(new_notebook(cells=[parameters, body], metadata={"kernelspec": {
         "name": "python3", "display_name": "Python 3", "language": "python"}}), path)
     return path
 
 
-def test_a_dead_kernel_is_one_line_naming_the_params_file_and_stale_scratch_is_removed(tmp_path, capsys):
+def test_a_dead_kernel_is_one_line_naming_the_params_file_and_stale_scratch_is_removed(tmp_path, capsys,
+                                                                                         monkeypatch):
     import subprocess
 
     from lab.ui.report import main
 
-    notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
-    out = tmp_path / "r"
+    (tmp_path / "notebooks").mkdir()
+    notebook = _tiny_notebook(tmp_path / "notebooks" / "tiny.ipynb")
+    monkeypatch.chdir(tmp_path)
+    out = Path("r")  # relative, as make report's: the kernel runs elsewhere (the notebook's folder)
     dies = _params_file(tmp_path, "dies.yaml", {"die": 1})
     assert main([str(notebook), str(dies), "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -402,7 +407,8 @@ def test_a_dead_kernel_is_one_line_naming_the_params_file_and_stale_scratch_is_r
     assert main([str(notebook), str(runs), "--out", str(out)]) == 0
     assert (folder / "runs" / "runs.ipynb").is_file() and "alive" in (folder / "runs" / "runs.html").read_text()
     assert not any(path.exists() for path in stale) and live.is_dir()
-    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["runs.html", "runs.ipynb"]
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["figures", "runs.html", "runs.ipynb"]
+    assert sorted(p.name for p in (folder / "runs" / "figures").iterdir()) == ["empty.png", "empty.svg"]
 
 
 def test_ctrl_c_during_a_report_run_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):

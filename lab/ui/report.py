@@ -330,7 +330,7 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
     import papermill
 
     check_params(notebook, params)
-    out_ipynb = Path(out_ipynb)
+    out_ipynb = Path(out_ipynb).absolute()  # the kernel runs in the notebook's folder: relative paths would move
     out_ipynb.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_work(out_ipynb.parent)
     with _work_folder(out_ipynb.parent / f".{out_ipynb.stem}.{os.getpid()}.run") as tmp:
