@@ -77,8 +77,8 @@ def cluster():
         # and Dask's monitoring, less frequent, reached the workers (it took CPU from the tasks)
         import dask
 
-        settings = client.run(lambda: {key: dask.config.get(key) for key in runner.QUIET_MONITORING})
-        assert list(settings.values()) == [runner.QUIET_MONITORING] * 2
+        settings = client.run(lambda: {key: dask.config.get(key) for key in runner.LOCAL_CLUSTER_CONFIG})
+        assert list(settings.values()) == [runner.LOCAL_CLUSTER_CONFIG] * 2
         yield cluster, client
 
 
@@ -88,6 +88,65 @@ def _slow_run_task(trace, task):  # a study slow enough to kill a worker in the 
 
 
 runner_run_task = runner.run_task
+
+
+def test_cost_estimates_rank_tasks_by_the_accesses_they_simulate():
+    from lab.study.tasks import Failed, make_trace, task_costs
+
+    spec = lab.study.load_study_spec({**GRID, "batch_sizes": [2, 8]})
+    small, large = (w for w in spec.workloads() if w.model.name == "Transformer")
+    assert (small.batch_size, large.batch_size) == (2, 8)
+    tasks = spec.tasks(small)
+    costs = dict(zip((t.label for t in tasks), task_costs(make_trace(small), tasks)))
+    label = "synthetic-Transformer-4L forward"
+    assert costs[f"{label} scratchpad OPT"] == 100 * costs[f"{label} scratchpad LRU"] > 0  # the optimum's weight
+    assert costs[f"{label} cache 3 policies at 0.5 MB"] > costs[f"{label} scratchpad LRU"]  # lines, not tensors
+    larger = task_costs(make_trace(large), spec.tasks(large))
+    for task, a, b in zip(tasks, costs.values(), larger):  # 4x the tokens: as many tensor accesses, more lines
+        assert b > a if task.buffer == "cache" else b == a
+    assert task_costs(Failed("trace", "ValueError: x", ""), tasks) == [0] * len(tasks)
+
+
+def test_the_work_queue_hands_out_the_costliest_first_and_splits_cache_runs_by_the_work_left():
+    spec = lab.study.load_study_spec({**GRID, "capacities_mb": [1, 2, 3, 4], "optimum": True})
+    a, b = spec.workloads()[:2]
+    pad = [t for t in spec.tasks(a) if t.buffer == "scratchpad"][:2]  # LRU, FIFO
+    queue = runner._WorkQueue(threads=2)
+    queue.add("trace a", [t for t in spec.tasks(a) if t.buffer == "cache"] + pad, [10, 10, 10, 10, 5, 500])
+    queue.add("trace b", [t for t in spec.tasks(b) if t.buffer == "cache"][:2], [3, 3])
+    handed = []
+    while queue:
+        trace, task, cost = queue.pop()
+        handed.append((trace, task.buffer, task.policies[0] if task.buffer != "cache" else task.capacities_mb, cost))
+    assert queue.queued == 0
+    assert handed == [  # work left / (2 x threads): 551 / 4, then 51 / 4 = 12.75 (two capacities), 31 / 4 ...
+        ("trace a", "scratchpad", "FIFO", 500), ("trace a", "cache", (1.0, 2.0), 20), ("trace a", "cache", (3.0,), 10),
+        ("trace a", "cache", (4.0,), 10), ("trace b", "cache", (1.0,), 3), ("trace a", "scratchpad", "LRU", 5),
+        ("trace b", "cache", (2.0,), 3)]
+
+
+def test_a_cluster_runs_the_tasks_in_the_work_queues_order(tmp_path):
+    from lab.study.tasks import make_trace, task_costs
+
+    plan, _ = runner._plan(lab.study.load_study_spec(GRID), tmp_path)
+    queue = runner._WorkQueue(threads=1)  # one thread: the cell tasks start once every trace is in
+    for workload, tasks in plan:
+        queue.add(workload, tasks, task_costs(make_trace(workload), tasks))
+    expected = []
+    while queue:
+        _, task, cost = queue.pop()
+        expected.append((f"cells-{task.key}", cost))
+    with lab.study.local_cluster(1, processes=False) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        with distributed.get_task_stream(client) as stream:
+            summary = lab.run_study(GRID, tmp_path, client=client, progress=False, verbose=False)
+    assert (summary.done, summary.failed) == (CELLS, 0)
+    started = sorted((s["start"], rec["key"].rsplit("-", 1)[0]) for rec in stream.data for s in rec["startstops"]
+                     if s["action"] == "compute" and rec["key"].startswith("cells-"))
+    cost = dict(expected)
+    assert sorted(key for _, key in started) == sorted(cost)  # the same chunks
+    assert [cost[key] for _, key in started] == [c for _, c in expected]  # in the same order (ties aside)
+    assert [c for _, c in expected][:2] == sorted(cost.values(), reverse=True)[:2]  # the optimum's tasks first
 
 
 def test_killing_a_worker_mid_study_loses_no_cell_and_duplicates_none(serial, cluster, tmp_path, monkeypatch):
@@ -134,6 +193,17 @@ def test_a_killed_run_resumes_with_no_missing_and_no_duplicate_cell(serial, tmp_
     summary = lab.run_study(GRID, tmp_path, serial=True, progress=False, verbose=False)
     assert (summary.skipped, summary.done, summary.failed) == (first, CELLS - first, 0)
     pd.testing.assert_frame_equal(lab.load_study(tmp_path), serial)
+
+
+def test_the_columns_come_in_one_order_whatever_the_files_are_named(serial, tmp_path):
+    # the files are named after the run's task groups, which depend on the cluster's size
+    parts = [serial[serial["policy"] == "OPT"].dropna(axis=1, how="all"),
+             serial[serial["policy"] != "OPT"].dropna(axis=1, how="all")]
+    assert set(parts[0].columns) != set(parts[1].columns)  # the optimum's bracket; the cache's final flush
+    for out, names in ((tmp_path / "a", ["a", "b"]), (tmp_path / "b", ["b", "a"])):
+        for name, part in zip(names, parts):
+            dataset.write_cells(out, name, part.assign(model="m", phase="forward"))
+    assert list(lab.load_study(tmp_path / "a").columns) == list(lab.load_study(tmp_path / "b").columns)
 
 
 def test_a_corrupt_result_file_is_set_aside_and_its_cells_run_again(serial, tmp_path):
@@ -278,22 +348,20 @@ def test_the_study_figures_mark_the_hardware_presets_buffers(serial):
     assert "A100 40, H100 50, H200 60 MB" in {t.get_text().strip() for t in ax.texts}
 
 
-def test_cache_tasks_in_groups_of_neighbouring_capacities_give_the_same_rows(tmp_path):
+def test_cache_tasks_merged_into_a_chunk_of_capacities_give_the_same_rows(tmp_path):
     from lab.study.tasks import make_trace, run_task
 
     spec = lab.study.load_study_spec(GRID)
     plan, skipped = runner._plan(spec, tmp_path)
-    grouped = runner._cache_groups(plan, workers=1)  # 3 workloads, 4 tasks per worker: 2 groups of 3 capacities
-    assert skipped == 0 and len(grouped) == len(plan) == 3
-    for (workload, tasks), (_, merged) in zip(plan, grouped):
-        cache = [t for t in merged if t.buffer == "cache"]
-        assert [t.capacities_mb for t in cache] == [(0.5, 8.0), (128.0,)]  # contiguous, in capacity order
-        assert [t for t in merged if t.buffer != "cache"] == [t for t in tasks if t.buffer != "cache"]
-        assert sorted(c for t in merged for c in t.cells) == sorted(c for t in tasks for c in t.cells)
+    assert skipped == 0 and len(plan) == 3
+    for workload, tasks in plan:
+        cache = [t for t in tasks if t.buffer == "cache"]
+        merged = runner.merge_tasks(cache[:2])
+        assert merged.capacities_mb == (0.5, 8.0) and merged.cells == cache[0].cells + cache[1].cells
+        assert runner.merge_tasks(cache[2:]) is cache[2]
         trace = make_trace(workload)
-        apart = pd.concat([run_task(trace, t).to_pandas() for t in tasks if t.buffer == "cache"])
-        together = pd.concat([run_task(trace, t).to_pandas() for t in cache])
+        apart = pd.concat([run_task(trace, t).to_pandas() for t in cache])
+        together = pd.concat([run_task(trace, t).to_pandas() for t in (merged, cache[2])])
         key = ["policy", "capacity_mb"]
         pd.testing.assert_frame_equal(apart.sort_values(key).reset_index(drop=True),
                                       together.sort_values(key).reset_index(drop=True))
-    assert runner._cache_groups(plan, workers=8) == plan  # enough groups for one task per capacity: unchanged

@@ -153,7 +153,11 @@ def study_dataset(out):
     if not files:
         raise ValueError(f"{out}: no study results (expected {cells_dir(out)}/<model>/<phase>/*.parquet); run "
                          "the study first: python -m lab study STUDY.yaml --out " + str(out))
-    return ds.dataset(files, format="parquet", schema=pa.unify_schemas(schemas, promote_options="permissive"))
+    # one column order whatever the files' names (they depend on how the run grouped its cells): the widest
+    # of the distinct schemas first, ties by their columns
+    distinct = sorted({str(schema): schema for schema in schemas}.values(),
+                      key=lambda schema: (-len(schema), schema.names, str(schema)))
+    return ds.dataset(files, format="parquet", schema=pa.unify_schemas(distinct, promote_options="permissive"))
 
 
 def load_study(out, columns: Optional[Iterable[str]] = None, filter=None) -> pd.DataFrame:

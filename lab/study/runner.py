@@ -4,8 +4,9 @@ serially in this process; resumable, with a progress bar and a summary.
 Work is split so that each trace is made once: one task per capture (or generated trace), then tasks on it
 over the cells still missing: on the scratchpad one per policy over the capacities (one-pass curves for LRU
 and Belady where they apply, the optimum's bracket as policy ``OPT``), under the hardware cache one per
-capacity over the policies (they share its line trace), and on a cluster one per group of neighbouring
-capacities, so that a line trace is built on one worker, not on each. The client writes each finished task's rows (see
+capacity over the policies (they share its line trace), and on a cluster one per chunk of neighbouring
+capacities, so that a line trace is built on few workers, not on each. On a cluster the tasks are handed to
+Dask costliest first as its threads fall free (``_WorkQueue``). The client writes each finished task's rows (see
 ``lab.study.dataset``), so a killed worker costs only its running task (Dask runs it again) and a killed run
 loses nothing written: the next run skips the finished cells.
 """
@@ -13,6 +14,8 @@ loses nothing written: the next run skips the finished cells.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -29,23 +32,26 @@ import numpy as np
 from lab.checks import check_bool, check_int
 from lab.study import dataset
 from lab.study.spec import StudySpec, Task, load_study_spec
-from lab.study.tasks import Failed, failure_record, make_trace, run_task
+from lab.study.tasks import Failed, failure_record, make_trace, run_task, task_costs
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 REFRESH_S = 0.5  # how often a run looks for finished work
 TICK_S = 2.0  # the progress bar is redrawn at least this often, finished work or not
 MALLOC_SETTING = "MALLOC_TRIM_THRESHOLD_"  # set by Dask's nanny; left unset in the workers of local_cluster
-# Dask's monitoring in every process of a local cluster, made less frequent: measured on 2 idle workers, their
-# processes used 1.4 s of CPU per 10 s with Dask's defaults (the statistical profiler samples every 10 ms, the
-# event loop's health check runs every 20 ms, the GIL monitor every 1 ms), 0.24 s with these. On a machine
-# with as many workers as cores that CPU is taken from the tasks.
-QUIET_MONITORING = {
+# Dask's settings in every process of a local cluster. Its monitoring made less frequent: measured on 2 idle
+# workers, their processes used 1.4 s of CPU per 10 s with Dask's defaults (the statistical profiler samples
+# every 10 ms, the event loop's health check runs every 20 ms, the GIL monitor every 1 ms), 0.24 s with these.
+# On a machine with as many workers as cores that CPU is taken from the tasks.
+LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,  # the dashboard's profile page stays empty
     "distributed.admin.tick.interval": "200ms",
     "distributed.admin.system-monitor.interval": "2s",
     "distributed.admin.system-monitor.gil.enabled": False,
     "distributed.admin.system-monitor.disk": False,
     "distributed.worker.memory.monitor-interval": "500ms",
+    # a cell task is placed on the worker that holds its trace, even while another worker idles; the idle one
+    # steals it at Dask's next balancing pass, every second by default: every 50 ms here (0.2 s of CPU per 10 s more)
+    "distributed.scheduler.work-stealing-interval": "50ms",
 }
 
 
@@ -205,7 +211,7 @@ def _client(scheduler: Optional[str], workers: Optional[int], verbose: bool):
 def local_cluster(workers: Optional[int] = None, **options):
     """A ``distributed.LocalCluster`` for studies: ``workers`` processes (default: one per core) of one
     thread each, the dashboard on a free port, glibc's own allocator settings in the workers and Dask's
-    monitoring less frequent (``QUIET_MONITORING``).
+    monitoring less frequent, its work stealing more frequent (``LOCAL_CLUSTER_CONFIG``).
 
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting it turns off glibc's adaptive
     mmap threshold, so that every array over 128 KiB is mapped fresh from the OS and its pages faulted in
@@ -219,78 +225,127 @@ def local_cluster(workers: Optional[int] = None, **options):
     n = check_int("workers", workers, low=1) if workers is not None else os.cpu_count() or 1
     settings = {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
                 "silence_logs": logging.ERROR, **options}
-    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_SETTING}": None, **QUIET_MONITORING}):
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_SETTING}": None, **LOCAL_CLUSTER_CONFIG}):
         return LocalCluster(**settings)
 
 
-def _size(workload) -> int:
-    """Tokens per step of ``workload``: larger traces run first, so that no large task is left for the end
-    while the other workers idle."""
-    return workload.batch_size * workload.seq_length
+class _WorkQueue:
+    """The cell tasks whose costs are known (``task_costs``), handed out costliest first, the hardware cache's in
+    chunks of neighbouring capacities.
+
+    Under the cache, a workload's tasks (one per capacity) share a line trace that costs about as much to
+    build as the simulations at one capacity, and that a worker builds once for all the capacities it runs:
+    they are queued as one run of capacities. ``pop`` hands out the costliest item (list scheduling, longest
+    first: the short tasks even out the end); from a run it takes the leading capacities up to a share of the
+    work still queued, ``1 / (2 x threads)`` of it (guided self-scheduling): a large workload is split over
+    several workers while the queue is long, its rest handed out in smaller chunks as it empties, and a small
+    one goes whole (its line trace built once). On the scratchpad a task (one policy over every capacity,
+    whose one-pass curves share the work) is never split.
+    """
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.queued = 0  # the cost of everything queued
+        self._heap = []  # (-cost, order, trace, tasks, costs)
+        self._order = itertools.count()
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def _push(self, trace, tasks: list, costs: list) -> None:
+        heapq.heappush(self._heap, (-sum(costs), next(self._order), trace, tasks, costs))
+
+    def add(self, trace, tasks, costs) -> None:
+        """Queue ``tasks`` on ``trace`` (a future or a trace) with their estimated ``costs``."""
+        costs = [max(0, int(c)) for c in costs]
+        self.queued += sum(costs)
+        cache = sorted(((t, c) for t, c in zip(tasks, costs) if t.buffer == "cache"),
+                       key=lambda pair: pair[0].capacities_mb)
+        for task, cost in zip(tasks, costs):
+            if task.buffer != "cache":
+                self._push(trace, [task], [cost])
+        if cache:
+            self._push(trace, [t for t, _ in cache], [c for _, c in cache])
+
+    def pop(self):
+        """(trace, task, its estimated cost): the costliest item, or the leading chunk of it."""
+        _, _, trace, tasks, costs = heapq.heappop(self._heap)
+        share = self.queued / (2 * self.threads)
+        take = len(tasks)
+        if len(tasks) > 1 and sum(costs) > share:
+            take = min(len(tasks), 1 + int(np.searchsorted(np.cumsum(costs), share)))
+            if take < len(tasks):
+                self._push(trace, tasks[take:], costs[take:])
+        cost = sum(costs[:take])
+        self.queued -= cost
+        return trace, merge_tasks(tasks[:take]), cost
 
 
-def _cache_groups(plan, workers: int) -> list:
-    """The plan with each workload's hardware-cache tasks (one per capacity) merged into contiguous groups of
-    capacities, so that a line trace (it costs more than the simulations on it, and is the same for
-    neighbouring capacities) is built on one worker rather than on each worker that runs one of its
-    capacities. About four tasks per worker over the study: with fewer, one worker may get the two largest
-    and the other idle (Dask does not know a task's cost before it has run one); measured on
-    ``benchmarks/bench_study.py``'s grid on 2 workers (4 workloads, 4 capacities), the median run took 4.85 s
-    in 2 groups per workload, 5.63 s with one task per capacity, 5.61 s in one group (runs 4.7 to 6.7 s)."""
-    groups = max(1, -(-4 * workers // max(1, len(plan))))  # groups per workload: ceil(4 x workers / workloads)
-    regrouped = []
-    for workload, tasks in plan:
-        cache = [t for t in tasks if t.buffer == "cache"]
-        if len(cache) <= 1:
-            regrouped.append((workload, tasks))
-            continue
-        cache.sort(key=lambda t: t.capacities_mb[0])
-        bounds = np.linspace(0, len(cache), min(groups, len(cache)) + 1).round().astype(int)
-        merged = [cache[0].with_cells(cell for t in cache[lo:hi] for cell in t.cells)
-                  for lo, hi in zip(bounds[:-1], bounds[1:])]
-        regrouped.append((workload, [t for t in tasks if t.buffer != "cache"] + merged))
-    return regrouped
+def merge_tasks(tasks: list) -> Task:
+    """One task over the cells of ``tasks`` (tasks on one workload and buffer model)."""
+    return tasks[0] if len(tasks) == 1 else tasks[0].with_cells(cell for t in tasks for cell in t.cells)
+
+
+TRACE_PRIORITY = 2**62  # Dask priority of the traces and their cost estimates: before any cell task
 
 
 def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) -> None:
-    """Run the plan on ``client``'s cluster: one task per trace, then its cell tasks on it; the client
-    writes each result as it arrives."""
-    from distributed import as_completed
+    """Run the plan on ``client``'s cluster, costliest cell task first.
 
-    plan = _cache_groups(plan, max(1, summary.workers))
+    Each trace is one task, followed on its worker by a small one estimating the cost of the cell tasks on
+    it (``task_costs``). The cell tasks whose costs are known wait in a ``_WorkQueue`` and are handed to Dask
+    as threads of the cluster fall free: never more traces and cell tasks in flight than threads. Dask places
+    a task when it is submitted, without knowing its cost (it learns an average per kind of task): with
+    everything submitted at once, a worker may be left with the two largest tasks while the others idle.
+    Handed over in this order, the workers run the longest tasks first and the short ones fill in at the
+    end. The client writes each result as it arrives.
+    """
+    threads = max(1, sum(client.nthreads().values()))
     token = uuid.uuid4().hex[:8]
-    tasks_of = {}
-    for workload, tasks in plan:
-        priority = _size(workload)
+    finished: queue.Queue = queue.Queue()  # futures, as Dask finishes them (callbacks from its thread)
+    tracing, running, waiting = {}, {}, _WorkQueue(threads)  # cost estimate's key -> (future, trace, tasks);
+    for workload, tasks in plan:  # cell task's key -> (future, task)
         trace = client.submit(make_trace, workload, key=f"trace-{workload.key}-{token}", pure=False,
-                              priority=priority)
-        for task in tasks:
-            future = client.submit(run_task, trace, task, key=f"cells-{task.key}-{token}", pure=False,
-                                   priority=priority)
-            tasks_of[future.key] = (future, task)
-        del trace  # the cell tasks hold it; the scheduler frees it once they are done
-    pending = as_completed([f for f, _ in tasks_of.values()], loop=client.loop)  # client need not be the default
+                              priority=TRACE_PRIORITY)
+        costs = client.submit(task_costs, trace, tasks, key=f"costs-{workload.key}-{token}", pure=False,
+                              priority=TRACE_PRIORITY)
+        tracing[costs.key] = (costs, trace, tasks)
+        costs.add_done_callback(finished.put)
+    traced = 0
     try:
-        while not pending.is_empty():
-            batch = pending.next_batch(block=False)
-            if not batch:
+        while tracing or running or waiting:
+            while waiting and len(tracing) + len(running) < threads:
+                trace, task, cost = waiting.pop()
+                future = client.submit(run_task, trace, task, key=f"cells-{task.key}-{token}", pure=False,
+                                       priority=cost)
+                running[future.key] = (future, task)
+                future.add_done_callback(finished.put)
+            try:
+                future = finished.get(timeout=REFRESH_S)
+            except queue.Empty:
                 progress.tick()
-                time.sleep(REFRESH_S / 5)
                 continue
-            for future in batch:
-                _, task = tasks_of.pop(future.key)
-                if future.status == "finished":
-                    result = future.result()
-                else:  # the infrastructure failed it (a worker killed too often, a lost scheduler): recorded
-                    try:
-                        error = future.exception()
-                    except BaseException as lost:  # noqa: BLE001 (CancelledError)
-                        error = lost
-                    result = Failed("task", f"{type(error).__name__}: {error}", "")
-                future.release()
-                progress.update(_record(out, task, result, summary), task.label)
+            if future.key in tracing:
+                _, trace, tasks = tracing.pop(future.key)
+                traced += 1
+                progress.update(0, f"trace {traced}/{len(plan)}: {tasks[0].workload.model.label} "
+                                   f"{tasks[0].workload.phase}")
+                # a failed estimate (a lost worker): no order, the tasks run and record what failed
+                waiting.add(trace, tasks, future.result() if future.status == "finished" else [0] * len(tasks))
+                continue
+            _, task = running.pop(future.key)
+            if future.status == "finished":
+                result = future.result()
+            else:  # the infrastructure failed it (a worker killed too often, a lost scheduler): recorded
+                try:
+                    error = future.exception()
+                except BaseException as lost:  # noqa: BLE001 (CancelledError)
+                    error = lost
+                result = Failed("task", f"{type(error).__name__}: {error}", "")
+            future.release()
+            progress.update(_record(out, task, result, summary), task.label)
     finally:
-        for future, _ in tasks_of.values():
+        for future, *_ in list(running.values()) + list(tracing.values()):
             future.cancel()
 
 

@@ -105,8 +105,8 @@ class Task:
     """One unit of work on a workload's trace: its ``cells``, (policy, capacity in MB) pairs under ``buffer``
     (policy ``OPT``: the optimum); one result row per cell. On the scratchpad a task is one policy at every
     capacity (one-pass curves share the work); under the hardware cache it is every policy at one capacity
-    (they share the line trace, which costs more than the simulations), or at a group of neighbouring
-    capacities on a cluster (see ``lab.study.runner``)."""
+    (they share the line trace, built once per process), or at a chunk of neighbouring capacities on a
+    cluster (see ``lab.study.runner``)."""
 
     workload: Workload
     buffer: str

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lab.study.dataset import arrow_table
 from lab.study.spec import OPTIMUM, Task, Workload
+from lab.units import BYTES_PER_MB
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,35 @@ def run_task(trace, task: Task):
         return arrow_table(frame)  # made here, on the worker: the client only writes it
     except Exception as error:  # noqa: BLE001 - recorded per cell, never stops the study
         return Failed("task", f"{type(error).__name__}: {error}", traceback.format_exc())
+
+
+OPTIMUM_WEIGHT = 100  # the optimum's flow costs ~100x a policy's simulation per access (only an ordering)
+
+
+def task_costs(trace, tasks) -> list[int]:
+    """The relative cost of each of ``tasks`` on ``trace``, in accesses simulated: line accesses under the
+    hardware cache (the GEMM re-reads of each capacity included), trace accesses on the scratchpad, each
+    times the task's policies (the optimum weighted by ``OPTIMUM_WEIGHT``). Only an ordering: the runner
+    starts the costliest tasks first, so that none of them is left for the end while other workers idle.
+    Zeros when the trace failed (its tasks only record the failure)."""
+    if isinstance(trace, Failed):
+        return [0] * len(tasks)
+    try:
+        from lab.sim import hardware
+
+        model = hardware.CacheModel()
+        lines = trace["size_mb"].to_numpy(np.float64) * BYTES_PER_MB // model.line_bytes + 1  # + 1: ranges
+        out = []  # rarely start on a line boundary
+        for task in tasks:
+            if task.buffer != "cache":
+                out.append(int(len(trace) * sum(OPTIMUM_WEIGHT if p == OPTIMUM else 1 for p, _ in task.cells)))
+                continue
+            per_capacity = {c: float(lines @ (1 + hardware.gemm_rereads(
+                trace, int(c * BYTES_PER_MB * model.effective_fraction), model))) for c in task.capacities_mb}
+            out.append(int(sum(per_capacity[c] for _, c in task.cells)))
+        return out
+    except Exception:  # noqa: BLE001 - a trace the tasks will reject: they record why; no order needed
+        return [0] * len(tasks)
 
 
 def failure_record(task: Task, failed: Failed) -> dict:
