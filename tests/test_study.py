@@ -119,10 +119,9 @@ def test_the_work_queue_hands_out_the_costliest_first_and_splits_cache_runs_by_t
         trace, task, cost = queue.pop()
         handed.append((trace, task.buffer, task.policies[0] if task.buffer != "cache" else task.capacities_mb, cost))
     assert queue.queued == 0
-    assert handed == [  # work left / (2 x threads): 551 / 4, then 51 / 4 = 12.75 (two capacities), 31 / 4 ...
-        ("trace a", "scratchpad", "FIFO", 500), ("trace a", "cache", (1.0, 2.0), 20), ("trace a", "cache", (3.0,), 10),
-        ("trace a", "cache", (4.0,), 10), ("trace b", "cache", (1.0,), 3), ("trace a", "scratchpad", "LRU", 5),
-        ("trace b", "cache", (2.0,), 3)]
+    assert handed == [  # a run split at the work left / threads: 51 / 2 = 25.5 (three capacities), 11 / 2 = 5.5
+        ("trace a", "scratchpad", "FIFO", 500), ("trace a", "cache", (1.0, 2.0, 3.0), 30),
+        ("trace a", "cache", (4.0,), 10), ("trace b", "cache", (1.0, 2.0), 6), ("trace a", "scratchpad", "LRU", 5)]
 
 
 def test_a_cluster_runs_the_tasks_in_the_work_queues_order(tmp_path):
