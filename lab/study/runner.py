@@ -298,16 +298,19 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
 
     Each trace is one task, followed on its worker by a small one estimating the cost of the cell tasks on
     it (``task_costs``). The cell tasks whose costs are known wait in a ``_WorkQueue`` and are handed to Dask
-    as threads of the cluster fall free: never more traces and cell tasks in flight than threads. Dask places
+    as threads of the cluster fall free: never more traces and cell tasks in flight than threads (counted
+    again every ``REFRESH_S``: workers may join, leave, or not have started yet). Dask places
     a task when it is submitted, without knowing its cost (it learns an average per kind of task): with
     everything submitted at once, a worker may be left with the two largest tasks while the others idle.
     Handed over in this order, the workers run the longest tasks first and the short ones fill in at the
     end. The client writes each result as it arrives.
     """
-    threads = max(1, sum(client.nthreads().values()))
+    def threads() -> int:  # the cluster's threads now (workers may come and go, or not have started yet)
+        return max(1, sum(client.nthreads().values()))
+
     token = uuid.uuid4().hex[:8]
     finished: queue.Queue = queue.Queue()  # futures, as Dask finishes them (callbacks from its thread)
-    tracing, running, waiting = {}, {}, _WorkQueue(threads)  # cost estimate's key -> (future, trace, tasks);
+    tracing, running, waiting = {}, {}, _WorkQueue(threads())  # cost estimate's key -> (future, trace, tasks);
     for workload, tasks in plan:  # cell task's key -> (future, task)
         trace = client.submit(make_trace, workload, key=f"trace-{workload.key}-{token}", pure=False,
                               priority=TRACE_PRIORITY)
@@ -315,10 +318,12 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
                               priority=TRACE_PRIORITY)
         tracing[costs.key] = (costs, trace, tasks)
         costs.add_done_callback(finished.put)
-    traced = 0
+    traced, counted = 0, time.monotonic()
     try:
         while tracing or running or waiting:
-            while waiting and len(tracing) + len(running) < threads:
+            if time.monotonic() - counted > REFRESH_S:
+                waiting.threads, counted = threads(), time.monotonic()
+            while waiting and len(tracing) + len(running) < waiting.threads:
                 trace, task, cost = waiting.pop()
                 future = client.submit(run_task, trace, task, key=f"cells-{task.key}-{token}", pure=False,
                                        priority=cost)
