@@ -90,7 +90,7 @@ def _slow_run_task(trace, task):  # a study slow enough to kill a worker in the 
 runner_run_task = runner.run_task
 
 
-def test_cost_estimates_rank_tasks_by_the_accesses_they_simulate():
+def test_cost_estimates_rank_tasks_by_the_accesses_they_simulate(monkeypatch):
     from lab.study.tasks import Failed, make_trace, task_costs
 
     spec = lab.study.load_study_spec({**GRID, "batch_sizes": [2, 8]})
@@ -105,6 +105,12 @@ def test_cost_estimates_rank_tasks_by_the_accesses_they_simulate():
     for task, a, b in zip(tasks, costs.values(), larger):  # 4x the tokens: as many tensor accesses, more lines
         assert b > a if task.buffer == "cache" else b == a
     assert task_costs(Failed("trace", "ValueError: x", ""), tasks) == [0] * len(tasks)
+    from lab.analysis import sweep
+
+    monkeypatch.setattr(sweep, "AUTO_OPTIMUM_ACCESSES", 10)  # optimum: auto skips the flow on larger traces
+    skipped = dict(zip((t.label for t in tasks), task_costs(make_trace(small), tasks)))
+    assert skipped[f"{label} scratchpad OPT"] == 0  # a row saying it was skipped: no work
+    assert skipped[f"{label} scratchpad LRU"] == costs[f"{label} scratchpad LRU"]
 
 
 def test_the_work_queue_hands_out_the_costliest_first_and_splits_cache_runs_by_the_work_left():

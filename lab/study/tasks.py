@@ -117,14 +117,18 @@ def task_costs(trace, tasks) -> list[int]:
     if isinstance(trace, Failed):
         return [0] * len(tasks)
     try:
+        from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES
         from lab.sim import hardware
 
         model = hardware.CacheModel()
-        lines = trace["size_mb"].to_numpy(np.float64) * BYTES_PER_MB // model.line_bytes + 1  # + 1: ranges
-        out = []  # rarely start on a line boundary
+        # + 1 line: a tensor's byte range rarely starts on a line boundary
+        lines = trace["size_mb"].to_numpy(np.float64) * BYTES_PER_MB // model.line_bytes + 1
+        out = []
         for task in tasks:
             if task.buffer != "cache":
-                out.append(int(len(trace) * sum(OPTIMUM_WEIGHT if p == OPTIMUM else 1 for p, _ in task.cells)))
+                skipped = task.optimum == "auto" and len(trace) > AUTO_OPTIMUM_ACCESSES  # OPT: a row saying so
+                weight = 0 if skipped else OPTIMUM_WEIGHT
+                out.append(int(len(trace) * sum(weight if p == OPTIMUM else 1 for p, _ in task.cells)))
                 continue
             per_capacity = {c: float(lines @ (1 + hardware.gemm_rereads(
                 trace, int(c * BYTES_PER_MB * model.effective_fraction), model))) for c in task.capacities_mb}
