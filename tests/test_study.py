@@ -125,6 +125,9 @@ def test_the_work_queue_hands_out_the_costliest_first_and_splits_cache_runs_by_t
         trace, task, cost = queue.pop()
         handed.append((trace, task.buffer, task.policies[0] if task.buffer != "cache" else task.capacities_mb, cost))
     assert queue.queued == 0
+    for bad in ([1], None, ["x", 2]):  # no usable estimate: the tasks are queued all the same
+        queue.add("trace b", [t for t in spec.tasks(b) if t.buffer == "cache"][:2], bad)
+        assert [queue.pop()[1].capacities_mb] == [(1.0, 2.0)] and not queue
     assert handed == [  # a run split at the work left / threads: 51 / 2 = 25.5 (three capacities), 11 / 2 = 5.5
         ("trace a", "scratchpad", "FIFO", 500), ("trace a", "cache", (1.0, 2.0, 3.0), 30),
         ("trace a", "cache", (4.0,), 10), ("trace b", "cache", (1.0, 2.0), 6), ("trace a", "scratchpad", "LRU", 5)]

@@ -260,8 +260,14 @@ class _WorkQueue:
         heapq.heappush(self._heap, (-sum(costs), next(self._order), trace, tasks, costs))
 
     def add(self, trace, tasks, costs) -> None:
-        """Queue ``tasks`` on ``trace`` (a future or a trace) with their estimated ``costs``."""
-        costs = [max(0, int(c)) for c in costs]
+        """Queue ``tasks`` on ``trace`` (a future or a trace) with their estimated ``costs`` (anything but one
+        number per task counts as no estimate: every task is still queued)."""
+        try:
+            costs = [max(0, int(c)) for c in costs]
+        except (TypeError, ValueError, OverflowError):
+            costs = []
+        if len(costs) != len(tasks):
+            costs = [0] * len(tasks)
         self.queued += sum(costs)
         cache = sorted(((t, c) for t, c in zip(tasks, costs) if t.buffer == "cache"),
                        key=lambda pair: pair[0].capacities_mb)
