@@ -346,7 +346,7 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
                 progress.update(0, f"trace {traced}/{len(plan)}: {tasks[0].workload.model.label} "
                                    f"{tasks[0].workload.phase}")
                 # a failed estimate (a lost worker): no order, the tasks run and record what failed
-                waiting.add(trace, tasks, future.result() if future.status == "finished" else [0] * len(tasks))
+                waiting.add(trace, tasks, future.result() if future.status == "finished" else None)
                 continue
             _, task = running.pop(future.key)
             if future.status == "finished":
