@@ -121,3 +121,22 @@ def test_the_input_trace_is_not_modified(small_trace):
     for policy in lab.policy_names():
         lab.simulate(small_trace, policy, capacity_mb=20)
     pd.testing.assert_frame_equal(small_trace, before)
+
+
+def test_per_workload_counts_are_the_same_at_every_capacity_of_one_workload():
+    # compulsory misses, reads and uncacheable accesses are counted once per Workload (memoized): one workload
+    # simulated at many capacities reports what a fresh encoding of the trace reports at each
+    rng = np.random.default_rng(7)
+    n = 400
+    trace = pd.DataFrame({"tensor_id": rng.integers(0, 40, n).astype(str),
+                          "access": rng.choice(["read", "write", "persist"], n, p=[0.6, 0.3, 0.1])})
+    sizes = dict(zip(map(str, range(40)), rng.uniform(0.5, 30, 40).round(2)))
+    trace["size_mb"] = trace["tensor_id"].map(sizes)
+    workload = lab.encode_trace(trace)
+    for capacity_mb in [40, 0.4, 12, 31, 3, 12, 64]:
+        shared = lab.simulate(workload, "LRU", capacity_mb, per_access=False).metrics
+        fresh = lab.simulate(trace, "LRU", capacity_mb, per_access=False).metrics
+        assert shared == fresh
+        accesses = trace[trace["access"] != "persist"]
+        too_large = int(((accesses["size_mb"] * BYTES_PER_MB).round() > capacity_mb * BYTES_PER_MB).sum())
+        assert shared["uncacheable_accesses"] == too_large

@@ -337,10 +337,10 @@ def _expand(lo, hi, repeat, is_write, op, line_bytes):
     return codes, writes, key, row
 
 
-def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repeat=None):
+def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repeat=None, rows: bool = True):
     """The line-granular trace of ``trace`` for the cache: (codes, is_write, n_lines, row), codes in
-    0..n_lines-1, ``row`` the access of ``trace`` each line access comes from. ``repeat``: the GEMM re-reads
-    (``gemm_rereads``) when already known."""
+    0..n_lines-1, ``row`` the access of ``trace`` each line access comes from (None with ``rows=False``).
+    ``repeat``: the GEMM re-reads (``gemm_rereads``) when already known."""
     lo, hi = assign_addresses(trace, model.alignment)
     is_write = (trace["access"].to_numpy() == "write") if "access" in trace else np.zeros(len(trace), bool)
     if repeat is None:
@@ -349,9 +349,9 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repe
     codes, writes, key, row = _expand(lo, hi, repeat, is_write, op, np.int64(model.line_bytes))
     if model.interleave:
         order = np.argsort(key, kind="stable")
-        codes, writes, row = codes[order], writes[order], row[order]
+        codes, writes, row = codes[order], writes[order], row[order] if rows else None
     n_lines = int(codes.max()) + 1 if codes.size else 0
-    return codes, writes, n_lines, row
+    return codes, writes, n_lines, row if rows else None
 
 
 LINE_COLUMNS = ("tensor_id", "size_mb", "access", "op", "shape")  # what the line trace is made from
@@ -408,14 +408,15 @@ def line_workload(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -
 
 
 def _build_line_workload(trace, capacity_bytes, model, repeat, key) -> Workload:
-    codes, writes, n_lines, _ = line_trace(trace, capacity_bytes, model, repeat)
+    codes, writes, n_lines, _ = line_trace(trace, capacity_bytes, model, repeat, False)
     line = np.int64(model.line_bytes)
     workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
                         access_bytes=np.full(codes.shape[0], line, np.int64),
                         is_write=writes if "access" in trace else np.zeros(0, np.bool_),
                         id_values=np.arange(n_lines, dtype=np.int64))
     workload.previous_use  # every run needs it (compulsory misses): computed once, here
-    estimate = codes.shape[0] * (8 + 1 + 8 + 2 * 8) + n_lines * 16  # + previous and next use, once computed
+    # codes, is_write, access_bytes, previous use, the next use past the end (lab.sim.simulate.replay) + 8 spare
+    estimate = codes.shape[0] * (8 + 1 + 8 + 3 * 8) + n_lines * 16
     with _line_cache_lock:
         if estimate <= LINE_CACHE_BYTES:
             _line_cache[key] = (workload, estimate)

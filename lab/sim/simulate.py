@@ -211,13 +211,27 @@ def _marks(enc: Workload) -> np.ndarray:
 
 
 def compulsory_misses(enc: Workload) -> int:
-    """First accesses of a tensor that read it: misses under any policy (a first write allocates instead)."""
-    first = enc.previous_use < 0
-    if enc.has_writes:
-        first &= ~enc.is_write
-    if enc.has_persist:
-        first &= ~enc.is_persist
-    return int(np.count_nonzero(first))
+    """First accesses of a tensor that read it: misses under any policy (a first write allocates instead).
+    Counted once per workload (every run on it reports it)."""
+    def count() -> int:
+        first = enc.previous_use < 0
+        if enc.has_writes:
+            first &= ~enc.is_write
+        if enc.has_persist:
+            first &= ~enc.is_persist
+        return int(np.count_nonzero(first))
+
+    return enc.memo("compulsory_misses", count)
+
+
+def uncacheable_accesses(enc: Workload, capacity_bytes: int) -> int:
+    """Accesses (persist marks aside) to tensors larger than ``capacity_bytes``: never inserted. Each run
+    reports it: the accesses' sizes are sorted once per workload, and not at all while every access fits."""
+    largest = enc.memo("largest_access_bytes", lambda: int(enc.access_bytes[~_marks(enc)].max(initial=0)))
+    if capacity_bytes >= largest:
+        return 0
+    sizes = enc.memo("sorted_access_bytes", lambda: np.sort(enc.access_bytes[~_marks(enc)]))
+    return int(sizes.shape[0] - np.searchsorted(sizes, capacity_bytes, side="right"))
 
 
 def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
@@ -228,7 +242,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
     hits = int(counts[HITS])
     allocated = int(counts[WRITE_ALLOCATIONS])
     misses = n - hits - allocated
-    reads = n - (int(np.count_nonzero(enc.is_write)) if enc.has_writes else 0)
+    reads = n - (enc.memo("n_writes", lambda: int(np.count_nonzero(enc.is_write))) if enc.has_writes else 0)
     bytes_total = enc.total_bytes
     bytes_read = int(counts[READ_BYTES])
     bytes_written = int(counts[WRITE_BYTES])
@@ -249,7 +263,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
         "write_allocations": allocated,
         "read_hits": int(counts[READ_HITS]),
         "compulsory_misses": compulsory_misses(enc),
-        "uncacheable_accesses": int(np.count_nonzero((enc.access_bytes > capacity_bytes) & ~_marks(enc))),
+        "uncacheable_accesses": uncacheable_accesses(enc, capacity_bytes),
         "bytes_from_dram": bytes_read,
         "byte_hit_rate": 100.0 * float(counts[HIT_BYTES]) / bytes_total if bytes_total else 0.0,
         "dram_reads_mb": float(bytes_to_mb(bytes_read)),
@@ -298,7 +312,8 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
         # without liveness every access has a next use past the trace: nothing is dropped, and no writeback is
         # skipped for an overwrite to come (a hardware cache knows neither)
         n_all = workload.n_accesses
-        next_use = workload.next_use if liveness else np.full(n_all, n_all, np.int64)
+        next_use = (workload.next_use if liveness
+                    else workload.memo("next_use_past_end", lambda: np.full(n_all, n_all, np.int64)))
     else:
         next_use = _EMPTY_INT
     if dirty is None:
@@ -397,8 +412,10 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
     if isinstance(trace, Workload):
         if trace.trace is None:
             raise ValueError("buffer='cache' needs the trace's columns: pass the DataFrame or a Workload that keeps it")
-        trace = trace.trace
-    if encode_trace(trace).has_persist:  # (validates the trace, as the scratchpad does)
+        encoded, trace = trace, trace.trace
+    else:
+        encoded = encode_trace(trace)  # (validates the trace, as the scratchpad does)
+    if encoded.has_persist:
         # the cache writes every dirty line back at the end (flush_at_end) whatever persists: marks add nothing
         trace = trace[trace["access"] != "persist"].reset_index(drop=True)
     capacity_bytes = max(1, int(capacity_bytes * model.effective_fraction))
