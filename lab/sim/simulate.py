@@ -227,10 +227,11 @@ def compulsory_misses(enc: Workload) -> int:
 def uncacheable_accesses(enc: Workload, capacity_bytes: int) -> int:
     """Accesses (persist marks aside) to tensors larger than ``capacity_bytes``: never inserted. Each run
     reports it: the accesses' sizes are sorted once per workload, and not at all while every access fits."""
-    largest = enc.memo("largest_access_bytes", lambda: int(enc.access_bytes[~_marks(enc)].max(initial=0)))
+    accessed = (lambda: enc.access_bytes[~enc.is_persist]) if enc.has_persist else (lambda: enc.access_bytes)
+    largest = enc.memo("largest_access_bytes", lambda: int(accessed().max(initial=0)))
     if capacity_bytes >= largest:
         return 0
-    sizes = enc.memo("sorted_access_bytes", lambda: np.sort(enc.access_bytes[~_marks(enc)]))
+    sizes = enc.memo("sorted_access_bytes", lambda: np.sort(accessed()))
     return int(sizes.shape[0] - np.searchsorted(sizes, capacity_bytes, side="right"))
 
 
