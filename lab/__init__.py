@@ -19,7 +19,7 @@ from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.curves import miss_ratio_curve
 from lab.analysis.optimal import OptimalResult, optimal
 from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
-from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, optimum_metrics, run_policies,
+from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, optimum_rows, run_policies,
                                 sweep_capacity, working_set_mb)
 from lab.analysis.validation import ValidationReport, validate
 from lab.learn.learned import LearnedScorer, default_scorer
@@ -57,7 +57,7 @@ __all__ = [
     "generate_trace",
     "get_policy",
     "metrics_table",
-    "optimum_metrics",
+    "optimum_rows",
     "miss_ratio_curve",
     "optimal",
     "param",

@@ -1,5 +1,5 @@
-"""lab.optimal: the min-cost-flow lower bound, the achievable schedule, the exact integer optimum, and brute force
-on tiny traces."""
+"""lab.optimal: the whole-tensor optimum by integer programming (exact, or bracketed at its time limit), the
+achievable schedule, the byte-granular flow bound, and brute force on tiny traces, in bytes and at MiB scale."""
 
 import itertools
 
@@ -60,18 +60,21 @@ def test_brute_force_agrees_with_the_integer_program(seed, writes):
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("writes", [False, True])
 def test_lower_bound_below_every_policy_and_the_exact_optimum_in_the_bracket(seed, writes):
-    trace = random_trace(seed, n_accesses=400, n_tensors=40, max_size_bytes=64, zipf=1.2)
+    trace = random_trace(seed, n_accesses=200, n_tensors=30, max_size_bytes=64, zipf=1.2)
     if writes:
         trace = _with_writes(trace, seed)
     workload = lab.encode_trace(trace)
     for capacity in (60, 250, 900):
         result = lab.optimal(workload, capacity / BYTES_PER_MB, method="milp")
-        assert result.lower_mb <= result.exact_mb + 1e-12 <= result.upper_mb + 2e-12
-        assert result.lower_read_mb + result.lower_write_mb == pytest.approx(result.lower_mb)
+        assert result.exact and result.rows() == [("OPT", result.exact_mb)]
+        assert result.lower_mb == result.exact_mb == result.upper_mb
+        assert result.byte_granular_read_mb + result.byte_granular_write_mb == pytest.approx(
+            result.byte_granular_mb)
+        assert result.byte_granular_mb <= result.lower_mb + 1e-12
         for policy in lab.policy_names():
             traffic = _traffic_bytes(lab.simulate(workload, policy, capacity / BYTES_PER_MB,
                                                   per_access=False).metrics)
-            assert round(result.lower_mb * BYTES_PER_MB) <= traffic, policy
+            assert round(result.exact_mb * BYTES_PER_MB) <= traffic, policy
         # the schedule behind the metrics is the exact one, and fits the buffer
         assert _traffic_bytes(result.metrics) == round(result.exact_mb * BYTES_PER_MB)
         assert result.metrics["peak_occupancy_mb"] * BYTES_PER_MB <= capacity
@@ -81,9 +84,10 @@ def test_lower_bound_below_every_policy_and_the_exact_optimum_in_the_bracket(see
 @given(ids=st.lists(st.integers(0, 12), min_size=2, max_size=120), capacity=st.integers(1, 12))
 def test_with_equal_sizes_the_flow_is_belady_with_bypass(ids, capacity):
     trace = pd.DataFrame({"tensor_id": ids, "size_mb": 1.0})
-    result = lab.optimal(trace, capacity)
+    result = lab.optimal(trace, capacity, method="flow")
     belady = lab.simulate(trace, lab.get_policy("Belady", bypass=True), capacity).metrics
-    assert result.lower_mb == result.upper_mb == belady["dram_reads_mb"]
+    assert result.lower_mb == result.upper_mb == result.byte_granular_mb == belady["dram_reads_mb"]
+    assert result.exact
 
 
 def test_belady_without_bypass_can_be_worse_than_the_optimum():
@@ -111,18 +115,21 @@ def test_the_achievable_schedule_is_never_worse_than_beladys(writes):
         trace = random_trace(seed, n_accesses=400, n_tensors=40, max_size_bytes=64)
         trace = _with_writes(trace, seed) if writes else trace
         capacity = (trace.drop_duplicates("tensor_id")["size_mb"].sum() * 0.2)
-        result = lab.optimal(trace, capacity)
-        for policy in (lab.get_policy("Belady"), lab.get_policy("Belady", bypass=True)):
-            traffic = _traffic_bytes(lab.simulate(trace, policy, capacity).metrics)
-            assert round(result.upper_mb * BYTES_PER_MB) <= traffic
-        assert result.upper_source in {"flow rounding", "Belady (bypass) schedule", "Belady schedule"}
+        for method in ("flow", "milp"):  # the integer program briefly: its best schedule so far is enough here
+            result = lab.optimal(trace, capacity, method=method, time_limit_s=0.5)
+            for policy in (lab.get_policy("Belady"), lab.get_policy("Belady", bypass=True)):
+                traffic = _traffic_bytes(lab.simulate(trace, policy, capacity).metrics)
+                assert round(result.upper_mb * BYTES_PER_MB) <= traffic
+            assert result.upper_source in {"flow rounding", "Belady (bypass) schedule", "Belady schedule",
+                                           "integer program"}
+            assert method == "milp" or result.upper_source != "integer program"
         # capacities are rounded to whole bytes, as tensor sizes are
         assert round(result.metrics["peak_occupancy_mb"] * BYTES_PER_MB) <= round(capacity * BYTES_PER_MB)
 
 
 def test_the_plan_lists_every_interval():
     trace = random_trace(3, n_accesses=300, n_tensors=30, max_size_bytes=50)
-    result = lab.optimal(trace, 200 / BYTES_PER_MB)
+    result = lab.optimal(trace, 200 / BYTES_PER_MB, method="flow")
     plan = result.plan
     assert len(plan) == len(trace) - trace["tensor_id"].nunique()
     assert plan["kept_fraction"].between(0, 1).all()
@@ -144,9 +151,14 @@ def test_bad_input():
         lab.optimal(empty, 8)
     with pytest.raises(ValueError, match="method must be one of"):
         lab.optimal(random_trace(0), 8, method="exact")
-    big = random_trace(0, n_accesses=20_000, n_tensors=100)
-    with pytest.raises(ValueError, match="method='milp' solves traces of at most"):
-        lab.optimal(big, 8, method="milp")
+    for bad in (0, -1, float("nan"), "30", True, 1e9):
+        with pytest.raises(ValueError, match="time_limit_s must be"):
+            lab.optimal(random_trace(0), 8, time_limit_s=bad)
+    for bad in (-0.5, 101, float("inf"), "1"):
+        with pytest.raises(ValueError, match="gap_pct must be"):
+            lab.optimal(random_trace(0), 8, gap_pct=bad)
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        lab.optimal(random_trace(0), 8, progress="yes")
 
 
 @pytest.mark.parametrize("writes", [False, True])
@@ -158,9 +170,9 @@ def test_highs_and_ortools_find_the_same_flow(writes):
         trace = _with_writes(trace, seed) if writes else trace
         working_set = trace.drop_duplicates("tensor_id")["size_mb"].sum()
         for fraction in (0.05, 0.2, 0.6):
-            highs = lab.optimal(trace, working_set * fraction)
-            ortools = lab.optimal(trace, working_set * fraction, solver="ortools")
-            assert round(highs.lower_mb * BYTES_PER_MB) == round(ortools.lower_mb * BYTES_PER_MB)
+            highs = lab.optimal(trace, working_set * fraction, method="flow")
+            ortools = lab.optimal(trace, working_set * fraction, method="flow", solver="ortools")
+            assert round(highs.byte_granular_mb * BYTES_PER_MB) == round(ortools.byte_granular_mb * BYTES_PER_MB)
     with pytest.raises(ValueError, match="solver must be one of"):
         lab.optimal(trace, 1.0, solver="cplex")
 
@@ -192,7 +204,125 @@ def test_persist_marks_keep_the_bracket_and_the_exact_optimum_below_every_policy
         trace = pd.concat([trace, marks], ignore_index=True)
         capacity = float(rng.choice([1, 2, 3, 5]))
         result = lab.optimal(trace, capacity, method="milp")
-        assert result.lower_mb <= result.exact_mb + 1e-9 <= result.upper_mb + 2e-9
+        assert result.lower_mb == result.exact_mb == result.upper_mb
+        assert round(result.exact_mb * BYTES_PER_MB) == _brute_force(trace, round(capacity * BYTES_PER_MB))
         for policy in ("LRU", "FIFO", "Belady"):
             traffic = lab.simulate(trace, policy, capacity).metrics["dram_traffic_mb"]
             assert result.exact_mb <= traffic + 1e-9, (policy, trace.to_dict("list"), capacity)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mib_sized_tensors_give_the_same_optimum_as_bytes(seed):
+    """Captures have tensors of MiB, given in bytes: the integer program (its sizes in MiB inside HiGHS) finds
+    the same optimum, scaled, on a trace whose sizes and capacity are multiplied by 2**20, and brute force agrees
+    at both scales."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 4, 9)
+    sizes = rng.integers(1, 200, 4)
+    access = np.where(rng.random(9) < 0.3, "write", "read")
+    capacity = int(rng.integers(100, 400))
+    small = pd.DataFrame({"tensor_id": ids, "size_mb": sizes[ids] / BYTES_PER_MB, "access": access})
+    big = small.assign(size_mb=sizes[ids].astype(float))  # the same tensors, MiB each unit
+    exact_small = lab.optimal(small, capacity / BYTES_PER_MB)
+    exact_big = lab.optimal(big, float(capacity))
+    assert exact_small.exact and exact_big.exact
+    assert round(exact_small.exact_mb * BYTES_PER_MB) == _brute_force(small, capacity)
+    assert exact_big.exact_mb == pytest.approx(exact_small.exact_mb * BYTES_PER_MB, rel=1e-12)
+    assert round(exact_big.exact_mb * BYTES_PER_MB) == _brute_force(big, capacity * BYTES_PER_MB)
+
+
+def test_a_time_limit_gives_a_bracket_around_the_exact_optimum(monkeypatch):
+    """Stopped at once, the integer program leaves a bracket, still valid: its lower end is at most the exact
+    optimum and its upper end an achievable schedule no worse than Belady's; a table shows it as two rows."""
+    from lab.analysis import optimal as optimal_module
+
+    trace = lab.generate_trace("MoE", num_layers=8, batch_size=16, seq_length=128, num_experts=8, top_k=2,
+                               token_groups=4, expert_skew=0.5)
+    capacity = 50.0
+    exact = lab.optimal(trace, capacity, time_limit_s=300)
+    monkeypatch.setattr(optimal_module, "MIN_PROGRAM_S", 1e-3)
+    stopped = lab.optimal(trace, capacity, time_limit_s=1e-3)
+    assert exact.exact, exact.status
+    if stopped.exact:  # the flow rounded met the bound: nothing left to bracket on this machine
+        pytest.skip("the optimum was proven before the time limit")
+    assert stopped.exact_mb is None and stopped.gap_pct > 0
+    assert stopped.byte_granular_mb <= stopped.lower_mb <= exact.exact_mb + 1e-9 <= stopped.upper_mb + 2e-9
+    assert [name for name, _ in stopped.rows()] == ["OPT (lower bound)", "OPT (achievable)"]
+    assert "time limit" in stopped.status
+    belady = lab.simulate(trace, lab.get_policy("Belady", bypass=True), capacity).metrics["dram_traffic_mb"]
+    assert stopped.upper_mb <= belady + 1e-9
+
+
+def test_a_gap_target_stops_early_within_it():
+    trace = lab.generate_trace("MoE", num_layers=8, batch_size=16, seq_length=128, num_experts=8, top_k=2,
+                               token_groups=4, expert_skew=0.5)
+    capacity = 50.0
+    result = lab.optimal(trace, capacity, gap_pct=5.0)
+    exact = lab.optimal(trace, capacity)
+    assert result.gap_pct <= 5.0 + 1e-9
+    assert result.lower_mb <= exact.lower_mb + 1e-9 and exact.upper_mb <= result.upper_mb + 1e-9
+
+
+def test_the_solver_prints_nothing_and_leaves_stdout_working(capfd):
+    """HiGHS prints a debugging line with printf now and then: the solve runs with descriptor 1 pointed away, and
+    the descriptor is restored after it (and shared correctly by threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    trace = _with_writes(random_trace(1, n_accesses=800, n_tensors=80, max_size_bytes=4000), 1)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda c: lab.optimal(trace, c / BYTES_PER_MB, progress=False, time_limit_s=1.0),
+                      (2000, 5000, 9000, 20000)))
+    print("still here")
+    import os
+
+    os.write(1, b"and the descriptor\n")
+    out, _ = capfd.readouterr()
+    assert out == "still here\nand the descriptor\n"
+
+
+def test_progress_names_the_steps(capsys):
+    trace = _with_writes(random_trace(2, n_accesses=600, n_tensors=60, max_size_bytes=4000), 2)
+    lab.optimal(trace, 3000 / BYTES_PER_MB, progress=True)
+    err = capsys.readouterr().err
+    assert "optimum" in err and "steps" in err
+
+
+def test_tables_name_the_optimum_and_never_list_a_policy_below_its_achievable_end():
+    """One row OPT when exact; when bracketed, OPT (lower bound) and OPT (achievable); a policy that moves less
+    than the optimum's best schedule found becomes its achievable end (a policy's run is a schedule too)."""
+    from lab.analysis.sweep import achievable_at_most_every_policy, is_optimum
+
+    seed_example = lab.generate_trace("Transformer", num_layers=12, batch_size=32, seq_length=128,
+                                      reuse_probability=0.3, seed=0)
+    table = lab.compare_policies(seed_example, capacity_mb=64.0)
+    optimum = [p for p in table.index if is_optimum(p)]
+    assert optimum == ["OPT"] and bool(table.loc["OPT", "opt_exact"])
+    assert (table.loc[[p for p in table.index if not is_optimum(p)], "dram_traffic_mb"]
+            >= table.loc["OPT", "dram_traffic_mb"] - 1e-9).all()
+    sweep = lab.sweep_capacity(seed_example, ["LRU", "SIEVE"], [16.0, 64.0])
+    assert set(sweep["policy"]) == {"LRU", "SIEVE", "OPT"}
+    # a bracket whose achievable end a policy beats: that policy's schedule becomes the achievable end
+    rows = pd.DataFrame([
+        {"policy": "LRU", "capacity_mb": 8.0, "dram_traffic_mb": 120.0, "byte_hit_rate": 10.0},
+        {"policy": "SIEVE", "capacity_mb": 8.0, "dram_traffic_mb": 104.0, "byte_hit_rate": 20.0},
+        {"policy": "OPT (lower bound)", "capacity_mb": 8.0, "dram_traffic_mb": 100.0, "byte_hit_rate": np.nan,
+         "opt_lower_mb": 100.0, "opt_upper_mb": 110.0, "opt_exact": False},
+        {"policy": "OPT (achievable)", "capacity_mb": 8.0, "dram_traffic_mb": 110.0, "byte_hit_rate": 15.0,
+         "opt_lower_mb": 100.0, "opt_upper_mb": 110.0, "opt_exact": False},
+        {"policy": "LRU", "capacity_mb": 16.0, "dram_traffic_mb": 90.0, "byte_hit_rate": 30.0},
+        {"policy": "OPT (lower bound)", "capacity_mb": 16.0, "dram_traffic_mb": 80.0, "byte_hit_rate": np.nan,
+         "opt_lower_mb": 80.0, "opt_upper_mb": 85.0, "opt_exact": False},
+        {"policy": "OPT (achievable)", "capacity_mb": 16.0, "dram_traffic_mb": 85.0, "byte_hit_rate": 35.0,
+         "opt_lower_mb": 80.0, "opt_upper_mb": 85.0, "opt_exact": False},
+    ])
+    fixed = achievable_at_most_every_policy(rows).set_index(["capacity_mb", "policy"])
+    assert fixed.loc[(8.0, "OPT (achievable)"), "dram_traffic_mb"] == 104.0
+    assert fixed.loc[(8.0, "OPT (achievable)"), "byte_hit_rate"] == 20.0
+    assert (fixed.loc[8.0, "opt_upper_mb"].dropna() == 104.0).all()
+    assert "SIEVE" in fixed.loc[(8.0, "OPT (achievable)"), "algorithm"]
+    assert fixed.loc[(16.0, "OPT (achievable)"), "dram_traffic_mb"] == 85.0  # no policy beats it there
+    # a policy meeting the lower bound closes the bracket: one row OPT
+    closed = achievable_at_most_every_policy(rows.assign(dram_traffic_mb=rows["dram_traffic_mb"].where(
+        rows["policy"] != "SIEVE", 100.0)))
+    at_8 = closed[closed["capacity_mb"] == 8.0]
+    assert list(at_8["policy"]) == ["LRU", "SIEVE", "OPT"] and bool(at_8["opt_exact"].iloc[-1])

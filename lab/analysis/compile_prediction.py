@@ -52,7 +52,8 @@ class CompilePrediction:
     after this access: not kept until its next use, or never used again) and
     ``resident_mb`` after the access.
     ``comparison``: one row per policy (the online ones and Belady) and the
-    optimum (row ``OPT``, with ``opt_lower_mb`` and ``opt_upper_mb``), with
+    optimum (row ``OPT`` when exact, else ``OPT (lower bound)`` and
+    ``OPT (achievable)``, with ``opt_lower_mb`` and ``opt_upper_mb``), with
     the metrics and ``gap_closed_pct``: the share of LRU's excess DRAM traffic
     over the optimum's lower bound that the row removes (LRU 0 %, the bound
     100 %; NaN when LRU is already optimal).
@@ -82,7 +83,8 @@ class CompilePrediction:
             "capacity_mb": self.capacity_mb,
             "working_set_mb": self.working_set_mb,
             "planner": self.planner,
-            "optimum_mb": ({"lower": self.optimum.lower_mb, "upper": self.optimum.upper_mb}
+            "optimum_mb": ({"lower": self.optimum.lower_mb, "upper": self.optimum.upper_mb,
+                            "exact": self.optimum.exact, "status": self.optimum.status}
                            if self.optimum is not None else None),
             "best_hit_rate": self.best_hit_rate,
             "traffic_mb": self.traffic_mb,
@@ -224,8 +226,8 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
         with_none = float(bytes_to_mb(sum(schedule_traffic(workload, intervals,
                                                            np.zeros(len(intervals.start), bool))[:2])))
         if solve:
-            best = optimal(workload, capacity_mb, cost)
-            extra = {**best.metrics, "opt_lower_mb": best.lower_mb, "opt_upper_mb": best.upper_mb}
+            best = optimal(workload, capacity_mb, cost, progress=False)
+            extra = best.table_rows()
             plan, planner = optimum_plan(workload, best), PLANNERS[True]
 
             def traffic(capacity_bytes: int) -> float:

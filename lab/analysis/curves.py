@@ -11,8 +11,9 @@
 - Belady (MIN) with equal sizes: Mattson's OPT stack (Mattson, Gecsei, Slutz
   and Traiger, IBM Systems Journal 1970), one pass, stack depth bounded by
   the largest capacity asked for.
-- The optimum (``policy="OPT-bound"``): ``lab.optimal``'s lower bound per
-  capacity.
+- The optimum (``policy="OPT-bound"``): the byte-granular optimum per
+  capacity (``lab.optimal``'s min-cost flow: a lower bound on every
+  whole-tensor schedule; ``lab.optimal`` itself gives the whole-tensor one).
 - Any other policy, and any trace with reads and writes: one simulation per
   capacity on threads, or with ``sample_rate`` SHARDS spatial sampling
   (Waldspurger et al., FAST 2015): the tensors whose hashed id falls under
@@ -395,7 +396,8 @@ def miss_ratio_curve(trace, policy="LRU", capacities_mb=None, sample_rate: Optio
     """Misses, miss ratios and DRAM traffic of ``policy`` at each capacity (MB, MiB).
 
     Takes a trace DataFrame or Workload, a policy name or Policy (or
-    ``"OPT-bound"``: the optimum's lower bound from ``lab.optimal``),
+    ``"OPT-bound"``: the byte-granular optimum, ``lab.optimal``'s min-cost
+    flow, a lower bound on every whole-tensor policy's traffic),
     capacities in MB (default: ``lab.default_capacities_mb``), and
     optionally ``sample_rate`` in (0, 1] with a ``seed`` (SHARDS sampling,
     for policies without a one-pass algorithm), ``threads`` (simulations at
@@ -416,11 +418,12 @@ def miss_ratio_curve(trace, policy="LRU", capacities_mb=None, sample_rate: Optio
     if isinstance(policy, str) and policy.lower() == OPT_BOUND.lower():
         from lab.analysis.optimal import optimal
 
-        bounds = [optimal(workload, c) for c in capacities_mb]
-        read = [round(b.lower_read_mb * BYTES_PER_MB) for b in bounds]
+        bounds = [optimal(workload, c, method="flow", progress=False) for c in capacities_mb]
+        read = [round(b.byte_granular_read_mb * BYTES_PER_MB) for b in bounds]
         return _rows(capacities_mb, [b.metrics["dram_accesses"] for b in bounds], read,
-                     [round(b.lower_write_mb * BYTES_PER_MB) for b in bounds], workload,
-                     "min-cost-flow lower bound per capacity (lab.optimal)")
+                     [round(b.byte_granular_write_mb * BYTES_PER_MB) for b in bounds], workload,
+                     "byte-granular optimum per capacity (lab.optimal's min-cost flow; a lower bound for whole "
+                     "tensors; misses: its achievable whole-tensor schedule's)")
     policy = get_policy(policy)
     if sample_rate is not None:
         sample_rate = check_number("sample_rate", sample_rate, 0, 1)

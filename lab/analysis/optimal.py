@@ -1,4 +1,4 @@
-"""``lab.optimal``: the least DRAM traffic any policy can reach on a trace, bracketed.
+"""``lab.optimal``: the least DRAM traffic any policy can reach on a trace, exact or tightly bracketed.
 
 The model (after Berger, Beckmann and Harchol-Balter, "Practical bounds on
 optimal caching with variable object sizes", POMACS 2018, FOO):
@@ -16,49 +16,61 @@ optimal caching with variable object sizes", POMACS 2018, FOO):
   Plain traces (no ``access`` column) are all reads.
 - The incoming tensor may bypass the buffer (it is read, used and not kept).
 
-The flow relaxation (min-cost flow; HiGHS through scipy, or OR-Tools): node ``i`` per access, an arc
-``i -> i+1`` of capacity C bytes and cost 0 (bytes held between accesses),
-and per interval an arc from its start to its end of capacity s (its size)
-and unit cost = its cost per byte if not kept, with s bytes supplied at the
-start and demanded at the end. Its cost charges the writeback only when the
-interval starts with a write (the tensor is then surely dirty); whether an
-interval that starts with a read is dirty depends on earlier decisions, and
-charging nothing there keeps the bound valid. So:
+Three numbers come out of it, each named for what it is:
 
-- ``lower_mb`` is a certified lower bound on the traffic of every policy, in
-  this model and in ``lab.simulate``'s (which keeps whole tensors, cannot
-  bypass, and writes back every dirty tensor evicted while live: only more);
-- with byte granularity (a tensor may be partly resident, as a tiled kernel
-  can) the flow is itself a schedule, optimal for plain traces: ``plan``
-  gives each interval's kept fraction;
-- ``upper_mb`` is the exact traffic (dirty state tracked) of an achievable
-  whole-tensor schedule: the best of the flow rounded FOO-U style (keep
-  exactly the intervals the flow keeps whole) and the schedules of Belady
-  (MIN) with and without bypass read as kept intervals (``upper_source``
-  says which), so the upper end is never above Belady's traffic. The
-  whole-tensor optimum with bypass lies in [lower, upper]; ``method="milp"``
-  computes it exactly by integer programming (HiGHS via scipy) on small
-  traces.
+- **The whole-tensor optimum** (``exact_mb``, or the bracket ``[lower_mb,
+  upper_mb]``): the least traffic of any schedule that keeps whole tensors
+  (bypass allowed), by integer programming (HiGHS' branch and cut through
+  scipy) over one binary per interval, solved to proven optimality within a
+  time limit (``time_limit_s``); when the limit stops it first, ``lower_mb``
+  is its proven bound and ``upper_mb`` the best schedule it found. Every
+  policy of ``lab.simulate`` (whole tensors, no bypass unless the policy has
+  it, a dirty tensor evicted while live written back) is one such schedule,
+  so none moves less than ``lower_mb``.
+- **The achievable schedule** (``upper_mb``, ``upper_source``, ``plan``'s
+  ``kept``): the best whole-tensor schedule found, its traffic counted
+  exactly (dirty state tracked): the integer program's, the min-cost flow
+  rounded (FOO-U: keep exactly the intervals the flow keeps whole) or
+  Belady's (MIN) with and without bypass read as kept intervals, whichever
+  moves least, so it is never above Belady's traffic.
+- **The byte-granular (tile) optimum** (``byte_granular_mb``): the min-cost
+  flow (HiGHS' dual simplex through scipy, or OR-Tools' min-cost flow), where
+  a tensor may be kept in part as a tiled kernel can: node ``i`` per access,
+  an arc ``i -> i+1`` of capacity C bytes and cost 0 (bytes held between
+  accesses), and per interval an arc from its start to its end of capacity s
+  (its size) and unit cost = its cost per byte if not kept, with s bytes
+  supplied at the start and demanded at the end. It charges the writeback
+  only when the interval starts with a write (the tensor is then surely
+  dirty); whether an interval that starts with a read is dirty depends on
+  earlier decisions, and charging nothing there keeps the bound valid. It is
+  the optimum itself for plain traces with byte granularity (``plan``'s
+  ``kept_fraction``), the integer program's linear relaxation, and so never
+  above ``lower_mb``; with tensors large next to the buffer it lies far
+  below the whole-tensor optimum (captured BERT-base, batch 8, at 16 MB:
+  1,029 MB against 1,893 MB).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_positive_mb
+from lab.checks import check_bool, check_number, check_positive_mb
 from lab.compiled import kernel
 from lab.sim.cost import CostModel, resolve_cost
 from lab.sim.simulate import compulsory_misses
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 
-METHODS = ("flow", "milp")
-MAX_EXACT_INTERVALS = 4000  # integer programs beyond this are refused: they may run for hours
-MAX_EXACT_NONZEROS = 2_000_000
+METHODS = ("milp", "flow")
 # The flow's solvers hold the whole network in memory (HiGHS: about 5 KB per access, measured: 9.6 GB for a
 # 2,000,000-access Zipf trace) and their time grows faster than the trace (64,000 Zipf accesses: 9 s, 128,000:
 # 71 s on 2 cores): beyond this a bound would not finish in an interactive session.
@@ -149,37 +161,59 @@ def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
     return read_bytes, write_bytes, hits, int(writeback.sum())
 
 
+OPTIMUM = "OPT"  # the optimum's row in tables, when it is exact
+OPTIMUM_LOWER = "OPT (lower bound)"  # when it is bracketed: the bound no schedule beats ...
+OPTIMUM_ACHIEVABLE = "OPT (achievable)"  # ... and the best schedule found
+OPTIMUM_ROWS = (OPTIMUM, OPTIMUM_LOWER, OPTIMUM_ACHIEVABLE)
+MODEL = "scratchpad, whole tensors, bypass allowed"  # the buffer model the optimum is computed in
+
+
 @dataclass(frozen=True)
 class OptimalResult:
-    """The optimum's bracket at ``capacity_mb``.
+    """The optimum at ``capacity_mb``: exact, or bracketed by ``[lower_mb, upper_mb]`` (DRAM traffic, MB read +
+    written).
 
-    ``lower_mb``: certified lower bound on DRAM traffic (reads + writes, MB)
-    of every policy (the flow relaxation; with byte granularity, the optimum
-    itself for plain traces). ``upper_mb``: traffic of an achievable
-    whole-tensor schedule with bypass (the flow rounded), so the whole-tensor
-    optimum is in [lower_mb, upper_mb]; ``gap_pct`` = 100 (upper - lower) /
-    lower. ``exact_mb``: the whole-tensor optimum by integer programming
-    (``method="milp"``), else None. ``lower_read_mb``/``lower_write_mb`` and
-    ``upper_read_mb``/``upper_write_mb`` split them. ``metrics``: the keys of
-    ``SimulationResult.metrics`` for the schedule behind ``upper_mb`` (or the
-    exact one). ``plan``: one row per interval (tensor_id, start and end
-    access, size_mb, ``kept_fraction`` in the flow, ``kept`` in the
-    whole-tensor schedule). ``upper_source``: which schedule gives
-    ``upper_mb`` (the flow rounding, or a Belady schedule).
+    The model (``model``) is the scratchpad's: whole tensors, a tensor may bypass the buffer, write-allocate,
+    writebacks of dirty data needed again, dead tensors dropped; every policy of ``lab.simulate`` (whole
+    tensors, no bypass unless the policy has it) is one schedule of it, so none moves less than ``lower_mb``.
+
+    - ``upper_mb``: the traffic of the best whole-tensor schedule found (``upper_source``: the integer
+      program's, the flow rounded, or Belady's), achievable as it stands; ``upper_read_mb`` and
+      ``upper_write_mb`` split it and ``metrics`` (the keys of ``SimulationResult.metrics``) and ``plan``
+      describe it.
+    - ``lower_mb``: a proven lower bound on every whole-tensor schedule: the integer program's bound within its
+      time limit, never below the byte-granular bound.
+    - ``exact``: the integer program proved ``upper_mb`` optimal (``lower_mb == upper_mb == exact_mb``);
+      else ``exact_mb`` is None and ``gap_pct`` says how wide the bracket is.
+    - ``byte_granular_mb``: the optimum when a tensor may be kept in part, as a tiled kernel can (the
+      min-cost flow over bytes; exact on plain traces, a lower bound with writes), split into
+      ``byte_granular_read_mb`` and ``byte_granular_write_mb``. Never above ``lower_mb``.
+    - ``plan``: one row per interval (tensor_id, start and end access, size_mb, ``kept_fraction`` in the
+      byte-granular flow, ``kept`` in the whole-tensor schedule).
+    - ``status``: one line saying what was proven and in how long (``solve_s`` seconds in all).
     """
 
     capacity_mb: float
     lower_mb: float
     upper_mb: float
-    lower_read_mb: float
-    lower_write_mb: float
     upper_read_mb: float
     upper_write_mb: float
     exact_mb: Optional[float]
+    byte_granular_mb: float
+    byte_granular_read_mb: float
+    byte_granular_write_mb: float
     metrics: dict
     plan: pd.DataFrame = field(repr=False)
-    method: str = "flow"
+    method: str = "milp"
     upper_source: str = "flow rounding"
+    status: str = ""
+    solve_s: float = 0.0
+    model: str = MODEL
+
+    @property
+    def exact(self) -> bool:
+        """Whether the optimum is known exactly (``lower_mb == upper_mb``)."""
+        return self.exact_mb is not None
 
     @property
     def gap_pct(self) -> float:
@@ -188,8 +222,28 @@ class OptimalResult:
 
     @property
     def bound_mb(self) -> float:
-        """The best known value of the optimum: the exact one when computed, else the lower bound."""
-        return self.exact_mb if self.exact_mb is not None else self.lower_mb
+        """The best known value of the optimum that no schedule beats: the exact one, else the lower bound."""
+        return self.lower_mb
+
+    def rows(self) -> list[tuple[str, float]]:
+        """How a table shows it: ``[("OPT", traffic)]`` when exact, else ``[("OPT (lower bound)", lower_mb),
+        ("OPT (achievable)", upper_mb)]`` (MB)."""
+        return [(row["policy"], row["dram_traffic_mb"]) for row in self.table_rows()]
+
+    def table_rows(self) -> list[dict]:
+        """Its rows in a table of policies (``lab.metrics_table``, sweeps): ``[OPT]`` with the exact schedule's
+        metrics, or ``[OPT (lower bound), OPT (achievable)]``: the first has only ``dram_traffic_mb`` (the bound:
+        no schedule behind it, its other metrics NaN), the second the metrics of the best schedule found. Every
+        row has ``policy``, ``opt_lower_mb`` and ``opt_upper_mb`` (the bracket, MB), ``opt_exact`` and
+        ``algorithm`` (what proved it, in words)."""
+        common = {"opt_lower_mb": self.lower_mb, "opt_upper_mb": self.upper_mb, "opt_exact": self.exact,
+                  "algorithm": f"whole-tensor optimum (lab.optimal): {self.status}"}
+        if self.exact:
+            return [{"policy": OPTIMUM, **self.metrics, **common}]
+        bound = {key: np.nan for key in self.metrics}
+        bound["dram_traffic_mb"] = self.lower_mb
+        return [{"policy": OPTIMUM_LOWER, **bound, **common},
+                {"policy": OPTIMUM_ACHIEVABLE, **self.metrics, **common}]
 
 
 SOLVERS = ("highs", "ortools")
@@ -273,61 +327,174 @@ def check_flow_size(workload: Workload) -> None:
                          f"most {MAX_FLOW_ACCESSES:,} accesses: bound a window of the trace (e.g. one step)")
 
 
-def check_exact_size(ivs: Intervals) -> None:
-    """ValueError when the integer program for these intervals would be too large to solve in reasonable time."""
-    m = ivs.start.shape[0]
-    if m > MAX_EXACT_INTERVALS:
-        raise ValueError(f"method='milp' solves traces of at most {MAX_EXACT_INTERVALS} intervals (reuses); this "
-                         f"one has {m}: use method='flow' (lower and upper bounds) instead")
-    gaps = int((ivs.end - ivs.start).sum())
-    if gaps > MAX_EXACT_NONZEROS:
-        raise ValueError(f"method='milp': this trace's intervals span {gaps} gaps in all, more than "
-                         f"{MAX_EXACT_NONZEROS}; use method='flow'")
+def _integer_program(workload: Workload, ivs: Intervals, capacity_bytes: int, time_limit_s: float,
+                     gap_pct: float = 0.0):
+    """The whole-tensor optimum with bypass by integer programming (HiGHS' branch and cut through scipy), within
+    ``time_limit_s`` seconds, or until the bracket is at most ``gap_pct`` % of the traffic wide. Returns (kept: bool per interval or None when no schedule was found, the proven
+    lower bound on the traffic in bytes (float), proven optimal?).
 
-
-def _milp(workload: Workload, ivs: Intervals, capacity_bytes: int) -> np.ndarray:
-    """The whole-tensor optimum with bypass by integer programming: which intervals to keep (bool each)."""
+    Variables per interval: x (kept, binary), d (dirty at its start), b (written back when dropped). The bytes
+    held on chip are at most the capacity over each maximal set of overlapping intervals (a knapsack row each:
+    3-20x faster to prove than the sparse form on traces of many small tensors), or, when those rows would hold
+    over MAX_CLIQUE_NONZEROS entries, one running total per point where a kept interval starts or ends (a sparse
+    chain: the model stays linear in the trace). Only intervals whose keeping
+    can save traffic (the next access reads the tensor, and it fits) get an x: keeping another saves nothing
+    and only holds bytes. One more column, fixed at 1, carries the traffic every schedule pays, so that the
+    objective is the traffic itself and HiGHS' relative gap is the bracket's width. Sizes are in MiB so that
+    HiGHS' tolerances stay far below one byte."""
     from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix, vstack
 
-    check_exact_size(ivs)
     m = ivs.start.shape[0]
-    if m == 0:  # no tensor is used twice: nothing to keep
-        return np.zeros(0, np.bool_)
-    n = workload.n_accesses
-    spans = ivs.end - ivs.start
-    # variables: x (kept, binary), d (dirty at the start), b (writeback) per interval
-    size = ivs.size.astype(np.float64)
-    # a persist mark writes back the interval's data when it is dirty at the interval's start
-    cost = np.concatenate([-size * ivs.end_reads, size * ivs.end_persists, size * ivs.end_reads])
-    rows = np.repeat(np.arange(m), spans)
-    gaps = np.concatenate([np.arange(a, b) for a, b in zip(ivs.start, ivs.end)]) if m else np.zeros(0, np.int64)
-    capacity = coo_matrix((size[rows], (gaps, rows)), shape=(max(n - 1, 1), 3 * m))
-    constraints = [LinearConstraint(capacity, -np.inf, capacity_bytes)]
-    # d_k >= 1 when k starts with a write; d_k >= d_p + x_p - 1 for the interval p that ends where k starts
-    prev = np.full(n, -1, np.int64)
+    offset = compulsory_read_bytes(workload) + int(ivs.size[ivs.end_reads].sum())  # every read paid, no write
+    useful = np.flatnonzero(ivs.end_reads & (ivs.size <= capacity_bytes))
+    size = ivs.size / BYTES_PER_MB
+    # chained dirty state: d_k >= d_p + x_p - 1 for the interval p that ends where k starts
+    prev = np.full(workload.n_accesses, -1, np.int64)
     prev[ivs.end] = np.arange(m)
     p = prev[ivs.start]
     chained = np.flatnonzero(p >= 0)
+    u = useful.size
+    # columns: x (u), d (m), b (m), occupancy (e: only in the sparse form), the fixed traffic (1)
+    cliques = _maximal_cliques(ivs, useful)
+    crossings = cliques[1] - cliques[0]
+    dense = int(crossings.sum()) <= MAX_CLIQUE_NONZEROS
+    points = np.unique(np.concatenate([ivs.start[useful], ivs.end[useful]])) if not dense else np.zeros(0, np.int64)
+    e = points.size
+    x_of = np.full(m, -1, np.int64)
+    x_of[useful] = np.arange(u)
+    d0, b0, o0 = u, u + m, u + 2 * m
+    width = u + 2 * m + e + 1
+    cost = np.zeros(width)
+    cost[-1] = offset / BYTES_PER_MB
+    cost[:u] = -size[useful]
+    cost[d0:b0] = size * ivs.end_persists
+    cost[b0:o0] = size * ivs.end_reads
+    blocks, lows, highs = [], [], []
+    if dense:
+        # one knapsack row per maximal set of kept intervals that overlap (a maximal clique of the interval
+        # graph), where they could overflow: HiGHS finds covers and cliques in rows of this form
+        first, past = cliques
+        rows = np.repeat(np.arange(u), crossings)
+        gap_rows = np.arange(rows.size) - np.repeat(np.cumsum(crossings) - crossings, crossings) + first[rows]
+        n_cliques = int(past.max(initial=0))
+        full = np.bincount(gap_rows, weights=size[useful][rows], minlength=n_cliques)
+        tight = full > capacity_bytes / BYTES_PER_MB
+        renumber = np.cumsum(tight) - 1
+        keep = tight[gap_rows]
+        n_tight = int(tight.sum())
+        blocks.append(coo_matrix((size[useful][rows[keep]], (renumber[gap_rows[keep]], rows[keep])),
+                                 shape=(n_tight, width)))
+        lows.append(np.full(n_tight, -np.inf))
+        highs.append(np.full(n_tight, capacity_bytes / BYTES_PER_MB))
+    elif e:
+        # the sparse form: the bytes held, one running total per point where a kept interval starts or ends:
+        # o_j - o_{j-1} - (sizes of kept intervals starting at point j) + (those ending there) = 0
+        r = np.arange(e)
+        rows = np.concatenate([r, r[1:], np.searchsorted(points, ivs.start[useful]),
+                               np.searchsorted(points, ivs.end[useful])])
+        cols = np.concatenate([o0 + r, o0 + r[1:] - 1, np.arange(u), np.arange(u)])
+        vals = np.concatenate([np.ones(e), -np.ones(e - 1), -size[useful], size[useful]])
+        blocks.append(coo_matrix((vals, (rows, cols)), shape=(e, width)))
+        lows.append(np.zeros(e))
+        highs.append(np.zeros(e))
+    # d_k - d_p - x_p >= -1 (x_p only where it exists)
     if chained.size:
         r = np.arange(chained.size)
-        rows_ = np.concatenate([r, r, r])
-        cols = np.concatenate([m + chained, m + p[chained], p[chained]])
-        vals = np.concatenate([np.ones(chained.size), -np.ones(chained.size), -np.ones(chained.size)])
-        constraints.append(LinearConstraint(coo_matrix((vals, (rows_, cols)), shape=(chained.size, 3 * m)), -1,
-                                            np.inf))
-    # b_k >= d_k - x_k
+        pk = p[chained]
+        has_x = x_of[pk] >= 0
+        rows = np.concatenate([r, r, r[has_x]])
+        cols = np.concatenate([d0 + chained, d0 + pk, x_of[pk][has_x]])
+        vals = np.concatenate([np.ones(chained.size), -np.ones(chained.size), -np.ones(int(has_x.sum()))])
+        blocks.append(coo_matrix((vals, (rows, cols)), shape=(chained.size, width)))
+        lows.append(np.full(chained.size, -1.0))
+        highs.append(np.full(chained.size, np.inf))
+    # b_k - d_k + x_k >= 0
     r = np.arange(m)
-    wb = coo_matrix((np.concatenate([np.ones(m), -np.ones(m), np.ones(m)]),
-                     (np.concatenate([r, r, r]), np.concatenate([2 * m + r, m + r, r]))), shape=(m, 3 * m))
-    constraints.append(LinearConstraint(wb, 0, np.inf))
-    lower = np.zeros(3 * m)
-    lower[m:2 * m] = ivs.start_writes
-    integrality = np.concatenate([np.ones(m), np.zeros(2 * m)])
-    result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, np.ones(3 * m)))
-    if not result.success:
-        raise RuntimeError(f"the integer program was not solved: {result.message}")
-    return result.x[:m] > 0.5
+    has_x = x_of >= 0
+    rows = np.concatenate([r, r, r[has_x]])
+    cols = np.concatenate([b0 + r, d0 + r, x_of[has_x]])
+    vals = np.concatenate([np.ones(m), -np.ones(m), np.ones(int(has_x.sum()))])
+    blocks.append(coo_matrix((vals, (rows, cols)), shape=(m, width)))
+    lows.append(np.zeros(m))
+    highs.append(np.full(m, np.inf))
+    lower = np.zeros(width)
+    lower[d0:b0] = ivs.start_writes
+    upper = np.ones(width)
+    upper[o0:-1] = capacity_bytes / BYTES_PER_MB
+    lower[-1] = 1.0
+    integrality = np.zeros(width)
+    integrality[:u] = 1
+    constraints = LinearConstraint(vstack(blocks).tocsr(), np.concatenate(lows), np.concatenate(highs))
+    with _quiet_stdout():
+        result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
+                      options={"time_limit": float(time_limit_s), "mip_rel_gap": gap_pct / 100.0, "disp": False})
+    kept = None
+    if result.x is not None:
+        kept = np.zeros(m, np.bool_)
+        kept[useful] = result.x[:u] > 0.5
+        if not _fits(workload, ivs, kept, capacity_bytes):  # a tolerance of HiGHS' showing: not a schedule
+            kept = None
+    dual = getattr(result, "mip_dual_bound", None)
+    bound = dual * BYTES_PER_MB if dual is not None and np.isfinite(dual) else -np.inf
+    return kept, bound, result.status == 0 and kept is not None and gap_pct == 0
+
+
+_QUIET_LOCK = threading.Lock()
+_quiet = {"depth": 0, "saved": -1}
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """File descriptor 1 pointed at /dev/null while HiGHS runs: it prints a debugging line of its own with
+    ``printf`` now and then, whatever its options say, which would land in a notebook's output. Threads share the
+    descriptor, so the first to enter redirects it and the last to leave restores it."""
+    with _QUIET_LOCK:
+        if _quiet["depth"] == 0:
+            try:
+                sys.stdout.flush()
+                _quiet["saved"] = os.dup(1)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.close(devnull)
+            except (OSError, ValueError):  # no descriptor 1 to point elsewhere: leave it as it is
+                _quiet["saved"] = -1
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0 and _quiet["saved"] >= 0:
+                os.dup2(_quiet["saved"], 1)
+                os.close(_quiet["saved"])
+                _quiet["saved"] = -1
+
+
+MAX_CLIQUE_NONZEROS = 4_000_000  # the knapsack rows' entries (about 40 bytes each in HiGHS) before the sparse form
+
+
+def _maximal_cliques(ivs: Intervals, useful: np.ndarray):
+    """The maximal sets of the ``useful`` intervals that cross one gap (the gap right before an interval ends,
+    with an interval started since the previous such gap), numbered in order; for each useful interval the
+    first one it is in and one past its last (int64 arrays)."""
+    start, end = ivs.start[useful], ivs.end[useful]
+    if start.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    gaps_before_end = np.unique(end - 1)  # gap g lies between access g and g + 1
+    started = np.searchsorted(np.sort(start), gaps_before_end, side="right")  # intervals started by gap g
+    fresh = np.diff(np.concatenate([[0], started])) > 0
+    candidates = gaps_before_end[fresh]
+    return (np.searchsorted(candidates, start, side="left").astype(np.int64),
+            np.searchsorted(candidates, end, side="left").astype(np.int64))
+
+
+def _fits(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_bytes: int) -> bool:
+    """Whether the kept intervals hold at most ``capacity_bytes`` at every gap (exact integers)."""
+    held = np.zeros(workload.n_accesses + 1, np.int64)
+    np.add.at(held, ivs.start[kept], ivs.size[kept])
+    np.subtract.at(held, ivs.end[kept], ivs.size[kept])
+    return bool(np.cumsum(held).max(initial=0) <= capacity_bytes)
 
 
 def _best_schedule(workload: Workload, ivs: Intervals, around: np.ndarray, capacity_bytes: int):
@@ -401,8 +568,9 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
 
 
 def lower_bound_mb(trace, capacity_mb: float, solver: str = "highs") -> float:
-    """``optimal(trace, capacity_mb).lower_mb`` alone (the flow, no schedule): the certified lower bound on DRAM
-    traffic (MB read + written) at ``capacity_mb`` MB. For searches over capacities."""
+    """The byte-granular bound alone (``optimal(trace, capacity_mb).byte_granular_mb``: the min-cost flow, no
+    schedule, no integer program): a lower bound on DRAM traffic (MB read + written) at ``capacity_mb`` MB. For
+    searches over capacities."""
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     _check_solver(solver)
     workload = encode_trace(trace)
@@ -417,44 +585,90 @@ def _check_solver(solver) -> None:
         raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
 
 
-def optimal(trace, capacity_mb: float, cost=None, method: str = "flow", solver: str = "highs") -> OptimalResult:
-    """The least DRAM traffic (MB read + written) any policy can reach on ``trace`` with ``capacity_mb`` MB
-    (MiB) on chip, as a bracket [lower_mb, upper_mb]; see the module docstring for the model.
+DEFAULT_TIME_LIMIT_S = 30.0
+MIN_PROGRAM_S = 1.0  # the integer program gets at least this long, even when the flow used the whole limit
+MAX_TIME_LIMIT_S = 24 * 3600.0
+# A bar shows the work from about this many accesses (about 2 s of flow, schedules and integer program here).
+PROGRESS_ACCESSES = 5_000
+
+
+def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: str = "highs",
+            time_limit_s: float = DEFAULT_TIME_LIMIT_S, gap_pct: float = 0.0,
+            progress: Optional[bool] = None) -> OptimalResult:
+    """The least DRAM traffic (MB read + written) any whole-tensor schedule can reach on ``trace`` with
+    ``capacity_mb`` MB (MiB) on chip: exact, or a bracket [lower_mb, upper_mb]; see ``OptimalResult`` and the
+    module docstring for the model.
 
     Takes a trace DataFrame or Workload, the capacity in MB, a cost model or
-    preset (for the latency in ``metrics``) and ``method``: ``"flow"`` (the
-    min-cost-flow bounds, any trace size) or ``"milp"`` (also the exact
-    whole-tensor optimum by integer programming; small traces only, a
-    ValueError beyond MAX_EXACT_INTERVALS intervals), and the flow's
-    ``solver``: ``"highs"`` (HiGHS' dual simplex through scipy, the default:
-    16x faster than OR-Tools on 16,000 accesses) or ``"ortools"`` (OR-Tools'
-    min-cost flow, exact integer arithmetic); both give the same optimum.
-    Returns an OptimalResult. Raises ValueError for a capacity that is not a
-    finite number > 0, an empty or malformed trace, or an unknown method or
-    solver.
+    preset (for the latency in ``metrics``), ``method``: ``"milp"`` (the
+    default: the integer program, solved to proven optimality within
+    ``time_limit_s`` seconds, else its bracket) or ``"flow"`` (no integer
+    program: the byte-granular bound as the lower end and the best of the
+    flow rounded and Belady's schedules as the upper end; fast, wide with
+    tensors large next to the buffer), the flow's ``solver`` (``"highs"``:
+    HiGHS' dual simplex through scipy, the default; or ``"ortools"``:
+    OR-Tools' min-cost flow; both give the same flow), ``time_limit_s``
+    (seconds from the call's start after which the integer program stops
+    with its bracket; the flow and Belady's schedules before it are not
+    limited: they take well under a second per 10,000 accesses), ``gap_pct``
+    (stop once the bracket is at most this % of the traffic wide; 0, the
+    default, asks for proven optimality) and ``progress`` (a bar naming each step; default: on traces of
+    over PROGRESS_ACCESSES accesses). Raises ValueError for a capacity that
+    is not a finite number > 0, an empty or malformed trace, a trace over
+    MAX_FLOW_ACCESSES accesses, or an unknown method, solver or time limit.
     """
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     _check_solver(solver)
+    time_limit_s = check_number("time_limit_s", time_limit_s, 0, MAX_TIME_LIMIT_S)
+    if time_limit_s <= 0:
+        raise ValueError(f"time_limit_s must be a number of seconds in (0, {MAX_TIME_LIMIT_S:g}], got 0")
+    gap_pct = check_number("gap_pct", gap_pct, 0, 100)
     cost = resolve_cost(cost)
     workload = encode_trace(trace)
     if workload.n_accesses == 0:
         raise ValueError("the trace is empty: there is nothing to bound")
     check_flow_size(workload)
+    if progress is not None:
+        check_bool("progress", progress)
+    show = workload.n_accesses > PROGRESS_ACCESSES if progress is None else progress
+    started = time.perf_counter()
     capacity_bytes = int(mb_to_bytes(capacity_mb))
-    ivs = intervals_of(workload)
-    if method == "milp":
-        check_exact_size(ivs)  # before the flow: refuse at once
-    around, flow_read, flow_write = _flow(ivs, workload.n_accesses, capacity_bytes, solver)
-    compulsory = compulsory_read_bytes(workload)
-    lower_read, lower_write = compulsory + flow_read, flow_write + persist_write_bytes(ivs)
-    kept, upper_source, upper_read, upper_write = _best_schedule(workload, ivs, around, capacity_bytes)
-    exact = None
-    if method == "milp":
-        kept = _milp(workload, ivs, capacity_bytes)
-        exact_read, exact_write, _, _ = schedule_traffic(workload, ivs, kept)
-        exact = float(bytes_to_mb(exact_read + exact_write))
+    ivs = workload.memo("intervals", lambda: intervals_of(workload))
+    with _Steps(show, method == "milp", time_limit_s) as steps:
+        steps.next("byte-granular flow")
+        around, flow_read, flow_write = _flow(ivs, workload.n_accesses, capacity_bytes, solver)
+        flow_read += compulsory_read_bytes(workload)
+        flow_write += persist_write_bytes(ivs)
+        steps.next("Belady's schedules")
+        kept, upper_source, upper_read, upper_write = _best_schedule(workload, ivs, around, capacity_bytes)
+        lower_bytes = float(flow_read + flow_write)
+        proven = False
+        if method == "milp" and upper_read + upper_write > lower_bytes:
+            steps.next("integer program", timed=True)
+            left_s = max(time_limit_s - (time.perf_counter() - started), MIN_PROGRAM_S)
+            found, bound, proven = _integer_program(workload, ivs, capacity_bytes, left_s, gap_pct)
+            if found is not None:
+                read, write, _, _ = schedule_traffic(workload, ivs, found)
+                if read + write < upper_read + upper_write or proven:
+                    kept, upper_source, upper_read, upper_write = found, "integer program", read, write
+            lower_bytes = max(lower_bytes, np.floor(bound))
+        upper_bytes = upper_read + upper_write
+        if lower_bytes >= upper_bytes:  # the flow rounded or the program's schedule meets the bound: optimal
+            proven = True
+        if proven:
+            lower_bytes = upper_bytes
+    seconds = time.perf_counter() - started
+    upper_mb = float(bytes_to_mb(upper_bytes))
+    lower_mb = float(bytes_to_mb(lower_bytes))
+    if proven:
+        status = f"exact: proven optimal ({upper_source}) in {seconds:.1f} s"
+    else:
+        width = 100.0 * (upper_bytes - lower_bytes) / lower_bytes if lower_bytes > 0 else 0.0
+        limit = (f"the time limit, {time_limit_s:g} s, or gap_pct={gap_pct:g}" if method == "milp"
+                 else "method='flow'")
+        status = f"bracket {width:.2f} % wide after {seconds:.1f} s ({limit}); achievable: {upper_source}"
     kept_fraction = 1.0 - around / np.maximum(ivs.size, 1)
     plan = pd.DataFrame({
         "tensor_id": workload.tensor_ids[workload.codes[ivs.start]],
@@ -466,15 +680,64 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "flow", solver: 
     })
     return OptimalResult(
         capacity_mb=capacity_mb,
-        lower_mb=float(bytes_to_mb(lower_read + lower_write)),
-        upper_mb=float(bytes_to_mb(upper_read + upper_write)),
-        lower_read_mb=float(bytes_to_mb(lower_read)),
-        lower_write_mb=float(bytes_to_mb(lower_write)),
+        lower_mb=lower_mb,
+        upper_mb=upper_mb,
         upper_read_mb=float(bytes_to_mb(upper_read)),
         upper_write_mb=float(bytes_to_mb(upper_write)),
-        exact_mb=exact,
+        exact_mb=upper_mb if proven else None,
+        byte_granular_mb=float(bytes_to_mb(flow_read + flow_write)),
+        byte_granular_read_mb=float(bytes_to_mb(flow_read)),
+        byte_granular_write_mb=float(bytes_to_mb(flow_write)),
         metrics=_metrics(workload, ivs, kept, capacity_bytes, cost),
         plan=plan,
         method=method,
         upper_source=upper_source,
+        status=status,
+        solve_s=seconds,
     )
+
+
+class _Steps:
+    """A progress bar over the optimum's steps (a tqdm bar when shown; nothing otherwise); the integer
+    program's step ticks each second against its time limit, from a thread (HiGHS runs without the GIL)."""
+
+    def __init__(self, show: bool, with_program: bool, time_limit_s: float):
+        self.show = show
+        self.bar = None
+        self.stop = threading.Event()
+        self.ticker = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=3 if with_program else 2, desc="optimum", unit="step",
+                            bar_format="{desc}: {n_fmt}/{total_fmt} steps{postfix} [{elapsed}]")
+        self.time_limit_s = time_limit_s
+
+    def next(self, name: str, timed: bool = False) -> None:
+        if self.bar is None:
+            return
+        if self.bar.postfix:
+            self.bar.update(1)
+        self.bar.set_postfix_str(name + (f" (time limit {self.time_limit_s:g} s)" if timed else ""))
+        if timed:
+            started = time.perf_counter()
+
+            def tick():
+                while not self.stop.wait(1.0):
+                    self.bar.set_postfix_str(f"{name}: {time.perf_counter() - started:.0f} of at most "
+                                             f"{self.time_limit_s:g} s")
+
+            self.ticker = threading.Thread(target=tick, daemon=True)
+            self.ticker.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        if self.bar is not None:
+            self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+        return False

@@ -12,6 +12,7 @@ import pandas as pd
 
 from lab.checks import check_number, check_positive_mb
 from lab.analysis.optimal import optimal
+from lab.analysis.sweep import SWEEP_TIME_LIMIT_S
 from lab.learn.features import register_plan_source
 from lab.learn.learned import LearnedScorer
 from lab.learn.scoring import heuristic_scores
@@ -26,7 +27,8 @@ LEARNED_RESOLUTION = 0.1
 
 
 def _optimum_plan(workload, capacity_mb: float) -> pd.DataFrame:
-    return optimal(workload, capacity_mb).plan
+    # the labels are the flow's byte-granular kept fractions: no integer program needed
+    return optimal(workload, capacity_mb, method="flow", progress=False).plan
 
 
 register_plan_source(_optimum_plan)
@@ -69,7 +71,7 @@ def score_traffic(trace: pd.DataFrame, capacity_mb: float, scorers: dict, polici
         out[f"{name}_mb"] = _dram(scored, policy, capacity_mb)
     out["Belady_mb"] = _dram(workload, "Belady", capacity_mb)
     out["Belady_bypass_mb"] = _dram(workload, get_policy("Belady", bypass=True), capacity_mb)
-    bracket = optimal(workload, capacity_mb)
+    bracket = optimal(workload, capacity_mb, time_limit_s=SWEEP_TIME_LIMIT_S, progress=False)
     out["opt_lower_mb"], out["opt_upper_mb"] = bracket.lower_mb, bracket.upper_mb
     return out
 

@@ -3,9 +3,13 @@ the optimum.
 
 The trace is validated and encoded once (a ``Workload``) for all the runs; a
 capacity sweep runs its simulations on threads (the engine releases the GIL).
-The bound is the optimum's bracket from ``lab.optimal`` (row ``OPT``), on DRAM
-traffic (MB read + written), not Belady: with tensors of different sizes
-Belady (MIN) is no bound.
+The optimum comes from ``lab.optimal`` (the whole-tensor optimum in the
+scratchpad model, on DRAM traffic, MB read + written), not Belady: with tensors
+of different sizes Belady (MIN) is no bound. A table shows it as one row
+``OPT`` when it is exact, else as two rows, ``OPT (lower bound)`` (no schedule
+moves less) and ``OPT (achievable)`` (the best schedule known: the optimum's
+own, or a policy of the same table when one moves less), so that no policy is
+ever listed below the optimum's achievable end.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from lab.analysis.curves import one_pass_algorithm, one_pass_metrics
-from lab.analysis.optimal import optimal
+from lab.analysis.optimal import (DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, OPTIMUM_ROWS,
+                                  optimal)
 from lab.checks import check_int, check_positive_mb
 from lab.learn.scoring import score
 from lab.sim.cost import resolve_cost
@@ -73,52 +78,102 @@ def run_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None, sco
     return results
 
 
-OPTIMUM = "OPT"  # the row of the optimum in tables and sweeps
+# A sweep solves the optimum at every capacity: each within this many seconds (then bracketed, usually within
+# 0.1 %), so that a sweep of two dozen capacities of a training step stays within minutes.
+SWEEP_TIME_LIMIT_S = 10.0
 
 
-def optimum_metrics(trace, capacity_mb: float, cost=None) -> dict:
-    """The ``OPT`` row at ``capacity_mb`` MB: the metrics of the optimum's achievable whole-tensor schedule
-    (``lab.optimal``), with its bracket on DRAM traffic, ``opt_lower_mb`` (a bound no policy beats) and
-    ``opt_upper_mb`` (that schedule's traffic), in MB."""
-    result = optimal(trace, capacity_mb, cost)
-    return {**result.metrics, "opt_lower_mb": result.lower_mb, "opt_upper_mb": result.upper_mb}
+def is_optimum(name) -> bool:
+    """Whether a table's row ``name`` is one of the optimum's (``OPT``, ``OPT (lower bound)``,
+    ``OPT (achievable)``), not a policy."""
+    return isinstance(name, str) and name in OPTIMUM_ROWS
 
 
-def metrics_table(results: dict[str, SimulationResult], optimum: Optional[dict] = None) -> pd.DataFrame:
-    """The metrics of several results, one row per policy (index ``policy``); with ``optimum`` (an
-    ``optimum_metrics`` dict), an ``OPT`` row and ``gap_closed_pct`` (see ``with_gap_closed``)."""
+def optimum_rows(trace, capacity_mb: float, cost=None, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> list[dict]:
+    """The optimum's rows of a table at ``capacity_mb`` MB: ``lab.optimal(...).table_rows()`` (``OPT``, or
+    ``OPT (lower bound)`` and ``OPT (achievable)``), the integer program given ``time_limit_s`` seconds."""
+    return optimal(trace, capacity_mb, cost, time_limit_s=time_limit_s, progress=False).table_rows()
+
+
+def achievable_at_most_every_policy(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (long, with ``policy``, or indexed by policy) with the optimum's achievable end never above a
+    policy of the same table at the same capacity: a policy's run is a schedule of the optimum's model too, so
+    when one moves less than the optimum's best schedule found, ``OPT (achievable)`` takes that policy's metrics
+    (``algorithm`` says so) and ``opt_upper_mb`` its traffic; a bracket closed that way becomes one row ``OPT``."""
+    indexed = "policy" not in table.columns
+    long = table.reset_index() if indexed else table.reset_index(drop=True)
+    if OPTIMUM_ACHIEVABLE not in set(long["policy"]):
+        return table
+    by = long["capacity_mb"] if "capacity_mb" in long.columns else pd.Series(0.0, index=long.index)
+    optimum = long["policy"].map(is_optimum)
+    policies = long[~optimum & long["dram_traffic_mb"].notna()]
+    shared = [c for c in policies.columns if c not in ("policy", "algorithm") and not c.startswith("opt_")]
+    closed = []
+    for achievable in long.index[long["policy"] == OPTIMUM_ACHIEVABLE]:
+        here = policies[by[policies.index] == by[achievable]]
+        if here.empty or here["dram_traffic_mb"].min() >= long.at[achievable, "dram_traffic_mb"]:
+            continue
+        best = here["dram_traffic_mb"].idxmin()
+        upper = float(long.at[best, "dram_traffic_mb"])
+        long.loc[achievable, shared] = long.loc[best, shared].to_numpy()
+        long.loc[optimum & (by == by[achievable]), "opt_upper_mb"] = upper
+        long.loc[achievable, "algorithm"] = (f"whole-tensor optimum (lab.optimal): achievable end from "
+                                             f"{long.at[best, 'policy']}'s schedule, which moves less than the "
+                                             "optimum's best found")
+        if long.at[achievable, "opt_lower_mb"] >= upper:  # the policy meets the bound: the optimum is exact
+            long.loc[achievable, ["policy", "opt_exact"]] = [OPTIMUM, True]
+            closed.extend(long.index[(long["policy"] == OPTIMUM_LOWER) & (by == by[achievable])])
+    long = long.drop(index=closed)
+    return long.set_index("policy") if indexed else long.reset_index(drop=True)
+
+
+def optimum_bracket(table: pd.DataFrame) -> Optional[tuple[float, float]]:
+    """(lower, upper) MB of the optimum in a table indexed by policy (``metrics_table``), or None without it."""
+    rows = [name for name in table.index if is_optimum(name)]
+    if not rows:
+        return None
+    return float(table.loc[rows[0], "opt_lower_mb"]), float(table.loc[rows[-1], "opt_upper_mb"])
+
+
+def metrics_table(results: dict[str, SimulationResult], optimum: Optional[list[dict]] = None) -> pd.DataFrame:
+    """The metrics of several results, one row per policy (index ``policy``); with ``optimum`` (the rows of
+    ``optimum_rows``), the optimum's row(s) last, never above a policy (``achievable_at_most_every_policy``),
+    and ``gap_closed_pct`` (see ``with_gap_closed``)."""
     rows = [{"policy": name, **r.metrics} for name, r in results.items()]
-    if optimum is not None:
-        rows.append({"policy": OPTIMUM, **optimum})
-    return with_gap_closed(pd.DataFrame(rows).set_index("policy"))
+    rows.extend(optimum or [])
+    table = pd.DataFrame(rows).set_index("policy")
+    return with_gap_closed(achievable_at_most_every_policy(table))
 
 
 def with_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with ``gap_closed_pct``: the share of LRU's excess DRAM traffic over the optimum that each row
-    removes, 100 (LRU - row) / (LRU - OPT) on ``dram_traffic_mb``, OPT being the optimum's lower bound (LRU 0 %,
-    the optimum 100 %; NaN when LRU is already optimal). Unchanged without an LRU and an OPT row."""
-    if "LRU" not in table.index or OPTIMUM not in table.index:
+    removes, 100 (LRU - row) / (LRU - OPT) on ``dram_traffic_mb``, OPT being the optimum's lower end (LRU 0 %,
+    the optimum 100 %; NaN when LRU is already optimal). Unchanged without an LRU and an optimum row."""
+    bracket = optimum_bracket(table)
+    if "LRU" not in table.index or bracket is None:
         return table
     lru = table.loc["LRU", "dram_traffic_mb"]
-    best = table.loc[OPTIMUM, "opt_lower_mb"]
-    excess = lru - best
+    excess = lru - bracket[0]
     table["gap_closed_pct"] = 100.0 * (lru - table["dram_traffic_mb"]) / excess if excess > 0 else np.nan
     return table
 
 
 def compare_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None,
-                     scorer: str = "heuristic", optimum="auto") -> pd.DataFrame:
+                     scorer: str = "heuristic", optimum="auto",
+                     time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> pd.DataFrame:
     """Metrics of each policy at one capacity: a DataFrame with one row per policy (see ``SimulationResult``).
 
     With ``optimum`` (True, or ``"auto"``, the default: on traces of at most
-    AUTO_OPTIMUM_ACCESSES accesses) a last row ``OPT`` holds the optimum's
-    bracket on DRAM traffic (``opt_lower_mb``, ``opt_upper_mb``, MB; see
-    ``optimum_metrics``) and every row its ``gap_closed_pct``.
+    AUTO_OPTIMUM_ACCESSES accesses) the last row is ``OPT``, the exact
+    whole-tensor optimum, or two rows ``OPT (lower bound)`` and
+    ``OPT (achievable)`` when ``lab.optimal`` brackets it within
+    ``time_limit_s`` seconds (see ``optimum_rows``), and every row has its
+    ``gap_closed_pct``.
     """
     workload = encode_trace(with_scores(trace, policy_list(policies), scorer))
     with_optimum = wants_optimum(optimum, workload)
     results = run_policies(workload, policies, capacity_mb, cost, scorer, per_access=False)
-    return metrics_table(results, optimum_metrics(workload, capacity_mb, cost) if with_optimum else None)
+    return metrics_table(results, optimum_rows(workload, capacity_mb, cost, time_limit_s) if with_optimum else None)
 
 
 def working_set_mb(trace) -> float:
@@ -170,16 +225,18 @@ def _capacity_list(capacities_mb) -> list[float]:
 
 def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]] = None, cost=None,
                    scorer: str = "heuristic", progress: bool = False, threads: Optional[int] = None,
-                   optimum="auto", method: str = "auto") -> pd.DataFrame:
+                   optimum="auto", method: str = "auto",
+                   time_limit_s: float = SWEEP_TIME_LIMIT_S) -> pd.DataFrame:
     """Metrics against capacity for each policy, and the optimum.
 
     Takes a trace DataFrame or Workload, policies (default: all), capacities
     in MB (default: ``default_capacities_mb``), a cost model or preset,
     ``progress`` (show a tqdm bar: a notebook widget in Jupyter, text
     elsewhere), ``threads`` (simulations at once; default: one per CPU),
-    ``optimum`` (an ``OPT`` row per capacity with the optimum's bracket,
-    ``opt_lower_mb`` and ``opt_upper_mb``, see ``optimum_metrics``: True,
-    False, or ``"auto"``, the default: on traces of at most
+    ``optimum`` (the optimum's rows per capacity, ``OPT`` or ``OPT (lower
+    bound)`` and ``OPT (achievable)``, with ``opt_lower_mb`` and
+    ``opt_upper_mb``, see ``optimum_rows``, each within ``time_limit_s``
+    seconds: True, False, or ``"auto"``, the default: on traces of at most
     AUTO_OPTIMUM_ACCESSES accesses, with a warning when skipped) and
     ``method``: ``"auto"`` (default: LRU, and Belady with equal sizes, from
     their exact one-pass curves on plain traces, see ``miss_ratio_curve``;
@@ -215,13 +272,13 @@ def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]
     def run(pair):
         capacity, policy = pair
         if policy == OPTIMUM:
-            return {"policy": OPTIMUM, "capacity_mb": float(capacity), **optimum_metrics(workload, capacity, cost),
-                    "algorithm": "min-cost flow bracket (lab.optimal)"}
+            return [{**row, "capacity_mb": float(capacity)}
+                    for row in optimum_rows(workload, capacity, cost, time_limit_s)]
         if policy.name in one_pass:
-            return {"policy": policy.name, "capacity_mb": float(capacity), **one_pass[policy.name][capacity]}
+            return [{"policy": policy.name, "capacity_mb": float(capacity), **one_pass[policy.name][capacity]}]
         result = simulate(workload, policy, capacity, cost, per_access=False)
-        return {"policy": result.policy, "capacity_mb": float(capacity), **result.metrics,
-                "algorithm": "simulation"}
+        return [{"policy": result.policy, "capacity_mb": float(capacity), **result.metrics,
+                 "algorithm": "simulation"}]
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = pool.map(run, pairs)
@@ -229,7 +286,8 @@ def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=len(pairs), desc="capacity sweep", unit="run")
-        table = pd.DataFrame(list(rows))
+        table = pd.DataFrame([row for group in rows for row in group])
+    table = achievable_at_most_every_policy(table)
     return table[[c for c in table.columns if c != "algorithm"] + ["algorithm"]]
 
 

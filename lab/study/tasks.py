@@ -64,7 +64,8 @@ def make_trace(workload: Workload):
 
 def _rows(task: Task, trace) -> tuple[list[dict], float]:
     """(one dict per cell: policy, capacity_mb, the metrics, algorithm; the working set in MB)."""
-    from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, optimum_metrics, sweep_capacity, with_scores, working_set_mb
+    from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, optimum_rows, sweep_capacity, with_scores,
+                                    working_set_mb)
     from lab.sim.simulate import simulate
     from lab.trace.workload import encode_trace
 
@@ -82,8 +83,10 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
         if task.optimum == "auto" and workload.n_accesses > AUTO_OPTIMUM_ACCESSES:
             reason = f"skipped: {workload.n_accesses:,} accesses > {AUTO_OPTIMUM_ACCESSES:,} (optimum: auto)"
             return [{"policy": policy, "capacity_mb": c, "algorithm": reason} for c in capacities], working_set
-        return [{"policy": policy, "capacity_mb": c, **optimum_metrics(workload, c, task.cost),
-                 "algorithm": "min-cost flow bracket (lab.optimal)"} for c in capacities], working_set
+        # one cell, one row: the optimum's best schedule (exact, or the achievable end of its bracket, whose
+        # lower end is opt_lower_mb)
+        return [{**optimum_rows(workload, c, task.cost, SWEEP_TIME_LIMIT_S)[-1], "policy": policy, "capacity_mb": c}
+                for c in capacities], working_set
     table = sweep_capacity(workload, [policy], capacities, task.cost, threads=1, optimum=False, method="auto")
     return table.to_dict(orient="records"), working_set
 

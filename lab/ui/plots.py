@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lab.analysis.sweep import OPTIMUM
+from lab.analysis.optimal import OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER
+from lab.analysis.sweep import is_optimum
 from lab.sim.simulate import SimulationResult
 from lab.units import BYTES_PER_MB
 
@@ -130,6 +131,19 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
     return fig
 
 
+def optimum_curve(rows: pd.DataFrame):
+    """The optimum against capacity from a long table's optimum rows (a sweep's, or a study's ``OPT`` cells):
+    (capacities, lower ends, achievable ends, exact at every capacity?, the achievable rows) in capacity order,
+    or None when the table has no optimum with a bracket."""
+    rows = rows[rows["policy"].map(is_optimum)]
+    if rows.empty or "opt_lower_mb" not in rows or rows["opt_lower_mb"].isna().all():
+        return None
+    schedule = rows[rows["policy"] != OPTIMUM_LOWER].dropna(subset=["opt_lower_mb"]).sort_values("capacity_mb")
+    exact = bool((schedule["opt_lower_mb"] >= schedule["opt_upper_mb"]).all())
+    return (schedule["capacity_mb"].to_numpy(), schedule["opt_lower_mb"].to_numpy(),
+            schedule["opt_upper_mb"].to_numpy(), exact, schedule)
+
+
 @_styled
 def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rate", "dram_traffic_mb"),
                     capacity_mb: Optional[float] = None, hardware: bool = True) -> Figure:
@@ -137,9 +151,10 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rat
 
     Takes ``lab.sweep_capacity`` output; ``capacity_mb`` draws a marker line;
     ``hardware`` marks the hardware presets' buffer sizes within the swept range.
-    On DRAM traffic (MB read + written) the optimum's bracket is shaded, from
-    its lower bound (dashed: no policy goes below it) to its achievable
-    whole-tensor schedule; on other metrics that schedule is drawn dotted (it
+    On DRAM traffic (MB read + written) the optimum is one black line ``OPT``
+    where it is exact at every capacity, else two: ``OPT (achievable)``
+    (solid, the best schedule known) and ``OPT (lower bound)`` (dashed: no
+    policy goes below it); on other metrics its schedule is drawn dotted (it
     minimizes traffic, not misses, so it bounds nothing there). Belady (MIN)
     is a policy like the others.
     """
@@ -151,16 +166,19 @@ def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rat
     for ax, metric in zip(axes[0], metrics):
         for policy, group in sweep.groupby("policy", sort=False):
             y = group[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else group[metric]
-            if policy != OPTIMUM:
+            if not is_optimum(policy):
                 ax.plot(group["capacity_mb"], y, marker="o", markersize=3, color=policy_color(policy),
                         label="Belady (MIN)" if policy == "Belady" else policy)
-            elif metric in TRAFFIC_METRICS:
-                ax.fill_between(group["capacity_mb"], group["opt_lower_mb"], group["opt_upper_mb"], color="black",
-                                alpha=0.15, linewidth=0, label="OPT bracket")
-                ax.plot(group["capacity_mb"], group["opt_lower_mb"], linestyle="--", color="black",
-                        label="OPT (bound)")
+        optimum = optimum_curve(sweep)
+        if optimum is not None:
+            capacity, lower, upper, exact, schedule = optimum
+            if metric in TRAFFIC_METRICS:
+                ax.plot(capacity, upper, color="black", label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
+                if not exact:
+                    ax.plot(capacity, lower, linestyle="--", color="black", label=OPTIMUM_LOWER)
             else:
-                ax.plot(group["capacity_mb"], y, linestyle=":", color="black", label="OPT schedule")
+                y = schedule[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else schedule[metric]
+                ax.plot(capacity, y, linestyle=":", color="black", label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
         if capacity_mb is not None:
             ax.axvline(capacity_mb, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
@@ -231,7 +249,7 @@ def policy_color(policy: str):
     optimum black; a policy defined elsewhere gets a grey."""
     from lab.sim.policy import policy_names
 
-    if policy == OPTIMUM:
+    if is_optimum(policy):
         return "black"
     names = policy_names()
     canonical = "Belady" if policy == "Belady (MIN)" else policy
@@ -639,14 +657,15 @@ def study_traffic(frame: pd.DataFrame, buffer: str = "scratchpad") -> Figure:
                 ax.set_title(f"{model}, {phase}", fontsize="medium")
                 continue
             for policy, group in cell.groupby("policy", sort=True):
-                if policy == OPTIMUM:
-                    if "opt_lower_mb" in group and group["opt_lower_mb"].notna().any():
-                        ax.fill_between(group["capacity_mb"], group["opt_lower_mb"], group["opt_upper_mb"],
-                                        color="black", alpha=0.15, linewidth=0, label="OPT bracket")
-                        ax.plot(group["capacity_mb"], group["opt_lower_mb"], "--", color="black", label="OPT (bound)")
-                    continue
-                ax.plot(group["capacity_mb"], group["dram_traffic_mb"], marker="o", markersize=2.5,
-                        color=policy_color(policy), label=policy)
+                if not is_optimum(policy):
+                    ax.plot(group["capacity_mb"], group["dram_traffic_mb"], marker="o", markersize=2.5,
+                            color=policy_color(policy), label=policy)
+            optimum = optimum_curve(cell)
+            if optimum is not None:
+                capacity, lower, upper, exact, _ = optimum
+                ax.plot(capacity, upper, color="black", label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
+                if not exact:
+                    ax.plot(capacity, lower, "--", color="black", label=OPTIMUM_LOWER)
             ax.set_xscale("log")
             mark_hardware_buffers(ax, cell["capacity_mb"].min(), cell["capacity_mb"].max())
             ax.set_title(f"{model}, {phase}", fontsize="medium")

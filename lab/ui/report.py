@@ -162,7 +162,7 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
     import numpy as np
     import pandas as pd
 
-    from lab.analysis.sweep import OPTIMUM
+    from lab.analysis.sweep import is_optimum, optimum_bracket
     from lab.sim.policy import get_policy
 
     def offline(name):
@@ -171,16 +171,14 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
         except (KeyError, ValueError):
             return False
 
-    online = comparison.loc[[p for p in comparison.index if p != OPTIMUM and not offline(p)]]
+    online = comparison.loc[[p for p in comparison.index if not is_optimum(p) and not offline(p)]]
     if online.empty:
         raise ValueError("comparison holds no online policy")
     traffic = online["dram_traffic_mb"]
     least = traffic.min()
     tied = [str(p) for p in traffic.index if traffic[p] <= least * (1 + 1e-9) + 1e-12]
     best = tied[0]
-    has_optimum = OPTIMUM in comparison.index
-    lower = float(comparison.loc[OPTIMUM, "opt_lower_mb"]) if has_optimum else np.nan
-    upper = float(comparison.loc[OPTIMUM, "opt_upper_mb"]) if has_optimum else np.nan
+    lower, upper = optimum_bracket(comparison) or (np.nan, np.nan)
 
     def above(mb, optimum):
         return max(0.0, 100.0 * (mb - optimum) / optimum) if optimum > 0 else np.nan
@@ -219,11 +217,11 @@ def capacity_for_benefit_mb(sweep: "pd.DataFrame", trace, targets=(0.9, 0.99)) -
     import numpy as np
 
     from lab.analysis.optimal import intervals_of, lower_bound_mb, schedule_traffic
-    from lab.analysis.sweep import OPTIMUM
+    from lab.analysis.sweep import is_optimum
     from lab.trace.workload import encode_trace
     from lab.units import bytes_to_mb
 
-    opt = sweep[sweep["policy"] == OPTIMUM].sort_values("capacity_mb")
+    opt = sweep[sweep["policy"].map(is_optimum)].drop_duplicates("capacity_mb").sort_values("capacity_mb")
     if opt.empty:
         return {}
     workload = encode_trace(trace)

@@ -41,7 +41,8 @@ from lab.sim.cost import HARDWARE_PRESETS
 from lab.workloads.generator import MODEL_TYPES
 from lab.sim.policy import policy_names
 from lab.learn.scoring import scorer_names
-from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, OPTIMUM, default_capacities_mb, optimum_metrics
+from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, default_capacities_mb, is_optimum,
+                                optimum_bracket, optimum_rows)
 
 # headline metrics first: DRAM traffic (reads + writes, writebacks included) and byte hit rate; hit rates that
 # count accesses (where tiny tensors weigh as much as big ones) after them
@@ -225,7 +226,7 @@ class Explorer:
             self._optimum_cache = {}
         return self._workload_value
 
-    def _optimum(self, workload, capacity_mb: float, hardware: str) -> Optional[dict]:
+    def _optimum(self, workload, capacity_mb: float, hardware: str) -> Optional[list]:
         if workload.n_accesses > self.optimum_max_accesses:
             self.optimum_note = (f"The optimum (lab.optimal) is skipped on this trace of {workload.n_accesses:,} "
                                  f"accesses (more than {self.optimum_max_accesses:,}: its flow takes minutes).")
@@ -233,7 +234,7 @@ class Explorer:
         self.optimum_note = ""
         key = (capacity_mb, hardware)
         if key not in self._optimum_cache:
-            self._optimum_cache[key] = optimum_metrics(workload, capacity_mb, hardware)
+            self._optimum_cache[key] = optimum_rows(workload, capacity_mb, hardware, SWEEP_TIME_LIMIT_S)
         return self._optimum_cache[key]
 
     def _show_error(self, error: Exception) -> None:
@@ -344,8 +345,8 @@ class Explorer:
 
 def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str = "") -> str:
     """The explorer's headline: the best online policy by DRAM traffic (reads + writes, writebacks included),
-    its byte hit rate, how far above the optimum's lower bound it is, and the optimum's bracket."""
-    policies = metrics.drop(index=[OPTIMUM], errors="ignore")
+    its byte hit rate, how far above the optimum it is, and the optimum (exact, or its bracket)."""
+    policies = metrics.loc[[p for p in metrics.index if not is_optimum(p)]]
     online = policies[[not _is_offline(p) for p in policies.index]]
     if online.empty:  # only offline policies (Belady and kin) chosen: the best of them
         online = policies
@@ -355,11 +356,14 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
     parts = [f"<b>At {capacity_mb:.4g} MB</b>: best {kind} policy <b>{_escape(str(best))}</b>, DRAM traffic "
              f"<b>{row['dram_traffic_mb']:,.1f} MB</b> (read {row['dram_reads_mb']:,.1f} + written "
              f"{row['dram_writes_mb']:,.1f}), byte hit rate <b>{row['byte_hit_rate']:.1f} %</b>"]
-    if OPTIMUM in metrics.index:
-        lower, upper = metrics.loc[OPTIMUM, "opt_lower_mb"], metrics.loc[OPTIMUM, "opt_upper_mb"]
+    bracket = optimum_bracket(metrics)
+    if bracket is not None:
+        lower, upper = bracket
         above = (100 * (row["dram_traffic_mb"] - lower) / lower) if lower > 0 else float("nan")
-        parts.append(f"optimum's bracket <b>{lower:,.1f} – {upper:,.1f} MB</b>"
-                     + (f" ({above:.0f} % above its lower bound)" if above == above else ""))
+        optimum = (f"the optimum <b>{upper:,.1f} MB</b> (exact)" if upper <= lower else
+                   f"the optimum between <b>{lower:,.1f} and {upper:,.1f} MB</b>")
+        parts.append(optimum + (f" ({above:.1f} % above {'it' if upper <= lower else 'its lower end'})"
+                                if above == above else ""))
     elif optimum_note:
         parts.append(_escape(optimum_note))
     return "<div style='font-size:1.05em;margin:4px 0'>" + "; ".join(parts) + "</div>"
