@@ -53,10 +53,10 @@ def test_recommended_capacity_is_the_smallest_reaching_the_target():
     none, whole = prediction.traffic_mb["no_buffer"], prediction.traffic_mb["whole_working_set"]
     assert none == 1200 and whole == trace["tensor_id"].nunique()
     for q, capacity in prediction.recommended_capacity_mb.items():
-        # unit sizes: the optimum with bypass is Belady with bypass, and capacities that matter are whole tensors
+        # sizes from the byte-granular optimum (one flow per step of the search)
         target = none - q * (none - whole)
-        assert lab.optimal(trace, capacity).lower_mb <= target
-        assert lab.optimal(trace, capacity * (1 - 2e-3)).lower_mb > target
+        assert lab.optimal(trace, capacity, method="flow").byte_granular_mb <= target
+        assert lab.optimal(trace, capacity * (1 - 2e-3), method="flow").byte_granular_mb > target
     assert prediction.recommended_capacity_mb[0.9] <= prediction.recommended_capacity_mb[0.99]
     summary = prediction.summary()
     assert set(summary["recommended_capacity_mb"]) == {"90%", "99%"}

@@ -22,10 +22,20 @@ def test_figures_are_labelled(scored):
     curves = plots.capacity_curves(sweep, capacity_mb=40)
     assert [ax.get_ylabel() for ax in curves.axes] == ["byte hit rate (%)", "DRAM traffic, read + written (MB)"]
     legend = [t.get_text() for t in curves.legends[0].get_texts()]
-    assert {"LRU", "Belady (MIN)", "OPT (bound)", "OPT bracket"} <= set(legend)
-    bound = next(line for line in curves.axes[1].get_lines() if line.get_label() == "OPT (bound)")
     opt = sweep[sweep["policy"] == "OPT"]
+    assert len(opt) == 3 and opt["opt_exact"].all()  # exact at every capacity: one line OPT
+    assert {"LRU", "Belady (MIN)", "OPT"} <= set(legend) and not {"OPT (lower bound)", "OPT (achievable)"} & set(legend)
+    bound = next(line for line in curves.axes[1].get_lines() if line.get_label() == "OPT")
     np.testing.assert_allclose(bound.get_ydata(), opt["opt_lower_mb"])
+    # a bracket at some capacity: two lines, the achievable end solid and the lower bound dashed
+    bracketed = sweep.copy()
+    first = bracketed.index[bracketed["policy"] == "OPT"][0]
+    bracketed.loc[first, "opt_lower_mb"] -= 1.0
+    bracketed.loc[first, "opt_exact"] = False
+    lower = bracketed.loc[[first]].assign(policy="OPT (lower bound)", dram_traffic_mb=bracketed.at[first, "opt_lower_mb"])
+    bracketed = pd.concat([bracketed.replace({"policy": {"OPT": "OPT (achievable)"}}), lower], ignore_index=True)
+    names = [line.get_label() for line in plots.capacity_curves(bracketed).axes[1].get_lines()]
+    assert "OPT (achievable)" in names and "OPT (lower bound)" in names and "OPT" not in names
     for policy in ("LRU", "Belady"):  # no policy's traffic goes below the bound
         assert (sweep.loc[sweep["policy"] == policy, "dram_traffic_mb"].to_numpy() >= opt["opt_lower_mb"] - 1e-9).all()
     bars = plots.metric_bars(lab.compare_policies(scored, capacity_mb=40))

@@ -34,7 +34,7 @@ SEARCH_STEPS = 18  # about the evaluations per recommended capacity: a 7-point s
 # 265,000 accesses took 0.5 s without the optimum, 8,836 took 5.5 s with it: its ~30 flows grow faster than linearly)
 PROGRESS_ACCESSES = 400_000
 PROGRESS_OPTIMUM_ACCESSES = 5_000
-PLANNERS = {True: "the optimum (lab.optimal: its achievable schedule; sizes from its lower bound)",
+PLANNERS = {True: "the optimum (lab.optimal: its whole-tensor schedule; sizes from the byte-granular optimum)",
             False: "Belady (MIN) with bypass: an achievable schedule, not the optimum (skipped)"}
 
 
@@ -60,8 +60,10 @@ class CompilePrediction:
     ``recommended_capacity_mb``: {0.9: MB, 0.99: MB}, the smallest capacity
     at which the optimum saves that fraction of the DRAM traffic that a
     buffer holding the whole working set saves (``traffic_mb``: the
-    optimum's traffic with no buffer and with the whole working set, by its
-    lower bound); None when no buffer saves anything.
+    optimum's traffic with no buffer and with the whole working set), the
+    optimum being the byte-granular one here (a flow per step of the search:
+    a lower bound for whole tensors, so the sizes are the least that could
+    do it); None when no buffer saves anything.
     ``best_hit_rate``: % of accesses served on chip by the optimum's
     schedule with the whole working set on chip.
     """

@@ -360,10 +360,11 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
     if bracket is not None:
         lower, upper = bracket
         above = (100 * (row["dram_traffic_mb"] - lower) / lower) if lower > 0 else float("nan")
-        optimum = (f"the optimum <b>{upper:,.1f} MB</b> (exact)" if upper <= lower else
-                   f"the optimum between <b>{lower:,.1f} and {upper:,.1f} MB</b>")
-        parts.append(optimum + (f" ({above:.1f} % above {'it' if upper <= lower else 'its lower end'})"
-                                if above == above else ""))
+        exact = upper <= lower
+        gap = (f"; {_escape(str(best))} is {above:.1f} % above {'it' if exact else 'its lower end'}"
+               if above == above else "")
+        parts.append(f"the optimum is <b>{upper:,.1f} MB</b> (exact{gap})" if exact else
+                     f"the optimum is between <b>{lower:,.1f} and {upper:,.1f} MB</b> (a bracket{gap})")
     elif optimum_note:
         parts.append(_escape(optimum_note))
     return "<div style='font-size:1.05em;margin:4px 0'>" + "; ".join(parts) + "</div>"
