@@ -32,7 +32,8 @@ def test_figures_are_labelled(scored):
     first = bracketed.index[bracketed["policy"] == "OPT"][0]
     bracketed.loc[first, "opt_lower_mb"] -= 1.0
     bracketed.loc[first, "opt_exact"] = False
-    lower = bracketed.loc[[first]].assign(policy="OPT (lower bound)", dram_traffic_mb=bracketed.at[first, "opt_lower_mb"])
+    lower = bracketed.loc[[first]].assign(policy="OPT (lower bound)",
+                                          dram_traffic_mb=bracketed.at[first, "opt_lower_mb"])
     bracketed = pd.concat([bracketed.replace({"policy": {"OPT": "OPT (achievable)"}}), lower], ignore_index=True)
     names = [line.get_label() for line in plots.capacity_curves(bracketed).axes[1].get_lines()]
     assert "OPT (achievable)" in names and "OPT (lower bound)" in names and "OPT" not in names

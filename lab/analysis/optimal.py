@@ -190,7 +190,7 @@ class OptimalResult:
       ``byte_granular_read_mb`` and ``byte_granular_write_mb``. Never above ``lower_mb``.
     - ``plan``: one row per interval (tensor_id, start and end access, size_mb, ``kept_fraction`` in the
       byte-granular flow, ``kept`` in the whole-tensor schedule).
-    - ``status``: one line saying what was proven and in how long (``solve_s`` seconds in all).
+    - ``status``: one line saying what was proven; ``solve_s``: the seconds it took in all.
     """
 
     capacity_mb: float
@@ -330,8 +330,9 @@ def check_flow_size(workload: Workload) -> None:
 def _integer_program(workload: Workload, ivs: Intervals, capacity_bytes: int, time_limit_s: float,
                      gap_pct: float = 0.0):
     """The whole-tensor optimum with bypass by integer programming (HiGHS' branch and cut through scipy), within
-    ``time_limit_s`` seconds, or until the bracket is at most ``gap_pct`` % of the traffic wide. Returns (kept: bool per interval or None when no schedule was found, the proven
-    lower bound on the traffic in bytes (float), proven optimal?).
+    ``time_limit_s`` seconds, or until the bracket is at most ``gap_pct`` % of the traffic wide. Returns (kept:
+    bool per interval or None when no schedule was found, the proven lower bound on the traffic in bytes (float),
+    proven optimal?).
 
     Variables per interval: x (kept, binary), d (dirty at its start), b (written back when dropped). The bytes
     held on chip are at most the capacity over each maximal set of overlapping intervals (a knapsack row each:
@@ -663,12 +664,12 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
     upper_mb = float(bytes_to_mb(upper_bytes))
     lower_mb = float(bytes_to_mb(lower_bytes))
     if proven:
-        status = f"exact: proven optimal ({upper_source}) in {seconds:.1f} s"
+        status = f"exact: proven optimal ({upper_source})"
     else:
         width = 100.0 * (upper_bytes - lower_bytes) / lower_bytes if lower_bytes > 0 else 0.0
-        limit = (f"the time limit, {time_limit_s:g} s, or gap_pct={gap_pct:g}" if method == "milp"
-                 else "method='flow'")
-        status = f"bracket {width:.2f} % wide after {seconds:.1f} s ({limit}); achievable: {upper_source}"
+        limit = ("method='flow'" if method == "flow" else f"gap_pct={gap_pct:g}" if 0 < width <= gap_pct else
+                 f"the integer program's time limit, {time_limit_s:g} s")
+        status = f"bracket {width:.2f} % wide ({limit}); achievable: {upper_source}"
     kept_fraction = 1.0 - around / np.maximum(ivs.size, 1)
     plan = pd.DataFrame({
         "tensor_id": workload.tensor_ids[workload.codes[ivs.start]],
