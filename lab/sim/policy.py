@@ -106,6 +106,13 @@ class Policy:
         where libCacheSim aborts, or where it has a documented quirk lab does not copy (see the docstring)."""
         return True
 
+    def admission_limit(self, capacity_bytes: int) -> Optional[tuple[int, str]]:
+        """Where the policy admits new tensors into a part of a ``capacity_bytes`` buffer smaller than the whole:
+        (that part's size in bytes, what it is, e.g. ``"S3-FIFO's small queue (10 % of the buffer)"``); a
+        tensor larger than it is never inserted. None (the default): a tensor is admitted into the whole buffer.
+        ``SimulationResult.note`` says so when no tensor of a trace fits that part."""
+        return None
+
     def init_state(self, workload, capacity_bytes: int):
         """The policy's state for replaying ``workload`` through ``capacity_bytes`` bytes: a ``State``."""
         raise NotImplementedError(f"{type(self).__name__} must define init_state")

@@ -7,6 +7,7 @@ bad cell never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import traceback
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ def make_trace(workload: Workload):
 def _rows(task: Task, trace) -> tuple[list[dict], float]:
     """(one dict per cell: policy, capacity_mb, the metrics, algorithm; the working set in MB)."""
     from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, optimum_metrics, sweep_capacity, with_scores, working_set_mb
+    from lab.sim.cost import resolve_cost
     from lab.sim.simulate import simulate
     from lab.trace.workload import encode_trace
 
@@ -84,7 +86,9 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
             return [{"policy": policy, "capacity_mb": c, "algorithm": reason} for c in capacities], working_set
         return [{"policy": policy, "capacity_mb": c, **optimum_metrics(workload, c, task.cost),
                  "algorithm": "min-cost flow bracket (lab.optimal)"} for c in capacities], working_set
-    table = sweep_capacity(workload, [policy], capacities, task.cost, threads=1, optimum=False, method="auto")
+    # the scratchpad whatever the preset's own model (a GPU preset's is the cache, which lab.simulate follows)
+    scratchpad = dataclasses.replace(resolve_cost(task.cost), buffer="scratchpad")
+    table = sweep_capacity(workload, [policy], capacities, scratchpad, threads=1, optimum=False, method="auto")
     return table.to_dict(orient="records"), working_set
 
 
