@@ -157,8 +157,9 @@ def degenerate_note(policy, workload, capacity_bytes: int, metrics: dict, insert
     if limit is not None and insertions == 0:
         limit_bytes, where = limit
         if smallest > limit_bytes:
-            return (f"{where} ({_mb(limit_bytes)}) holds none of these {item}s (the smallest is {_mb(smallest)}): "
-                    f"every {item} bypasses it.")
+            share = 100.0 * limit_bytes / capacity_bytes
+            return (f"{where} ({share:.3g} % of the buffer, {_mb(limit_bytes)}) holds none of these {item}s (the "
+                    f"smallest is {_mb(smallest)}): every {item} bypasses it.")
     if insertions == 0:
         return (f"{policy.name} admitted none of the {n - uncacheable:,} accesses to {item}s that fit the buffer "
                 f"({_mb(capacity_bytes)}): every access goes to DRAM.")

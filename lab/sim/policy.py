@@ -108,9 +108,9 @@ class Policy:
 
     def admission_limit(self, capacity_bytes: int) -> Optional[tuple[int, str]]:
         """Where the policy admits new tensors into a part of a ``capacity_bytes`` buffer smaller than the whole:
-        (that part's size in bytes, what it is, e.g. ``"S3-FIFO's small queue (10 % of the buffer)"``); a
-        tensor larger than it is never inserted. None (the default): a tensor is admitted into the whole buffer.
-        ``SimulationResult.note`` says so when no tensor of a trace fits that part."""
+        (that part's size in bytes, what it is, e.g. ``"S3-FIFO's small queue"``); a tensor larger than it is
+        never inserted. None (the default): a tensor is admitted into the whole buffer. ``SimulationResult.note``
+        says so when no tensor of a trace fits that part."""
         return None
 
     def init_state(self, workload, capacity_bytes: int):
