@@ -79,7 +79,8 @@ def _figures_are_valid_svg(folder, names):
         assert "(MB)" in svg.read_text() or "(accesses)" in svg.read_text()  # units on the axes
 
 
-ANSWER_COLUMNS = ["workload", "buffer (MB)", "best online policy", "DRAM traffic (MB)", "byte hit rate (%)",
+ANSWER_COLUMNS = ["workload", "buffer (MB)", "buffer model", "cost preset", "best online policy",
+                  "policy parameters", "DRAM traffic (MB)", "byte hit rate (%)",
                   "above optimum, at least (%)", "above optimum, at most (%)", "capacity for 90 % (MB)",
                   "capacity for 99 % (MB)",
                   "note"]
@@ -106,6 +107,7 @@ def test_report_runs_on_the_smallest_parameters(tmp_path):
     assert answer.columns.tolist() == ANSWER_COLUMNS and len(answer) == 1
     row = answer.iloc[0]
     assert row["workload"].startswith("MLP") and row["buffer (MB)"] == 0.5 and row["DRAM traffic (MB)"] > 0
+    assert (row["buffer model"], row["cost preset"]) == ("scratchpad", "seed")
     assert 0 <= row["byte hit rate (%)"] <= 100
     assert 0 <= row["above optimum, at least (%)"] <= row["above optimum, at most (%)"]
     assert row["capacity for 90 % (MB)"] <= row["capacity for 99 % (MB)"]
@@ -151,6 +153,8 @@ def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatc
     warm_question, warm_answer = read_answer(warm)
     assert warm_question == question and warm_answer.equals(answer)
     assert "8 MB buffer" in question and answer.columns.tolist() == ANSWER_COLUMNS
+    # the H100 preset's costs, in the scratchpad the optimum is set against (the preset's own model is its L2's)
+    assert set(answer["buffer model"]) == {"scratchpad"} and set(answer["cost preset"]) == {"H100-SXM5"}
     assert answer["workload"].tolist() == ["gpt2", "mixtral-8x7b"]
     assert (answer["above optimum, at least (%)"] <= answer["above optimum, at most (%)"]).all()
     assert (answer["DRAM traffic (MB)"] > 0).all()
@@ -427,6 +431,7 @@ def test_learned_eviction_report_runs_on_the_smallest_parameters(tmp_path, monke
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # gap closed, importances
     question, answer = read_answer(out)
     assert "learned scorer" in question and {"learned", "heuristic", "Belady"} <= set(answer["contender"])
+    assert set(answer["buffer model"]) == {"scratchpad"} and set(answer["cost preset"]) == {"seed"}
 
 
 def _tiny_notebook(path):

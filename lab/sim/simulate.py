@@ -406,9 +406,11 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
 
     Returns a SimulationResult; its ``metrics`` times are in ms. Raises
     ValueError on a malformed trace, an unknown policy, a capacity that is not
-    a finite number > 0, an unknown cost preset or ``buffer`` name; TypeError
-    on a ``buffer`` that is not a string or None, or a ``cache_model`` that is
-    not a CacheModel.
+    a finite number > 0, an unknown cost preset or ``buffer`` name, and
+    ``lab.sim.model.BufferModelError`` (a ValueError) for a policy that
+    cannot run in the cache (one reading per-tensor columns of the trace, as
+    ML its scores); TypeError on a ``buffer`` that is not a string or None,
+    or a ``cache_model`` that is not a CacheModel.
     """
     cost = resolve_cost(cost)
     buffer = resolve_buffer(buffer, cost)
