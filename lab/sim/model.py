@@ -148,14 +148,14 @@ def degenerate_note(policy, workload, capacity_bytes: int, metrics: dict, insert
     item = "line" if buffer == "cache" else "tensor"
     if n == 0:
         return "The trace has no accesses: every number is 0."
-    smallest = smallest_accessed_bytes(workload)
     uncacheable = int(metrics["uncacheable_accesses"])
     if uncacheable >= n:
-        return (f"Every {item} is larger than the buffer ({_mb(capacity_bytes)}; the smallest is {_mb(smallest)}): "
-                "every access bypasses it and goes to DRAM.")
-    limit = policy.admission_limit(capacity_bytes)
-    if limit is not None and insertions == 0:
+        return (f"Every {item} is larger than the buffer ({_mb(capacity_bytes)}; the smallest is "
+                f"{_mb(smallest_accessed_bytes(workload))}): every access bypasses it and goes to DRAM.")
+    limit = policy.admission_limit(capacity_bytes) if insertions == 0 else None
+    if limit is not None:
         limit_bytes, where = limit
+        smallest = smallest_accessed_bytes(workload)
         if smallest > limit_bytes:
             share = 100.0 * limit_bytes / capacity_bytes
             return (f"{where} ({share:.3g} % of the buffer, {_mb(limit_bytes)}) holds none of these {item}s (the "

@@ -15,8 +15,8 @@ from lab.sim.cost import CostModel, resolve_cost
 from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, INSERTIONS, PEAK_BYTES,
                             PERSIST_WRITE_BYTES, PERSISTED, READ_BYTES, READ_HITS, SERVED, STREAMED,
                             WRITE_ALLOCATIONS, WRITE_BYTES, WRITEBACKS, WRITEBACKS_SKIPPED)
+from lab.sim.model import BUFFERS  # noqa: F401  (the buffer models' names and descriptions, re-exported)
 from lab.sim.model import BufferModelError, SimulationModel, degenerate_note, resolve_buffer
-from lab.sim.model import BUFFERS as BUFFER_MODELS
 from lab.sim.policy import Policy, bind_hooks, get_policy
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
@@ -350,9 +350,6 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
     _exact_overload(driver, args)(*args)
     m = int(counts[engine.EVICTIONS]) if per_access else 0
     return counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), written_back[:m].copy()
-
-
-BUFFERS = tuple(BUFFER_MODELS)  # the buffer models' names, scratchpad first
 
 
 def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_access: bool = True,
