@@ -217,3 +217,15 @@ def test_changes_are_debounced():
     time.sleep(0.5)  # room for any further (wrong) update to fire
     assert len(updates) == 1 and explorer.error is None
     assert explorer.metrics is not None
+
+
+def test_the_capacity_sweep_runs_in_the_chosen_buffer_model():
+    explorer = Explorer(debounce_s=0, num_layers=2, policies=("LRU", "ML"), buffer="cache")
+    assert explorer.metrics.index.tolist() == ["LRU", "OPT"] and "ML" in explorer.notes
+    explorer.sweep_points = 2
+    explorer.run_sweep()
+    assert explorer.error is None and set(explorer.sweep["policy"]) == {"LRU", "OPT"}
+    trace = lab.score(lab.generate_trace("Transformer", num_layers=2))
+    for row in explorer.sweep[explorer.sweep["policy"] == "LRU"].itertuples():
+        expected = lab.simulate(trace, "LRU", row.capacity_mb, buffer="cache", per_access=False).metrics
+        assert row.dram_traffic_mb == pytest.approx(expected["dram_traffic_mb"])

@@ -84,7 +84,7 @@ class Explorer:
                  optimum_max_accesses: int = AUTO_OPTIMUM_ACCESSES, buffer: Optional[str] = None):
         from lab.workloads.models import WEIGHT_DTYPES
 
-        buffer = check_buffer(buffer, allow_none=True) or resolve_cost(hardware.lower()).buffer
+        buffer = check_buffer(buffer, allow_none=True) or HARDWARE_PRESETS[hardware.lower()].buffer  # the preset's
 
         style = {"description_width": "initial"}
         self.source = w.ToggleButtons(options=list(SOURCES), value=source, description="workload",
@@ -149,6 +149,7 @@ class Explorer:
         self._timer: Optional[threading.Timer] = None
         self._lock = threading.Lock()
         self._quiet = False  # True while a preset sets several controls: one update for them all
+        self._skipped: set = set()  # the chosen policies that cannot run in the chosen buffer model
         for control in self.controls:
             control.observe(self._changed, names="value")
         self.hardware.observe(self._hardware_changed, names="value")
@@ -290,6 +291,7 @@ class Explorer:
         self.trace, self.results = trace, results
         self.model = next(iter(results.values())).model.without_policy()
         self.notes = {**{name: r.note for name, r in results.items() if r.note}, **skipped}
+        self._skipped = set(skipped)
         self.metrics = with_model_columns(lab.metrics_table(results, optimum).reindex(columns=TABLE_COLUMNS),
                                           results)
         self.ranking = schedule.ranking
@@ -367,12 +369,14 @@ class Explorer:
 
     def run_sweep(self) -> None:
         """DRAM traffic and byte hit rate against capacity for the chosen policies and the optimum, one capacity
-        at a time under a progress bar (an IntProgress beside the figure, never in its output)."""
+        at a time under a progress bar (an IntProgress beside the figure, never in its output), in the chosen
+        buffer model (the policies that cannot run in it left out, as in the table)."""
         try:
             trace, schedule, workload, _ = self._workload()
         except ValueError as error:
             self._show_error(error)
             return
+        policies = [p for p in self.policies.value if lab.get_policy(p).name not in self._skipped]
         capacities = default_capacities_mb(workload, self.sweep_points)
         with_optimum = workload.n_accesses <= self.optimum_max_accesses
         bar = self.sweep_progress
@@ -383,8 +387,8 @@ class Explorer:
         try:
             for i, capacity in enumerate(capacities):
                 self.sweep_status.value = f"{i}/{len(capacities)} capacities"
-                parts.append(lab.sweep_capacity(workload, self.policies.value, [float(capacity)],
-                                                self._cost(), optimum=with_optimum, threads=1))
+                parts.append(lab.sweep_capacity(workload, policies, [float(capacity)], self._cost(),
+                                                optimum=with_optimum, threads=1))
                 bar.value = i + 1
         except (ValueError, TypeError) as error:
             self._show_error(error)
