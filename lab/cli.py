@@ -25,6 +25,7 @@ import pandas as pd
 import lab
 from lab.analysis.sweep import with_scores
 from lab.analysis.validation import DEFAULT_WINDOW
+from lab.sim.model import BUFFERS, check_buffer
 from lab.trace.io import write_table
 
 EXIT_USAGE = 2
@@ -124,7 +125,8 @@ def _simulate(args):
     trace = with_scores(_load_trace(args), [args.policy], args.scorer)
     result = lab.simulate(trace, args.policy, args.capacity_mb, args.cost, buffer=args.buffer)
     _write(result.to_frame(), args.out)
-    _print_json(result.metrics)
+    # the metrics first (the seed's keys lead), then what produced them and why they are degenerate, if they are
+    _print_json({**result.metrics, "model": result.model.to_dict(), "note": result.note})
 
 
 def _schedule(args):
@@ -139,7 +141,8 @@ def _validate(args):
 
 
 def _compile(args):
-    prediction = lab.predict_compile(_load_trace(args), args.capacity_mb, args.cost, scorer=args.scorer)
+    prediction = lab.predict_compile(_load_trace(args), args.capacity_mb, args.cost, scorer=args.scorer,
+                                     buffer=args.buffer)
     _write(prediction.plan, args.out)
     _print_json(prediction.summary())
 
@@ -187,10 +190,22 @@ def _study(args):
 EXIT_FAILED_CELLS = 1  # a study ran, but some of its cells failed (recorded in OUT/failed/)
 
 
+def _buffer(text: str) -> str:
+    try:
+        return check_buffer(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _capacity_and_cost(parser) -> None:
+    """The buffer's flags, shared by the commands that simulate: capacity, cost preset, buffer model, scorer."""
     _flag(parser, "capacity_mb", type=float, default=64.0, help="on-chip buffer size in MB (MiB)")
     _flag(parser, "cost", default=None, metavar="PRESET",
           help=f"hardware preset: {', '.join(p.name for p in lab.HARDWARE_PRESETS.values())}")
+    models = "; ".join(f"{name}: {what}" for name, what in BUFFERS.items())
+    gpus = ", ".join(p.name for p in lab.HARDWARE_PRESETS.values() if p.buffer == "cache")
+    _flag(parser, "buffer", type=_buffer, default=None, metavar="{" + ",".join(BUFFERS) + "}",
+          help=f"buffer model ({models}); default: the preset's, cache for {gpus}, else scratchpad")
     _flag(parser, "scorer", default="heuristic", help="scorer for the ML policy when the trace has no scores")
 
 
@@ -208,8 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
     _trace_source(simulate)
     _flag(simulate, "policy", default="LRU", help=f"one of {', '.join(lab.policy_names())} (case-insensitive)")
     _capacity_and_cost(simulate)
-    _flag(simulate, "buffer", default="scratchpad",
-          help="buffer model: scratchpad (liveness-aware whole tensors) or cache (hardware L2: lines, write-back)")
     _out(simulate, "the per-access results")
     simulate.set_defaults(run=_simulate)
 

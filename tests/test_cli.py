@@ -20,18 +20,22 @@ def run(capsys, *argv):
 def test_simulate_prints_the_seeds_metrics(capsys):
     code, out, _ = run(capsys, "simulate", "--model_type", "Transformer", "--num_layers", "12", "--batch_size", "32",
                        "--seq_length", "128", "--reuse_probability", "0.3", "--policy", "LRU")
-    metrics = json.loads(out)
-    assert code == 0 and list(metrics)[:6] == SEED_KEYS
-    expected = lab.simulate(lab.generate_trace("Transformer"), "LRU", 64.0).metrics
-    assert metrics == pytest.approx(expected)
+    printed = json.loads(out)
+    assert code == 0 and list(printed)[:6] == SEED_KEYS
+    expected = lab.simulate(lab.generate_trace("Transformer"), "LRU", 64.0)
+    assert {k: printed[k] for k in expected.metrics} == pytest.approx(expected.metrics)
+    assert list(printed)[len(expected.metrics):] == ["model", "note"]  # the metrics, then what produced them
+    assert printed["model"] == json.loads(json.dumps(expected.model.to_dict())) and printed["note"] == ""
 
 
 def test_dashed_flags_and_presets(capsys):
     code, out, _ = run(capsys, "simulate", "--model-type", "cnn", "--num-layers", "4", "--policy", "min",
                        "--capacity-mb", "16", "--cost", "A100-SXM4-40GB")
     trace = lab.generate_trace("CNN", num_layers=4)
-    assert code == 0 and json.loads(out) == pytest.approx(
-        lab.simulate(trace, "Belady", 16, "A100-SXM4-40GB").metrics)
+    printed = json.loads(out)
+    expected = lab.simulate(trace, "Belady", 16, "A100-SXM4-40GB", per_access=False)
+    assert code == 0 and {k: printed[k] for k in expected.metrics} == pytest.approx(expected.metrics)
+    assert printed["model"]["cost"] == "A100-SXM4-40GB" and printed["model"]["buffer"] == "cache"  # its L2
 
 
 def test_generate_to_file_then_simulate_ml_from_it(capsys, tmp_path):
@@ -81,6 +85,8 @@ def test_schedule_validate_compile(capsys, tmp_path):
         (["simulate", "--trace", "/nonexistent/t.parquet"], "no trace file at '/nonexistent/t.parquet'"),
         (["simulate", "--cost", "TPU"], "hardware preset name"),
         (["validate", "--window", "0"], "window must be an integer >= 1"),
+        (["simulate", "--buffer", "l2"], "argument --buffer: buffer must be one of ['scratchpad', 'cache'], got 'l2'"),
+        (["compile", "--buffer", "Cache"], "argument --buffer: buffer must be one of ['scratchpad', 'cache']"),
         (["explode"], "invalid choice: 'explode'"),
         ([], "the following arguments are required: COMMAND"),
     ],
@@ -131,3 +137,57 @@ def test_help_says_what_each_command_does_in_whole_sentences(capsys):
     for command in ("generate", "simulate", "schedule", "validate", "compile", "capture", "study"):
         assert f"    {command}  " in out
     assert "/" not in out.split("positional arguments:")[1]  # no web endpoints (/simulate ...) a newcomer never saw
+
+
+@pytest.mark.parametrize("buffer", ["scratchpad", "cache"])
+def test_simulate_json_names_the_buffer_model(capsys, buffer):
+    code, out, _ = run(capsys, "simulate", "--num_layers", "2", "--policy", "FIFO", "--capacity_mb", "24",
+                       "--cost", "H200", "--buffer", buffer)
+    printed = json.loads(out)
+    expected = lab.simulate(lab.generate_trace("Transformer", num_layers=2), "FIFO", 24.0, "H200", buffer=buffer,
+                            per_access=False)
+    model = printed["model"]
+    assert code == 0 and model["buffer"] == buffer and model["description"] == expected.model.describe()
+    assert (model["cost"], model["capacity_mb"], model["policy"], model["params"]) == ("H200", 24.0, "FIFO", {})
+    assert model["buffer_description"] == lab.sim.model.BUFFERS[buffer]
+    assert (model["cache_model"] is None) == (buffer == "scratchpad")
+    assert printed["dram_traffic_mb"] == pytest.approx(expected.metrics["dram_traffic_mb"])
+
+
+def test_the_preset_chooses_the_buffer_model_where_none_is_given(capsys):
+    runs = {}
+    for cost in ("seed", "H100-SXM5"):
+        code, out, _ = run(capsys, "simulate", "--num_layers", "2", "--cost", cost, "--capacity_mb", "16")
+        runs[cost] = json.loads(out)["model"]
+        assert code == 0
+    assert runs["seed"]["buffer"] == "scratchpad" and runs["H100-SXM5"]["buffer"] == "cache"
+    help_text = lab.cli.build_parser()._subparsers._group_actions[0].choices["compile"].format_help()
+    assert "--buffer {scratchpad,cache}" in help_text and "cache for H100-SXM5" in " ".join(help_text.split())
+
+
+def test_a_degenerate_result_says_why_in_the_json(capsys):
+    code, out, _ = run(capsys, "simulate", "--num_layers", "2", "--capacity_mb", "0.5")
+    note = json.loads(out)["note"]
+    assert code == 0 and note.startswith("Every tensor is larger than the buffer (0.5 MB")
+
+
+def test_compile_takes_the_buffer_model(capsys):
+    summaries = {}
+    for buffer in ("scratchpad", "cache"):
+        code, out, _ = run(capsys, "compile", "--num_layers", "2", "--capacity_mb", "24", "--buffer", buffer)
+        summaries[buffer] = json.loads(out)
+        assert code == 0
+        model = summaries[buffer]["model"]
+        assert (model["buffer"], model["cost"], model["capacity_mb"], model["plan_buffer"]) == (
+            buffer, "seed", 24.0, "scratchpad")
+    pad, cache = ({p["policy"]: p for p in summaries[b]["policies"]} for b in ("scratchpad", "cache"))
+    trace = lab.generate_trace("Transformer", num_layers=2)
+    for policy in ("LRU", "S3-FIFO"):
+        for buffer, rows in (("scratchpad", pad), ("cache", cache)):
+            expected = lab.simulate(trace, policy, 24.0, buffer=buffer, per_access=False).metrics["dram_traffic_mb"]
+            assert rows[policy]["dram_traffic_mb"] == pytest.approx(expected)
+    assert cache["S3-FIFO"]["params"] == lab.get_policy("S3-FIFO").get_params() and cache["S3-FIFO"]["note"] == ""
+    # the plan and the optimum are the software-managed buffer's under either model; ML reads per-tensor scores
+    assert summaries["cache"]["optimum_mb"] == summaries["scratchpad"]["optimum_mb"]
+    assert "ML" in pad and "ML" not in cache and "cannot run in the hardware cache" in summaries["cache"]["skipped"]["ML"]
+    assert summaries["scratchpad"]["skipped"] == {}

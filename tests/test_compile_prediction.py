@@ -124,3 +124,37 @@ def test_long_predictions_show_progress(capsys):
     assert "predict_compile" in capsys.readouterr().err
     with pytest.raises(TypeError, match="progress must be True or False"):
         lab.predict_compile(lab.generate_trace("MLP", num_layers=2), 4, progress="yes")
+
+
+def test_the_prediction_names_its_model_and_its_policies_parameters():
+    trace = lab.generate_trace("Transformer", num_layers=2)
+    prediction = lab.predict_compile(trace, 24.0, "H200", policies=["LRU", "S3-FIFO"], buffer="scratchpad")
+    model = prediction.model
+    assert (model.buffer, model.cost, model.capacity_mb, model.policy) == ("scratchpad", "H200", 24.0, None)
+    assert set(prediction.results) == {"LRU", "S3-FIFO", "Belady"} and prediction.skipped == {}
+    summary = prediction.summary()
+    assert summary["model"]["description"] == "24 MB scratchpad (liveness-aware software-managed whole-tensor " \
+                                              "buffer), H200 cost model"
+    rows = {row["policy"]: row for row in summary["policies"]}
+    assert rows["S3-FIFO"]["params"] == {"small_ratio": 0.1, "ghost_ratio": 0.9, "move_to_main_threshold": 2}
+    assert rows["OPT"]["params"] == {} and rows["LRU"]["note"] == ""
+
+
+def test_the_policies_follow_the_buffer_model_and_the_plan_stays_the_software_plan():
+    trace = lab.generate_trace("Transformer", num_layers=2)
+    pad = lab.predict_compile(trace, 24.0, "H200", policies=["LRU", "ML"], buffer="scratchpad")
+    cache = lab.predict_compile(trace, 24.0, "H200", policies=["LRU", "ML"])  # the H200's own model: its L2
+    assert cache.model.buffer == "cache" and cache.results["LRU"].buffer == "cache"
+    assert cache.comparison.loc["LRU", "dram_traffic_mb"] == pytest.approx(
+        lab.simulate(trace, "LRU", 24.0, "H200", buffer="cache", per_access=False).metrics["dram_traffic_mb"])
+    assert cache.comparison.loc["LRU", "dram_traffic_mb"] != pad.comparison.loc["LRU", "dram_traffic_mb"]
+    pd.testing.assert_frame_equal(cache.plan, pad.plan)
+    assert cache.recommended_capacity_mb == pad.recommended_capacity_mb and cache.belady.buffer == "scratchpad"
+    assert "ML" not in cache.comparison.index and "cannot run in the hardware cache" in cache.skipped["ML"]
+    assert cache.comparison.loc["OPT", "opt_lower_mb"] == pad.comparison.loc["OPT", "opt_lower_mb"]
+
+
+@pytest.mark.parametrize("buffer, error", [("l2", ValueError), (2, TypeError)])
+def test_a_bad_buffer_model_is_refused_before_any_work(buffer, error):
+    with pytest.raises(error, match=r"buffer must be one of \['scratchpad', 'cache'\]"):
+        lab.predict_compile(pd.DataFrame({"tensor_id": ["a"], "size_mb": [1.0]}), 4.0, buffer=buffer)

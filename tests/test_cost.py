@@ -33,3 +33,17 @@ def test_bad_cost_values_name_the_field(field, value):
 def test_zero_bandwidth_is_rejected():
     with pytest.raises(ValueError, match="dram_bandwidth_gb_s must be at least"):
         CostModel(dram_bandwidth_gb_s=0)
+
+
+def test_presets_name_the_buffer_model_that_fits_them():
+    from lab.sim.model import BUFFERS
+
+    assert {name: p.buffer for name, p in HARDWARE_PRESETS.items()} == {
+        "seed": "scratchpad", "H100-SXM5": "cache", "H200": "cache", "A100-SXM4-40GB": "cache"}
+    assert CostModel().buffer == "scratchpad" and set(BUFFERS) == {"scratchpad", "cache"}
+
+
+@pytest.mark.parametrize("buffer, error", [("l2", ValueError), (None, TypeError), (2, TypeError)])
+def test_a_bad_preset_buffer_model_is_named(buffer, error):
+    with pytest.raises(error, match=r"buffer must be one of \['scratchpad', 'cache'\]"):
+        CostModel(buffer=buffer)

@@ -97,9 +97,9 @@ def test_scratchpad_is_the_default_and_unchanged(small_trace):
     assert a.metrics == b.metrics
 
 
-@pytest.mark.parametrize("buffer", ["x", "Cache", None, 1])
-def test_bad_buffer_names_the_argument_and_the_choices(buffer, small_trace):
-    with pytest.raises(ValueError, match=r"buffer must be one of \['scratchpad', 'cache'\]"):
+@pytest.mark.parametrize("buffer, error", [("x", ValueError), ("Cache", ValueError), (1, TypeError)])
+def test_bad_buffer_names_the_argument_and_the_choices(buffer, error, small_trace):
+    with pytest.raises(error, match=r"buffer must be one of \['scratchpad', 'cache'\]"):
         lab.simulate(small_trace, "LRU", 20, buffer=buffer)
 
 
@@ -136,8 +136,10 @@ def test_cli_simulate_takes_the_buffer(capsys, tmp_path):
                  "cache"]) == 0
     out = capsys.readouterr().out
     assert '"writebacks": 2' in out
-    assert main(["simulate", "--trace", str(path), "--buffer", "x"]) == 2
-    assert "buffer must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:  # refused while reading the flags, before any work
+        main(["simulate", "--trace", str(path), "--buffer", "x"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "buffer must be one of" in err and err.count("\n") == 1
 
 
 def test_an_op_sweeps_its_input_and_output_together():

@@ -79,7 +79,8 @@ def _figures_are_valid_svg(folder, names):
         assert "(MB)" in svg.read_text() or "(accesses)" in svg.read_text()  # units on the axes
 
 
-ANSWER_COLUMNS = ["workload", "buffer (MB)", "best online policy", "DRAM traffic (MB)", "byte hit rate (%)",
+ANSWER_COLUMNS = ["workload", "buffer (MB)", "buffer model", "cost preset", "best online policy",
+                  "policy parameters", "DRAM traffic (MB)", "byte hit rate (%)",
                   "above optimum, at least (%)", "above optimum, at most (%)", "capacity for 90 % (MB)",
                   "capacity for 99 % (MB)",
                   "note"]
@@ -106,6 +107,7 @@ def test_report_runs_on_the_smallest_parameters(tmp_path):
     assert answer.columns.tolist() == ANSWER_COLUMNS and len(answer) == 1
     row = answer.iloc[0]
     assert row["workload"].startswith("MLP") and row["buffer (MB)"] == 0.5 and row["DRAM traffic (MB)"] > 0
+    assert (row["buffer model"], row["cost preset"]) == ("scratchpad", "seed")
     assert 0 <= row["byte hit rate (%)"] <= 100
     assert 0 <= row["above optimum, at least (%)"] <= row["above optimum, at most (%)"]
     assert row["capacity for 90 % (MB)"] <= row["capacity for 99 % (MB)"]
@@ -151,6 +153,8 @@ def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatc
     warm_question, warm_answer = read_answer(warm)
     assert warm_question == question and warm_answer.equals(answer)
     assert "8 MB buffer" in question and answer.columns.tolist() == ANSWER_COLUMNS
+    # the H100 preset's costs, in the scratchpad the optimum is set against (the preset's own model is its L2's)
+    assert set(answer["buffer model"]) == {"scratchpad"} and set(answer["cost preset"]) == {"H100-SXM5"}
     assert answer["workload"].tolist() == ["gpt2", "mixtral-8x7b"]
     assert (answer["above optimum, at least (%)"] <= answer["above optimum, at most (%)"]).all()
     assert (answer["DRAM traffic (MB)"] > 0).all()
@@ -319,14 +323,79 @@ def test_policy_answer_names_the_best_online_policy_and_says_why_when_all_tie():
 
     trace = lab.generate_trace("CNN", num_layers=16, batch_size=32, reuse_probability=0.3, seed=0, channels=64,
                                image_size=56)
-    differ = policy_answer(lab.compare_policies(trace, ["LRU", "S3-FIFO", "Belady"], capacity_mb=16.0), "CNN", 16.0)
+
+    def answer(policies, capacity_mb):
+        results = lab.run_policies(trace, policies, capacity_mb, per_access=False)
+        comparison = lab.metrics_table(results, lab.optimum_metrics(trace, capacity_mb))
+        return policy_answer(comparison, "CNN", capacity_mb, results=results), comparison
+
+    differ, comparison = answer(["LRU", "S3-FIFO", "Belady"], 16.0)
     assert differ.loc[0, "best online policy"] == "LRU" and differ.loc[0, "note"] == ""
-    comparison = lab.compare_policies(trace, ["LRU", "S3-FIFO", "Belady"], capacity_mb=16.0)
     lru, lower, upper = comparison.loc["LRU", "dram_traffic_mb"], *comparison.loc["OPT", ["opt_lower_mb", "opt_upper_mb"]]
     assert differ.loc[0, "above optimum, at most (%)"] == pytest.approx(100 * (lru - lower) / lower)
     assert differ.loc[0, "above optimum, at least (%)"] == pytest.approx(max(0, 100 * (lru - upper) / upper))
-    same = policy_answer(lab.compare_policies(trace, ["LRU", "FIFO"], capacity_mb=64.0), "CNN", 64.0)
+    same, _ = answer(["LRU", "FIFO"], 64.0)
     assert same.loc[0, "best online policy"] == "all tie" and "No policy evicts" in same.loc[0, "note"]
+
+
+def test_the_answer_row_names_the_buffer_model_cost_preset_and_policy_parameters():
+    from lab.ui.report import policy_answer
+
+    trace = lab.generate_trace("MLP", num_layers=2, batch_size=4, seq_length=16, seed=1)
+    s3 = lab.get_policy("S3-FIFO", small_ratio=0.3)
+    for buffer in ("scratchpad", "cache"):
+        cost = "H100-SXM5" if buffer == "cache" else None  # the H100's L2 runs the hardware-cache model
+        results = {"S3-FIFO": lab.simulate(trace, s3, 1.0, cost, per_access=False)}
+        row = policy_answer(lab.metrics_table(results), "MLP", 1.0, results=results).loc[0]
+        assert row["buffer model"] == buffer and row["best online policy"] == "S3-FIFO"
+        assert row["cost preset"] == ("H100-SXM5" if buffer == "cache" else "seed")
+        assert row["policy parameters"] == "small_ratio=0.3, ghost_ratio=0.9, move_to_main_threshold=2"
+    columns = list(policy_answer(lab.metrics_table(results), "MLP", 1.0, results=results).columns)
+    assert columns[:5] == ["workload", "buffer (MB)", "buffer model", "cost preset", "best online policy"]
+    with pytest.raises(ValueError, match="results must be the comparison's runs"):
+        policy_answer(lab.metrics_table(results), "MLP", 1.0, results={})
+
+
+def test_a_degenerate_best_result_says_why_in_the_answer():
+    import pandas as pd
+
+    from lab.ui.report import policy_answer
+
+    trace = pd.DataFrame({"tensor_id": ["big", "huge", "big"], "size_mb": [8.0, 9.0, 8.0]})
+    results = lab.run_policies(trace, ["LRU", "FIFO"], 4.0, per_access=False)
+    row = policy_answer(lab.metrics_table(results), "two big tensors", 4.0, results=results).loc[0]
+    assert row["note"] == results["LRU"].note and row["note"].startswith("Every tensor is larger than the buffer")
+
+
+def test_an_answer_table_names_its_model_or_is_refused(tmp_path):
+    import pandas as pd
+
+    from lab.sim.model import SimulationModel
+    from lab.ui.report import show_answer, with_model_columns
+
+    table = pd.DataFrame({"policy": ["LRU"], "median_gap_pct": [12.5]})
+    with pytest.raises(ValueError, match=r"must name the model behind its numbers: it lacks \['buffer model', "
+                                         r"'cost preset'\]"):
+        show_answer(table, "Which policy?")
+    with pytest.raises(TypeError, match="model must be a lab.sim.model.SimulationModel"):
+        show_answer(table, "Which policy?", model="scratchpad")
+    named = with_model_columns(table, SimulationModel(buffer="cache", cost="H200", capacity_mb=60.0))
+    assert named.columns.tolist() == ["policy", "median_gap_pct", "buffer model", "cost preset", "buffer (MB)"]
+    assert named.loc[0, ["buffer model", "cost preset", "buffer (MB)"]].tolist() == ["cache", "H200", 60.0]
+    assert with_model_columns(named) is named  # a table naming its model itself
+    # stored with the answer: the index and read_answer see the model
+    from nbformat.v4 import new_code_cell, new_notebook
+    from nbclient import NotebookClient
+
+    nb = new_notebook(cells=[new_code_cell(
+        "import pandas as pd\nfrom lab.sim.model import SimulationModel\nfrom lab.ui.report import show_answer\n"
+        "show_answer(pd.DataFrame({'policy': ['LRU'], 'gap (%)': [1.5]}), 'Which?', "
+        "model=SimulationModel(buffer='scratchpad', cost='seed'))")])
+    NotebookClient(nb, kernel_name="python3").execute()
+    path = tmp_path / "answer.ipynb"
+    nbformat.write(nb, path)
+    question, stored = read_answer(path)
+    assert question == "Which?" and stored.loc[0, "buffer model"] == "scratchpad" and stored.loc[0, "cost preset"] == "seed"
 
 
 def test_capacity_for_benefit_interpolates_what_predict_compile_finds():
@@ -362,6 +431,7 @@ def test_learned_eviction_report_runs_on_the_smallest_parameters(tmp_path, monke
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # gap closed, importances
     question, answer = read_answer(out)
     assert "learned scorer" in question and {"learned", "heuristic", "Belady"} <= set(answer["contender"])
+    assert set(answer["buffer model"]) == {"scratchpad"} and set(answer["cost preset"]) == {"seed"}
 
 
 def _tiny_notebook(path):

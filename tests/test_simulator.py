@@ -38,7 +38,7 @@ def test_metrics_by_hand(small_trace):
 
 def test_cost_model_and_presets_change_latency_not_hits(small_trace):
     seed = lab.simulate(small_trace, "LRU", capacity_mb=20)
-    h100 = lab.simulate(small_trace, "LRU", capacity_mb=20, cost="h100-sxm5")
+    h100 = lab.simulate(small_trace, "LRU", capacity_mb=20, cost="h100-sxm5", buffer="scratchpad")
     custom = CostModel(name="x", hit_latency_ms=1.0, miss_latency_ms=2.0, miss_latency_ms_per_mb=0.0, dram_bandwidth_gb_s=1e9)
     mine = lab.simulate(small_trace, "LRU", capacity_mb=20, cost=custom)
     assert seed.hit.tolist() == h100.hit.tolist() == mine.hit.tolist()
@@ -140,3 +140,103 @@ def test_per_workload_counts_are_the_same_at_every_capacity_of_one_workload():
         accesses = trace[trace["access"] != "persist"]
         too_large = int(((accesses["size_mb"] * BYTES_PER_MB).round() > capacity_mb * BYTES_PER_MB).sum())
         assert shared["uncacheable_accesses"] == too_large
+
+
+def test_a_result_names_its_model(small_trace):
+    result = lab.simulate(small_trace, lab.get_policy("S3-FIFO", small_ratio=0.2), capacity_mb=20)
+    model = result.model
+    assert (model.buffer, model.cost, model.capacity_mb, model.policy) == ("scratchpad", "seed", 20.0, "S3-FIFO")
+    assert model.params == lab.get_policy("S3-FIFO", small_ratio=0.2).get_params() == result.params
+    assert model.cache_model is None and result.buffer == "scratchpad"
+    text = model.describe()
+    assert text.startswith("S3-FIFO(small_ratio=0.2, ") and "20 MB scratchpad" in text and "seed cost model" in text
+    assert "\n" not in text
+    assert model.to_dict()["buffer_description"] == "liveness-aware software-managed whole-tensor buffer"
+    assert set(result.metrics) == set(lab.simulate(small_trace, "LRU", 20).metrics)  # metrics stay numbers
+    assert all(isinstance(v, (int, float)) for v in result.metrics.values())
+
+
+def test_a_cache_result_names_the_cache_and_its_parameters(small_trace):
+    from lab.sim.hardware import CacheModel
+
+    cache_model = CacheModel(line_bytes=1 << 20, effective_fraction=0.5)
+    result = lab.simulate(small_trace, "FIFO", 20, "H200", buffer="cache", cache_model=cache_model)
+    model = result.model
+    assert (model.buffer, model.cost, model.policy, model.params) == ("cache", "H200", "FIFO", {})
+    assert result.params == {} and model.cache_model == cache_model  # the cache's fields beside, not in params
+    assert model.describe() == ("FIFO, 20 MB cache (hardware cache of 1024 KiB lines, 50 % of the capacity "
+                                "effective, write-back, no knowledge of liveness), H200 cost model")
+    assert model.to_dict()["cache_model"]["line_bytes"] == 1 << 20
+
+
+def test_a_gpu_preset_runs_the_hardware_cache_unless_told(small_trace):
+    for preset in ("A100-SXM4-40GB", "H100-SXM5", "H200"):
+        default = lab.simulate(small_trace, "LRU", 20, preset, per_access=False)
+        cache = lab.simulate(small_trace, "LRU", 20, preset, per_access=False, buffer="cache")
+        assert default.buffer == default.model.buffer == "cache" and default.metrics == cache.metrics
+        told = lab.simulate(small_trace, "LRU", 20, preset, buffer="scratchpad")
+        assert told.buffer == "scratchpad" and told.hit.tolist() == lab.simulate(small_trace, "LRU", 20).hit.tolist()
+    # no preset named, or a cost model of one's own: the scratchpad, as before
+    for cost in (None, "seed", CostModel(name="x", hit_latency_ms=1.0)):
+        assert lab.simulate(small_trace, "LRU", 20, cost).buffer == "scratchpad"
+    mine = CostModel(name="mine", buffer="cache")
+    assert lab.simulate(small_trace, "LRU", 20, mine).model.buffer == "cache"
+
+
+@pytest.mark.parametrize("buffer, error", [("l2", ValueError), ("Cache", ValueError), (1, TypeError),
+                                           (["cache"], TypeError)])
+def test_a_bad_buffer_is_one_line_naming_the_choices(small_trace, buffer, error):
+    with pytest.raises(error, match=r"^buffer must be one of \['scratchpad', 'cache'\] or None") as raised:
+        lab.simulate(small_trace, "LRU", 20, buffer=buffer)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_degenerate_result_says_why_in_one_sentence(small_trace):
+    assert lab.simulate(small_trace, "LRU", 20).note == ""
+    too_small = lab.simulate(small_trace, "LRU", 2, per_access=False)
+    assert too_small.note == ("Every tensor is larger than the buffer (2 MB; the smallest is 4 MB): every access "
+                              "bypasses it and goes to DRAM.")
+    # S3-FIFO admits new tensors into its small queue only: 10 % of 36 MB holds none of them
+    s3 = lab.simulate(small_trace, "S3-FIFO", 36, per_access=False)
+    assert s3.metrics["cache_hits"] == 0 and s3.metrics["uncacheable_accesses"] == 0
+    # the generic sentence, or the small queue's once S3-FIFO declares it (Policy.admission_limit)
+    assert s3.note in ("S3-FIFO admitted none of the 8 accesses to tensors that fit the buffer (36 MB): every access "
+                       "goes to DRAM.",
+                       "S3-FIFO's small queue (10 % of the buffer, 3.6 MB) holds none of these tensors (the smallest "
+                       "is 4 MB): every tensor bypasses it.")
+    once = pd.DataFrame({"tensor_id": ["a", "b", "c"], "size_mb": [1.0, 1.0, 1.0]})
+    assert lab.simulate(once, "LRU", 8).note == "No access is served on chip: every access is the first of its tensor."
+    mixed = pd.DataFrame({"tensor_id": ["big", "a", "big", "b"], "size_mb": [9.0, 1.0, 9.0, 1.0]})
+    assert lab.simulate(mixed, "LRU", 8).note == (
+        "No access is served on chip: 2 of 4 accesses are to tensors larger than the buffer (8 MB), and no other "
+        "tensor is used again while it is resident.")
+    empty = lab.simulate(pd.DataFrame({"tensor_id": pd.Series([], dtype=str), "size_mb": pd.Series([], dtype=float)}),
+                         "LRU", 8)
+    assert empty.note == "The trace has no accesses: every number is 0."
+
+
+def test_a_policy_that_admits_into_part_of_the_buffer_names_that_part():
+    from lab.sim.model import degenerate_note
+
+    class SmallQueue:  # what S3-FIFO declares (Policy.admission_limit): new tensors enter 10 % of the buffer
+        name = "S3-FIFO"
+
+        def admission_limit(self, capacity_bytes):
+            return capacity_bytes // 10, "S3-FIFO's small queue"
+
+    workload = lab.encode_trace(pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": [6.0, 8.0, 6.0]}))
+    metrics = {"accesses": 3, "uncacheable_accesses": 0, "cache_hits": 0, "write_allocations": 0,
+               "compulsory_misses": 2}
+    note = degenerate_note(SmallQueue(), workload, 50 * BYTES_PER_MB, metrics, insertions=0, buffer="scratchpad")
+    assert note == ("S3-FIFO's small queue (10 % of the buffer, 5 MB) holds none of these tensors (the smallest is "
+                    "6 MB): every tensor bypasses it.")
+    assert lab.get_policy("LRU").admission_limit(50 * BYTES_PER_MB) is None  # the whole buffer admits
+
+
+def test_a_policy_that_cannot_run_in_the_cache_says_so(small_trace):
+    from lab.sim.model import BufferModelError
+
+    with pytest.raises(BufferModelError, match=r"^ML cannot run in the hardware cache \(buffer='cache'\).*"
+                                               r"run it with buffer='scratchpad'$"):
+        lab.simulate(small_trace, "ML", 20, "H200")
+    assert lab.simulate(small_trace, "ML", 20, "H200", buffer="scratchpad").buffer == "scratchpad"

@@ -1,5 +1,6 @@
 """The explorer, driven headlessly: set widget values, trigger the update, read the tables it produced."""
 
+import dataclasses
 import time
 
 import pandas as pd
@@ -52,13 +53,66 @@ def test_bad_values_show_a_message_not_a_traceback(explorer):
     assert explorer.metrics.index.tolist() == ["FIFO", "OPT"]
 
 
-def test_a_hardware_preset_brings_its_buffer_and_costs(explorer):
+def test_a_hardware_preset_brings_its_buffer_its_buffer_model_and_costs(explorer):
+    updates = []
+    original = explorer.update
+    explorer.update = lambda: (updates.append(1), original())
     explorer.hardware.value = "H100-SXM5"
-    assert explorer.capacity_mb.value == 50.0
+    assert updates == [1]  # capacity and buffer model set together: one update
+    assert explorer.capacity_mb.value == 50.0 and explorer.buffer.value == "cache"  # the H100's L2: a cache
     trace = lab.score(lab.generate_trace("Transformer"))
-    expected = lab.compare_policies(trace, lab.policy_names(featured=True), capacity_mb=50.0, cost="H100-SXM5")
-    assert explorer.metrics["total_latency"].tolist() == pytest.approx(expected["total_latency"].tolist())
+    featured = lab.policy_names(featured=True)
+    ran = [p for p in featured if p != "ML"]  # ML's scores are per tensor; the cache holds lines
+    assert explorer.metrics.index.tolist() == [*ran, "OPT"]
+    for policy in ran:
+        expected = lab.simulate(trace, policy, 50.0, "H100-SXM5", buffer="cache", per_access=False).metrics
+        assert explorer.metrics.loc[policy, "total_latency"] == pytest.approx(expected["total_latency"])
+    assert "cannot run in the hardware cache" in explorer.notes["ML"] and "ML</b>: ML cannot run" in \
+        explorer.headline.value
     assert explorer.metrics.loc["OPT", "opt_lower_mb"] == lab.optimal(trace, 50.0).lower_mb
+    explorer.buffer.value = "scratchpad"  # the H100's costs, in a scratchpad
+    expected = lab.compare_policies(trace, featured, capacity_mb=50.0,
+                                    cost=dataclasses.replace(lab.HARDWARE_PRESETS["H100-SXM5"], buffer="scratchpad"))
+    assert explorer.metrics["total_latency"].tolist() == pytest.approx(expected["total_latency"].tolist())
+    assert explorer.hardware.value == "H100-SXM5" and explorer.notes == {}
+
+
+def test_the_buffer_model_control_switches_the_model_and_recomputes(explorer):
+    assert explorer.buffer.value == "scratchpad" and explorer.buffer.options == ("scratchpad", "cache")
+    assert explorer.buffer in explorer.widget.children[0].children[1].children  # shown beside the hardware
+    assert set(explorer.metrics["buffer model"]) == {"scratchpad"} and explorer.model.buffer == "scratchpad"
+    assert "<b>Model</b>: 64 MB scratchpad (liveness-aware software-managed whole-tensor buffer), seed cost model" \
+        in explorer.headline.value
+    explorer.policies.value = ("LRU", "S3-FIFO")
+    before = explorer.metrics.copy()
+    explorer.buffer.value = "cache"
+    trace = lab.score(lab.generate_trace("Transformer"))
+    for policy in ("LRU", "S3-FIFO"):
+        expected = lab.simulate(trace, policy, 64.0, buffer="cache", per_access=False)
+        assert explorer.metrics.loc[policy, "dram_traffic_mb"] == pytest.approx(expected.metrics["dram_traffic_mb"])
+        assert explorer.results[policy].model == expected.model
+    assert explorer.metrics.loc["LRU", "dram_traffic_mb"] != before.loc["LRU", "dram_traffic_mb"]
+    assert explorer.metrics["buffer model"].to_dict() == {"LRU": "cache", "S3-FIFO": "cache", "OPT": "scratchpad"}
+    assert explorer.metrics.loc["S3-FIFO", "parameters"] == "small_ratio=0.1, ghost_ratio=0.9, move_to_main_threshold=2"
+    assert explorer.model.buffer == "cache" and "64 MB cache (hardware cache of 4 KiB lines" in explorer.headline.value
+    assert "optimum's bracket (of a software-managed scratchpad)" in explorer.headline.value
+    assert explorer.timeline is None  # the occupancy views draw tensors; the cache holds lines
+    explorer.buffer.value = "scratchpad"
+    pd.testing.assert_frame_equal(explorer.metrics, before)
+
+
+def test_a_degenerate_result_says_why_in_the_explorer(explorer):
+    explorer.policies.value = ("LRU",)
+    explorer.capacity_mb.value = 0.5
+    note = explorer.notes["LRU"]
+    assert note.startswith("Every tensor is larger than the buffer (0.5 MB") and explorer.metrics.loc["LRU", "note"] == note
+    assert "LRU</b>: Every tensor is larger" in explorer.headline.value
+
+
+@pytest.mark.parametrize("buffer, error", [("l2", ValueError), (3, TypeError)])
+def test_a_bad_buffer_model_is_refused(buffer, error):
+    with pytest.raises(error, match=r"buffer must be one of \['scratchpad', 'cache'\]"):
+        Explorer(debounce_s=0, buffer=buffer)
 
 
 def test_the_capacity_sweep(explorer):
@@ -164,3 +218,15 @@ def test_changes_are_debounced():
     time.sleep(0.5)  # room for any further (wrong) update to fire
     assert len(updates) == 1 and explorer.error is None
     assert explorer.metrics is not None
+
+
+def test_the_capacity_sweep_runs_in_the_chosen_buffer_model():
+    explorer = Explorer(debounce_s=0, num_layers=2, policies=("LRU", "ML"), buffer="cache")
+    assert explorer.metrics.index.tolist() == ["LRU", "OPT"] and "ML" in explorer.notes
+    explorer.sweep_points = 2
+    explorer.run_sweep()
+    assert explorer.error is None and set(explorer.sweep["policy"]) == {"LRU", "OPT"}
+    trace = lab.score(lab.generate_trace("Transformer", num_layers=2))
+    for row in explorer.sweep[explorer.sweep["policy"] == "LRU"].itertuples():
+        expected = lab.simulate(trace, "LRU", row.capacity_mb, buffer="cache", per_access=False).metrics
+        assert row.dram_traffic_mb == pytest.approx(expected["dram_traffic_mb"])

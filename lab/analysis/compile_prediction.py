@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import numpy as np
@@ -22,6 +22,8 @@ from lab.analysis.optimal import (OptimalResult, check_flow_size, intervals_of, 
                                   schedule_traffic)
 from lab.analysis.sweep import wants_optimum, metrics_table, policy_list, with_scores, working_set_mb
 from lab.checks import check_bool, check_positive_mb
+from lab.sim.cost import resolve_cost
+from lab.sim.model import PLAN_BUFFER, BufferModelError, SimulationModel, resolve_buffer
 from lab.sim.simulate import SimulationResult, simulate
 from lab.trace.workload import encode_trace
 from lab.trace.workload import Workload
@@ -66,6 +68,15 @@ class CompilePrediction:
     do it); None when no buffer saves anything.
     ``best_hit_rate``: % of accesses served on chip by the optimum's
     schedule with the whole working set on chip.
+    ``model``: the buffer model, cost preset and capacity of the comparison's
+    policy rows (``results``: {policy: SimulationResult}, each with its
+    parameters and ``note``). The optimum, the plan, ``belady`` (the planner
+    without the optimum) and the recommended capacities are always the
+    whole-tensor schedules of a software-managed buffer (``PLAN_BUFFER``, the
+    scratchpad): what a compiler plans; with ``buffer="cache"`` the policy
+    rows are the hardware cache's, set against that plan; ``skipped``:
+    {policy: why} for the policies that cannot run under that buffer model
+    (the scored ML policy under the cache, whose accesses are lines).
     """
 
     capacity_mb: float
@@ -78,10 +89,21 @@ class CompilePrediction:
     optimum: Optional[OptimalResult]
     belady: SimulationResult
     planner: str = PLANNERS[True]
+    model: Optional[SimulationModel] = None
+    results: dict = field(default_factory=dict, repr=False)
+    skipped: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """JSON-ready summary: capacity, the optimum's bracket, recommended capacities, per-policy comparison."""
+        """JSON-ready summary: the model (buffer model, cost preset, capacity; ``plan_buffer``: the plan's and the
+        optimum's buffer model), capacity, the optimum's bracket, recommended capacities, per-policy comparison
+        (each policy with its ``params`` and ``note``, see ``SimulationResult``)."""
+        policies = self.comparison.reset_index().to_dict(orient="records")
+        for row in policies:
+            result = self.results.get(row["policy"])
+            row["params"] = result.params if result is not None else {}
+            row["note"] = result.note if result is not None else ""
         return {
+            "model": {**(self.model.to_dict() if self.model is not None else {}), "plan_buffer": PLAN_BUFFER},
             "capacity_mb": self.capacity_mb,
             "working_set_mb": self.working_set_mb,
             "planner": self.planner,
@@ -91,7 +113,8 @@ class CompilePrediction:
             "best_hit_rate": self.best_hit_rate,
             "traffic_mb": self.traffic_mb,
             "recommended_capacity_mb": {f"{int(q * 100)}%": v for q, v in self.recommended_capacity_mb.items()},
-            "policies": self.comparison.reset_index().to_dict(orient="records"),
+            "policies": policies,
+            "skipped": dict(self.skipped),
         }
 
 
@@ -178,7 +201,7 @@ def smallest_capacity_mb(traffic_mb, target_mb: float, high_bytes: int, progress
 
 def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
                     policies: Optional[Iterable[str]] = None, scorer: str = "heuristic", optimum="auto",
-                    progress: Optional[bool] = None) -> CompilePrediction:
+                    progress: Optional[bool] = None, buffer: Optional[str] = None) -> CompilePrediction:
     """Predict what a whole-trace (compile-time) buffer plan reaches at ``capacity_mb`` MB.
 
     Takes a trace, the buffer capacity in MB, a cost model or preset, the
@@ -197,7 +220,14 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
     simulation per policy and about 30 simulations (or flows, with the optimum)
     for the recommended sizes, linear in the trace's length. Our reading of the
     seed's ``/predict-compile``.
+
+    ``buffer``: the buffer model of the policies' rows, as ``lab.simulate``'s
+    (None: the cost preset's, the hardware cache for a GPU preset); the
+    optimum, the plan and the recommended sizes are whole-tensor schedules of a
+    software-managed buffer whatever it is (see ``CompilePrediction``).
     """
+    cost = resolve_cost(cost)
+    buffer = resolve_buffer(buffer, cost)
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     online = [p for p in policy_list(policies) if not p.offline]
     chosen = [*online, "Belady"]
@@ -214,16 +244,25 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
 
         bar = tqdm(total=len(chosen) + 2 + 2 * SEARCH_STEPS, desc="predict_compile", unit="step")
     try:
-        def run(policy) -> SimulationResult:
-            result = simulate(workload, policy, capacity_mb, cost, per_access=policy == "Belady")
+        def run(policy):
+            planner = policy == "Belady" and buffer == PLAN_BUFFER  # the plan without the optimum reads its steps
+            try:
+                result = simulate(workload, policy, capacity_mb, cost, per_access=planner, buffer=buffer)
+            except BufferModelError as error:  # left out of the comparison, and said why
+                result = (getattr(policy, "name", policy), str(error))
             if bar is not None:
                 bar.update(1)
             return result
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # the loops release the GIL
-            results = {result.policy: result for result in pool.map(run, chosen)}
+            runs = list(pool.map(run, chosen))
+        results = {r.policy: r for r in runs if isinstance(r, SimulationResult)}
+        skipped = dict(r for r in runs if not isinstance(r, SimulationResult))
+        belady = (results["Belady"] if buffer == PLAN_BUFFER
+                  else simulate(workload, "Belady", capacity_mb, cost, buffer=PLAN_BUFFER))
         whole = int(workload.tensor_bytes.sum())
-        with_all = simulate(workload, "Belady", whole / BYTES_PER_MB, per_access=False)  # everything fits
+        with_all = simulate(workload, "Belady", whole / BYTES_PER_MB, per_access=False,
+                            buffer=PLAN_BUFFER)  # everything fits
         intervals = intervals_of(workload)
         with_none = float(bytes_to_mb(sum(schedule_traffic(workload, intervals,
                                                            np.zeros(len(intervals.start), bool))[:2])))
@@ -236,11 +275,11 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
                 return lower_bound_mb(workload, capacity_bytes / BYTES_PER_MB)
         else:
             best, extra = None, None
-            plan, planner = residency_plan(results["Belady"]), PLANNERS[False]
+            plan, planner = residency_plan(belady), PLANNERS[False]
 
             def traffic(capacity_bytes: int) -> float:
-                return simulate(workload, "Belady", capacity_bytes / BYTES_PER_MB, per_access=False).metrics[
-                    "dram_traffic_mb"]
+                return simulate(workload, "Belady", capacity_bytes / BYTES_PER_MB, per_access=False,
+                                buffer=PLAN_BUFFER).metrics["dram_traffic_mb"]
         if bar is not None:
             bar.update(1)
         whole_mb = with_all.metrics["dram_traffic_mb"]
@@ -264,6 +303,9 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
         traffic_mb={"no_buffer": with_none, "whole_working_set": whole_mb},
         working_set_mb=working_set_mb(workload),
         optimum=best,
-        belady=results["Belady"],
+        belady=belady,
         planner=planner,
+        model=results["Belady"].model.without_policy(),
+        results=results,
+        skipped=skipped,
     )

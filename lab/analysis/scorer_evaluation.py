@@ -38,7 +38,7 @@ def classical_policies() -> list[str]:
     """The online policies other than ML (no future knowledge, no scores): the field the learned scorer meets."""
     from lab.sim.policy import POLICIES
 
-    return [name for name in POLICIES.names() if not POLICIES.get(name).offline and name != "ML"]
+    return [name for name in POLICIES.names() if not POLICIES.get(name).offline and not POLICIES.get(name).needs_scores]
 
 
 def gap_closed_pct(lru_mb: float, x_mb: float, opt_mb: float) -> float:

@@ -28,6 +28,7 @@ from lab.analysis.optimal import (DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVA
 from lab.checks import check_int, check_positive_mb
 from lab.learn.scoring import score
 from lab.sim.cost import resolve_cost
+from lab.sim.model import PLAN_BUFFER, BufferModelError, resolve_buffer
 from lab.sim.policy import Policy, get_policy, policy_names
 from lab.sim.simulate import SimulationResult, simulate
 from lab.trace.workload import Workload, encode_trace
@@ -52,9 +53,30 @@ def policy_list(policies) -> list[Policy]:
     return chosen
 
 
+def policies_for(policies, buffer, cost) -> list[Policy]:
+    """``policy_list(policies)`` for a run under ``buffer`` (None: the cost preset's model): under the hardware
+    cache, whose accesses are lines, the policies that read a tensor's scores are left out when every policy
+    was asked for (``policies=None``), and refused (BufferModelError naming them) when named."""
+    chosen = policy_list(policies)
+    if resolve_buffer(buffer, resolve_cost(cost)) != "cache":
+        return chosen
+    scored = [p.name for p in chosen if p.needs_scores]
+    if scored and policies is not None:
+        raise BufferModelError(f"{', '.join(scored)} cannot run in the hardware cache (buffer='cache'): it reads "
+                               "each tensor's eviction_score, and the cache's accesses are lines; leave it out or "
+                               "use buffer='scratchpad'")
+    return [p for p in chosen if not p.needs_scores]
+
+
+def in_scratchpad(buffer, cost) -> bool:
+    """Whether a run under ``buffer`` (None: the cost preset's model) is in the scratchpad model, the one the
+    optimum and the one-pass curves are computed in."""
+    return resolve_buffer(buffer, resolve_cost(cost)) == PLAN_BUFFER
+
+
 def with_scores(trace, policies, scorer: str = "heuristic"):
     """``trace`` itself when it has ``eviction_score`` or no policy needs one (ML); else scored by ``scorer``."""
-    needs = any(p.name == "ML" for p in policy_list(policies))
+    needs = any(p.needs_scores for p in policy_list(policies))
     if isinstance(trace, Workload):
         if needs and (trace.trace is None or "eviction_score" not in trace.trace.columns):
             return encode_trace(score(trace.trace, scorer))
@@ -63,17 +85,19 @@ def with_scores(trace, policies, scorer: str = "heuristic"):
 
 
 def run_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None, scorer: str = "heuristic",
-                 per_access: bool = True) -> dict[str, SimulationResult]:
+                 per_access: bool = True, buffer: Optional[str] = None) -> dict[str, SimulationResult]:
     """Simulate each policy (default: every registered one) at ``capacity_mb``; returns {policy name: result}.
 
     Takes a trace DataFrame or Workload. A trace without ``eviction_score`` is
-    scored with ``scorer`` for the ML policy. The trace is encoded once.
+    scored with ``scorer`` for the policies that read scores (ML). ``buffer``:
+    the buffer model (see ``lab.simulate``; None: the cost preset's). The
+    trace is encoded once.
     """
-    chosen = policy_list(policies)
+    chosen = policies_for(policies, buffer, cost)
     workload = encode_trace(with_scores(trace, chosen, scorer))
     results = {}
     for policy in chosen:
-        result = simulate(workload, policy, capacity_mb, cost, per_access=per_access)
+        result = simulate(workload, policy, capacity_mb, cost, per_access=per_access, buffer=buffer)
         results[result.policy] = result
     return results
 
@@ -160,7 +184,7 @@ def with_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
 
 def compare_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None,
                      scorer: str = "heuristic", optimum="auto",
-                     time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> pd.DataFrame:
+                     time_limit_s: float = DEFAULT_TIME_LIMIT_S, buffer: Optional[str] = None) -> pd.DataFrame:
     """Metrics of each policy at one capacity: a DataFrame with one row per policy (see ``SimulationResult``).
 
     With ``optimum`` (True, or ``"auto"``, the default: on traces of at most
@@ -168,11 +192,15 @@ def compare_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None,
     whole-tensor optimum, or two rows ``OPT (lower bound)`` and
     ``OPT (achievable)`` when ``lab.optimal`` brackets it within
     ``time_limit_s`` seconds (see ``optimum_rows``), and every row has its
-    ``gap_closed_pct``.
+    ``gap_closed_pct``. ``buffer``: the buffer model (``lab.simulate``;
+    None: the cost preset's). The optimum is a schedule of the scratchpad:
+    under the hardware cache it is left out (``optimum="auto"``) or refused
+    (``optimum=True``), never set beside lines.
     """
-    workload = encode_trace(with_scores(trace, policy_list(policies), scorer))
-    with_optimum = wants_optimum(optimum, workload)
-    results = run_policies(workload, policies, capacity_mb, cost, scorer, per_access=False)
+    chosen = policies_for(policies, buffer, cost)
+    workload = encode_trace(with_scores(trace, chosen, scorer))
+    with_optimum = wants_optimum(optimum, workload, in_scratchpad(buffer, cost))
+    results = run_policies(workload, policies, capacity_mb, cost, scorer, per_access=False, buffer=buffer)
     return metrics_table(results, optimum_rows(workload, capacity_mb, cost, time_limit_s) if with_optimum else None)
 
 
@@ -226,7 +254,7 @@ def _capacity_list(capacities_mb) -> list[float]:
 def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]] = None, cost=None,
                    scorer: str = "heuristic", progress: bool = False, threads: Optional[int] = None,
                    optimum="auto", method: str = "auto",
-                   time_limit_s: float = SWEEP_TIME_LIMIT_S) -> pd.DataFrame:
+                   time_limit_s: float = SWEEP_TIME_LIMIT_S, buffer: Optional[str] = None) -> pd.DataFrame:
     """Metrics against capacity for each policy, and the optimum.
 
     Takes a trace DataFrame or Workload, policies (default: all), capacities
@@ -245,21 +273,28 @@ def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]
     simulation per capacity for every policy). One-pass rows equal the
     simulation's metrics except ``peak_occupancy_mb`` (NaN for LRU with
     tensors of different sizes). The trace is encoded once; each simulation
-    runs without the GIL. Returns a long DataFrame: policy, capacity_mb,
-    every metric and ``algorithm`` (what produced the row), one row per
-    pair, ordered by capacity then policy (OPT last).
+    runs without the GIL. ``buffer``: the buffer model (``lab.simulate``;
+    None: the cost preset's); under the hardware cache every row is a
+    simulation of lines and the optimum is left out (``"auto"``) or refused
+    (True). Returns a long DataFrame: policy, capacity_mb, every metric and
+    ``algorithm`` (what produced the row), one row per pair, ordered by
+    capacity then policy (the optimum last).
     """
     if method not in SWEEP_METHODS:
         raise ValueError(f"method must be one of {list(SWEEP_METHODS)}, got {method!r}")
-    chosen = policy_list(policies)
+    chosen = policies_for(policies, buffer, cost)
+    scratchpad = in_scratchpad(buffer, cost)
+    if not scratchpad and method == "one-pass":
+        raise ValueError("method='one-pass': the one-pass curves are of the scratchpad; under buffer='cache' use "
+                         "method='auto' or 'simulation'")
     workload = encode_trace(with_scores(trace, chosen, scorer))
-    with_optimum = wants_optimum(optimum, workload)
+    with_optimum = wants_optimum(optimum, workload, scratchpad)
     capacities = default_capacities_mb(workload) if capacities_mb is None else _capacity_list(capacities_mb)
     threads = (os.cpu_count() or 1) if threads is None else check_int("threads", threads)
     cost = resolve_cost(cost)
     one_pass = {}
     for policy in chosen:
-        algorithm = one_pass_algorithm(workload, policy) if method != "simulation" else None
+        algorithm = one_pass_algorithm(workload, policy) if method != "simulation" and scratchpad else None
         if algorithm is None and method == "one-pass":
             raise ValueError(f"method='one-pass': no one-pass algorithm for {policy.name} on this trace (LRU on "
                              "plain traces, Belady on plain traces with equal sizes); use method='auto'")
@@ -276,9 +311,9 @@ def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]
                     for row in optimum_rows(workload, capacity, cost, time_limit_s)]
         if policy.name in one_pass:
             return [{"policy": policy.name, "capacity_mb": float(capacity), **one_pass[policy.name][capacity]}]
-        result = simulate(workload, policy, capacity, cost, per_access=False)
+        result = simulate(workload, policy, capacity, cost, per_access=False, buffer=buffer)
         return [{"policy": result.policy, "capacity_mb": float(capacity), **result.metrics,
-                 "algorithm": "simulation"}]
+                 "algorithm": "simulation" if scratchpad else "simulation (cache)"}]
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = pool.map(run, pairs)
@@ -295,16 +330,24 @@ SWEEP_METHODS = ("auto", "one-pass", "simulation")
 AUTO_OPTIMUM_ACCESSES = 100_000  # optimum="auto" solves the flow up to this size: seconds per capacity
 
 
-def wants_optimum(optimum, workload: Workload) -> bool:
+def wants_optimum(optimum, workload: Workload, scratchpad: bool = True) -> bool:
     """Whether a sweep or comparison adds the optimum's rows: ``optimum`` True or False, or ``"auto"`` (on
-    traces of at most AUTO_OPTIMUM_ACCESSES accesses; a warning says when it is skipped)."""
-    if isinstance(optimum, str) and optimum == "auto":
+    traces of at most AUTO_OPTIMUM_ACCESSES accesses; a warning says when it is skipped). The optimum is a
+    schedule of the scratchpad: not set beside a run of another buffer model (``scratchpad`` False), left out
+    with ``"auto"`` and refused with True."""
+    auto = isinstance(optimum, str) and optimum == "auto"
+    if not auto and not isinstance(optimum, (bool, np.bool_)):
+        raise TypeError(f"optimum must be True, False or 'auto', got {optimum!r}")
+    if not scratchpad:
+        if not auto and optimum:
+            raise ValueError("optimum=True: the optimum (lab.optimal) is a schedule of the scratchpad, not of the "
+                             "hardware cache's lines; use buffer='scratchpad' or optimum='auto'/False")
+        return False
+    if auto:
         if workload.n_accesses <= AUTO_OPTIMUM_ACCESSES:
             return True
         warnings.warn(f"optimum='auto' skips the optimum on a trace of {workload.n_accesses:,} accesses (more "
                       f"than {AUTO_OPTIMUM_ACCESSES:,}: its flow takes minutes per capacity); pass optimum=True "
                       "to compute it anyway", stacklevel=3)
         return False
-    if not isinstance(optimum, (bool, np.bool_)):
-        raise TypeError(f"optimum must be True, False or 'auto', got {optimum!r}")
     return bool(optimum)

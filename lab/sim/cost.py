@@ -11,6 +11,7 @@ from typing import Optional
 
 from lab.checks import check_number
 from lab.registry import Registry
+from lab.sim.model import check_buffer
 from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
 
 
@@ -33,6 +34,13 @@ class CostModel:
     seed leaves the bandwidth unnamed; 100 GB/s is our default, the order of a
     DDR5 server socket. ``buffer_mb`` is the preset's on-chip buffer size (a
     suggested ``capacity_mb``), None when the model is not tied to a chip.
+
+    ``buffer`` is the buffer model that fits the chip (``lab.sim.model.BUFFERS``):
+    ``"cache"`` for a GPU's L2, a hardware cache (the A100, H100 and H200
+    presets), ``"scratchpad"`` for a software-managed on-chip buffer (the
+    seed's defaults, and a CostModel built without it). ``lab.simulate`` runs
+    it where its own ``buffer`` is not given; the result's ``model`` says which
+    ran.
     """
 
     name: str = "seed"
@@ -41,11 +49,13 @@ class CostModel:
     miss_latency_ms_per_mb: float = 0.1
     dram_bandwidth_gb_s: float = 100.0
     buffer_mb: Optional[float] = None
+    buffer: str = "scratchpad"
 
     def __post_init__(self):
+        check_buffer(self.buffer)
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "name" or (f.name == "buffer_mb" and value is None):
+            if f.name in ("name", "buffer") or (f.name == "buffer_mb" and value is None):
                 continue
             check_number(f"CostModel.{f.name}", value, 0, MAX_COST_VALUE)
         if self.dram_bandwidth_gb_s < MIN_BANDWIDTH_GB_S:
@@ -57,8 +67,10 @@ class CostModel:
         return n_bytes / (self.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL) * MS_PER_S
 
 
+# The GPUs' L2 is a hardware cache: their presets run the hardware-cache model unless a run names another
+# (``lab.sim.hardware``; it predicts the H200's measured DRAM traffic, see ``tests/test_fidelity.py``).
 _H100 = CostModel(name="H100-SXM5", hit_latency_ms=0.26e-3, miss_latency_ms=0.5e-3, miss_latency_ms_per_mb=0.0,
-                  dram_bandwidth_gb_s=3350.0, buffer_mb=50.0)
+                  dram_bandwidth_gb_s=3350.0, buffer_mb=50.0, buffer="cache")
 HARDWARE_PRESETS: Registry[CostModel] = Registry("hardware preset")
 for _preset in (
     CostModel(),
@@ -87,6 +99,7 @@ for _preset in (
         miss_latency_ms_per_mb=0.0,
         dram_bandwidth_gb_s=1555.0,
         buffer_mb=40.0,
+        buffer="cache",
     ),
 ):
     HARDWARE_PRESETS.add(_preset.name, _preset)

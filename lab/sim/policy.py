@@ -65,7 +65,10 @@ class Policy:
     (None: none), whose keyword arguments ``libcachesim_params()`` gives;
     ``reference``: the paper or source the policy follows; ``randomized``:
     it draws random numbers (then it has a ``seed`` parameter); ``offline``:
-    it reads the future of the trace (Belady and kin); ``featured``: one of
+    it reads the future of the trace (Belady and kin); ``needs_scores``: it
+    reads the trace's ``eviction_score`` column (a scorer's output, one per
+    access of a tensor: not there under the hardware cache, whose accesses
+    are lines); ``featured``: one of
     the few classics an explorer selects by default (each policy selected
     adds a compile, seconds, to the first result in a fresh process).
     """
@@ -76,6 +79,7 @@ class Policy:
     reference: ClassVar[str] = ""
     randomized: ClassVar[bool] = False
     offline: ClassVar[bool] = False
+    needs_scores: ClassVar[bool] = False
     featured: ClassVar[bool] = False
     State: ClassVar[type] = _NoState
 
@@ -105,6 +109,13 @@ class Policy:
         """Whether lab and the libCacheSim counterpart are comparable on ``workload`` at this capacity: False
         where libCacheSim aborts, or where it has a documented quirk lab does not copy (see the docstring)."""
         return True
+
+    def admission_limit(self, capacity_bytes: int) -> Optional[tuple[int, str]]:
+        """Where the policy admits new tensors into a part of a ``capacity_bytes`` buffer smaller than the whole:
+        (that part's size in bytes, what it is, e.g. ``"S3-FIFO's small queue"``); a tensor larger than it is
+        never inserted. None (the default): a tensor is admitted into the whole buffer. ``SimulationResult.note``
+        says so when no tensor of a trace fits that part."""
+        return None
 
     def init_state(self, workload, capacity_bytes: int):
         """The policy's state for replaying ``workload`` through ``capacity_bytes`` bytes: a ``State``."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
@@ -12,12 +12,17 @@ import pandas as pd
 from lab.checks import check_positive_mb
 from lab.sim import engine
 from lab.sim.cost import CostModel, resolve_cost
-from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, PEAK_BYTES, PERSIST_WRITE_BYTES,
-                            PERSISTED, READ_BYTES, READ_HITS, SERVED, STREAMED, WRITE_ALLOCATIONS, WRITE_BYTES,
-                            WRITEBACKS, WRITEBACKS_SKIPPED)
+from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED, INSERTIONS, PEAK_BYTES,
+                            PERSIST_WRITE_BYTES, PERSISTED, READ_BYTES, READ_HITS, SERVED, STREAMED,
+                            WRITE_ALLOCATIONS, WRITE_BYTES, WRITEBACKS, WRITEBACKS_SKIPPED)
+from lab.sim.model import BUFFERS  # noqa: F401  (the buffer models' names and descriptions, re-exported)
+from lab.sim.model import BufferModelError, SimulationModel, degenerate_note, resolve_buffer
 from lab.sim.policy import Policy, bind_hooks, get_policy
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
+
+if TYPE_CHECKING:
+    from lab.sim.hardware import CacheModel
 
 _EMPTY_BOOL = np.empty(0, np.bool_)
 _EMPTY_INT = np.empty(0, np.int64)
@@ -61,6 +66,15 @@ class SimulationResult:
     access), ``write_bytes`` (int64, written to DRAM at the access). Per
     eviction: ``victim_access`` (the access that caused it), ``victim_code``
     and ``victim_written_back``.
+
+    What produced the numbers, beside them (never in ``metrics``, which stay
+    numbers): ``buffer``, the buffer model that ran (``"scratchpad"`` or
+    ``"cache"``), ``cache_model`` (the hardware cache's ``CacheModel``, cache
+    mode only), ``params`` (the policy's parameters) and ``model``, all of it
+    with ``policy``, ``capacity_mb`` and the cost preset in one
+    ``SimulationModel`` (``model.describe()``: one line). ``note``: one
+    sentence saying why the result is degenerate (e.g. every tensor larger
+    than the buffer), "" when it is not.
     """
 
     policy: str
@@ -74,6 +88,15 @@ class SimulationResult:
     workload: Workload = field(repr=False)
     per_access: bool = True
     params: dict = field(default_factory=dict)
+    buffer: str = "scratchpad"
+    cache_model: Optional[CacheModel] = field(default=None, repr=False)
+    note: str = ""
+
+    @property
+    def model(self) -> SimulationModel:
+        """What produced these numbers: buffer model, cost preset, policy with its parameters, capacity."""
+        return SimulationModel(buffer=self.buffer, cost=self.cost.name, capacity_mb=self.capacity_mb,
+                               policy=self.policy, params=dict(self.params), cache_model=self.cache_model)
 
     def _bits(self, bit: int, what: str) -> np.ndarray:
         self._require_per_access(what)
@@ -329,11 +352,8 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
     return counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), written_back[:m].copy()
 
 
-BUFFERS = ("scratchpad", "cache")
-
-
 def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_access: bool = True,
-             buffer: str = "scratchpad", cache_model=None) -> SimulationResult:
+             buffer: Optional[str] = None, cache_model=None) -> SimulationResult:
     """Replay ``trace`` through an on-chip buffer of ``capacity_mb`` MB (MiB) under ``policy``.
 
     Takes a trace DataFrame (columns ``tensor_id``, ``size_mb``; the ML policy
@@ -358,7 +378,12 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     too large for the buffer goes straight to DRAM. Without the column the
     semantics are exactly the plain ones above.
 
-    ``buffer`` names the buffer model. ``"scratchpad"`` (the default) is
+    ``buffer`` names the buffer model; None (the default) runs the one that
+    fits the cost preset (``CostModel.buffer``): the hardware cache for the
+    GPU presets (A100, H100, H200: their L2), the scratchpad for the seed's
+    defaults (``cost=None``) and a CostModel built without one, so a run that
+    names no preset is the scratchpad, as before. The result's ``buffer`` and
+    ``model`` say which ran. ``"scratchpad"`` is
     the model above: an ideal, liveness-aware buffer of whole tensors.
     ``"cache"`` is a hardware cache (see ``lab.sim.hardware``): tensors get
     addresses from a caching-allocator model, accesses become accesses to
@@ -378,30 +403,37 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
 
     Returns a SimulationResult; its ``metrics`` times are in ms. Raises
     ValueError on a malformed trace, an unknown policy, a capacity that is not
-    a finite number > 0, an unknown cost preset or ``buffer``; TypeError on a
-    ``cache_model`` that is not a CacheModel.
+    a finite number > 0, an unknown cost preset or ``buffer`` name, and
+    ``lab.sim.model.BufferModelError`` (a ValueError) for a policy that
+    cannot run in the cache (one reading per-tensor columns of the trace, as
+    ML its scores); TypeError on a ``buffer`` that is not a string or None,
+    or a ``cache_model`` that is not a CacheModel.
     """
-    if not isinstance(buffer, str) or buffer not in BUFFERS:
-        raise ValueError(f"buffer must be one of {list(BUFFERS)}, got {buffer!r}")
+    cost = resolve_cost(cost)
+    buffer = resolve_buffer(buffer, cost)
     policy = get_policy(policy)
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
-    cost = resolve_cost(cost)
     capacity_bytes = capacity_bytes_of(capacity_mb)
     if buffer == "cache":
         return _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access, cache_model)
     workload = encode_trace(trace)
     counts, *per_run = replay(workload, policy, capacity_bytes, per_access)
-    return _result(policy, capacity_mb, cost, workload, metrics_of_counts(workload, counts, capacity_bytes, cost),
-                   per_run, per_access, policy.get_params())
+    return _result(policy, capacity_mb, capacity_bytes, cost, workload,
+                   metrics_of_counts(workload, counts, capacity_bytes, cost), counts, per_run, per_access)
 
 
-def _result(policy, capacity_mb, cost, workload, metrics, per_run, per_access, params) -> SimulationResult:
-    """A SimulationResult from ``replay``'s per-access and per-eviction outputs (``per_run``: outcome, victim
-    access, victim code, written back) and the run's metrics."""
+def _result(policy, capacity_mb, capacity_bytes, cost, workload, metrics, counts, per_run, per_access,
+            cache_model=None) -> SimulationResult:
+    """A SimulationResult from ``replay``'s counters and per-access and per-eviction outputs (``per_run``:
+    outcome, victim access, victim code, written back), the run's metrics, and the capacity the engine ran with
+    (``capacity_bytes``; in cache mode the effective one)."""
     outcome, victim_access, victim_code, written_back = per_run
+    buffer = "cache" if cache_model is not None else "scratchpad"
+    note = degenerate_note(policy, workload, capacity_bytes, metrics, int(counts[INSERTIONS]), buffer)
     return SimulationResult(policy=policy.name, capacity_mb=capacity_mb, cost=cost, metrics=metrics, outcome=outcome,
                             victim_access=victim_access, victim_code=victim_code, victim_written_back=written_back,
-                            workload=workload, per_access=bool(per_access), params=params)
+                            workload=workload, per_access=bool(per_access), params=policy.get_params(),
+                            buffer=buffer, cache_model=cache_model, note=note)
 
 
 def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access, cache_model) -> SimulationResult:
@@ -423,11 +455,18 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
     workload = hardware.line_workload(trace, capacity_bytes, model)  # shared by policies and capacities
     line = np.int64(model.line_bytes)
     dirty = np.zeros(workload.n_tensors if workload.has_writes else 0, np.bool_)
-    counts, *per_run = replay(workload, policy, capacity_bytes, per_access, liveness=False, dirty=dirty)
+    try:
+        state = policy.init_state(workload, capacity_bytes)
+    except ValueError as error:  # the line trace keeps none of the trace's columns (a policy's scores)
+        raise BufferModelError(f"{policy.name} cannot run in the hardware cache (buffer='cache'), whose accesses "
+                               f"are lines, not the trace's tensors ({error}); run it with buffer='scratchpad'"
+                               ) from None
+    counts, *per_run = replay(workload, policy, capacity_bytes, per_access, state=state, liveness=False,
+                              dirty=dirty)
     flushed = int(np.count_nonzero(dirty)) if model.flush_at_end else 0
     counts[WRITE_BYTES] += flushed * line
     counts[WRITEBACKS] += flushed
     metrics = metrics_of_counts(workload, counts, capacity_bytes, cost)
     metrics["final_writeback_mb"] = float(bytes_to_mb(flushed * line))
-    return _result(policy, capacity_mb, cost, workload, metrics, per_run, per_access,
-                   {**policy.get_params(), "buffer": "cache", **dataclasses.asdict(model)})
+    return _result(policy, capacity_mb, capacity_bytes, cost, workload, metrics, counts, per_run, per_access,
+                   cache_model=model)

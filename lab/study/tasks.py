@@ -87,7 +87,8 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
         # lower end is opt_lower_mb)
         return [{**optimum_rows(workload, c, task.cost, SWEEP_TIME_LIMIT_S)[-1], "policy": policy, "capacity_mb": c}
                 for c in capacities], working_set
-    table = sweep_capacity(workload, [policy], capacities, task.cost, threads=1, optimum=False, method="auto")
+    table = sweep_capacity(workload, [policy], capacities, task.cost, threads=1, optimum=False, method="auto",
+                           buffer="scratchpad")
     return table.to_dict(orient="records"), working_set
 
 

@@ -83,10 +83,34 @@ def provenance(parameters: dict) -> "pd.DataFrame":
 ANSWER_MIMETYPE = "application/vnd.lab.answer+json"
 
 
-def show_answer(table: "pd.DataFrame", question: str) -> None:
+MODEL_COLUMNS = ("buffer model", "cost preset")  # what every answer table names (SimulationModel.answer_columns)
+
+
+def with_model_columns(table: "pd.DataFrame", model=None) -> "pd.DataFrame":
+    """``table`` with the model that produced its numbers as columns (``SimulationModel.answer_columns``: buffer
+    model, cost preset, and the buffer's size and policy when ``model`` has them), those the table lacks added
+    after its columns. ``model``: a ``lab.sim.model.SimulationModel``, or None when the table has its own
+    ``MODEL_COLUMNS`` (``policy_answer`` rows do); ValueError when neither names the model."""
+    from lab.sim.model import SimulationModel
+
+    if model is None:
+        missing = [c for c in MODEL_COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(f"an answer table must name the model behind its numbers: it lacks {missing}; pass "
+                             "model=lab.sim.model.SimulationModel(buffer=..., cost=...)")
+        return table
+    if not isinstance(model, SimulationModel):
+        raise TypeError(f"model must be a lab.sim.model.SimulationModel or None, got {type(model).__name__}")
+    added = {k: v for k, v in model.answer_columns().items() if k not in table.columns}
+    return table.assign(**added) if added else table
+
+
+def show_answer(table: "pd.DataFrame", question: str, model=None) -> None:
     """Display a report's answer table: the question it answers, and its headline numbers (units in the
-    column names). Shown as a table, and stored in the notebook with a machine-readable copy that
-    :func:`read_answer` and the reports' index read back. One per report."""
+    column names) with the model that produced them (buffer model, cost preset; see ``with_model_columns``:
+    ``model`` is a ``SimulationModel``, or None when the table names them itself). Shown as a table, and stored
+    in the notebook with a machine-readable copy that :func:`read_answer` and the reports' index read back.
+    One per report."""
     import pandas as pd
     from IPython.display import display
 
@@ -94,6 +118,7 @@ def show_answer(table: "pd.DataFrame", question: str) -> None:
         raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
     if not isinstance(question, str) or not question.strip():
         raise ValueError("question must be a non-empty string: the question the table answers")
+    table = with_model_columns(table, model)
     records = table.reset_index(drop=True).astype(object).where(table.notna(), None)
     payload = {"question": question, "columns": [str(c) for c in table.columns],
                "rows": [[_json_value(v) for v in row] for row in records.itertuples(index=False)]}
@@ -147,22 +172,27 @@ def read_answer(notebook_path) -> tuple[str, "pd.DataFrame"]:
 
 
 def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
-                  recommended_capacity_mb: Optional[dict] = None) -> "pd.DataFrame":
+                  recommended_capacity_mb: Optional[dict] = None, *, results: dict) -> "pd.DataFrame":
     """The headline row of a policy comparison, for :func:`show_answer` and the reports' index.
 
     ``comparison``: ``lab.metrics_table`` with the optimum's row ``OPT`` (or ``predict_compile(...).comparison``);
-    ``recommended_capacity_mb``: ``predict_compile(...).recommended_capacity_mb`` ({0.9: MB, 0.99: MB}). One row:
+    ``recommended_capacity_mb``: ``predict_compile(...).recommended_capacity_mb`` ({0.9: MB, 0.99: MB});
+    ``results``: the comparison's runs, {policy: SimulationResult} (``lab.run_policies``, or
+    ``predict_compile(...).results``), whose ``model`` the row names. One row:
     the workload, the buffer (MB), the best online policy (least DRAM traffic, read + written; ties named
     together), its DRAM traffic (MB) and byte hit rate (%), how far its traffic is above the optimum (%): at
     least its excess over the optimum's achievable schedule (``opt_upper_mb``; 0 when it does as well), at most
-    its excess over the optimum's lower bound (``opt_lower_mb``), the optimum lying in between; the capacities
-    at which the optimum saves 90 % and 99 % of what a buffer can save (MB), and a note when the policies
-    cannot differ (why, in one sentence).
+    its excess over the optimum's lower bound (``opt_lower_mb``), the optimum lying in between (the optimum is a
+    whole-tensor schedule of a software-managed buffer, whatever the buffer model of the policies); the
+    capacities at which the optimum saves 90 % and 99 % of what a buffer can save (MB); the model: buffer model
+    (scratchpad or cache), cost preset and the best policy's parameters (``SimulationResult.model``); and a note
+    when the result is degenerate or the policies cannot differ (why, in one sentence).
     """
     import numpy as np
     import pandas as pd
 
     from lab.analysis.sweep import is_optimum, optimum_bracket
+    from lab.sim.model import params_text
     from lab.sim.policy import get_policy
 
     def offline(name):
@@ -183,13 +213,20 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
     def above(mb, optimum):
         return max(0.0, 100.0 * (mb - optimum) / optimum) if optimum > 0 else np.nan
 
+    if not isinstance(results, dict) or best not in results:
+        raise ValueError(f"results must be the comparison's runs, {{policy: SimulationResult}} (lab.run_policies "
+                         f"or predict_compile(...).results), with {best!r}")
+    model = results[best].model
     recommended = recommended_capacity_mb or {}
     row = {
         "workload": workload,
         "buffer (MB)": float(capacity_mb),
+        "buffer model": model.buffer,
+        "cost preset": model.cost,
         "best online policy": (best if len(tied) == 1 else "all tie" if len(tied) == len(online) else
                                ", ".join(tied[:3]) + (f" and {len(tied) - 3} more" if len(tied) > 3 else "")
                                + " (tied)"),
+        "policy parameters": params_text(model.params),
         "DRAM traffic (MB)": float(least),
         "byte hit rate (%)": float(online.loc[best, "byte_hit_rate"]),
         "above optimum, at least (%)": above(float(least), upper),
@@ -197,11 +234,11 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
         "capacity for 90 % (MB)": recommended.get(0.9, np.nan),
         "capacity for 99 % (MB)": recommended.get(0.99, np.nan),
     }
-    note = ""
-    if "evictions" in online and (online["evictions"] == 0).all():
+    note = results[best].note  # a degenerate result says why first
+    if not note and "evictions" in online and (online["evictions"] == 0).all():
         note = (f"No policy evicts at {capacity_mb:g} MB: every tensor that is reused stays on chip, so all "
                 f"policies move the same traffic.")
-    elif len(tied) == len(online):
+    elif not note and len(tied) == len(online):
         note = f"Every online policy moves the same traffic at {capacity_mb:g} MB."
     row["note"] = note
     return pd.DataFrame([row]).astype({k: float for k in ("capacity for 90 % (MB)", "capacity for 99 % (MB)")})

@@ -20,11 +20,24 @@ ones are selected by default and *every policy* selects them all. The last
 workload, its scores and its optimum are kept, so a change of capacity or
 policy simulates only. Bad values show a message, never a traceback. Tests
 drive it headlessly: set widget values, call ``update()``, read the tables.
+
+The *buffer model* control chooses what the policies run in
+(``lab.simulate``'s ``buffer``): the scratchpad (a liveness-aware
+software-managed whole-tensor buffer) or the cache (a hardware cache of
+lines, ``lab.sim.hardware``). Choosing a hardware preset sets it to the
+preset's model (the cache for a GPU's L2), as it sets the capacity to the
+preset's buffer; either can then be changed. The headline names the model
+(``model``, a ``SimulationModel``) and says why a result is degenerate; the
+metrics table names each row's buffer model, the policy's parameters and
+its note. The optimum's row is always the whole-tensor schedule of a
+software-managed buffer (the scratchpad), what a compiler could plan; the
+occupancy views show whole tensors, so the scratchpad's only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import warnings
@@ -37,7 +50,8 @@ from IPython.display import display
 
 import lab
 from lab.ui import plots
-from lab.sim.cost import HARDWARE_PRESETS
+from lab.sim.cost import HARDWARE_PRESETS, resolve_cost
+from lab.sim.model import BUFFERS, PLAN_BUFFER, BufferModelError, SimulationModel, check_buffer, params_text
 from lab.workloads.generator import MODEL_TYPES
 from lab.sim.policy import policy_names
 from lab.learn.scoring import scorer_names
@@ -68,8 +82,10 @@ class Explorer:
                  hardware: str = "seed", top: int = 20, sweep_points: int = 12, debounce_s: float = 0.25,
                  heatmap_policy: Optional[str] = None, source: str = "synthetic", preset: str = "gpt2",
                  training: bool = False, weight_dtype: str = "bf16", capture_layers: int = 0,
-                 optimum_max_accesses: int = AUTO_OPTIMUM_ACCESSES):
+                 optimum_max_accesses: int = AUTO_OPTIMUM_ACCESSES, buffer: Optional[str] = None):
         from lab.workloads.models import WEIGHT_DTYPES
+
+        buffer = check_buffer(buffer, allow_none=True) or HARDWARE_PRESETS[hardware.lower()].buffer  # the preset's
 
         style = {"description_width": "initial"}
         self.source = w.ToggleButtons(options=list(SOURCES), value=source, description="workload",
@@ -96,6 +112,8 @@ class Explorer:
         presets = {p.name: key for key, p in HARDWARE_PRESETS.items()}
         self.hardware = w.Dropdown(options=list(presets), value=HARDWARE_PRESETS[hardware.lower()].name,
                                    description="hardware")
+        self.buffer = w.ToggleButtons(options=list(BUFFERS), value=buffer, description="buffer model", style=style,
+                                      tooltips=list(BUFFERS.values()))
         self.sweep_button = w.Button(description="sweep capacity", icon="line-chart")
         self.sweep_progress = w.IntProgress(value=0, min=0, max=1, description="sweep", style=style,
                                             layout=w.Layout(visibility="hidden"))
@@ -103,7 +121,7 @@ class Explorer:
         self.synthetic_controls = [self.model_type, self.num_layers, self.reuse_probability, self.seed]
         self.captured_controls = [self.preset, self.training, self.weight_dtype, self.capture_layers]
         self.controls = [self.source, *self.synthetic_controls, self.batch_size, self.seq_length,
-                         *self.captured_controls, self.scorer, self.policies, self.capacity_mb, self.hardware]
+                         *self.captured_controls, self.scorer, self.policies, self.capacity_mb, self.buffer]
         self.message = w.HTML()
         self.headline = w.HTML()
         self.metrics_out, self.ranking_out, self.heatmap_out = w.Output(), w.Output(), w.Output()
@@ -120,6 +138,8 @@ class Explorer:
         self.sweep: Optional[pd.DataFrame] = None
         self.shown_result = None  # the result the occupancy figures show (the first chosen policy's)
         self._timeline = None
+        self.model: Optional[SimulationModel] = None  # buffer model, cost preset and capacity of the results
+        self.notes: dict = {}  # policy -> why its result is degenerate (SimulationResult.note) or it did not run
         self.optimum_note: str = ""
         self.error: Optional[str] = None
         self.last_update_s: Optional[float] = None
@@ -129,6 +149,8 @@ class Explorer:
         self._plotly_sent = False  # whether plotly.js went to the page with a figure already
         self._timer: Optional[threading.Timer] = None
         self._lock = threading.Lock()
+        self._quiet = False  # True while a preset sets several controls: one update for them all
+        self._skipped: set = set()  # the chosen policies that cannot run in the chosen buffer model
         for control in self.controls:
             control.observe(self._changed, names="value")
         self.hardware.observe(self._hardware_changed, names="value")
@@ -142,8 +164,8 @@ class Explorer:
     def _layout(self) -> w.Widget:
         left = w.VBox([self.source, *self.synthetic_controls, *self.captured_controls, self.batch_size,
                        self.seq_length])
-        right = w.VBox([self.scorer, self.policies, self.all_policies_button, self.hardware, self.capacity_mb,
-                        self.sweep_button])
+        right = w.VBox([self.scorer, self.policies, self.all_policies_button, self.hardware, self.buffer,
+                        self.capacity_mb, self.sweep_button])
         self.tabs = w.Tab(children=[self.ranking_out, self.heatmap_out, self.timeline_out,
                                     w.VBox([w.HBox([self.sweep_progress, self.sweep_status]), self.curves_out]),
                                     self.validation_out])
@@ -163,11 +185,25 @@ class Explorer:
             control.layout.display = None if captured else "none"
 
     def _hardware_changed(self, change):
-        preset = lab.sim.cost.resolve_cost(change["new"])
-        if preset.buffer_mb:
-            self.capacity_mb.value = preset.buffer_mb  # its on-chip buffer; this change triggers the update
+        """A preset brings its on-chip buffer's size and model (the cache for a GPU's L2), then one update."""
+        preset = resolve_cost(change["new"])
+        self._quiet = True
+        try:
+            if preset.buffer_mb:
+                self.capacity_mb.value = preset.buffer_mb
+            self.buffer.value = preset.buffer
+        finally:
+            self._quiet = False
+        self._changed()
+
+    def _cost(self):
+        """The chosen preset's cost model, running the chosen buffer model (what ``lab.simulate`` and the sweep
+        follow where no ``buffer`` is given)."""
+        return dataclasses.replace(resolve_cost(self.hardware.value), buffer=self.buffer.value)
 
     def _changed(self, change=None):
+        if self._quiet:
+            return
         if self.debounce_s <= 0:
             self.update()
             return
@@ -231,6 +267,10 @@ class Explorer:
             self.optimum_note = (f"The optimum (lab.optimal) is skipped on this trace of {workload.n_accesses:,} "
                                  f"accesses (more than {self.optimum_max_accesses:,}: its flow takes minutes).")
             return None
+        if self.buffer.value != PLAN_BUFFER:
+            self.optimum_note = ("The optimum (lab.optimal) is a schedule of the scratchpad, not of the cache's lines: "
+                                 "choose the scratchpad buffer model to set the policies against it.")
+            return None
         self.optimum_note = ""
         key = (capacity_mb, hardware)
         if key not in self._optimum_cache:
@@ -246,26 +286,33 @@ class Explorer:
         start = time.perf_counter()
         try:
             trace, schedule, workload, validation = self._workload()
-            results = lab.run_policies(workload, self.policies.value, self.capacity_mb.value, self.hardware.value)
+            results, skipped = self._run_policies(workload)
             optimum = self._optimum(workload, self.capacity_mb.value, self.hardware.value)
-        except ValueError as error:
+        except (ValueError, TypeError) as error:
             self._show_error(error)
             return
         self.error = None
         self.message.value = ""
         self.trace, self.results = trace, results
-        self.metrics = lab.metrics_table(results, optimum).reindex(columns=TABLE_COLUMNS)
+        self.model = next(iter(results.values())).model.without_policy()
+        self.notes = {**{name: r.note for name, r in results.items() if r.note}, **skipped}
+        self._skipped = set(skipped)
+        self.metrics = with_model_columns(lab.metrics_table(results, optimum).reindex(columns=TABLE_COLUMNS),
+                                          results)
         self.ranking = schedule.ranking
         self.validation = validation
-        self.headline.value = headline_html(self.metrics, self.capacity_mb.value, self.optimum_note)
-        shown = results.get(lab.get_policy(self.heatmap_policy or self.policies.value[0]).name,
-                            next(iter(results.values())))
+        self.headline.value = headline_html(self.metrics, self.capacity_mb.value, self.optimum_note, self.model,
+                                            self.notes)
+        shown = results[self._shown_policy(results)]
         self.shown_result, self._timeline = shown, None
+        tensors = shown.buffer == PLAN_BUFFER  # the occupancy views draw whole tensors
         self._tab_content = {  # what each tab shows; drawn when shown (the open tab now, the others on opening)
             0: (self.ranking_out, lambda: [plots.eviction_table(self.ranking),
                                            plots.eviction_scatter(schedule.scored, self.ranking)]),
-            1: (self.heatmap_out, lambda: [plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])]),
-            2: (self.timeline_out, lambda: [self._plotly_html(self.timeline)]),
+            1: (self.heatmap_out, lambda: [plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])
+                                           if tensors else _html(OCCUPANCY_OF_TENSORS)]),
+            2: (self.timeline_out, lambda: [self._plotly_html(self.timeline) if tensors
+                                            else _html(OCCUPANCY_OF_TENSORS)]),
             4: (self.validation_out, lambda: [self.validation, plots.reuse_distance_histogram(trace)]),
         }
         self._stale = set(self._tab_content)
@@ -273,12 +320,38 @@ class Explorer:
         self._draw_tab()
         self.last_update_s = time.perf_counter() - start
 
+    def _shown_policy(self, results: dict) -> str:
+        """The policy whose result the occupancy views show: ``heatmap_policy`` when chosen, else the first."""
+        name = lab.get_policy(self.heatmap_policy or self.policies.value[0]).name
+        return name if name in results else next(iter(results))
+
+    def _run_policies(self, workload) -> tuple[dict, dict]:
+        """({policy: SimulationResult} of the chosen policies at the chosen capacity, cost preset and buffer model,
+        {policy: why it cannot run under this buffer model}); per access for the scratchpad, and for the shown
+        policy only in the cache (its line traces are long). ValueError when no chosen policy can run."""
+        cost, buffer = self._cost(), self.buffer.value
+        chosen = [lab.get_policy(p) for p in self.policies.value]
+        shown = self._shown_policy({p.name: p for p in chosen})
+        results, skipped = {}, {}
+        for policy in chosen:
+            try:
+                result = lab.simulate(workload, policy, self.capacity_mb.value, cost, buffer=buffer,
+                                      per_access=buffer == PLAN_BUFFER or policy.name == shown)
+            except BufferModelError as error:
+                skipped[policy.name] = str(error)
+                continue
+            results[result.policy] = result
+        if not results:
+            raise ValueError("; ".join(skipped.values()))
+        return results, skipped
+
     @property
     def timeline(self):
         """The occupancy timeline (plotly figure, ``plots.occupancy_timeline``) of the shown policy's result, built
-        on first use after each update."""
-        if self._timeline is None and self.shown_result is not None:
-            self._timeline = plots.occupancy_timeline(self.shown_result)
+        on first use after each update; None for the hardware cache (its result is one of lines, not tensors)."""
+        shown = self.shown_result
+        if self._timeline is None and shown is not None and shown.buffer == PLAN_BUFFER:
+            self._timeline = plots.occupancy_timeline(shown)
         return self._timeline
 
     def _plotly_html(self, figure):
@@ -301,12 +374,14 @@ class Explorer:
 
     def run_sweep(self) -> None:
         """DRAM traffic and byte hit rate against capacity for the chosen policies and the optimum, one capacity
-        at a time under a progress bar (an IntProgress beside the figure, never in its output)."""
+        at a time under a progress bar (an IntProgress beside the figure, never in its output), in the chosen
+        buffer model (the policies that cannot run in it left out, as in the table)."""
         try:
             trace, schedule, workload, _ = self._workload()
         except ValueError as error:
             self._show_error(error)
             return
+        policies = [p for p in self.policies.value if lab.get_policy(p).name not in self._skipped]
         capacities = default_capacities_mb(workload, self.sweep_points)
         with_optimum = workload.n_accesses <= self.optimum_max_accesses
         bar = self.sweep_progress
@@ -317,10 +392,11 @@ class Explorer:
         try:
             for i, capacity in enumerate(capacities):
                 self.sweep_status.value = f"{i}/{len(capacities)} capacities"
-                parts.append(lab.sweep_capacity(workload, self.policies.value, [float(capacity)],
-                                                self.hardware.value, optimum=with_optimum, threads=1))
+                parts.append(lab.sweep_capacity(workload, policies, [float(capacity)], self._cost(),
+                                                optimum=with_optimum and self.buffer.value == PLAN_BUFFER,
+                                                threads=1))
                 bar.value = i + 1
-        except ValueError as error:
+        except (ValueError, TypeError) as error:
             self._show_error(error)
             bar.bar_style = "danger"
             return
@@ -343,9 +419,37 @@ class Explorer:
             output.append_display_data(value)
 
 
-def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str = "") -> str:
+OCCUPANCY_OF_TENSORS = ("The occupancy views show whole tensors: choose the scratchpad buffer model to see them "
+                        "(the hardware cache holds lines).")
+
+
+def _html(text: str):
+    from IPython.display import HTML
+
+    return HTML(f"<p>{_escape(text)}</p>")
+
+
+def with_model_columns(metrics: pd.DataFrame, results: dict) -> pd.DataFrame:
+    """``metrics`` (one row per policy, and ``OPT``) with what produced each row, after the numbers: ``buffer
+    model`` (the optimum's is the scratchpad: a whole-tensor software plan), ``parameters`` (the policy's) and
+    ``note`` (why the result is degenerate, or "")."""
+    def of(name, what, optimum):
+        result = results.get(name)
+        return what(result) if result is not None else optimum
+
+    index = metrics.index
+    return metrics.assign(**{
+        "buffer model": [of(p, lambda r: r.buffer, PLAN_BUFFER) for p in index],
+        "parameters": [of(p, lambda r: params_text(r.params), "") for p in index],
+        "note": [of(p, lambda r: r.note, "") for p in index],
+    })
+
+
+def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str = "",
+                  model: Optional[SimulationModel] = None, notes: Optional[dict] = None) -> str:
     """The explorer's headline: the best online policy by DRAM traffic (reads + writes, writebacks included),
-    its byte hit rate, how far above the optimum it is, and the optimum (exact, or its bracket)."""
+    its byte hit rate, how far above the optimum it is, and the optimum (exact, or its bracket); then the model
+    that produced the numbers (``model.describe()``) and, per policy, why its result is degenerate (``notes``)."""
     policies = metrics.loc[[p for p in metrics.index if not is_optimum(p)]]
     online = policies[[not _is_offline(p) for p in policies.index]]
     if online.empty:  # only offline policies (Belady and kin) chosen: the best of them
@@ -361,13 +465,18 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
         lower, upper = bracket
         above = (100 * (row["dram_traffic_mb"] - lower) / lower) if lower > 0 else float("nan")
         exact = upper <= lower
+        whose = "" if model is None or model.buffer == PLAN_BUFFER else " of a software-managed scratchpad"
         gap = (f"; {_escape(str(best))} is {above:.1f} % above {'it' if exact else 'its lower end'}"
                if above == above else "")
-        parts.append(f"the optimum is <b>{upper:,.1f} MB</b> (exact{gap})" if exact else
-                     f"the optimum is between <b>{lower:,.1f} and {upper:,.1f} MB</b> (a bracket{gap})")
+        parts.append(f"the optimum{whose} is <b>{upper:,.1f} MB</b> (exact{gap})" if exact else
+                     f"the optimum{whose} is between <b>{lower:,.1f} and {upper:,.1f} MB</b> (a bracket{gap})")
     elif optimum_note:
         parts.append(_escape(optimum_note))
-    return "<div style='font-size:1.05em;margin:4px 0'>" + "; ".join(parts) + "</div>"
+    lines = ["; ".join(parts)]
+    if model is not None:
+        lines.append(f"<b>Model</b>: {_escape(model.describe())}")
+    lines += [f"<b>{_escape(str(policy))}</b>: {_escape(note)}" for policy, note in (notes or {}).items()]
+    return "<div style='font-size:1.05em;margin:4px 0'>" + "<br>".join(lines) + "</div>"
 
 
 def _is_offline(policy: str) -> bool:

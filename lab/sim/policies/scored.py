@@ -32,6 +32,7 @@ class ML(Policy):
 
     name = "ML"
     featured = True
+    needs_scores = True
     reference = "the seed's eviction scorer; learned scores in the spirit of Parrot (Liu et al., ICML 2020)"
 
     bypass: bool = param(False, doc="a missed tensor scoring higher than every resident one is not inserted")
