@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.analysis.sweep import default_capacities_mb, working_set_mb
+from lab.analysis.sweep import default_capacities_mb, is_optimum, working_set_mb
 
 
 def test_compare_policies_has_one_row_per_policy_and_scores_for_ml():
@@ -149,3 +149,27 @@ def test_policy_lists():
         lab.sweep_capacity(trace, ["LRU"], capacities_mb=64)
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         lab.sweep_capacity(trace, ["LRU"], capacities_mb=[64], threads=0)
+
+
+def test_a_gpu_preset_runs_the_cache_and_never_sets_the_optimum_beside_it():
+    """A GPU preset's model is the hardware cache: a comparison or sweep under it simulates lines for every row,
+    leaves the optimum (a schedule of the scratchpad) out, and leaves out the policies that read per-tensor
+    scores when every policy was asked for; named, they and optimum=True are refused with one clear line."""
+    from lab.sim.model import BufferModelError
+
+    trace = lab.generate_trace("Transformer", num_layers=2)
+    table = lab.compare_policies(trace, None, 40.0, "H100-SXM5")
+    assert not any(is_optimum(p) for p in table.index) and "ML" not in table.index
+    scratch = lab.compare_policies(trace, ["LRU"], 40.0, "H100-SXM5", buffer="scratchpad")
+    assert "OPT" in scratch.index
+    assert table.loc["LRU", "dram_traffic_mb"] != scratch.loc["LRU", "dram_traffic_mb"]  # lines, not tensors
+    sweep = lab.sweep_capacity(trace, ["LRU", "FIFO"], [20.0, 40.0], "H100-SXM5")
+    assert set(sweep["policy"]) == {"LRU", "FIFO"} and (sweep["algorithm"] == "simulation (cache)").all()
+    with pytest.raises(BufferModelError, match="ML cannot run in the hardware cache"):
+        lab.compare_policies(trace, ["LRU", "ML"], 40.0, "H100-SXM5")
+    with pytest.raises(ValueError, match="optimum=True: the optimum .* scratchpad"):
+        lab.sweep_capacity(trace, ["LRU"], [40.0], "H100-SXM5", optimum=True)
+    with pytest.raises(ValueError, match="one-pass curves are of the scratchpad"):
+        lab.sweep_capacity(trace, ["LRU"], [40.0], buffer="cache", method="one-pass")
+    with pytest.raises(ValueError, match="buffer must be one of"):
+        lab.sweep_capacity(trace, ["LRU"], [40.0], buffer="l2")

@@ -465,11 +465,10 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
         lower, upper = bracket
         above = (100 * (row["dram_traffic_mb"] - lower) / lower) if lower > 0 else float("nan")
         exact = upper <= lower
-        whose = "" if model is None or model.buffer == PLAN_BUFFER else " of a software-managed scratchpad"
         gap = (f"; {_escape(str(best))} is {above:.1f} % above {'it' if exact else 'its lower end'}"
                if above == above else "")
-        parts.append(f"the optimum{whose} is <b>{upper:,.1f} MB</b> (exact{gap})" if exact else
-                     f"the optimum{whose} is between <b>{lower:,.1f} and {upper:,.1f} MB</b> (a bracket{gap})")
+        parts.append(f"the optimum is <b>{upper:,.1f} MB</b> (exact{gap})" if exact else
+                     f"the optimum is between <b>{lower:,.1f} and {upper:,.1f} MB</b> (a bracket{gap})")
     elif optimum_note:
         parts.append(_escape(optimum_note))
     lines = ["; ".join(parts)]
