@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100, help="capacities on the LRU curve")
     parser.add_argument("--budget-s", type=float, default=60.0)
     parser.add_argument("--start", type=int, default=4_000, help="first trace length of the budget search")
-    parser.add_argument("--time-limit-s", type=float, default=SECONDS_TARGET - 1.0,
+    parser.add_argument("--time-limit-s", type=float, default=SECONDS_TARGET - 2.0,
                         help="the integer program's time limit per bound (s)")
     parser.add_argument("--only-brackets", action="store_true", help="print the bracket table only")
     args = parser.parse_args()
