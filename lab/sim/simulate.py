@@ -378,11 +378,15 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
 
     Returns a SimulationResult; its ``metrics`` times are in ms. Raises
     ValueError on a malformed trace, an unknown policy, a capacity that is not
-    a finite number > 0, an unknown cost preset or ``buffer``; TypeError on a
-    ``cache_model`` that is not a CacheModel.
+    a finite number > 0, an unknown cost preset or ``buffer``, a ``cache_model``
+    with a buffer other than ``"cache"``; TypeError on a ``cache_model`` that
+    is not a CacheModel.
     """
     if not isinstance(buffer, str) or buffer not in BUFFERS:
         raise ValueError(f"buffer must be one of {list(BUFFERS)}, got {buffer!r}")
+    if cache_model is not None and buffer != "cache":
+        raise ValueError(f"cache_model applies to buffer='cache' only, not buffer={buffer!r}: pass buffer='cache' "
+                         "or leave cache_model out")
     policy = get_policy(policy)
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     cost = resolve_cost(cost)

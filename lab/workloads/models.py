@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_bool, check_int, check_number, first_line
+from lab.checks import check_bool, check_int, check_number, check_str, first_line
 from lab.registry import Registry
 from lab.units import BYTES_PER_MB
 
@@ -41,6 +41,17 @@ class Preset:
     build_config: Callable[[], object]
     model_class: str  # transformers class name, or "mlp" for the plain-torch MLP
     vision: bool = False
+
+    def __post_init__(self):
+        from lab.workloads.generator import MODEL_TYPES
+
+        check_str("Preset.name", self.name)
+        check_str("Preset.model_type", self.model_type, MODEL_TYPES)
+        if not callable(self.build_config):
+            raise TypeError(f"Preset.build_config must be a function returning the config, got "
+                            f"{type(self.build_config).__name__}")
+        check_str("Preset.model_class", self.model_class)
+        check_bool("Preset.vision", self.vision)
 
 
 def _config(class_name: str, **kwargs):
