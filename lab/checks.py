@@ -94,15 +94,31 @@ def _process_usage_bytes() -> tuple[int, int]:
         return 0, 0
 
 
+def _cgroup_limit_bytes() -> int:
+    """The memory limit of this process's container (cgroup v2 ``memory.max`` or v1 ``memory.limit_in_bytes``), in
+    bytes; 0 when there is none (a container's machine reports the host's physical memory)."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as file:
+                text = file.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 says "no limit" with a huge number, v2 with "max"
+            return int(text)
+    return 0
+
+
 def memory_budget_bytes() -> int:
-    """The memory one operation may plan to use, in bytes: half of this machine's physical memory, and no more
-    than what this process's limits (``ulimit -v``, ``ulimit -d``: RLIMIT_AS, RLIMIT_DATA) leave it."""
+    """The memory one operation may plan to use, in bytes: half of this machine's physical memory (or of its
+    container's limit), and no more than what this process's limits (``ulimit -v``, ``ulimit -d``: RLIMIT_AS,
+    RLIMIT_DATA) leave it."""
     import os
 
     try:
-        budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        budget = 8 * 2**30
+        physical = 16 * 2**30
+    budget = min(physical, _cgroup_limit_bytes() or physical) // 2
     try:
         import resource
     except ImportError:  # pragma: no cover - not POSIX

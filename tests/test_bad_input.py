@@ -111,7 +111,7 @@ CAPTURE_CATALOGUE = [
     ("heads that do not divide the width", {"num_attention_heads": 7}, ValueError,
      "do not make a valid gpt2: .*divisible by num_heads"),
     ("a million layers", {"num_layers": 10**6}, ValueError, "1,000,000 layers would capture at least 10,000,000 "
-     "accesses and need at least 25.1 GiB"),
+     "accesses and need at least 30.7 GiB"),
     ("a hundred million layers by the config's alias", {"num_layers": None, "num_hidden_layers": 10**8}, ValueError,
      "100,000,000 layers would capture"),
     ("sizes too large to count", {"batch_size": 10**13, "seq_length": 1024}, ValueError,
