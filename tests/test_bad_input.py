@@ -3,6 +3,7 @@
 exit codes, pipes) follow the table."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,32 @@ CATALOGUE = [
      TypeError, "optimum must be True, False or 'auto'"),
     ("an infinite stride", lambda: lab.score(SMALL.assign(stride=[1.0, np.inf, 1.0])), ValueError,
      "stride' must hold finite"),
+    # issue 23: messages that blame the input at fault
+    ("predict_compile on an empty trace", lambda: lab.predict_compile(SMALL.iloc[:0], 4), ValueError,
+     "trace is empty: predict_compile needs at least one access"),
+    ("predict_compile on 2**40 MB tensors",
+     lambda: lab.predict_compile(pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": 2.0**40}), 4), ValueError,
+     r"trace's working set is 2\.199e\+12 MB, more than the largest buffer lab simulates"),
+    ("a learned scorer fitted on one access", lambda: lab.LearnedScorer().fit([SMALL.iloc[:1]], capacity_mb=1.0),
+     ValueError, "traces hold 1 access.* LearnedScorer.fit needs at least 2"),
+    ("an LLM scorer on a TPU", lambda: lab.LLMScorer(device="tpu"), ValueError, "device must be None .*got 'tpu'"),
+    ("the ML policy under the hardware cache", lambda: lab.simulate(lab.score(SMALL), "ML", 4, buffer="cache"),
+     ValueError, "not supported with buffer='cache'"),
+    ("a study geomspace that rounds to duplicates",
+     lambda: lab.load_study_spec({"models": ["synthetic:MLP"], "policies": ["LRU"],
+                                  "capacities_mb": {"geomspace": [1, 1.000001, 5]}}), ValueError,
+     r"geomspace \[1, 1.000001, 5\] gives capacities that coincide once rounded to 6 significant digits "
+     r"\(1 MB 5 times\)"),
+    ("a study geomspace of more points than max_cells",
+     lambda: lab.load_study_spec({"models": ["synthetic:MLP"], "policies": ["LRU"],
+                                  "capacities_mb": {"geomspace": [1, 4096, 1000000000]}}), ValueError,
+     "geomspace of 1,000,000,000 points alone is more than max_cells=20,000"),
+    ("a cache model aligned to 2**62 bytes", lambda: lab.CacheModel(alignment=2**62), ValueError,
+     "CacheModel.alignment must be a power of two from 1 to 1,073,741,824 bytes"),
+    ("a cache model of 2**40-byte lines", lambda: lab.CacheModel(line_bytes=2**40), ValueError,
+     "CacheModel.line_bytes must be a power of two from 128 to 1,048,576 bytes"),
+    ("a cache model flushing 'false'", lambda: lab.CacheModel(flush_at_end="false"), TypeError,
+     "CacheModel.flush_at_end must be True or False"),
 ]
 
 
@@ -337,3 +364,380 @@ def test_totals_stay_exact_and_rates_in_range_at_any_size(ids, exponents, capaci
         assert 0 <= m[rate] <= 100, rate
     assert m["bytes_from_dram"] >= 0 and m["dram_reads_mb"] >= 0 and m["dram_writes_mb"] >= 0
     assert m["dram_traffic_mb"] <= 2.0 * trace["size_mb"].sum() + 1e-9 * m["dram_traffic_mb"]
+
+
+# --- issue 23: option objects check every field ------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+# bad values per kind of field: (value, exception)
+NOT_BOOL = [("false", TypeError), (1, TypeError), (None, TypeError), (0.0, TypeError)]
+NOT_FRACTION = [(NAN, ValueError), (INF, ValueError), (-0.5, ValueError), (0.0, ValueError), (1.5, ValueError),
+                (True, ValueError), ("0.5", ValueError)]
+NOT_COST = [(NAN, ValueError), (INF, ValueError), (-1.0, ValueError), (1e308, ValueError), (True, ValueError),
+            ("1", ValueError)]
+NOT_BUFFER_MB = [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError), (INF, ValueError), (True, ValueError),
+                 ("50", ValueError), (2.0**41, ValueError)]
+NOT_NAME = [(3, TypeError), ("", ValueError), (None, TypeError)]
+NOT_COUNT = [(0, ValueError), (-1, ValueError), (1.5, ValueError), (True, ValueError), ("4", ValueError),
+             (None, ValueError)]
+
+
+def _preset(**fields):
+    from lab.workloads.models import Preset
+
+    return Preset(**{"name": "p", "model_type": "MLP", "build_config": dict, "model_class": "mlp", **fields})
+
+
+def _few_shot(**fields):
+    from lab.learn.llm import FewShotExample
+
+    return FewShotExample(**{"description": "size 1 MB", "digit": 3, **fields})
+
+
+def _cache_model(**fields):
+    from lab.sim.hardware import CacheModel
+
+    return CacheModel(**fields)
+
+
+def _llm_scorer(**fields):
+    from lab.learn.llm import LLMScorer
+
+    return LLMScorer(**fields)
+
+
+# every option object of lab (a dataclass or class a user constructs to set options), each field: its bad values
+OPTION_FIELDS = {
+    "CacheModel": (_cache_model, "CacheModel.", {
+        "line_bytes": [(2**40, ValueError), (4096 + 1, ValueError), (64, ValueError), (0, ValueError),
+                       (-128, ValueError), (True, ValueError), (4096.0, ValueError), ("4096", ValueError)],
+        "alignment": [(2**62, ValueError), (3, ValueError), (0, ValueError), (True, ValueError),
+                      (512.0, ValueError)],
+        "effective_fraction": NOT_FRACTION, "panel_fraction": NOT_FRACTION,
+        "tiling": NOT_BOOL, "interleave": NOT_BOOL, "flush_at_end": NOT_BOOL}),
+    "CostModel": (lambda **f: lab.CostModel(**f), "CostModel.", {
+        "name": NOT_NAME, "hit_latency_ms": NOT_COST, "miss_latency_ms": NOT_COST, "miss_latency_ms_per_mb": NOT_COST,
+        "dram_bandwidth_gb_s": NOT_COST + [(1e-300, ValueError)], "buffer_mb": NOT_BUFFER_MB}),
+    "Preset": (_preset, "Preset.", {
+        "name": NOT_NAME, "model_type": [("RNN", ValueError), (3, TypeError)],
+        "build_config": [(None, TypeError), ("GPT2Config", TypeError)], "model_class": NOT_NAME,
+        "vision": NOT_BOOL}),
+    "FewShotExample": (_few_shot, "FewShotExample.", {
+        "description": NOT_NAME, "digit": [(10, ValueError), (-1, ValueError), (True, ValueError),
+                                           (4.5, ValueError), ("4", ValueError)]}),
+    "LearnedScorer": (lambda **f: lab.LearnedScorer(**f), "", {
+        "seed": [(-1, ValueError), (1.5, ValueError), (True, ValueError)], "n_estimators": NOT_COUNT,
+        "num_leaves": NOT_COUNT + [(1, ValueError)], "learning_rate": NOT_COST[:3] + [(0.0, ValueError)],
+        "min_child_samples": NOT_COUNT, "num_threads": NOT_COUNT, "max_depth": NOT_COUNT,
+        "label_method": [("exact", ValueError), (None, ValueError)]}),
+    "LLMScorer": (_llm_scorer, "", {
+        "model": [(3, TypeError), ("", TypeError)], "quantization": [("fp8", ValueError), (4, ValueError)],
+        "device": [("tpu", ValueError), (0, ValueError), ("cuda:x", ValueError)], "batch_size": NOT_COUNT,
+        "few_shot": [("examples", TypeError), ([("a", 10)], ValueError), ([("", 3)], ValueError)],
+        "cache": NOT_BOOL}),
+}
+OPTION_CASES = [(cls, field, value, error) for cls, (_, _, table) in OPTION_FIELDS.items()
+                for field, bad in table.items() for value, error in bad]
+
+
+@pytest.mark.parametrize("cls, field, value, error", OPTION_CASES,
+                         ids=[f"{c}.{f}={v!r}" for c, f, v, _ in OPTION_CASES])
+def test_every_field_of_every_option_object_is_checked(cls, field, value, error):
+    make, prefix, _ = OPTION_FIELDS[cls]
+    with pytest.raises(error, match=re.escape(prefix + field) if field != "few_shot" else "few_shot"):
+        make(**{field: value})
+
+
+def _option_fields(cls_name: str) -> set:
+    import dataclasses
+    import inspect
+
+    make = {"CacheModel": "lab.sim.hardware", "CostModel": "lab.sim.cost", "Preset": "lab.workloads.models",
+            "FewShotExample": "lab.learn.llm", "LearnedScorer": "lab.learn.learned", "LLMScorer": "lab.learn.llm"}
+    import importlib
+
+    cls = getattr(importlib.import_module(make[cls_name]), cls_name)
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls) if f.init}
+    return set(inspect.signature(cls).parameters)
+
+
+@pytest.mark.parametrize("cls", list(OPTION_FIELDS))
+def test_the_option_table_covers_every_field(cls):
+    """A field added to an option object without bad values in OPTION_FIELDS fails here."""
+    assert set(OPTION_FIELDS[cls][2]) == _option_fields(cls)
+
+
+# Dataclasses under lab/ that are not option objects: results a function returns, a trace's encoding, internal
+# records, or the study's parts (parse_study checks them; a StudySpec passed as an object is checked again).
+NOT_OPTIONS = {"SimulationResult", "Workload", "FlatTrees", "CompleteTrees", "Schedule", "CompilePrediction",
+               "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task", "StudySpec",
+               "StudySummary", "Failed", "_Region", "_Record", "_State"}
+
+
+def test_every_dataclass_under_lab_is_an_option_object_or_named_as_not_one():
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    from lab.sim.policy import Policy
+
+    found = {}
+    for module in pkgutil.walk_packages(lab.__path__, "lab."):
+        if module.name in ("lab.__main__",) or module.name.startswith("lab.ui"):
+            continue
+        imported = importlib.import_module(module.name)
+        for name, value in vars(imported).items():
+            if (inspect.isclass(value) and dataclasses.is_dataclass(value) and value.__module__ == module.name
+                    and not issubclass(value, Policy)):  # a policy's fields are params, checked by Policy
+                found[name] = module.name
+    unclassified = sorted(set(found) - set(OPTION_FIELDS) - NOT_OPTIONS)
+    assert not unclassified, f"new dataclasses {unclassified}: add their fields to OPTION_FIELDS or NOT_OPTIONS"
+
+
+def test_a_study_spec_made_by_hand_is_checked_as_a_file_is():
+    import dataclasses
+
+    from lab.study.spec import StudyError, load_study_spec
+
+    spec = load_study_spec({"models": ["synthetic:MLP"], "policies": ["LRU"], "capacities_mb": [1, 4]})
+    assert load_study_spec(spec) == spec
+    for field, value, fragment in [("batch_sizes", ["x"], "batch_sizes"), ("capacities_mb", [0.0], "capacities_mb"),
+                                   ("buffers", ["l2"], "buffers"), ("max_cells", 1, "max_cells"),
+                                   ("seed", -1, "seed"), ("optimum", "yes", "optimum")]:
+        with pytest.raises(StudyError, match=fragment):
+            load_study_spec(dataclasses.replace(spec, **{field: value}))
+
+
+def test_a_cache_model_with_the_scratchpad_is_refused():
+    from lab.sim.hardware import CacheModel
+
+    with pytest.raises(ValueError, match="cache_model applies to buffer='cache' only"):
+        lab.simulate(SMALL, "LRU", 4, cache_model=CacheModel(line_bytes=128))
+    assert lab.simulate(SMALL, "LRU", 4, buffer="cache", cache_model=CacheModel(line_bytes=128)).metrics["accesses"]
+
+
+# --- issue 23: a registered name is never replaced silently ---------------------------------------------------------
+
+
+def _registries():
+    """Every Registry instance of lab's modules: {module.attribute: registry}."""
+    import importlib
+    import pkgutil
+
+    from lab.registry import Registry
+
+    found = {}
+    for module in pkgutil.walk_packages(lab.__path__, "lab."):
+        if module.name == "lab.__main__" or module.name.startswith("lab.ui"):
+            continue
+        imported = importlib.import_module(module.name)
+        for name, value in vars(imported).items():
+            if isinstance(value, Registry) and id(value) not in {id(r) for r in found.values()}:
+                found[f"{module.name}.{name}"] = value
+    return found
+
+
+REGISTRIES = sorted(_registries())
+
+
+@pytest.mark.parametrize("where", REGISTRIES)
+def test_no_registry_replaces_a_name_silently(where):
+    registry = _registries()[where]
+    name = registry.names()[0]
+    entry, aliases = registry.get(name), registry.aliases(name)
+    other = object()
+    try:
+        for label in (name, name.lower(), name.upper()):
+            with pytest.raises(ValueError, match=f"{registry.kind} name .* is already taken by {re.escape(repr(name))}"):
+                registry.add(label, other)
+            assert registry.get(name) is entry
+        registry.add(name, entry, aliases)  # the same entry again: nothing changes meaning
+        registry.add(name, other, replace=True)  # asked for: replaced
+        assert registry.get(name) is other
+    finally:
+        registry.add(name, entry, aliases, replace=True)
+    assert registry.get(name) is entry and registry.aliases(name) == aliases
+
+
+def test_registering_a_policy_or_scorer_under_a_taken_name_is_refused():
+    from lab.sim.policies.basic import FIFO
+
+    with pytest.raises(ValueError, match="policy name 'LRU' is already taken by 'LRU'"):
+        @lab.register
+        class LRU(FIFO):  # noqa: F811 - the attack: a FIFO that calls itself LRU
+            name = "LRU"
+    assert lab.get_policy("LRU").__class__.__module__ == "lab.sim.policies.basic"
+    with pytest.raises(ValueError, match="scorer name 'heuristic' is already taken"):
+        lab.register_scorer("heuristic")(lambda trace, encoded: np.zeros(len(trace)))
+    assert lab.score(SMALL)["eviction_score"].tolist() == lab.learn.scoring.heuristic_scores(
+        SMALL, lab.encode_trace(SMALL)).tolist()
+
+    def again():  # a notebook cell run twice defines the same scorer twice: allowed
+        @lab.register_scorer("test-rerun")
+        def rerun(trace, encoded):
+            return np.zeros(len(trace))
+
+    try:
+        again()
+        again()
+    finally:
+        lab.learn.scoring.SCORERS.remove("test-rerun")
+
+
+# --- issue 23: a scorer's output is checked where it is used -------------------------------------------------------
+
+BAD_SCORES = [("NaN", lambda n: np.full(n, np.nan), "finite scores in \\[0, 1\\]"),
+              ("inf", lambda n: np.full(n, np.inf), "finite scores"),
+              ("above 1", lambda n: np.full(n, 1.5), "finite scores in \\[0, 1\\]"),
+              ("negative", lambda n: np.full(n, -0.2), "finite scores in \\[0, 1\\]"),
+              ("too few", lambda n: np.zeros(2), "returned 2 scores for a trace of 3 accesses"),
+              ("too many", lambda n: np.zeros(n + 1), "returned 4 scores"),
+              ("2-D", lambda n: np.zeros((n, 1)), "one score per access"),
+              ("text", lambda n: ["a"] * n, "must return real numbers"),
+              ("None", lambda n: None, "one score per access"),
+              ("a number", lambda n: 0.5, "one score per access")]
+
+
+@pytest.mark.parametrize("case, make, fragment", BAD_SCORES, ids=[c[0] for c in BAD_SCORES])
+def test_a_scorers_bad_output_is_refused_naming_it(case, make, fragment):
+    from lab.analysis.scorer_evaluation import score_traffic
+
+    lab.register_scorer("test-bad")(lambda trace, encoded: make(len(trace)))
+    try:
+        with pytest.raises(ValueError, match=f"scorer 'test-bad' .*{fragment}|scorer 'test-bad' {fragment}"):
+            lab.score(SMALL, "test-bad")
+    finally:
+        lab.learn.scoring.SCORERS.remove("test-bad")
+    with pytest.raises(ValueError, match=f"scorer 'mine' .*{fragment}|scorer 'mine' {fragment}"):
+        score_traffic(SMALL, 2.0, {"mine": make(len(SMALL))}, policies=["LRU"])
+
+
+# --- issue 23: readers refuse duplicated column names ---------------------------------------------------------------
+
+
+def _duplicate_csv(path):
+    path.write_text("tensor_id,size_mb,size_mb\na,1.0,500.0\nb,2.0,500.0\na,1.0,500.0\n")
+    return path
+
+
+def _duplicate_parquet(path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table([pa.array(["a", "b", "a"]), pa.array([1.0, 2.0, 1.0]), pa.array([500.0] * 3)],
+                            names=["tensor_id", "size_mb", "size_mb"]), path)
+    return path
+
+
+@pytest.mark.parametrize("make, name", [(_duplicate_csv, "dup.csv"), (_duplicate_parquet, "dup.parquet")])
+def test_every_reader_refuses_duplicated_column_names(make, name, tmp_path, capsys):
+    path = make(tmp_path / name)
+    with pytest.raises(ValueError, match=r"duplicated column\(s\) \['size_mb'\]"):
+        lab.read_trace(path)
+    assert main(["simulate", "--trace", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "duplicated column(s) ['size_mb']" in err and err.count("\n") == 1
+
+
+# --- issue 23: ports and the app's settings --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", [99999, 0, -1, 65536, True, 8866.0, "8866"])
+def test_a_port_outside_1_to_65535_is_refused(port):
+    from lab.ui.app import voila_command
+
+    with pytest.raises(ValueError, match="port must be a TCP port, an integer from 1 to 65535"):
+        voila_command(port)
+
+
+@pytest.mark.parametrize("argv, fragment", [(["--port", "99999"], "port must be a TCP port"),
+                                            (["--port", "0"], "port must be a TCP port"),
+                                            (["--cull-idle-timeout", "0"], "cull_idle_timeout_s must be an integer "
+                                                                           ">= 1 seconds"),
+                                            (["--cull-idle-timeout", "-5"], "cull_idle_timeout_s")])
+def test_the_apps_bad_settings_are_one_line(argv, fragment, capsys):
+    from lab.ui.app import main as app_main
+
+    with pytest.raises(SystemExit) as exited:
+        app_main(argv)
+    err = capsys.readouterr()
+    assert exited.value.code == 2 and fragment in err.err and err.err.count("\n") == 1 and "serving" not in err.out
+
+
+# --- issue 23: memory refusals come up front with their estimate, also under a memory limit ---------------------------
+
+_WARM_CACHE = ("import lab, pandas as pd\nfrom lab.sim.hardware import CacheModel\n"
+               "lab.simulate(pd.DataFrame({'tensor_id': ['a', 'b', 'a'], 'size_mb': 1.0}), 'FIFO', 1.0, "
+               "buffer='cache')\n")
+MEMORY_CASES = [
+    ("a hardware cache of 128-byte lines over three 20 GB tensors", _WARM_CACHE,
+     "lab.simulate(pd.DataFrame({'tensor_id': ['a', 'b', 'c'], 'size_mb': 20 * 1024.0}), 'FIFO', 64.0, "
+     "buffer='cache', cache_model=CacheModel(line_bytes=128))",
+     r"a line trace of 503,316,480 line accesses .* would need about 75\.0 GiB of memory \(this machine allows "),
+    ("an allocator alignment of 1 GiB over 5,000 tensors", _WARM_CACHE,
+     "lab.simulate(pd.DataFrame({'tensor_id': [f't{i}' for i in range(5000)], 'size_mb': 1.0}), 'FIFO', 64.0, "
+     "buffer='cache', cache_model=CacheModel(alignment=2**30))",
+     r"over 1,310,458,113 lines would need about 78\.2 GiB of memory"),
+    ("the CLI's hardware cache on 1 TB tensors",
+     _WARM_CACHE + "import sys, tempfile\nfrom lab.cli import main\npath = tempfile.mkdtemp() + '/tb.csv'\n"
+                   "pd.DataFrame({'tensor_id': ['a', 'b', 'a'], 'size_mb': 2.0**20}).to_csv(path, index=False)\n",
+     "code = main(['simulate', '--trace', path, '--buffer', 'cache'])\nassert code == 2, code\n"
+     "raise ValueError('exit code 2')",
+     r"exit code 2"),
+    ("a study geomspace of a billion points, forced", "from lab.study.spec import parse_study\n",
+     "parse_study({'models': ['synthetic:MLP'], 'policies': ['LRU'], "
+     "'capacities_mb': {'geomspace': [1, 4096, 1000000000]}}, force=True)",
+     r"geomspace of 1,000,000,000 points would need about 186\.3 GiB of memory"),
+    ("a capture of llama-2-70b at 100,000 layers",
+     "import os, tempfile\nos.environ['LAB_CACHE_DIR'] = tempfile.mkdtemp()\nimport lab\nfrom lab.cli import main\n"
+     "lab.capture_model('gpt2', num_layers=1, seq_length=16)\nlab.capture_model('llama-2-70b', num_layers=1, "
+     "seq_length=16)\n",
+     "code = main(['capture', '--model', 'llama-2-70b', '--set', 'num_hidden_layers=100000'])\n"
+     "assert code == 2, code\nraise ValueError('exit code 2')",
+     r"exit code 2"),
+]
+
+
+@pytest.mark.parametrize("case, warmup, call, expected", MEMORY_CASES, ids=[c[0] for c in MEMORY_CASES])
+def test_memory_refusals_come_first_with_their_estimate_under_a_memory_limit(case, warmup, call, expected):
+    """Each runs in a process limited (RLIMIT_AS) to what it uses after its warm-up (imports, compiled kernels)
+    plus 1 GiB: the refusal must come before any large allocation, as a ValueError giving the estimate, never a
+    MemoryError, a crash or a kill."""
+    if "capture" in case:
+        pytest.importorskip("torch")
+    script = (f"{warmup}\nimport resource, sys\n"
+              "vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, vm + 2**30))\n"
+              "try:\n" + "".join(f"    {line}\n" for line in call.splitlines()) +
+              "    print('RESULT no error')\n"
+              "except MemoryError:\n    print('RESULT MemoryError')\n"
+              "except ValueError as error:\n    print('RESULT ValueError', error)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).parents[1])
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert done.returncode == 0 and result, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert result[0].startswith("RESULT ValueError") and re.search(expected, result[0]), result[0]
+    if "exit code 2" in expected:  # the CLI: one line on stderr, with the estimate
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and re.search(r"need (about|at least) [\d,.]+ GiB of memory \(this machine allows",
+                                             lines[0]), done.stderr
+
+
+def test_the_ml_policy_under_the_hardware_cache_is_one_line_on_the_cli(tmp_path, capsys):
+    path = tmp_path / "scored.parquet"
+    lab.write_trace(lab.score(lab.generate_trace("MLP", num_layers=2)), path)
+    assert main(["simulate", "--trace", str(path), "--policy", "ML", "--buffer", "cache"]) == 2
+    err = capsys.readouterr().err
+    assert "the ML policy's eviction_score) is not supported with buffer='cache'" in err and err.count("\n") == 1
+
+
+def test_the_llm_scorer_the_readme_names_is_at_the_top_level_and_loads_no_torch():
+    from lab.learn.llm import LLMScorer
+
+    assert lab.LLMScorer is LLMScorer and "lab.LLMScorer" in (Path(__file__).parents[1] / "README.md").read_text()
+    code = "import sys, lab; lab.LLMScorer; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[1])
+    assert done.stdout.strip() == "False"

@@ -214,6 +214,27 @@ class StudySpec:
         """Cells of the grid (result rows): workloads x (buffers x policies + OPT) x capacities."""
         return len(self.workloads()) * len(self.columns()) * len(self.capacities_mb)
 
+    def to_mapping(self) -> dict:
+        """The study as a study file's mapping (``parse_study`` gives back an equal StudySpec)."""
+        models = []
+        for m in self.models:
+            if not isinstance(m, Model):
+                models.append(m)  # parse_study names what is wrong with it
+                continue
+            key = "preset" if m.source == "preset" else "synthetic"
+            entry = {key: m.name, "num_layers": m.num_layers, "label": m.label}
+            options = dict(m.options) if isinstance(m.options, tuple) else m.options
+            if key == "preset":
+                entry["overrides"] = options
+            else:
+                entry.update(dims=options, reuse_probability=m.reuse_probability)
+            models.append({k: v for k, v in entry.items() if v is not None})
+        return {"name": self.name, "models": models, "batch_sizes": self.batch_sizes, "seq_lengths": self.seq_lengths,
+                "phases": self.phases, "weight_dtypes": self.weight_dtypes, "policies": self.policies,
+                "capacities_mb": self.capacities_mb, "buffers": self.buffers, "optimum": self.optimum,
+                "cost": self.cost, "dtype": self.dtype, "seed": self.seed, "max_cells": self.max_cells,
+                "description": self.description}
+
     def to_dict(self) -> dict:
         return {"name": self.name, "models": [m.to_dict() for m in self.models], "batch_sizes": self.batch_sizes,
                 "seq_lengths": self.seq_lengths, "phases": self.phases, "weight_dtypes": self.weight_dtypes,
@@ -428,10 +449,11 @@ def parse_study(raw, source: str = "study", force: bool = False) -> StudySpec:
 
 
 def load_study_spec(study, force: bool = False) -> StudySpec:
-    """A validated ``StudySpec`` from a YAML file path, a mapping, or a StudySpec (returned as is); see
-    ``parse_study`` for the checks. The study's name defaults to the file's stem."""
-    if isinstance(study, StudySpec):
-        return study
+    """A validated ``StudySpec`` from a YAML file path, a mapping, or a StudySpec (checked again, as its mapping:
+    a StudySpec made or changed by hand gets the checks a file gets); see ``parse_study`` for the checks. The
+    study's name defaults to the file's stem."""
+    if isinstance(study, StudySpec):  # made by hand, or changed since it was parsed: checked as a file would be
+        return parse_study(study.to_mapping(), f"StudySpec {study.name!r}", force)
     if isinstance(study, dict):
         return parse_study(study, "study", force)
     if not isinstance(study, (str, Path)):
