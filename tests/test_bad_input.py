@@ -741,3 +741,201 @@ def test_the_llm_scorer_the_readme_names_is_at_the_top_level_and_loads_no_torch(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).parents[1])
     assert done.stdout.strip() == "False"
+
+
+# --- issue 23: a study's result file with damaged pages but a readable footer is set aside ------------------------
+
+STUDY_GRID = {"name": "damaged", "models": [{"synthetic": "MLP", "num_layers": 2}], "policies": ["LRU", "FIFO"],
+              "capacities_mb": [0.5, 4], "optimum": False}
+
+
+def _damage(path, where: str) -> None:
+    """Overwrite bytes of ``path``'s first column chunk: its page header ("header") or the last byte of its
+    page data ("data"); the footer stays readable."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    column = next(meta.row_group(0).column(i) for i in range(meta.num_columns)
+                  if meta.row_group(0).column(i).path_in_schema == "dram_traffic_mb")
+    blob = bytearray(Path(path).read_bytes())
+    if where == "header":
+        start = column.dictionary_page_offset or column.data_page_offset
+        blob[start:start + 12] = b"\xff" * 12
+    else:
+        end = (column.dictionary_page_offset or column.data_page_offset) + column.total_compressed_size
+        blob[end - 1] ^= 0x5A
+    Path(path).write_bytes(bytes(blob))
+    assert pq.read_schema(path).names  # the footer still reads
+
+
+@pytest.mark.parametrize("where", ["header", "data"])
+def test_a_study_file_with_damaged_pages_is_set_aside_and_its_cells_run_again(where, tmp_path):
+    pytest.importorskip("distributed")
+    from lab.study import dataset
+
+    out = tmp_path / "study"
+    lab.run_study(STUDY_GRID, out, serial=True, progress=False, verbose=False)
+    whole = lab.load_study(out)
+    damaged = dataset.cell_files(out)[0]
+    _damage(damaged, where)
+    with pytest.warns(UserWarning, match=f"study result file {re.escape(str(damaged))} is unusable"):
+        partial = lab.load_study(out)  # the reader names the file and sets it aside; never a thrift error
+    assert len(partial) < len(whole) and damaged.with_name(damaged.name + ".corrupt").exists()
+    summary = lab.run_study(STUDY_GRID, out, serial=True, progress=False, verbose=False)  # the resume reruns them
+    assert summary.done == len(whole) - len(partial)
+    pd.testing.assert_frame_equal(lab.load_study(out), whole)
+
+
+@pytest.mark.parametrize("where", ["header", "data"])
+def test_a_resume_reads_every_page_of_the_results_it_keeps(where, tmp_path):
+    pytest.importorskip("distributed")
+    from lab.study import dataset
+
+    out = tmp_path / "study"
+    lab.run_study(STUDY_GRID, out, serial=True, progress=False, verbose=False)
+    whole = lab.load_study(out)
+    _damage(dataset.cell_files(out)[0], where)
+    with pytest.warns(UserWarning, match="is unusable"):
+        summary = lab.run_study(STUDY_GRID, out, serial=True, progress=False, verbose=False)
+    assert summary.done > 0
+    pd.testing.assert_frame_equal(lab.load_study(out), whole)
+
+
+# --- issue 23: report parameters are checked against their declared types before the notebook runs --------------
+
+REPORT_NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("0[1345]-*.ipynb"))
+# a value of the wrong type for each type the reports declare (``name: type = value  # help``)
+WRONG_TYPE = {"int": "x", "float": "x", "str": 5, "bool": "yes", "dict": [1, 2], "list": "gpt2",
+              "list[str]": "gpt2", "list[float]": [0.1, "a"], "Optional[list]": "LRU", "Optional[int]": "x",
+              "Optional[str]": 5, "Union[str, list]": 7}
+
+
+def _declared_parameters():
+    from lab.ui.report import notebook_parameters
+
+    return [(nb, name, info["inferred_type_name"]) for nb in REPORT_NOTEBOOKS
+            for name, info in notebook_parameters(nb).items()]
+
+
+DECLARED = _declared_parameters()
+
+
+@pytest.mark.parametrize("notebook, name, declared", DECLARED, ids=[f"{n.stem}.{p}" for n, p, _ in DECLARED])
+def test_every_report_parameter_of_the_wrong_type_is_refused_naming_it(notebook, name, declared):
+    from lab.ui.report import check_params
+
+    assert declared in WRONG_TYPE, f"a new parameter type {declared!r}: add a wrong value for it to WRONG_TYPE"
+    with pytest.raises(TypeError, match=f"parameter '{name}' must be .* \\(declared {re.escape(declared)} in "):
+        check_params(notebook, {name: WRONG_TYPE[declared]}, "p.yaml")
+
+
+@pytest.mark.parametrize("notebook, text, fragment", [
+    ("01-policy-comparison", "dims: [1, 2]", "parameter 'dims' must be a mapping"),
+    ("01-policy-comparison", "top: x", "parameter 'top' must be an integer"),
+    ("05-study", "study_dir: 5", "parameter 'study_dir' must be a string"),
+    ("03-real-models", "routing: 7", "parameter 'routing' must be a string or a list"),
+    ("03-real-models", "models: gpt2", "parameter 'models' must be a list .*got str 'gpt2'"),
+])
+def test_a_report_parameter_of_the_wrong_type_is_one_line_before_anything_runs(notebook, text, fragment, tmp_path,
+                                                                                capsys):
+    from lab.ui.report import main as report_main
+
+    params = tmp_path / "p.yaml"
+    params.write_text(text + "\n")
+    out = tmp_path / "reports"
+    assert report_main([str(Path(__file__).parents[1] / "notebooks" / f"{notebook}.ipynb"), str(params), "--out",
+                        str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(fragment, err) and err.count("\n") == 1, err
+    assert not (out / notebook / "p").exists()
+
+
+def test_valid_parameters_of_every_report_pass_the_type_check():
+    from lab.ui.report import check_params, load_params
+
+    for notebook in REPORT_NOTEBOOKS:
+        for path in sorted((Path(__file__).parents[1] / "params" / notebook.stem).glob("*.yaml")):
+            check_params(notebook, load_params(path), str(path))
+    check_params(REPORT_NOTEBOOKS[0], {"capacity_mb": 64, "policies": None, "dims": {"hidden_size": 8}})
+
+
+# --- issue 23: a report is kept whole, even by a run killed between its files -----------------------------------
+
+
+def _tag_notebook(path):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    import nbformat
+
+    parameters = new_code_cell('tag: str = "none"  # printed by the report')
+    parameters.metadata["tags"] = ["parameters"]
+    nbformat.write(new_notebook(cells=[parameters, new_code_cell("print(f'TAG={tag}=')")], metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+    return path
+
+
+def _tags(folder):
+    """The tag the report's notebook printed, and the tag in its HTML."""
+    notebook = (folder / "r.ipynb").read_text()
+    html = (folder / "r.html").read_text()
+    return (re.search(r"TAG=(\w+)=", notebook).group(1), re.search(r"TAG=(\w+)=", html).group(1))
+
+
+@pytest.mark.parametrize("kill_before", ["r.ipynb", "r.html"])
+def test_run_report_killed_between_its_files_leaves_one_run_whole(kill_before, tmp_path):
+    from lab.ui.report import remove_stale_work, run_report
+
+    notebook = _tag_notebook(tmp_path / "tag.ipynb")
+    folder = tmp_path / "out"
+    run_report(notebook, {"tag": "old"}, folder / "r.ipynb")
+    assert _tags(folder) == ("old", "old")
+    script = ("import os, sys\nimport lab.ui.report as report\nreal = os.replace\n"
+              "def replace(src, dst, *args, **kwargs):\n"
+              f"    if os.path.basename(str(dst)) == {kill_before!r}:\n"
+              "        os._exit(9)  # killed here, as by SIGKILL: no cleanup\n"
+              "    return real(src, dst, *args, **kwargs)\n"
+              "os.replace = replace\n"
+              f"report.run_report({str(notebook)!r}, {{'tag': 'new'}}, {str(folder / 'r.ipynb')!r})\n")
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parents[1])
+    assert killed.returncode == 9, killed.stderr
+    remove_stale_work(folder)  # what the next report run in the folder does first
+    assert _tags(folder) == ("new", "new")  # the killed run had finished its report: it is moved in whole
+    assert sorted(p.name for p in folder.iterdir()) == ["r.html", "r.ipynb"]
+
+
+def test_ctrl_c_to_a_report_runs_process_group_is_one_line(tmp_path):
+    """Ctrl-C in a terminal signals the whole process group: the report's process says one line and exits 130,
+    with no traceback from its kernel (a ZMQError) or its libraries."""
+    import signal
+    import time
+
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    import nbformat
+
+    started = tmp_path / "started"
+    parameters = new_code_cell("wait: int = 120  # seconds")
+    parameters.metadata["tags"] = ["parameters"]
+    body = new_code_cell(f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(wait)")
+    notebook = tmp_path / "slow.ipynb"
+    nbformat.write(new_notebook(cells=[parameters, body], metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}}), notebook)
+    params = tmp_path / "slow.yaml"
+    params.write_text("wait: 120\n")
+    run = subprocess.Popen([sys.executable, "-m", "lab.ui.report", str(notebook), str(params), "--out",
+                            str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.2)
+        assert started.exists(), run.communicate(timeout=10)
+        time.sleep(0.5)
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130 and err == "python -m lab.ui.report: interrupted\n", err
+    assert not (tmp_path / "r" / "slow" / "slow").exists()
