@@ -2,6 +2,7 @@
 (the argument named, what is accepted). Grows with every fix; the cases that are not one call (files, the CLI's
 exit codes, pipes) follow the table."""
 
+import json
 import os
 import re
 import subprocess
@@ -939,3 +940,216 @@ def test_ctrl_c_to_a_report_runs_process_group_is_one_line(tmp_path):
             os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 130 and err == "python -m lab.ui.report: interrupted\n", err
     assert not (tmp_path / "r" / "slow" / "slow").exists()
+
+
+# --- issue 23: model files are untrusted input ---------------------------------------------------------------------
+
+def _model_traces():
+    return [lab.generate_trace(m, num_layers=3, batch_size=2, seq_length=16, reuse_probability=0.5, seed=1)
+            for m in ("Transformer", "CNN", "MoE", "MLP")]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A LearnedScorer model with numerical and categorical splits, saved; and the trace it scores."""
+    pytest.importorskip("lightgbm")
+    folder = tmp_path_factory.mktemp("model")
+    scorer = lab.LearnedScorer(n_estimators=10, num_leaves=7, min_child_samples=3).fit(_model_traces(),
+                                                                                       capacity_fraction=[0.02, 0.1])
+    assert "num_cat=1" in scorer.to_dict()["model"] and "num_cat=0" in scorer.to_dict()["model"]
+    path = scorer.save(folder / "model.json")
+    trace = pd.concat([t.assign(tensor_id=f"{k}:" + t["tensor_id"].astype(str)) for k, t in enumerate(_model_traces())],
+                      ignore_index=True)
+    trace.to_parquet(folder / "trace.parquet")
+    return path, folder / "trace.parquet", scorer.predict(trace)
+
+
+def _resealed(blob: dict) -> str:
+    """A model file's JSON with its checksum made to match its content: what a user who edits a model by hand
+    (or crafts one) hands over."""
+    from lab.learn.learned import _digest
+
+    content = {k: v for k, v in blob.items() if k != "sha256"}
+    return json.dumps({**content, "sha256": _digest(content)})
+
+
+def _tree_edits(text: str, rng) -> list:
+    """Edits of LightGBM's text model inside a model file: fields of a tree set out of range, child pointers
+    turned into loops, lines deleted, trees duplicated or reordered, the text cut, numbers replaced."""
+    lines = text.split("\n")
+    tree0 = lines.index("Tree=0")
+    tree1 = lines.index("Tree=1")
+    cat = next(i for i, line in enumerate(lines) if line == "num_cat=1")
+    start = max(i for i in range(cat) if lines[i].startswith("Tree="))
+
+    def field(at, key, value):
+        out = list(lines)
+        k = next(i for i in range(at, len(out)) if out[i].startswith(key + "="))
+        out[k] = f"{key}={value}"
+        return "\n".join(out)
+
+    def first_values(at, key):
+        return next(line for line in lines[at:] if line.startswith(key + "=")).split("=", 1)[1].split()
+
+    n_split = len(first_values(tree0, "split_feature"))
+    edits = {}
+    for value in ("999999", "15", "-1", "x", "1e3"):
+        edits[f"split_feature {value}"] = field(tree0, "split_feature", " ".join([value] * n_split))
+    left, right = first_values(tree0, "left_child"), first_values(tree0, "right_child")
+    edits["a child pointing back at the root"] = field(tree0, "left_child", " ".join(["0"] + left[1:]))
+    edits["a split its own child"] = field(tree0, "right_child", " ".join(right[:1] + ["1"] + right[2:]))
+    edits["a leaf beyond the tree"] = field(tree0, "left_child", " ".join(["-99"] + left[1:]))
+    edits["a leaf twice"] = field(tree0, "right_child", " ".join(left[:1] + right[1:]))
+    edits["a NaN threshold"] = field(tree0, "threshold", " ".join(["nan"] * n_split))
+    edits["a decision type of 255"] = field(tree0, "decision_type", " ".join(["255"] * n_split))
+    edits["one leaf more"] = field(tree0, "num_leaves", str(n_split + 2))
+    edits["one leaf less"] = field(tree0, "num_leaves", str(n_split))
+    edits["an infinite leaf"] = field(tree0, "leaf_value", " ".join(["inf"] * (n_split + 1)))
+    edits["a categorical set beyond the bounds"] = field(start, "cat_boundaries", "0 99")
+    edits["a categorical set index beyond num_cat"] = field(start, "threshold", " ".join(
+        ["5"] * len(first_values(start, "threshold"))))
+    edits["a huge categorical bitset"] = field(start, "cat_threshold", " ".join(["4294967295"] * 100000))
+    edits["a linear tree"] = field(tree0, "is_linear", "1")
+    edits["another objective"] = field(0, "objective", "regression")
+    edits["more features than declared"] = field(0, "max_feature_idx", "99")
+    edits["two classes"] = field(0, "num_class", "2")
+    for k in range(tree0, tree1):  # every line of the first tree deleted in turn
+        edits[f"line {k} deleted"] = "\n".join(lines[:k] + lines[k + 1:])
+    edits["no end of trees"] = "\n".join(line for line in lines if line != "end of trees")
+    edits["a tree twice"] = "\n".join(lines[:tree1] + lines[tree0:tree1] + lines[tree1:])
+    edits["trees out of order"] = text.replace("Tree=0", "Tree=X").replace("Tree=1", "Tree=0").replace("Tree=X",
+                                                                                                       "Tree=1")
+    edits["no header line"] = "\n".join(lines[1:])
+    for cut in rng.integers(0, len(text), 12):
+        edits[f"cut at {cut}"] = text[:cut]
+    numbers = [m.span() for m in re.finditer(r"-?\d+(\.\d+)?(e[-+]?\d+)?", text)]
+    for k in rng.integers(0, len(numbers), 40):
+        a, b = numbers[k]
+        edits[f"number at {a} replaced"] = text[:a] + str(rng.choice(["-1", "0", "1", "999999", "1e308", "nan",
+                                                                       "-99", "x", ""])) + text[b:]
+    return list(edits.items())
+
+
+def _blob_edits(blob: dict) -> list:
+    """One-field edits of a model file's JSON (each sealed with a matching checksum)."""
+    edits = {"no params": {k: v for k, v in blob.items() if k != "params"},
+             "an unknown parameter": {**blob, "params": {**blob["params"], "bogus": 1}},
+             "a parameter of the wrong type": {**blob, "params": {**blob["params"], "n_estimators": "x"}},
+             "columns null": {**blob, "columns": None}, "columns unknown": {**blob, "columns": ["nope"]},
+             "features as text": {**blob, "features": "abc"},
+             "features reordered": {**blob, "features": blob["features"][::-1]},
+             "categories a list": {**blob, "categories": []},
+             "categories of numbers": {**blob, "categories": {"op": [1, 2]}},
+             "the model a number": {**blob, "model": 5}, "the model empty": {**blob, "model": ""},
+             "an extra key": {**blob, "extra": 1}, "format version 1": {**blob, "format_version": 1}}
+    return [(name, _resealed(edit)) for name, edit in edits.items()]
+
+
+_FUZZ_RUNNER = """
+import json, sys
+import numpy as np, pandas as pd
+from lab.learn.learned import LearnedScorer
+trace = pd.read_parquet(sys.argv[2])
+for line in open(sys.argv[1]):
+    case = json.loads(line)
+    print("CASE", case["name"], flush=True)
+    try:
+        scorer = LearnedScorer.load(case["path"])
+    except ValueError as error:
+        print("RESULT", json.dumps({"name": case["name"], "outcome": "ValueError", "message": str(error)}), flush=True)
+        continue
+    scores = scorer.predict(trace)
+    again = scorer.predict(trace)
+    print("RESULT", json.dumps({"name": case["name"], "outcome": "loaded", "scores": scores.tolist(),
+                               "deterministic": bool(np.array_equal(scores, again, equal_nan=True))}), flush=True)
+"""
+
+
+def test_learned_scorer_load_fuzz_only_value_errors_naming_the_path(model_file, tmp_path):
+    """Byte flips, field edits and structural edits of a valid model file: loading each (in a subprocess, so a
+    crash fails the test) raises a ValueError naming the path, or loads a model whose scores are those of the
+    file it came from (flips: the checksum keeps every one that changes the content out) or, for edits sealed
+    with a matching checksum (a crafted file), finite scores in [0, 1], the same on every call."""
+    import json as json_module
+
+    path, trace_path, original = model_file
+    raw = path.read_bytes()
+    blob = json_module.loads(raw)
+    rng = np.random.default_rng(23)
+    cases = []
+    for k in range(300):  # random byte flips, one to five per file, without a matching checksum
+        data = bytearray(raw)
+        for position in rng.integers(0, len(data), 1 + k % 5):
+            data[position] = int(rng.integers(0, 256))
+        cases.append((f"flip {k}", bytes(data), False))
+    for name, text in _tree_edits(blob["model"], rng):
+        cases.append((f"tree: {name}", _resealed({**blob, "model": text}).encode(), True))
+        cases.append((f"tree unsealed: {name}", json_module.dumps({**blob, "model": text}).encode(), False))
+    for name, text in _blob_edits(blob):
+        cases.append((f"file: {name}", text.encode(), True))
+    listing = tmp_path / "cases.jsonl"
+    with open(listing, "w") as out:
+        for k, (name, data, _) in enumerate(cases):
+            case_path = tmp_path / f"case-{k}.json"
+            case_path.write_bytes(data)
+            out.write(json_module.dumps({"name": name, "path": str(case_path)}) + "\n")
+    done = subprocess.run([sys.executable, "-c", _FUZZ_RUNNER, str(listing), str(trace_path)], capture_output=True,
+                          text=True, timeout=600, cwd=Path(__file__).parents[1])
+    started = [line[5:] for line in done.stdout.splitlines() if line.startswith("CASE ")]
+    assert done.returncode == 0, f"crashed ({done.returncode}) on {started[-1:]}: {done.stderr[-3000:]}"
+    results = {r["name"]: r for r in (json_module.loads(line[7:]) for line in done.stdout.splitlines()
+                                      if line.startswith("RESULT "))}
+    assert len(results) == len(cases)
+    crafted = {name for name, _, sealed in cases if sealed}
+    for k, (name, _, sealed) in enumerate(cases):
+        result = results[name]
+        if result["outcome"] == "ValueError":
+            assert f"path {str(tmp_path / f'case-{k}.json')!r}" in result["message"], (name, result["message"])
+            continue
+        scores = np.asarray(result["scores"], dtype=np.float64)
+        assert result["deterministic"] and len(scores) == len(original), name
+        if name in crafted:
+            assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all(), name
+        else:
+            np.testing.assert_array_equal(scores, original, err_msg=name)
+    refused = [name for name in crafted if results[name]["outcome"] == "ValueError"]
+    for must in ("tree: split_feature 999999", "tree: split_feature 15", "tree: a child pointing back at the root",
+                 "tree: a split its own child", "tree: no end of trees", "tree: a leaf twice",
+                 "tree: a NaN threshold", "tree: a decision type of 255", "tree: one leaf more", "tree: one leaf less",
+                 "tree: an infinite leaf", "tree: a categorical set beyond the bounds", "tree: a linear tree",
+                 "tree: a categorical set index beyond num_cat", "tree: another objective",
+                 "file: no params", "file: columns null", "file: categories a list", "file: the model a number",
+                 "file: an unknown parameter", "file: features as text"):
+        assert must in refused, must
+    assert sum(results[f"flip {k}"]["outcome"] == "ValueError" for k in range(300)) > 250  # nearly every flip
+    loaded = sorted(name for name in crafted if results[name]["outcome"] == "loaded")
+    print("crafted files that load (valid models, other numbers):", loaded)
+
+
+def test_a_damaged_or_crafted_default_model_is_trained_again_never_trusted(model_file, tmp_path, monkeypatch):
+    """The default model that ``lab.score(trace, "learned")`` loads from the cache directory is a file too."""
+    import json as json_module
+
+    from lab.learn import learned as learned_module
+
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    small = {"presets": [], "capture": {}, "training": [], "capacity_fraction": [0.02, 0.1],
+             "params": {"n_estimators": 10, "num_leaves": 7, "min_child_samples": 3}}
+    monkeypatch.setattr(learned_module, "DEFAULT_TRAINING", small)
+    monkeypatch.setattr(learned_module, "default_training_traces", lambda config=None: _model_traces())
+    monkeypatch.setattr(learned_module, "_DEFAULT", {})
+    trace = _model_traces()[0]
+    first = lab.score(trace, "learned")["eviction_score"].to_numpy()
+    cached = learned_module.default_model_path()
+    blob = json_module.loads(cached.read_text())
+    lines = blob["model"].split("\n")
+    k = next(i for i, line in enumerate(lines) if line.startswith("split_feature="))
+    lines[k] = "split_feature=" + " ".join(["999999"] * len(lines[k].split("=")[1].split()))
+    for damaged in (_resealed({**blob, "model": "\n".join(lines)}),  # crafted: a split reading far outside the row
+                    cached.read_text().replace("leaf_value=", "leaf_value=9", 1)):  # damaged: its checksum fails
+        cached.write_text(damaged)
+        monkeypatch.setattr(learned_module, "_DEFAULT", {})
+        with pytest.warns(UserWarning, match="the cached default model cannot be used .*training it again"):
+            again = lab.score(trace, "learned")["eviction_score"].to_numpy()
+        np.testing.assert_array_equal(again, first)
+        assert lab.LearnedScorer.load(cached)  # and the cache holds a good model again

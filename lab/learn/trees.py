@@ -2,8 +2,10 @@
 
 LightGBM's own ``Booster.predict`` runs at about 0.3 M rows/s on 2 shared
 cores for a small model; the learned scorer must score at >= 1 M accesses/s.
-``FlatTrees.from_booster`` reads the model's dump (``Booster.dump_model``)
-into node arrays, and ``predict_raw`` walks them in a numba kernel with
+``FlatTrees.from_model_text`` reads the model's text (``Booster.model_to_string``,
+what a saved model holds) into node arrays with its own parser, checking every
+tree (a model file is untrusted input: LightGBM's parser trusts it), and
+``predict_raw`` walks them in a numba kernel with
 LightGBM's decision rules (numerical: missing values by the node's missing
 type and default direction; categorical: NaN and negative codes go right, a
 code in the node's set goes left). ``tests/test_learned.py`` checks the result
@@ -39,8 +41,7 @@ class FlatTrees:
     roots: np.ndarray  # int64 per tree (a negative root is a one-leaf tree)
     leaf_value: np.ndarray  # float64 per leaf
     category_left: np.ndarray  # bool [categorical nodes, largest category + 1]: the codes that go left
-
-    split_gain: Optional[np.ndarray] = None  # float64 per node: the loss reduction of its split (importances)
+    split_gain: np.ndarray  # float64 per node: the loss reduction of its split (feature importances)
 
     @classmethod
     def from_booster(cls, booster) -> "FlatTrees":
@@ -110,15 +111,10 @@ class FlatTrees:
             roots=np.asarray(roots, np.int64), leaf_value=np.asarray(leaves, np.float64),
             category_left=category_left, split_gain=np.asarray(nodes["split_gain"], np.float64))
 
-    @property
-    def n_features_used(self) -> int:
-        """One more than the largest feature index a split reads (0 without splits)."""
-        return int(self.feature.max()) + 1 if self.feature.size else 0
-
     def importances(self, n_features: int, kind: str) -> np.ndarray:
         """Per feature (``n_features``): the number of splits on it (``"split"``) or their total loss reduction
         (``"gain"``), counting the splits of positive gain, as LightGBM's ``feature_importance``."""
-        gain = self.split_gain if self.split_gain is not None else np.ones(self.feature.shape[0])
+        gain = self.split_gain
         used = gain > 0
         weights = np.ones(int(used.sum())) if kind == "split" else gain[used]
         return np.bincount(self.feature[used], weights=weights, minlength=n_features)[:n_features]
@@ -261,7 +257,7 @@ def check_tree(fields: dict, n_features: int, where: str) -> dict:
     left = _ints(fields, "left_child", where, n, -num_leaves, n - 1)
     right = _ints(fields, "right_child", where, n, -num_leaves, n - 1)
     threshold = _floats(fields, "threshold", where, n, finite=False)
-    gain = _floats(fields, "split_gain", where, n, finite=False) if "split_gain" in fields else [1.0] * n
+    gain = _floats(fields, "split_gain", where, n, finite=False)
     missing = [(d >> 2) & 3 for d in decision]
     if any(m > 2 for m in missing):
         raise ValueError(f"{where}: 'decision_type' holds a missing type other than None, Zero or NaN")
