@@ -1153,3 +1153,23 @@ def test_a_damaged_or_crafted_default_model_is_trained_again_never_trusted(model
             again = lab.score(trace, "learned")["eviction_score"].to_numpy()
         np.testing.assert_array_equal(again, first)
         assert lab.LearnedScorer.load(cached)  # and the cache holds a good model again
+
+
+def test_a_commit_this_process_left_unfinished_is_finished_by_its_next_report(tmp_path):
+    """A KeyboardInterrupt in a notebook session can stop run_report while it moves a report in: the session's
+    next report run in that folder finishes the move (its process is still alive, the commit is its own)."""
+    from lab.ui.report import MANIFEST, remove_stale_work
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "r.ipynb").write_text("old notebook")
+    (folder / "r.html").write_text("new html")  # moved in before the interrupt
+    commit = folder / f".r.{os.getpid()}.commit"
+    commit.mkdir()
+    (commit / "r.ipynb").write_text("new notebook")
+    (commit / MANIFEST).write_text(json.dumps({"install": ["r.html", "r.ipynb"], "remove": []}))
+    running = folder / f".r.{os.getpid()}.run"  # this process's own scratch of a run: left alone
+    running.mkdir()
+    remove_stale_work(folder)
+    assert (folder / "r.ipynb").read_text() == "new notebook" and (folder / "r.html").read_text() == "new html"
+    assert not commit.exists() and running.exists()

@@ -467,10 +467,11 @@ def _install_commit(commit: Path, folder: Path) -> None:
         source = commit / name
         if not source.exists():
             continue
-        if source.is_dir():
-            _replace_folder(source, folder / name)
-        else:
-            os.replace(source, folder / name)
+        with contextlib.suppress(FileNotFoundError):  # moved meanwhile by another finisher of the same commit
+            if source.is_dir():
+                _replace_folder(source, folder / name)
+            else:
+                os.replace(source, folder / name)
     for name in manifest.get("remove", []):
         with contextlib.suppress(OSError):
             (folder / name).unlink()
@@ -653,7 +654,9 @@ def remove_stale_work(folder) -> list[Path]:
     removed = []
     pattern = r"\.(.+)\.(\d+)\.(" + "|".join(WORK_KINDS) + ")"
     stale = [(path, re.fullmatch(pattern, path.name)) for path in sorted(Path(folder).glob(".*.*"))]
-    stale = [(path, match) for path, match in stale if match and not process_running(int(match.group(2)))]
+    # a commit of this very process was interrupted (KeyboardInterrupt in a notebook) before it finished moving
+    stale = [(path, match) for path, match in stale if match and (not process_running(int(match.group(2))) or (
+        match.group(3) == "commit" and int(match.group(2)) == os.getpid()))]
     for path, match in sorted(stale, key=lambda item: item[1].group(3) != "commit"):  # commits first
         if match.group(3) == "commit":
             _install_commit(path, Path(folder))
