@@ -35,6 +35,8 @@ class Registry(Generic[T]):
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"a {self.kind} name must be a non-empty str, got {name!r}")
+        if not isinstance(aliases, str):
+            aliases = tuple(aliases)
         if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
             raise TypeError(f"{self.kind} aliases must be a tuple of non-empty str, got {aliases!r}")
         if not isinstance(replace, bool):
