@@ -91,6 +91,7 @@ _LAZY = {
     "Explorer": "lab.ui.widgets",
     "provenance": "lab.ui.report",
     "CacheModel": "lab.sim.hardware",
+    "LLMScorer": "lab.learn.llm",  # torch and transformers load only when it scores
     "fidelity_table": "lab.analysis.fidelity",
     "measured_totals": "lab.analysis.fidelity",
     # studies (lab.study): dask and distributed load only when a study runs on them

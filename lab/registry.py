@@ -12,7 +12,8 @@ class Registry(Generic[T]):
     """Case-insensitive name -> entry lookup with aliases.
 
     ``kind`` names what is registered ("policy", "scorer", ...) in error
-    messages. ``add`` refuses a name or alias that another entry already owns.
+    messages. ``add`` refuses a name or alias that another entry already owns
+    (in any case, as a name or an alias), unless asked to ``replace`` it.
     """
 
     def __init__(self, kind: str):
@@ -24,18 +25,31 @@ class Registry(Generic[T]):
     def add(self, name: str, entry: T, aliases=(), replace: bool = False) -> T:
         """Register ``entry`` under ``name`` and ``aliases``; returns ``entry``.
 
-        ValueError when a name or alias is taken by another entry, unless
-        ``replace`` (then the older entry is dropped first).
+        ValueError when a name or alias (case-insensitive) is taken by an
+        entry already registered, even under the same name: registering a
+        second "LRU" would silently change what "LRU" means everywhere. Two
+        exceptions, where nothing changes meaning: the entry itself again, or
+        the same definition made again (a class or function of the same module
+        and qualified name: a notebook cell or a module run a second time).
+        ``replace=True`` drops the older entries that hold the names first.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"a {self.kind} name must be a non-empty str, got {name!r}")
-        if replace and name.lower() in self._keys:
-            self.remove(self._keys[name.lower()])
-        for label in (name, *aliases):
-            owner = self._keys.get(label.lower())
-            if owner is not None and owner != name:
-                raise ValueError(f"{self.kind} name {label!r} is already taken by {owner!r}")
-        self.remove(name)
+        if not isinstance(aliases, str):
+            aliases = tuple(aliases)
+        if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
+            raise TypeError(f"{self.kind} aliases must be a tuple of non-empty str, got {aliases!r}")
+        if not isinstance(replace, bool):
+            raise TypeError(f"replace must be True or False, got {replace!r}")
+        owners = {self._keys[label.lower()] for label in (name, *aliases) if label.lower() in self._keys}
+        if not replace:
+            for label in (name, *aliases):
+                owner = self._keys.get(label.lower())
+                if owner is not None and not (owner == name and _same_definition(self._entries[owner], entry)):
+                    raise ValueError(f"{self.kind} name {label!r} is already taken by {owner!r}: pick another "
+                                     f"name, or pass replace=True to replace {owner!r}")
+        for owner in owners:
+            self.remove(owner)
         self._entries[name] = entry
         self._aliases[name] = tuple(aliases)
         for label in (name, *aliases):
@@ -91,3 +105,17 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def _same_definition(old, new) -> bool:
+    """Whether ``new`` is ``old`` or the same definition made again: a class or function of the same module and
+    qualified name (a re-run cell or reloaded module), or an equal value."""
+    if old is new:
+        return True
+    if hasattr(old, "__qualname__") and hasattr(new, "__qualname__"):
+        return (getattr(old, "__module__", None), old.__qualname__) == (getattr(new, "__module__", None),
+                                                                         new.__qualname__)
+    try:
+        return bool(old == new)
+    except Exception:  # noqa: BLE001 (an entry whose comparison fails is not the same)
+        return False

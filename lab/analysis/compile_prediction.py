@@ -27,7 +27,7 @@ from lab.sim.model import PLAN_BUFFER, BufferModelError, SimulationModel, resolv
 from lab.sim.simulate import SimulationResult, simulate
 from lab.trace.workload import encode_trace
 from lab.trace.workload import Workload
-from lab.units import BYTES_PER_MB, bytes_to_mb
+from lab.units import BYTES_PER_MB, MAX_SIZE_MB, bytes_to_mb
 
 TARGETS = (0.9, 0.99)
 RELATIVE_PRECISION = 1e-3  # the recommended capacities are refined to 0.1 % of their value
@@ -199,6 +199,19 @@ def smallest_capacity_mb(traffic_mb, target_mb: float, high_bytes: int, progress
     return float(bytes_to_mb(high))
 
 
+def _check_predictable(workload: Workload) -> None:
+    """ValueError naming the trace when predict_compile cannot size a buffer for it: an empty trace, or a working
+    set larger than the largest buffer lab simulates (MAX_SIZE_MB), which its "whole working set on chip"
+    reference needs."""
+    if workload.n_accesses == 0:
+        raise ValueError("trace is empty: predict_compile needs at least one access to plan")
+    whole_mb = float(bytes_to_mb(workload.tensor_bytes.sum()))
+    if whole_mb > MAX_SIZE_MB:
+        raise ValueError(f"trace's working set is {whole_mb:.4g} MB, more than the largest buffer lab simulates "
+                         f"({MAX_SIZE_MB:g} MB): predict_compile sizes buffers up to the whole working set; plan a "
+                         "window of the trace, or one with smaller tensors")
+
+
 def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
                     policies: Optional[Iterable[str]] = None, scorer: str = "heuristic", optimum="auto",
                     progress: Optional[bool] = None, buffer: Optional[str] = None) -> CompilePrediction:
@@ -232,6 +245,7 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
     online = [p for p in policy_list(policies) if not p.offline]
     chosen = [*online, "Belady"]
     workload = encode_trace(with_scores(trace, chosen, scorer))
+    _check_predictable(workload)
     solve = wants_optimum(optimum, workload)
     if solve:
         check_flow_size(workload)

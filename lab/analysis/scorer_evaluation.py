@@ -15,7 +15,7 @@ from lab.analysis.optimal import optimal
 from lab.analysis.sweep import SWEEP_TIME_LIMIT_S
 from lab.learn.features import register_plan_source
 from lab.learn.learned import LearnedScorer
-from lab.learn.scoring import heuristic_scores
+from lab.learn.scoring import check_scores, heuristic_scores
 from lab.trace.workload import encode_trace
 from lab.units import bytes_to_mb
 
@@ -67,7 +67,8 @@ def score_traffic(trace: pd.DataFrame, capacity_mb: float, scorers: dict, polici
     out = {f"{p}_mb": _dram(workload, p, capacity_mb) for p in (policies or classical_policies())}
     for name, entry in scorers.items():
         scores, policy = entry if isinstance(entry, tuple) else (entry, "ML")
-        scored = encode_trace(trace.assign(eviction_score=np.asarray(scores, dtype=np.float64)))
+        scores = check_scores(scores, workload.n_accesses, f"scorer {name!r}")
+        scored = encode_trace(trace.assign(eviction_score=scores))
         out[f"{name}_mb"] = _dram(scored, policy, capacity_mb)
     out["Belady_mb"] = _dram(workload, "Belady", capacity_mb)
     out["Belady_bypass_mb"] = _dram(workload, get_policy("Belady", bypass=True), capacity_mb)
@@ -127,7 +128,7 @@ def leave_one_model_out(traces: dict, capacity_fraction=(0.02, 0.05, 0.1), train
             workload = encode_trace(trace)
             by = {"heuristic": heuristic_scores(trace, workload), "learned": (learned, bypass),
                   "learned_no_bypass": learned}
-            by.update({name: np.asarray(fn(trace), dtype=np.float64) for name, fn in extra.items()})
+            by.update({name: check_scores(fn(trace), len(trace), f"scorer {name!r}") for name, fn in extra.items()})
             working = float(bytes_to_mb(workload.tensor_bytes.sum()))
             for share in shares:
                 capacity = working * share

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from numbers import Real
 from pathlib import Path
 from typing import Optional, Sequence
@@ -28,14 +29,22 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_int, check_number, check_positive_mb
-from lab.learn.features import CATEGORICAL, SOURCE_COLUMNS, access_features, optimum_labels
+from lab.learn.features import CATEGORICAL, SOURCE_COLUMNS, access_features, feature_names, optimum_labels
 from lab.learn.scoring import register_scorer
 from lab.learn.trees import FlatTrees
 from lab.trace.workload import Workload, encode_trace
 from lab.units import bytes_to_mb
 
+# Fewer examples leave LightGBM's bagging (80 % of the rows per tree) an empty sample, which it cannot train on.
+MIN_TRAINING_EXAMPLES = 2
 FORMAT = "lab.LearnedScorer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a checksum of the content (sha256)
+MAX_MODEL_BYTES = 256 * 2**20  # the default model's file is ~60 KB
+
+
+def _digest(content: dict) -> str:
+    """The SHA-256 of a model file's content (every key but ``sha256``), as canonical JSON."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _lightgbm():
@@ -110,7 +119,7 @@ class LearnedScorer:
         self.features_: list[str] = []
         self.categories_: dict[str, list[str]] = {}
         self.fit_seconds_: Optional[float] = None
-        self._flat = None  # (booster, its FlatTrees): the compiled form predict walks
+        self._model: Optional[tuple[str, FlatTrees]] = None  # LightGBM's text model and the trees predict walks
 
     def get_params(self) -> dict:
         """The constructor's parameters, as a dict (``LearnedScorer(**scorer.get_params())`` makes a twin)."""
@@ -130,7 +139,7 @@ class LearnedScorer:
     @property
     def fitted(self) -> bool:
         """Whether the scorer holds a model (fitted or loaded)."""
-        return self.booster_ is not None
+        return self._model is not None
 
     def fit(self, traces, capacity_mb=None, capacity_fraction=None) -> "LearnedScorer":
         """Learn from ``traces`` (a list of trace DataFrames, or one) labelled by the optimum at each capacity.
@@ -159,6 +168,7 @@ class LearnedScorer:
             frames.append(frame)
         capacities = _capacities(frames, capacity_mb, capacity_fraction)
         start = time.perf_counter()
+        self._model = None  # a failed fit leaves the scorer unfitted, never half its old model and half the new
         self.columns_ = [c for c in SOURCE_COLUMNS if all(c in f.columns for f in frames)]
         frames = [f[[c for c in f.columns if c in ("tensor_id", "size_mb", *self.columns_)]] for f in frames]
         raw = [access_features(f) for f in frames]
@@ -180,16 +190,22 @@ class LearnedScorer:
                 labels.append(label)
                 weights.append(size / size.sum() * len(size))
         matrix, label, weight = np.vstack(matrices), np.concatenate(labels), np.concatenate(weights)
+        if len(label) < MIN_TRAINING_EXAMPLES:
+            raise ValueError(f"traces hold {sum(len(f) for f in frames):,} access(es) in all, {len(label):,} "
+                             f"training example(s) at {sum(map(len, capacities)):,} capacity(ies): LearnedScorer.fit "
+                             f"needs at least {MIN_TRAINING_EXAMPLES} (one per access and capacity)")
         categorical = [j for j, name in enumerate(self.features_) if name in CATEGORICAL]
         data = lgb.Dataset(matrix, label=label, weight=weight, feature_name=self.features_,
                            categorical_feature=categorical, free_raw_data=True,
                            params={"max_bin": 63, "verbosity": -1, "data_random_seed": self.seed})
         self.booster_ = lgb.train(self._lgb_params(), data, num_boost_round=self.n_estimators)
+        text = self.booster_.model_to_string()
+        self._model = (text, FlatTrees.from_model_text(text, len(self.features_), self.features_))
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
     def _check_fitted(self) -> None:
-        if self.booster_ is None:
+        if self._model is None:
             raise ValueError("this LearnedScorer has no model: fit it (scorer.fit(traces, capacity_mb=...)) or "
                              "load one (LearnedScorer.load(path))")
 
@@ -228,9 +244,8 @@ class LearnedScorer:
         return 1.0 / (1.0 + np.exp(-raw))  # the cross-entropy objective's link, as Booster.predict applies it
 
     def _trees(self) -> FlatTrees:
-        if getattr(self, "_flat", None) is None or self._flat[0] is not self.booster_:
-            self._flat = (self.booster_, FlatTrees.from_booster(self.booster_))
-        return self._flat[1]
+        self._check_fitted()
+        return self._model[1]
 
     def feature_importances(self, kind: str = "gain") -> pd.Series:
         """Each feature's importance (``"gain"``: total loss reduction of its splits, or ``"split"``: how many),
@@ -238,15 +253,17 @@ class LearnedScorer:
         self._check_fitted()
         if kind not in ("gain", "split"):
             raise ValueError(f"kind must be 'gain' or 'split', got {kind!r}")
-        values = self.booster_.feature_importance(importance_type=kind)
+        values = self._trees().importances(len(self.features_), kind)
         return pd.Series(values, index=self.features_, name=kind).sort_values(ascending=False)
 
     def to_dict(self) -> dict:
-        """The fitted model as a JSON-ready dict (LightGBM's text model inside)."""
+        """The fitted model as a JSON-ready dict (LightGBM's text model inside), with the SHA-256 of the rest
+        (``sha256``: ``load`` refuses a file whose content does not match it)."""
         self._check_fitted()
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "params": self.get_params(),
+        blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": self.get_params(),
                 "columns": self.columns_, "features": self.features_, "categories": self.categories_,
-                "model": self.booster_.model_to_string()}
+                "model": self._model[0]}
+        return {**blob, "sha256": _digest(blob)}
 
     def save(self, path) -> Path:
         """Write the model to ``path`` (JSON with LightGBM's text model) atomically: a temporary file in the same
@@ -267,27 +284,66 @@ class LearnedScorer:
 
     @classmethod
     def load(cls, path) -> "LearnedScorer":
-        """Read a model written by ``save``. Raises ValueError naming ``path`` when it does not exist or does
-        not hold a LearnedScorer model."""
+        """Read a model written by ``save``.
+
+        The file is untrusted input (a model a user hands over, or a cache file damaged on disk): its checksum
+        must match its content, its parameters, columns, features and categories must be what a LearnedScorer
+        writes, and its trees are parsed and checked by lab (``FlatTrees.from_model_text``: every split's
+        feature, threshold and children, no loop, every node reached once) before any compiled code walks
+        them; LightGBM never parses the file. Raises ValueError naming ``path`` when it does not exist or does
+        not hold a valid LearnedScorer model.
+        """
         if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"path must be a file path (str or Path), got {type(path).__name__}")
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"path {str(path)!r} does not exist or is not a file: no model to load")
+        where = f"path {str(path)!r}"
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ValueError(f"{where} holds {size:,} bytes, more than a LearnedScorer model "
+                             f"({MAX_MODEL_BYTES:,} at most)")
         try:
-            blob = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"path {str(path)!r} does not hold a LearnedScorer model: {error}") from None
+            blob = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as error:
+            raise ValueError(f"{where} does not hold a LearnedScorer model: {error}") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise ValueError(f"path {str(path)!r} does not hold a LearnedScorer model")
+            raise ValueError(f"{where} does not hold a LearnedScorer model")
         if blob.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"path {str(path)!r} holds model format {blob.get('format_version')}, "
-                             f"this lab reads {FORMAT_VERSION}")
-        scorer = cls(**blob["params"])
-        scorer.columns_ = list(blob["columns"])
-        scorer.features_ = list(blob["features"])
-        scorer.categories_ = {k: list(v) for k, v in blob["categories"].items()}
-        scorer.booster_ = _lightgbm().Booster(model_str=blob["model"])
+            raise ValueError(f"{where} holds model format {blob.get('format_version')!r}, this lab reads "
+                             f"{FORMAT_VERSION}: fit and save the model again")
+        try:
+            return cls._from_blob(blob)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{where} does not hold a valid LearnedScorer model: {error}") from None
+
+    @classmethod
+    def _from_blob(cls, blob: dict) -> "LearnedScorer":
+        """A scorer from a saved model's content, every field checked (ValueError or TypeError saying which)."""
+        expected = {"format", "format_version", "params", "columns", "features", "categories", "model", "sha256"}
+        if set(blob) != expected:
+            raise ValueError(f"its keys are {sorted(blob)}, {sorted(expected)} expected")
+        content = {k: v for k, v in blob.items() if k != "sha256"}
+        if blob["sha256"] != _digest(content):
+            raise ValueError("its content does not match its checksum (sha256): the file was changed or damaged")
+        params = blob["params"]
+        if not isinstance(params, dict) or set(params) != set(cls().get_params()):
+            raise ValueError(f"params must be the constructor's parameters {sorted(cls().get_params())}")
+        scorer = cls(**params)
+        columns, features, categories = blob["columns"], blob["features"], blob["categories"]
+        if (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+                or columns != [c for c in SOURCE_COLUMNS if c in columns]):
+            raise ValueError(f"columns must be a list of trace columns among {list(SOURCE_COLUMNS)}, in that order")
+        if features != feature_names(columns):
+            raise ValueError(f"features must be the features of columns {columns}: {feature_names(columns)}")
+        if (not isinstance(categories, dict) or not set(categories) <= set(CATEGORICAL) & set(features)
+                or not all(isinstance(v, list) and all(isinstance(x, str) for x in v) and len(set(v)) == len(v)
+                           for v in categories.values())):
+            raise ValueError("categories must map categorical features to lists of distinct strings")
+        trees = FlatTrees.from_model_text(blob["model"], len(features), features)
+        scorer.columns_, scorer.features_ = list(columns), list(features)
+        scorer.categories_ = {k: list(v) for k, v in categories.items()}
+        scorer._model = (blob["model"], trees)
         return scorer
 
     def __repr__(self) -> str:
@@ -335,14 +391,19 @@ _DEFAULT: dict = {}
 def default_scorer(config: Optional[dict] = None, refit: bool = False) -> LearnedScorer:
     """The default LearnedScorer: loaded from its cache file, or trained (reproducibly, seed 0) from the
     captures of ``config`` (default DEFAULT_TRAINING) and cached there; kept in memory after the first call.
-    ``refit`` retrains and rewrites the cache."""
+    ``refit`` retrains and rewrites the cache. A cache file that does not load (``LearnedScorer.load``: damaged,
+    or not the model lab wrote) is trained again, with a warning."""
     path = default_model_path(config)
     key = str(path)
     if not refit and key in _DEFAULT:
         return _DEFAULT[key]
+    scorer = None
     if not refit and path.is_file():
-        scorer = LearnedScorer.load(path)
-    else:
+        try:
+            scorer = LearnedScorer.load(path)
+        except ValueError as error:  # damaged on disk, or written by hand: trained again, never trusted
+            warnings.warn(f"the cached default model cannot be used ({error}); training it again", stacklevel=2)
+    if scorer is None:
         config = DEFAULT_TRAINING if config is None else config
         scorer = LearnedScorer(**config["params"]).fit(default_training_traces(config),
                                                        capacity_fraction=config["capacity_fraction"])

@@ -43,12 +43,13 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_bool, check_int, check_positive_mb
+from lab.checks import check_bool, check_int, check_positive_mb, check_str
 from lab.trace.workload import Workload, encode_trace, reuse_distances_from_codes
 
 DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.2"
 MODEL_ENV = "LAB_LLM_MODEL"
 QUANTIZATIONS = ("nf4", "int8", None)
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?")  # the torch devices a language model runs on
 DIGITS = tuple(str(d) for d in range(10))
 PROMPT_VERSION = "1"  # part of the cache key: bump when the prompt or the way it is read changes
 
@@ -69,6 +70,12 @@ class FewShotExample:
 
     description: str
     digit: int
+
+    def __post_init__(self):
+        check_str("FewShotExample.description", self.description)
+        if isinstance(self.digit, bool) or not isinstance(self.digit, (int, np.integer)) or not 0 <= self.digit <= 9:
+            raise ValueError(f"FewShotExample.digit must be an integer from 0 to 9, got {self.digit!r}")
+        object.__setattr__(self, "digit", int(self.digit))
 
 
 # ----------------------------------------------------------------------------------------------- descriptions
@@ -267,11 +274,12 @@ def _check_examples(few_shot) -> tuple[FewShotExample, ...]:
         if not isinstance(item, FewShotExample):
             if not (isinstance(item, tuple) and len(item) == 2):
                 raise TypeError(f"few_shot items must be FewShotExample or (description, digit) pairs, got {item!r}")
-            item = FewShotExample(*item)
-        if not isinstance(item.description, str) or isinstance(item.digit, bool) \
-                or not isinstance(item.digit, (int, np.integer)) or not 0 <= item.digit <= 9:
-            raise ValueError(f"few_shot examples need a str description and a digit 0-9, got {item!r}")
-        examples.append(FewShotExample(item.description, int(item.digit)))
+            try:
+                item = FewShotExample(*item)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"few_shot examples need a str description and a digit 0-9, got {item!r}: "
+                                 f"{error}") from None
+        examples.append(item)
     return tuple(examples)
 
 
@@ -385,8 +393,9 @@ class LLMScorer:
                  batch_size: int = 16, few_shot=None, cache: bool = True):
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {list(QUANTIZATIONS)}, got {quantization!r}")
-        if device is not None and not isinstance(device, str):
-            raise TypeError(f"device must be None, 'cuda', 'cpu' or a torch device string, got {device!r}")
+        if device is not None and (not isinstance(device, str) or not DEVICE.fullmatch(device)):
+            raise ValueError(f"device must be None (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N', 'mps', "
+                             f"'xpu' or 'xpu:N', got {device!r}")
         if isinstance(model, Path):
             model = str(model)
         if not isinstance(model, str) or not model:

@@ -24,14 +24,18 @@ SCORERS: Registry[Scorer] = Registry("scorer")
 HEURISTIC_WEIGHTS = {"size": 0.4, "reuse": 0.5, "stride": 0.1}
 
 
-def register_scorer(name: str):
+def register_scorer(name: str, replace: bool = False):
     """Decorator: register ``fn(trace, encoded) -> scores`` under ``name`` (case-insensitive).
 
-    ``encoded`` is the validated, integer-coded trace (``lab.encode_trace``).
+    ``encoded`` is the validated, integer-coded trace (``lab.encode_trace``). A name another scorer holds is
+    refused (ValueError) unless ``replace=True``; registering the same function again (a re-run cell) is allowed.
+    The scores are checked where they are used (``check_scores``): one finite number in [0, 1] per access.
     """
 
     def add(fn: Scorer) -> Scorer:
-        return SCORERS.add(name, fn)
+        if not callable(fn):
+            raise TypeError(f"@register_scorer takes a function fn(trace, encoded) -> scores, got {fn!r}")
+        return SCORERS.add(name, fn, replace=replace)
 
     return add
 
@@ -96,9 +100,39 @@ def score(trace: pd.DataFrame, method: str = "heuristic") -> pd.DataFrame:
     """
     scorer = SCORERS.get(method)
     encoded = encode_trace(trace)
+    scores = check_scores(scorer(trace, encoded), encoded.n_accesses, f"scorer {SCORERS.canonical(method)!r}")
     scored = trace.copy()
-    scored["eviction_score"] = np.asarray(scorer(trace, encoded), dtype=np.float64)
+    scored["eviction_score"] = scores
     return scored
+
+
+SCORE_TOLERANCE = 1e-9  # rounding past the ends of [0, 1] that a sum of weighted shares may carry
+
+
+def check_scores(scores, n_accesses: int, source: str) -> np.ndarray:
+    """The eviction scores ``source`` (a scorer, named in errors) returned for a trace of ``n_accesses``
+    accesses, as float64: ValueError naming ``source`` unless they are one real number per access, finite and
+    in [0, 1] (higher = evict first). The one check of every scorer's output, where the scores are used."""
+    try:
+        values = np.asarray(scores)
+    except Exception as error:  # noqa: BLE001 (anything numpy cannot hold as an array is not scores)
+        raise ValueError(f"{source} must return one score per access, got {type(scores).__name__}: {error}") \
+            from None
+    if values.ndim != 1:
+        raise ValueError(f"{source} must return one score per access (a 1-D array of {n_accesses}), got "
+                         f"{type(scores).__name__} of shape {values.shape}")
+    if values.shape[0] != n_accesses:
+        raise ValueError(f"{source} returned {values.shape[0]:,} scores for a trace of {n_accesses:,} accesses: it "
+                         "must return one score per access")
+    if values.dtype.kind not in "iuf":
+        raise ValueError(f"{source} must return real numbers, got dtype {values.dtype}")
+    values = values.astype(np.float64)
+    bad = ~np.isfinite(values) | (values < -SCORE_TOLERANCE) | (values > 1 + SCORE_TOLERANCE)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{source} must return finite scores in [0, 1] (higher = evict first), got "
+                         f"{values[i]!r} at access {i} ({int(bad.sum()):,} such)")
+    return np.clip(values, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

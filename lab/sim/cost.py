@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Optional
 
-from lab.checks import check_number
+from lab.checks import check_number, check_positive_mb, check_str
 from lab.registry import Registry
 from lab.sim.model import check_buffer
 from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
@@ -52,12 +52,13 @@ class CostModel:
     buffer: str = "scratchpad"
 
     def __post_init__(self):
+        check_str("CostModel.name", self.name)
         check_buffer(self.buffer)
+        if self.buffer_mb is not None:
+            check_positive_mb("CostModel.buffer_mb", self.buffer_mb)
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("name", "buffer") or (f.name == "buffer_mb" and value is None):
-                continue
-            check_number(f"CostModel.{f.name}", value, 0, MAX_COST_VALUE)
+            if f.name not in ("name", "buffer_mb", "buffer"):
+                check_number(f"CostModel.{f.name}", getattr(self, f.name), 0, MAX_COST_VALUE)
         if self.dram_bandwidth_gb_s < MIN_BANDWIDTH_GB_S:
             raise ValueError(f"CostModel.dram_bandwidth_gb_s must be at least {MIN_BANDWIDTH_GB_S:g} GB/s, got "
                              f"{self.dram_bandwidth_gb_s!r}")

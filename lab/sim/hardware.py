@@ -70,7 +70,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_int, check_number
+from lab.checks import check_bool, check_memory, check_number, check_power_of_two
 from lab.compiled import kernel
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB
@@ -85,7 +85,7 @@ class CacheModel:
     """Physical parameters of the hardware cache (``buffer="cache"``).
 
     - ``line_bytes``: bytes per simulated block (default 4096: 32 lines of
-      128 B swept together; a power of two >= 128).
+      128 B swept together; a power of two from 128 B to 1 MiB).
     - ``effective_fraction``: the share of ``capacity_mb`` that holds
       distinct lines (default 2/3: the 60 MB of an H200 act as 40 MB). The
       H100/H200 L2 is two partitions joined by a crossbar, and a line that SMs
@@ -94,7 +94,7 @@ class CacheModel:
       Funny L2, and Tons of Bandwidth", 2023). 2/3 is the one value fitted to
       the five H200 cases in ``ground_truth/h200`` (the same for all).
     - ``alignment``: bytes to which the allocator rounds each allocation
-      (512, PyTorch's CUDA caching allocator).
+      (512, PyTorch's CUDA caching allocator; a power of two up to 1 GiB).
     - ``panel_fraction``: the share of the cache a GEMM library keeps for one
       panel of its larger operand while it sweeps the smaller one past it
       (0.5: the other half holds the swept operand's tiles and the output).
@@ -105,6 +105,9 @@ class CacheModel:
       position in each operand (True), instead of operand after operand.
     - ``flush_at_end``: write the lines still dirty at the end of the trace
       back (True: the step's results reach DRAM eventually).
+
+    Every field is checked on construction (ValueError naming it; TypeError for
+    a switch that is not True or False).
     """
 
     line_bytes: int = 4096
@@ -116,16 +119,22 @@ class CacheModel:
     flush_at_end: bool = True
 
     def __post_init__(self):
-        for name in ("line_bytes", "alignment"):
-            check_int(f"CacheModel.{name}", getattr(self, name))
-        check_number("CacheModel.effective_fraction", self.effective_fraction, 0, 1)
-        if self.effective_fraction == 0:
-            raise ValueError("CacheModel.effective_fraction must be in (0, 1]")
-        check_number("CacheModel.panel_fraction", self.panel_fraction, 0, 1)
-        if self.panel_fraction == 0:
-            raise ValueError("CacheModel.panel_fraction must be in (0, 1]")
-        if self.line_bytes < 128 or self.line_bytes & (self.line_bytes - 1):
-            raise ValueError(f"CacheModel.line_bytes must be a power of two >= 128 bytes, got {self.line_bytes}")
+        check_power_of_two("CacheModel.line_bytes", self.line_bytes, MIN_LINE_BYTES, MAX_LINE_BYTES)
+        check_power_of_two("CacheModel.alignment", self.alignment, 1, MAX_ALIGNMENT)
+        for name in ("effective_fraction", "panel_fraction"):
+            value = check_number(f"CacheModel.{name}", getattr(self, name), 0, 1)
+            if value == 0:
+                raise ValueError(f"CacheModel.{name} must be a number in (0, 1], got {value!r}")
+        for name in ("tiling", "interleave", "flush_at_end"):
+            check_bool(f"CacheModel.{name}", getattr(self, name))
+
+
+# The physical ranges of CacheModel's sizes: a line is at least the GPU's 128-byte L2 line, and a block of lines a
+# kernel sweeps together at most 1 MiB (the five H200 cases move by < 0.5 % between 1 and 16 KiB); allocators
+# align to powers of two up to a huge page (1 GiB).
+MIN_LINE_BYTES = 128
+MAX_LINE_BYTES = 2**20
+MAX_ALIGNMENT = 2**30
 
 
 def resolve_cache_model(model) -> CacheModel:
@@ -337,6 +346,25 @@ def _expand(lo, hi, repeat, is_write, op, line_bytes):
     return codes, writes, key, row
 
 
+# Peak bytes per line access while the line trace is built and replayed (codes, writes, sort keys and rows, the
+# sort's order and the sorted copies, the workload's access bytes and previous use, the replay's per-access
+# outputs) and per line of the address space (its size, id, the policy's and the engine's arrays per tensor).
+BYTES_PER_LINE_ACCESS = 96
+BYTES_PER_LINE = 64
+
+
+def check_line_trace_fits(lo: np.ndarray, hi: np.ndarray, repeat: np.ndarray, model: CacheModel) -> None:
+    """ValueError with the estimate, before anything is expanded, when the line trace of the byte ranges
+    [``lo``, ``hi``) (``repeat`` extra passes each) would not fit in memory (``lab.checks.check_memory``)."""
+    line = model.line_bytes
+    per_row = ((hi - 1) // line - lo // line + 1).astype(np.float64) * (1.0 + repeat)
+    accesses = float(per_row.sum())
+    lines = float(hi.max(initial=0)) / line + 1
+    check_memory(f"buffer='cache' with {line:,}-byte lines: a line trace of {accesses:,.0f} line accesses over "
+                 f"{lines:,.0f} lines", accesses * BYTES_PER_LINE_ACCESS + lines * BYTES_PER_LINE,
+                 "use longer lines (CacheModel(line_bytes=...)), a smaller alignment, or a shorter trace")
+
+
 def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repeat=None, rows: bool = True):
     """The line-granular trace of ``trace`` for the cache: (codes, is_write, n_lines, row), codes in
     0..n_lines-1, ``row`` the access of ``trace`` each line access comes from (None with ``rows=False``).
@@ -345,6 +373,7 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repe
     is_write = (trace["access"].to_numpy() == "write") if "access" in trace else np.zeros(len(trace), bool)
     if repeat is None:
         repeat = gemm_rereads(trace, capacity_bytes, model)
+    check_line_trace_fits(lo, hi, repeat, model)
     op = _op_index(is_write)
     codes, writes, key, row = _expand(lo, hi, repeat, is_write, op, np.int64(model.line_bytes))
     if model.interleave:
@@ -354,6 +383,9 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repe
     return codes, writes, n_lines, row if rows else None
 
 
+NO_TRACE_COLUMNS = ("buffer='cache' replays lines of memory, not the trace's rows, so a policy that reads a column of "
+                    "the trace (the ML policy's eviction_score) is not supported with buffer='cache'; use "
+                    "buffer='scratchpad' for it")
 LINE_COLUMNS = ("tensor_id", "size_mb", "access", "op", "shape")  # what the line trace is made from
 LINE_CACHE_BYTES = 1 << 30  # line workloads kept per process for reuse (bytes, estimated)
 _line_cache: OrderedDict = OrderedDict()  # key -> (workload, estimated bytes)
@@ -413,7 +445,7 @@ def _build_line_workload(trace, capacity_bytes, model, repeat, key) -> Workload:
     workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
                         access_bytes=np.full(codes.shape[0], line, np.int64),
                         is_write=writes if "access" in trace else np.zeros(0, np.bool_),
-                        id_values=np.arange(n_lines, dtype=np.int64))
+                        id_values=np.arange(n_lines, dtype=np.int64), no_trace_reason=NO_TRACE_COLUMNS)
     workload.previous_use  # every run needs it (compulsory misses): computed once, here
     # codes, is_write, access_bytes, previous use, the next use past the end (lab.sim.simulate.replay) + 8 spare
     estimate = codes.shape[0] * (8 + 1 + 8 + 3 * 8) + n_lines * 16

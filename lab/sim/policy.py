@@ -183,12 +183,18 @@ def bind_hooks(cls: Type[Policy]) -> None:
     _BOUND[cls.State] = cls
 
 
-def register(cls: Type[Policy]) -> Type[Policy]:
-    """Class decorator: add a policy to the registry under its name and aliases (case-insensitive)."""
+def register(cls: Optional[Type[Policy]] = None, *, replace: bool = False):
+    """Class decorator: add a policy to the registry under its name and aliases (case-insensitive).
+
+    A name or alias another policy holds is refused (ValueError) unless ``@register(replace=True)``, which
+    replaces that policy; registering the same class again (a re-run notebook cell) is allowed.
+    """
+    if cls is None:
+        return lambda c: register(c, replace=replace)
     if not (isinstance(cls, type) and issubclass(cls, Policy)) or not cls.name:
         raise TypeError(f"@register takes a Policy subclass with a name, got {cls!r}")
     bind_hooks(cls)
-    POLICIES.add(cls.name, cls, cls.aliases)
+    POLICIES.add(cls.name, cls, cls.aliases, replace=replace)
     return cls
 
 

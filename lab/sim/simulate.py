@@ -403,7 +403,8 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
 
     Returns a SimulationResult; its ``metrics`` times are in ms. Raises
     ValueError on a malformed trace, an unknown policy, a capacity that is not
-    a finite number > 0, an unknown cost preset or ``buffer`` name, and
+    a finite number > 0, an unknown cost preset or ``buffer`` name, a
+    ``cache_model`` with a buffer model other than ``"cache"``, and
     ``lab.sim.model.BufferModelError`` (a ValueError) for a policy that
     cannot run in the cache (one reading per-tensor columns of the trace, as
     ML its scores); TypeError on a ``buffer`` that is not a string or None,
@@ -411,6 +412,9 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     """
     cost = resolve_cost(cost)
     buffer = resolve_buffer(buffer, cost)
+    if cache_model is not None and buffer != "cache":
+        raise ValueError(f"cache_model applies to buffer='cache' only, not buffer={buffer!r}: pass buffer='cache' "
+                         "or leave cache_model out")
     policy = get_policy(policy)
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     capacity_bytes = capacity_bytes_of(capacity_mb)

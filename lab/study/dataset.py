@@ -6,8 +6,9 @@ atomically, partitioned by model and phase::
     <out>/failed/<task>.json                  a failed task: its cells, the error, the traceback
     <out>/summary.json                        the last run's summary
 
-Files are read as untrusted: an unreadable cell file, or one without the columns a result needs, is set
-aside (renamed ``*.parquet.corrupt``) with a warning, and its cells count as not finished.
+Files are read as untrusted: an unreadable cell file (a damaged footer, or a damaged page: each file is read
+whole, its pages checked against their checksums), or one without the columns a result needs, is set aside
+(renamed ``*.parquet.corrupt``) with a warning, and its cells count as not finished.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def write_cells(out, task_key: str, rows) -> Path:
     model, phase = table.column("model")[0].as_py(), table.column("phase")[0].as_py()
     path = cells_dir(out) / str(model) / str(phase) / f"{task_key}.parquet"
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)  # a damaged page is then found, not read as numbers
     return path
 
 
@@ -121,20 +122,32 @@ def _checked_schema(path: Path):
     return schema
 
 
-def finished_cells(out) -> set:
-    """The ids of the cells already in the dataset at ``out`` (an empty set for a new study)."""
+def _checked_table(path: Path):
+    """(schema, whole table) of ``path`` if it is a usable result file: ``_checked_schema``, and every page of
+    every column readable (and matching its checksum, in files written with them: ``write_cells``); else None
+    after setting it aside. A file with a readable footer can still hold damaged pages: only a full read finds
+    them."""
     import pyarrow.parquet as pq
 
+    schema = _checked_schema(path)
+    if schema is None:
+        return None
+    try:
+        return schema, pq.read_table(path, page_checksum_verification=True)
+    except Exception as error:  # noqa: BLE001 (pyarrow: a damaged page, a checksum mismatch; OSError)
+        _set_aside(path, f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+        return None
+
+
+def finished_cells(out) -> set:
+    """The ids of the cells already in the dataset at ``out`` (an empty set for a new study). Every file is read
+    whole (``_checked_table``): a damaged one is set aside and its cells run again."""
     done = set()
     for path in cell_files(out):
-        if _checked_schema(path) is None:
+        checked = _checked_table(path)
+        if checked is None:
             continue
-        try:
-            ids = pq.read_table(path, columns=["cell_id"]).column("cell_id").to_pylist()
-        except Exception as error:  # noqa: BLE001
-            _set_aside(path, type(error).__name__)
-            continue
-        done.update(i for i in ids if isinstance(i, str))
+        done.update(i for i in checked[1].column("cell_id").to_pylist() if isinstance(i, str))
     return done
 
 
@@ -146,10 +159,10 @@ def study_dataset(out):
 
     files, schemas = [], []
     for path in cell_files(out):
-        schema = _checked_schema(path)
-        if schema is not None:
+        checked = _checked_table(path)
+        if checked is not None:
             files.append(str(path))
-            schemas.append(schema.remove_metadata())
+            schemas.append(checked[0].remove_metadata())
     if not files:
         raise ValueError(f"{out}: no study results (expected {cells_dir(out)}/<model>/<phase>/*.parquet); run "
                          "the study first: python -m lab study STUDY.yaml --out " + str(out))

@@ -38,7 +38,7 @@ from typing import Optional
 
 import numpy as np
 
-from lab.checks import check_bool, check_int, check_number, check_positive_mb
+from lab.checks import check_bool, check_int, check_memory, check_number, check_positive_mb
 
 PHASES = ("forward", "training")
 OPTIMUM = "OPT"
@@ -214,6 +214,27 @@ class StudySpec:
         """Cells of the grid (result rows): workloads x (buffers x policies + OPT) x capacities."""
         return len(self.workloads()) * len(self.columns()) * len(self.capacities_mb)
 
+    def to_mapping(self) -> dict:
+        """The study as a study file's mapping (``parse_study`` gives back an equal StudySpec)."""
+        models = []
+        for m in self.models:
+            if not isinstance(m, Model):
+                models.append(m)  # parse_study names what is wrong with it
+                continue
+            key = "preset" if m.source == "preset" else "synthetic"
+            entry = {key: m.name, "num_layers": m.num_layers, "label": m.label}
+            options = dict(m.options) if isinstance(m.options, tuple) else m.options
+            if key == "preset":
+                entry["overrides"] = options
+            else:
+                entry.update(dims=options, reuse_probability=m.reuse_probability)
+            models.append({k: v for k, v in entry.items() if v is not None})
+        return {"name": self.name, "models": models, "batch_sizes": self.batch_sizes, "seq_lengths": self.seq_lengths,
+                "phases": self.phases, "weight_dtypes": self.weight_dtypes, "policies": self.policies,
+                "capacities_mb": self.capacities_mb, "buffers": self.buffers, "optimum": self.optimum,
+                "cost": self.cost, "dtype": self.dtype, "seed": self.seed, "max_cells": self.max_cells,
+                "description": self.description}
+
     def to_dict(self) -> dict:
         return {"name": self.name, "models": [m.to_dict() for m in self.models], "batch_sizes": self.batch_sizes,
                 "seq_lengths": self.seq_lengths, "phases": self.phases, "weight_dtypes": self.weight_dtypes,
@@ -301,7 +322,11 @@ def _model(source: str, entry) -> Model:
     return Model(label, kind, name, num_layers, float(reuse), tuple(sorted(options.items())))
 
 
-def _capacities(source: str, value) -> list:
+BYTES_PER_CAPACITY = 200  # a capacity of the grid while it is expanded: the float, its list slot, its cells' pairs
+BYTES_PER_CELL = 400  # a cell of the grid in memory: its (policy, capacity) pair in a task, its id and result row
+
+
+def _capacities(source: str, value, max_cells: int = DEFAULT_MAX_CELLS, force: bool = False) -> list:
     if isinstance(value, dict):
         if set(value) != {"geomspace"}:
             _fail(source, f"capacities_mb must be a list of MB or {{geomspace: [LOW_MB, HIGH_MB, POINTS]}}, "
@@ -316,7 +341,20 @@ def _capacities(source: str, value) -> list:
             _fail(source, str(error))
         if high < low:
             _fail(source, f"capacities_mb: geomspace's HIGH_MB ({high}) is below LOW_MB ({low})")
+        if points > max_cells and not force:  # before a single capacity is made: the grid has at least this many
+            _fail(source, f"capacities_mb: geomspace of {points:,} points alone is more than max_cells={max_cells:,} "
+                          "cells; use fewer points, or raise max_cells (or pass --force, force=True)")
+        try:
+            check_memory(f"capacities_mb: geomspace of {points:,} points", points * BYTES_PER_CAPACITY,
+                         "use fewer points")
+        except ValueError as error:
+            _fail(source, str(error))
         value = [float(f"{c:.6g}") for c in np.geomspace(low, high, points)]
+        repeated = sorted({c for c, n in zip(*np.unique(value, return_counts=True)) if n > 1})
+        if repeated:
+            _fail(source, f"capacities_mb: geomspace {spec} gives capacities that coincide once rounded to 6 "
+                          f"significant digits ({repeated[0]:g} MB {value.count(repeated[0])} times): use fewer "
+                          "points or a wider range")
     out = []
     for c in value:
         try:
@@ -392,7 +430,8 @@ def parse_study(raw, source: str = "study", force: bool = False) -> StudySpec:
         _fail(source, f"name must be letters, digits and . _ : + -, got {name!r}")
     spec = StudySpec(name=name, models=models, batch_sizes=ints["batch_sizes"], seq_lengths=ints["seq_lengths"],
                      phases=list(axes["phases"]), weight_dtypes=list(axes["weight_dtypes"]), policies=policies,
-                     capacities_mb=_capacities(source, axes["capacities_mb"]), buffers=list(axes["buffers"]),
+                     capacities_mb=_capacities(source, axes["capacities_mb"], max_cells, force),
+                     buffers=list(axes["buffers"]),
                      optimum=optimum, cost=cost, dtype=dtype, seed=seed, max_cells=max_cells,
                      description=str(raw.get("description", "")))
     if not spec.workloads():
@@ -401,14 +440,20 @@ def parse_study(raw, source: str = "study", force: bool = False) -> StudySpec:
     if spec.n_cells > spec.max_cells and not force:
         _fail(source, f"the grid has {spec.n_cells:,} cells, more than max_cells={spec.max_cells:,}; raise "
                       "max_cells in the study, or pass --force (force=True) to run it anyway")
+    try:
+        check_memory(f"the grid of {spec.n_cells:,} cells", spec.n_cells * BYTES_PER_CELL,
+                     "use fewer models, policies or capacities")
+    except ValueError as error:
+        _fail(source, str(error))
     return spec
 
 
 def load_study_spec(study, force: bool = False) -> StudySpec:
-    """A validated ``StudySpec`` from a YAML file path, a mapping, or a StudySpec (returned as is); see
-    ``parse_study`` for the checks. The study's name defaults to the file's stem."""
-    if isinstance(study, StudySpec):
-        return study
+    """A validated ``StudySpec`` from a YAML file path, a mapping, or a StudySpec (checked again, as its mapping:
+    a StudySpec made or changed by hand gets the checks a file gets); see ``parse_study`` for the checks. The
+    study's name defaults to the file's stem."""
+    if isinstance(study, StudySpec):  # made by hand, or changed since it was parsed: checked as a file would be
+        return parse_study(study.to_mapping(), f"StudySpec {study.name!r}", force)
     if isinstance(study, dict):
         return parse_study(study, "study", force)
     if not isinstance(study, (str, Path)):

@@ -139,10 +139,40 @@ def _write_oracle_general(enc, tmp: Path) -> None:
     records.tofile(tmp)
 
 
+def _refuse_duplicate_columns(path, names) -> None:
+    """ValueError naming ``path`` when its header repeats a column name: readers would keep one of them (pandas
+    renames a second ``size_mb`` to ``size_mb.1``) and the trace would silently be read from the other."""
+    names = [str(n) for n in names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{str(path)!r} has duplicated column(s) {repeated}: a trace needs one column of each "
+                         "name; rename or drop the extra ones")
+
+
+def _csv_header(path) -> list:
+    """The column names of a CSV file's first line, as written (pandas would rename duplicates)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as file:
+        return next(csv.reader(file), [])
+
+
+def _read_parquet(path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception as error:  # noqa: BLE001 (not a Parquet file: pyarrow's own message)
+        raise ValueError(f"{str(path)!r} is not a readable Parquet file: {error}") from None
+    _refuse_duplicate_columns(path, [n for n in names if n != "__index_level_0__"])
+    return pd.read_parquet(path)
+
+
 def _read_csv(path) -> pd.DataFrame:
     """A CSV trace with its tensor ids exactly as written: read as text (no "NA" or "" turned into NaN, no
     "01" and "1.0" merged into 1), then as integers only when every id is an integer written canonically (so
     integer ids round-trip as integers)."""
+    _refuse_duplicate_columns(path, _csv_header(path))
     frame = pd.read_csv(path, dtype={"tensor_id": str}, keep_default_na=False,
                         na_values={c: _NA_VALUES for c in pd.read_csv(path, nrows=0).columns if c != "tensor_id"})
     if "tensor_id" in frame.columns and len(frame):
@@ -161,12 +191,13 @@ def read_trace(path, format=None) -> pd.DataFrame:
 
     oracleGeneral gives columns ``tensor_id`` (int), ``size_mb`` and
     ``next_access`` (index of the next access to the same tensor, -1 when none).
+    A file whose header repeats a column name is refused (ValueError).
     """
     fmt = trace_format(path, format)
     if not Path(path).is_file():
         raise FileNotFoundError(f"no trace file at {str(path)!r}")
     if fmt == "parquet":
-        return pd.read_parquet(path)
+        return _read_parquet(path)
     if fmt == "csv":
         return _read_csv(path)
     raw = np.fromfile(path, dtype=np.uint8)

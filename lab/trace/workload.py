@@ -44,6 +44,7 @@ class Workload:
     trace: Optional[pd.DataFrame] = field(default=None, repr=False)
     is_persist: np.ndarray = field(default_factory=lambda: np.empty(0, np.bool_), repr=False)  # bool per access
     #   (access == "persist"), or empty when the trace has no persist rows
+    no_trace_reason: str = field(default="", repr=False)  # why there is no ``trace`` (for ``column``'s error)
 
     @functools.cached_property
     def tensor_ids(self) -> np.ndarray:
@@ -107,7 +108,8 @@ class Workload:
         cache = self.__dict__.setdefault("_columns", {})
         if name not in cache:
             if self.trace is None:
-                raise ValueError(f"this workload keeps no trace to read column {name!r} from")
+                raise ValueError(f"column {name!r} cannot be read: {self.no_trace_reason}" if self.no_trace_reason
+                                 else f"this workload keeps no trace to read column {name!r} from")
             require_columns(self.trace, [name], hint=hint)
             cache[name] = kernel_array(numeric_column(self.trace, name), np.float64)
         return cache[name]

@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from lab.checks import check_int, check_port, first_line
+
 EXPLORER = Path(__file__).resolve().parents[2] / "notebooks" / "02-explorer.ipynb"
 DEFAULT_PORT = 8866
 CULL_IDLE_TIMEOUT_S = 600  # a kernel idle this long with no page connected is shut down
@@ -28,9 +30,10 @@ def voila_command(port: int = DEFAULT_PORT, notebook: Path = EXPLORER, cull_idle
     """The Voilà command that serves ``notebook`` on 127.0.0.1:``port`` with sources hidden, no browser, and idle
     kernels culled (``jupyter_server``'s ``MappingKernelManager``: idle for ``cull_idle_timeout_s`` seconds with
     no connection, i.e. the visitor's page closed, checked every ``cull_interval_s`` seconds)."""
-    if cull_idle_timeout_s <= 0 or cull_interval_s <= 0:
-        raise ValueError("cull_idle_timeout_s and cull_interval_s must be > 0: without culling every visitor's "
-                         "kernel stays until the server stops")
+    check_port("port", port)
+    for name, value in (("cull_idle_timeout_s", cull_idle_timeout_s), ("cull_interval_s", cull_interval_s)):
+        check_int(name, value, 1, hint=" seconds (without culling every visitor's kernel stays until the server "
+                                       "stops)")
     return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
             "--strip_sources=True", "--show_tracebacks=False",
             f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_timeout_s)}",
@@ -48,7 +51,11 @@ def main(argv=None) -> None:
                         help=f"shut down a visitor's kernel idle S seconds after its page closed (default "
                              f"{CULL_IDLE_TIMEOUT_S})")
     args = parser.parse_args(argv)
-    command = voila_command(args.port, cull_idle_timeout_s=args.cull_idle_timeout)
+    try:
+        command = voila_command(args.port, cull_idle_timeout_s=args.cull_idle_timeout)
+    except ValueError as error:
+        print(f"{parser.prog}: error: {first_line(error)}", file=sys.stderr)
+        sys.exit(2)
     print(f"serving the explorer on http://127.0.0.1:{args.port}/ (Ctrl-C stops; idle kernels of closed pages "
           f"shut down after {args.cull_idle_timeout} s)", flush=True)
     os.execv(sys.executable, command)

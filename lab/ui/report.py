@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 KERNEL = "python3"  # ipykernel's own kernel: the interpreter running the report
-# The local kernel's startup warning about unencrypted TCP on 127.0.0.1 would print once per report; the
-# notebook's own errors and stderr still reach the report (and fail it)
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernel's own log, on this process's stderr, at critical only: its startup warning about unencrypted TCP on
+# 127.0.0.1 would print once per report, and a Ctrl-C (to the whole process group) a 20-line traceback of the
+# reply it could no longer send (ZMQError) before our one line. The notebook's own errors and stderr still reach
+# the report (and fail it).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 # Code cells are hidden in the HTML unless the reader asks (the button; without scripts they stay hidden).
 _CODE_TOGGLE = """
@@ -323,11 +326,97 @@ def notebook_parameters(notebook) -> dict:
 
 
 def check_params(notebook, params: dict, source: str = "parameters") -> None:
-    """ValueError naming the keys of ``params`` that are not parameters of ``notebook`` (papermill only warns)."""
+    """ValueError naming the keys of ``params`` that are not parameters of ``notebook`` (papermill only warns),
+    and TypeError naming the parameter whose value is not of the type the notebook declares (its first cell:
+    ``name: type = value  # help``; ``int``, ``float``, ``str``, ``bool``, ``list``, ``dict``, ``list[T]``,
+    ``dict[K, V]``, ``Optional[T]``, ``Union[A, B]``), before the notebook runs."""
     known = notebook_parameters(notebook)
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(f"{source}: unknown parameter(s) {unknown} for {Path(notebook).name}; known: {sorted(known)}")
+    for name, value in params.items():
+        declared = str(known[name].get("inferred_type_name") or "").strip().strip("\"'")
+        kind = _parse_type(declared)
+        if kind is not None and not _matches(value, kind):
+            raise TypeError(f"{source}: parameter {name!r} must be {_describe(kind)} (declared {declared} in "
+                            f"{Path(notebook).name}), got {type(value).__name__} {value!r}")
+
+
+_TYPE_TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.]*|\[|\]|,)")
+
+
+def _parse_type(text: str):
+    """A declared parameter type as a tree (name, [arguments]); None when it is empty or unknown (not checked)."""
+    tokens, at = [], 0
+    while at < len(text):
+        match = _TYPE_TOKEN.match(text, at)
+        if match is None:
+            return None
+        tokens.append(match.group(1))
+        at = match.end()
+        if not text[at:].strip():
+            break
+
+    def parse(i):
+        name = tokens[i].split(".")[-1]
+        if name not in _TYPES:
+            raise KeyError(name)
+        args = []
+        i += 1
+        if i < len(tokens) and tokens[i] == "[":
+            i += 1
+            while True:
+                arg, i = parse(i)
+                args.append(arg)
+                if tokens[i] == "]":
+                    return (name, args), i + 1
+                if tokens[i] != ",":
+                    raise KeyError(tokens[i])
+                i += 1
+        return (name, args), i
+
+    try:
+        tree, end = parse(0) if tokens else (None, 0)
+    except (KeyError, IndexError):
+        return None
+    return tree if end == len(tokens) else None
+
+
+_TYPES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "list": "a list",
+          "List": "a list", "dict": "a mapping", "Dict": "a mapping", "None": "null", "NoneType": "null",
+          "Optional": None, "Union": None}
+
+
+def _matches(value, kind) -> bool:
+    name, args = kind
+    if name in ("Optional", "Union"):
+        return (name == "Optional" and value is None) or any(_matches(value, a) for a in args)
+    if name in ("None", "NoneType"):
+        return value is None
+    if name == "bool":
+        return isinstance(value, bool)
+    if name == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name == "str":
+        return isinstance(value, str)
+    if name in ("list", "List"):
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if name in ("dict", "Dict"):
+        return isinstance(value, dict) and (len(args) != 2 or all(_matches(k, args[0]) and _matches(v, args[1])
+                                                                   for k, v in value.items()))
+    return True
+
+
+def _describe(kind) -> str:
+    name, args = kind
+    if name in ("Optional", "Union"):
+        parts = [_describe(a) for a in args] + (["null"] if name == "Optional" else [])
+        return " or ".join(parts)
+    if name in ("list", "List") and args:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return _TYPES[name]
 
 
 FIGURES_ENV = "LAB_REPORT_FIGURES"  # where lab.plots.save_figure writes, set for a report's kernel
@@ -361,31 +450,67 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
     """Execute ``notebook`` with ``params`` into ``out_ipynb`` (and the HTML beside it); returns the notebook path.
 
     The figures the notebook saves (``lab.plots.save_figure``) land in ``figures/`` beside ``out_ipynb``,
-    replacing any there; a failed run writes nothing."""
+    replacing any there; a failed run writes nothing. The report is kept whole: its files are made in a
+    scratch folder beside ``out_ipynb``, which is then renamed to mark them complete (``.NAME.PID.commit``)
+    and moved into place; a run killed while they move leaves that folder, and the next report run in the
+    folder (``remove_stale_work``) finishes the move, so the notebook, its HTML and its figures are always of
+    one run (without ``html``, an HTML of an earlier run is removed)."""
     import papermill
 
     check_params(notebook, params)
     out_ipynb = Path(out_ipynb).absolute()  # the kernel runs in the notebook's folder: relative paths would move
     out_ipynb.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_work(out_ipynb.parent)
-    with _work_folder(out_ipynb.parent / f".{out_ipynb.stem}.{os.getpid()}.run") as tmp:
+    stem = out_ipynb.stem
+    with _work_folder(out_ipynb.parent / f".{stem}.{os.getpid()}.run") as tmp:
         executed = Path(tmp) / out_ipynb.name
         figures = Path(tmp) / "figures"
         with _environment(FIGURES_ENV, str(figures)), _environment("PYTHONPATH", _kernel_pythonpath()):
             papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL,
                                        cwd=cwd or str(Path(notebook).parent), progress_bar=False,
                                        extra_arguments=KERNEL_ARGUMENTS)
-        if figures.is_dir():
-            staged = out_ipynb.parent / f".figures.{os.getpid()}.tmp"
-            shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(figures, staged)
-            _replace_folder(staged, out_ipynb.parent / "figures")
+        html_name = out_ipynb.with_suffix(".html").name
+        install = (["figures"] if figures.is_dir() else []) + ([html_name] if html else []) + [out_ipynb.name]
         if html:
-            with atomic_path(out_ipynb.with_suffix(".html")) as tmp_html:
-                tmp_html.write_text(export_html(executed), encoding="utf-8")
-        with atomic_path(out_ipynb) as tmp_nb:
-            tmp_nb.write_bytes(executed.read_bytes())
+            (Path(tmp) / html_name).write_text(export_html(executed), encoding="utf-8")
+        (Path(tmp) / MANIFEST).write_text(json.dumps({"install": install, "remove": [] if html else [html_name]}))
+        for name in (out_ipynb.name, html_name if html else None, MANIFEST):
+            if name:
+                with open(Path(tmp) / name, "rb+") as file:
+                    os.fsync(file.fileno())
+        commit = out_ipynb.parent / f".{stem}.{os.getpid()}.commit"
+        shutil.rmtree(commit, ignore_errors=True)
+        os.replace(tmp, commit)  # the report is complete: from here on it is installed, now or by the next run
+        tmp.mkdir()  # (for _work_folder to remove)
+    _install_commit(commit, out_ipynb.parent)
     return out_ipynb
+
+
+MANIFEST = "manifest.json"  # in a commit folder: what it installs, in order, and what it removes
+
+
+def _install_commit(commit: Path, folder: Path) -> None:
+    """Move a committed report's files from ``commit`` into ``folder`` (its manifest's order: figures, HTML,
+    notebook), remove what the manifest says, then the commit folder. Safe to run again after a kill: what is
+    already moved is skipped."""
+    try:
+        manifest = json.loads((commit / MANIFEST).read_text())
+    except (OSError, ValueError):  # never completed (no manifest was written before the rename): dropped
+        shutil.rmtree(commit, ignore_errors=True)
+        return
+    for name in manifest.get("install", []):
+        source = commit / name
+        if not source.exists():
+            continue
+        with contextlib.suppress(FileNotFoundError):  # moved meanwhile by another finisher of the same commit
+            if source.is_dir():
+                _replace_folder(source, folder / name)
+            else:
+                os.replace(source, folder / name)
+    for name in manifest.get("remove", []):
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    shutil.rmtree(commit, ignore_errors=True)
 
 
 def run_reports(notebook, param_files: Iterable, out_dir) -> list[Path]:
@@ -423,7 +548,7 @@ def run_reports(notebook, param_files: Iterable, out_dir) -> list[Path]:
             except KeyboardInterrupt:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            except (ValueError, OSError):
+            except (ValueError, TypeError, OSError):
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
             except Exception as error:  # noqa: BLE001 (papermill, nbclient: a cell failed or the kernel died)
@@ -541,7 +666,8 @@ def _exclusive(out_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-WORK_KINDS = ("run", "staging", "old", "tmp")  # scratch a report run makes beside its output: .NAME.PID.KIND
+WORK_KINDS = ("run", "staging", "old", "tmp", "commit")  # scratch a report run makes beside its output:
+#   .NAME.PID.KIND; a "commit" folder holds a complete report still to move into place
 
 
 @contextlib.contextmanager
@@ -557,17 +683,24 @@ def _work_folder(path: Path):
 
 def remove_stale_work(folder) -> list[Path]:
     """Delete the scratch a killed report run left in ``folder`` (our naming ``.NAME.PID.KIND``, KIND one of
-    ``WORK_KINDS``, PID no longer running); a live run's is left alone. Returns what was removed."""
+    ``WORK_KINDS``, PID no longer running); a live run's is left alone. A complete report a killed run was
+    moving into place (KIND ``commit``) is moved in first, so that no report stays half old, half new. Returns
+    what was removed."""
     removed = []
-    for path in Path(folder).glob(".*.*"):
-        match = re.fullmatch(r"\.(.+)\.(\d+)\.(" + "|".join(WORK_KINDS) + ")", path.name)
-        if match and not process_running(int(match.group(2))):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            removed.append(path)
+    pattern = r"\.(.+)\.(\d+)\.(" + "|".join(WORK_KINDS) + ")"
+    stale = [(path, re.fullmatch(pattern, path.name)) for path in sorted(Path(folder).glob(".*.*"))]
+    # a commit of this very process was interrupted (KeyboardInterrupt in a notebook) before it finished moving
+    stale = [(path, match) for path, match in stale if match and (not process_running(int(match.group(2))) or (
+        match.group(3) == "commit" and int(match.group(2)) == os.getpid()))]
+    for path, match in sorted(stale, key=lambda item: item[1].group(3) != "commit"):  # commits first
+        if match.group(3) == "commit":
+            _install_commit(path, Path(folder))
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        removed.append(path)
     return removed
 
 
@@ -586,11 +719,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("params", nargs="+", help="YAML parameter files, one report each")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     args = parser.parse_args(argv)
+    import logging
+
     from papermill.exceptions import PapermillException
+
+    # Errors reach the user as our one line; the libraries' own logs of them would come first (nbclient's "Kernel
+    # died while waiting for execute reply." on a Ctrl-C, through traitlets) or last (asyncio's "Task exception
+    # was never retrieved" as the process ends)
+    for name in ("traitlets", "asyncio", "papermill", "nbclient"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
     try:
         run_reports(args.notebook, args.params, args.out)
-    except (ValueError, OSError) as error:
+    except (ValueError, TypeError, OSError) as error:
         print(f"python -m lab.ui.report: error: {error}", file=sys.stderr)
         return 2
     except (ReportError, PapermillException) as error:

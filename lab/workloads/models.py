@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_bool, check_int, check_number, first_line
+from lab.checks import check_bool, check_int, check_number, check_str, first_line, memory_budget_bytes
 from lab.registry import Registry
 from lab.units import BYTES_PER_MB
 
@@ -41,6 +41,17 @@ class Preset:
     build_config: Callable[[], object]
     model_class: str  # transformers class name, or "mlp" for the plain-torch MLP
     vision: bool = False
+
+    def __post_init__(self):
+        from lab.workloads.generator import MODEL_TYPES
+
+        check_str("Preset.name", self.name)
+        check_str("Preset.model_type", self.model_type, MODEL_TYPES)
+        if not callable(self.build_config):
+            raise TypeError(f"Preset.build_config must be a function returning the config, got "
+                            f"{type(self.build_config).__name__}")
+        check_str("Preset.model_class", self.model_class)
+        check_bool("Preset.vision", self.vision)
 
 
 def _config(class_name: str, **kwargs):
@@ -145,11 +156,14 @@ def build_model(name: str, dtype: str = "bf16", **overrides):
 
 
 # Lower bounds per layer, measured on every preset (forward 13-384 accesses, training step 223-1,607; about
-# 200 bytes per captured access in the frame, 25-50 KB of Python objects per layer of the model built for it):
-# refusing on these bounds never refuses a capture that would fit.
+# 200 bytes per captured access in the frame) and, per preset, the bytes of Python and torch objects one layer of
+# the model built on fake tensors holds (resident memory per layer of a 100-layer build, rounded down; 13 KB for
+# a preset not measured): refusing on these bounds never refuses a capture that would fit.
 MIN_ACCESSES_PER_LAYER = {False: 10, True: 200}
 BYTES_PER_CAPTURED_ACCESS = 200
-MIN_MODEL_BYTES_PER_LAYER = 25_000
+MIN_MODEL_BYTES_PER_LAYER = {"gpt2": 31_000, "bert-base": 55_000, "llama-2-7b": 31_000, "llama-2-70b": 38_000,
+                             "mixtral-8x7b": 33_000, "vit-base": 43_000, "mlp": 13_000}
+DEFAULT_MODEL_BYTES_PER_LAYER = 13_000
 MAX_CAPTURED_ACCESSES = 50_000_000  # as lab.generate_trace: about 10 GiB as a captured frame
 
 
@@ -170,24 +184,18 @@ def check_overrides(name: str, config, overrides: dict) -> None:
 
 
 def check_capture_fits(name: str, num_layers: int, training: bool) -> None:
-    """ValueError, before building anything, when a capture of ``num_layers`` layers could not fit in memory:
-    the estimate uses lower bounds per layer (``MIN_ACCESSES_PER_LAYER``, ``MIN_MODEL_BYTES_PER_LAYER``), so
-    what is refused is certainly too large."""
+    """ValueError, before building anything, when a capture of ``num_layers`` layers could not fit in memory
+    (``lab.checks.memory_budget_bytes``: half the machine, within this process's limits): the estimate uses
+    lower bounds per layer (``MIN_ACCESSES_PER_LAYER``, ``MIN_MODEL_BYTES_PER_LAYER``), so what is refused is
+    certainly too large."""
     accesses = num_layers * MIN_ACCESSES_PER_LAYER[bool(training)]
-    needed = accesses * BYTES_PER_CAPTURED_ACCESS + num_layers * MIN_MODEL_BYTES_PER_LAYER
-    budget = _memory_budget_bytes()
+    per_layer = MIN_MODEL_BYTES_PER_LAYER.get(name, DEFAULT_MODEL_BYTES_PER_LAYER)
+    needed = accesses * BYTES_PER_CAPTURED_ACCESS + num_layers * per_layer
+    budget = memory_budget_bytes()
     if accesses > MAX_CAPTURED_ACCESSES or needed > budget:
         raise ValueError(f"{name} with {num_layers:,} layers would capture at least {accesses:,} accesses and "
                          f"need at least {needed / 2**30:,.1f} GiB of memory (this machine allows "
                          f"{budget / 2**30:,.1f} GiB, at most {MAX_CAPTURED_ACCESSES:,} accesses): use fewer layers")
-
-
-def _memory_budget_bytes() -> int:
-    """Half of this machine's physical memory (what one capture may use)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
 
 
 def _construct(preset: Preset, config):
