@@ -211,13 +211,15 @@ class _SplitMix:
 
 def _lhd_reference(codes, sizes, capacity, seed=0):
     """The authors' LHD (before its first reconfiguration) in pure Python, drawing lab's random numbers in
-    lab's order: the explorer coin at each update, then per eviction 8 candidates from the residents' slots."""
+    lab's order: the explorer coin at each update, then per eviction 8 candidates from the residents' slots.
+    Unit-free as lab's LHD docstring says: explorers rank after every other candidate (the authors add 1 to
+    their density) and the explorers' budget is a float number of bytes (the authors' is whole bytes)."""
     f32 = np.float32
     max_age = rz.MAX_AGE
     dens = ((np.arange(16, 32)[:, None] + 1.0) / (np.arange(max_age)[None, :] + 1.0)).astype(np.float32)
     rng = _SplitMix(seed)
     slots, tags = [], {}
-    clock, budget, ewma = 0, int(f32(capacity) * f32(0.01)), f32(0)
+    clock, budget, ewma = 0, float(f32(capacity) * f32(0.01)), f32(0)
     admitted, head, used, victims = [-1] * 8, 0, 0, []
 
     def hit_age_class(age):
@@ -229,12 +231,12 @@ def _lhd_reference(codes, sizes, capacity, seed=0):
             log += 1
         return log
 
-    def density(t):
+    def rank(t):
+        """(explorer, density): explorers last until the oldest age, where the density is the lowest float."""
         age = (clock - t["ts"]) >> 10
         if age >= max_age - 1:
-            return -np.finfo(np.float32).max
-        d = f32(dens[t["cls"], age] / f32(t["size"]))
-        return f32(d + f32(1)) if t["explorer"] else d
+            return 0, -np.finfo(np.float32).max
+        return int(t["explorer"]), f32(dens[t["cls"], age] / f32(t["size"]))
 
     def update(c, insert):
         nonlocal clock, budget, head
@@ -252,25 +254,25 @@ def _lhd_reference(codes, sizes, capacity, seed=0):
         if t["explorer"]:
             budget -= t["size"]
         t["cls"] = hit_age_class(min(t["last"] + t["lastlast"], max_age)) if t["last"] + t["lastlast"] < max_age else 0
-        if insert and not explore and density(t) < ewma:
+        if insert and not explore and rank(t)[1] < ewma:
             admitted[head % 8] = c
             head += 1
         clock += 1
 
     def evict():
         nonlocal ewma, budget
-        best, victim = np.finfo(np.float32).max, None
+        best, victim = (2, np.finfo(np.float32).max), None
         for _ in range(8):
             j = ((rng.next() >> 32) * len(slots)) >> 32
-            d = density(tags[slots[j]])
-            if d < best:
-                best, victim = d, slots[j]
+            r = rank(tags[slots[j]])
+            if r < best:
+                best, victim = r, slots[j]
         for a in admitted:
             if a in tags:
-                d = density(tags[a])
-                if d < best:
-                    best, victim = d, a
-        ewma = f32(f32(0.9) * ewma + (f32(1) - f32(0.9)) * best)
+                r = rank(tags[a])
+                if r < best:
+                    best, victim = r, a
+        ewma = f32(f32(0.9) * ewma + (f32(1) - f32(0.9)) * best[1])
         t = tags.pop(victim)
         if t["explorer"]:
             budget += t["size"]
