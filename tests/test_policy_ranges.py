@@ -61,7 +61,7 @@ def traces(n_accesses: int) -> list[tuple[str, pd.DataFrame, list[float]]]:
     working_set = size_bytes[np.unique(ids)].sum() / BYTES_PER_MB
     unit = pd.DataFrame({"tensor_id": rng.integers(0, n_tensors, n_accesses), "size_mb": 1.0,
                          "eviction_score": rng.random(n_accesses)})
-    seed = lab.generate_trace("Transformer", num_layers=2)
+    seed = lab.generate_trace("Transformer")  # issue 23's case: 2Q(ain_ratio=0.9) at 50 MB overran a queue
     seed["eviction_score"] = rng.random(len(seed))
     return [("MiB-scale", mib, [30.0, working_set * 0.3, working_set * 0.8]),
             ("unit", unit, [1.0, 3.0, n_tensors * 0.5]),

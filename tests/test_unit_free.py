@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lab
+from lab.sim import structures
 from lab.sim.policy import POLICIES
 from lab.units import BYTES_PER_MB
 
@@ -122,3 +123,21 @@ def test_lirs_hits_on_the_seed_example():
     """Report 01's seed example: LIRS missed every access at 50 MB (its Q share, 0.5 MB, declined every tensor)."""
     trace = lab.generate_trace("Transformer")
     assert lab.simulate(trace, "LIRS", capacity_mb=50).metrics["cache_hit_rate"] > 20
+
+
+@settings(max_examples=300, deadline=None)
+@given(capacity=st.integers(1, 2**34), block=st.integers(1, 2**20), ratio=st.floats(0, 64),
+       factor=st.integers(1, 2**20))
+def test_a_share_counts_the_same_blocks_in_any_unit(capacity, block, ratio, factor):
+    """Sub-queue shares (lab.sim.structures.share_bytes): whole blocks, the same number for the capacity and the
+    block scaled by any integer; with 1-byte blocks, libCacheSim's int(capacity * ratio)."""
+    share = structures.share_bytes(capacity, ratio, block)
+    assert share % block == 0 and 0 <= share <= max(ratio * capacity, 0) + 1e-6 * capacity
+    assert structures.share_bytes(capacity * factor, ratio, block * factor) == share * factor
+    assert structures.share_bytes(capacity, ratio, 1) == int(capacity * ratio)
+
+
+def test_the_block_is_the_sizes_gcd():
+    workload = lab.encode_trace(pd.DataFrame({"tensor_id": ["a", "b", "c"], "size_mb": [1.5, 3.0, 0.75]}))
+    assert structures.size_granularity(workload) == 3 * 2**18
+    assert structures.size_granularity(lab.encode_trace(pd.DataFrame({"tensor_id": ["a"], "size_mb": [1.0]}))) == 2**20

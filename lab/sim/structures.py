@@ -38,6 +38,9 @@ NONE = -1
 # arbitrary byte counts (then the shares are libCacheSim's exactly).
 
 
+SHARE_LIMIT = 2**62  # a share (a ghost list of 64 buffers of 2**40 MiB) stays an int64 that sums cannot overflow
+
+
 def size_granularity(workload) -> int:
     """The block of ``workload``'s sizes: the gcd of its tensors' sizes in bytes (1 when it has none);
     computed once per workload."""
@@ -57,7 +60,8 @@ def share_bytes(capacity_bytes: int, ratio: float, block: int) -> int:
     """
     capacity_bytes = int(capacity_bytes)
     blocks = capacity_bytes // block + (capacity_bytes % block) / block
-    return block * int(ratio * blocks)
+    return min(block * int(ratio * blocks), SHARE_LIMIT)
+
 
 
 # --- linked queues ---------------------------------------------------------------------------

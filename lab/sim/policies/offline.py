@@ -75,6 +75,10 @@ class Belady(Policy):
     Each resident tensor's priority is a distinct integer: its next use
     (< n), or for one never used again ``2n - 1 - (when it was inserted)``, so
     the largest is the victim, found in a 64-ary bitmap tree.
+
+    Differences from libCacheSim (libcachesim 0.3.5): with varied sizes
+    libCacheSim breaks the ties among tensors never used again in another
+    order; with equal sizes the two agree miss for miss.
     """
 
     name = "Belady"
