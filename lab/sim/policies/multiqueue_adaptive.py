@@ -416,7 +416,8 @@ def _lirs_lookup(s, c, i):
         m[g + OCCUPIED] += size
         if not in_q:
             _lirs_back(s, c)
-        _lirs_prune(s)  # (a no-op unless the LIR set was empty: then S may hold HIR entries below c)
+        if m[g + LIR_BYTES] == size:
+            _lirs_prune(s)  # c is the only LIR block: S may hold HIR entries below it
         return True
     if in_q:  # a resident HIR block not in S: it stays HIR, and goes on top of S
         while m[g + LIR_BYTES] + size > s.lir_limit and m[g + LIR_BYTES] > 0:
@@ -496,7 +497,8 @@ def _lirs_insert(s, c, i):
         m[g + HIR_BYTES] += size
     m[g + OCCUPIED] += size
     _lirs_back(s, c)
-    _lirs_prune(s)  # (a no-op unless the LIR set was empty: then S may hold HIR entries below c)
+    if m[g + LIR_BYTES] == size and m[c * NODE_COLUMNS + FLAGS] & LIR:
+        _lirs_prune(s)  # c is the only LIR block: S may hold HIR entries below it
 
 
 @kernel(_nrt=False)

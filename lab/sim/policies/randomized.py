@@ -86,6 +86,7 @@ OVERFLOW = LISTED + 1  # MIN_FREQ when no listed frequency has a resident; the r
 # where the pending ghost hits, the sizes and the ghost log start, and N_HELD (resident tensors)
 CURSOR, MIN_FREQ, N_GHOSTED, GHOST_TAIL, GHOST_BYTES, HEAP_SIZE, N_PENDING = 0, 1, 2, 3, 5, 7, 8
 A_PENDING, A_SIZES, A_GLOG, N_HELD = 9, 10, 11, 12
+DR, HELD_THEN = 2, 3  # LeCaR.State.w after the two weights: d for the count of resident tensors HELD_THEN
 BUCKETS = 16  # aux[BUCKETS + 4 * f + HEAD / TAIL / COUNT]: frequency f's list of accesses and residents
 HEAD, TAIL, COUNT = 0, 1, 2
 HEAP = BUCKETS + 4 * (OVERFLOW + 1)  # aux[HEAP + 4 * j + H_CODE / H_KEY / H_SEQ], aux[HEAP + 4 * c + H_POS]
@@ -209,7 +210,10 @@ def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr
     held = aux[N_HELD]
     aux[N_HELD] = held - 1
     if learn and aux[N_PENDING] > 0:
-        dr = discount ** (1.0 / np.float64(held))
+        if w[HELD_THEN] != held:  # (a pow per change of the count, not per eviction)
+            w[HELD_THEN] = held
+            w[DR] = discount ** (1.0 / np.float64(held))
+        dr = w[DR]
         for k in range(aux[N_PENDING]):
             o = aux[pending + 2 * k]
             other = 1 - o
@@ -360,7 +364,7 @@ class LeCaR(Policy):
         aux: np.ndarray  # int64: the scalars, the frequency rows (BUCKETS), the heap (HEAP), the pending ghost
         #                  hits (expert, accesses since the eviction; from aux[A_PENDING]), the sizes (A_SIZES)
         ghost_bytes: int  # each ghost list's limit in bytes
-        w: np.ndarray  # float64[2]: weights of LRU, LFU
+        w: np.ndarray  # float64[4]: weights of LRU, LFU; DR, d = discount ** (1 / HELD_THEN), for that count
         lr: float
         discount: float
         learn: int  # 1: learn the weights, 0: keep them
@@ -391,7 +395,7 @@ class LeCaR(Policy):
         aux[sizes:] = workload.tensor_bytes
         return self.State(
             rows, workload.codes, workload.next_use, np.empty(2 * n + 1, np.int64), aux, int(capacity_bytes) // 2,
-            np.array([self.lru_weight, 0.5]), float(self.learning_rate), float(self.discount),
+            np.array([self.lru_weight, 0.5, 0.0, 0.0]), float(self.learning_rate), float(self.discount),
             int(bool(self.update_weight)), new_rng(self.seed))
 
     # find and insert are straight-line code (kept inline); evict branches (out of line)
@@ -450,6 +454,9 @@ ACCS_PER_RECONFIGURATION = 1 << 20
 EXPLORE_INVERSE_PROBABILITY = 32
 EARLY_CANDIDATES = 8  # candidates sampled until 50 reconfigurations (the authors' shorter warm-up)
 FLT_MAX = np.float32(np.finfo(np.float32).max)
+# An explorer's rank: above every density (at most 32 hits per byte and unit of time, with sizes of a byte or
+# more), whatever the unit of the sizes; the authors add 1 to its density instead, a constant in that unit.
+EXPLORER_RANK = np.float32(2.0**100)
 DECAY = np.float32(0.9)  # EWMA_DECAY
 # LHD's evict runs out of line; its state is three arrays.
 # LHD.slots (int32) [row, 5]: per slot the resident's last access time, code, last two hit ages (LAST |
@@ -498,22 +505,25 @@ def _lhd_age(slots, j, timestamp, shift):
 
 
 @kernel(inline="always")
-def _lhd_density(slots, tables, j, timestamp, shift):
-    """Hit density of the resident in slot ``j`` (the authors' getHitDensity without its explorer bonus): its
-    class's density at its coarsened age over its size; the lowest float at the oldest age."""
+def _lhd_density(slots, tables, j, age):
+    """Hit density of the resident in slot ``j`` at coarsened ``age`` (below the oldest age): its class's density
+    at that age over its size (the authors' getHitDensity without its explorer bonus)."""
+    return tables[T_DENSITY + (slots[j, S_META] & 15) * MAX_AGE + age] / tables[F_SIZES + j]
+
+
+@kernel(inline="always")
+def _lhd_rank(slots, tables, j, timestamp, shift):
+    """The rank of the resident in slot ``j`` among eviction candidates (the least goes): its density, the
+    lowest float at the oldest age, and for an explorer younger than that EXPLORER_RANK (its density added
+    rounds away)."""
     age = (timestamp - np.int64(slots[j, S_TS])) >> shift
     if age >= MAX_AGE - 1:
         return -FLT_MAX
     meta = slots[j, S_META]
-    return tables[T_DENSITY + (meta & 15) * MAX_AGE + age] / tables[F_SIZES + j]
-
-
-@kernel(inline="always")
-def _lhd_protected(slots, j, timestamp, shift):
-    """1 when the resident in slot ``j`` is an explorer younger than the oldest age: it ranks after every
-    other resident (the authors add 1 to its density, a constant in the unit of the sizes), else 0."""
-    age = (timestamp - np.int64(slots[j, S_TS])) >> shift
-    return np.int64((slots[j, S_META] >= 16) & (age < MAX_AGE - 1))
+    d = tables[T_DENSITY + (meta & 15) * MAX_AGE + age] / tables[F_SIZES + j]
+    if meta >= 16:
+        d = d + EXPLORER_RANK
+    return d
 
 
 @kernel
@@ -628,28 +638,25 @@ def _lhd_evict(slots, index, tables, ints, budget, rng_state, associativity):
     state = rng_state[0]
     best_j = np.int64(0)
     best = FLT_MAX
-    best_protected = np.int64(2)  # above any candidate: the first one wins
     for _ in range(candidates):
         state = state + GOLDEN
         j = _scale(_mix(state), n)
-        e = _lhd_protected(slots, j, timestamp, shift)
-        d = _lhd_density(slots, tables, j, timestamp, shift)
-        if e < best_protected or (e == best_protected and d < best):
+        d = _lhd_rank(slots, tables, j, timestamp, shift)
+        if d < best:
             best = d
-            best_protected = e
             best_j = j
-    rng_state[0] = state
     for k in range(ADMITTED, ADMITTED + ints[N_ADMIT]):
         a = ints[k]
         if a != NONE:
             j = np.int64(index[a])
             if j != NONE:
-                e = _lhd_protected(slots, j, timestamp, shift)
-                d = _lhd_density(slots, tables, j, timestamp, shift)
-                if e < best_protected or (e == best_protected and d < best):
+                d = _lhd_rank(slots, tables, j, timestamp, shift)
+                if d < best:
                     best = d
-                    best_protected = e
                     best_j = j
+    rng_state[0] = state
+    if best >= EXPLORER_RANK:  # every candidate an explorer: the running mean takes the victim's density
+        best = _lhd_density(slots, tables, best_j, _lhd_age(slots, best_j, timestamp, shift))
     tables[T_EWMA_VICTIM] = DECAY * tables[T_EWMA_VICTIM] + (np.float32(1.0) - DECAY) * best
     meta = slots[best_j, S_META]
     tables[T_EVICTIONS + (meta & 15) * MAX_AGE + _lhd_age(slots, best_j, timestamp, shift)] += np.float32(1.0)
@@ -686,9 +693,9 @@ class LHD(Policy):
     probability 1/32 an access makes its tensor an explorer while explorers
     hold under 1% of the buffer and fewer than 50 reconfigurations passed; an
     explorer ranks after every other candidate until it reaches the oldest
-    age (the authors' "space allocated to objects that aren't evicted"), and
-    explorers among themselves by density. Times are counted in int32: traces
-    of up to 2**31 - 1 accesses.
+    age (the authors' "space allocated to objects that aren't evicted"), tied
+    among themselves. Times are counted in int32: traces of up to 2**31 - 1
+    accesses.
 
     Differences from the authors' code and libCacheSim (libcachesim 0.3.5):
     they add 1 to an explorer's density, hits per byte per unit of time, and
