@@ -211,8 +211,9 @@ def _with_access(trace, seed):
     return trace.assign(access=np.where(write, "write", "read"))
 
 
-CASES = [("CLOCK", {}), ("CLOCK", {"bits": 2}), ("CLOCK", {"bits": 3, "initial_frequency": 2}), ("LFU", {}),
-         ("LFUDA", {}), ("GDSF", {})]
+CASES = [("CLOCK", {}), ("CLOCK", {"bits": 2}), ("CLOCK", {"bits": 3, "initial_frequency": 2}),
+         ("CLOCK", {"bits": 2, "initial_frequency": 60}),  # many laps per eviction: taken at once
+         ("LFU", {}), ("LFUDA", {}), ("GDSF", {})]
 
 
 @pytest.mark.parametrize("name,params", CASES)
@@ -261,7 +262,7 @@ def _case(seed, unit):
 
 
 @pytest.mark.parametrize("params", [{"bits": 2}, {"bits": 3, "initial_frequency": 2}, {"initial_frequency": 1},
-                                    {"bits": 2, "initial_frequency": 5}])
+                                    {"bits": 2, "initial_frequency": 5}, {"bits": 9, "initial_frequency": 700}])
 @pytest.mark.parametrize("unit", [True, False])
 def test_clock_parameters_match_libcachesim(params, unit, tmp_path):
     policy = lab.get_policy("CLOCK", **params)

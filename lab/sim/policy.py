@@ -46,7 +46,9 @@ def param(default, *, low=None, high=None, integer: bool = False, doc: str = "")
     """A policy parameter: a dataclass field with a default, checked on construction.
 
     ``low``/``high`` bound numbers (inclusive); ``integer`` asks for an int;
-    a bool default makes a switch (True or False only).
+    a bool default makes a switch (True or False only). Every value in the range must finish in reasonable
+    time and stay in bounds (``tests/test_policy_ranges.py`` runs each policy at both ends of each range):
+    bound a parameter that costs time per access or per eviction.
     """
     return field(default=default, metadata={"low": low, "high": high, "integer": integer,
                                             "boolean": isinstance(default, bool), "doc": doc})
@@ -90,9 +92,12 @@ class Policy:
             if meta.get("boolean"):
                 check_bool(f"{type(self).__name__}.{f.name}", value)
             elif meta.get("integer"):
-                check_int(f"{type(self).__name__}.{f.name}", value, meta["low"] if meta["low"] is not None else 0)
+                name = f"{type(self).__name__}.{f.name}"
+                low = meta["low"] if meta["low"] is not None else 0
+                bound = f" and <= {meta['high']}" if meta["high"] is not None else ""  # the whole range, in one line
+                check_int(name, value, low, bound)
                 if meta["high"] is not None and value > meta["high"]:
-                    raise ValueError(f"{type(self).__name__}.{f.name} must be <= {meta['high']}, got {value!r}")
+                    raise ValueError(f"{name} must be an integer >= {low}{bound}, got {value!r}")
             elif "low" in meta:
                 check_number(f"{type(self).__name__}.{f.name}", value,
                              meta["low"] if meta["low"] is not None else float("-inf"), meta["high"])

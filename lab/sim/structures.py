@@ -10,6 +10,8 @@
 - ``Pool``: a dense set for uniform random sampling (swap-remove).
 - ``Rng``: a seeded splitmix64 generator kept in the state, so a randomized
   policy is reproducible and independent of numba's global generator.
+- ``size_granularity`` and ``share_bytes``: a policy's sub-queue shares of the
+  buffer in whole blocks (see below), so that no decision depends on the unit of the sizes.
 
 Constructors run in Python; every other function is compiled and called from hooks.
 """
@@ -24,6 +26,42 @@ from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 from lab.compiled import kernel
 
 NONE = -1
+
+
+# --- shares of the buffer ----------------------------------------------------------------------
+#
+# A policy is unit-free when a trace whose sizes and capacity are all multiplied by one factor (bytes, KiB, MiB)
+# gets the same decisions. A byte count compared with a share of the buffer rounded down to whole bytes (as
+# libCacheSim's ``(int64_t)(cache_size * ratio)``) is not: the rounding is a constant in the trace's unit. The
+# papers count blocks; here a block is the trace's size granularity, the largest size of which every tensor's
+# is a whole multiple (the gcd of the sizes): a tensor on a trace of equal sizes, a byte when the sizes are
+# arbitrary byte counts (then the shares are libCacheSim's exactly).
+
+
+SHARE_LIMIT = 2**62  # a share (a ghost list of 64 buffers of 2**40 MiB) stays an int64 that sums cannot overflow
+
+
+def size_granularity(workload) -> int:
+    """The block of ``workload``'s sizes: the gcd of its tensors' sizes in bytes (1 when it has none);
+    computed once per workload."""
+    def gcd() -> int:
+        sizes = workload.tensor_bytes
+        return max(1, int(np.gcd.reduce(sizes))) if sizes.shape[0] else 1
+
+    return workload.memo("size_granularity", gcd)
+
+
+def share_bytes(capacity_bytes: int, ratio: float, block: int) -> int:
+    """``ratio`` of a buffer of ``capacity_bytes`` rounded down to whole ``block``s, in bytes.
+
+    Computed as ``ratio * (capacity / block)`` with the quotient and remainder taken apart, so that multiplying
+    the capacity and the block by one integer gives the same number of blocks exactly; with ``block`` 1 it is
+    ``int(capacity_bytes * ratio)``, libCacheSim's share.
+    """
+    capacity_bytes = int(capacity_bytes)
+    blocks = capacity_bytes // block + (capacity_bytes % block) / block
+    return min(block * int(ratio * blocks), SHARE_LIMIT)
+
 
 
 # --- linked queues ---------------------------------------------------------------------------

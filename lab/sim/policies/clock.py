@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lab.compiled import kernel
 from lab.sim.policy import Policy, param, register
 from lab.sim.structures import NONE, Lists, new_lists, push_head, unlink
 
@@ -69,6 +70,22 @@ class SIEVE(Policy):
         unlink(s.queue, c)
 
 
+@kernel
+def _clock_laps(counter, queue, where, mask, front, back):
+    """Lower the counter of every tensor in the ring's entries [front, back) by the smallest of them: that many
+    laps of the hand, none reaching a 0 before the last, and none changing the order. Called, not inlined."""
+    smallest = np.int64(-1)
+    for j in range(front, back):
+        v = queue[j & mask]
+        if where[v] == j and (smallest < 0 or counter[v] < smallest):
+            smallest = np.int64(counter[v])
+    if smallest > 0:
+        for j in range(front, back):
+            v = queue[j & mask]
+            if where[v] == j:
+                counter[v] = counter[v] - smallest
+
+
 @register
 @dataclass(frozen=True)
 class CLOCK(Policy):
@@ -79,7 +96,10 @@ class CLOCK(Policy):
 
     ``bits=1``, ``initial_frequency=0`` is the classic CLOCK (second chance, FIFO-Reinsertion). As in
     libCacheSim, ``initial_frequency`` is not capped at ``2**bits - 1`` (hits then leave the counter as it
-    is). The queue is a ring of codes read and written in order, so the sweep chases no pointers.
+    is). The queue is a ring of codes read and written in order, so the sweep chases no pointers. A whole
+    lap of the hand without a counter at 0 lowers every counter by one and leaves the order as it was: after
+    one, the hand takes the laps until the smallest counter reaches 0 at once (the same victim as lap by lap,
+    in time linear in the tensors resident, whatever the counters).
     """
 
     name = "CLOCK"
@@ -97,7 +117,7 @@ class CLOCK(Policy):
         counter: np.ndarray  # uint8 (int32 when a counter can exceed 255) per tensor: its reference counter
         queue: np.ndarray  # int64 ring: entry j (slot j & mask) holds a code, the oldest at ends[0]
         where: np.ndarray  # int64 per tensor: the entry that holds it (entries of removed tensors are stale)
-        ends: np.ndarray  # int64[2]: the oldest entry, one past the newest (they only grow)
+        ends: np.ndarray  # int64[3]: the oldest entry, one past the newest (they only grow); tensors resident
         mask: int  # ring slots - 1: room for every tensor once, plus one stale entry per removed tensor
         max_count: int  # 2**bits - 1
         initial: int  # counter of a new tensor
@@ -108,7 +128,7 @@ class CLOCK(Policy):
         small = max(max_count, self.initial_frequency) <= 255
         slots = 1 << int(2 * k).bit_length()
         return self.State(np.zeros(k, np.uint8 if small else np.int32), np.zeros(slots, np.int64),
-                          np.full(k, NONE, np.int64), np.zeros(2, np.int64), slots - 1, max_count,
+                          np.full(k, NONE, np.int64), np.zeros(3, np.int64), slots - 1, max_count,
                           self.initial_frequency)
 
     @staticmethod
@@ -126,6 +146,7 @@ class CLOCK(Policy):
         s.where[c] = back
         s.counter[c] = s.initial
         s.ends[1] = back + 1
+        s.ends[2] += 1
 
     @staticmethod
     def evict(s, c, i):
@@ -135,6 +156,8 @@ class CLOCK(Policy):
         mask = s.mask
         front = s.ends[0]
         back = s.ends[1]
+        live = s.ends[2]
+        seen = 0
         while True:
             j = front
             v = queue[j & mask]
@@ -147,11 +170,17 @@ class CLOCK(Policy):
                 queue[back & mask] = v
                 where[v] = back
                 back += 1
+                seen += 1
+                if seen == live:  # a lap without a 0: take the next laps up to the smallest counter at once
+                    _clock_laps(counter, queue, where, mask, front, back)
+                    seen = 0
         where[v] = NONE
         s.ends[0] = front
         s.ends[1] = back
+        s.ends[2] = live - 1
         return v
 
     @staticmethod
     def remove(s, c):
         s.where[c] = NONE
+        s.ends[2] -= 1

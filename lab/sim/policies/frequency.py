@@ -334,10 +334,11 @@ class LFUDA(Policy):
     key was set longest ago goes first (as in libCacheSim's LFUDA, which keeps one FIFO list per key). Keys are
     integers, held exactly in float64.
 
-    lab follows the paper, not libCacheSim's ``LFUDA.c``: on a hit libCacheSim adds ``L`` to the key
-    (``freq += min_freq``) instead of recomputing ``L + F``, and after emptying its smallest-key list it
-    searches for the next one only up to the largest key a hit has reached, which an insertion does not raise,
-    so it then evicts from an empty list: the binary crashes (or loops forever) on most traces.
+    Differences from libCacheSim (libcachesim 0.3.5): lab follows the paper, not libCacheSim's ``LFUDA.c``:
+    on a hit libCacheSim adds ``L`` to the key (``freq += min_freq``) instead of recomputing ``L + F``, and
+    after emptying its smallest-key list it searches for the next one only up to the largest key a hit has
+    reached, which an insertion does not raise, so it then evicts from an empty list: the binary crashes (or
+    loops forever) on most traces.
     """
 
     name = "LFUDA"
@@ -411,14 +412,17 @@ class GDSF(Policy):
     its accesses since insertion, ``L``: the inflation value, initially 0, ``cost`` = 1e6 as in libCacheSim),
     set on insertion and on every hit with the current ``L``; the victim has the smallest ``H`` (ties: the one
     set longest ago), and ``L`` becomes its ``H``. A new tensor's ``H`` uses ``L`` after the evictions that
-    made room for it. Priorities are float64, computed as libCacheSim does (``L + (F * 1e6) / size``).
+    made room for it. Priorities are float64, computed as libCacheSim does (``L + (F * 1e6) / size``): scaling
+    every size by a power of two (bytes, KiB, MiB) scales them exactly, so the decisions are the same in any
+    of those units.
 
-    ``incoming_competes=1`` follows libCacheSim 0.3.5 instead, which inserts the missed tensor first (its
-    ``H`` with ``L`` from before this miss) and then evicts the smallest ``H`` until the buffer fits, the
-    new tensor included: when the new tensor has the smallest ``H`` it is not inserted (lab counts no
-    eviction, libCacheSim counts one) and ``L`` becomes its ``H``. This is exact with equal sizes; with
-    varied sizes libCacheSim may first evict other tensors and then the new one, which lab does not copy (it
-    inserts the new tensor then). The default follows the paper (as libCacheSim did up to 2024).
+    Differences from libCacheSim (libcachesim 0.3.5), which lab copies with ``incoming_competes=1``:
+    libCacheSim inserts the missed tensor first (its ``H`` with ``L`` from before this miss) and then evicts
+    the smallest ``H`` until the buffer fits, the new tensor included: when the new tensor has the smallest
+    ``H`` it is not inserted (lab counts no eviction, libCacheSim counts one) and ``L`` becomes its ``H``.
+    This is exact with equal sizes; with varied sizes libCacheSim may first evict other tensors and then the
+    new one, which lab does not copy (it inserts the new tensor then). The default follows the paper (as
+    libCacheSim did up to 2024).
     """
 
     name = "GDSF"

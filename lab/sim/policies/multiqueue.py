@@ -2,8 +2,11 @@
 
 Each policy keeps its queues in one ``structures.Lists`` (a tensor is in at
 most one queue at a time); ghost queues, which remember tensors no longer
-resident, are lists of the same structure. Sub-queue sizes are in bytes,
-rounded down as libCacheSim rounds them (``int(capacity * ratio)``).
+resident, are lists of the same structure. Sub-queue shares are in bytes,
+rounded down to whole blocks of the trace's size granularity
+(``structures.share_bytes``): a tensor when all sizes are equal, a byte (as
+libCacheSim's ``int(capacity * ratio)``) when sizes are arbitrary byte counts,
+so that the decisions do not depend on the unit of the sizes.
 
 libCacheSim's versions of 2Q and SLRU are made of sub-caches of fixed sizes
 that evict on their own (SLRU on a hit, 2Q's Am after the incoming tensor
@@ -20,7 +23,8 @@ import numpy as np
 
 from lab.compiled import kernel
 from lab.sim.policy import Policy, param, register
-from lab.sim.structures import NONE, Lists, move_to_head, new_lists, pop_tail, push_head, unlink
+from lab.sim.structures import (NONE, Lists, move_to_head, new_lists, pop_tail, push_head, share_bytes,
+                                size_granularity, unlink)
 
 
 @kernel(inline="always")
@@ -78,9 +82,16 @@ class S3FIFO(Policy):
     otherwise the small FIFO's tail moves to the main FIFO if accessed ``move_to_main_threshold`` times or
     more, else it is evicted into the ghost. Tensors larger than the small FIFO are never inserted.
 
+    The small FIFO's share is ``small_ratio`` of the buffer and the main FIFO's the rest, the ghost's
+    ``ghost_ratio`` of the buffer, each rounded down to whole blocks of the trace's size granularity (see
+    ``lab.sim.structures.share_bytes``): the same decisions whatever the unit of the sizes.
+
     Differences from libCacheSim (libcachesim 0.3.5): libCacheSim refuses a small FIFO of 0 bytes (it aborts;
     lab then caches nothing), and declines a tensor exactly the size of the small FIFO after evicting for it
-    (its S3FIFO_insert); lab inserts that tensor, as the paper's algorithm does.
+    (its S3FIFO_insert); lab inserts that tensor, as the paper's algorithm does. libCacheSim rounds the shares
+    down to whole bytes, lab to whole blocks: they differ where the sizes have a common factor (a trace of
+    MiB-sized tensors of equal size) and the shares are not whole blocks; libCacheSim's decisions then change
+    with the unit of the sizes.
     """
 
     name = "S3-FIFO"
@@ -109,13 +120,17 @@ class S3FIFO(Policy):
 
     def libcachesim_supports(self, capacity_bytes, workload):
         small = int(capacity_bytes * self.small_ratio)  # libCacheSim aborts on 0; declines a tensor of size small
-        return small >= 1 and not (workload.tensor_bytes == small).any()
+        # and its shares are in whole bytes (the ghost's too, but byte counts compared with it by > and <= decide
+        # alike whether it is rounded to bytes or to blocks)
+        return (small >= 1 and not (workload.tensor_bytes == small).any()
+                and share_bytes(capacity_bytes, self.small_ratio, size_granularity(workload)) == small)
 
     def init_state(self, workload, capacity_bytes):
-        small = int(capacity_bytes * self.small_ratio)
+        block = size_granularity(workload)
+        small = share_bytes(capacity_bytes, self.small_ratio, block)
         return self.State(new_lists(3, workload.tensor_bytes), np.zeros(workload.n_tensors, np.int64),
                           np.zeros(2, np.int64), small, capacity_bytes - small,
-                          int(capacity_bytes * self.ghost_ratio), self.move_to_main_threshold)
+                          share_bytes(capacity_bytes, self.ghost_ratio, block), self.move_to_main_threshold)
 
     @staticmethod
     def find(s, c, i, hit):
@@ -197,7 +212,15 @@ class TwoQ(Policy):
     inserted.
 
     As in libCacheSim, Am is an LRU cache of its own size: after the incoming tensor fits the buffer, Am
-    evicts until it also fits Am (handed to the engine by ``spill``).
+    evicts until it also fits Am (handed to the engine by ``spill``). Ain's and Aout's shares are rounded down
+    to whole blocks of the trace's size granularity (see ``lab.sim.structures.share_bytes``): the same
+    decisions whatever the unit of the sizes.
+
+    Differences from libCacheSim (libcachesim 0.3.5): libCacheSim rounds the shares down to whole bytes, lab
+    to whole blocks (they differ where the sizes have a common factor and Ain's share is not a whole number of
+    blocks). A tensor that comes back from Aout larger than Am's share (possible when ``ain_ratio`` is over
+    one half) enters Am alone, Am evicting all else; libCacheSim's Am declines it (after the buffer evicted
+    for it).
     """
 
     name = "2Q"
@@ -222,11 +245,19 @@ class TwoQ(Policy):
     def libcachesim_params(self):
         return {"a_in_size_ratio": self.ain_ratio, "a_out_size_ratio": self.aout_ratio}
 
+    def libcachesim_supports(self, capacity_bytes, workload):
+        ain = int(capacity_bytes * self.ain_ratio)  # libCacheSim's shares, in whole bytes
+        aout = int(capacity_bytes * self.aout_ratio)
+        sizes = workload.tensor_bytes
+        return (share_bytes(capacity_bytes, self.ain_ratio, size_granularity(workload)) == ain
+                and not ((sizes > capacity_bytes - ain) & (sizes <= min(ain, aout))).any())
+
     def init_state(self, workload, capacity_bytes):
-        ain = int(capacity_bytes * self.ain_ratio)
+        block = size_granularity(workload)
+        ain = share_bytes(capacity_bytes, self.ain_ratio, block)
         return self.State(new_lists(3, workload.tensor_bytes), np.zeros(1, np.int64),
                           np.empty(workload.n_tensors + 1, np.int64), np.zeros(2, np.int64), ain,
-                          capacity_bytes - ain, int(capacity_bytes * self.aout_ratio))
+                          capacity_bytes - ain, share_bytes(capacity_bytes, self.aout_ratio, block))
 
     @staticmethod
     def find(s, c, i, hit):
@@ -267,7 +298,7 @@ class TwoQ(Policy):
             lst = AM
             size = q.sizes[c]
             am_cap = s.am_cap
-            while q.nbytes[AM] + size > am_cap:  # Am's own evictions, handed out by spill
+            while q.nbytes[AM] + size > am_cap and q.count[AM] > 0:  # Am's own evictions, handed out by spill
                 _pend_push(s.pend, s.ends, pop_tail(q, AM))
         push_head(q, lst, c)
         flags[0] = 0

@@ -13,7 +13,7 @@ import numpy as np
 
 from lab.compiled import kernel
 from lab.sim.policy import Policy, param, register
-from lab.sim.structures import NONE
+from lab.sim.structures import NONE, share_bytes, size_granularity
 
 # --- ARC -----------------------------------------------------------------------------------------
 #
@@ -41,16 +41,21 @@ def _arc_tail(where, key, j, which):
 class ARC(Policy):
     """Adaptive Replacement Cache: two LRU lists, T1 (seen once recently) and T2 (seen at least twice), each
     with a ghost list of the keys it evicted (B1, B2). A hit moves the tensor to the head of T2; a miss
-    that hits a ghost list moves the target size p of T1 towards that side (by max(|B2|/|B1|, 1) after a
-    B1 hit, by max(|B1|/|B2|, 1) after a B2 hit) and inserts into T2, any other miss inserts into T1. The
+    that hits a ghost list moves the target size p of T1 towards that side (by max(|B2|/|B1|, 1) blocks after
+    a B1 hit, by max(|B1|/|B2|, 1) after a B2 hit) and inserts into T2, any other miss inserts into T1. The
     victim is the LRU end of T1 when T1 is larger than p, else of T2; it moves to its ghost list. On a
     miss in all four lists, when T1 + B1 would exceed the buffer, B1's oldest key is dropped first (or,
     with B1 empty, T1's LRU end is evicted outright), and when all four lists hold twice the buffer,
     B2's oldest key is dropped.
 
-    As libCacheSim's ARC (which lab follows exactly): all sizes are bytes, p and the ghost lists included
-    (p is a float, clamped to [0, buffer]); a ghost hit only adapts p, and the evictions that make room
-    for the block it brings back are all taken by REPLACE.
+    As libCacheSim's ARC: all sizes are bytes, p and the ghost lists included (p is a float, clamped to [0,
+    buffer]; |B2|/|B1| is a ratio of bytes); a ghost hit only adapts p, and the evictions that make room for
+    the block it brings back are all taken by REPLACE. The paper's step of p counts blocks; with sizes in
+    bytes lab takes the block to be the tensor missed: p moves by max(|B2|/|B1|, 1) times its size.
+
+    Differences from libCacheSim (libcachesim 0.3.5): libCacheSim moves p by max(|B2|/|B1|, 1) bytes, so
+    with sizes in bytes p barely moves (by one byte where tensors are MiB) and its decisions change with the
+    unit of the sizes; lab's are the same in any unit, and the same as libCacheSim's where all sizes are 1.
     """
 
     name = "ARC"
@@ -99,10 +104,12 @@ class ARC(Policy):
         b1 = nb[B1]
         b2 = nb[B2]
         p = s.p[0]
-        after_b1 = min(p + max(b2 / max(b1, 1), 1.0), np.float64(s.capacity))
-        after_b2 = max(p - max(b1 / max(b2, 1), 1.0), 0.0)
-        s.p[0] = p * (1 - ghost) + after_b1 * in_b1 + after_b2 * in_b2
         size = s.sizes[c]
+        # the step in blocks of c's size (the paper's pages); max(.., 1) in the divisors only guards the branch
+        # not taken: the list c is in holds at least its bytes
+        after_b1 = min(p + max(b2 / max(b1, 1), 1.0) * size, np.float64(s.capacity))
+        after_b2 = max(p - max(b1 / max(b2, 1), 1.0) * size, 0.0)
+        s.p[0] = p * (1 - ghost) + after_b1 * in_b1 + after_b2 * in_b2
         nb[B1] = b1 - size * in_b1
         nb[B2] = b2 - size * in_b2
         s.key[c] = NONE
@@ -356,7 +363,7 @@ def _lirs_evict_hir(s):
 @kernel(_nrt=False)
 def _lirs_evict_lir(s):
     """Demote the block at the bottom of S (an LIR block) to a resident HIR block at the end of Q, evicting
-    from Q to make room; a block larger than Q's share is evicted instead. Then prune S."""
+    from Q to make room (all of Q for a block larger than Q's share). Then prune S."""
     m = s.mem
     g = s.reg0
     v = _s_bottom(s)
@@ -365,17 +372,15 @@ def _lirs_evict_lir(s):
     _s_out(s, v)
     m[g + OCCUPIED] -= size
     was = m[v * NODE_COLUMNS + FLAGS] & COUNTED
-    if size <= s.hir_limit:
-        while m[g + HIR_BYTES] + size > s.hir_limit:
-            _lirs_evict_hir(s)
-        _log_drop(s, Q_LOG, v)
-        _log_push(s, Q_LOG, v)
-        m[g + HIR_BYTES] += size
-        m[g + OCCUPIED] += size
-        if not was:
-            _lirs_back(s, v)
-    elif was:
-        _lirs_gone(s, v)
+    # Q holds at least one block: one larger than Q's share goes in alone (libCacheSim evicts it instead)
+    while m[g + HIR_BYTES] + size > s.hir_limit and m[g + LOG_COUNT + Q_LOG] > 0:
+        _lirs_evict_hir(s)
+    _log_drop(s, Q_LOG, v)
+    _log_push(s, Q_LOG, v)
+    m[g + HIR_BYTES] += size
+    m[g + OCCUPIED] += size
+    if not was:
+        _lirs_back(s, v)
     _lirs_prune(s)
 
 
@@ -404,16 +409,18 @@ def _lirs_lookup(s, c, i):
             m[g + HIR_BYTES] -= size
             _log_drop(s, Q_LOG, c)
             m[g + OCCUPIED] -= size
-        while m[g + LIR_BYTES] + size > s.lir_limit:
+        while m[g + LIR_BYTES] + size > s.lir_limit and m[g + LIR_BYTES] > 0:
             _lirs_evict_lir(s)
         m[c * NODE_COLUMNS + FLAGS] |= LIR
         m[g + LIR_BYTES] += size
         m[g + OCCUPIED] += size
         if not in_q:
             _lirs_back(s, c)
+        if m[g + LIR_BYTES] == size:
+            _lirs_prune(s)  # c is the only LIR block: S may hold HIR entries below it
         return True
     if in_q:  # a resident HIR block not in S: it stays HIR, and goes on top of S
-        while m[g + LIR_BYTES] + size > s.lir_limit:
+        while m[g + LIR_BYTES] + size > s.lir_limit and m[g + LIR_BYTES] > 0:
             _lirs_evict_lir(s)
         _s_top(s, c, i)
         m[c * NODE_COLUMNS + FLAGS] = (m[c * NODE_COLUMNS + FLAGS] & ~LIR) | RESIDENT
@@ -432,15 +439,15 @@ def _lirs_can_insert(s, c):
     f = m[c * NODE_COLUMNS + FLAGS]
     in_s = m[c * NODE_COLUMNS + S_AT] != NONE
     if in_s and not f & LIR and not f & RESIDENT:  # a non-resident HIR block in S
-        while m[g + LIR_BYTES] + size > s.lir_limit:
+        while m[g + LIR_BYTES] + size > s.lir_limit and m[g + LIR_BYTES] > 0:
             _lirs_evict_lir(s)
         _log_drop(s, NH_LOG, c)
         return True
     if not in_s and m[c * NODE_COLUMNS + Q_AT] == NONE:  # a block in neither S nor Q
-        if size > s.lir_limit or size > s.hir_limit:
-            return False
+        # (libCacheSim declines a block larger than Q's or the LIR set's share; lab admits it: each set holds
+        # at least one block)
         if m[g + LIR_BYTES] + size > s.lir_limit and m[g + HIR_BYTES] + size > s.hir_limit:
-            while m[g + HIR_BYTES] + size > s.hir_limit:
+            while m[g + HIR_BYTES] + size > s.hir_limit and m[g + LOG_COUNT + Q_LOG] > 0:
                 _lirs_evict_hir(s)
         return True
     raise RuntimeError("LIRS: admission check on a block that LIRS holds")
@@ -451,16 +458,23 @@ def _lirs_evict_once(s, c):
     """libCacheSim's LIRS_evict for a miss on ``c``: one pass of its eviction loop."""
     m = s.mem
     g = s.reg0
-    size = m[c * NODE_COLUMNS + SIZE]
     f = m[c * NODE_COLUMNS + FLAGS]
     in_s = m[c * NODE_COLUMNS + S_AT] != NONE
     if in_s and not f & LIR and not f & RESIDENT:
-        while m[g + HIR_BYTES] >= s.hir_limit:
+        while m[g + HIR_BYTES] >= s.hir_limit:  # (hir_limit > 0: Q is not empty)
             _lirs_evict_hir(s)
-        _lirs_evict_lir(s)
-    elif (not in_s and m[c * NODE_COLUMNS + Q_AT] == NONE and m[g + LIR_BYTES] + size > s.lir_limit
-          and m[g + HIR_BYTES] + size > s.hir_limit):
-        _lirs_evict_hir(s)
+        if m[g + LIR_BYTES] > 0:
+            _lirs_evict_lir(s)
+        elif m[g + LOG_COUNT + Q_LOG] > 0:  # no LIR block to demote (c is larger than the LIR set's share)
+            _lirs_evict_hir(s)
+    elif not in_s and m[c * NODE_COLUMNS + Q_AT] == NONE:
+        # libCacheSim evicts from Q when both sets are full (the LIR set cannot take c, Q not without
+        # evicting), which they are whenever the buffer is; in lab a set may hold a single block over its
+        # share, and Q may be empty: then lab evicts from Q if it can, else demotes
+        if m[g + LOG_COUNT + Q_LOG] > 0:
+            _lirs_evict_hir(s)
+        elif m[g + LIR_BYTES] > 0:
+            _lirs_evict_lir(s)
 
 
 @kernel(_nrt=False)
@@ -483,6 +497,8 @@ def _lirs_insert(s, c, i):
         m[g + HIR_BYTES] += size
     m[g + OCCUPIED] += size
     _lirs_back(s, c)
+    if m[g + LIR_BYTES] == size and m[c * NODE_COLUMNS + FLAGS] & LIR:
+        _lirs_prune(s)  # c is the only LIR block: S may hold HIR entries below it
 
 
 @kernel(_nrt=False)
@@ -493,14 +509,12 @@ def _lirs_miss(s, c, i):
         return False
     m = s.mem
     size = m[c * NODE_COLUMNS + SIZE]
-    stuck = 0
     while m[s.reg0 + OCCUPIED] + size > s.capacity:
-        before = m[s.reg0 + OCCUPIED]
+        # each pass evicts from Q or demotes an LIR block into Q: one of the two byte counts goes down
+        before = m[s.reg0 + OCCUPIED] + m[s.reg0 + LIR_BYTES]
         _lirs_evict_once(s, c)
-        if m[s.reg0 + OCCUPIED] == before:
-            stuck += 1
-            if stuck > 2:
-                raise RuntimeError("LIRS: eviction makes no progress")
+        if m[s.reg0 + OCCUPIED] + m[s.reg0 + LIR_BYTES] >= before:
+            raise RuntimeError("LIRS: eviction makes no progress")
     _lirs_insert(s, c, i)
     return True
 
@@ -556,7 +570,7 @@ def _lirs_victim(s):
     while m[s.reg0 + LOG_COUNT + PENDING_LOG] == 0:
         if m[s.reg0 + LOG_COUNT + Q_LOG] > 0:
             _lirs_evict_hir(s)
-        elif m[s.reg0 + S_COUNT] > 0:
+        elif m[s.reg0 + LIR_BYTES] > 0:
             _lirs_evict_lir(s)
         guard += 1
         if guard > s.n_tensors + 2:
@@ -598,17 +612,28 @@ class LIRS(Policy):
     reuse distance is shorter than the oldest LIR block's recency) becomes LIR, and the LIR block at the
     bottom of S is demoted to the end of Q.
 
-    As libCacheSim's LIRS, step for step: sizes are bytes; Q's share is max(1, int(hir_ratio * buffer))
-    bytes and a new block larger than it (or than the LIR share) is never inserted; a new block is LIR
-    while the LIR set has room; a hit on a resident HIR block not in S also demotes LIR blocks while the
-    LIR set is full; S is bounded to twice the buffer in bytes by dropping its oldest non-resident
-    entries. Where lab differs: (1) when Q holds a single block (buffers under 200 blocks), that demotion
-    evicts the very block being hit, which libCacheSim keeps in S marked resident and counts a hit at its
-    next access without fetching it; lab counts that access a miss. (2) libCacheSim can evict several
-    blocks in one lookup or admission check; the engine takes one victim per lookup and per eviction
-    call, so lab hands LIRS's victims over as the engine asks for room, and those left over (only with
-    variable sizes) leave at the next accesses. (3) In buffers of 2 blocks libCacheSim's byte counts can
-    drift from the blocks it holds; lab then evicts from Q to make room.
+    As libCacheSim's LIRS, step for step (sizes are bytes): Q's share is ``hir_ratio`` of the buffer, at least
+    one block, and the LIR set's the rest; a new block is LIR while the LIR set has room; a hit on a resident
+    HIR block not in S also demotes LIR blocks while the LIR set is full; S is bounded to twice the buffer in
+    bytes by dropping its oldest non-resident entries. Unit-free (the same decisions whatever the unit of the
+    sizes): Q's share is rounded down to whole blocks of the trace's size granularity (see
+    ``lab.sim.structures.share_bytes``: a tensor on a trace of equal sizes, a byte with arbitrary byte
+    counts), and each set holds at least one block: a block larger than Q's share enters Q alone, Q evicting
+    all else, and one larger than the LIR set's share becomes LIR alone (the paper's blocks have one size).
+
+    Differences from libCacheSim (libcachesim 0.3.5): (1) when Q holds a single block (buffers under 200
+    blocks), demoting an LIR block for a hit on a resident HIR block evicts the very block being hit, which
+    libCacheSim keeps in S marked resident and counts a hit at its next access without fetching it; lab
+    counts that access a miss. (2) libCacheSim can evict several blocks in one lookup or admission check; the
+    engine takes one victim per lookup and per eviction call, so lab hands LIRS's victims over as the engine
+    asks for room, and those left over (only with variable sizes) leave at the next accesses. (3) In buffers
+    of 2 blocks libCacheSim's byte counts can drift from the blocks it holds; lab then evicts from Q to make
+    room. (4) libCacheSim never inserts a block larger than Q's share (1 % of the buffer, so on a trace of
+    MiB-sized tensors in a buffer of under 100 of them it misses every access) or than the LIR set's; lab
+    inserts it, each set holding at least one block. (5) libCacheSim rounds Q's share down to whole bytes with
+    a minimum of 1 byte, lab to whole blocks with a minimum of one block: they differ where the sizes have a
+    common factor (a trace of equal MiB-sized tensors), and libCacheSim's decisions change with the unit of
+    the sizes.
     """
 
     hir_ratio: float = param(0.01, low=0.0, high=1.0, doc="Q's share of the buffer (the paper's L_hirs)")
@@ -648,8 +673,20 @@ class LIRS(Policy):
         mem[reg0 + PRUNED] = 1
         mem[codes0:log0] = workload.codes
         capacity = int(capacity_bytes)
-        hir_limit = max(1, int(self.hir_ratio * capacity))
+        hir_limit = self._hir_limit(workload, capacity)
         return self.State(mem, k, reg0, codes0, log0, log_len, capacity - hir_limit, hir_limit, capacity)
+
+    def _hir_limit(self, workload, capacity_bytes):
+        """Q's share in bytes: ``hir_ratio`` of the buffer in whole blocks of the trace's size granularity, at
+        least one block (at most the buffer)."""
+        block = size_granularity(workload)
+        return min(max(block, share_bytes(capacity_bytes, self.hir_ratio, block)), max(int(capacity_bytes), 1))
+
+    def libcachesim_supports(self, capacity_bytes, workload):
+        # libCacheSim's shares, in whole bytes; it declines a block larger than either
+        hir = max(1, int(self.hir_ratio * capacity_bytes))
+        largest = int(workload.tensor_bytes.max(initial=0))
+        return self._hir_limit(workload, capacity_bytes) == hir and largest <= min(hir, capacity_bytes - hir)
 
     def libcachesim_params(self):
         if self.hir_ratio != 0.01:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lab.compiled import kernel
-from lab.sim.policies.randomized import GOLDEN, _mix, _scale, pool_remove_with_slots
+from lab.sim.policies.randomized import GOLDEN, MAX_SAMPLES, _mix, _scale, pool_remove_with_slots
 from lab.sim.policy import Policy, param, register
 from lab.sim.structures import (NONE, KeySet, Pool, Rng, keyset_add, keyset_discard, keyset_max, new_keyset,
                                 new_pool, new_rng, pool_add)
@@ -75,6 +75,10 @@ class Belady(Policy):
     Each resident tensor's priority is a distinct integer: its next use
     (< n), or for one never used again ``2n - 1 - (when it was inserted)``, so
     the largest is the victim, found in a 64-ary bitmap tree.
+
+    Differences from libCacheSim (libcachesim 0.3.5): with varied sizes
+    libCacheSim breaks the ties among tensors never used again in another
+    order; with equal sizes the two agree miss for miss.
     """
 
     name = "Belady"
@@ -170,7 +174,8 @@ class BeladySize(Policy):
     reference = ("libCacheSim's BeladySize (Yang et al., libCacheSim); after Belady, 'A study of replacement "
                  "algorithms for a virtual-storage computer', IBM Systems Journal 1966")
 
-    n_samples: int = param(128, low=1, integer=True, doc="residents sampled (with replacement) per eviction")
+    n_samples: int = param(128, low=1, high=MAX_SAMPLES, integer=True,
+                           doc="residents sampled (with replacement) per eviction (each costs time per eviction)")
     seed: int = param(0, low=0, integer=True)
 
     class State(NamedTuple):

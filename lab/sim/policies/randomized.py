@@ -23,6 +23,9 @@ from lab.sim.policy import Policy, param, register
 from lab.sim.structures import NONE, Rng, new_rng
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (structures.rng_next)
+# Largest number of candidates a sampled policy may weigh per eviction: each eviction costs that many, so that
+# a million evictions at this bound take seconds (libCacheSim's defaults are 32 to 128).
+MAX_SAMPLES = 1024
 
 
 # --- shared helpers: random numbers and pools of residents from their arrays ---------------------------------
@@ -80,9 +83,10 @@ LISTED = 16  # frequencies 1..LISTED have lists of accesses; more frequent tenso
 OVERFLOW = LISTED + 1  # MIN_FREQ when no listed frequency has a resident; the row listing accesses above LISTED
 # aux scalars: CURSOR (no LRU victim before it), MIN_FREQ, N_GHOSTED, GHOST_TAIL + expert (that list's oldest
 # end in the log), GHOST_BYTES + expert (bytes in that list), HEAP_SIZE, N_PENDING (ghost hits not yet learnt),
-# and where the pending ghost hits, the sizes and the ghost log start
+# where the pending ghost hits, the sizes and the ghost log start, and N_HELD (resident tensors)
 CURSOR, MIN_FREQ, N_GHOSTED, GHOST_TAIL, GHOST_BYTES, HEAP_SIZE, N_PENDING = 0, 1, 2, 3, 5, 7, 8
-A_PENDING, A_SIZES, A_GLOG = 9, 10, 11
+A_PENDING, A_SIZES, A_GLOG, N_HELD = 9, 10, 11, 12
+DR, HELD_THEN = 2, 3  # LeCaR.State.w after the two weights: d for the count of resident tensors HELD_THEN
 BUCKETS = 16  # aux[BUCKETS + 4 * f + HEAD / TAIL / COUNT]: frequency f's list of accesses and residents
 HEAD, TAIL, COUNT = 0, 1, 2
 HEAP = BUCKETS + 4 * (OVERFLOW + 1)  # aux[HEAP + 4 * j + H_CODE / H_KEY / H_SEQ], aux[HEAP + 4 * c + H_POS]
@@ -197,12 +201,19 @@ def _lfu_forget(rows, aux, c):
 
 
 @kernel
-def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr, dr, learn, i):
+def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr, discount, learn, i):
     """The penalties of the ghost hits since the last eviction (libCacheSim's update_weight: w_E = w_E *
-    exp(-lr * dr**t) + 1e-10, then both renormalized; only evictions read the weights), LRU's and LFU's
-    candidates, the coin between them, and the victim's ghost entry; returns the victim."""
+    exp(-lr * dr**t) + 1e-10, then both renormalized; only evictions read the weights; dr = discount ** (1 /
+    the tensors resident now, the buffer being full)), LRU's and LFU's candidates, the coin between them, and
+    the victim's ghost entry; returns the victim."""
     pending = aux[A_PENDING]
-    if learn:
+    held = aux[N_HELD]
+    aux[N_HELD] = held - 1
+    if learn and aux[N_PENDING] > 0:
+        if w[HELD_THEN] != held:  # (a pow per change of the count, not per eviction)
+            w[HELD_THEN] = held
+            w[DR] = discount ** (1.0 / np.float64(held))
+        dr = w[DR]
         for k in range(aux[N_PENDING]):
             o = aux[pending + 2 * k]
             other = 1 - o
@@ -283,6 +294,7 @@ def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr
 
 @kernel
 def _lecar_remove(rows, aux, c):
+    aux[N_HELD] -= 1
     _lfu_forget(rows, aux, c)
 
 
@@ -300,12 +312,17 @@ class LeCaR(Policy):
     picks LRU when k / 100 < w_lru. The victim enters its expert's ghost list
     (newest first; each list keeps at most half the buffer's bytes). A miss on
     a ghost of expert E, t accesses after its eviction, sets w_E = w_E *
-    exp(-learning_rate * d**t) with d = discount ** (1 / capacity), then
-    renormalizes both weights. As in libCacheSim the capacity in d is counted
-    in bytes (the paper counts entries: with tensors of many bytes d is
-    almost 1 and regrets barely fade), and the initial LFU weight is 0.5
-    whatever ``lru_weight`` is (normalized at the first update); with
+    exp(-learning_rate * d**t) with d = discount ** (1 / N), then
+    renormalizes both weights. N is the paper's cache size in entries: the
+    tensors resident at the eviction that applies the penalty (the buffer is
+    full then). As in libCacheSim the initial LFU weight is 0.5 whatever
+    ``lru_weight`` is (normalized at the first update); with
     ``update_weight`` False the weights never change.
+
+    Differences from libCacheSim (libcachesim 0.3.5): libCacheSim counts N in
+    bytes (the capacity), so that with tensors of many bytes d is almost 1 and
+    regrets barely fade, and its decisions change with the unit of the sizes;
+    with unit sizes both count the same N.
 
     Lab keeps the orders without linked lists of tensors: the LRU order is
     the trace itself; each access appends its position to its tensor's new
@@ -329,7 +346,7 @@ class LeCaR(Policy):
     learning_rate: float = param(0.45, low=0.0, doc="lr: a ghost hit multiplies its expert's weight by "
                                  "exp(-lr * d**t)")
     discount: float = param(0.005, low=0.0, high=1.0, doc="the regret of a ghost hit t accesses after its "
-                            "eviction decays as d**t, d = discount ** (1 / capacity bytes)")
+                            "eviction decays as d**t, d = discount ** (1 / tensors in the buffer)")
     seed: int = param(0, low=0, integer=True)
 
     def __post_init__(self):
@@ -347,9 +364,9 @@ class LeCaR(Policy):
         aux: np.ndarray  # int64: the scalars, the frequency rows (BUCKETS), the heap (HEAP), the pending ghost
         #                  hits (expert, accesses since the eviction; from aux[A_PENDING]), the sizes (A_SIZES)
         ghost_bytes: int  # each ghost list's limit in bytes
-        w: np.ndarray  # float64[2]: weights of LRU, LFU
+        w: np.ndarray  # float64[4]: weights of LRU, LFU; DR, d = discount ** (1 / HELD_THEN), for that count
         lr: float
-        dr: float
+        discount: float
         learn: int  # 1: learn the weights, 0: keep them
         rng: Rng
 
@@ -378,9 +395,8 @@ class LeCaR(Policy):
         aux[sizes:] = workload.tensor_bytes
         return self.State(
             rows, workload.codes, workload.next_use, np.empty(2 * n + 1, np.int64), aux, int(capacity_bytes) // 2,
-            np.array([self.lru_weight, 0.5]), float(self.learning_rate),
-            float(self.discount ** (1.0 / float(capacity_bytes))), int(bool(self.update_weight)),
-            new_rng(self.seed))
+            np.array([self.lru_weight, 0.5, 0.0, 0.0]), float(self.learning_rate), float(self.discount),
+            int(bool(self.update_weight)), new_rng(self.seed))
 
     # find and insert are straight-line code (kept inline); evict branches (out of line)
     @staticmethod
@@ -417,11 +433,12 @@ class LeCaR(Policy):
         s.rows[c, FREQ] = 1
         _bucket_append(s.aux, s.logs, 1, i)
         s.aux[MIN_FREQ] = 1
+        s.aux[N_HELD] += 1
 
     @staticmethod
     def evict(s, c, i):
         return _lecar_evict(s.rows, s.codes, s.next_use, s.logs, s.aux, s.w, s.rng.state, s.ghost_bytes, s.lr,
-                            s.dr, s.learn, i)
+                            s.discount, s.learn, i)
 
     @staticmethod
     def remove(s, c):
@@ -437,6 +454,9 @@ ACCS_PER_RECONFIGURATION = 1 << 20
 EXPLORE_INVERSE_PROBABILITY = 32
 EARLY_CANDIDATES = 8  # candidates sampled until 50 reconfigurations (the authors' shorter warm-up)
 FLT_MAX = np.float32(np.finfo(np.float32).max)
+# An explorer's rank: above every density (at most 32 hits per byte and unit of time, with sizes of a byte or
+# more), whatever the unit of the sizes; the authors add 1 to its density instead, a constant in that unit.
+EXPLORER_RANK = np.float32(2.0**100)
 DECAY = np.float32(0.9)  # EWMA_DECAY
 # LHD's evict runs out of line; its state is three arrays.
 # LHD.slots (int32) [row, 5]: per slot the resident's last access time, code, last two hit ages (LAST |
@@ -444,8 +464,9 @@ DECAY = np.float32(0.9)  # EWMA_DECAY
 # the core's cache); LHD.index (int32) per tensor its slot, NONE when not resident
 S_TS, S_CODE, S_AGES, S_META = range(4)
 # LHD.ints: scalar integer state, then the ring of recently admitted codes (from ADMITTED, N_ADMIT long)
-TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, BUDGET, ADMIT_HEAD, N_RESIDENT, N_ADMIT = range(8)
-ADMITTED = 8
+TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, ADMIT_HEAD, N_RESIDENT, N_ADMIT = range(7)
+ADMITTED = 7
+# LHD.budget (float64[1]): the explorers' budget, bytes: 1 % of the buffer less the explorers' sizes
 # LHD.tables (float32, flat): per class and age the hit density, decayed hits and evictions, the float scalars,
 # then from F_SIZES each slot's size (the authors keep it as a float)
 TABLE = HIT_AGE_CLASSES * MAX_AGE
@@ -484,16 +505,24 @@ def _lhd_age(slots, j, timestamp, shift):
 
 
 @kernel(inline="always")
-def _lhd_density(slots, tables, j, timestamp, shift):
-    """Hit density of the resident in slot ``j`` (the authors' getHitDensity): its class's density at its
-    coarsened age over its size, +1 for an explorer; the lowest float at the oldest age."""
+def _lhd_density(slots, tables, j, age):
+    """Hit density of the resident in slot ``j`` at coarsened ``age`` (below the oldest age): its class's density
+    at that age over its size (the authors' getHitDensity without its explorer bonus)."""
+    return tables[T_DENSITY + (slots[j, S_META] & 15) * MAX_AGE + age] / tables[F_SIZES + j]
+
+
+@kernel(inline="always")
+def _lhd_rank(slots, tables, j, timestamp, shift):
+    """The rank of the resident in slot ``j`` among eviction candidates (the least goes): its density, the
+    lowest float at the oldest age, and for an explorer younger than that EXPLORER_RANK (its density added
+    rounds away)."""
     age = (timestamp - np.int64(slots[j, S_TS])) >> shift
     if age >= MAX_AGE - 1:
         return -FLT_MAX
     meta = slots[j, S_META]
     d = tables[T_DENSITY + (meta & 15) * MAX_AGE + age] / tables[F_SIZES + j]
     if meta >= 16:
-        d = d + np.float32(1.0)
+        d = d + EXPLORER_RANK
     return d
 
 
@@ -554,27 +583,28 @@ def _lhd_reconfigure(tables):
 
 
 @kernel(inline="always")
-def _lhd_tag(slots, ints, age_class, rng_state, j, size, last, last_last, budget):
-    """The end of the authors' LHD::update for the resident in slot ``j``: the explorer coin, its time, hit ages
-    and class, and the clock. Straight-line code (an inline hook). Returns the coin (1 when it came up)."""
+def _lhd_tag(slots, ints, budget, age_class, rng_state, j, size, last, last_last, available):
+    """The end of the authors' LHD::update for the resident in slot ``j`` (of ``size`` bytes, float64): the
+    explorer coin (an explorer while the budget, ``available`` bytes, is positive), its time, hit ages and
+    class, and the clock. Straight-line code (an inline hook). Returns the coin (1 when it came up)."""
     timestamp = ints[TIMESTAMP]
     explore = np.int64((_next(rng_state) % np.uint64(EXPLORE_INVERSE_PROBABILITY)) == np.uint64(0))
-    explorer = explore * np.int64(budget > 0) * np.int64(ints[N_RECONF] < 50)
+    explorer = explore * np.int64(available > 0) * np.int64(ints[N_RECONF] < 50)
     slots[j, S_TS] = timestamp
     slots[j, S_AGES] = last | (last_last << 16)
     slots[j, S_META] = age_class[min(last + last_last, MAX_AGE)] | (explorer << 4)
-    ints[BUDGET] = budget - size * explorer
+    budget[0] = available - size * explorer
     ints[TIMESTAMP] = timestamp + 1
     ints[NEXT_RECONF] -= 1
     return explore
 
 
 @kernel(inline="always")
-def _lhd_forget(slots, index, tables, ints, j):
+def _lhd_forget(slots, index, tables, ints, budget, j):
     """Drop the resident in slot ``j`` (the authors' replaced(), without its statistics): the last slot moves
     into its place, and an explorer's bytes return to the explorer budget."""
     if slots[j, S_META] >= 16:
-        ints[BUDGET] += np.int64(tables[F_SIZES + j])
+        budget[0] += np.float64(tables[F_SIZES + j])
     index[slots[j, S_CODE]] = NONE
     last = ints[N_RESIDENT] - 1
     if j != last:
@@ -587,9 +617,10 @@ def _lhd_forget(slots, index, tables, ints, j):
 
 
 @kernel
-def _lhd_evict(slots, index, tables, ints, rng_state, associativity):
+def _lhd_evict(slots, index, tables, ints, budget, rng_state, associativity):
     """The authors' LHD::rank then replaced(): the least dense of the sampled candidates and the recently
-    admitted; returns it. First the reconfigurations due (every ACCS_PER_RECONFIGURATION updates)."""
+    admitted, explorers last; returns it. First the reconfigurations due (every ACCS_PER_RECONFIGURATION
+    updates)."""
     while ints[NEXT_RECONF] <= 0:
         tables[T_N_RECONF] = ints[N_RECONF]
         tables[T_N_RESIDENT] = ints[N_RESIDENT]
@@ -610,31 +641,33 @@ def _lhd_evict(slots, index, tables, ints, rng_state, associativity):
     for _ in range(candidates):
         state = state + GOLDEN
         j = _scale(_mix(state), n)
-        d = _lhd_density(slots, tables, j, timestamp, shift)
+        d = _lhd_rank(slots, tables, j, timestamp, shift)
         if d < best:
             best = d
             best_j = j
-    rng_state[0] = state
     for k in range(ADMITTED, ADMITTED + ints[N_ADMIT]):
         a = ints[k]
         if a != NONE:
             j = np.int64(index[a])
             if j != NONE:
-                d = _lhd_density(slots, tables, j, timestamp, shift)
+                d = _lhd_rank(slots, tables, j, timestamp, shift)
                 if d < best:
                     best = d
                     best_j = j
+    rng_state[0] = state
+    if best >= EXPLORER_RANK:  # every candidate an explorer: the running mean takes the victim's density
+        best = _lhd_density(slots, tables, best_j, _lhd_age(slots, best_j, timestamp, shift))
     tables[T_EWMA_VICTIM] = DECAY * tables[T_EWMA_VICTIM] + (np.float32(1.0) - DECAY) * best
     meta = slots[best_j, S_META]
     tables[T_EVICTIONS + (meta & 15) * MAX_AGE + _lhd_age(slots, best_j, timestamp, shift)] += np.float32(1.0)
     v = np.int64(slots[best_j, S_CODE])
-    _lhd_forget(slots, index, tables, ints, best_j)
+    _lhd_forget(slots, index, tables, ints, budget, best_j)
     return v
 
 
 @kernel
-def _lhd_remove(slots, index, tables, ints, c):
-    _lhd_forget(slots, index, tables, ints, np.int64(index[c]))
+def _lhd_remove(slots, index, tables, ints, budget, c):
+    _lhd_forget(slots, index, tables, ints, budget, np.int64(index[c]))
 
 
 @register
@@ -657,10 +690,22 @@ class LHD(Policy):
     (``associativity`` once 50 reconfigurations have passed) and also weighs
     the last ``admissions`` insertions whose density was below the running
     mean of victims' densities; the first of equal densities wins. With
-    probability 1/32 an access makes its tensor an explorer (density + 1, so
-    rarely evicted) while explorers hold under 1% of the buffer and fewer than
-    50 reconfigurations passed. Times are counted in int32: traces of up to
-    2**31 - 1 accesses.
+    probability 1/32 an access makes its tensor an explorer while explorers
+    hold under 1% of the buffer and fewer than 50 reconfigurations passed; an
+    explorer ranks after every other candidate until it reaches the oldest
+    age (the authors' "space allocated to objects that aren't evicted"), tied
+    among themselves. Times are counted in int32: traces of up to 2**31 - 1
+    accesses.
+
+    Differences from the authors' code and libCacheSim (libcachesim 0.3.5):
+    they add 1 to an explorer's density, hits per byte per unit of time, and
+    keep the explorers' budget in whole bytes (1 % of the buffer, rounded
+    down): constants in the unit of the sizes, so that their decisions change
+    with it (with sizes in bytes over 32 an explorer comes after every other
+    candidate, as here; with unit sizes it can lose to a dense small one).
+    Lab ranks explorers last and keeps the budget as a float64 number of bytes:
+    the same decisions whatever the unit of the sizes. A victim's density in
+    the running mean is its density without the explorer's 1.
     """
 
     name = "LHD"
@@ -669,16 +714,19 @@ class LHD(Policy):
     reference = ("Beckmann, Chen and Cidon, 'LHD: Improving cache hit rate by maximizing hit density', "
                  "NSDI 2018")
 
-    associativity: int = param(32, low=1, integer=True, doc="candidates sampled per eviction after the warm-up")
-    admissions: int = param(8, low=1, integer=True, doc="recently admitted unpromising tensors also weighed")
+    associativity: int = param(32, low=1, high=MAX_SAMPLES, integer=True,
+                               doc="candidates sampled per eviction after the warm-up (each costs time per eviction)")
+    admissions: int = param(8, low=1, high=MAX_SAMPLES, integer=True,
+                            doc="recently admitted unpromising tensors also weighed (each costs time per eviction)")
     seed: int = param(0, low=0, integer=True)
 
     class State(NamedTuple):
         slots: np.ndarray  # int32 [k, 4]: S_TS, S_CODE, S_AGES, S_META per slot
         index: np.ndarray  # int32 per tensor: its slot, NONE when not resident
         tables: np.ndarray  # float32: T_DENSITY, T_HITS, T_EVICTIONS per class and age, float scalars, F_SIZES
-        ints: np.ndarray  # int64: TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, BUDGET, ADMIT_HEAD, N_RESIDENT, N_ADMIT,
-        #                   then the ring of recently admitted codes (NONE: empty)
+        ints: np.ndarray  # int64: TIMESTAMP, NEXT_RECONF, N_RECONF, SHIFT, ADMIT_HEAD, N_RESIDENT, N_ADMIT, then
+        #                   the ring of recently admitted codes (NONE: empty)
+        budget: np.ndarray  # float64[1]: the explorers' budget in bytes
         age_class: np.ndarray  # int32: hitAgeClass of a hit-age sum 0..MAX_AGE
         sizes: np.ndarray  # int64 per tensor
         rng: Rng
@@ -701,11 +749,12 @@ class LHD(Policy):
         ints[:ADMITTED] = 0
         ints[NEXT_RECONF] = ACCS_PER_RECONFIGURATION
         ints[SHIFT] = 10
-        ints[BUDGET] = int(np.float32(capacity_bytes) * np.float32(0.01))  # the authors' float arithmetic
         ints[N_ADMIT] = self.admissions
+        # the authors' float32 arithmetic, not rounded down to whole bytes
+        budget = np.array([np.float32(capacity_bytes) * np.float32(0.01)], np.float64)
         slots = np.empty((k, 4), np.int32)
-        return self.State(slots, np.full(k, NONE, np.int32), tables, ints, HIT_AGE_CLASS, workload.tensor_bytes, new_rng(self.seed),
-                          self.associativity)
+        return self.State(slots, np.full(k, NONE, np.int32), tables, ints, budget, HIT_AGE_CLASS,
+                          workload.tensor_bytes, new_rng(self.seed), self.associativity)
 
     # find and insert are straight-line code (kept inline); evict branches (out of line)
     @staticmethod
@@ -718,10 +767,10 @@ class LHD(Policy):
             age = min((ints[TIMESTAMP] - np.int64(slots[j, S_TS])) >> ints[SHIFT], MAX_AGE - 1)
             meta = slots[j, S_META]
             tables[T_HITS + (meta & 15) * MAX_AGE + age] += np.float32(1.0)
-            size = np.int64(tables[F_SIZES + j])
-            budget = ints[BUDGET] + size * np.int64(meta >= 16)  # an explorer's bytes return to the budget
-            _lhd_tag(slots, ints, s.age_class, s.rng.state, j, size, age, np.int64(slots[j, S_AGES] & 0xFFFF),
-                     budget)
+            size = np.float64(tables[F_SIZES + j])
+            available = s.budget[0] + size * np.float64(meta >= 16)  # an explorer's bytes return to the budget
+            _lhd_tag(slots, ints, s.budget, s.age_class, s.rng.state, j, size, age,
+                     np.int64(slots[j, S_AGES] & 0xFFFF), available)
         return NONE
 
     @staticmethod
@@ -733,9 +782,9 @@ class LHD(Policy):
         ints[N_RESIDENT] = j + 1
         s.index[c] = j
         slots[j, S_CODE] = c
-        size = s.sizes[c]
-        tables[F_SIZES + j] = np.float32(size)
-        explore = _lhd_tag(slots, ints, s.age_class, s.rng.state, j, size, 0, MAX_AGE, ints[BUDGET])
+        tables[F_SIZES + j] = np.float32(s.sizes[c])  # the authors keep sizes as floats
+        explore = _lhd_tag(slots, ints, s.budget, s.age_class, s.rng.state, j, np.float64(tables[F_SIZES + j]), 0,
+                           MAX_AGE, s.budget[0])
         # unless the coin came up, it joins the recently admitted if its density (class 0, age 0) is below the
         # running mean of the victims'
         join = (1 - explore) * np.int64(tables[T_DENSITY] / tables[F_SIZES + j] < tables[T_EWMA_VICTIM])
@@ -746,11 +795,11 @@ class LHD(Policy):
 
     @staticmethod
     def evict(s, c, i):
-        return _lhd_evict(s.slots, s.index, s.tables, s.ints, s.rng.state, s.associativity)
+        return _lhd_evict(s.slots, s.index, s.tables, s.ints, s.budget, s.rng.state, s.associativity)
 
     @staticmethod
     def remove(s, c):
-        _lhd_remove(s.slots, s.index, s.tables, s.ints, c)
+        _lhd_remove(s.slots, s.index, s.tables, s.ints, s.budget, c)
 
 
 # --- Hyperbolic ----------------------------------------------------------------------------------------
@@ -838,7 +887,8 @@ class Hyperbolic(Policy):
     reference = ("Blankstein, Sen and Freedman, 'Hyperbolic caching: flexible caching for web applications', "
                  "USENIX ATC 2017")
 
-    n_samples: int = param(64, low=1, integer=True, doc="residents sampled (with replacement) per eviction")
+    n_samples: int = param(64, low=1, high=MAX_SAMPLES, integer=True,
+                           doc="residents sampled (with replacement) per eviction (each costs time per eviction)")
     seed: int = param(0, low=0, integer=True)
 
     class State(NamedTuple):
