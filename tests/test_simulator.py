@@ -199,11 +199,15 @@ def test_a_degenerate_result_says_why_in_one_sentence(small_trace):
     # S3-FIFO admits new tensors into its small queue only: 10 % of 36 MB holds none of them
     s3 = lab.simulate(small_trace, "S3-FIFO", 36, per_access=False)
     assert s3.metrics["cache_hits"] == 0 and s3.metrics["uncacheable_accesses"] == 0
-    # the generic sentence, or the small queue's once S3-FIFO declares it (Policy.admission_limit)
-    assert s3.note in ("S3-FIFO admitted none of the 8 accesses to tensors that fit the buffer (36 MB): every access "
-                       "goes to DRAM.",
-                       "S3-FIFO's small queue (10 % of the buffer, 3.6 MB) holds none of these tensors (the smallest "
+    # S3-FIFO declares its small queue (Policy.admission_limit)
+    assert s3.note == ("S3-FIFO's small queue (10 % of the buffer, 3.6 MB) holds none of these tensors (the smallest "
                        "is 4 MB): every tensor bypasses it.")
+    # the seed example: the small queue holds some tensors, but not those that carry most of the bytes
+    seed = lab.generate_trace("Transformer", num_layers=12, batch_size=32, seq_length=128, seed=0)
+    note = lab.simulate(seed, "S3-FIFO", 64, per_access=False).note
+    assert note.startswith("S3-FIFO's small queue (10 % of the buffer, 6.4 MB) is smaller than the tensors that "
+                           "carry") and note.endswith("so S3-FIFO serves few of them.")
+    assert lab.simulate(seed, "LRU", 64, per_access=False).note == ""
     once = pd.DataFrame({"tensor_id": ["a", "b", "c"], "size_mb": [1.0, 1.0, 1.0]})
     assert lab.simulate(once, "LRU", 8).note == "No access is served on chip: every access is the first of its tensor."
     mixed = pd.DataFrame({"tensor_id": ["big", "a", "big", "b"], "size_mb": [9.0, 1.0, 9.0, 1.0]})
@@ -221,7 +225,7 @@ def test_a_policy_that_admits_into_part_of_the_buffer_names_that_part():
     class SmallQueue:  # what S3-FIFO declares (Policy.admission_limit): new tensors enter 10 % of the buffer
         name = "S3-FIFO"
 
-        def admission_limit(self, capacity_bytes):
+        def admission_limit(self, capacity_bytes, workload):
             return capacity_bytes // 10, "S3-FIFO's small queue"
 
     workload = lab.encode_trace(pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": [6.0, 8.0, 6.0]}))
@@ -230,7 +234,8 @@ def test_a_policy_that_admits_into_part_of_the_buffer_names_that_part():
     note = degenerate_note(SmallQueue(), workload, 50 * BYTES_PER_MB, metrics, insertions=0, buffer="scratchpad")
     assert note == ("S3-FIFO's small queue (10 % of the buffer, 5 MB) holds none of these tensors (the smallest is "
                     "6 MB): every tensor bypasses it.")
-    assert lab.get_policy("LRU").admission_limit(50 * BYTES_PER_MB) is None  # the whole buffer admits
+    assert lab.get_policy("LRU").admission_limit(50 * BYTES_PER_MB, workload) is None  # the whole buffer admits
+    assert lab.get_policy("2Q").admission_limit(40 * BYTES_PER_MB, workload) == (10 * BYTES_PER_MB, "2Q's Ain queue")
 
 
 def test_a_policy_that_cannot_run_in_the_cache_says_so(small_trace):

@@ -152,14 +152,19 @@ def degenerate_note(policy, workload, capacity_bytes: int, metrics: dict, insert
     if uncacheable >= n:
         return (f"Every {item} is larger than the buffer ({_mb(capacity_bytes)}; the smallest is "
                 f"{_mb(smallest_accessed_bytes(workload))}): every access bypasses it and goes to DRAM.")
-    limit = policy.admission_limit(capacity_bytes) if insertions == 0 else None
+    limit = policy.admission_limit(capacity_bytes, workload) if buffer != "cache" else None
     if limit is not None:
         limit_bytes, where = limit
         smallest = smallest_accessed_bytes(workload)
-        if smallest > limit_bytes:
-            share = 100.0 * limit_bytes / capacity_bytes
-            return (f"{where} ({share:.3g} % of the buffer, {_mb(limit_bytes)}) holds none of these {item}s (the "
-                    f"smallest is {_mb(smallest)}): every {item} bypasses it.")
+        share = 100.0 * limit_bytes / capacity_bytes
+        part = f"{where} ({share:.3g} % of the buffer, {_mb(limit_bytes)})"
+        if insertions == 0 and smallest > limit_bytes:
+            return (f"{part} holds none of these {item}s (the smallest is {_mb(smallest)}): every {item} bypasses "
+                    "it.")
+        shut_out = _share_of_bytes_between(workload, limit_bytes, capacity_bytes)
+        if shut_out >= MOSTLY_SHUT_OUT:
+            return (f"{part} is smaller than the {item}s that carry {100 * shut_out:.0f} % of the bytes accessed: "
+                    f"they fit the buffer but are never inserted, so {policy.name} serves few of them.")
     if insertions == 0:
         return (f"{policy.name} admitted none of the {n - uncacheable:,} accesses to {item}s that fit the buffer "
                 f"({_mb(capacity_bytes)}): every access goes to DRAM.")
@@ -173,6 +178,19 @@ def degenerate_note(policy, workload, capacity_bytes: int, metrics: dict, insert
             why = f"no {item} is used again while it is resident"
         return f"No access is served on chip: {why}."
     return ""
+
+
+MOSTLY_SHUT_OUT = 0.5  # a note when tensors a policy never inserts, though they fit, carry this share of the bytes
+
+
+def _share_of_bytes_between(workload, low_bytes: int, high_bytes: int) -> float:
+    """The share of the bytes ``workload`` accesses (persist marks aside) in accesses larger than ``low_bytes``
+    and at most ``high_bytes``."""
+    sizes = workload.access_bytes[~workload.is_persist] if workload.has_persist else workload.access_bytes
+    total = float(sizes.sum())
+    if total <= 0:
+        return 0.0
+    return float(sizes[(sizes > low_bytes) & (sizes <= high_bytes)].sum()) / total
 
 
 def smallest_accessed_bytes(workload) -> int:

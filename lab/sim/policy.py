@@ -115,11 +115,11 @@ class Policy:
         where libCacheSim aborts, or where it has a documented quirk lab does not copy (see the docstring)."""
         return True
 
-    def admission_limit(self, capacity_bytes: int) -> Optional[tuple[int, str]]:
-        """Where the policy admits new tensors into a part of a ``capacity_bytes`` buffer smaller than the whole:
-        (that part's size in bytes, what it is, e.g. ``"S3-FIFO's small queue"``); a tensor larger than it is
-        never inserted. None (the default): a tensor is admitted into the whole buffer. ``SimulationResult.note``
-        says so when no tensor of a trace fits that part."""
+    def admission_limit(self, capacity_bytes: int, workload) -> Optional[tuple[int, str]]:
+        """Where the policy admits new tensors into a part of a ``capacity_bytes`` buffer smaller than the whole,
+        on ``workload``: (that part's size in bytes, what it is, e.g. ``"S3-FIFO's small queue"``); a tensor
+        larger than it is never inserted. None (the default): a tensor is admitted into the whole buffer.
+        ``SimulationResult.note`` says so when the tensors larger than that part carry most of the traffic."""
         return None
 
     def init_state(self, workload, capacity_bytes: int):

@@ -125,6 +125,11 @@ class S3FIFO(Policy):
         return (small >= 1 and not (workload.tensor_bytes == small).any()
                 and share_bytes(capacity_bytes, self.small_ratio, size_granularity(workload)) == small)
 
+    def admission_limit(self, capacity_bytes, workload):
+        # the nominal share: every size is a whole number of blocks, so a tensor fits it iff it fits the share the
+        # engine uses (rounded down to whole blocks)
+        return int(capacity_bytes * self.small_ratio), "S3-FIFO's small queue"
+
     def init_state(self, workload, capacity_bytes):
         block = size_granularity(workload)
         small = share_bytes(capacity_bytes, self.small_ratio, block)
@@ -251,6 +256,9 @@ class TwoQ(Policy):
         sizes = workload.tensor_bytes
         return (share_bytes(capacity_bytes, self.ain_ratio, size_granularity(workload)) == ain
                 and not ((sizes > capacity_bytes - ain) & (sizes <= min(ain, aout))).any())
+
+    def admission_limit(self, capacity_bytes, workload):
+        return int(capacity_bytes * self.ain_ratio), "2Q's Ain queue"  # nominal, as S3-FIFO's
 
     def init_state(self, workload, capacity_bytes):
         block = size_granularity(workload)
