@@ -284,7 +284,7 @@ def test_progress_names_the_steps(capsys):
     trace = _with_writes(random_trace(2, n_accesses=600, n_tensors=60, max_size_bytes=4000), 2)
     lab.optimal(trace, 3000 / BYTES_PER_MB, progress=True)
     err = capsys.readouterr().err
-    assert "optimum" in err and "steps" in err
+    assert "optimum" in err and "steps" in err and "byte-granular flow" in err and "integer program" in err
 
 
 def test_tables_name_the_optimum_and_never_list_a_policy_below_its_achievable_end():
@@ -326,3 +326,19 @@ def test_tables_name_the_optimum_and_never_list_a_policy_below_its_achievable_en
         rows["policy"] != "SIEVE", 100.0)))
     at_8 = closed[closed["capacity_mb"] == 8.0]
     assert list(at_8["policy"]) == ["LRU", "SIEVE", "OPT"] and bool(at_8["opt_exact"].iloc[-1])
+
+
+def test_a_flow_beyond_the_memory_budget_is_refused_with_its_estimate(monkeypatch):
+    import lab.checks
+
+    trace = lab.generate_trace("MLP", num_layers=2)
+    monkeypatch.setattr(lab.checks, "memory_budget_bytes", lambda: 1000)
+    with pytest.raises(ValueError, match=rf"^the optimum.s flow over {len(trace)} accesses would need about .* GiB"):
+        lab.optimal(trace, 4)
+
+
+def test_the_flows_time_estimate_grows_with_the_trace():
+    from lab.analysis.optimal import flow_seconds_estimate
+
+    assert flow_seconds_estimate(100_000) == pytest.approx(20.0)
+    assert flow_seconds_estimate(10_000) < 1 < flow_seconds_estimate(1_000_000) / 600

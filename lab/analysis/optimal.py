@@ -64,7 +64,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_bool, check_number, check_positive_mb
+from lab.checks import check_bool, check_memory, check_number, check_positive_mb
 from lab.compiled import kernel
 from lab.sim.cost import CostModel, resolve_cost
 from lab.sim.simulate import compulsory_misses
@@ -77,6 +77,17 @@ METHODS = ("milp", "flow")
 # 71 s on 2 cores): beyond this a bound would not finish in an interactive session.
 MAX_FLOW_ACCESSES = 1_000_000
 FLOW_BYTES_PER_ACCESS = 5_000
+# The flow's time on Zipf traces of varied sizes at 10 % of the working set, its hardest case (2-core VM, HiGHS):
+# 1.7 s at 25,000 accesses, 6.3 s at 50,000, 19 s at 100,000, about n**1.8; captured steps are far faster (a
+# 9,000-access GPT-2 training step: 0.3 s). The progress bar quotes it as an upper estimate.
+FLOW_SECONDS_AT_100K = 20.0
+FLOW_TIME_EXPONENT = 1.8
+
+
+def flow_seconds_estimate(n_accesses: int) -> float:
+    """About how long the byte-granular flow may take on ``n_accesses`` accesses on a 2-core machine, seconds
+    (an upper estimate: its hardest traces, Zipf-distributed reuse of varied sizes)."""
+    return FLOW_SECONDS_AT_100K * (n_accesses / 100_000) ** FLOW_TIME_EXPONENT
 
 
 @dataclass(frozen=True)
@@ -326,6 +337,8 @@ def check_flow_size(workload: Workload) -> None:
         raise ValueError(f"the optimum's flow over {n:,} accesses would need about "
                          f"{n * FLOW_BYTES_PER_ACCESS / 2**30:.1f} GiB and hours; lab.optimal bounds traces of at "
                          f"most {MAX_FLOW_ACCESSES:,} accesses: bound a window of the trace (e.g. one step)")
+    check_memory(f"the optimum's flow over {n:,} accesses", n * FLOW_BYTES_PER_ACCESS,
+                 "bound a window of the trace (e.g. one step)")
 
 
 def _integer_program(workload: Workload, ivs: Intervals, capacity_bytes: int, time_limit_s: float,
@@ -621,12 +634,16 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
     OR-Tools' min-cost flow; both give the same flow), ``time_limit_s``
     (seconds from the call's start after which the integer program stops
     with its bracket; the flow and Belady's schedules before it are not
-    limited: they take well under a second per 10,000 accesses), ``gap_pct``
-    (stop once the bracket is at most this % of the traffic wide; 0, the
-    default, asks for proven optimality) and ``progress`` (a bar naming each step; default: on traces of
-    over PROGRESS_ACCESSES accesses). Raises ValueError for a capacity that
+    limited: under a second on captured steps, up to about
+    ``flow_seconds_estimate(n)`` on the hardest traces), ``gap_pct`` (stop
+    once the bracket is at most this % of the traffic wide; 0, the default,
+    asks for proven optimality) and ``progress`` (a bar naming each step,
+    with the flow's estimated time and the integer program's seconds against
+    its limit; default: on traces of over PROGRESS_ACCESSES accesses).
+    Raises ValueError for a capacity that
     is not a finite number > 0, an empty or malformed trace, a trace over
-    MAX_FLOW_ACCESSES accesses, or an unknown method, solver or time limit.
+    MAX_FLOW_ACCESSES accesses or whose flow would not fit in memory (with
+    the estimate), or an unknown method, solver or time limit.
     """
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     if method not in METHODS:
@@ -648,7 +665,8 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
     capacity_bytes = int(mb_to_bytes(capacity_mb))
     ivs = workload.memo("intervals", lambda: intervals_of(workload))
     with _Steps(show, method == "milp", time_limit_s) as steps:
-        steps.next("byte-granular flow")
+        estimate = flow_seconds_estimate(workload.n_accesses)
+        steps.next("byte-granular flow" + (f" (up to about {estimate:,.0f} s)" if estimate >= 2 else ""))
         around, flow_read, flow_write = _flow(ivs, workload.n_accesses, capacity_bytes, solver)
         flow_read += compulsory_read_bytes(workload)
         flow_write += persist_write_bytes(ivs)
