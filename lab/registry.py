@@ -48,8 +48,11 @@ class Registry(Generic[T]):
                 if owner is not None and not (owner == name and _same_definition(self._entries[owner], entry)):
                     raise ValueError(f"{self.kind} name {label!r} is already taken by {owner!r}: pick another "
                                      f"name, or pass replace=True to replace {owner!r}")
-        for owner in owners:
+        for owner in owners - {name}:  # name itself is replaced in place: the registration order stays
             self.remove(owner)
+        if name in self._entries:
+            for label in self._aliases.pop(name):
+                self._keys.pop(label.lower(), None)
         self._entries[name] = entry
         self._aliases[name] = tuple(aliases)
         for label in (name, *aliases):

@@ -418,7 +418,8 @@ OPTION_FIELDS = {
         "tiling": NOT_BOOL, "interleave": NOT_BOOL, "flush_at_end": NOT_BOOL}),
     "CostModel": (lambda **f: lab.CostModel(**f), "CostModel.", {
         "name": NOT_NAME, "hit_latency_ms": NOT_COST, "miss_latency_ms": NOT_COST, "miss_latency_ms_per_mb": NOT_COST,
-        "dram_bandwidth_gb_s": NOT_COST + [(1e-300, ValueError)], "buffer_mb": NOT_BUFFER_MB}),
+        "dram_bandwidth_gb_s": NOT_COST + [(1e-300, ValueError)], "buffer_mb": NOT_BUFFER_MB,
+        "buffer": [("l2", ValueError), ("Cache", ValueError), (None, TypeError), (1, TypeError)]}),
     "Preset": (_preset, "Preset.", {
         "name": NOT_NAME, "model_type": [("RNN", ValueError), (3, TypeError)],
         "build_config": [(None, TypeError), ("GPT2Config", TypeError)], "model_class": NOT_NAME,
@@ -473,7 +474,8 @@ def test_the_option_table_covers_every_field(cls):
 # records, or the study's parts (parse_study checks them; a StudySpec passed as an object is checked again).
 NOT_OPTIONS = {"SimulationResult", "Workload", "FlatTrees", "CompleteTrees", "Schedule", "CompilePrediction",
                "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task", "StudySpec",
-               "StudySummary", "Failed", "_Region", "_Record", "_State"}
+               "StudySummary", "Failed", "_Region", "_Record", "_State",
+               "SimulationModel"}  # a result's record of what produced it, made by lab.simulate
 
 
 def test_every_dataclass_under_lab_is_an_option_object_or_named_as_not_one():

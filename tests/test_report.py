@@ -326,7 +326,7 @@ def test_policy_answer_names_the_best_online_policy_and_says_why_when_all_tie():
 
     def answer(policies, capacity_mb):
         results = lab.run_policies(trace, policies, capacity_mb, per_access=False)
-        comparison = lab.metrics_table(results, lab.optimum_metrics(trace, capacity_mb))
+        comparison = lab.metrics_table(results, lab.optimum_rows(trace, capacity_mb))
         return policy_answer(comparison, "CNN", capacity_mb, results=results), comparison
 
     differ, comparison = answer(["LRU", "S3-FIFO", "Belady"], 16.0)

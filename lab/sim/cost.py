@@ -53,7 +53,7 @@ class CostModel:
 
     def __post_init__(self):
         check_str("CostModel.name", self.name)
-        check_buffer(self.buffer)
+        check_buffer(self.buffer, name="CostModel.buffer")
         if self.buffer_mb is not None:
             check_positive_mb("CostModel.buffer_mb", self.buffer_mb)
         for f in fields(self):

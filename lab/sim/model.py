@@ -31,16 +31,16 @@ class BufferModelError(ValueError):
     hardware cache, whose accesses are lines)."""
 
 
-def check_buffer(buffer, allow_none: bool = False) -> Optional[str]:
+def check_buffer(buffer, allow_none: bool = False, name: str = "buffer") -> Optional[str]:
     """``buffer`` if it names a buffer model (``BUFFERS``; None too with ``allow_none``): TypeError for a value
-    that is not a string, ValueError for an unknown name, both naming ``buffer`` and the choices."""
+    that is not a string, ValueError for an unknown name, both naming the argument (``name``) and the choices."""
     choices = f"one of {list(BUFFERS)}" + (" or None (the cost preset's model)" if allow_none else "")
     if buffer is None and allow_none:
         return None
     if not isinstance(buffer, str):
-        raise TypeError(f"buffer must be {choices}, got {buffer!r} ({type(buffer).__name__})")
+        raise TypeError(f"{name} must be {choices}, got {buffer!r} ({type(buffer).__name__})")
     if buffer not in BUFFERS:
-        raise ValueError(f"buffer must be {choices}, got {buffer!r}")
+        raise ValueError(f"{name} must be {choices}, got {buffer!r}")
     return buffer
 
 
