@@ -835,7 +835,7 @@ def test_every_report_parameter_of_the_wrong_type_is_refused_naming_it(notebook,
 @pytest.mark.parametrize("notebook, text, fragment", [
     ("01-policy-comparison", "dims: [1, 2]", "parameter 'dims' must be a mapping"),
     ("01-policy-comparison", "top: x", "parameter 'top' must be an integer"),
-    ("05-study", "study_dir: 5", "parameter 'study_dir' must be a string"),
+    ("08-study", "study_dir: 5", "parameter 'study_dir' must be a string"),
     ("03-real-models", "routing: 7", "parameter 'routing' must be a string or a list"),
     ("03-real-models", "models: gpt2", "parameter 'models' must be a list .*got str 'gpt2'"),
 ])

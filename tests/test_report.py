@@ -15,8 +15,8 @@ from lab.ui.report import check_params, load_params, notebook_parameters, proven
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01-policy-comparison.ipynb"
 REAL_MODELS = ROOT / "notebooks" / "03-real-models.ipynb"
-LEARNED = ROOT / "notebooks" / "04-learned-eviction.ipynb"
-STUDY = ROOT / "notebooks" / "05-study.ipynb"
+LEARNED = ROOT / "notebooks" / "07-learned-eviction.ipynb"
+STUDY = ROOT / "notebooks" / "08-study.ipynb"
 REPORTS = [NOTEBOOK, REAL_MODELS, LEARNED, STUDY]
 PARAM_FILES = [(nb, path) for nb in REPORTS for path in sorted((ROOT / "params" / nb.stem).glob("*.yaml"))]
 SMALLEST = {"model_type": "MLP", "num_layers": 2, "batch_size": 2, "seq_length": 8, "capacity_mb": 0.5,
@@ -27,8 +27,8 @@ def test_the_parameter_sets_exist():
     stems = {(nb.stem, p.stem) for nb, p in PARAM_FILES}
     assert {("01-policy-comparison", s) for s in ("default", "cnn", "mlp", "moe")} <= stems
     assert ("03-real-models", "default") in stems
-    assert {("04-learned-eviction", s) for s in ("forward", "training", "moe")} <= stems
-    assert ("05-study", "default") in stems
+    assert {("07-learned-eviction", s) for s in ("forward", "training", "moe")} <= stems
+    assert ("08-study", "default") in stems
 
 
 @pytest.mark.parametrize("notebook, path", PARAM_FILES, ids=lambda p: p.name)

@@ -355,7 +355,7 @@ def test_the_study_report_draws_a_study_and_answers(serial, tmp_path):
     lab.run_study(GRID, out, serial=True, progress=False, verbose=False)
     params = tmp_path / "tiny.yaml"
     params.write_text(f"study_dir: {out}\n")
-    (notebook,) = run_reports("notebooks/05-study.ipynb", [params], tmp_path / "reports")
+    (notebook,) = run_reports("notebooks/08-study.ipynb", [params], tmp_path / "reports")
     question, table = read_answer(notebook)
     assert "closest to the optimum" in question
     assert set(table["policy"]) == {"LRU", "FIFO", "S3-FIFO", "ML"} and (table["points"] == 9).all()
