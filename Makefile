@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install report study app test bench clean
+.PHONY: help install report study app test docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ app: $(STAMP) ## Serve the explorer as a web page with Voila on http://127.0.0.1
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest
 
+docs: $(STAMP) ## Build the documentation site into site/ (MkDocs, strict: a warning fails it); open site/index.html
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 bench: $(STAMP) ## Run the benchmarks: simulator vs libCacheSim, bounds and curves, pipeline cycle, captures, explorer updates, studies on 1, 2 and all cores
 	$(PY) benchmarks/bench_simulator.py
 	$(PY) benchmarks/bench_bounds.py
@@ -47,5 +50,5 @@ bench: $(STAMP) ## Run the benchmarks: simulator vs libCacheSim, bounds and curv
 	$(PY) benchmarks/bench_study.py
 
 clean: ## Remove .venv and caches
-	rm -rf $(VENV) .pytest_cache .hypothesis reports results
+	rm -rf $(VENV) .pytest_cache .hypothesis reports results site
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
