@@ -328,8 +328,8 @@ def _compile(args):
     prediction = lab.predict_compile(_load_trace(args), args.capacity_mb, args.cost, scorer=args.scorer,
                                      buffer=args.buffer)
     _write(prediction.plan, args.out)
-    if args.json:
-        _print_json(prediction.summary())
+    if args.json:  # the summary, and the unit of each metric of its policies' rows
+        _print_json({**prediction.summary(), "units": dict(METRIC_UNITS)})
         return
     table = prediction.comparison
     policies = [p for p in table.index if not is_optimum(p)]

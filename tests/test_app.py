@@ -237,13 +237,19 @@ def test_a_closed_pages_kernel_is_culled(browser):
 @pytest.mark.slow
 def test_a_captured_preset_in_the_app(app, browser):
     """Switching the workload to a captured model (gpt2's forward pass, captured in the page's kernel) re-renders
-    the metrics and the timeline."""
+    the metrics and the timeline, and clears the synthetic model's capacity sweep, saying why."""
     browser.get(app)
     first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    _click_tab(browser, "traffic vs capacity")
+    browser.find_element("xpath", "//button[normalize-space()='sweep capacity']").click()
+    _wait(lambda: _visible_figures(browser), timeout=180, what="the sweep's figure")
     browser.find_element("xpath", "//button[normalize-space()='captured']").click()
     _wait(lambda: (t := _metrics_text(browser)) and t != first and "Belady" in t and t, timeout=PAGE_TIMEOUT_S,
           what="the captured model's metrics")
-    assert "preset" in browser.execute_script("return document.body.innerText")
+    text = browser.execute_script("return document.body.innerText")
+    assert "preset" in text
+    assert "The capacity sweep was cleared: the workload changed since it ran" in text
+    assert not _visible_figures(browser)  # the synthetic model's curves are gone
     _click_tab(browser, "timeline")
     _wait(lambda: _visible_figures(browser), what="the captured model's timeline")
     assert "Cannot run" not in browser.page_source and "Traceback" not in browser.page_source

@@ -75,6 +75,7 @@ def test_schedule_validate_compile(capsys, tmp_path):
     summary = json.loads(out)
     online = [p for p in lab.policy_names() if not lab.get_policy(p).offline]
     assert code == 0 and [p["policy"] for p in summary["policies"]] == [*online, "Belady", "OPT"]
+    assert summary["units"]["total_latency"] == summary["units"]["bandwidth_wait_time"] == "ms"
     assert pd.read_csv(tmp_path / "p.csv")["action"].isin(["hit", "write", "load", "stream"]).all()
 
 
