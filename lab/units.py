@@ -29,3 +29,18 @@ def mb_to_bytes(size_mb: np.ndarray) -> np.ndarray:
 def bytes_to_mb(size_bytes):
     """Convert bytes (an int or an int array) to MB (MiB), as a float64 scalar or array."""
     return np.divide(size_bytes, BYTES_PER_MB, dtype=np.float64)
+
+
+# The unit of each of ``SimulationResult.metrics`` (and ``lab.optimal``'s ``metrics``), for what prints or tables
+# them: counts of accesses or events, ms of modelled time, % and MB (MiB).
+METRIC_UNITS = {
+    "cache_hits": "accesses", "dram_accesses": "accesses", "accesses": "accesses", "write_allocations": "accesses",
+    "read_hits": "accesses", "compulsory_misses": "accesses", "uncacheable_accesses": "accesses",
+    "evictions": "evictions", "writebacks": "writebacks", "writebacks_skipped": "writebacks",
+    "dead_drops": "tensors",
+    "total_latency": "ms", "bandwidth_wait_time": "ms",
+    "cache_hit_rate": "%", "read_hit_rate": "%", "byte_hit_rate": "%",
+    "bytes_from_dram": "bytes",
+    "dram_reads_mb": "MB", "dram_writes_mb": "MB", "dram_traffic_mb": "MB", "persist_writeback_mb": "MB",
+    "peak_occupancy_mb": "MB",
+}

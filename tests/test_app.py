@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.ui.app import CULL_IDLE_TIMEOUT_S, CULL_INTERVAL_S, voila_command
+from lab.ui.app import CULL_IDLE_TIMEOUT_S, CULL_INTERVAL_S, EXPLORER, voila_command
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
                  if p and Path(p).exists()), None)
@@ -101,9 +101,9 @@ def browser():
 
 
 def _metrics_text(driver) -> str:
-    """Text of the metrics table (the one with a dram_traffic_mb column), or '' before it renders."""
+    """Text of the metrics table (the one with a DRAM traffic (MB) column), or '' before it renders."""
     return driver.execute_script(
-        "const t = [...document.querySelectorAll('table')].find(t => t.textContent.includes('dram_traffic_mb'));"
+        "const t = [...document.querySelectorAll('table')].find(t => t.textContent.includes('DRAM traffic (MB)'));"
         "return t ? t.textContent : '';")
 
 
@@ -122,7 +122,7 @@ def _wait(predicate, timeout=120, poll=0.5, what="the page"):
 
 def _visible_figures(driver) -> list:
     """Sizes of the figures shown in the explorer's tabs: images and plotly plots at least 100 px each way (hidden
-    tabs measure 0; toolbar icons are smaller; the tutorial's figure below the explorer does not count)."""
+    tabs measure 0; toolbar icons are smaller)."""
     return driver.execute_script("""
         const tabs = document.querySelector('.jupyter-widget-tab, .widget-tab');
         if (!tabs) return [];
@@ -148,6 +148,10 @@ def test_changing_a_control_rerenders_the_metrics(app, browser, tmp_path, capsys
     headline = _wait(lambda: (t := browser.execute_script("return document.body.innerText")) and
                      "best online policy" in t and t, timeout=30, what="the headline")
     assert "byte hit rate" in headline and "DRAM traffic" in headline
+    # the app only, in words for its users: its title and help, no tutorial, no code
+    assert "Memory-hierarchy explorer" in headline and "Which eviction policy moves the least data" in headline
+    assert "Tutorial" not in headline and "grown up" not in headline and "import" not in headline
+    assert "vs optimum (%)" in first and "dram_traffic_mb" not in browser.page_source
     layers = _wait(lambda: browser.find_elements(
         "xpath", "//div[contains(@class,'widget-text')][label[normalize-space()='layers']]//input"))[0]
     layers.send_keys(Keys.CONTROL, "a")
@@ -233,13 +237,41 @@ def test_a_closed_pages_kernel_is_culled(browser):
 @pytest.mark.slow
 def test_a_captured_preset_in_the_app(app, browser):
     """Switching the workload to a captured model (gpt2's forward pass, captured in the page's kernel) re-renders
-    the metrics and the timeline."""
+    the metrics and the timeline, and clears the synthetic model's capacity sweep, saying why."""
     browser.get(app)
     first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    _click_tab(browser, "traffic vs capacity")
+    browser.find_element("xpath", "//button[normalize-space()='sweep capacity']").click()
+    _wait(lambda: _visible_figures(browser), timeout=180, what="the sweep's figure")
     browser.find_element("xpath", "//button[normalize-space()='captured']").click()
     _wait(lambda: (t := _metrics_text(browser)) and t != first and "Belady" in t and t, timeout=PAGE_TIMEOUT_S,
           what="the captured model's metrics")
-    assert "preset" in browser.execute_script("return document.body.innerText")
+    text = browser.execute_script("return document.body.innerText")
+    assert "preset" in text
+    assert "The capacity sweep was cleared: the workload changed since it ran" in text
+    assert not _visible_figures(browser)  # the synthetic model's curves are gone
     _click_tab(browser, "timeline")
     _wait(lambda: _visible_figures(browser), what="the captured model's timeline")
     assert "Cannot run" not in browser.page_source and "Traceback" not in browser.page_source
+
+
+def test_the_served_page_is_the_app_only():
+    """The page Voila serves is its own notebook: a title and help in words for its users, then the explorer; the
+    tutorial (notebooks/02-explorer.ipynb) is not served."""
+    import nbformat
+
+    command = voila_command(8866)
+    assert command[3] == str(EXPLORER) and EXPLORER.parent.name == "pages" and EXPLORER.exists()
+    assert [p.name for p in EXPLORER.parent.iterdir()] == ["explorer.ipynb"]  # no module beside the kernel's cwd
+    notebook = nbformat.read(EXPLORER, as_version=4)
+    kinds = [cell.cell_type for cell in notebook.cells]
+    assert kinds == ["markdown", "code"]
+    text = notebook.cells[0].source
+    assert text.startswith("# Memory-hierarchy explorer\n") and "Which eviction policy" in text
+    for word in ("Tutorial", "grown up", "seed", "`lab.", "lab.ui", "import"):
+        assert word not in text, word
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    namespace = {}
+    exec(compile(notebook.cells[1].source.replace("\nExplorer()", "\nexplorer = Explorer(debounce_s=0)"),
+                 str(EXPLORER), "exec"), namespace)
+    assert namespace["explorer"].error is None and namespace["explorer"].table is not None

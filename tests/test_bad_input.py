@@ -310,7 +310,7 @@ def test_compulsory_misses_never_exceed_the_misses():
 
 
 def test_a_closed_pipe_ends_the_cli_quietly():
-    command = (f"{sys.executable} -m lab generate --model_type MLP --num_layers 40 | head -c 10 > /dev/null; "
+    command = (f"{sys.executable} -m lab generate --model_type MLP --num_layers 40 --json | head -c 10 > /dev/null; "
                "echo ${PIPESTATUS[0]}")
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.stdout.strip() == "0" and "Traceback" not in done.stderr and "Broken pipe" not in done.stderr
@@ -323,7 +323,7 @@ def test_the_cli_prints_any_kind_of_id_as_json(ids, tmp_path, capsys):
 
     path = tmp_path / "t.parquet"
     pd.DataFrame({"tensor_id": ids, "size_mb": [1.0, 2.0, 1.0]}).to_parquet(path)
-    assert main(["schedule", "--trace", str(path)]) == 0
+    assert main(["schedule", "--trace", str(path), "--json"]) == 0
     ranking = json.loads(capsys.readouterr().out)
     assert [row["tensor_id"] for row in ranking] == (["b", "a"] if isinstance(ids[0], bytes)
                                                        else ["2020-01-02 00:00:00", "2020-01-01 00:00:00"])

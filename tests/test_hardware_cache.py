@@ -133,7 +133,7 @@ def test_cli_simulate_takes_the_buffer(capsys, tmp_path):
     path = tmp_path / "t.csv"
     trace_of([("X", 2 * LINE, "write"), ("W", 2 * LINE, "read")]).to_csv(path, index=False)
     assert main(["simulate", "--trace", str(path), "--capacity_mb", str(2 * LINE / BYTES_PER_MB), "--buffer",
-                 "cache"]) == 0
+                 "cache", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"writebacks": 2' in out
     with pytest.raises(SystemExit) as exit:  # refused while reading the flags, before any work

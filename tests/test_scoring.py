@@ -78,3 +78,19 @@ def test_predict_schedule_ranks_tensors_by_their_latest_score():
 def test_bad_top(top):
     with pytest.raises(ValueError, match="top must be an integer >= 1 or None"):
         lab.predict_schedule(lab.generate_trace("MLP", num_layers=1), top=top)
+
+
+def test_score_groups_make_each_tie_one_row():
+    trace = pd.DataFrame({"tensor_id": ["a", "b", "c", "d", "e"], "size_mb": [1.0, 4.0, 2.0, 3.0, 1.0]})
+    ranking = pd.DataFrame({"rank": [1, 2, 3, 4, 5], "tensor_id": ["b", "d", "c", "a", "e"],
+                            "size_mb": [4.0, 3.0, 2.0, 1.0, 1.0], "op": ["mm", "add", "mm", "mm", "mm"],
+                            "eviction_score": [0.9, 0.9, 0.90000001, 0.5, 0.2]})
+    groups = lab.learn.scoring.score_groups(ranking, examples=2)
+    assert groups["first_rank"].tolist() == [1, 4, 5] and groups["last_rank"].tolist() == [3, 4, 5]
+    assert groups["tensors"].tolist() == [3, 1, 1] and groups["size_mb"].tolist() == [9.0, 1.0, 1.0]
+    assert groups["examples"].tolist() == ["b, d, ...", "a", "e"] and groups.loc[0, "ops"] == "mm, add"
+    assert groups["eviction_score"].tolist() == [0.9, 0.5, 0.2]
+    schedule = lab.predict_schedule(trace, top=2)
+    assert len(schedule.ranking) == 2 and schedule.groups["tensors"].sum() == 5  # the groups span every tensor
+    with pytest.raises(ValueError, match="examples must be an integer >= 1"):
+        lab.learn.scoring.score_groups(ranking, examples=0)

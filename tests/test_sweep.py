@@ -173,3 +173,14 @@ def test_a_gpu_preset_runs_the_cache_and_never_sets_the_optimum_beside_it():
         lab.sweep_capacity(trace, ["LRU"], [40.0], buffer="cache", method="one-pass")
     with pytest.raises(ValueError, match="buffer must be one of"):
         lab.sweep_capacity(trace, ["LRU"], [40.0], buffer="l2")
+
+
+def test_tied_best_names_every_policy_within_the_tolerance():
+    from lab.analysis.sweep import TIE_PCT, tied_best
+
+    traffic = pd.Series({"LRU": 1000.04, "FIFO": 1000.0, "SIEVE": 1002.0, "ARC": float("nan")})
+    assert TIE_PCT == 0.1 and tied_best(traffic) == ["FIFO", "LRU"]  # 0.004 % apart: a tie; 0.2 %: not
+    assert tied_best(traffic, tolerance_pct=0.5) == ["FIFO", "LRU", "SIEVE"]
+    assert tied_best(traffic, tolerance_pct=0) == ["FIFO"] and tied_best(pd.Series(dtype=float)) == []
+    with pytest.raises(ValueError, match=r"tolerance_pct must be a number in \[0, 100\]"):
+        tied_best(traffic, tolerance_pct=-1)

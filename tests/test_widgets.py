@@ -40,11 +40,10 @@ def test_tables_follow_the_controls(explorer):
 
 
 def test_bad_values_show_a_message_not_a_traceback(explorer):
-    before = explorer.metrics.copy()
     explorer.num_layers.value = -3
     assert "num_layers must be an integer >= 1" in explorer.error
     assert "Cannot run" in explorer.message.value
-    pd.testing.assert_frame_equal(explorer.metrics, before)  # the last good results stay
+    assert explorer.metrics is None and explorer.table is None and explorer.headline.value == ""  # nothing stale
     explorer.policies.value = ()
     explorer.num_layers.value = 2
     assert explorer.error == "choose at least one policy"
@@ -137,6 +136,7 @@ def test_headline_is_traffic_and_byte_hit_rate(explorer):
     pd.testing.assert_series_equal(explorer.metrics["dram_traffic_mb"], traffic, check_names=False)
     online = explorer.metrics.drop(index=["OPT", "Belady"])  # Belady reads the future: not an online policy
     best = online["dram_traffic_mb"].idxmin()
+    assert lab.analysis.sweep.tied_best(online["dram_traffic_mb"]) == [best]  # a clear lead on the seed example
     assert f"best online policy <b>{best}</b>" in explorer.headline.value
     assert f"{online.loc[best, 'dram_traffic_mb']:,.1f} MB" in explorer.headline.value
     assert "byte hit rate" in explorer.headline.value and "the optimum is <b>" in explorer.headline.value
@@ -231,3 +231,140 @@ def test_the_capacity_sweep_runs_in_the_chosen_buffer_model():
     for row in explorer.sweep[explorer.sweep["policy"] == "LRU"].itertuples():
         expected = lab.simulate(trace, "LRU", row.capacity_mb, buffer="cache", per_access=False).metrics
         assert row.dram_traffic_mb == pytest.approx(expected["dram_traffic_mb"])
+
+
+# --- issue 24: exact capacities, nothing stale on screen, the table in words -----------------------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Explorers that draw into their outputs as in a notebook (each value recorded as text), headless."""
+    import lab.ui.widgets as widgets
+
+    def render(output, *values):
+        output.outputs = tuple({"output_type": "display_data", "data": {"text/plain": repr(v)}, "metadata": {}}
+                               for v in values)
+
+    monkeypatch.setattr(widgets, "get_ipython", lambda: object())
+    monkeypatch.setattr(widgets.Explorer, "_render", staticmethod(render))
+    return lambda **kwargs: Explorer(debounce_s=0, **kwargs)
+
+
+def test_a_preset_simulates_exactly_its_buffer_and_the_slider_never_rounds_it(explorer):
+    explorer.policies.value = ("LRU",)
+    explorer.hardware.value = "H100-SXM5"  # 50 MB of L2: not a step of the log slider (2 ** 5.75 = 53.82 MB)
+    assert explorer.capacity_mb.value == 50.0 and explorer.model.capacity_mb == 50.0
+    assert "At 50 MB" in explorer.headline.value
+    trace = lab.score(lab.generate_trace("Transformer"))
+    expected = lab.simulate(trace, "LRU", 50.0, "H100-SXM5", per_access=False).metrics["dram_traffic_mb"]
+    assert explorer.metrics.loc["LRU", "dram_traffic_mb"] == pytest.approx(expected)
+    explorer.capacity_slider.value = 2 ** 5.75  # the page snaps the slider to its nearest step and sends it back
+    assert explorer.capacity_mb.value == 50.0 and explorer.model.capacity_mb == 50.0
+    explorer.capacity_slider.value = 2 ** 5.5  # a step down, moved by the user: the capacity follows
+    assert explorer.capacity_mb.value == 45.25 and explorer.model.capacity_mb == 45.25
+    explorer.capacity_mb.value = 40.0  # typed: exact, the slider as near as its steps go
+    assert explorer.model.capacity_mb == 40.0 and abs(explorer.capacity_slider.value - 40.0) < 4
+    explorer.hardware.value = "A100-SXM4-40GB"
+    assert explorer.model.capacity_mb == 40.0 and explorer.model.buffer == "cache"
+    explorer.capacity_mb.value = 0.0
+    assert "capacity_mb must be" in explorer.error and explorer.metrics is None
+
+
+def test_a_sweep_is_cleared_when_its_inputs_change(drawn):
+    explorer = drawn(num_layers=2, policies=("LRU", "FIFO"))
+    explorer.sweep_points = 3
+    for change, what in ((lambda: setattr(explorer.num_layers, "value", 3), "workload"),
+                         (lambda: setattr(explorer.policies, "value", ("LRU",)), "policies"),
+                         (lambda: setattr(explorer.hardware, "value", "H200"), "hardware"),
+                         (lambda: setattr(explorer.buffer, "value", "scratchpad"), "buffer model")):
+        explorer.run_sweep()
+        assert explorer.sweep is not None and not explorer.sweep_stale and explorer.curves_out.outputs
+        explorer.capacity_mb.value = explorer.capacity_mb.value / 2  # the capacity is only marked on the sweep
+        assert explorer.sweep is not None and not explorer.sweep_stale
+        change()
+        assert explorer.error is None, explorer.error
+        assert explorer.sweep is None and explorer.sweep_stale and explorer.curves_out.outputs == ()
+        assert f"the {what}" in explorer.sweep_status.value and "changed since it ran" in explorer.sweep_status.value
+        assert "cleared" in explorer.sweep_status.value
+
+
+def test_an_input_error_clears_every_result(drawn):
+    explorer = drawn(num_layers=2)
+    explorer.sweep_points = 3
+    explorer.run_sweep()
+    outputs = [explorer.metrics_out, explorer.ranking_out, explorer.curves_out]
+    assert all(o.outputs for o in outputs) and explorer.headline.value
+    explorer.seq_length.value = 0
+    assert "seq_length" in explorer.error and "Cannot run" in explorer.message.value
+    assert all(o.outputs == () for o in [*outputs, explorer.heatmap_out, explorer.timeline_out,
+                                         explorer.validation_out])
+    assert explorer.headline.value == "" and explorer.metrics is None and explorer.results is None
+    assert explorer.sweep is None and explorer.timeline is None and not explorer.stale
+    explorer.seq_length.value = 64  # fixed: everything back
+    assert explorer.error is None and explorer.metrics_out.outputs and explorer.headline.value
+    assert explorer.message.value == ""
+
+
+def test_results_are_greyed_from_a_change_until_its_update():
+    explorer = Explorer(debounce_s=60)  # the update waits: the old results are on screen meanwhile
+    try:
+        assert not explorer.stale
+        explorer.seed.value = 3
+        assert explorer.stale and "lab-stale" in explorer.results_box._dom_classes
+        assert ".lab-stale" in explorer.widget.children[-1].value  # the style that greys them, on the page
+        explorer.update()
+        assert not explorer.stale
+    finally:
+        explorer._timer.cancel()
+
+
+def test_the_table_shows_the_headline_metrics_in_words_with_units(explorer):
+    table = explorer.table
+    assert table.columns.tolist() == ["DRAM traffic (MB)", "read (MB)", "written (MB)", "byte hit rate (%)",
+                                      "hit rate (%)", "evictions", "vs optimum (%)", "latency (ms)", "buffer model",
+                                      "parameters"]  # no note: no result is degenerate
+    assert not table.isna().all().any()
+    assert table.index.tolist() == explorer.metrics.index.tolist() and table.index.name == "policy"
+    optimum = explorer.metrics.loc["OPT", "opt_lower_mb"]
+    expected = 100 * (explorer.metrics["dram_traffic_mb"] - optimum) / optimum
+    assert table["vs optimum (%)"].tolist() == pytest.approx(expected.tolist())
+    assert table.loc["OPT", "vs optimum (%)"] == 0
+    assert table["hit rate (%)"].tolist() == explorer.metrics["cache_hit_rate"].tolist()
+    from lab.ui.widgets import table_html
+
+    html = table_html(table).data
+    assert "DRAM traffic (MB)" in html and "vs optimum: % more DRAM traffic than the optimum" in html
+    assert "dram_traffic_mb" not in html and "nan" not in html.lower()
+    explorer.capacity_mb.value = 0.5  # degenerate: the note says why
+    assert explorer.table.columns[-1] == "note" and explorer.table["note"].str.startswith("Every tensor").any()
+    explorer.buffer.value = "cache"  # no optimum beside lines: no column for it
+    assert "vs optimum (%)" not in explorer.table
+
+
+def test_top_evictions_group_tied_scores(explorer):
+    groups = explorer.groups
+    scores = lab.predict_schedule(lab.generate_trace("Transformer"), top=None).ranking["eviction_score"]
+    assert groups["tensors"].sum() == len(scores)  # every tensor, once
+    assert groups["tensors"].tolist() == scores.round(3).value_counts(sort=False).loc[
+        groups["eviction_score"]].tolist()
+    first = groups.iloc[0]
+    assert (first["first_rank"], first["last_rank"], first["tensors"]) == (1, 24, 24)  # the seed's top 24 tie
+    assert first["examples"].endswith(", ...") and first["size_mb"] == pytest.approx(24 * 8.0)
+    from lab.ui.widgets import groups_table
+
+    html = groups_table(groups.head(3)).to_html()
+    assert "1-24" in html and "tensors (first few)" in html
+
+
+def test_near_ties_for_best_are_called_ties():
+    from lab.ui.widgets import headline_html
+
+    metrics = pd.DataFrame({"dram_traffic_mb": [1000.0, 1000.04, 1200.0, 900.0], "dram_reads_mb": [800.0] * 4,
+                            "dram_writes_mb": [200.0] * 4, "byte_hit_rate": [50.0] * 4,
+                            "opt_lower_mb": [float("nan")] * 3 + [900.0], "opt_upper_mb": [float("nan")] * 3 + [900.0]},
+                           index=pd.Index(["FIFO", "LRU", "SIEVE", "OPT"], name="policy"))
+    text = headline_html(metrics, 64.0)  # LRU 0.004 % above FIFO: no winner
+    assert "2 online policies tie for best (within 0.1 % of the least DRAM traffic): <b>FIFO</b>, <b>LRU</b>" in text
+    assert "best online policy" not in text
+    metrics.loc["LRU", "dram_traffic_mb"] = 1002.0  # 0.2 % apart: FIFO leads
+    assert "best online policy <b>FIFO</b>, DRAM traffic <b>1,000.0 MB</b>" in headline_html(metrics, 64.0)

@@ -172,6 +172,16 @@ def optimum_plan(workload: Workload, result: OptimalResult) -> pd.DataFrame:
     })
 
 
+def no_buffer_traffic_mb(trace) -> float:
+    """DRAM traffic (MB) with no buffer at all: every read from DRAM, and every write whose data is needed again
+    (read later, or persisted: a ``persist`` mark of a capture) written to DRAM once. Less than the bytes a
+    capture's rows add up to: its persist marks move no data themselves (their tensor's write is the traffic),
+    and data written and never read again nor persisted is dropped. Takes a trace or Workload."""
+    workload = encode_trace(trace)
+    intervals = workload.memo("intervals", lambda: intervals_of(workload))
+    return float(bytes_to_mb(sum(schedule_traffic(workload, intervals, np.zeros(len(intervals.start), bool))[:2])))
+
+
 def smallest_capacity_mb(traffic_mb, target_mb: float, high_bytes: int, progress=None) -> float:
     """Smallest capacity (MB) at which ``traffic_mb(capacity_bytes)`` (DRAM traffic in MB, non-increasing in the
     capacity) is at most ``target_mb``, to 0.1 % of the capacity: a coarse log-spaced scan from
@@ -277,9 +287,7 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
         whole = int(workload.tensor_bytes.sum())
         with_all = simulate(workload, "Belady", whole / BYTES_PER_MB, per_access=False,
                             buffer=PLAN_BUFFER)  # everything fits
-        intervals = intervals_of(workload)
-        with_none = float(bytes_to_mb(sum(schedule_traffic(workload, intervals,
-                                                           np.zeros(len(intervals.start), bool))[:2])))
+        with_none = no_buffer_traffic_mb(workload)
         if solve:
             best = optimal(workload, capacity_mb, cost, progress=False)
             extra = best.table_rows()

@@ -616,6 +616,19 @@ MAX_TIME_LIMIT_S = 24 * 3600.0
 PROGRESS_ACCESSES = 5_000
 
 
+def check_time_limit_s(time_limit_s) -> float:
+    """``time_limit_s`` as float seconds if it is a number in (0, MAX_TIME_LIMIT_S], else ValueError naming it."""
+    time_limit_s = check_number("time_limit_s", time_limit_s, 0, MAX_TIME_LIMIT_S)
+    if time_limit_s <= 0:
+        raise ValueError(f"time_limit_s must be a number of seconds in (0, {MAX_TIME_LIMIT_S:g}], got 0")
+    return time_limit_s
+
+
+def check_gap_pct(gap_pct) -> float:
+    """``gap_pct`` as float if it is a number in [0, 100] (% of the traffic), else ValueError naming it."""
+    return check_number("gap_pct", gap_pct, 0, 100)
+
+
 def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: str = "highs",
             time_limit_s: float = DEFAULT_TIME_LIMIT_S, gap_pct: float = 0.0,
             progress: Optional[bool] = None) -> OptimalResult:
@@ -649,10 +662,8 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     _check_solver(solver)
-    time_limit_s = check_number("time_limit_s", time_limit_s, 0, MAX_TIME_LIMIT_S)
-    if time_limit_s <= 0:
-        raise ValueError(f"time_limit_s must be a number of seconds in (0, {MAX_TIME_LIMIT_S:g}], got 0")
-    gap_pct = check_number("gap_pct", gap_pct, 0, 100)
+    time_limit_s = check_time_limit_s(time_limit_s)
+    gap_pct = check_gap_pct(gap_pct)
     cost = resolve_cost(cost)
     workload = encode_trace(trace)
     if workload.n_accesses == 0:

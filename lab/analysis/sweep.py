@@ -25,7 +25,7 @@ import pandas as pd
 from lab.analysis.curves import one_pass_algorithm, one_pass_metrics
 from lab.analysis.optimal import (DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, OPTIMUM_ROWS,
                                   optimal)
-from lab.checks import check_int, check_positive_mb
+from lab.checks import check_int, check_number, check_positive_mb
 from lab.learn.scoring import score
 from lab.sim.cost import resolve_cost
 from lab.sim.model import PLAN_BUFFER, BufferModelError, resolve_buffer
@@ -157,6 +157,22 @@ def optimum_bracket(table: pd.DataFrame) -> Optional[tuple[float, float]]:
     if not rows:
         return None
     return float(table.loc[rows[0], "opt_lower_mb"]), float(table.loc[rows[-1], "opt_upper_mb"])
+
+
+TIE_PCT = 0.1  # policies within this % of the least DRAM traffic tie for best: a smaller lead is no answer
+
+
+def tied_best(traffic_mb: pd.Series, tolerance_pct: float = TIE_PCT) -> list[str]:
+    """The policies (``traffic_mb``'s index: DRAM traffic in MB per policy) whose traffic is within
+    ``tolerance_pct`` % of the least, least first (ties in the series' order): one name when one policy leads by
+    more than that, several when they tie. NaN rows are left out; [] when none is a number."""
+    tolerance_pct = check_number("tolerance_pct", tolerance_pct, 0, 100)
+    values = pd.to_numeric(traffic_mb, errors="coerce").dropna()
+    if values.empty:
+        return []
+    least = float(values.min())
+    tied = values[values <= least * (1 + tolerance_pct / 100) + 1e-12]
+    return [str(p) for p in tied.sort_values(kind="stable").index]
 
 
 def metrics_table(results: dict[str, SimulationResult], optimum: Optional[list[dict]] = None) -> pd.DataFrame:

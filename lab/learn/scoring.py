@@ -7,7 +7,7 @@ whose most recent access scored highest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -135,12 +135,44 @@ def check_scores(scores, n_accesses: int, source: str) -> np.ndarray:
     return np.clip(values, 0.0, 1.0)
 
 
+SCORE_DECIMALS = 3  # scores are shown, and grouped as tied, to this many decimals
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """``scored``: the trace with ``eviction_score``; ``ranking``: tensors in eviction order (evict first on top)."""
+    """``scored``: the trace with ``eviction_score``; ``ranking``: tensors in eviction order (evict first on top);
+    ``groups``: every tensor of the trace grouped by its score (``score_groups``), so that ties show as one row
+    each (a ranking's top rows often share one score)."""
 
     scored: pd.DataFrame
     ranking: pd.DataFrame
+    groups: pd.DataFrame = field(default=None, repr=False)
+
+
+def score_groups(ranking: pd.DataFrame, examples: int = 3) -> pd.DataFrame:
+    """The tensors of ``ranking`` (``predict_schedule``'s, evict first on top) grouped by their score to
+    ``SCORE_DECIMALS`` decimals: one row per score, highest first, with ``first_rank`` and ``last_rank`` (the
+    ranks the group spans: within it, the order is by size, larger first, a tie-break and no prediction),
+    ``eviction_score`` (rounded), ``tensors`` (how many share it), ``size_mb`` (their sizes summed, MB),
+    ``examples`` (the first ``examples`` tensor ids, "..." after them when there are more) and ``ops`` (the
+    distinct ops of their latest accesses)."""
+    check_int("examples", examples)
+    shown = ranking["eviction_score"].round(SCORE_DECIMALS).to_numpy()
+    run = np.cumsum(np.r_[True, shown[1:] != shown[:-1]]) if len(shown) else np.zeros(0, np.int64)
+    frame = ranking.assign(_run=run, tensor_id=ranking["tensor_id"].astype(str))
+    if "rank" not in frame:
+        frame["rank"] = np.arange(1, len(frame) + 1)
+    if "op" not in frame:
+        frame["op"] = ""
+    by = frame.groupby("_run", sort=False)
+    groups = by.agg(first_rank=("rank", "first"), last_rank=("rank", "last"), eviction_score=("eviction_score", "first"),
+                    tensors=("rank", "size"), size_mb=("size_mb", "sum"),
+                    ops=("op", lambda ops: ", ".join(dict.fromkeys(map(str, ops)))))
+    named = frame.groupby("_run", sort=False).head(examples).groupby("_run", sort=False)["tensor_id"].agg(", ".join)
+    groups["examples"] = named + np.where(groups["tensors"] > examples, ", ...", "")
+    groups["eviction_score"] = groups["eviction_score"].round(SCORE_DECIMALS)
+    return groups[["first_rank", "last_rank", "eviction_score", "tensors", "size_mb", "examples",
+                   "ops"]].reset_index(drop=True)
 
 
 def predict_schedule(trace: pd.DataFrame, top: Optional[int] = 20, method: str = "heuristic") -> Schedule:
@@ -150,7 +182,7 @@ def predict_schedule(trace: pd.DataFrame, top: Optional[int] = 20, method: str =
     policy uses at the end of the trace); ties by size, larger first. The
     ranking has columns rank, tensor_id, size_mb, reuse_distance, stride, op
     (of that access), accesses (count) and eviction_score; ``top`` rows (None:
-    every tensor).
+    every tensor). ``groups``: every tensor grouped by its score (``score_groups``): the ties.
     """
     if top is not None:
         check_int("top", top, hint=" or None")
@@ -161,6 +193,7 @@ def predict_schedule(trace: pd.DataFrame, top: Optional[int] = 20, method: str =
     ranking.insert(ranking.columns.get_loc("eviction_score"), "accesses",
                    scored["tensor_id"].map(scored["tensor_id"].value_counts()).loc[last.index].to_numpy())
     ranking = ranking.sort_values(["eviction_score", "size_mb"], ascending=False, kind="stable")
-    ranking = ranking.head(top) if top is not None else ranking
     ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
-    return Schedule(scored=scored, ranking=ranking.reset_index(drop=True))
+    ranking = ranking.reset_index(drop=True)
+    return Schedule(scored=scored, ranking=ranking.head(top) if top is not None else ranking,
+                    groups=score_groups(ranking))

@@ -1,7 +1,9 @@
-"""The explorer as a web page: ``notebooks/02-explorer.ipynb`` served by Voilà on loopback.
+"""The explorer as a web page: ``lab/ui/pages/explorer.ipynb`` served by Voilà on loopback.
 
-Voilà runs one kernel per visitor (about 400 MB each) and shows only the
-widgets (sources stripped). Kernels are culled: one idle for
+The page is the app only: a title and a few lines of help for its users, then
+the explorer (``lab.ui.widgets.Explorer``); the tutorial on the explorer is
+``notebooks/02-explorer.ipynb``, not served. Voilà runs one kernel per visitor
+(about 400 MB each) and shows only the widgets and the help (sources stripped). Kernels are culled: one idle for
 ``CULL_IDLE_TIMEOUT_S`` seconds with no page connected (the visitor left) is
 shut down, checked every ``CULL_INTERVAL_S`` seconds, so the server's memory
 follows its visitors instead of growing until it stops.
@@ -19,7 +21,8 @@ from pathlib import Path
 
 from lab.checks import check_int, check_port, first_line
 
-EXPLORER = Path(__file__).resolve().parents[2] / "notebooks" / "02-explorer.ipynb"
+# the app's own page, in a folder of its own: the kernel runs there, and no module beside it shadows another
+EXPLORER = Path(__file__).resolve().parent / "pages" / "explorer.ipynb"
 DEFAULT_PORT = 8866
 CULL_IDLE_TIMEOUT_S = 600  # a kernel idle this long with no page connected is shut down
 CULL_INTERVAL_S = 60  # how often the server looks for such kernels

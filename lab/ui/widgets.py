@@ -2,14 +2,25 @@
 
 ``Explorer()`` shows controls and, updated on every change (debounced), the
 headline (per policy: DRAM traffic, reads + writes with writebacks, and byte
-hit rate; the best online policy against the optimum's bracket), the metrics
-table per policy with the optimum's bracket as the bound (row ``OPT``,
-``lab.optimal``; ``gap_closed_pct`` on DRAM traffic; skipped with a message
-on traces of more than ``optimum_max_accesses`` accesses), and in tabs: the
-top-20 eviction table, the occupancy heatmap, the interactive occupancy
-timeline (``plots.occupancy_timeline``: zoom, hover), DRAM traffic and byte
-hit rate against capacity (*sweep capacity*, with a progress bar) and the
-validation summary.
+hit rate; the best online policy against the optimum's bracket, policies
+within ``TIE_PCT`` % of the least traffic named as tied), the metrics table
+per policy with the optimum's bracket as the bound (row ``OPT``,
+``lab.optimal``; skipped with a message on traces of more than
+``optimum_max_accesses`` accesses), shown with the headline metrics in words
+and units (``table``; every metric in ``metrics``), and in tabs: the tensors
+to evict first grouped by score (ties are one row), the occupancy heatmap,
+the interactive occupancy timeline (``plots.occupancy_timeline``: zoom,
+hover), DRAM traffic and byte hit rate against capacity (*sweep capacity*,
+with a progress bar) and the validation summary.
+
+Nothing out of date stays on screen unmarked: from a change of a control
+until its update is done the results are greyed (``stale``); a sweep whose
+inputs (workload, policies, hardware, buffer model) changed since it ran is
+cleared and says so (``sweep_stale``); an input error clears every result
+and shows the message. The capacity is a number field (``capacity_mb``,
+exactly what is simulated: a preset's 50 MB is 50 MB) beside a log slider
+for coarse moves (``capacity_slider``), whose steps never overwrite the
+exact value.
 
 The workload is ``synthetic`` (``lab.generate_trace``: model type, layers,
 batch, sequence length, reuse probability, seed) or ``captured``
@@ -55,8 +66,8 @@ from lab.sim.model import BUFFERS, PLAN_BUFFER, BufferModelError, SimulationMode
 from lab.workloads.generator import MODEL_TYPES
 from lab.sim.policy import policy_names
 from lab.learn.scoring import scorer_names
-from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, default_capacities_mb, is_optimum,
-                                optimum_bracket, optimum_rows)
+from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, TIE_PCT, default_capacities_mb,
+                                is_optimum, optimum_bracket, optimum_rows, tied_best)
 
 # headline metrics first: DRAM traffic (reads + writes, writebacks included) and byte hit rate; hit rates that
 # count accesses (where tiny tensors weigh as much as big ones) after them
@@ -65,6 +76,23 @@ TABLE_COLUMNS = ["dram_traffic_mb", "dram_reads_mb", "dram_writes_mb", "byte_hit
                  "cache_hit_rate", "read_hit_rate", "total_latency", "bandwidth_wait_time", "peak_occupancy_mb"]
 SOURCES = ("synthetic", "captured")
 SWEEP_METRICS = ("dram_traffic_mb", "byte_hit_rate")
+# the table shown: the headline metrics in words with their units, then what produced each row
+SHOWN_COLUMNS = {"dram_traffic_mb": "DRAM traffic (MB)", "dram_reads_mb": "read (MB)", "dram_writes_mb": "written (MB)",
+                 "byte_hit_rate": "byte hit rate (%)", "cache_hit_rate": "hit rate (%)", "evictions": "evictions",
+                 "vs_optimum_pct": "vs optimum (%)", "total_latency": "latency (ms)", "buffer model": "buffer model",
+                 "parameters": "parameters", "note": "note"}
+SHOWN_FORMATS = {"DRAM traffic (MB)": "{:,.1f}", "read (MB)": "{:,.1f}", "written (MB)": "{:,.1f}",
+                 "byte hit rate (%)": "{:.1f}", "hit rate (%)": "{:.1f}", "evictions": "{:,.0f}",
+                 "vs optimum (%)": "{:+.1f}", "latency (ms)": "{:,.2f}"}
+TABLE_CAPTION = ("DRAM traffic: MB read from and written to DRAM (writebacks included), the number to minimize. Byte "
+                 "hit rate: share of the bytes accessed that were served on chip; hit rate: share of the accesses. "
+                 "vs optimum: % more DRAM traffic than the optimum (its lower bound when bracketed). Latency: the "
+                 "hardware preset's time for the accesses and transfers.")
+GROUPS_CAPTION = ("Tensors in the order to evict them first, by the eviction score of their latest access (1: evict "
+                  "first). Tensors with the same score are one row: many tensors often tie, and within a tie the "
+                  "order is by size only.")
+STALE_CSS = "<style>.lab-stale { opacity: 0.35; pointer-events: none; }</style>"
+CAPACITY_SLIDER_STEP = 0.25  # the slider's steps, in log2 MB
 
 
 def _capture_presets() -> list[str]:
@@ -107,8 +135,13 @@ class Explorer:
         self.policies = w.SelectMultiple(options=registered, value=tuple(lab.get_policy(p).name for p in policies),
                                          description="policies", rows=min(len(registered), 10))
         self.all_policies_button = w.Button(description="every policy", tooltip="select every registered policy")
-        self.capacity_mb = w.FloatLogSlider(value=capacity_mb, base=2, min=-2, max=14, step=0.25,
-                                            description="capacity MB", style=style, readout_format=".4g")
+        self.capacity_mb = w.FloatText(value=capacity_mb, description="capacity MB", style=style,
+                                       layout=w.Layout(width="190px"))
+        self.capacity_slider = w.FloatLogSlider(value=_slider_value(capacity_mb), base=2, min=-2, max=14,
+                                                step=CAPACITY_SLIDER_STEP, readout=False,
+                                                layout=w.Layout(width="220px"),
+                                                tooltip="move to change the capacity in steps; type an exact value "
+                                                        "in the field")
         presets = {p.name: key for key, p in HARDWARE_PRESETS.items()}
         self.hardware = w.Dropdown(options=list(presets), value=HARDWARE_PRESETS[hardware.lower()].name,
                                    description="hardware")
@@ -124,6 +157,7 @@ class Explorer:
                          *self.captured_controls, self.scorer, self.policies, self.capacity_mb, self.buffer]
         self.message = w.HTML()
         self.headline = w.HTML()
+        self.table: Optional[pd.DataFrame] = None  # the metrics as shown: headline metrics in words and units
         self.metrics_out, self.ranking_out, self.heatmap_out = w.Output(), w.Output(), w.Output()
         self.timeline_out, self.curves_out, self.validation_out = w.Output(), w.Output(), w.Output()
         self.top, self.sweep_points, self.debounce_s = top, sweep_points, debounce_s
@@ -136,6 +170,9 @@ class Explorer:
         self.ranking: Optional[pd.DataFrame] = None
         self.validation: Optional[pd.DataFrame] = None
         self.sweep: Optional[pd.DataFrame] = None
+        self.sweep_stale = False  # a sweep ran, and its inputs changed since: cleared, and the status says so
+        self._sweep_inputs: Optional[dict] = None  # what the last sweep ran on
+        self.groups: Optional[pd.DataFrame] = None  # every tensor grouped by eviction score (ties: one row)
         self.shown_result = None  # the result the occupancy figures show (the first chosen policy's)
         self._timeline = None
         self.model: Optional[SimulationModel] = None  # buffer model, cost preset and capacity of the results
@@ -154,6 +191,8 @@ class Explorer:
         for control in self.controls:
             control.observe(self._changed, names="value")
         self.hardware.observe(self._hardware_changed, names="value")
+        self.capacity_mb.observe(self._capacity_typed, names="value")
+        self.capacity_slider.observe(self._slider_moved, names="value")
         self.source.observe(self._source_changed, names="value")
         self.sweep_button.on_click(lambda _: self.run_sweep())
         self.all_policies_button.on_click(lambda _: setattr(self.policies, "value", tuple(self.policies.options)))
@@ -165,14 +204,37 @@ class Explorer:
         left = w.VBox([self.source, *self.synthetic_controls, *self.captured_controls, self.batch_size,
                        self.seq_length])
         right = w.VBox([self.scorer, self.policies, self.all_policies_button, self.hardware, self.buffer,
-                        self.capacity_mb, self.sweep_button])
+                        w.HBox([self.capacity_mb, self.capacity_slider]), self.sweep_button])
         self.tabs = w.Tab(children=[self.ranking_out, self.heatmap_out, self.timeline_out,
                                     w.VBox([w.HBox([self.sweep_progress, self.sweep_status]), self.curves_out]),
                                     self.validation_out])
         for i, title in enumerate(["top evictions", "occupancy", "timeline", "traffic vs capacity", "validation"]):
             self.tabs.set_title(i, title)
         self.tabs.observe(self._draw_tab, names="selected_index")
-        return w.VBox([w.HBox([left, right]), self.message, self.headline, self.metrics_out, self.tabs])
+        self.results_box = w.VBox([self.headline, self.metrics_out, self.tabs])
+        return w.VBox([w.HBox([left, right]), self.message, self.results_box, w.HTML(STALE_CSS)])
+
+    @property
+    def stale(self) -> bool:
+        """Whether the results shown are greyed: a control changed and its update has not finished."""
+        return "lab-stale" in self.results_box._dom_classes
+
+    def _mark_stale(self, stale: bool) -> None:
+        (self.results_box.add_class if stale else self.results_box.remove_class)("lab-stale")
+
+    def _capacity_typed(self, change) -> None:
+        """The exact capacity moved (typed, or set by a preset): the slider follows, as near as its steps go."""
+        value = change["new"]
+        if isinstance(value, (int, float)) and value > 0 and not _same_step(self.capacity_slider.value, value):
+            self.capacity_slider.value = _slider_value(value)
+
+    def _slider_moved(self, change) -> None:
+        """The slider moved: the capacity becomes its value (4 significant digits), unless the slider only sits on
+        its step nearest the exact capacity (the page snaps a typed 50 MB to the step at 53.82 MB and sends that
+        back: it must not replace the exact value)."""
+        value = float(change["new"])
+        if not _same_step(value, self.capacity_mb.value):
+            self.capacity_mb.value = float(f"{value:.4g}")
 
     def _ipython_display_(self):
         display(self.widget)
@@ -204,6 +266,7 @@ class Explorer:
     def _changed(self, change=None):
         if self._quiet:
             return
+        self._mark_stale(True)  # greyed until the update is done: what is shown is of the old inputs
         if self.debounce_s <= 0:
             self.update()
             return
@@ -278,8 +341,33 @@ class Explorer:
         return self._optimum_cache[key]
 
     def _show_error(self, error: Exception) -> None:
+        """Show the message and clear every result: none of them answers the inputs now on screen."""
         self.error = str(error)
         self.message.value = f"<b style='color:#b00'>Cannot run:</b> {_escape(self.error)}"
+        self.trace = self.results = self.metrics = self.table = self.ranking = self.groups = None
+        self.validation = self.shown_result = self.model = None
+        self._timeline = None
+        self.notes = {}
+        self.headline.value = ""
+        self._tab_content, self._stale = {}, set()
+        for output in (self.metrics_out, self.ranking_out, self.heatmap_out, self.timeline_out, self.validation_out):
+            output.outputs = ()
+        if self.sweep is not None or self.sweep_stale:
+            self._clear_sweep("the inputs above have an error")
+        self._mark_stale(False)
+
+    def _sweep_key(self) -> dict:
+        """What a capacity sweep depends on (not the capacity: the sweep spans capacities and marks the chosen one)."""
+        return {"workload": self._workload_description()[:-1], "policies": tuple(self.policies.value),
+                "hardware": self.hardware.value, "buffer model": self.buffer.value, "points": self.sweep_points}
+
+    def _clear_sweep(self, why: str) -> None:
+        """Clear the sweep's figure and say why it is gone (its inputs changed, or an error)."""
+        self.sweep, self.sweep_stale = None, True
+        self.curves_out.outputs = ()
+        self.sweep_progress.layout.visibility = "hidden"
+        self.sweep_status.value = (f"<span style='color:#b00'>The capacity sweep was cleared: {_escape(why)}.</span> "
+                                   "Press <i>sweep capacity</i> to sweep again.")
 
     def update(self) -> None:
         """Recompute everything from the controls' values and redraw the outputs."""
@@ -299,7 +387,9 @@ class Explorer:
         self._skipped = set(skipped)
         self.metrics = with_model_columns(lab.metrics_table(results, optimum).reindex(columns=TABLE_COLUMNS),
                                           results)
-        self.ranking = schedule.ranking
+        self.table = shown_table(self.metrics)
+        self.ranking = schedule.ranking.head(self.top)
+        self.groups = schedule.groups
         self.validation = validation
         self.headline.value = headline_html(self.metrics, self.capacity_mb.value, self.optimum_note, self.model,
                                             self.notes)
@@ -307,7 +397,7 @@ class Explorer:
         self.shown_result, self._timeline = shown, None
         tensors = shown.buffer == PLAN_BUFFER  # the occupancy views draw whole tensors
         self._tab_content = {  # what each tab shows; drawn when shown (the open tab now, the others on opening)
-            0: (self.ranking_out, lambda: [plots.eviction_table(self.ranking),
+            0: (self.ranking_out, lambda: [_html(GROUPS_CAPTION), groups_table(self.groups.head(self.top)),
                                            plots.eviction_scatter(schedule.scored, self.ranking)]),
             1: (self.heatmap_out, lambda: [plots.occupancy_heatmap(shown, scores=schedule.scored["eviction_score"])
                                            if tensors else _html(OCCUPANCY_OF_TENSORS)]),
@@ -315,9 +405,18 @@ class Explorer:
                                             else _html(OCCUPANCY_OF_TENSORS)]),
             4: (self.validation_out, lambda: [self.validation, plots.reuse_distance_histogram(trace)]),
         }
+        if self._sweep_inputs is not None and self.sweep is not None:
+            changed = [name for name, value in self._sweep_key().items() if self._sweep_inputs[name] != value]
+            if changed:
+                self._clear_sweep(f"the {' and the '.join(changed)} changed since it ran")
+            else:  # the same sweep, the chosen capacity marked anew
+                capacity = self.capacity_mb.value
+                self._tab_content[3] = (self.curves_out, lambda: [plots.capacity_curves(
+                    self.sweep, metrics=SWEEP_METRICS, capacity_mb=capacity)])
         self._stale = set(self._tab_content)
-        self._render(self.metrics_out, self.metrics.round(3))
+        self._render(self.metrics_out, table_html(self.table))
         self._draw_tab()
+        self._mark_stale(False)
         self.last_update_s = time.perf_counter() - start
 
     def _shown_policy(self, results: dict) -> str:
@@ -381,6 +480,7 @@ class Explorer:
         except ValueError as error:
             self._show_error(error)
             return
+        inputs = self._sweep_key()
         policies = [p for p in self.policies.value if lab.get_policy(p).name not in self._skipped]
         capacities = default_capacities_mb(workload, self.sweep_points)
         with_optimum = workload.n_accesses <= self.optimum_max_accesses
@@ -396,13 +496,15 @@ class Explorer:
                                                 optimum=with_optimum and self.buffer.value == PLAN_BUFFER,
                                                 threads=1))
                 bar.value = i + 1
-        except (ValueError, TypeError) as error:
-            self._show_error(error)
+        except (ValueError, TypeError) as error:  # the sweep cannot run: it is cleared, the results above stay
+            self.error = str(error)
+            self.message.value = f"<b style='color:#b00'>Cannot sweep:</b> {_escape(self.error)}"
+            self._clear_sweep("it could not run")
             bar.bar_style = "danger"
             return
         finally:
             self.sweep_button.disabled = False
-        self.sweep = pd.concat(parts, ignore_index=True)
+        self.sweep, self.sweep_stale, self._sweep_inputs = pd.concat(parts, ignore_index=True), False, inputs
         bar.bar_style = "success"
         note = "" if with_optimum else " (optimum skipped: trace too long)"
         self.sweep_status.value = f"{len(capacities)} capacities from {capacities[0]:.3g} to {capacities[-1]:.4g} MB{note}"
@@ -454,10 +556,18 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
     online = policies[[not _is_offline(p) for p in policies.index]]
     if online.empty:  # only offline policies (Belady and kin) chosen: the best of them
         online = policies
-    best = online["dram_traffic_mb"].idxmin()
+    tied = tied_best(online["dram_traffic_mb"])
+    best = tied[0]
     row = online.loc[best]
     kind = "online" if not _is_offline(str(best)) else "offline"
-    parts = [f"<b>At {capacity_mb:.4g} MB</b>: best {kind} policy <b>{_escape(str(best))}</b>, DRAM traffic "
+    if len(tied) == 1:
+        who = f"best {kind} policy <b>{_escape(str(best))}</b>"
+    else:
+        names = ", ".join(f"<b>{_escape(p)}</b>" for p in tied[:5]) + (f" and {len(tied) - 5} more"
+                                                                       if len(tied) > 5 else "")
+        who = (f"{'all ' + str(len(tied)) if len(tied) == len(online) else len(tied)} {kind} policies tie for best "
+               f"(within {TIE_PCT:g} % of the least DRAM traffic): {names}; the least, <b>{_escape(str(best))}</b>:")
+    parts = [f"<b>At {capacity_mb:.4g} MB</b>: {who}{',' if len(tied) == 1 else ''} DRAM traffic "
              f"<b>{row['dram_traffic_mb']:,.1f} MB</b> (read {row['dram_reads_mb']:,.1f} + written "
              f"{row['dram_writes_mb']:,.1f}), byte hit rate <b>{row['byte_hit_rate']:.1f} %</b>"]
     bracket = optimum_bracket(metrics)
@@ -488,3 +598,61 @@ def _is_offline(policy: str) -> bool:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slider_value(capacity_mb: float) -> float:
+    """Where the log slider shows ``capacity_mb``: the value itself (the page snaps it to a step; the exact value
+    stays in the number field), within the slider's range."""
+    return float(min(max(capacity_mb, 2.0 ** -2), 2.0 ** 14))
+
+
+def _same_step(slider_mb: float, capacity_mb) -> bool:
+    """Whether the slider at ``slider_mb`` sits on the step nearest ``capacity_mb`` (within half a step, in log2):
+    then it shows that capacity and says nothing new about it."""
+    import math
+
+    if not isinstance(capacity_mb, (int, float)) or not capacity_mb > 0 or not slider_mb > 0:
+        return False
+    return abs(math.log2(slider_mb) - math.log2(min(max(capacity_mb, 2.0 ** -2), 2.0 ** 14))) <= \
+        CAPACITY_SLIDER_STEP / 2 + 1e-9
+
+
+def shown_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The metrics table as the explorer shows it: the headline metrics under their names in words with units
+    (``SHOWN_COLUMNS``: DRAM traffic, read and written in MB, byte hit rate and hit rate in %, evictions, how
+    far above the optimum in %, latency in ms) and what produced each row (buffer model, parameters, note),
+    columns with nothing to say (every value NaN or empty) left out. ``vs optimum (%)``: 100 (traffic -
+    optimum) / optimum, the optimum's lower end when it is bracketed."""
+    table = metrics.copy()
+    bracket = optimum_bracket(metrics)
+    if bracket is not None and bracket[0] > 0:
+        table["vs_optimum_pct"] = 100.0 * (table["dram_traffic_mb"] - bracket[0]) / bracket[0]
+    table = table[[c for c in SHOWN_COLUMNS if c in table]].rename(columns=SHOWN_COLUMNS)
+    informative = [c for c in table if not (table[c].isna() | (table[c].astype(str) == "")).all()]
+    table = table[informative]
+    table.index.name = "policy"
+    return table
+
+
+def table_html(table: pd.DataFrame):
+    """``shown_table``'s table styled (thousands separated, units in the headers) with its caption."""
+    from IPython.display import HTML
+
+    styled = table.style.format({c: f for c, f in SHOWN_FORMATS.items() if c in table}, na_rep="")
+    return HTML(styled.to_html() + f"<p style='font-size:0.85em;color:#555'>{_escape(TABLE_CAPTION)}</p>")
+
+
+def groups_table(groups: pd.DataFrame):
+    """The tensors to evict first, one row per score (``lab.learn.scoring.score_groups``): ranks, score, how many
+    tensors share it, their MB, examples and ops; the score shaded from keep (light) to evict first (dark)."""
+    shown = pd.DataFrame({
+        "ranks": [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(groups["first_rank"], groups["last_rank"])],
+        "eviction score": groups["eviction_score"],
+        "tensors": groups["tensors"],
+        "size (MB, all of them)": groups["size_mb"],
+        "tensors (first few)": groups["examples"],
+        "ops": groups["ops"],
+    })
+    return (shown.style.hide(axis="index")
+            .format({"eviction score": "{:.3f}", "size (MB, all of them)": "{:,.4g}"})
+            .background_gradient(subset=["eviction score"], cmap="Reds", vmin=0, vmax=1))
