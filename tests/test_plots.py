@@ -40,7 +40,7 @@ def test_figures_are_labelled(scored):
     for policy in ("LRU", "Belady"):  # no policy's traffic goes below the bound
         assert (sweep.loc[sweep["policy"] == policy, "dram_traffic_mb"].to_numpy() >= opt["opt_lower_mb"] - 1e-9).all()
     bars = plots.metric_bars(lab.compare_policies(scored, capacity_mb=40))
-    assert bars.axes[2].get_ylabel() == "total latency (ms)"
+    assert bars.axes[2].get_xlabel().startswith("total latency (ms)")  # horizontal bars: the value along x
     hist = plots.reuse_distance_histogram(scored, reference=lab.generate_trace("CNN"))
     assert hist.axes[0].get_xlabel() == "reuse distance (accesses)"
     for fig in (heat, curves, bars, hist):
@@ -150,9 +150,10 @@ def test_traffic_by_module_layer_phase_shows_reads_and_writes_with_units():
     for table in tables.values():  # every split adds up to the whole traffic
         assert table["dram_mb"].sum() == pytest.approx(total)
     fig = plots.traffic_by_module_layer_phase(tables, "title")
-    assert [y for _, y in _axis_labels(fig)][:2] == ["DRAM traffic (MB)", "DRAM traffic (MB)"]
-    assert fig.axes[2].get_xlabel() == "DRAM traffic (MB)"
-    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"read", "written"}
+    # phase and module: horizontal bars (MB along x); layer: vertical bars (MB along y)
+    assert _axis_labels(fig) == [("DRAM traffic (MB)", "phase"), (fig.axes[1].get_xlabel(), "DRAM traffic (MB)"),
+                                 ("DRAM traffic (MB)", "module (all layers)")]
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {"read", "written"}
 
 
 def test_reuse_histogram_names_synthetic_and_captured():

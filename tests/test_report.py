@@ -3,6 +3,7 @@
 import ast
 import os
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -70,6 +71,17 @@ def _no_error_nor_stderr(nb):
     return outputs
 
 
+def _answer_comes_first(nb):
+    """The report's first output (after its title and parameters) is its answer table, rounded for reading."""
+    first = next(c for c in nb.cells if c.cell_type == "code" and c.outputs and "parameters" not in
+                 c.metadata.get("tags", []))
+    answer = [o for o in first.outputs if "application/vnd.lab.answer+json" in o.get("data", {})]
+    assert answer and first.outputs[0] is answer[0], "the answer table is not the report's first output"
+    html = answer[0]["data"]["text/html"]
+    assert not re.search(r"\d\.\d{4,}", html), "unrounded numbers in the answer"  # three significant digits
+    assert ">True<" not in html and ">False<" not in html
+
+
 def _figures_are_valid_svg(folder, names):
     import xml.etree.ElementTree as ET
 
@@ -93,8 +105,9 @@ def test_report_runs_on_the_smallest_parameters(tmp_path):
     nb = nbformat.read(out, as_version=4)
     outputs = _no_error_nor_stderr(nb)
     text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
-    for expected in ("cache_hit_rate", "reuse_entropy", "gap_closed_pct", "'MLP'"):
+    for expected in ("hit rate (%)", "reuse_entropy", "gap closed (%)", "'MLP'"):  # tables in words, with units
         assert expected in text
+    assert "gap_closed_pct" not in text and "dram_traffic_mb" not in text
     assert "eviction score" in json.dumps([o.get("data", {}).get("text/html", "") for o in outputs])
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 4  # metric bars, occupancy heatmap, capacity curves, reuse histogram
@@ -111,8 +124,7 @@ def test_report_runs_on_the_smallest_parameters(tmp_path):
     assert 0 <= row["byte hit rate (%)"] <= 100
     assert 0 <= row["above optimum, at least (%)"] <= row["above optimum, at most (%)"]
     assert row["capacity for 90 % (MB)"] <= row["capacity for 99 % (MB)"]
-    first_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
-    assert any("application/vnd.lab.answer+json" in o.get("data", {}) for o in nb.cells[first_outputs[0]].outputs)
+    _answer_comes_first(nb)
     _figures_are_valid_svg(tmp_path, ["metric-bars", "capacity-curves", "occupancy", "reuse-distances"])
 
 
@@ -141,8 +153,9 @@ def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatc
     outputs = _no_error_nor_stderr(nb)
     _no_error_nor_stderr(nbformat.read(warm, as_version=4))
     text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
-    for expected in ("dram_read_mb", "reuse_distance_wasserstein", "mixtral-8x7b", "working_set_mb"):
+    for expected in ("DRAM reads (MB)", "reuse_distance_wasserstein", "mixtral-8x7b", "working set (MB)"):
         assert expected in text
+    _answer_comes_first(nb)
     # per model: capacity curves, traffic by kind, by module, layer and phase, reuse histogram
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2 * 4
     # and the occupancy timeline, interactive: plotly's data for JupyterLab, self-contained HTML for the page
@@ -284,6 +297,8 @@ def test_the_index_lists_every_report_side_by_side_with_links(tmp_path):
     _report_notebook(out / "03-real-models" / "default" / "default.ipynb", "Per model?",
                      {"workload": ["gpt2", "llama-2-7b"], "DRAM traffic (MB)": [0.01234, 9.58e1]})
     _report_notebook(out / "04-other" / "default" / "default.ipynb")  # another notebook's report, no answer
+    _report_notebook(out / "05-raw" / "default" / "default.ipynb", "Which scorer?",  # an answer in snake_case
+                     {"contender": ["learned"], "online": [True], "mean_gap_closed_pct": [51.63], "lru_mb": [3.0]})
     _report_notebook(out / "01-policy-comparison" / ".cnn.123.staging" / "cnn.ipynb", question,
                      {"workload": ["half-written"]})  # a run in progress: not listed
     page = write_index(out).read_text()
@@ -299,12 +314,16 @@ def test_the_index_lists_every_report_side_by_side_with_links(tmp_path):
     parser = Links()
     parser.feed(page)
     assert sorted(set(parser.hrefs)) == ["01-policy-comparison/cnn/cnn.html", "01-policy-comparison/mlp/mlp.html",
-                                    "03-real-models/default/default.html", "04-other/default/default.html"]
+                                    "03-real-models/default/default.html", "04-other/default/default.html",
+                                    "05-raw/default/default.html"]
     assert all((out / href).is_file() for href in parser.hrefs)  # every link resolves
     for shown in ("180", "12,346", "0.0123", "95.8", "SIEVE", "llama-2-7b", "Which policy?", "Per model?",
                   "no answer table"):
         assert shown in page
     assert "half-written" not in page and "e+01" not in page
+    # in words: column names spelled with their units, yes and no for True and False
+    assert "mean gap closed (%)" in page and "LRU (MB)" in page and "<td>yes</td>" in page and "51.6" in page
+    assert "mean_gap_closed_pct" not in page and "True" not in page and "lru_mb" not in page
     assert not [p for p in out.iterdir() if p.name.startswith(".index")]  # written atomically
 
 
@@ -313,8 +332,8 @@ def test_answer_numbers_are_rounded_for_reading():
 
     from lab.ui.report import format_numbers, round_number
 
-    assert [round_number(v) for v in (95.8123, 1234.5, 0.012345, 0.0, 7, float("nan"), None, "LRU")] == \
-        ["95.8", "1,234", "0.0123", "0", "7", "", "", "LRU"]
+    assert [round_number(v) for v in (95.8123, 1234.5, 0.012345, 0.0, 7, float("nan"), None, "LRU", True, False)] == \
+        ["95.8", "1,234", "0.0123", "0", "7", "", "", "LRU", "yes", "no"]
     assert format_numbers(pd.DataFrame({"a": [1.23456e5]}))["a"].tolist() == ["123,456"]
 
 
@@ -426,11 +445,14 @@ def test_learned_eviction_report_runs_on_the_smallest_parameters(tmp_path, monke
     assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
     text = json.dumps([o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/markdown", "")
                        for o in outputs])
-    for expected in ("learned_gap_closed_pct", "not configured", "LAB_LLM_MODEL", "bert-base"):
+    for expected in ("learned gap closed (%)", "not configured", "LAB_LLM_MODEL", "bert-base"):
         assert expected in text
+    _answer_comes_first(nb)
+    assert "learned_gap_closed_pct" not in text  # every table in words, rounded
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # gap closed, importances
     question, answer = read_answer(out)
     assert "learned scorer" in question and {"learned", "heuristic", "Belady"} <= set(answer["contender"])
+    assert set(answer["knows"]) == {"the past only", "the future"}
     assert set(answer["buffer model"]) == {"scratchpad"} and set(answer["cost preset"]) == {"seed"}
 
 

@@ -358,7 +358,7 @@ def test_the_study_report_draws_a_study_and_answers(serial, tmp_path):
     (notebook,) = run_reports("notebooks/08-study.ipynb", [params], tmp_path / "reports")
     question, table = read_answer(notebook)
     assert "closest to the optimum" in question
-    assert set(table["policy"]) == {"LRU", "FIFO", "S3-FIFO", "ML"} and (table["points"] == 9).all()
+    assert set(table["policy"]) == {"LRU", "FIFO", "S3-FIFO", "ML"} and (table["points (workload, capacity)"] == 9).all()
     figures = sorted(p.name for p in (notebook.parent / "figures").iterdir())  # each as SVG and PNG
     assert {"study-traffic.svg", "study-traffic.png", "study-gap.svg", "study-gap.png"} <= set(figures)
 

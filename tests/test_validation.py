@@ -88,3 +88,14 @@ def test_bad_window(window):
 def test_bad_trace():
     with pytest.raises(ValueError, match=r"missing column\(s\) \['size_mb'\]"):
         lab.validate(pd.DataFrame({"tensor_id": ["a"]}))
+
+
+def test_interpretations_are_shown_whole():
+    """pandas cuts a cell longer than display.max_colwidth (50) mid-word: a notebook, a report and the explorer
+    show every interpretation of the table whole, in HTML and in text, and a slice of it too."""
+    report = lab.validate(lab.generate_trace("CNN", num_layers=4), reference=lab.generate_trace("CNN", seed=1))
+    frame = report.to_frame()
+    long = [s.interpretation for s in report.statistics() if len(s.interpretation) > 50]
+    assert long  # there is something to cut
+    for text in (frame._repr_html_(), repr(frame), frame[["name", "interpretation"]]._repr_html_()):
+        assert all(interpretation in text for interpretation in long)

@@ -204,6 +204,24 @@ def gap_summary(table: pd.DataFrame, min_gap_pct: float = 1.0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gap_answer(table: pd.DataFrame, min_gap_pct: float = 1.0) -> pd.DataFrame:
+    """``gap_summary`` as a report's answer reads it: one row per contender, columns in words with units
+    (``contender``, ``knows`` the past only or the future, the LRU -> optimum gap closed: mean and worst trace
+    (%) over the ``traces with a gap`` of at least ``min_gap_pct`` % of LRU's traffic; over every trace, the
+    worst traffic against LRU (%, > 0 is worse) and how many traces move more than LRU, of ``traces``)."""
+    summary = gap_summary(table, min_gap_pct)
+    return pd.DataFrame({
+        "contender": summary["contender"],
+        "knows": summary["online"].map({True: "the past only", False: "the future"}),
+        "LRU → optimum gap closed, mean (%)": summary["mean_gap_closed_pct"],
+        "gap closed, worst trace (%)": summary["worst_gap_closed_pct"],
+        f"traces with a gap of at least {min_gap_pct:g} % of LRU": summary["traces_with_a_gap"],
+        "traffic against LRU, worst trace (%)": summary["worst_vs_lru_pct"],
+        "traces moving more than LRU": summary["traces_worse_than_lru"],
+        "traces": summary["traces"],
+    })
+
+
 def llm_status() -> tuple[bool, str]:
     """Whether the LLM scorer has a model on disk (``lab.learn.llm.configure`` or ``$LAB_LLM_MODEL``), and a
     sentence saying which, or how to configure one. Loads nothing."""

@@ -48,6 +48,23 @@ class Statistic:
     p_value: Optional[float] = None
 
 
+class ValidationTable(pd.DataFrame):
+    """``ValidationReport.to_frame``'s table: a DataFrame that a notebook, a report and the explorer show with
+    every interpretation whole (pandas cuts cells longer than ``display.max_colwidth``, 50 characters, mid-word)."""
+
+    @property
+    def _constructor(self):
+        return ValidationTable
+
+    def _repr_html_(self):
+        with pd.option_context("display.max_colwidth", None):
+            return super()._repr_html_()
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.max_colwidth", None):
+            return super().__repr__()
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     """The validation results; ``size_distribution`` is None when there is nothing to compare with,
@@ -64,9 +81,10 @@ class ValidationReport:
                             self.size_distribution, self.reuse_distance_distance) if s is not None]
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per statistic: name, value, unit, p_value, interpretation."""
-        return pd.DataFrame([asdict(s) for s in self.statistics()],
-                            columns=["name", "value", "unit", "p_value", "interpretation"])
+        """One row per statistic: name, value, unit, p_value, interpretation (a ``ValidationTable``: displayed
+        with each interpretation whole)."""
+        return ValidationTable([asdict(s) for s in self.statistics()],
+                               columns=["name", "value", "unit", "p_value", "interpretation"])
 
     def to_dict(self) -> dict:
         """JSON-ready dict keyed by statistic name."""

@@ -123,7 +123,7 @@ def occupancy_heatmap(result: SimulationResult, scores: Optional[np.ndarray] = N
     if marks:
         ax.scatter(*zip(*marks), marker="x", color="crimson", s=14, linewidths=0.8, label="eviction")
         ax.legend(loc="upper right", fontsize="small")
-    ax.set_yticks(range(len(rows)), [str(t) for t in enc.tensor_ids[rows]], fontsize=6)
+    ax.set_yticks(range(len(rows)), [str(t) for t in enc.tensor_ids[rows]], fontsize=7)
     ax.set_xlabel("time (accesses)")
     ax.set_ylabel("tensor")
     ax.grid(False)
@@ -144,51 +144,96 @@ def optimum_curve(rows: pd.DataFrame):
             schedule["opt_upper_mb"].to_numpy(), exact, schedule)
 
 
+METRIC_LABELS = {"cache_hit_rate": "hit rate (%)", "byte_hit_rate": "byte hit rate (%)",
+                 "bytes_from_dram": "DRAM reads (MB)", "dram_traffic_mb": "DRAM traffic, read + written (MB)",
+                 "dram_reads_mb": "DRAM reads (MB)", "dram_writes_mb": "DRAM writes (MB)",
+                 "total_latency": "total latency (ms)", "evictions": "evictions"}
+HIGHER_IS_BETTER = ("cache_hit_rate", "byte_hit_rate")
+
+
+def _metric_values(frame: pd.DataFrame, metric: str):
+    return frame[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else frame[metric]
+
+
+def _draw_policies(ax, rows: pd.DataFrame, y: str, shown: Sequence[str], x: str = "capacity_mb") -> None:
+    """One line per policy of ``rows`` (x against ``y``): the ``shown`` ones in their colour and marker, the
+    others thin, grey and beneath them, labelled ``other policies (n)`` once."""
+    others = [p for p in dict.fromkeys(rows["policy"]) if not is_optimum(p) and p not in shown]
+    for k, policy in enumerate(others):
+        group = rows[rows["policy"] == policy].sort_values(x)
+        ax.plot(group[x], _metric_values(group, y), color=OTHER_COLOR, linewidth=0.9, zorder=1.5,
+                label=f"other policies ({len(others)})" if k == 0 else "_nolegend_")
+    for policy in shown:
+        group = rows[rows["policy"] == policy].sort_values(x)
+        if len(group):
+            ax.plot(group[x], _metric_values(group, y), color=policy_color(policy), marker=policy_marker(policy),
+                    markersize=4, linewidth=1.6, zorder=3, label=policy_label(policy))
+
+
+def _draw_optimum(ax, rows: pd.DataFrame, metric: str) -> None:
+    """The optimum's line(s) on ``ax`` (black): ``OPT`` where exact at every capacity, else ``OPT (achievable)``
+    solid and ``OPT (lower bound)`` dashed, on DRAM traffic; dotted on other metrics (it bounds nothing there)."""
+    optimum = optimum_curve(rows)
+    if optimum is None:
+        return
+    capacity, lower, upper, exact, schedule = optimum
+    if metric in TRAFFIC_METRICS:
+        ax.plot(capacity, upper, color=OPTIMUM_COLOR, linewidth=1.8, zorder=4,
+                label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
+        if not exact:
+            ax.plot(capacity, lower, linestyle="--", color=OPTIMUM_COLOR, linewidth=1.4, zorder=4,
+                    label=OPTIMUM_LOWER)
+    else:
+        ax.plot(capacity, _metric_values(schedule, metric), linestyle=":", color=OPTIMUM_COLOR, linewidth=1.8,
+                zorder=4, label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
+
+
+def _figure_legend(fig: Figure, axes) -> None:
+    """One legend for the figure, beside the panels: every label of ``axes`` once (the optimum first, then the
+    highlighted policies, then the others' entry)."""
+    handles: dict = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    order = sorted(handles, key=lambda label: (0 if is_optimum(label) else 2 if label.startswith("other ") else 1))
+    if order:
+        fig.legend([handles[k] for k in order], order, loc="outside right upper", fontsize="small")
+
+
 @_styled
 def capacity_curves(sweep: pd.DataFrame, metrics: Sequence[str] = ("byte_hit_rate", "dram_traffic_mb"),
-                    capacity_mb: Optional[float] = None, hardware: bool = True) -> Figure:
+                    capacity_mb: Optional[float] = None, hardware: bool = True,
+                    highlight: Optional[Sequence[str]] = None) -> Figure:
     """Metrics against capacity, one line per policy, the optimum in black as the bound.
 
     Takes ``lab.sweep_capacity`` output; ``capacity_mb`` draws a marker line;
-    ``hardware`` marks the hardware presets' buffer sizes within the swept range.
-    On DRAM traffic (MB read + written) the optimum is one black line ``OPT``
-    where it is exact at every capacity, else two: ``OPT (achievable)``
-    (solid, the best schedule known) and ``OPT (lower bound)`` (dashed: no
-    policy goes below it); on other metrics its schedule is drawn dotted (it
-    minimizes traffic, not misses, so it bounds nothing there). Belady (MIN)
-    is a policy like the others.
+    ``hardware`` marks the hardware presets' buffer sizes within the swept range
+    (``mark_hardware_buffers``). At most about eight lines stand out: the
+    ``HIGHLIGHT_BEST`` online policies with the least DRAM traffic over the
+    sweep (``ranking_by_traffic``), LRU, Belady (MIN) and the optimum, each
+    in its colour in every panel (``policy_color``); ``highlight`` names them
+    instead. The others are thin grey lines under one legend entry. On DRAM
+    traffic (MB read + written) the optimum is one black line ``OPT`` where
+    it is exact at every capacity, else two: ``OPT (achievable)`` (solid, the
+    best schedule known) and ``OPT (lower bound)`` (dashed: no policy goes
+    below it); on other metrics its schedule is drawn dotted (it minimizes
+    traffic, not misses, so it bounds nothing there).
     """
-    labels = {"cache_hit_rate": "hit rate (%)", "byte_hit_rate": "byte hit rate (%)",
-              "bytes_from_dram": "DRAM reads (MB)", "dram_traffic_mb": "DRAM traffic, read + written (MB)",
-              "total_latency": "total latency (ms)"}
-    fig = _new_figure(5.5 * len(metrics), 4)
-    axes = fig.subplots(1, len(metrics), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for policy, group in sweep.groupby("policy", sort=False):
-            y = group[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else group[metric]
-            if not is_optimum(policy):
-                ax.plot(group["capacity_mb"], y, marker="o", markersize=3, color=policy_color(policy),
-                        label="Belady (MIN)" if policy == "Belady" else policy)
-        optimum = optimum_curve(sweep)
-        if optimum is not None:
-            capacity, lower, upper, exact, schedule = optimum
-            if metric in TRAFFIC_METRICS:
-                ax.plot(capacity, upper, color="black", label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
-                if not exact:
-                    ax.plot(capacity, lower, linestyle="--", color="black", label=OPTIMUM_LOWER)
-            else:
-                y = schedule[metric] / BYTES_PER_MB if metric == "bytes_from_dram" else schedule[metric]
-                ax.plot(capacity, y, linestyle=":", color="black", label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
+    metric = "dram_traffic_mb" if "dram_traffic_mb" in sweep else metrics[0]
+    shown = list(highlight) if highlight is not None else highlighted_policies(ranking_by_traffic(sweep, metric))
+    fig = _new_figure(4.6 * len(metrics) + 1.8, 4)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        _draw_policies(ax, sweep, metric, shown)
+        _draw_optimum(ax, sweep, metric)
         if capacity_mb is not None:
             ax.axvline(capacity_mb, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
         if hardware and len(sweep):
             mark_hardware_buffers(ax, sweep["capacity_mb"].min(), sweep["capacity_mb"].max())
         ax.set_xlabel("buffer capacity (MB)")
-        ax.set_ylabel(labels.get(metric, metric))
-    handles, names = axes[0][-1].get_legend_handles_labels()
-    # beside the axes, not on them: every registered policy's entry would not fit inside a panel
-    fig.legend(handles, names, loc="outside right upper", fontsize="small", ncols=1 if len(names) <= 12 else 2)
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    _figure_legend(fig, axes)
     return fig
 
 
@@ -217,10 +262,17 @@ def save_figure(fig: Figure, name: str) -> Figure:
     return fig
 
 
-def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float] = None, position=None) -> None:
+def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float] = None, position=None,
+                          span: tuple = (0.0, 1.0)) -> list:
     """Mark each hardware preset's on-chip buffer size (``lab.HARDWARE_PRESETS``: ``buffer_mb``) on ``ax``'s
-    capacity (x) axis, where it falls between ``low`` and ``high`` MB (default: the axis' limits).
-    ``position``: MB -> x coordinate, for an axis that is not in MB (default: the size itself)."""
+    capacity (x) axis, where it falls between ``low`` and ``high`` MB (default: the axis' limits): a dash-dotted
+    line per size, and one horizontal label per cluster of close sizes ("A100 40, H100 50, H200 60 MB") just
+    above the axes, outside the data, so that it never covers a curve nor another label (sizes closer than a
+    factor 1.5, or than a tenth of the axis' decades, share one). ``position``: MB -> x coordinate, for an axis
+    that is not in MB (default: the size itself). ``span``: the share of the axes' height the lines cover, from
+    the bottom (a heatmap whose cells carry text marks its top edge only: ``(0.94, 1.0)``). A title set on
+    ``ax`` before or after is lifted above the labels (``_set_title``). Returns the labels (matplotlib
+    Annotations)."""
     from lab.sim.cost import HARDWARE_PRESETS
 
     if low is None or high is None:
@@ -229,62 +281,181 @@ def mark_hardware_buffers(ax, low: Optional[float] = None, high: Optional[float]
     for preset in HARDWARE_PRESETS.values():
         if preset.buffer_mb is not None and low <= preset.buffer_mb <= high:
             sizes.setdefault(preset.buffer_mb, []).append(preset.name.split("-")[0])
-    clusters: list = []  # sizes within a factor 1.5 of the next share one label (40, 50, 60 MB would overlap)
+    decades = np.log10(high / low) if low > 0 and high > low else 1.0
+    clusters: list = []
     for mb in sorted(sizes):
-        if clusters and mb / clusters[-1][-1] < 1.5:
+        if clusters and (mb / clusters[-1][-1] < 1.5 or np.log10(mb / clusters[-1][-1]) < 0.1 * decades):
             clusters[-1].append(mb)
         else:
             clusters.append([mb])
     position = position or (lambda mb: mb)
+    labels = []
     for cluster in clusters:
         for mb in cluster:
-            ax.axvline(position(mb), color="0.55", linewidth=0.8, linestyle="-.", zorder=2)
+            ax.axvline(position(mb), *span, color=MARK_COLOR, linewidth=0.8, linestyle="-.", zorder=2)
         label = ", ".join(f"{'/'.join(sizes[mb])} {mb:g}" for mb in cluster) + " MB"
-        ax.text(position(cluster[0]), 0.98, label + " ", transform=ax.get_xaxis_transform(), rotation=90, va="top",
-                ha="right", fontsize="x-small", color="0.35").set_in_layout(False)
+        # where the cluster sits along the axis (log MB): a label near an end grows inwards, not past the axes
+        share = np.log(np.sqrt(cluster[0] * cluster[-1]) / low) / np.log(high / low) if high > low > 0 else 0.5
+        anchor = position(float(np.sqrt(cluster[0] * cluster[-1]))) if len(cluster) > 1 else position(cluster[0])
+        ha = "left" if share < 0.2 else "right" if share > 0.8 else "center"
+        labels.append(ax.annotate(label, xy=(anchor, 1.0), xycoords=ax.get_xaxis_transform(), xytext=(0, 2),
+                                  textcoords="offset points", ha=ha, va="bottom", fontsize="small",
+                                  color=MARK_TEXT_COLOR, annotation_clip=False, gid=HARDWARE_MARK))
+    if labels and ax.get_title():
+        _set_title(ax, ax.get_title(), fontsize=ax.title.get_fontsize())
+    return labels
+
+
+HARDWARE_MARK = "lab-hardware-mark"  # the gid of mark_hardware_buffers' labels
+
+
+def _set_title(ax, title: str, **kwargs) -> None:
+    """Set ``ax``'s title, lifted above the hardware presets' labels where ``mark_hardware_buffers`` put some."""
+    marked = any(t.get_gid() == HARDWARE_MARK for t in ax.texts)
+    ax.set_title(title, pad=18 if marked else 6, **kwargs)
+
+
+# --- colours and names: one meaning per colour in each figure family ------------------------------------------
+# Policies are lines and dots: strong colours, one per policy in every figure (and a marker each, for lines
+# that a colour alone would not tell apart). The optimum is black. Policies a figure does not highlight are a
+# thin light grey. Tensor kinds are areas: light colours of their own. Two-part quantities (read / written,
+# forward / training, trace / reference) are a dark and a light slate. No colour is in two of these sets.
+OPTIMUM_COLOR = "black"
+OTHER_COLOR = "#c8c8c8"  # the policies a figure does not highlight
+MARK_COLOR, MARK_TEXT_COLOR = "0.55", "0.3"  # hardware presets' buffer sizes
+PAIR_COLORS = ("#34495e", "#a9b9c9")  # read / written, forward / training, trace / reference: dark, light slate
+POLICY_COLORS = {
+    "LRU": "#1f77b4", "FIFO": "#8c564b", "MRU": "#bcbd22", "SIEVE": "#2ca02c", "CLOCK": "#17becf",
+    "LFU": "#9467bd", "LFUDA": "#7b4173", "GDSF": "#ff7f0e", "S3-FIFO": "#d62728", "2Q": "#393b79",
+    "SLRU": "#637939", "ARC": "#e377c2", "LIRS": "#8c6d31", "LeCaR": "#843c39", "LHD": "#6b6ecf",
+    "Hyperbolic": "#e7ba52", "Belady": "#5e3c99", "BeladySize": "#b15928", "ML": "#00a6a6",
+}
+# policies registered elsewhere (a notebook's own): by a hash of the name, the same in every session
+EXTRA_POLICY_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#4d4d4d", "#0072b2")
+POLICY_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
+# tensor kinds of captured traces (lab.workloads.capture.KINDS), then the generator's
+KIND_ORDER = ("weight", "activation", "gradient", "optimizer_state", "input", "buffer", "kv_cache", "output")
+KIND_COLORS = ("#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#b3de69", "#fccde5", "#ffffb3", "#d9d9d9")
+HIGHLIGHT_BEST = 4  # online policies a figure highlights beside LRU, Belady and the optimum (at most ~8 in all)
+
+
+def _stable_index(name: str, n: int) -> int:
+    import zlib
+
+    return zlib.crc32(name.encode()) % n
+
+
+def policy_label(policy: str) -> str:
+    """A policy's name in every legend and axis: ``Belady (MIN)`` for Belady's MIN (with tensors of different
+    sizes it is no bound), the optimum's rows as they are (``OPT``, ``OPT (lower bound)``, ``OPT (achievable)``:
+    lab.analysis.optimal.OPTIMUM*), other policies by their name."""
+    return "Belady (MIN)" if policy == "Belady" else str(policy)
 
 
 def policy_color(policy: str):
-    """The colour of ``policy`` in every figure: fixed by its place among the registered policies (tab20), the
-    optimum black; a policy defined elsewhere gets a grey."""
+    """The colour of ``policy`` in every figure (``POLICY_COLORS``; a policy registered elsewhere gets one of
+    ``EXTRA_POLICY_COLORS`` by its name), the optimum black."""
+    if is_optimum(policy):
+        return OPTIMUM_COLOR
+    canonical = "Belady" if policy == "Belady (MIN)" else str(policy)
+    if canonical in POLICY_COLORS:
+        return POLICY_COLORS[canonical]
+    return EXTRA_POLICY_COLORS[_stable_index(canonical, len(EXTRA_POLICY_COLORS))]
+
+
+def policy_marker(policy: str) -> str:
+    """The marker of ``policy``'s line in every figure (by its place among the registered policies)."""
     from lab.sim.policy import policy_names
 
-    if is_optimum(policy):
-        return "black"
     names = policy_names()
-    canonical = "Belady" if policy == "Belady (MIN)" else policy
-    if canonical not in names:
-        return "grey"
-    return matplotlib.colormaps["tab20"](names.index(canonical) % 20)
+    canonical = "Belady" if policy == "Belady (MIN)" else str(policy)
+    k = names.index(canonical) if canonical in names else _stable_index(canonical, len(POLICY_MARKERS))
+    return POLICY_MARKERS[k % len(POLICY_MARKERS)]
 
 
-# tensor kinds of captured traces (lab.workloads.capture.KINDS), then the generator's
-KIND_ORDER = ("weight", "activation", "gradient", "optimizer_state", "input", "buffer", "kv_cache", "output")
+def _offline(policy: str) -> bool:
+    from lab.sim.policy import get_policy
+
+    try:
+        return bool(get_policy(policy).offline)
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def highlighted_policies(excess: pd.Series, best: int = HIGHLIGHT_BEST) -> list:
+    """The policies a figure draws in colour, in legend order, from ``excess`` ({policy: how far it is from the
+    best, lower is better}, e.g. ``ranking_by_traffic``): the ``best`` online policies with the least excess,
+    then LRU and Belady (MIN) where present. The optimum's rows are drawn apart (black); every other policy is
+    drawn thin and grey, under one legend entry."""
+    excess = excess[[not is_optimum(p) for p in excess.index]].dropna()
+    online = [p for p in excess.sort_values(kind="stable").index if not _offline(p)]
+    shown = online[:best]
+    shown += [p for p in ("LRU", "Belady") if p in excess.index and p not in shown]
+    return shown
+
+
+def ranking_by_traffic(rows: pd.DataFrame, metric: str = "dram_traffic_mb", by=("capacity_mb",)) -> pd.Series:
+    """Each policy's mean excess over the best policy of its group (``by``: each capacity, or each model,
+    phase and capacity), ``metric`` relative to the group's least (0 = the best everywhere): {policy: excess}.
+    The optimum's rows are left out (they are no policy)."""
+    rows = rows[~rows["policy"].map(is_optimum)]
+    if rows.empty:
+        return pd.Series(dtype=float)
+    by = [c for c in by if c in rows.columns]
+    least = rows.groupby(by)[metric].transform("min") if by else rows[metric].min()
+    excess = (rows[metric] - least) / np.maximum(least, 1e-12)
+    return excess.groupby(rows["policy"], sort=False).mean()
 
 
 def group_color(group) -> object:
-    """The colour of a tensor kind in every figure (tab10 by KIND_ORDER); other groups (layers, modules) by
-    their hash, the same in every figure of a session."""
+    """The colour of a tensor kind in every figure (``KIND_COLORS`` by ``KIND_ORDER``: light colours no policy
+    has); other groups (layers, modules) by their name's hash, the same in every figure of every session."""
     name = str(group)
     if name in KIND_ORDER:
-        return matplotlib.colormaps["tab10"](KIND_ORDER.index(name))
-    return matplotlib.colormaps["tab20b"](sum(map(ord, name)) % 20)
+        return KIND_COLORS[KIND_ORDER.index(name)]
+    return matplotlib.colormaps["Pastel2"](_stable_index(name, 8))
+
+
+def _number(value: float) -> str:
+    from lab.ui.report import round_number
+
+    return round_number(float(value))
 
 
 @_styled
 def metric_bars(comparison: pd.DataFrame,
                 metrics: Sequence[str] = ("dram_traffic_mb", "byte_hit_rate", "total_latency")) -> Figure:
-    """One bar chart per metric, one bar per policy; takes ``lab.compare_policies`` output."""
-    labels = {"cache_hit_rate": "hit rate (%)", "bytes_from_dram": "DRAM reads (MB)",
-              "dram_traffic_mb": "DRAM traffic, read + written (MB)", "total_latency": "total latency (ms)",
-              "evictions": "evictions", "byte_hit_rate": "byte hit rate (%)"}
-    fig = _new_figure(4.2 * len(metrics), 3.4)
-    axes = fig.subplots(1, len(metrics), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        values = comparison[metric] / (BYTES_PER_MB if metric == "bytes_from_dram" else 1)
-        ax.bar([str(p) for p in values.index], values.to_numpy(), color=[policy_color(p) for p in values.index])
-        ax.set_ylabel(labels.get(metric, metric))
-        ax.set_xlabel("policy")
+    """One panel per metric, one horizontal bar per policy (and the optimum's rows), sorted by the first metric
+    (the best on top: least DRAM traffic, or highest hit rate), its value at the bar's end; the highlighted
+    policies (``highlighted_policies``: the best few, LRU, Belady (MIN)) and the optimum in their colours,
+    the others grey. Takes ``lab.compare_policies`` output (or ``lab.metrics_table``'s)."""
+    metrics = [m for m in metrics if m in comparison.columns]
+    if not metrics:
+        raise ValueError("comparison has none of the metrics asked for")
+    first = metrics[0]
+    shown = highlighted_policies(ranking_by_traffic(comparison.rename_axis("policy").reset_index(),
+                                                    "dram_traffic_mb" if "dram_traffic_mb" in comparison else first,
+                                                    by=()))
+    key = _metric_values(comparison, first)
+    order = key.sort_values(ascending=first not in HIGHER_IS_BETTER, kind="stable").index[::-1]  # best on top
+    fig = _new_figure(3.4 * len(metrics) + 1.6, 0.24 * len(order) + 1.3)
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    y = np.arange(len(order))
+    colors = [policy_color(p) if p in shown or is_optimum(p) else OTHER_COLOR for p in order]
+    for ax, metric in zip(axes, metrics):
+        values = _metric_values(comparison, metric).reindex(order).to_numpy(np.float64)
+        ax.barh(y, np.nan_to_num(values), height=0.7, color=colors)
+        for yi, value in zip(y, values):
+            if np.isfinite(value):
+                ax.annotate(_number(value), (value, yi), xytext=(3, 0), textcoords="offset points", va="center",
+                            ha="left", fontsize="x-small")
+        top = np.nanmax(values) if np.isfinite(values).any() else 1.0
+        ax.set_xlim(0, 1.3 * top if top > 0 else 1.0)
+        ax.set_xlabel(METRIC_LABELS.get(metric, metric) + ("\n(higher is better)" if metric in HIGHER_IS_BETTER
+                                                           else "\n(lower is better)"))
+        ax.grid(axis="y", visible=False)
+    axes[0].set_yticks(y, [policy_label(p) for p in order], fontsize="small")
+    axes[0].set_ylim(-0.6, len(order) - 0.4)
     return fig
 
 
@@ -303,8 +474,8 @@ def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFra
     finite = np.concatenate([s[~np.isnan(s)] for s in samples.values()])
     if finite.size:
         edges = np.geomspace(1, finite.max() + 2, bins) - 1
-        for name, s in samples.items():
-            ax.hist(s[~np.isnan(s)], bins=edges, alpha=0.6, label=name, density=reference is not None)
+        for (name, s), color in zip(samples.items(), PAIR_COLORS):
+            ax.hist(s[~np.isnan(s)], bins=edges, alpha=0.6, label=name, color=color, density=reference is not None)
         ax.set_xscale("symlog", linthresh=1)
         ax.legend(fontsize="small")
     ax.set_xlabel("reuse distance (accesses)")
@@ -314,36 +485,54 @@ def reuse_distance_histogram(trace: pd.DataFrame, reference: Optional[pd.DataFra
 
 @_styled
 def traffic_by_module_layer_phase(tables: dict, title: str = "") -> Figure:
-    """DRAM traffic (MB), reads and writes apart, by phase, by layer and by module; takes
-    ``lab.analysis.attribution.dram_traffic_by_module_layer_phase`` output (panels only for the tables given)."""
-    panels = [k for k in ("phase", "layer", "module") if k in tables]
-    widths = {"phase": 1.0, "layer": 2.0, "module": 2.2}
-    fig = _new_figure(4.0 * sum(widths[k] for k in panels) + 0.5, 4.2)
-    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[widths[k] for k in panels])[0]
-    read, write = matplotlib.colormaps["tab10"](0), matplotlib.colormaps["tab10"](3)
-    for ax, key in zip(axes, panels):
+    """DRAM traffic (MB), reads and writes apart, by phase and by layer (top row) and by module (below, the
+    largest on top); takes ``lab.analysis.attribution.dram_traffic_by_module_layer_phase`` output (panels only
+    for the tables given)."""
+    read, write = PAIR_COLORS
+    top = [k for k in ("phase", "layer") if k in tables]
+    modules = tables.get("module")
+    rows = (1 if top else 0) + (1 if modules is not None else 0)
+    if rows == 0:
+        raise ValueError("tables must hold 'phase', 'layer' or 'module' (dram_traffic_by_module_layer_phase)")
+    module_height = 0.26 * len(modules) + 1.0 if modules is not None else 0.0
+    fig = _new_figure(10, (3.2 if top else 0.0) + module_height + (0.5 if title else 0.2))
+    grid = fig.add_gridspec(rows, max(len(top), 1), height_ratios=[3.2] * bool(top) + [module_height] * (
+        modules is not None), width_ratios=[1.3, 2.4] if len(top) == 2 else None)
+    for k, key in enumerate(top):
+        ax = fig.add_subplot(grid[0, k])
         table = tables[key]
         labels = [str(v) for v in table.index]
-        if key == "module":  # long names: horizontal bars, the largest on top
+        if key == "phase":  # forward, backward, optimizer: names side by side would collide in a narrow panel
             y = np.arange(len(labels))[::-1]
-            ax.barh(y, table["dram_read_mb"], color=read, label="read")
-            ax.barh(y, table["dram_write_mb"], left=table["dram_read_mb"], color=write, label="written")
-            ax.set_yticks(y, labels, fontsize="x-small")
+            ax.barh(y, table["dram_read_mb"], height=0.5, color=read, label="read")
+            ax.barh(y, table["dram_write_mb"], height=0.5, left=table["dram_read_mb"], color=write, label="written")
+            ax.set_yticks(y, labels)
+            ax.set_ylim(-0.75, len(labels) - 0.25)
+            ax.grid(axis="y", visible=False)
+            ax.set_ylabel("phase")
             ax.set_xlabel("DRAM traffic (MB)")
-            ax.set_ylabel("module (all layers)")
-        else:
-            x = np.arange(len(labels))
-            ax.bar(x, table["dram_read_mb"], color=read, label="read")
-            ax.bar(x, table["dram_write_mb"], bottom=table["dram_read_mb"], color=write, label="written")
-            if key == "layer":
-                step = max(1, len(labels) // 16)
-                ax.set_xticks(x[::step], ["outside" if v == "-1" else v for v in labels[::step]], fontsize="small")
-                ax.set_xlabel("layer (index; outside = embeddings, head, optimizer)")
-            else:
-                ax.set_xticks(x, labels)
-                ax.set_xlabel("phase")
-            ax.set_ylabel("DRAM traffic (MB)")
-    axes[0].legend(fontsize="small")
+            continue
+        x = np.arange(len(labels))
+        ax.bar(x, table["dram_read_mb"], color=read, label="read")
+        ax.bar(x, table["dram_write_mb"], bottom=table["dram_read_mb"], color=write, label="written")
+        step = max(1, int(np.ceil(len(labels) / 14)))
+        ax.set_xticks(x[::step], ["outside" if v == "-1" else v for v in labels[::step]], fontsize="small")
+        ax.set_xlabel("layer (index; outside: embeddings, head, optimizer)")
+        ax.set_ylabel("DRAM traffic (MB)")
+    if modules is not None:
+        ax = fig.add_subplot(grid[rows - 1, :])
+        labels = [str(v) for v in modules.index]
+        y = np.arange(len(labels))[::-1]
+        ax.barh(y, modules["dram_read_mb"], color=read, label="read")
+        ax.barh(y, modules["dram_write_mb"], left=modules["dram_read_mb"], color=write, label="written")
+        ax.set_yticks(y, labels, fontsize="small")
+        ax.set_ylim(-0.6, len(labels) - 0.4)
+        ax.set_xlim(0, 1.04 * float((modules["dram_read_mb"] + modules["dram_write_mb"]).max() or 1.0))
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel("DRAM traffic (MB)")
+        ax.set_ylabel("module (all layers)")
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right upper", fontsize="small")
     if title:
         fig.suptitle(title)
     return fig
@@ -351,15 +540,23 @@ def traffic_by_module_layer_phase(tables: dict, title: str = "") -> Figure:
 
 @_styled
 def traffic_breakdown(tables: dict, by: str = "kind") -> Figure:
-    """DRAM traffic (MB) per policy, stacked by group; takes {policy: ``lab.dram_traffic_by``}."""
+    """DRAM traffic (MB) per policy, one horizontal bar each stacked by group (``group_color``: a tensor kind
+    keeps its colour), the least traffic on top; takes {policy: ``lab.dram_traffic_by``}."""
     frame = pd.DataFrame({policy: table["dram_mb"] for policy, table in tables.items()}).fillna(0.0).T
-    fig = _new_figure(7, 3.8)
+    kinds = [k for k in KIND_ORDER if k in frame.columns]
+    frame = frame[kinds + [c for c in frame.columns if c not in kinds]]
+    frame = frame.loc[frame.sum(axis=1).sort_values(kind="stable").index[::-1]]  # least traffic on top
+    fig = _new_figure(8, 0.26 * len(frame) + 1.3)
     ax = fig.subplots()
-    bottom = np.zeros(len(frame))
+    y = np.arange(len(frame))
+    left = np.zeros(len(frame))
     for group in frame.columns:
-        ax.bar(frame.index, frame[group], bottom=bottom, label=str(group), color=group_color(group))
-        bottom += frame[group].to_numpy()
-    ax.set_ylabel("DRAM traffic, read + written (MB)")
+        ax.barh(y, frame[group], left=left, height=0.7, label=str(group), color=group_color(group))
+        left += frame[group].to_numpy()
+    ax.set_yticks(y, [policy_label(p) for p in frame.index], fontsize="small")
+    ax.set_ylim(-0.6, len(frame) - 0.4)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("DRAM traffic, read + written (MB)")
     ax.legend(title=by, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -556,21 +753,24 @@ def occupancy_timeline(result, policy="LRU", capacity_mb: Optional[float] = None
 @_styled
 def feature_importances(scorers: dict, kind: str = "gain", top: int = 15) -> Figure:
     """The learned scorer's feature importances: each feature's share (%) of the total ``kind`` ("gain" or
-    "split") of each fitted model in ``scorers`` ({name, e.g. the held-out model: LearnedScorer}), one dot per
-    model and a bar for their mean; the ``top`` features by mean share, largest on top."""
+    "split") of each fitted model in ``scorers`` ({name, e.g. the held-out model: LearnedScorer}), one dark
+    marker per model (a shape each) and a light bar for their mean; the ``top`` features by mean share, largest
+    on top."""
     shares = pd.DataFrame({name: scorer.feature_importances(kind) for name, scorer in scorers.items()}).fillna(0.0)
     shares = 100.0 * shares / shares.sum().replace(0.0, 1.0)
     order = shares.mean(axis=1).sort_values(ascending=False).head(top).index
-    fig = _new_figure(7, 0.32 * len(order) + 1.2)
+    fig = _new_figure(8, 0.3 * len(order) + 1.3)
     ax = fig.subplots()
     y = np.arange(len(order))[::-1]
-    ax.barh(y, shares.loc[order].mean(axis=1), color="#9ecae1", label="mean")
+    ax.barh(y, shares.loc[order].mean(axis=1), height=0.7, color=PAIR_COLORS[1], label="mean")
     for k, name in enumerate(shares.columns):
-        ax.plot(shares.loc[order, name], y, "o", markersize=3.5, color=plt.cm.tab10(k % 10),
-                label=f"without {name}")
-    ax.set_yticks(y, [str(f) for f in order])
+        ax.plot(shares.loc[order, name], y, linestyle="none", marker=POLICY_MARKERS[k % len(POLICY_MARKERS)],
+                markersize=4.5, markerfacecolor="none", color=PAIR_COLORS[0], label=f"without {name}")
+    ax.set_yticks(y, [str(f) for f in order], fontsize="small")
+    ax.set_ylim(-0.6, len(order) - 0.4)
+    ax.grid(axis="y", visible=False)
     ax.set_xlabel(f"share of the model's total {kind} (%)")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -585,7 +785,8 @@ def eviction_scatter(scored: pd.DataFrame, ranking: Optional[pd.DataFrame] = Non
     kinds = last["kind"].astype(str) if "kind" in last else pd.Series("tensor", index=last.index)
     for kind in [k for k in KIND_ORDER if k in set(kinds)] + sorted(set(kinds) - set(KIND_ORDER)):
         part = last[kinds == kind]
-        ax.scatter(part["size_mb"], part["eviction_score"], s=14, alpha=0.7, color=group_color(kind), label=kind)
+        ax.scatter(part["size_mb"], part["eviction_score"], s=16, color=group_color(kind), edgecolors="0.3",
+                   linewidths=0.4, label=kind)
     if ranking is not None and len(ranking):
         top = last[last["tensor_id"].isin(set(ranking["tensor_id"]))]
         ax.scatter(top["size_mb"], top["eviction_score"], s=60, facecolors="none", edgecolors="crimson",
@@ -602,25 +803,39 @@ def eviction_scatter(scored: pd.DataFrame, ranking: Optional[pd.DataFrame] = Non
     return fig
 
 
+# the contenders of a leave-one-model-out table: the learned scorer drives the ML policy (its colour), Belady is
+# Belady's; the others have colours no policy has
+CONTENDER_COLORS = {"best_classical": "#6f6f6f", "heuristic": "#f2a541", "learned": POLICY_COLORS["ML"],
+                    "learned_no_bypass": "#7fd1d1", "llm": "#c2185b", "belady": POLICY_COLORS["Belady"],
+                    "belady_bypass": "#9e8ac4"}
+
+
 @_styled
 def gap_closed(table: pd.DataFrame, contenders: Sequence[str] = ("best_classical", "heuristic", "learned", "llm")
                ) -> Figure:
     """Share of the LRU -> optimum gap each contender closes (%) per held-out trace and capacity (a
-    ``leave_one_model_out`` table): grouped bars; below 0 is worse than LRU, shown as it is."""
+    ``leave_one_model_out`` table): one group of horizontal bars per trace and capacity (named on the left, in
+    the table's order from the top); below 0 is worse than LRU, shown as it is; 100 % reaches the optimum."""
     present = [c for c in contenders if f"{c}_gap_closed_pct" in table.columns]
-    labels = [f"{m}\n{f:g}" for m, f in zip(table["model"], table["capacity_fraction"])]
-    fig = _new_figure(max(7.0, 0.55 * len(table)), 3.8)
+    labels = [f"{m}, {100 * f:.3g} % of working set" for m, f in zip(table["model"], table["capacity_fraction"])]
+    fig = _new_figure(8.5, (0.1 * max(len(present), 1) + 0.16) * len(table) + 1.3)
     ax = fig.subplots()
-    x = np.arange(len(table))
-    width = 0.8 / max(len(present), 1)
+    y = np.arange(len(table))[::-1]
+    height = 0.8 / max(len(present), 1)
     for k, name in enumerate(present):
-        ax.bar(x + (k - (len(present) - 1) / 2) * width, table[f"{name}_gap_closed_pct"].fillna(0.0), width,
-               label=name.replace("_", " "), color=plt.cm.tab10(k % 10))
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.axhline(100.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_xticks(x, labels, fontsize="small")
-    ax.set_xlabel("held-out model, capacity (share of its working set)")
-    ax.set_ylabel("LRU → optimum gap closed (%)")
+        ax.barh(y + ((len(present) - 1) / 2 - k) * height, table[f"{name}_gap_closed_pct"].fillna(0.0), height,
+                label=name.replace("_", " "), color=CONTENDER_COLORS.get(name, EXTRA_POLICY_COLORS[k % 8]))
+    no_gap = table[[f"{name}_gap_closed_pct" for name in present]].isna().all(axis=1).to_numpy()
+    for yi in y[no_gap]:  # LRU already reaches the optimum: no share to show
+        ax.annotate("no gap: LRU is optimal here", (0.0, yi), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize="x-small", color="0.4")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.axvline(100.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_yticks(y, labels, fontsize="small")
+    ax.set_ylim(-0.6, len(table) - 0.4)
+    ax.grid(axis="y", visible=False)
+    ax.set_ylabel("held-out model, buffer")
+    ax.set_xlabel("LRU → optimum gap closed (%)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -631,11 +846,13 @@ def gap_closed(table: pd.DataFrame, contenders: Sequence[str] = ("best_classical
 @_styled
 def study_traffic(frame: pd.DataFrame, buffer: str = "scratchpad") -> Figure:
     """DRAM traffic (MB read + written) against buffer capacity (MB), one panel per model (rows) and phase
-    (columns), one line per policy under ``buffer``, the optimum's bracket shaded on the scratchpad.
+    (columns), one line per policy under ``buffer``, the optimum in black (``OPT``, or its bracket: achievable
+    solid, lower bound dashed).
 
-    Takes a study's rows (``lab.load_study``) for one batch size, sequence
-    length and weight dtype (filter first); ValueError when the rows hold more
-    than one of any of them, or none for ``buffer``.
+    The same policies stand out in every panel, each in its colour (``highlighted_policies`` over the whole
+    figure: the best few by their traffic relative to each panel's best, LRU, Belady (MIN)); the others are
+    thin grey lines. Takes a study's rows (``lab.load_study``) for one batch size, sequence length and weight
+    dtype (filter first); ValueError when the rows hold more than one of any of them, or none for ``buffer``.
     """
     rows = frame[frame["buffer"] == buffer]
     if rows.empty:
@@ -644,7 +861,8 @@ def study_traffic(frame: pd.DataFrame, buffer: str = "scratchpad") -> Figure:
         if rows.groupby(["model", "phase"])[axis].nunique().max() > 1:
             raise ValueError(f"the rows hold several {axis} values per model: filter to one first")
     models, phases = list(dict.fromkeys(rows["model"])), [p for p in ("forward", "training") if p in set(rows["phase"])]
-    fig = _new_figure(4.2 * len(phases), 2.8 * len(models))
+    shown = highlighted_policies(ranking_by_traffic(rows, by=("model", "phase", "capacity_mb")))
+    fig = _new_figure(4.4 * len(phases) + 1.8, 3.0 * len(models))
     axes = fig.subplots(len(models), len(phases), squeeze=False)
     for i, model in enumerate(models):
         for j, phase in enumerate(phases):
@@ -654,50 +872,53 @@ def study_traffic(frame: pd.DataFrame, buffer: str = "scratchpad") -> Figure:
                 ax.text(0.5, 0.5, "not in the grid", ha="center", va="center", transform=ax.transAxes, color="grey")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.set_title(f"{model}, {phase}", fontsize="medium")
+                _set_title(ax, f"{model}, {phase}", fontsize="medium")
                 continue
-            for policy, group in cell.groupby("policy", sort=True):
-                if not is_optimum(policy):
-                    ax.plot(group["capacity_mb"], group["dram_traffic_mb"], marker="o", markersize=2.5,
-                            color=policy_color(policy), label=policy)
-            optimum = optimum_curve(cell)
-            if optimum is not None:
-                capacity, lower, upper, exact, _ = optimum
-                ax.plot(capacity, upper, color="black", label=OPTIMUM if exact else OPTIMUM_ACHIEVABLE)
-                if not exact:
-                    ax.plot(capacity, lower, "--", color="black", label=OPTIMUM_LOWER)
+            _draw_policies(ax, cell, "dram_traffic_mb", shown)
+            _draw_optimum(ax, cell, "dram_traffic_mb")
             ax.set_xscale("log")
             mark_hardware_buffers(ax, cell["capacity_mb"].min(), cell["capacity_mb"].max())
-            ax.set_title(f"{model}, {phase}", fontsize="medium")
+            _set_title(ax, f"{model}, {phase}", fontsize="medium")
             if i == len(models) - 1:
                 ax.set_xlabel("buffer capacity (MB)")
             if j == 0:
                 ax.set_ylabel("DRAM traffic (MB)")
-    handles = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
+    _figure_legend(fig, axes.flat)
     return fig
 
 
 @_styled
 def study_gap(gaps: pd.DataFrame) -> Figure:
     """The gap of each policy's DRAM traffic to the optimum's lower bound (%) over a study's workloads and
-    capacities, a box per policy and phase. Takes ``lab.gap_to_optimum``'s table."""
+    capacities: a horizontal box per policy and phase (forward light, training dark), the least median gap on
+    top. Takes ``lab.gap_to_optimum``'s table."""
     rows = gaps.dropna(subset=["gap_pct"])
     if rows.empty:
         raise ValueError("no gap to plot: the study has no optimum rows (optimum: false, or traces too large)")
-    order = rows.groupby("policy")["gap_pct"].median().sort_values().index.tolist()
-    fig = _new_figure(max(6.0, 0.7 * len(order) + 2), 4)
+    order = rows.groupby("policy")["gap_pct"].median().sort_values(kind="stable").index.tolist()
+    phases = [p for p in ("forward", "training") if p in set(rows["phase"])]
+    phases += sorted(set(rows["phase"]) - set(phases))
+    shades = ([PAIR_COLORS[1], PAIR_COLORS[0]] if len(phases) <= 2 else  # forward light, training dark
+              [matplotlib.colormaps["Greys"](0.3 + 0.6 * k / (len(phases) - 1)) for k in range(len(phases))])
+    palette = dict(zip(phases, shades))
+    fig = _new_figure(8, 0.22 * len(order) * max(len(phases), 1) + 1.5)
     ax = fig.subplots()
-    sns.boxplot(data=rows, x="policy", y="gap_pct", hue="phase", order=order, ax=ax, fliersize=2, linewidth=0.8)
-    ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylim(bottom=0)  # no policy goes below the bound
-    ax.set_xlabel("policy (by median gap)")
-    ax.set_ylabel("traffic above the optimum's bound (%)")
-    ax.tick_params(axis="x", rotation=30)
+    shown = rows.assign(policy=rows["policy"].map(policy_label))
+    sns.boxplot(data=shown, y="policy", x="gap_pct", hue="phase", order=[policy_label(p) for p in order],
+                hue_order=phases, palette=palette, ax=ax, fliersize=2, linewidth=0.8, orient="h")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)  # no policy goes below the bound
+    ax.set_ylabel("policy (by median gap)")
+    ax.set_xlabel("traffic above the optimum's lower bound (%)")
+    ax.tick_params(axis="y", labelsize="small")
+    ax.legend(title="phase", fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
+
+
+def _text_color(color) -> str:
+    """Black or white, whichever reads better on ``color``."""
+    r, g, b, _ = matplotlib.colors.to_rgba(color)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
 
 
 @_styled
@@ -710,21 +931,23 @@ def best_policy_heatmap(best: pd.DataFrame, title: str = "") -> Figure:
                          "and weight dtype first")
     table = best.pivot(index="model", columns="capacity_mb", values="policy")
     table = table.loc[list(dict.fromkeys(best["model"]))]
-    fig = _new_figure(1.0 + 0.75 * table.shape[1], 0.9 + 0.45 * table.shape[0])
+    fig = _new_figure(1.6 + 0.85 * table.shape[1], 1.3 + 0.45 * table.shape[0])
     ax = fig.subplots()
     colours = np.array([[matplotlib.colors.to_rgba(policy_color(p)) if isinstance(p, str) else (1, 1, 1, 1)
                          for p in row] for row in table.to_numpy()])
     ax.imshow(colours, aspect="auto")
     for (i, j), policy in np.ndenumerate(table.to_numpy()):
         if isinstance(policy, str):
-            ax.text(j, i, policy, ha="center", va="center", fontsize="x-small")
+            ax.text(j, i, policy_label(policy), ha="center", va="center", fontsize="x-small",
+                    color=_text_color(policy_color(policy)))
     ax.set_xticks(range(table.shape[1]), [f"{c:.3g}" for c in table.columns], rotation=45)
     ax.set_yticks(range(table.shape[0]), table.index)
     ax.set_xlabel("buffer capacity (MB)")
+    if title:
+        _set_title(ax, title, fontsize="medium")
     capacities = np.log(table.columns.to_numpy(np.float64))  # the columns' places, in log MB between them
     mark_hardware_buffers(ax, float(table.columns.min()), float(table.columns.max()),
-                          position=lambda mb: float(np.interp(np.log(mb), capacities, np.arange(len(capacities)))))
+                          position=lambda mb: float(np.interp(np.log(mb), capacities, np.arange(len(capacities)))),
+                          span=(0.94, 1.0))  # above the cells' names, not through them
     ax.grid(False)
-    if title:
-        ax.set_title(title, fontsize="medium")
     return fig

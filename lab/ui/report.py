@@ -137,10 +137,12 @@ def show_answer(table: "pd.DataFrame", question: str, model=None) -> None:
 
 def round_number(value) -> str:
     """A number as a reader wants it in a table: three significant digits, thousands separated, no exponent
-    (``95.8``, ``1,234``, ``0.0123``); integers as they are; NaN and None empty."""
+    (``95.8``, ``1,234``, ``0.0123``); integers as they are; NaN and None empty; True and False as yes and no."""
     import math
 
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or not isinstance(value, (int, float)):
         return "" if value is None else str(value)
     if isinstance(value, int):
         return f"{value:,}"
@@ -153,10 +155,54 @@ def round_number(value) -> str:
 
 
 def format_numbers(table: "pd.DataFrame") -> "pd.DataFrame":
-    """``table`` with every number rounded for reading (``round_number``), as strings."""
+    """``table`` with every number rounded for reading (``round_number``; True/False as yes/no), as strings."""
     import numpy as np
 
     return table.apply(lambda column: column.map(lambda v: round_number(v.item() if isinstance(v, np.generic) else v)))
+
+
+# how a table's column names read in words: whole names first, then words inside snake_case names
+COLUMN_WORDS = {"dram_traffic_mb": "DRAM traffic, read + written (MB)", "dram_reads_mb": "DRAM reads (MB)",
+                "dram_writes_mb": "DRAM writes (MB)", "byte_hit_rate": "byte hit rate (%)",
+                "cache_hit_rate": "hit rate (%)", "total_latency": "total latency (ms)",
+                "bandwidth_wait_time": "bandwidth wait (ms)", "opt_lower_mb": "optimum, lower bound (MB)",
+                "opt_upper_mb": "optimum, achievable (MB)", "capacity_fraction": "buffer (share of working set)",
+                "capacity_mb": "buffer (MB)", "fit_s": "training time (s)", "predict_s": "scoring time (s)",
+                "size_mb": "size (MB)", "p_value": "p-value", "dram_mb": "DRAM traffic, read + written (MB)",
+                "dram_read_mb": "DRAM reads (MB)", "dram_write_mb": "DRAM writes (MB)"}
+WORDS = {"lru": "LRU", "opt": "optimum", "belady": "Belady", "llm": "LLM", "dram": "DRAM", "ml": "ML",
+         "mb": "MB", "p90": "90th percentile", "pct": "%", "vs": "against"}
+UNITS = {"mb": "MB", "pct": "%", "s": "s", "ms": "ms"}
+
+
+def readable_column(name) -> str:
+    """A column name as a reader reads it: ``COLUMN_WORDS``' wording, else the snake_case words spaced (known
+    abbreviations spelled: ``lru`` -> LRU) with the unit suffix in brackets (``_mb`` -> (MB), ``_pct`` -> (%),
+    ``_s`` -> (s)): ``mean_gap_closed_pct`` -> ``mean gap closed (%)``. Names with a space are kept."""
+    name = str(name)
+    if name in COLUMN_WORDS:
+        return COLUMN_WORDS[name]
+    if " " in name or "_" not in name:
+        return name
+    words = name.split("_")
+    unit = UNITS.get(words[-1]) if len(words) > 1 else None
+    if unit:
+        words = words[:-1]
+    text = " ".join(WORDS.get(w, w) for w in words)
+    return f"{text} ({unit})" if unit else text
+
+
+def readable_table(table) -> "pd.DataFrame":
+    """``table`` (a DataFrame, or a Series such as ``lab.summarize``'s: one column ``value``) as a report shows
+    it: column names (a Series' index) in words with units (``readable_column``), numbers rounded
+    (``round_number``), True/False as yes/no; as strings."""
+    import pandas as pd
+
+    if isinstance(table, pd.Series):
+        table = table.rename(index=readable_column).to_frame("value")
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame or Series, got {type(table).__name__}")
+    return format_numbers(table).rename(columns=readable_column)
 
 
 def read_answer(notebook_path) -> tuple[str, "pd.DataFrame"]:
@@ -238,7 +284,7 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
         "capacity for 99 % (MB)": recommended.get(0.99, np.nan),
     }
     note = results[best].note  # a degenerate result says why first
-    if not note and "evictions" in online and (online["evictions"] == 0).all():
+    if not note and len(tied) == len(online) and "evictions" in online and (online["evictions"] == 0).all():
         note = (f"No policy evicts at {capacity_mb:g} MB: every tensor that is reused stays on chip, so all "
                 f"policies move the same traffic.")
     elif not note and len(tied) == len(online):
@@ -594,7 +640,7 @@ def index_html(out_dir) -> str:
     parts = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>lab reports</title>', _INDEX_STYLE,
              "</head><body>", "<h1>lab reports</h1>",
              f"<p>{len(reports)} report(s). Each row is a report's answer table (numbers rounded to three "
-             "significant digits); the first column links to the report.</p>"]
+             "significant digits, units in brackets); the first column links to the report.</p>"]
     for notebook in sorted({r["notebook"] for r in reports}):
         parts.append(f"<h2>{html_lib.escape(notebook)}</h2>")
         rows = []
@@ -608,7 +654,7 @@ def index_html(out_dir) -> str:
             if table is None or table.empty:
                 rows.append(pd.DataFrame([{"report": link, "note": "no answer table"}]))
                 continue
-            shown = format_numbers(table).map(lambda v: html_lib.escape(str(v)))
+            shown = readable_table(table).map(lambda v: html_lib.escape(str(v)))
             shown.insert(0, "report", link)
             rows.append(shown)
         if questions:
