@@ -17,12 +17,15 @@ import functools
 import hashlib
 import os
 import shutil
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 from numba import njit
-from numba.core import caching
+from numba.core import caching, event
 from numba.core.errors import NumbaIRAssumptionWarning
 
 LAB_DIR = Path(__file__).resolve().parent
@@ -117,3 +120,92 @@ def kernel(fn=None, **options):
     if fn is None:
         return functools.partial(kernel, **options)
     return njit(cache=True, nogil=True, **options)(fn)
+
+
+# --- what a long compile says ---------------------------------------------------------------------------
+NOTICE_AFTER_S = 2.0  # compiling for longer than this (one burst of kernels) says what it compiles, on stderr
+QUIET_ENV = "LAB_QUIET"  # set to 1 to silence it (the test suite and the report runner do: outputs stay stable)
+
+
+class _CompileNotice:
+    """Says on stderr what numba is compiling once a burst of compiles has run for NOTICE_AFTER_S: a kernel's
+    first use in a fresh install, or after lab's sources change (then it is cached on disk). A burst is compiles
+    with less than a second between them; its end says how long it took."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.depth = 0  # nested compiles: a kernel compiles those it calls
+        self.burst_started = None
+        self.last_end = 0.0
+        self.current = None
+        self.announced = set()
+        self.shown = False
+        self.count = 0
+        self.poller = None
+
+    def start(self, name: str) -> None:
+        with self.lock:
+            now = time.perf_counter()
+            if self.depth == 0:
+                if self.burst_started is None or now - self.last_end > 1.0:
+                    self.burst_started, self.shown, self.count = now, False, 0
+                self.current = name
+                self.count += 1
+            self.depth += 1
+            if self.poller is None or not self.poller.is_alive():
+                self.poller = threading.Thread(target=self._poll, daemon=True, name="lab-compile-notice")
+                self.poller.start()
+
+    def end(self) -> None:
+        with self.lock:
+            self.depth = max(self.depth - 1, 0)
+            if self.depth == 0:
+                self.last_end = time.perf_counter()
+                self.current = None
+
+    def _say(self, text: str) -> None:
+        if not os.environ.get(QUIET_ENV):
+            print(text, file=sys.stderr, flush=True)
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(0.25)
+            with self.lock:
+                now = time.perf_counter()
+                if self.burst_started is None:
+                    return
+                if self.depth == 0 and now - self.last_end > 1.0:  # the burst is over
+                    if self.shown:
+                        self._say(f"lab: compiled {self.count} kernel(s) in {self.last_end - self.burst_started:.1f} "
+                                  "s; cached on disk for later runs")
+                    self.burst_started = None
+                    return
+                if self.depth and now - self.burst_started >= NOTICE_AFTER_S and self.current not in self.announced:
+                    if not self.shown:
+                        self._say("lab: compiling kernels on their first use (once per install or source change)")
+                        self.shown = True
+                    self._say(f"lab:   compiling {self.current} ...")
+                    self.announced.add(self.current)
+
+
+def _compile_name(data) -> str:
+    """What a numba compile event compiles, in words: the function, and for the engine's loop, the policy state
+    it is specialized for."""
+    function = data["dispatcher"].py_func.__qualname__
+    args = data.get("args") or ()
+    owner = getattr(args[0], "instance_class", None) if args else None
+    if owner is not None and hasattr(owner, "__qualname__"):
+        return f"{function} for {owner.__qualname__.rsplit('.State', 1)[0]}"
+    return function
+
+
+class _CompileListener(event.Listener):
+    def on_start(self, ev):
+        _NOTICE.start(_compile_name(ev.data))
+
+    def on_end(self, ev):
+        _NOTICE.end()
+
+
+_NOTICE = _CompileNotice()
+event.register("numba:compile", _CompileListener())

@@ -149,17 +149,24 @@ class Policy:
 
 
 _BOUND: dict[type, Type[Policy]] = {}  # State class -> the policy whose hooks implement the stubs for it
+# (hook, its parameter names) -> State class -> the hook's implementation for it
+_IMPLS: dict[tuple[str, tuple[str, ...]], dict[type, Any]] = {}
 
 
-def _typer(state_cls, impl):
-    """A numba overload typer that answers ``impl`` when the state (first argument) is a ``state_cls``."""
-    params = list(inspect.signature(impl).parameters)
-    source = (f"def typer({', '.join(params)}):\n"
-              f"    if getattr({params[0]}, 'instance_class', None) is state_cls:\n"
-              f"        return impl\n")
-    namespace = {"state_cls": state_cls, "impl": impl}
-    exec(source, namespace)
-    return namespace["typer"]
+def _implementations(hook: str, params: tuple[str, ...]) -> dict[type, Any]:
+    """The implementations of ``hook`` whose parameters are named ``params`` (numba asks a typer and its
+    implementation to name them alike), by State class; the first call overloads the hook's stub with one typer
+    that picks from them by the state's class. One typer per stub, not one per policy: numba tries every
+    overload of a stub at each call site in each round of type inference, and with one per policy that was
+    most of a loop's compile time."""
+    if (hook, params) not in _IMPLS:
+        impls = _IMPLS[hook, params] = {}
+        source = (f"def typer({', '.join(params)}):\n"
+                  f"    return impls.get(getattr({params[0]}, 'instance_class', None))\n")
+        namespace = {"impls": impls}
+        exec(source, namespace)
+        overload(engine.HOOK_STUBS[hook], inline="always", jit_options={"nogil": True})(namespace["typer"])
+    return _IMPLS[hook, params]
 
 
 def bind_hooks(cls: Type[Policy]) -> None:
@@ -184,7 +191,7 @@ def bind_hooks(cls: Type[Policy]) -> None:
         wanted = tuple(inspect.signature(stub).parameters)
         if len(inspect.signature(impl).parameters) != len(wanted):
             raise TypeError(f"{cls.__name__}.{hook} must take {len(wanted)} arguments {wanted}")
-        overload(stub, inline="always", jit_options={"nogil": True})(_typer(cls.State, impl))
+        _implementations(hook, tuple(inspect.signature(impl).parameters))[cls.State] = impl
     _BOUND[cls.State] = cls
 
 

@@ -86,7 +86,7 @@ def new_lists(n_lists: int, sizes: np.ndarray) -> Lists:
                  np.zeros(n_lists, np.int64), sizes)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def push_head(q, lst, c):
     """Put ``c`` (in no list) at the head (newest end) of list ``lst``."""
     h = q.head[lst]
@@ -104,7 +104,7 @@ def push_head(q, lst, c):
     q.nbytes[lst] += q.sizes[c]
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def push_tail(q, lst, c):
     """Put ``c`` (in no list) at the tail (oldest end) of list ``lst``."""
     h = q.head[lst]
@@ -122,7 +122,7 @@ def push_tail(q, lst, c):
     q.nbytes[lst] += q.sizes[c]
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def unlink(q, c):
     """Take ``c`` out of its list; returns that list (NONE, and nothing changes, when it is in none)."""
     lst = np.int64(q.owner[c])
@@ -148,7 +148,7 @@ def unlink(q, c):
     return lst
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def move_to_head(q, lst, c):
     """Move ``c`` (in any list or none) to the head of list ``lst``."""
     if q.owner[c] == lst and q.head[lst] == c:
@@ -157,7 +157,7 @@ def move_to_head(q, lst, c):
     push_head(q, lst, c)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def pop_tail(q, lst):
     """Take the oldest code out of list ``lst`` and return it (NONE when the list is empty)."""
     c = q.tail[lst]
@@ -195,7 +195,7 @@ def new_heap(n_codes: int) -> Heap:
                 np.full(n_codes, NONE, np.int64), np.zeros(1, np.int64))
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _sift_up(h, j, c, key, seq):
     """Place (c, key, seq) at slot ``j`` or above."""
     codes = h.codes
@@ -220,7 +220,7 @@ def _sift_up(h, j, c, key, seq):
     pos[c] = j
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _sift_down(h, j, c, key, seq, size):
     """Place (c, key, seq) at slot ``j`` or below in a heap of ``size`` slots (keys past it are +inf)."""
     codes = h.codes
@@ -265,7 +265,7 @@ def _sift_down(h, j, c, key, seq, size):
     pos[c] = j
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def heap_push(h, c, key, seq):
     """Add code ``c`` (absent) with ``key`` and tie-break ``seq``."""
     j = h.size[0]
@@ -273,7 +273,7 @@ def heap_push(h, c, key, seq):
     _sift_up(h, j, c, key, seq)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def heap_update(h, c, key, seq):
     """Give code ``c`` (present) a new ``key`` and ``seq``."""
     j = h.pos[c]
@@ -284,7 +284,7 @@ def heap_update(h, c, key, seq):
         _sift_down(h, j, c, key, seq, h.size[0])
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def heap_remove(h, c):
     """Take code ``c`` (present) out of the heap."""
     j = h.pos[c]
@@ -304,7 +304,7 @@ def heap_remove(h, c):
             _sift_down(h, j, mc, mk, ms, last)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def heap_pop(h):
     """Take out and return the code with the smallest (key, seq)."""
     c = h.codes[0]
@@ -312,7 +312,7 @@ def heap_pop(h):
     return c
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def heap_replace_top(h, c, key, seq):
     """Take out the code with the smallest (key, seq) and add code ``c`` (absent) with ``key`` and ``seq``: one
     sift instead of a pop's and a push's."""
@@ -320,7 +320,7 @@ def heap_replace_top(h, c, key, seq):
     _sift_down(h, 0, c, key, seq, h.size[0])
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def heap_seq(h, c):
     """The tie-break seq of code ``c`` (present)."""
     return h.seqs[h.pos[c]]
@@ -351,7 +351,7 @@ def new_keyset(universe: int) -> KeySet:
     return KeySet(np.zeros(int(sum(sizes)), np.uint64), offsets, np.array([len(sizes)], np.int64))
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def keyset_add(q, key):
     """Add ``key`` (absent)."""
     words = q.words
@@ -367,7 +367,7 @@ def keyset_add(q, key):
         k = k >> 6
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def keyset_discard(q, key):
     """Remove ``key`` (present)."""
     words = q.words
@@ -383,7 +383,7 @@ def keyset_discard(q, key):
         k = k >> 6
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def keyset_max(q):
     """The largest key (the set must not be empty)."""
     words = q.words
@@ -395,7 +395,7 @@ def keyset_max(q):
     return k
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def keyset_min(q):
     """The smallest key (the set must not be empty)."""
     words = q.words
@@ -421,7 +421,7 @@ def new_pool(n_codes: int) -> Pool:
     return Pool(np.empty(n_codes, np.int64), np.full(n_codes, NONE, np.int64), np.zeros(1, np.int64))
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def pool_add(p, c):
     """Add code ``c`` (absent)."""
     j = p.count[0]
@@ -430,7 +430,7 @@ def pool_add(p, c):
     p.count[0] = j + 1
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def pool_remove(p, c):
     """Remove code ``c`` (present): the last member takes its place."""
     j = p.index[c]
@@ -451,7 +451,7 @@ def new_rng(seed: int) -> Rng:
     return Rng(np.array([np.uint64(seed % 2**64)], np.uint64))
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def rng_next(r):
     """The next 64 random bits (uint64): splitmix64 (Steele, Lea and Flood, OOPSLA 2014)."""
     z = r.state[0] + np.uint64(0x9E3779B97F4A7C15)
@@ -461,13 +461,13 @@ def rng_next(r):
     return z ^ (z >> np.uint64(31))
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def rng_random(r):
     """A uniform float64 in [0, 1) (53 random bits)."""
     return np.float64(rng_next(r) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def rng_below(r, n):
     """A uniform integer in [0, n) for n >= 1 (int64)."""
     return np.int64(rng_next(r) % np.uint64(n))
