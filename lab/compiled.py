@@ -24,9 +24,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from numba import njit
+from numba import config, njit, types
 from numba.core import caching, event
 from numba.core.errors import NumbaIRAssumptionWarning
+from numba.core.registry import CPUDispatcher
 
 LAB_DIR = Path(__file__).resolve().parent
 # Packages that hold compiled code, in layer order (each imports only those before it).
@@ -112,14 +113,31 @@ def kernel_array(values, dtype) -> "np.ndarray":
     return np.require(values, dtype, ["C", "W", "A"])
 
 
+class LiteralFreeDispatcher(CPUDispatcher):
+    """numba's CPU dispatcher, except that a call from compiled code with a constant argument (``push_head(q,
+    0, c)``) compiles the kernel for the constant's type (int64), not for the constant itself (numba's
+    ``Literal[int](0)``): one compile per kernel and argument types, not one more per constant it is called
+    with, each a fraction of a second of a cold start."""
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(tuple(types.unliteral(a) for a in args),
+                                         {k: types.unliteral(v) for k, v in kws.items()})
+
+
 def kernel(fn=None, **options):
     """Decorator: compile ``fn`` with numba, cached on disk (stamped as above) and without the GIL.
 
-    Extra numba options (e.g. ``inline="always"``) pass through.
+    Extra numba options (e.g. ``inline="always"``, ``_nrt=False``) pass through. A kernel that is not inlined
+    is compiled once per argument types, whatever constants it is called with (``LiteralFreeDispatcher``).
     """
     if fn is None:
         return functools.partial(kernel, **options)
-    return njit(cache=True, nogil=True, **options)(fn)
+    if options.get("inline", "never") != "never" or config.DISABLE_JIT:
+        return njit(cache=True, nogil=True, **options)(fn)
+    dispatcher = LiteralFreeDispatcher(py_func=fn, locals={},
+                                       targetoptions={"nopython": True, "nogil": True, **options})
+    dispatcher.enable_caching()
+    return dispatcher
 
 
 # --- what a long compile says ---------------------------------------------------------------------------
@@ -163,7 +181,8 @@ class _CompileNotice:
                 self.last_end = time.perf_counter()
                 self.current = None
 
-    def _say(self, text: str) -> None:
+    @staticmethod
+    def _say(text: str) -> None:
         if not os.environ.get(QUIET_ENV):
             print(text, file=sys.stderr, flush=True)
 
@@ -195,7 +214,8 @@ def _compile_name(data) -> str:
     args = data.get("args") or ()
     owner = getattr(args[0], "instance_class", None) if args else None
     if owner is not None and hasattr(owner, "__qualname__"):
-        return f"{function} for {owner.__qualname__.rsplit('.State', 1)[0]}"
+        policy = owner.__qualname__.rsplit(".State", 1)[0]
+        return f"the {policy} policy's loop" if function.startswith("_drive") else f"{function} for {policy}"
     return function
 
 
@@ -208,4 +228,5 @@ class _CompileListener(event.Listener):
 
 
 _NOTICE = _CompileNotice()
+say = _NOTICE._say  # a notice on stderr, unless $LAB_QUIET
 event.register("numba:compile", _CompileListener())

@@ -1,3 +1,9 @@
+import os
+
+# compile notices (lab.compiled) stay off stderr here: the notebooks' stored outputs and the reports' no-stderr
+# checks must not depend on which kernels happen to be compiled already
+os.environ["LAB_QUIET"] = "1"
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -142,7 +142,7 @@ def seed_example():
 
 @pytest.fixture(scope="module")
 def comparison(seed_example):
-    return lab.compare_policies(seed_example.scored, capacity_mb=64.0)  # every registered policy, the optimum
+    return lab.compare_policies(seed_example.scored, "all", capacity_mb=64.0)  # every registered policy, the optimum
 
 
 @pytest.fixture(scope="module")

@@ -294,7 +294,7 @@ def test_tables_name_the_optimum_and_never_list_a_policy_below_its_achievable_en
 
     seed_example = lab.generate_trace("Transformer", num_layers=12, batch_size=32, seq_length=128,
                                       reuse_probability=0.3, seed=0)
-    table = lab.compare_policies(seed_example, capacity_mb=64.0)
+    table = lab.compare_policies(seed_example, "all", capacity_mb=64.0)
     optimum = [p for p in table.index if is_optimum(p)]
     assert optimum == ["OPT"] and bool(table.loc["OPT", "opt_exact"])
     assert (table.loc[[p for p in table.index if not is_optimum(p)], "dram_traffic_mb"]

@@ -8,8 +8,12 @@ from lab.analysis.sweep import default_capacities_mb, is_optimum, working_set_mb
 
 def test_compare_policies_has_one_row_per_policy_and_scores_for_ml():
     trace = lab.generate_trace("Transformer", num_layers=3)
-    table = lab.compare_policies(trace, capacity_mb=32)
+    table = lab.compare_policies(trace, "all", capacity_mb=32)
     assert table.index.tolist() == [*lab.policy_names(), "OPT"]
+    featured = lab.compare_policies(trace, capacity_mb=32)  # the default: the classics
+    assert featured.index.tolist() == [*lab.policy_names(featured=True), "OPT"] == ["LRU", "FIFO", "SIEVE",
+                                                                                      "Belady", "ML", "OPT"]
+    assert featured.loc["ML"].equals(table.loc["ML"])
     assert table["cache_hits"].dtype.kind == "i"
     ml = lab.simulate(lab.score(trace), "ML", 32).metrics
     assert table.loc["ML", "dram_accesses"] == ml["dram_accesses"]
@@ -27,7 +31,7 @@ def test_the_optimum_is_the_bound_of_every_table_and_sweep():
     """The OPT row holds lab.optimal's bracket; no policy's DRAM traffic is below its lower bound; gap closed is
     measured on traffic against it (LRU 0 %)."""
     trace = lab.score(lab.generate_trace("MoE", num_layers=3))
-    table = lab.compare_policies(trace, capacity_mb=16)
+    table = lab.compare_policies(trace, "all", capacity_mb=16)
     opt = lab.optimal(trace, 16)
     assert table.loc["OPT", "opt_lower_mb"] == opt.lower_mb and table.loc["OPT", "opt_upper_mb"] == opt.upper_mb
     assert table.loc["OPT", "dram_traffic_mb"] == pytest.approx(opt.upper_mb)

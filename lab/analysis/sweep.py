@@ -30,16 +30,23 @@ from lab.learn.scoring import score
 from lab.sim.cost import resolve_cost
 from lab.sim.model import PLAN_BUFFER, BufferModelError, resolve_buffer
 from lab.sim.policy import Policy, get_policy, policy_names
-from lab.sim.simulate import SimulationResult, simulate
+from lab.sim.precompile import precompile
+from lab.sim.simulate import SimulationResult, capacity_bytes_of, simulate
 from lab.trace.workload import Workload, encode_trace
 from lab.units import bytes_to_mb
 
 
+# Policy sets by name: the classics a first comparison shows (policy_names(featured=True)), or the whole zoo.
+POLICY_SETS = ("featured", "all")
+
+
 def policy_list(policies) -> list[Policy]:
-    """Policy instances for ``policies``: None (every registered policy), one name or Policy, or an iterable of
-    them. ValueError for an empty list or an unknown name."""
-    if policies is None:
-        return [get_policy(name) for name in policy_names()]
+    """Policy instances for ``policies``: ``"featured"`` (the classics: LRU, FIFO, SIEVE, Belady, ML),
+    ``"all"`` or None (every registered policy), one name or Policy, or an iterable of them. ValueError for an
+    empty list or an unknown name."""
+    if policies is None or (isinstance(policies, str) and policies.lower() in POLICY_SETS):
+        featured = isinstance(policies, str) and policies.lower() == "featured"
+        return [get_policy(name) for name in policy_names(featured=featured)]
     if isinstance(policies, (str, Policy)):
         return [get_policy(policies)]
     try:
@@ -47,21 +54,28 @@ def policy_list(policies) -> list[Policy]:
     except TypeError as error:
         if "iterable" not in str(error):
             raise
-        raise TypeError(f"policies must be a policy name, a list of them or None, got {policies!r}") from None
+        raise TypeError(f"policies must be a policy name, a list of them, one of {list(POLICY_SETS)} or None, "
+                        f"got {policies!r}") from None
     if not chosen:
         raise ValueError(f"policies must name at least one policy; known: {policy_names()}")
     return chosen
 
 
+def names_a_set(policies) -> bool:
+    """Whether ``policies`` asks for a set of policies (None, ``"featured"``, ``"all"``) rather than naming
+    them."""
+    return policies is None or (isinstance(policies, str) and policies.lower() in POLICY_SETS)
+
+
 def policies_for(policies, buffer, cost) -> list[Policy]:
     """``policy_list(policies)`` for a run under ``buffer`` (None: the cost preset's model): under the hardware
     cache, whose accesses are lines, the policies that read a tensor's scores are left out when every policy
-    was asked for (``policies=None``), and refused (BufferModelError naming them) when named."""
+    was asked for as a set (``names_a_set``), and refused (BufferModelError naming them) when named."""
     chosen = policy_list(policies)
     if resolve_buffer(buffer, resolve_cost(cost)) != "cache":
         return chosen
     scored = [p.name for p in chosen if p.needs_scores]
-    if scored and policies is not None:
+    if scored and not names_a_set(policies):
         raise BufferModelError(f"{', '.join(scored)} cannot run in the hardware cache (buffer='cache'): it reads "
                                "each tensor's eviction_score, and the cache's accesses are lines; leave it out or "
                                "use buffer='scratchpad'")
@@ -95,6 +109,7 @@ def run_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None, sco
     """
     chosen = policies_for(policies, buffer, cost)
     workload = encode_trace(with_scores(trace, chosen, scorer))
+    precompile(workload, chosen, capacity_bytes_of(check_positive_mb("capacity_mb", capacity_mb)))
     results = {}
     for policy in chosen:
         result = simulate(workload, policy, capacity_mb, cost, per_access=per_access, buffer=buffer)
@@ -198,10 +213,14 @@ def with_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def compare_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None,
+def compare_policies(trace, policies="featured", capacity_mb: float = 64.0, cost=None,
                      scorer: str = "heuristic", optimum="auto",
                      time_limit_s: float = DEFAULT_TIME_LIMIT_S, buffer: Optional[str] = None) -> pd.DataFrame:
     """Metrics of each policy at one capacity: a DataFrame with one row per policy (see ``SimulationResult``).
+
+    ``policies``: see ``policy_list``; the default, ``"featured"``, is the classics (LRU, FIFO, SIEVE, Belady,
+    ML), ``"all"`` every registered policy (each compiles its loop on first use: seconds each, once per
+    install).
 
     With ``optimum`` (True, or ``"auto"``, the default: on traces of at most
     AUTO_OPTIMUM_ACCESSES accesses) the last row is ``OPT``, the exact
@@ -267,13 +286,14 @@ def _capacity_list(capacities_mb) -> list[float]:
     return capacities
 
 
-def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]] = None, cost=None,
+def sweep_capacity(trace, policies="featured", capacities_mb: Optional[Iterable[float]] = None, cost=None,
                    scorer: str = "heuristic", progress: bool = False, threads: Optional[int] = None,
                    optimum="auto", method: str = "auto",
                    time_limit_s: float = SWEEP_TIME_LIMIT_S, buffer: Optional[str] = None) -> pd.DataFrame:
     """Metrics against capacity for each policy, and the optimum.
 
-    Takes a trace DataFrame or Workload, policies (default: all), capacities
+    Takes a trace DataFrame or Workload, policies (``policy_list``; default: the featured classics, ``"all"``
+    for every policy), capacities
     in MB (default: ``default_capacities_mb``), a cost model or preset,
     ``progress`` (show a tqdm bar: a notebook widget in Jupyter, text
     elsewhere), ``threads`` (simulations at once; default: one per CPU),
@@ -319,6 +339,7 @@ def sweep_capacity(trace, policies=None, capacities_mb: Optional[Iterable[float]
             one_pass[policy.name] = {c: {**m, "algorithm": algorithm} for c, m in zip(capacities, metrics)}
     pairs = [(capacity, policy) for capacity in capacities
              for policy in [*chosen, *([OPTIMUM] if with_optimum else [])]]
+    precompile(workload, [p for p in chosen if p.name not in one_pass], capacity_bytes_of(capacities[0]))
 
     def run(pair):
         capacity, policy = pair

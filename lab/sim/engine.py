@@ -30,6 +30,8 @@ kept one per state array per access, 10-20x slower).
 
 from __future__ import annotations
 
+import types
+
 from numba import njit
 
 from lab.compiled import kernel
@@ -260,5 +262,27 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, is_pe
 
 # Policies defined inside lab run the cached driver; a policy defined elsewhere (a notebook, a test) runs
 # an uncached copy, because numba's disk cache cannot key compiled code on a class it cannot import again.
-drive = kernel(_drive, _nrt=False)
 drive_uncached = njit(nogil=True, _nrt=False)(_drive)
+_DRIVERS: dict[type, object] = {}
+
+
+def driver_name(policy_cls) -> str:
+    """The name of ``policy_cls``'s own copy of the loop (``_drive_basic_LRU``): numba names its cache files
+    after it."""
+    return f"_drive_{policy_cls.__module__.rsplit('.', 1)[-1]}_{policy_cls.__name__}"
+
+
+def driver_for(policy_cls):
+    """The compiled loop for a policy class: each policy inside lab has its own dispatcher (the same loop under
+    its own name, so its own cache files on disk: loops compiled in parallel processes never write to the same
+    index, see ``lab.sim.precompile``); others share ``drive_uncached``."""
+    if not policy_cls.__module__.startswith("lab."):
+        return drive_uncached
+    if policy_cls not in _DRIVERS:
+        name = driver_name(policy_cls)
+        function = types.FunctionType(_drive.__code__, _drive.__globals__, name, _drive.__defaults__,
+                                      _drive.__closure__)
+        function.__qualname__ = name
+        function.__doc__ = _drive.__doc__
+        _DRIVERS[policy_cls] = kernel(function, _nrt=False)
+    return _DRIVERS[policy_cls]

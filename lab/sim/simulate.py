@@ -307,31 +307,21 @@ def capacity_bytes_of(capacity_mb: float) -> int:
 
 
 def _exact_overload(driver, args):
-    """The driver compiled for exactly these argument types. Calling the dispatcher could pick a loop compiled
-    for another policy whose State has the same field types (numba converts one named tuple to another)."""
+    """The driver compiled for exactly these argument types (``driver_arguments``' signature). Calling the
+    dispatcher could pick a loop compiled for other argument types that numba converts to these."""
     signature = tuple(driver.typeof_pyval(a) for a in args)
     compiled = driver.overloads.get(signature)
     return compiled.entry_point if compiled is not None else driver.compile(signature)
 
 
-def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True, state=None,
-           liveness: bool = True, dirty=None):
-    """Run the engine for ``policy`` over ``workload``: returns (counts, outcome, victim_access, victim_code,
-    victim_written_back), the outputs of ``lab.sim.engine``, the per-access ones empty unless ``per_access``.
-    ``state`` (default: a fresh ``policy.init_state``) is left as the run ends, for inspection.
-    ``liveness=False`` (the hardware cache) never drops a dead tensor: the engine sees no last use. ``dirty``
-    (bool per tensor, False, for a trace with writes) receives the dirty bits as the run ends."""
+def driver_arguments(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True,
+                     state=None, liveness: bool = True, dirty=None) -> tuple:
+    """The compiled loop for ``policy`` and its arguments for a run over ``workload`` (see ``replay``)."""
     bind_hooks(type(policy))
     state = policy.init_state(workload, capacity_bytes) if state is None else state
-    driver = engine.drive if type(policy).__module__.startswith("lab.") else engine.drive_uncached
     rw = workload.has_writes
     n = workload.n_accesses if per_access else 0
-    counts = np.zeros(engine.N_COUNTS, np.int64)
-    outcome = np.zeros(n, np.uint8)
     # one slot per access for the victims: never more victims than insertions, and untouched pages cost nothing
-    victim_access = np.empty(n, np.int64)
-    victim_code = np.empty(n, np.int64)
-    written_back = np.empty(n, np.bool_)
     if rw:
         # without liveness every access has a next use past the trace: nothing is dropped, and no writeback is
         # skipped for an overwrite to come (a hardware cache knows neither)
@@ -345,9 +335,22 @@ def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: 
     args = (state, workload.codes, workload.tensor_bytes, np.int64(workload.total_bytes), np.int64(capacity_bytes),
             workload.is_write if rw else _EMPTY_BOOL, next_use,
             workload.is_persist if workload.has_persist else _EMPTY_BOOL, bool(per_access),
-            counts, np.zeros(workload.n_tensors, np.bool_), dirty,
-            np.full(workload.n_tensors if rw else 0, -1, np.int64), outcome, victim_access, victim_code, written_back)
+            np.zeros(engine.N_COUNTS, np.int64), np.zeros(workload.n_tensors, np.bool_), dirty,
+            np.full(workload.n_tensors if rw else 0, -1, np.int64), np.zeros(n, np.uint8), np.empty(n, np.int64),
+            np.empty(n, np.int64), np.empty(n, np.bool_))
+    return engine.driver_for(type(policy)), args
+
+
+def replay(workload: Workload, policy: Policy, capacity_bytes: int, per_access: bool = True, state=None,
+           liveness: bool = True, dirty=None):
+    """Run the engine for ``policy`` over ``workload``: returns (counts, outcome, victim_access, victim_code,
+    victim_written_back), the outputs of ``lab.sim.engine``, the per-access ones empty unless ``per_access``.
+    ``state`` (default: a fresh ``policy.init_state``) is left as the run ends, for inspection.
+    ``liveness=False`` (the hardware cache) never drops a dead tensor: the engine sees no last use. ``dirty``
+    (bool per tensor, False, for a trace with writes) receives the dirty bits as the run ends."""
+    driver, args = driver_arguments(workload, policy, capacity_bytes, per_access, state, liveness, dirty)
     _exact_overload(driver, args)(*args)
+    counts, outcome, victim_access, victim_code, written_back = args[9], args[13], args[14], args[15], args[16]
     m = int(counts[engine.EVICTIONS]) if per_access else 0
     return counts, outcome, victim_access[:m].copy(), victim_code[:m].copy(), written_back[:m].copy()
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
+from lab.compiled import QUIET_ENV
 from lab.trace.io import atomic_path, process_running
 
 if TYPE_CHECKING:
@@ -511,7 +512,9 @@ def run_report(notebook, params: dict, out_ipynb, html: bool = True, cwd: Option
     with _work_folder(out_ipynb.parent / f".{stem}.{os.getpid()}.run") as tmp:
         executed = Path(tmp) / out_ipynb.name
         figures = Path(tmp) / "figures"
-        with _environment(FIGURES_ENV, str(figures)), _environment("PYTHONPATH", _kernel_pythonpath()):
+        # the kernel compiles quietly: a report's outputs are its answers, not the notices of a fresh install
+        with _environment(FIGURES_ENV, str(figures)), _environment("PYTHONPATH", _kernel_pythonpath()), \
+                _environment(QUIET_ENV, "1"):
             papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL,
                                        cwd=cwd or str(Path(notebook).parent), progress_bar=False,
                                        extra_arguments=KERNEL_ARGUMENTS)

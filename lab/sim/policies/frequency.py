@@ -183,7 +183,7 @@ def _heap_settle(s):
 # --- the ranking ------------------------------------------------------------------------------------------
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def ranked_add(s, c, key, seq):
     """File ``c`` (not resident) under (``key``, ``seq``), ``seq`` larger than any before: in the ring when its key
     is at least the newest entry's, else in the heap (it waits there for the next ``ranked_min``, so that an
@@ -210,7 +210,7 @@ def ranked_add(s, c, key, seq):
     s.ints[4 * k + N_WAITING] = waiting
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def ranked_min(s):
     """The resident code with the smallest current (key, seq); stale entries met on the way are refiled."""
     k = s.k
@@ -242,7 +242,7 @@ def ranked_min(s):
     return v
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def ranked_remove(s, c):
     """Unfile resident ``c``: the ring's front when it is there (as ``ranked_min`` leaves it), else anywhere
     (a ring entry elsewhere just goes dead)."""

@@ -27,7 +27,7 @@ from lab.sim.structures import (NONE, Lists, move_to_head, new_lists, pop_tail, 
                                 size_granularity, unlink)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _pend_push(pend, ends, v):
     """Queue victim ``v`` (``ends``: int64[2], read and write positions in ``pend``)."""
     k = ends[1]
@@ -35,7 +35,7 @@ def _pend_push(pend, ends, v):
     ends[1] = k + 1
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _pend_pop(pend, ends):
     """The next queued victim, NONE when none (the queue restarts at 0 once drained)."""
     r = ends[0]
@@ -52,7 +52,7 @@ def _pend_pop(pend, ends):
     return v
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _ghost_put(q, g, cap, c):
     """Remember non-resident ``c`` at the head of ghost FIFO ``g`` of ``cap`` bytes (libCacheSim's FIFO get on
     a miss): older entries leave from the tail until it fits; a tensor larger than the ghost is not kept."""

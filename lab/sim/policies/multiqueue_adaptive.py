@@ -27,7 +27,7 @@ T1, T2, B1, B2 = 0, 1, 2, 3  # ARC's lists (the paper's names); also slots of AR
 GHOST_LEN, GHOST_HIT = 4, 5  # further slots of ARC.State.cursor: ghost log length, ghost list the miss hit
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _arc_tail(where, key, j, which):
     """The position of the LRU end of list ``which`` (non-empty): the first position from ``j`` along ``where``
     (the trace for T1 and T2, the ghost log for B1 and B2) that is still its tensor's key."""

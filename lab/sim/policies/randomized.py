@@ -55,7 +55,7 @@ def _scale(bits, n):
     return np.int64(((bits >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def pool_remove_with_slots(members, index, count, slots, c):
     """``structures.pool_remove`` on a Pool's arrays that also moves the row of ``slots`` (one row per pool
     slot) of the last member into the slot it takes over."""
@@ -103,7 +103,7 @@ def _current(rows, codes, next_use, e, i):
     return rows[codes[e], STAMP] == e
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _bucket_append(aux, logs, f, e):
     """Append access ``e`` to the list of frequency ``f`` and count one more resident there. A list with no
     resident holds only stale entries: it restarts from ``e`` (the old tail's link goes to the spare link at
@@ -126,7 +126,7 @@ def _bucket_append(aux, logs, f, e):
 # slot, NONE when absent); its size in aux[HEAP_SIZE].
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _heap_place(aux, j, c, key, seq, size):
     """Put (c, key, seq) at slot ``j`` of a heap of ``size`` slots, moving it up or down to its place."""
     while j > 0:
@@ -173,7 +173,7 @@ def _heap_place(aux, j, c, key, seq, size):
     aux[HEAP + 4 * c + H_POS] = j
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lfu_forget(rows, aux, c):
     """Take resident ``c`` out of the LRU and LFU orders (its entries go stale, or it leaves the heap); keep
     MIN_FREQ the smallest listed frequency with residents (OVERFLOW when none)."""
@@ -495,7 +495,7 @@ def _hit_age_classes() -> np.ndarray:
 HIT_AGE_CLASS = _hit_age_classes()
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lhd_age(slots, j, timestamp, shift):
     """Coarsened age of the resident in slot ``j``, at most MAX_AGE - 1 (the authors' getAge)."""
     age = (timestamp - np.int64(slots[j, S_TS])) >> shift
@@ -504,14 +504,14 @@ def _lhd_age(slots, j, timestamp, shift):
     return age
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lhd_density(slots, tables, j, age):
     """Hit density of the resident in slot ``j`` at coarsened ``age`` (below the oldest age): its class's density
     at that age over its size (the authors' getHitDensity without its explorer bonus)."""
     return tables[T_DENSITY + (slots[j, S_META] & 15) * MAX_AGE + age] / tables[F_SIZES + j]
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lhd_rank(slots, tables, j, timestamp, shift):
     """The rank of the resident in slot ``j`` among eviction candidates (the least goes): its density, the
     lowest float at the oldest age, and for an explorer younger than that EXPLORER_RANK (its density added
@@ -582,7 +582,7 @@ def _lhd_reconfigure(tables):
                 tables[d0 + a] = np.float32(0.0)
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lhd_tag(slots, ints, budget, age_class, rng_state, j, size, last, last_last, available):
     """The end of the authors' LHD::update for the resident in slot ``j`` (of ``size`` bytes, float64): the
     explorer coin (an explorer while the budget, ``available`` bytes, is positive), its time, hit ages and
@@ -599,7 +599,7 @@ def _lhd_tag(slots, ints, budget, age_class, rng_state, j, size, last, last_last
     return explore
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _lhd_forget(slots, index, tables, ints, budget, j):
     """Drop the resident in slot ``j`` (the authors' replaced(), without its statistics): the last slot moves
     into its place, and an explorer's bytes return to the explorer budget."""
@@ -847,7 +847,7 @@ def _hyperbolic_evict(packs, members, index, count, rng_state, n_samples, i):
     return v
 
 
-@kernel(inline="always")
+@kernel(_nrt=False)
 def _hyperbolic_forget(packs, members, index, count, c):
     j = index[c]
     last = count[0] - 1
