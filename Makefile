@@ -41,7 +41,8 @@ test: $(STAMP) ## Run the whole test suite
 docs: $(STAMP) ## Build the documentation site into site/ (MkDocs, strict: a warning fails it); open site/index.html
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
-bench: $(STAMP) ## Run the benchmarks: simulator vs libCacheSim, bounds and curves, pipeline cycle, captures, explorer updates, studies on 1, 2 and all cores
+bench: $(STAMP) ## Run the benchmarks: the first answer cold and warm, simulator vs libCacheSim, bounds and curves, pipeline cycle, captures, explorer updates, studies on 1, 2 and all cores
+	$(PY) benchmarks/bench_cold_start.py
 	$(PY) benchmarks/bench_simulator.py
 	$(PY) benchmarks/bench_bounds.py
 	$(PY) benchmarks/bench_pipeline.py

@@ -24,7 +24,9 @@ from lab.analysis.sweep import wants_optimum, metrics_table, policy_list, with_s
 from lab.checks import check_bool, check_positive_mb
 from lab.sim.cost import resolve_cost
 from lab.sim.model import PLAN_BUFFER, BufferModelError, SimulationModel, resolve_buffer
-from lab.sim.simulate import SimulationResult, simulate
+from lab.sim.policy import get_policy
+from lab.sim.precompile import precompile
+from lab.sim.simulate import SimulationResult, capacity_bytes_of, simulate
 from lab.trace.workload import encode_trace
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB, MAX_SIZE_MB, bytes_to_mb
@@ -256,6 +258,8 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
     chosen = [*online, "Belady"]
     workload = encode_trace(with_scores(trace, chosen, scorer))
     _check_predictable(workload)
+    precompile(workload, [p for p in [*online, get_policy("Belady")] if buffer == PLAN_BUFFER or not p.needs_scores],
+               capacity_bytes_of(capacity_mb))
     solve = wants_optimum(optimum, workload)
     if solve:
         check_flow_size(workload)

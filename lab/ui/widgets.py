@@ -65,6 +65,8 @@ from lab.sim.cost import HARDWARE_PRESETS, resolve_cost
 from lab.sim.model import BUFFERS, PLAN_BUFFER, BufferModelError, SimulationModel, check_buffer, params_text
 from lab.workloads.generator import MODEL_TYPES
 from lab.sim.policy import policy_names
+from lab.sim.precompile import precompile
+from lab.sim.simulate import capacity_bytes_of
 from lab.learn.scoring import scorer_names
 from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, TIE_PCT, default_capacities_mb,
                                 is_optimum, optimum_bracket, optimum_rows, tied_best)
@@ -431,6 +433,9 @@ class Explorer:
         cost, buffer = self._cost(), self.buffer.value
         chosen = [lab.get_policy(p) for p in self.policies.value]
         shown = self._shown_policy({p.name: p for p in chosen})
+        if self.capacity_mb.value > 0:  # a fresh install compiles the loops side by side (lab.sim.precompile)
+            precompile(workload, [p for p in chosen if buffer == PLAN_BUFFER or not p.needs_scores],
+                       capacity_bytes_of(self.capacity_mb.value))
         results, skipped = {}, {}
         for policy in chosen:
             try:
