@@ -46,9 +46,10 @@ def _package_digest(package: str) -> bytes:
     return digest.digest()
 
 
+@functools.lru_cache(maxsize=None)
 def sources_stamp(py_file) -> str:
     """The cache stamp of a kernel defined in ``py_file``: a hash of the top-level modules and of every
-    compiled package up to the kernel's own."""
+    compiled package up to the kernel's own (read once per process, as the package digests are)."""
     relative = Path(py_file).resolve().relative_to(LAB_DIR)
     own = relative.parts[0] if len(relative.parts) > 1 else ""
     upto = COMPILED_PACKAGES[: COMPILED_PACKAGES.index(own) + 1] if own in COMPILED_PACKAGES else COMPILED_PACKAGES
@@ -58,12 +59,16 @@ def sources_stamp(py_file) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
 def _in_lab(py_file) -> bool:
     try:
         Path(py_file).resolve().relative_to(LAB_DIR)
     except (ValueError, OSError):
         return False
     return True
+
+
+_SWEPT: set = set()  # cache folders whose stale siblings this process has removed
 
 
 def _stamped(base):
@@ -84,10 +89,12 @@ def _stamped(base):
 
         def ensure_cache_path(self):
             super().ensure_cache_path()
-            path = Path(self.get_cache_path())
-            for stale in path.parent.glob("lab-*"):
-                if stale != path:
-                    shutil.rmtree(stale, ignore_errors=True)
+            path = self.get_cache_path()
+            if path not in _SWEPT:  # once per folder and process: numba asks for each kernel, and at each save
+                _SWEPT.add(path)
+                for stale in Path(path).parent.glob("lab-*"):
+                    if str(stale) != path:
+                        shutil.rmtree(stale, ignore_errors=True)
 
     Locator.__name__ = Locator.__qualname__ = f"Lab{base.__name__}"
     return Locator
