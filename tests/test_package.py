@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import numba
+import pytest
 
 import lab
 from lab import compiled
@@ -192,3 +193,15 @@ def test_environment_yml_mirrors_pyproject():
     }
     assert wanted - listed == set(), "add these to environment.yml"
     assert (ROOT / "environment.yml").read_text().rstrip().endswith("- -e .")
+
+
+def test_one_latency_formula():
+    """``total_latency`` has one formula, ``CostModel.latency_ms``: no other module prices hits, misses or MB."""
+    pattern = re.compile(r"\.(hit_latency_ms|miss_latency_ms|miss_latency_ms_per_mb)\s*[*+]|[*+]\s*\w+\.(hit_latency_ms|"
+                         r"miss_latency_ms|miss_latency_ms_per_mb)\b")
+    offenders = [str(path.relative_to(LAB)) for path in LAB.rglob("*.py")
+                 if path != LAB / "sim" / "cost.py" and pattern.search(path.read_text())]
+    assert offenders == []
+    cost = lab.CostModel(hit_latency_ms=1.0, miss_latency_ms=10.0, miss_latency_ms_per_mb=2.0,
+                         dram_bandwidth_gb_s=1.0)
+    assert cost.latency_ms(3, 2, 2**20) == pytest.approx(3 + 20 + 2 + 2**20 / 1e9 * 1e3)

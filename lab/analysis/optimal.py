@@ -566,8 +566,7 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
     return {
         "cache_hits": hits,
         "dram_accesses": misses,
-        "total_latency": float((hits + allocated) * cost.hit_latency_ms + (misses + writebacks) * cost.miss_latency_ms
-                               + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + wait_ms),
+        "total_latency": float(cost.latency_ms(hits + allocated, misses + writebacks, moved)),
         "evictions": int(np.count_nonzero(~kept)),
         "bandwidth_wait_time": wait_ms,
         "cache_hit_rate": 100.0 * hits / accesses if accesses else 0.0,

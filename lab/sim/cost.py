@@ -12,7 +12,7 @@ from typing import Optional
 from lab.checks import check_number, check_positive_mb, check_str
 from lab.registry import Registry
 from lab.sim.model import check_buffer
-from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
+from lab.units import BYTES_PER_GB_DECIMAL, BYTES_PER_MB, MS_PER_S
 
 
 # Bounds that keep every total finite in float64 (a latency of 1e308 ms per access would sum to inf): a day per
@@ -66,6 +66,14 @@ class CostModel:
     def transfer_ms(self, n_bytes):
         """Time in ms to move ``n_bytes`` (int or array) from DRAM at ``dram_bandwidth_gb_s``."""
         return n_bytes / (self.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL) * MS_PER_S
+
+    def latency_ms(self, on_chip, transfers, moved_bytes):
+        """The cost model's time in ms, the one formula of ``total_latency`` (per access with arrays, or totals):
+        ``on_chip`` accesses served on chip (hits and write allocations) cost ``hit_latency_ms`` each;
+        ``transfers`` DRAM transfers (misses, writebacks) ``miss_latency_ms`` each; the ``moved_bytes`` they
+        move ``miss_latency_ms_per_mb`` per MB plus their time at ``dram_bandwidth_gb_s``."""
+        return (on_chip * self.hit_latency_ms + transfers * self.miss_latency_ms
+                + moved_bytes / BYTES_PER_MB * self.miss_latency_ms_per_mb + self.transfer_ms(moved_bytes))
 
 
 # The GPUs' L2 is a hardware cache: their presets run the hardware-cache model unless a run names another

@@ -19,7 +19,7 @@ from lab.sim.model import BUFFERS  # noqa: F401  (the buffer models' names and d
 from lab.sim.model import BufferModelError, SimulationModel, degenerate_note, resolve_buffer
 from lab.sim.policy import Policy, bind_hooks, get_policy
 from lab.trace.workload import Workload, encode_trace
-from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
+from lab.units import bytes_to_mb, mb_to_bytes
 
 if TYPE_CHECKING:
     from lab.sim.hardware import CacheModel
@@ -224,8 +224,7 @@ def _latency_ms(on_chip, read_bytes, write_bytes, writebacks, cost: CostModel, m
     moved = read_bytes + write_bytes
     missed = ~on_chip if marks is None else ~on_chip & ~marks
     transfers = missed.astype(np.int64) + writebacks
-    return (np.where(on_chip, cost.hit_latency_ms, 0.0) + transfers * cost.miss_latency_ms
-            + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + cost.transfer_ms(moved))
+    return cost.latency_ms(on_chip, transfers, moved)
 
 
 def _marks(enc: Workload) -> np.ndarray:
@@ -273,8 +272,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
     n_writebacks = int(counts[WRITEBACKS])
     moved = bytes_read + bytes_written
     wait_ms = float(cost.transfer_ms(moved))
-    total_ms = ((hits + allocated) * cost.hit_latency_ms + (misses + n_writebacks) * cost.miss_latency_ms
-                + moved / BYTES_PER_MB * cost.miss_latency_ms_per_mb + wait_ms)
+    total_ms = cost.latency_ms(hits + allocated, misses + n_writebacks, moved)
     return {
         "cache_hits": hits,
         "dram_accesses": misses,
