@@ -12,7 +12,7 @@ scipy loads on first use, matplotlib with ``lab.ui.plots``, and torch,
 transformers, ipywidgets, dask or distributed never with the core.
 """
 
-__version__ = "0.1.0"
+from lab.version import __version__
 
 from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile

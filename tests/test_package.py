@@ -25,7 +25,7 @@ LAB = ROOT / "lab"
 # Each subpackage may import itself and the layers before it; packages that share a layer do not import each
 # other. The top-level core (checks, units, registry, compiled) is below everything; cli and __init__ on top.
 LAYERS = [{"trace"}, {"workloads", "sim"}, {"learn"}, {"analysis"}, {"study"}, {"ui"}]
-CORE = {"checks", "units", "registry", "compiled", "__version__"}
+CORE = {"checks", "units", "registry", "compiled", "version"}  # lab.version: no layer reaches up for it
 
 
 def _place(module: str):
@@ -205,3 +205,11 @@ def test_one_latency_formula():
     cost = lab.CostModel(hit_latency_ms=1.0, miss_latency_ms=10.0, miss_latency_ms_per_mb=2.0,
                          dram_bandwidth_gb_s=1.0)
     assert cost.latency_ms(3, 2, 2**20) == pytest.approx(3 + 20 + 2 + 2**20 / 1e9 * 1e3)
+
+
+def test_the_version_is_pyprojects_and_read_from_its_own_module():
+    from lab.version import __version__
+
+    assert lab.__version__ == __version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    upward = [str(p.relative_to(LAB)) for p in LAB.rglob("*.py") if "from lab import __version__" in p.read_text()]
+    assert upward == []

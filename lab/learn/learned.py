@@ -366,7 +366,7 @@ def default_model_path(config: Optional[dict] = None) -> Path:
     """Where the default model of ``config`` (default DEFAULT_TRAINING) is cached: under the capture cache
     directory (``$LAB_CACHE_DIR`` or ``~/.cache/lab/captures``), ``learned/default-<hash>.json``, the hash of the
     configuration and the versions of lab and lightgbm."""
-    from lab import __version__
+    from lab.version import __version__
     from lab.workloads.models import cache_dir
 
     config = DEFAULT_TRAINING if config is None else config

@@ -30,7 +30,7 @@ class Failed:
 
 def versions(source: str) -> dict:
     """The versions that produced a row: lab, Python, numpy, pandas; torch and transformers for captures."""
-    from lab import __version__
+    from lab.version import __version__
 
     out = {"lab_version": __version__, "python_version": platform.python_version(),
            "numpy_version": np.__version__, "pandas_version": pd.__version__, "torch_version": "",

@@ -293,7 +293,7 @@ def _cache_key(params: dict) -> str:
     import torch
     import transformers
 
-    from lab import __version__
+    from lab.version import __version__
 
     blob = json.dumps({**params, "lab": __version__, "capture_format": CAPTURE_FORMAT, "torch": torch.__version__,
                        "transformers": transformers.__version__}, sort_keys=True, default=str)
