@@ -12,7 +12,7 @@ scipy loads on first use, matplotlib with ``lab.ui.plots``, and torch,
 transformers, ipywidgets, dask or distributed never with the core.
 """
 
-from lab.version import __version__
+from lab.version import __version__ as __version__  # noqa: PLC0414 (re-exported)
 
 from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile

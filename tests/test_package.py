@@ -197,8 +197,8 @@ def test_environment_yml_mirrors_pyproject():
 
 def test_one_latency_formula():
     """``total_latency`` has one formula, ``CostModel.latency_ms``: no other module prices hits, misses or MB."""
-    pattern = re.compile(r"\.(hit_latency_ms|miss_latency_ms|miss_latency_ms_per_mb)\s*[*+]|[*+]\s*\w+\.(hit_latency_ms|"
-                         r"miss_latency_ms|miss_latency_ms_per_mb)\b")
+    prices = r"(hit_latency_ms|miss_latency_ms|miss_latency_ms_per_mb)"
+    pattern = re.compile(rf"\.{prices}\s*[*+]|[*+]\s*\w+\.{prices}\b")
     offenders = [str(path.relative_to(LAB)) for path in LAB.rglob("*.py")
                  if path != LAB / "sim" / "cost.py" and pattern.search(path.read_text())]
     assert offenders == []
