@@ -1,6 +1,7 @@
 """The learned eviction scorer (issue 11): online features, labels, estimator API, default model, evaluation."""
 
 import os
+import warnings
 import time
 
 import numpy as np
@@ -240,6 +241,12 @@ def test_ml_bypass_skips_a_tensor_scoring_above_every_resident():
     assert list(coarse.hit) == [False, False, False, False, True, False]
     with pytest.raises(ValueError, match="resolution"):
         lab.get_policy("ML", resolution=2.0)
+    # a resolution finer than the scores' float spacing (down to the smallest float) rounds nothing, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for tiny in (5e-324, 1e-300):
+            assert list(lab.simulate(trace, lab.get_policy("ML", resolution=tiny), capacity_mb=2).hit) == \
+                list(plain.hit)
 
 
 def test_llm_status_says_how_to_configure_it(monkeypatch, tmp_path):

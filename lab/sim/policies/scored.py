@@ -49,7 +49,10 @@ class ML(Policy):
     def init_state(self, workload, capacity_bytes):
         score = workload.column("eviction_score", hint=SCORE_HINT)
         if self.resolution > 0:
-            score = np.round(score / self.resolution) * self.resolution
+            with np.errstate(over="ignore"):
+                steps = score / self.resolution
+            # a resolution finer than a score's float spacing rounds nothing: keep the score (and no overflow)
+            score = np.where(np.abs(steps) < 2.0**52, np.round(steps) * self.resolution, score)
         neg_score = kernel_array(-score, np.float64)
         return self.State(new_heap(workload.n_tensors), neg_score, np.zeros(1, np.int64), np.bool_(self.bypass))
 
