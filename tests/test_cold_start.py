@@ -62,3 +62,34 @@ def test_policy_sets_by_name():
     assert [p.name for p in policy_list("ALL")] == [p.name for p in policy_list(None)] == lab.policy_names()
     with pytest.raises(ValueError, match="unknown policy"):
         policy_list("every")
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+def test_a_bad_worker_count_is_refused_naming_the_variable(value, monkeypatch):
+    from lab.sim import precompile
+
+    monkeypatch.setenv("LAB_COMPILE_WORKERS", value)
+    with pytest.raises(ValueError, match=r"\$LAB_COMPILE_WORKERS must be a whole number"):
+        precompile.max_workers()
+    monkeypatch.setenv("LAB_COMPILE_WORKERS", "0")
+    assert precompile.max_workers() == 0
+
+
+def test_a_policy_without_init_state_is_refused_at_registration():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Stateless(lab.Policy):
+        name = "Stateless"
+
+        @staticmethod
+        def evict(s, c, i):
+            return c
+
+        @staticmethod
+        def remove(s, c):
+            pass
+
+    with pytest.raises(TypeError, match="must define init_state"):
+        lab.register(Stateless)
+    assert "Stateless" not in lab.policy_names()

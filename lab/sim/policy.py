@@ -182,6 +182,8 @@ def bind_hooks(cls: Type[Policy]) -> None:
         # state's type, and a class it cannot find again would be recompiled in every process
         cls.State = type(f"{cls.__name__}State", (cls.State,), {"__module__": cls.__module__,
                                                                  "__qualname__": f"{cls.__qualname__}.State"})
+    if cls.init_state is Policy.init_state:
+        raise TypeError(f"policy {cls.__name__} must define init_state(self, workload, capacity_bytes)")
     for hook in HOOKS:
         impl = inspect.getattr_static(cls, hook, None)
         if impl is None:

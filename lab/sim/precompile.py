@@ -50,10 +50,12 @@ def max_workers() -> int:
     daemonic process (a Dask or multiprocessing worker cannot start children)."""
     if multiprocessing.current_process().daemon:
         return 0
-    value = os.environ.get(WORKERS_ENV, "")
-    if value.strip().isdigit():
-        return int(value)
-    return max((os.cpu_count() or 1) - 1, 0)
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if not value:
+        return max((os.cpu_count() or 1) - 1, 0)
+    if not value.isdigit():
+        raise ValueError(f"${WORKERS_ENV} must be a whole number of worker processes >= 0, got {value!r}")
+    return int(value)
 
 
 def missing_loops(workload, policies, capacity_bytes: int) -> list:
