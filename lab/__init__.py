@@ -3,7 +3,8 @@
 The package is layered (each layer imports only the ones before it):
 ``lab.trace`` (schema, Workload encoding, statistics, file formats) ->
 ``lab.workloads`` (synthetic generator, captures of real models) and
-``lab.sim`` (policy engine, policies, cost model, simulate) -> ``lab.learn``
+``lab.sim`` (policy engine, policies, cost model, simulate) -> ``lab.bounds``
+(the optimum, exact miss-ratio curves, capacities) -> ``lab.learn``
 (eviction scorers) -> ``lab.analysis`` (sweeps, validation, compile
 prediction, attribution) -> ``lab.study`` (parameter grids on Dask, into a
 Parquet dataset) -> ``lab.ui`` (plots, widgets, app, reports).
@@ -16,12 +17,12 @@ from lab.version import __version__ as __version__  # noqa: PLC0414 (re-exported
 
 from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
-from lab.analysis.curves import miss_ratio_curve
-from lab.analysis.optimal import OptimalResult, optimal
 from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
-from lab.analysis.sweep import (compare_policies, default_capacities_mb, metrics_table, optimum_rows, run_policies,
-                                sweep_capacity, working_set_mb)
+from lab.analysis.sweep import compare_policies, metrics_table, optimum_rows, run_policies, sweep_capacity
 from lab.analysis.validation import ValidationReport, validate
+from lab.bounds.capacities import default_capacities_mb, working_set_mb
+from lab.bounds.curves import miss_ratio_curve
+from lab.bounds.optimal import OptimalResult, optimal
 from lab.learn.learned import LearnedScorer, default_scorer
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry

@@ -26,9 +26,9 @@ import pandas as pd
 
 import lab
 from lab.analysis.compile_prediction import no_buffer_traffic_mb
-from lab.analysis.optimal import (DEFAULT_TIME_LIMIT_S, METHODS, SOLVERS, check_gap_pct, check_time_limit_s)
 from lab.analysis.sweep import TIE_PCT, is_optimum, tied_best, with_scores
 from lab.analysis.validation import DEFAULT_WINDOW
+from lab.bounds.optimal import DEFAULT_TIME_LIMIT_S, METHODS, SOLVERS, check_gap_pct, check_time_limit_s
 from lab.learn.scoring import SCORE_DECIMALS
 from lab.sim.cost import resolve_cost
 from lab.sim.model import BUFFERS, check_buffer
@@ -214,7 +214,7 @@ def _generate(args):
 def _refuse_optimum_as_policy(policy: str) -> None:
     """The optimum is no policy that simulates (it reads the whole trace and solves for the best schedule): a
     ValueError that points to the verb that computes it."""
-    from lab.analysis.optimal import OPTIMUM_ROWS
+    from lab.bounds.optimal import OPTIMUM_ROWS
 
     if str(policy).strip().upper() in {"OPT", "OPTIMAL", "OPTIMUM", *(r.upper() for r in OPTIMUM_ROWS)}:
         raise ValueError(f"{policy} is the optimum, not a policy that simulates: run `python -m lab optimal` with "
@@ -244,7 +244,7 @@ def _simulate(args):
 
 
 def _optimal(args):
-    from lab.analysis.optimal import MODEL
+    from lab.bounds.optimal import MODEL
 
     if args.buffer == "cache":
         raise ValueError("the optimum is a schedule of the scratchpad (a software-managed buffer of whole tensors), "

@@ -31,7 +31,7 @@ from numba.core.registry import CPUDispatcher
 
 LAB_DIR = Path(__file__).resolve().parent
 # Packages that hold compiled code, in layer order (each imports only those before it).
-COMPILED_PACKAGES = ("trace", "sim", "learn", "analysis")
+COMPILED_PACKAGES = ("trace", "sim", "bounds", "learn", "analysis")
 
 
 @functools.lru_cache(maxsize=None)

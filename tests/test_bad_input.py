@@ -252,7 +252,7 @@ def test_untrusted_generator_metadata_in_a_file_is_checked(tmp_path, attrs, frag
 
 
 def test_a_trace_too_large_for_the_optimum_is_refused_before_solving(monkeypatch):
-    from lab.analysis import optimal as optimal_module
+    from lab.bounds import optimal as optimal_module
 
     monkeypatch.setattr(optimal_module, "MAX_FLOW_ACCESSES", 2)
     with pytest.raises(ValueError, match=r"about .* GiB"):

@@ -65,6 +65,34 @@ def test_features_and_scores_do_not_read_the_future(fitted):
     assert labels["evict"].between(0, 1).all() and labels["kept"].gt(0).any()
 
 
+def test_optimum_labels_need_only_the_learn_layer():
+    """The labels come from the bounds layer below: a fresh process that imports lab.learn.features alone (not
+    the facade, no lab.analysis) labels with the optimum's flow, as lab.optimal's plan says."""
+    import json
+    import subprocess
+    import sys
+
+    # the facade (lab/__init__.py) imports every layer: a bare package object stands in for it, so that only
+    # lab.learn.features and what it imports load
+    code = ("import importlib.util, json, sys, types, pandas as pd\n"
+            "bare = types.ModuleType('lab')\n"
+            "bare.__path__ = importlib.util.find_spec('lab').submodule_search_locations\n"
+            "sys.modules['lab'] = bare\n"
+            "from lab.learn.features import optimum_labels\n"
+            "trace = pd.DataFrame({'tensor_id': ['A', 'B', 'A', 'B'], 'size_mb': 1.0})\n"
+            "labels = optimum_labels(trace, 1.0, method='optimum')\n"
+            "above = sorted(m for m in sys.modules if m.startswith(('lab.analysis', 'lab.study', 'lab.ui')))\n"
+            "print(json.dumps([labels['kept'].tolist(), above]))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    kept, loaded = json.loads(out)
+    assert loaded == []
+    plan = lab.optimal(pd.DataFrame({"tensor_id": ["A", "B", "A", "B"], "size_mb": 1.0}), 1.0, method="flow").plan
+    assert plan["start"].tolist() == [0, 1]
+    # one tensor fits 1 MB: the optimum keeps one of A and B across the other, never both; no next use after 2
+    assert kept == [*plan["kept_fraction"].tolist(), 0.0, 0.0] and sum(kept) == pytest.approx(1.0)
+
+
 def test_features_by_hand():
     trace = pd.DataFrame({"tensor_id": ["a", "b", "a", "a"], "size_mb": [1.0, 2.0, 1.0, 1.0],
                           "access": ["write", "read", "read", "write"]})

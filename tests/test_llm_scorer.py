@@ -9,6 +9,7 @@ import pytest
 
 import lab
 from lab.learn import llm
+from lab.learn.features import optimum_labels
 from lab.learn.llm import LLMScorer, build_prompt, describe_tensors, few_shot_examples
 
 torch = pytest.importorskip("torch")
@@ -152,16 +153,13 @@ def test_prompt_describes_the_tensor_features():
 
 def test_few_shot_prompts_hold_optimum_labelled_examples(tiny_model):
     other = small_trace(seed=1)
-    optimum = lab.optimal(other, capacity_mb=8)
-    examples = few_shot_examples(other, n_examples=3, labels=optimum, seed=0)
+    examples = few_shot_examples(other, capacity_mb=8, n_examples=3, labels="optimum", seed=0)
     assert len(examples) == 3 and all(0 <= e.digit <= 9 for e in examples)
     assert len({e.description for e in examples}) == 3
-    assert few_shot_examples(other, n_examples=3, labels=optimum, seed=0) == examples  # seeded
+    assert few_shot_examples(other, capacity_mb=8, n_examples=3, labels="optimum", seed=0) == examples  # seeded
     assert len({e.digit for e in examples}) > 1  # spread over the scale
     belady = few_shot_examples(other, capacity_mb=8, n_examples=3, labels="belady")
     assert len(belady) == 3
-    with pytest.raises(ValueError, match="another trace"):
-        few_shot_examples(small_trace().head(10), labels=optimum)
     scorer = LLMScorer(model=str(tiny_model), quantization=None, device="cpu", few_shot=examples)
     trace = small_trace()
     _, prompts = scorer.prompts(trace)
@@ -174,12 +172,27 @@ def test_few_shot_prompts_hold_optimum_labelled_examples(tiny_model):
 def test_labels_follow_the_optimum():
     # A is reused right away and fits: kept (digit 0); B is used once: never needed again (digit 9)
     trace = pd.DataFrame({"tensor_id": ["A", "A", "B", "A"], "size_mb": [1.0, 1.0, 1.0, 1.0]})
-    _, digits = llm._tensor_digits(trace, None, labels=lab.optimal(trace, capacity_mb=1))
+    _, digits = llm._tensor_digits(trace, 1, labels="optimum")
     assert digits.tolist() == [0, 9]
     _, digits = llm._tensor_digits(trace, 1, labels="belady")  # Belady cannot bypass B: A misses once
     assert digits.tolist() == [4, 9]
     _, digits = llm._tensor_digits(trace, 2, labels="belady")
     assert digits.tolist() == [0, 9]
+
+
+def test_few_shot_digits_are_the_learned_scorers_labels_per_tensor():
+    """One way of labelling: a tensor's digit is 9 x (1 - the mean of optimum_labels' ``kept`` over its accesses
+    that have a next use), for each method, on a trace with reads and writes."""
+    trace = lab.generate_trace("Transformer", num_layers=2)
+    encoded = lab.encode_trace(trace)
+    capacity = lab.working_set_mb(trace) * 0.1
+    for method in ("optimum", "belady"):
+        kept = optimum_labels(encoded, capacity, method=method)["kept"].to_numpy()
+        reused = encoded.next_use >= 0
+        expected = pd.Series(kept[reused]).groupby(encoded.codes[reused]).mean()
+        _, digits = llm._tensor_digits(trace, capacity, labels=method)
+        assert digits[expected.index].tolist() == np.rint(9 * (1 - expected.to_numpy())).astype(int).tolist()
+        assert (digits[np.setdiff1d(np.arange(encoded.n_tensors), expected.index)] == 9).all()
 
 
 def test_bad_arguments_and_missing_model(tmp_path):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lab
-from lab.analysis.optimal import intervals_of, schedule_traffic
+from lab.bounds.optimal import intervals_of, schedule_traffic
 from lab.units import BYTES_PER_MB
 from tests.conftest import random_trace
 
@@ -178,7 +178,7 @@ def test_highs_and_ortools_find_the_same_flow(writes):
 
 
 def test_a_trace_too_large_for_the_flow_is_refused_with_the_estimate(monkeypatch):
-    from lab.analysis import optimal as optimal_module
+    from lab.bounds import optimal as optimal_module
 
     trace = lab.generate_trace("MLP", num_layers=2)
     monkeypatch.setattr(optimal_module, "MAX_FLOW_ACCESSES", len(trace) - 1)
@@ -234,7 +234,7 @@ def test_mib_sized_tensors_give_the_same_optimum_as_bytes(seed):
 def test_a_time_limit_gives_a_bracket_around_the_exact_optimum(monkeypatch):
     """Stopped at once, the integer program leaves a bracket, still valid: its lower end is at most the exact
     optimum and its upper end an achievable schedule no worse than Belady's; a table shows it as two rows."""
-    from lab.analysis import optimal as optimal_module
+    from lab.bounds import optimal as optimal_module
 
     trace = lab.generate_trace("MoE", num_layers=8, batch_size=16, seq_length=128, num_experts=8, top_k=2,
                                token_groups=4, expert_skew=0.5)
@@ -338,7 +338,7 @@ def test_a_flow_beyond_the_memory_budget_is_refused_with_its_estimate(monkeypatc
 
 
 def test_the_flows_time_estimate_grows_with_the_trace():
-    from lab.analysis.optimal import flow_seconds_estimate
+    from lab.bounds.optimal import flow_seconds_estimate
 
     assert flow_seconds_estimate(100_000) == pytest.approx(20.0)
     assert flow_seconds_estimate(10_000) < 1 < flow_seconds_estimate(1_000_000) / 600

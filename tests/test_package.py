@@ -24,7 +24,7 @@ LAB = ROOT / "lab"
 
 # Each subpackage may import itself and the layers before it; packages that share a layer do not import each
 # other. The top-level core (checks, units, registry, compiled) is below everything; cli and __init__ on top.
-LAYERS = [{"trace"}, {"workloads", "sim"}, {"learn"}, {"analysis"}, {"study"}, {"ui"}]
+LAYERS = [{"trace"}, {"workloads", "sim"}, {"bounds"}, {"learn"}, {"analysis"}, {"study"}, {"ui"}]
 CORE = {"checks", "units", "registry", "compiled", "version"}  # lab.version: no layer reaches up for it
 
 
@@ -65,6 +65,78 @@ def test_subpackages_import_only_their_own_layer_and_below():
             elif their_layer > layer or (their_layer == layer and their_package != package and 0 <= layer < len(LAYERS)):
                 violations.append(f"{module} -> {imported}")
     assert violations == []
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """{lab module: the lab modules it imports anywhere in its source, function bodies included}. ``from P import
+    name`` counts as an import of ``P.name`` when that is a module, else of ``P``."""
+    modules = {_module_name(path): path for path in LAB.rglob("*.py")}
+    graph = {}
+    for module, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                    node.module.split(".")[0] == "lab":
+                edges.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                             for a in node.names)
+            elif isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name.split(".")[0] == "lab")
+        graph[module] = {m for m in edges if m in modules and m != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (each holds an import cycle), sorted."""
+    order, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycle_among_lab_modules():
+    """No lab module reaches itself through imports, counting those inside functions (a cycle hidden in a
+    function is still a cycle: the two modules cannot be read, changed or layered apart)."""
+    graph = _import_graph()
+    assert "lab.bounds.curves" in graph and graph["lab.analysis.sweep"] >= {"lab.bounds.curves"}
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check sees one
+
+
+def test_the_bounds_layer_sits_between_the_engine_and_the_scorers():
+    """lab.bounds imports only trace, sim and the core; learn takes the optimum from it, and nothing registers
+    itself from above (no function or module-level import of a later layer anywhere: see the layering test)."""
+    graph = _import_graph()
+    bounds = {m: edges for m, edges in graph.items() if m.startswith("lab.bounds")}
+    assert set(bounds) >= {"lab.bounds.optimal", "lab.bounds.curves", "lab.bounds.capacities"}
+    for module, edges in bounds.items():
+        assert {_place(m)[1] for m in edges} <= {"bounds", "trace", "sim"} | CORE, module
+    assert "lab.bounds.optimal" in graph["lab.learn.features"]
+    assert compiled.COMPILED_PACKAGES == ("trace", "sim", "bounds", "learn", "analysis")
 
 
 def test_core_import_stays_free_of_heavy_and_optional_packages():

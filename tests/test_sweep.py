@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.analysis.sweep import default_capacities_mb, is_optimum, working_set_mb
+from lab.analysis.sweep import is_optimum
+from lab.bounds.capacities import default_capacities_mb, working_set_mb
 
 
 def test_compare_policies_has_one_row_per_policy_and_scores_for_ml():

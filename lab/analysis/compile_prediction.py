@@ -18,9 +18,10 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.analysis.optimal import (OptimalResult, check_flow_size, intervals_of, lower_bound_mb, optimal,
-                                  schedule_traffic)
-from lab.analysis.sweep import wants_optimum, metrics_table, policy_list, with_scores, working_set_mb
+from lab.analysis.sweep import wants_optimum, metrics_table, policy_list, with_scores
+from lab.bounds.capacities import working_set_mb
+from lab.bounds.optimal import (OptimalResult, check_flow_size, intervals_of, lower_bound_mb, optimal,
+                                schedule_traffic)
 from lab.checks import check_bool, check_positive_mb
 from lab.sim.cost import resolve_cost
 from lab.sim.model import PLAN_BUFFER, BufferModelError, SimulationModel, resolve_buffer

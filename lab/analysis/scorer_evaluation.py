@@ -1,6 +1,5 @@
 """Leave-one-model-out evaluation of the learned scorer against LRU, the classical policies, the heuristic and
-the optimum (``lab.evaluate_scorers``); and the optimum's plan as the learned scorer's labels (the analysis
-layer lends ``lab.optimal`` to ``lab.learn.features``, which sits below it)."""
+the optimum (``lab.evaluate_scorers``)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_number, check_positive_mb
-from lab.analysis.optimal import optimal
 from lab.analysis.sweep import SWEEP_TIME_LIMIT_S
-from lab.learn.features import register_plan_source
+from lab.bounds.optimal import optimal
 from lab.learn.learned import LearnedScorer
 from lab.learn.scoring import check_scores, heuristic_scores
 from lab.trace.workload import encode_trace
@@ -24,14 +22,6 @@ from lab.units import bytes_to_mb
 # optimum) exact scores once moved 2.5 % more than LRU, rounded ones 0.2 %; on training steps the mean gap
 # closed went from 59.4 % to 58.4 % (benchmarks/bench_learned.py, 2026-11-29). One value for every model and case.
 LEARNED_RESOLUTION = 0.1
-
-
-def _optimum_plan(workload, capacity_mb: float) -> pd.DataFrame:
-    # the labels are the flow's byte-granular kept fractions: no integer program needed
-    return optimal(workload, capacity_mb, method="flow", progress=False).plan
-
-
-register_plan_source(_optimum_plan)
 
 
 def classical_policies() -> list[str]:

@@ -22,9 +22,10 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.analysis.curves import one_pass_algorithm, one_pass_metrics
-from lab.analysis.optimal import (DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, OPTIMUM_ROWS,
-                                  optimal)
+from lab.bounds.capacities import capacity_list, default_capacities_mb
+from lab.bounds.curves import one_pass_algorithm, one_pass_metrics
+from lab.bounds.optimal import (DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, OPTIMUM_ROWS,
+                                optimal)
 from lab.checks import check_int, check_number, check_positive_mb
 from lab.learn.scoring import score
 from lab.sim.cost import resolve_cost
@@ -33,7 +34,6 @@ from lab.sim.policy import Policy, get_policy, policy_names
 from lab.sim.precompile import precompile
 from lab.sim.simulate import SimulationResult, capacity_bytes_of, simulate
 from lab.trace.workload import Workload, encode_trace
-from lab.units import bytes_to_mb
 
 
 # Policy sets by name: the classics a first comparison shows (policy_names(featured=True)), or the whole zoo.
@@ -239,53 +239,6 @@ def compare_policies(trace, policies="featured", capacity_mb: float = 64.0, cost
     return metrics_table(results, optimum_rows(workload, capacity_mb, cost, time_limit_s) if with_optimum else None)
 
 
-def working_set_mb(trace) -> float:
-    """Total size of the distinct tensors of a trace (DataFrame or Workload), in MB: the capacity that holds
-    them all."""
-    return float(bytes_to_mb(encode_trace(trace).tensor_bytes.sum()))
-
-
-NEGLIGIBLE_SHARE = 0.01  # tensors smaller than the sweep's start carry at most this share of the bytes accessed
-
-
-def smallest_tensor_that_matters(trace) -> int:
-    """Bytes of the smallest tensor that matters: tensors smaller than it together carry at most
-    NEGLIGIBLE_SHARE of the bytes the trace accesses (scalars, biases and norms of a few KB do not)."""
-    enc = encode_trace(trace)
-    if enc.n_tensors == 0:
-        return 0
-    accessed = np.bincount(enc.codes, weights=enc.access_bytes.astype(np.float64), minlength=enc.n_tensors)
-    order = np.argsort(enc.tensor_bytes, kind="stable")
-    total = accessed.sum()
-    if total <= 0:
-        return int(enc.tensor_bytes.min())
-    share = np.cumsum(accessed[order]) / total
-    first = min(int(np.searchsorted(share, NEGLIGIBLE_SHARE, side="right")), enc.n_tensors - 1)
-    return int(enc.tensor_bytes[order][first])
-
-
-def default_capacities_mb(trace, points: int = 24) -> np.ndarray:
-    """``points`` log-spaced capacities (MB) that follow the trace: from its smallest tensor that matters
-    (``smallest_tensor_that_matters``: smaller tensors carry at most 1 % of the bytes accessed) to its whole
-    working set."""
-    points = check_int("points", points)
-    enc = encode_trace(trace)
-    if enc.n_tensors == 0:
-        return np.array([1.0])
-    low = max(bytes_to_mb(smallest_tensor_that_matters(enc)), bytes_to_mb(enc.tensor_bytes.min()))
-    high = bytes_to_mb(enc.tensor_bytes.sum())
-    return np.unique(np.geomspace(low, max(high, low), points))
-
-
-def _capacity_list(capacities_mb) -> list[float]:
-    if isinstance(capacities_mb, (str, bytes)) or not hasattr(capacities_mb, "__iter__"):
-        raise TypeError(f"capacities_mb must be a list of capacities in MB, got {capacities_mb!r}")
-    capacities = [check_positive_mb("capacities_mb", c) for c in capacities_mb]
-    if not capacities:
-        raise ValueError("capacities_mb must hold at least one capacity")
-    return capacities
-
-
 def sweep_capacity(trace, policies="featured", capacities_mb: Optional[Iterable[float]] = None, cost=None,
                    scorer: str = "heuristic", progress: bool = False, threads: Optional[int] = None,
                    optimum="auto", method: str = "auto",
@@ -325,7 +278,7 @@ def sweep_capacity(trace, policies="featured", capacities_mb: Optional[Iterable[
                          "method='auto' or 'simulation'")
     workload = encode_trace(with_scores(trace, chosen, scorer))
     with_optimum = wants_optimum(optimum, workload, scratchpad)
-    capacities = default_capacities_mb(workload) if capacities_mb is None else _capacity_list(capacities_mb)
+    capacities = default_capacities_mb(workload) if capacities_mb is None else capacity_list(capacities_mb)
     threads = (os.cpu_count() or 1) if threads is None else check_int("threads", threads)
     cost = resolve_cost(cost)
     one_pass = {}

@@ -13,8 +13,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from lab.bounds.optimal import optimal
 from lab.checks import check_positive_mb
 from lab.compiled import kernel, kernel_array
+from lab.sim.simulate import simulate
 from lab.trace.workload import NEVER, Workload, encode_trace
 
 # Optional trace columns the features read, and the features each one gives. A model records those present in
@@ -38,18 +40,9 @@ FROM_COLUMN = {
     "token_group": ("token_group",),
 }
 # Above this many accesses the labels come from Belady's decisions rather than the optimum's flow (its solver's
-# time grows faster than the trace: see lab.analysis.optimal.MAX_FLOW_ACCESSES).
+# time grows faster than the trace: see lab.bounds.optimal.MAX_FLOW_ACCESSES).
 MAX_OPTIMUM_ACCESSES = 200_000
-
-
-# Where the optimum's plan comes from: ``lab.optimal`` lives in the analysis layer, above this one, and
-# registers itself here (lab.analysis.scorer_evaluation): fn(workload, capacity_mb) -> plan DataFrame.
-_PLAN_SOURCES: list = []
-
-
-def register_plan_source(fn) -> None:
-    """Set the function that gives the optimum's plan (``fn(workload, capacity_mb)`` -> ``OptimalResult.plan``)."""
-    _PLAN_SOURCES.append(fn)
+LABEL_METHODS = ("auto", "optimum", "belady")  # how optimum_labels labels: see there
 
 
 def feature_names(columns) -> list[str]:
@@ -265,21 +258,18 @@ def optimum_labels(trace, capacity_mb: float, method: str = "auto") -> pd.DataFr
     capacity or method.
     """
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
-    if method not in ("auto", "optimum", "belady"):
-        raise ValueError(f"method must be one of ['auto', 'optimum', 'belady'], got {method!r}")
+    if method not in LABEL_METHODS:
+        raise ValueError(f"method must be one of {list(LABEL_METHODS)}, got {method!r}")
     workload = encode_trace(trace)
     n = workload.n_accesses
     next_use = workload.next_use
     has_next = next_use != NEVER
     kept = np.zeros(n, dtype=np.float64)
     if method == "optimum" or (method == "auto" and n <= MAX_OPTIMUM_ACCESSES):
-        if not _PLAN_SOURCES:  # registered by lab.analysis.scorer_evaluation, which ``import lab`` loads
-            raise ValueError("the optimum's labels need lab.optimal: import lab (or lab.analysis.scorer_evaluation)")
-        plan = _PLAN_SOURCES[-1](workload, capacity_mb)
+        # the flow's byte-granular kept fractions: no integer program needed
+        plan = optimal(workload, capacity_mb, method="flow", progress=False).plan
         kept[plan["start"].to_numpy()] = plan["kept_fraction"].to_numpy()
     else:
-        from lab.sim.simulate import simulate
-
         hit = np.asarray(simulate(workload, "Belady", capacity_mb).hit, dtype=bool)
         reads_next = np.ones(n, bool) if workload.is_write.size == 0 else ~workload.is_write
         ends = np.where(has_next, next_use, 0)

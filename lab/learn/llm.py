@@ -43,8 +43,9 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_bool, check_int, check_positive_mb, check_str
-from lab.trace.workload import Workload, encode_trace, reuse_distances_from_codes
+from lab.checks import check_bool, check_int, check_str
+from lab.learn.features import LABEL_METHODS, optimum_labels
+from lab.trace.workload import NEVER, Workload, encode_trace, reuse_distances_from_codes
 
 DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.2"
 MODEL_ENV = "LAB_LLM_MODEL"
@@ -191,39 +192,22 @@ def build_prompt(description: str, examples: Sequence[FewShotExample] = ()) -> s
 # ----------------------------------------------------------------------------------------------- few-shot
 
 
-def _tensor_digits(trace, capacity_mb: Optional[float], labels) -> tuple[Workload, np.ndarray]:
-    """Digit per tensor: 9 x the share of its reuses the optimum (or Belady) does not serve from the buffer."""
+def _tensor_digits(trace, capacity_mb: Optional[float], labels: str) -> tuple[Workload, np.ndarray]:
+    """Digit per tensor: 9 x (1 - the share of its intervals (access to next access) the optimum keeps), rounded,
+    from ``optimum_labels(trace, capacity_mb, method=labels)``: the learned scorer's labels, one way of labelling."""
+    if not isinstance(labels, str) or labels not in LABEL_METHODS:
+        raise ValueError(f"labels must be one of {list(LABEL_METHODS)} (lab.learn.features.optimum_labels' "
+                         f"methods), got {labels!r}")
+    if capacity_mb is None:
+        raise ValueError(f"capacity_mb (MB, MiB) is needed for labels={labels!r}")
     encoded = encode_trace(trace)
     n = encoded.n_tensors
-    codes = np.asarray(encoded.codes)
-    if isinstance(labels, str):
-        if labels != "belady":
-            raise ValueError(f"labels must be 'belady' or lab.optimal(trace, capacity_mb) of this trace, "
-                             f"got {labels!r}")
-        if capacity_mb is None:
-            raise ValueError("capacity_mb (MB, MiB) is needed for labels='belady'")
-        from lab.sim.simulate import simulate
-
-        hit = np.asarray(simulate(trace, "Belady", capacity_mb=check_positive_mb("capacity_mb", capacity_mb)).hit,
-                         np.float64)
-        reuse = ~np.isnan(reuse_distances_from_codes(codes, n))
-        served, owner = hit[reuse], codes[reuse]
-    else:
-        # an OptimalResult (lab.optimal: lab.analysis sits above lab.learn, so the caller computes it)
-        plan = getattr(labels, "plan", None)
-        if not isinstance(plan, pd.DataFrame) or not {"start", "end", "kept"} <= set(plan.columns):
-            raise ValueError(f"labels must be 'belady' or lab.optimal(trace, capacity_mb) of this trace, "
-                             f"got {type(labels).__name__}")
-        if capacity_mb is not None and not np.isclose(capacity_mb, getattr(labels, "capacity_mb", capacity_mb)):
-            raise ValueError(f"capacity_mb={capacity_mb!r} differs from the optimum's capacity_mb="
-                             f"{labels.capacity_mb!r}")
-        starts = np.asarray(plan["start"], np.int64)
-        if len(plan) and (plan["end"].max() >= len(codes) or starts.min() < 0):
-            raise ValueError("labels: the optimum's plan is of another trace (its intervals run past this one)")
-        served, owner = np.asarray(plan["kept"], np.float64), codes[starts]
+    kept = optimum_labels(encoded, capacity_mb, method=labels)["kept"].to_numpy()
+    reused = encoded.next_use != NEVER
+    owner = np.asarray(encoded.codes)[reused]
     total = np.bincount(owner, minlength=n)
-    kept = np.bincount(owner, weights=served, minlength=n)
-    share = np.divide(kept, total, out=np.zeros(n), where=total > 0)
+    share = np.divide(np.bincount(owner, weights=kept[reused], minlength=n), total, out=np.zeros(n),
+                      where=total > 0)
     return encoded, np.rint(9 * (1 - share)).astype(np.int64)
 
 
@@ -232,13 +216,15 @@ def few_shot_examples(trace, capacity_mb: Optional[float] = None, n_examples: in
     """A handful of tensors of ``trace`` labelled by the optimum, for the few-shot prompt of another trace
     (``LLMScorer(few_shot=...)``).
 
-    ``labels``: ``lab.optimal(trace, capacity_mb)`` (the optimum's
-    whole-tensor schedule: the share of the tensor's intervals its ``plan``
-    keeps; computed by the caller, since ``lab.analysis`` sits above
-    ``lab.learn``) or ``"belady"`` (the share of its reuses that hit under
-    Belady's MIN with ``capacity_mb`` MB (MiB) on chip; fast, for traces too
-    large for the optimum). The digit is 9 x (1 - that share), rounded: 0
-    kept throughout, 9 never kept or never reused. ``n_examples`` distinct
+    ``labels``: how ``lab.learn.features.optimum_labels`` labels each
+    access with ``capacity_mb`` MB (MiB) on chip, as for the learned scorer:
+    ``"optimum"`` (the share of the tensor the optimum's byte-granular flow
+    keeps until its next access), ``"belady"`` (whether Belady's MIN serves
+    the next access from the buffer; fast, for traces too large for the
+    optimum, the default) or ``"auto"`` (the optimum up to
+    ``MAX_OPTIMUM_ACCESSES`` accesses, else Belady). A tensor's digit is 9 x
+    (1 - the mean of its intervals' labels), rounded: 0 kept throughout, 9
+    never kept or never reused. ``n_examples`` distinct
     descriptions are drawn with ``seed``, spread over the digits (lowest and
     highest first). Returns a list of FewShotExample.
     """

@@ -64,8 +64,8 @@ def make_trace(workload: Workload):
 
 def _rows(task: Task, trace) -> tuple[list[dict], float]:
     """(one dict per cell: policy, capacity_mb, the metrics, algorithm; the working set in MB)."""
-    from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, optimum_rows, sweep_capacity, with_scores,
-                                    working_set_mb)
+    from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, optimum_rows, sweep_capacity, with_scores
+    from lab.bounds.capacities import working_set_mb
     from lab.sim.simulate import simulate
     from lab.trace.workload import encode_trace
 

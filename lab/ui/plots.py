@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lab.analysis.optimal import OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER
+from lab.bounds.optimal import OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER
 from lab.analysis.sweep import is_optimum
 from lab.sim.simulate import SimulationResult
 from lab.units import BYTES_PER_MB
@@ -348,7 +348,7 @@ def _stable_index(name: str, n: int) -> int:
 def policy_label(policy: str) -> str:
     """A policy's name in every legend and axis: ``Belady (MIN)`` for Belady's MIN (with tensors of different
     sizes it is no bound), the optimum's rows as they are (``OPT``, ``OPT (lower bound)``, ``OPT (achievable)``:
-    lab.analysis.optimal.OPTIMUM*), other policies by their name."""
+    lab.bounds.optimal.OPTIMUM*), other policies by their name."""
     return "Belady (MIN)" if policy == "Belady" else str(policy)
 
 

@@ -303,8 +303,8 @@ def capacity_for_benefit_mb(sweep: "pd.DataFrame", trace, targets=(0.9, 0.99)) -
     anything."""
     import numpy as np
 
-    from lab.analysis.optimal import intervals_of, lower_bound_mb, schedule_traffic
     from lab.analysis.sweep import is_optimum
+    from lab.bounds.optimal import intervals_of, lower_bound_mb, schedule_traffic
     from lab.trace.workload import encode_trace
     from lab.units import bytes_to_mb
 

@@ -68,8 +68,9 @@ from lab.sim.policy import policy_names
 from lab.sim.precompile import precompile
 from lab.sim.simulate import capacity_bytes_of
 from lab.learn.scoring import scorer_names
-from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, TIE_PCT, default_capacities_mb,
-                                is_optimum, optimum_bracket, optimum_rows, tied_best)
+from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, TIE_PCT, is_optimum, optimum_bracket,
+                                optimum_rows, tied_best)
+from lab.bounds.capacities import default_capacities_mb
 
 # headline metrics first: DRAM traffic (reads + writes, writebacks included) and byte hit rate; hit rates that
 # count accesses (where tiny tensors weigh as much as big ones) after them

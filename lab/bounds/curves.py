@@ -31,6 +31,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from lab.bounds.capacities import capacity_list, default_capacities_mb
+from lab.bounds.optimal import optimal
 from lab.checks import check_int, check_number
 from lab.compiled import kernel
 from lab.sim.policy import get_policy
@@ -235,9 +237,7 @@ def opt_stack_distances(codes, next_use, n_tensors, max_depth):
 
 
 def _capacities(workload: Workload, capacities_mb) -> np.ndarray:
-    from lab.analysis.sweep import _capacity_list, default_capacities_mb
-
-    values = default_capacities_mb(workload) if capacities_mb is None else _capacity_list(capacities_mb)
+    values = default_capacities_mb(workload) if capacities_mb is None else capacity_list(capacities_mb)
     return np.array(sorted(set(float(c) for c in values)))
 
 
@@ -416,8 +416,6 @@ def miss_ratio_curve(trace, policy="LRU", capacities_mb=None, sample_rate: Optio
     capacities_mb = _capacities(workload, capacities_mb)
     threads = (os.cpu_count() or 1) if threads is None else check_int("threads", threads)
     if isinstance(policy, str) and policy.lower() == OPT_BOUND.lower():
-        from lab.analysis.optimal import optimal
-
         bounds = [optimal(workload, c, method="flow", progress=False) for c in capacities_mb]
         read = [round(b.byte_granular_read_mb * BYTES_PER_MB) for b in bounds]
         return _rows(capacities_mb, [b.metrics["dram_accesses"] for b in bounds], read,

@@ -67,7 +67,8 @@ import pandas as pd
 from lab.checks import check_bool, check_memory, check_number, check_positive_mb
 from lab.compiled import kernel
 from lab.sim.cost import CostModel, resolve_cost
-from lab.sim.simulate import compulsory_misses
+from lab.sim.policy import get_policy
+from lab.sim.simulate import compulsory_misses, simulate
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 
@@ -526,9 +527,6 @@ def _best_schedule(workload: Workload, ivs: Intervals, around: np.ndarray, capac
     whole) and Belady's with and without bypass (an interval is kept when its end is a hit: with whole tensors
     and no access in between, the tensor stayed resident); returns (kept, source, read bytes, write bytes). A
     schedule read from a simulation fits the buffer, as the simulation did."""
-    from lab.sim.policy import get_policy
-    from lab.sim.simulate import simulate
-
     candidates = [("flow rounding", (around == 0) & ivs.end_reads)]  # dropping the others costs nothing
     for label, policy in (("Belady (bypass) schedule", get_policy("Belady", bypass=True)),
                           ("Belady schedule", get_policy("Belady"))):
