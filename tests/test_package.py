@@ -139,6 +139,26 @@ def test_the_bounds_layer_sits_between_the_engine_and_the_scorers():
     assert compiled.COMPILED_PACKAGES == ("trace", "sim", "bounds", "learn", "analysis")
 
 
+def test_the_metrics_are_computed_in_one_place():
+    """A run's metrics come from the engine's counters through ``metrics_of_counts`` (lab/sim/simulate.py), and
+    so do the optimum's and the one-pass curves': no other module prices latency or builds a metrics dict."""
+    offenders = []
+    for path in LAB.rglob("*.py"):
+        if path in (LAB / "sim" / "simulate.py", LAB / "sim" / "cost.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("latency_ms", "transfer_ms"):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {node.func.attr}")
+            if isinstance(node, ast.Dict) and {"cache_hits", "total_latency"} <= {
+                    k.value for k in node.keys if isinstance(k, ast.Constant)} and \
+                    not all(isinstance(v, ast.Constant) for v in node.values):  # a table of units or words is not
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} builds the metrics")
+    assert offenders == []
+    bounds = "\n".join(p.read_text() for p in (LAB / "bounds").glob("*.py"))
+    assert bounds.count("metrics_of_counts(") >= 2  # the optimum's schedule and the one-pass curves
+
+
 def test_core_import_stays_free_of_heavy_and_optional_packages():
     # numba loads scipy; dask and distributed load only when a study runs on them (lab.study)
     heavy = ("torch", "transformers", "ipywidgets", "matplotlib", "papermill", "libcachesim", "dask", "distributed")

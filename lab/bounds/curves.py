@@ -35,8 +35,9 @@ from lab.bounds.capacities import capacity_list, default_capacities_mb
 from lab.bounds.optimal import optimal
 from lab.checks import check_int, check_number
 from lab.compiled import kernel
+from lab.sim.cost import resolve_cost
+from lab.sim.engine import EVICTIONS, HIT_BYTES, HITS, INSERTIONS, N_COUNTS, PEAK_BYTES, READ_BYTES, READ_HITS
 from lab.sim.policy import get_policy
-from lab.sim.engine import EVICTIONS, HIT_BYTES, HITS, N_COUNTS, PEAK_BYTES, READ_BYTES, READ_HITS
 from lab.sim.simulate import metrics_of_counts, simulate
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
@@ -241,6 +242,12 @@ def _capacities(workload: Workload, capacities_mb) -> np.ndarray:
     return np.array(sorted(set(float(c) for c in values)))
 
 
+def _rows_of_metrics(capacities_mb, metrics: list[dict], workload: Workload, algorithm: str) -> pd.DataFrame:
+    """The curve's rows from ``SimulationResult.metrics`` at each capacity (MB): a simulation's or one-pass."""
+    return _rows(capacities_mb, [m["dram_accesses"] for m in metrics], [m["bytes_from_dram"] for m in metrics],
+                 [round(m["dram_writes_mb"] * BYTES_PER_MB) for m in metrics], workload, algorithm)
+
+
 def _rows(capacities_mb, misses, read_bytes, write_bytes, workload: Workload, algorithm: str) -> pd.DataFrame:
     n = workload.n_accesses
     total = workload.total_bytes
@@ -270,13 +277,6 @@ def _lru_hits(workload: Workload, capacity_bytes: np.ndarray):
     return np.asarray(hits, np.int64), np.asarray(hit_bytes, np.int64)
 
 
-def _lru_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame:
-    hits, hit_bytes = _lru_hits(workload, mb_to_bytes(capacities_mb).astype(np.int64))
-    misses = workload.n_accesses - hits
-    return _rows(capacities_mb, misses, workload.total_bytes - hit_bytes, np.zeros(len(misses)),
-                 workload, LRU_ALGORITHM)
-
-
 def _opt_hits(workload: Workload, capacities_mb: np.ndarray):
     """Belady's (MIN, equal sizes, no bypass) hits at each capacity from Mattson's OPT stack, and the depth
     (tensors held) of each capacity."""
@@ -287,13 +287,6 @@ def _opt_hits(workload: Workload, capacities_mb: np.ndarray):
                                    np.int64(min(max_depth, max(workload.n_tensors, 1))))
     hit_depths = np.sort(distance[distance > 0])
     return np.searchsorted(hit_depths, depths, side="right").astype(np.int64), depths
-
-
-def _opt_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame:
-    hits, _ = _opt_hits(workload, capacities_mb)
-    misses = workload.n_accesses - hits
-    return _rows(capacities_mb, misses, misses * int(workload.tensor_bytes[0]), np.zeros(len(misses)), workload,
-                 OPT_ALGORITHM)
 
 
 def one_pass_algorithm(workload: Workload, policy) -> Optional[str]:
@@ -348,6 +341,7 @@ def one_pass_metrics(workload: Workload, policy, capacities_mb, cost) -> list[di
         counts[READ_HITS] = hits[k]  # a plain trace only reads
         counts[HIT_BYTES] = hit_bytes[k]
         counts[READ_BYTES] = workload.total_bytes - hit_bytes[k]
+        counts[INSERTIONS] = misses[k] - uncacheable[k]  # every miss that fits enters the buffer
         counts[EVICTIONS] = misses[k] - uncacheable[k] - resident[k]
         counts[PEAK_BYTES] = max(peak[k], 0)
         metrics = metrics_of_counts(workload, counts, int(capacity), cost)
@@ -363,9 +357,8 @@ def _simulated(workload: Workload, policy, capacities_mb: np.ndarray, threads: i
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         metrics = list(pool.map(run, capacities_mb))
-    return _rows(capacities_mb, [m["dram_accesses"] for m in metrics], [m["bytes_from_dram"] for m in metrics],
-                 [round(m["dram_writes_mb"] * BYTES_PER_MB) for m in metrics], workload,
-                 f"simulation per capacity ({policy.name}, {threads} threads)")
+    return _rows_of_metrics(capacities_mb, metrics, workload,
+                            f"simulation per capacity ({policy.name}, {threads} threads)")
 
 
 def _sample(workload: Workload, sample_rate: float, seed: int) -> Workload:
@@ -429,11 +422,11 @@ def miss_ratio_curve(trace, policy="LRU", capacities_mb=None, sample_rate: Optio
             raise ValueError("sample_rate must be in (0, 1], got 0")
         check_int("seed", seed, 0)
         return _shards(workload, policy, capacities_mb, sample_rate, seed, threads)
-    one_pass = one_pass_algorithm(workload, policy) is not None
-    if method == "one-pass" and not one_pass:
+    algorithm = one_pass_algorithm(workload, policy)
+    if method == "one-pass" and algorithm is None:
         raise ValueError(f"no one-pass algorithm for {policy.name} on this trace: LRU on plain traces, Belady on "
                          "plain traces with equal sizes")
-    if one_pass and method != "simulation":
-        return _lru_one_pass(workload, capacities_mb) if policy.name == "LRU" else _opt_one_pass(workload,
-                                                                                                    capacities_mb)
+    if algorithm is not None and method != "simulation":
+        metrics = one_pass_metrics(workload, policy, capacities_mb, resolve_cost(None))
+        return _rows_of_metrics(capacities_mb, metrics, workload, algorithm)
     return _simulated(workload, policy, capacities_mb, threads)

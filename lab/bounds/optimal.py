@@ -66,9 +66,11 @@ import pandas as pd
 
 from lab.checks import check_bool, check_memory, check_number, check_positive_mb
 from lab.compiled import kernel
-from lab.sim.cost import CostModel, resolve_cost
+from lab.sim.cost import resolve_cost
+from lab.sim.engine import (DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTIONS, N_COUNTS, PEAK_BYTES, PERSIST_WRITE_BYTES,
+                            READ_BYTES, READ_HITS, WRITE_ALLOCATIONS, WRITE_BYTES, WRITEBACKS, WRITEBACKS_SKIPPED)
 from lab.sim.policy import get_policy
-from lab.sim.simulate import compulsory_misses, simulate
+from lab.sim.simulate import metrics_of_counts, simulate
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 
@@ -514,14 +516,6 @@ def _maximal_cliques(ivs: Intervals, useful: np.ndarray):
             np.searchsorted(candidates, end, side="left").astype(np.int64))
 
 
-def _fits(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_bytes: int) -> bool:
-    """Whether the kept intervals hold at most ``capacity_bytes`` at every gap (exact integers)."""
-    held = np.zeros(workload.n_accesses + 1, np.int64)
-    np.add.at(held, ivs.start[kept], ivs.size[kept])
-    np.subtract.at(held, ivs.end[kept], ivs.size[kept])
-    return bool(np.cumsum(held).max(initial=0) <= capacity_bytes)
-
-
 def _best_schedule(workload: Workload, ivs: Intervals, around: np.ndarray, capacity_bytes: int):
     """The whole-tensor schedule with the least exact traffic among the flow rounded (keep the intervals it keeps
     whole) and Belady's with and without bypass (an interval is kept when its end is a hit: with whole tensors
@@ -540,52 +534,53 @@ def _best_schedule(workload: Workload, ivs: Intervals, around: np.ndarray, capac
     return best
 
 
-def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
-    n = workload.n_accesses
-    read_bytes, write_bytes, hits, writebacks = schedule_traffic(workload, ivs, kept)
-    held = np.zeros(n + 1, np.int64)
+def _held_bytes(workload: Workload, ivs: Intervals, kept: np.ndarray) -> np.ndarray:
+    """Bytes the schedule that keeps the intervals ``kept`` holds on chip in each gap (int64 per access: after
+    it, before the next)."""
+    held = np.zeros(workload.n_accesses + 1, np.int64)
     np.add.at(held, ivs.start[kept], ivs.size[kept])
     np.subtract.at(held, ivs.end[kept], ivs.size[kept])
-    moved = read_bytes + write_bytes
-    wait_ms = float(cost.transfer_ms(moved))
+    return np.cumsum(held)
+
+
+def _fits(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_bytes: int) -> bool:
+    """Whether the kept intervals hold at most ``capacity_bytes`` at every gap (exact integers)."""
+    return bool(_held_bytes(workload, ivs, kept).max(initial=0) <= capacity_bytes)
+
+
+def schedule_counts(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_bytes: int) -> np.ndarray:
+    """The engine's counters (``lab.sim.engine``: HITS, READ_BYTES, ... int64, ``N_COUNTS`` of them) of the
+    whole-tensor schedule that keeps the intervals ``kept`` (bool per interval) at ``capacity_bytes``, as a run
+    of ``lab.simulate`` fills them, so that ``metrics_of_counts`` reads them as it reads a run's. In this model an
+    eviction is an interval not kept (its tensor leaves the buffer, or never enters it), and a write not reached
+    on chip allocates its tensor when it fits (the schedule holds it from there), else streams out."""
+    n = workload.n_accesses
+    read_bytes, write_bytes, hits, writebacks = schedule_traffic(workload, ivs, kept)
     writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
-    kept_into = np.zeros(n, np.bool_)
+    marks = persist_marks(workload)
+    kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
     kept_into[ivs.end[kept]] = True
-    # a write not reached on chip allocates when it fits (the schedule holds it from there), else streams out
-    allocated = int(np.count_nonzero(writes & ~kept_into & (workload.access_bytes <= capacity_bytes)))
-    accesses = n - workload.n_persist  # persist marks are rows, not accesses
-    misses = accesses - hits - allocated
-    read_hits = int(np.count_nonzero(kept_into & ~writes))
-    # dirty data not kept whose next access overwrites it: dropped, not written back
+    kept_from = np.zeros(n, np.bool_)  # the schedule holds access i's tensor after it
+    kept_from[ivs.start[kept]] = True
+    allocates = writes & ~kept_into & (workload.access_bytes <= capacity_bytes)
     dirty = dirty_states(workload.previous_use, writes, kept_into)
+    # dirty data not kept whose next access overwrites it: dropped, not written back
     skipped = ~kept & dirty[ivs.start] & ~ivs.end_reads & ~ivs.end_persists
-    reads = accesses - int(np.count_nonzero(writes))
-    bytes_total = workload.total_bytes
-    return {
-        "cache_hits": hits,
-        "dram_accesses": misses,
-        "total_latency": float(cost.latency_ms(hits + allocated, misses + writebacks, moved)),
-        "evictions": int(np.count_nonzero(~kept)),
-        "bandwidth_wait_time": wait_ms,
-        "cache_hit_rate": 100.0 * hits / accesses if accesses else 0.0,
-        "read_hit_rate": 100.0 * read_hits / reads if reads else 0.0,
-        "accesses": accesses,
-        "write_allocations": allocated,
-        "read_hits": read_hits,
-        "compulsory_misses": compulsory_misses(workload),
-        "uncacheable_accesses": int(np.count_nonzero((workload.access_bytes > capacity_bytes)
-                                                     & ~persist_marks(workload))),
-        "bytes_from_dram": read_bytes,
-        "byte_hit_rate": 100.0 * float(workload.access_bytes[kept_into].sum()) / bytes_total if bytes_total else 0.0,
-        "dram_reads_mb": float(bytes_to_mb(read_bytes)),
-        "dram_writes_mb": float(bytes_to_mb(write_bytes)),
-        "dram_traffic_mb": float(bytes_to_mb(moved)),
-        "writebacks": writebacks,
-        "writebacks_skipped": int(np.count_nonzero(skipped)),
-        "persist_writeback_mb": float(bytes_to_mb(ivs.size[ivs.end_persists & dirty[ivs.start]].sum())),
-        "dead_drops": int(np.count_nonzero((workload.next_use < 0) & ~persist_marks(workload))),
-        "peak_occupancy_mb": float(bytes_to_mb(np.cumsum(held).max())) if n else 0.0,
-    }
+    counts = np.zeros(N_COUNTS, np.int64)
+    counts[HITS] = hits
+    counts[HIT_BYTES] = workload.access_bytes[kept_into].sum()
+    counts[READ_BYTES] = read_bytes
+    counts[WRITE_BYTES] = write_bytes
+    counts[EVICTIONS] = np.count_nonzero(~kept)
+    counts[WRITEBACKS] = writebacks
+    counts[DROPS] = np.count_nonzero((workload.next_use < 0) & ~marks)
+    counts[PEAK_BYTES] = _held_bytes(workload, ivs, kept).max() if n else 0
+    counts[INSERTIONS] = np.count_nonzero(~kept_into & ~marks & (kept_from | allocates))
+    counts[READ_HITS] = np.count_nonzero(kept_into & ~writes)
+    counts[WRITE_ALLOCATIONS] = np.count_nonzero(allocates)
+    counts[WRITEBACKS_SKIPPED] = np.count_nonzero(skipped)
+    counts[PERSIST_WRITE_BYTES] = ivs.size[ivs.end_persists & dirty[ivs.start]].sum()
+    return counts
 
 
 def lower_bound_mb(trace, capacity_mb: float, solver: str = "highs") -> float:
@@ -726,7 +721,8 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
         byte_granular_mb=float(bytes_to_mb(flow_read + flow_write)),
         byte_granular_read_mb=float(bytes_to_mb(flow_read)),
         byte_granular_write_mb=float(bytes_to_mb(flow_write)),
-        metrics=_metrics(workload, ivs, kept, capacity_bytes, cost),
+        metrics=metrics_of_counts(workload, schedule_counts(workload, ivs, kept, capacity_bytes), capacity_bytes,
+                                  cost),
         plan=plan,
         method=method,
         upper_source=upper_source,
