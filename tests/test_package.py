@@ -25,7 +25,7 @@ LAB = ROOT / "lab"
 # Each subpackage may import itself and the layers before it; packages that share a layer do not import each
 # other. The top-level core (checks, units, registry, compiled) is below everything; cli and __init__ on top.
 LAYERS = [{"trace"}, {"workloads", "sim"}, {"learn"}, {"analysis"}, {"study"}, {"ui"}]
-CORE = {"checks", "units", "registry", "compiled", "version"}  # lab.version: no layer reaches up for it
+CORE = {"checks", "units", "registry", "compiled", "version", "files"}  # lab.version: no layer reaches up for it
 
 
 def _place(module: str):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from lab.compiled import QUIET_ENV
+from lab.files import file_lock
 from lab.trace.io import atomic_path, process_running
 
 if TYPE_CHECKING:
@@ -701,18 +702,9 @@ class ReportError(RuntimeError):
 @contextlib.contextmanager
 def _exclusive(out_dir: Path):
     """Hold ``out_dir``'s report lock (one report run at a time per folder); ValueError when another holds it."""
-    import fcntl
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lab-report.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another report run is writing into {out_dir}: wait for it, or use --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(out_dir / ".lab-report.lock", wait=False,
+                   busy=f"another report run is writing into {out_dir}: wait for it, or use --out"):
+        yield
 
 
 WORK_KINDS = ("run", "staging", "old", "tmp", "commit")  # scratch a report run makes beside its output:
