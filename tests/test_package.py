@@ -213,3 +213,71 @@ def test_the_version_is_pyprojects_and_read_from_its_own_module():
     assert lab.__version__ == __version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     upward = [str(p.relative_to(LAB)) for p in LAB.rglob("*.py") if "from lab import __version__" in p.read_text()]
     assert upward == []
+
+
+def _stub_imports() -> dict:
+    """{public name: (module, name there)} of ``lab/__init__.pyi``'s ``from X import Y as NAME`` lines."""
+    tree = ast.parse((LAB / "__init__.pyi").read_text())
+    found = {}
+    for node in tree.body:
+        assert isinstance(node, (ast.ImportFrom, ast.Expr)), ast.dump(node)  # imports only (and the docstring)
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                assert alias.asname, f"{alias.name}: a stub re-exports with 'as NAME'"
+                assert alias.asname not in found, f"{alias.asname} twice in the stub"
+                found[alias.asname] = (node.module, alias.name)
+    return found
+
+
+def test_every_public_name_is_in_all_dir_and_the_stub():
+    """Lazy names too: ``dir(lab)`` (tab completion) and ``lab/__init__.pyi`` (type checkers) list exactly
+    ``lab.__all__``, and the stub imports each from where lab gets it."""
+    stub = _stub_imports()
+    public = {name for name in dir(lab) if not name.startswith("_")}
+    assert len(lab.__all__) == len(set(lab.__all__))
+    assert public == set(lab.__all__)
+    assert set(stub) - {"__version__"} == set(lab.__all__) and "__version__" in dir(lab)
+    assert set(lab._LAZY) | set(lab._LAZY_MODULES) <= set(lab.__all__)
+    for name, (module, attribute) in stub.items():
+        if name in lab._LAZY_MODULES:  # without importing it (plots loads matplotlib)
+            assert f"{module}.{attribute}" == lab._LAZY_MODULES[name], name
+        elif name in lab._LAZY:  # without importing torch and the other heavy ones
+            assert (module, attribute) == (lab._LAZY[name], "PRESETS" if name == "MODEL_PRESETS" else name), name
+        else:
+            assert getattr(importlib.import_module(module), attribute) is getattr(lab, name), name
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lab"]
+    assert "__init__.pyi" in package_data and "py.typed" in package_data and (LAB / "py.typed").is_file()
+
+
+def _definitions(pattern: str) -> list[str]:
+    """``file:line`` of every line of lab's sources matching the regular expression ``pattern``."""
+    regex = re.compile(pattern)
+    return [f"{path.relative_to(LAB)}:{number}" for path in sorted(LAB.rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1) if regex.search(line)]
+
+
+def test_one_of_each_shared_piece():
+    """One registry class (every name lookup an instance of it), one heap, one random generator, one file lock,
+    one command line, one class per name (issue 25)."""
+    from lab.learn.scoring import SCORERS
+    from lab.registry import Registry
+    from lab.sim.cost import HARDWARE_PRESETS
+    from lab.sim.policy import POLICIES
+    from lab.trace.io import FORMATS
+    from lab.workloads import generator, models
+
+    assert _definitions(r"^class \w*Registry\b") == ["registry.py:11"]
+    for registry in (POLICIES, SCORERS, HARDWARE_PRESETS, FORMATS, generator._MODEL_TYPES, models.PRESETS):
+        assert isinstance(registry, Registry)
+    assert [d.split(":")[0] for d in _definitions(r"^\s*def \w*(sift|heap_place)\w*\(")] == ["sim/structures.py"] * 2
+    assert [d.split(":")[0] for d in _definitions(r"0x9E3779B97F4A7C15|0xBF58476D1CE4E5B9")] == ["sim/structures.py"] * 2
+    assert [d.split(":")[0] for d in _definitions(r"\bfcntl\.flock\(")] == ["files.py"]
+    assert {d.split(":")[0] for d in _definitions(r"^import argparse|\bArgumentParser\(")} == {"cli.py"}
+    assert "__main__" not in (LAB / "ui" / "report.py").read_text() + (LAB / "ui" / "app.py").read_text()
+    classes: dict = {}
+    for path in sorted(LAB.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append(str(path.relative_to(LAB)))
+    assert {name: files for name, files in classes.items() if len(files) > 1} == {}
+    assert _definitions(r"^PHASES\s*=") == []
