@@ -1,5 +1,5 @@
-"""Type stub of lab's public names: the eager ones and those loaded on first use (``lab._LAZY``), each
-with its import, for type checkers and editors. tests/test_package.py keeps it equal to ``lab.__all__``."""
+# Type stub of lab's public names: the eager ones and those loaded on first use (lab._LAZY), each with its
+# import, for type checkers and editors. tests/test_package.py keeps it equal to lab.__all__ and dir(lab).
 
 from lab.version import __version__ as __version__
 
@@ -42,5 +42,7 @@ from lab.ui.widgets import Explorer as Explorer
 from lab.workloads.capture import capture_trace as capture_trace
 from lab.workloads.generator import (
     DEFAULT_DIMS as DEFAULT_DIMS, MODEL_TYPES as MODEL_TYPES, generate_trace as generate_trace)
-from lab.workloads.models import (
-    PRESETS as MODEL_PRESETS, capture_model as capture_model, synthetic_counterpart as synthetic_counterpart)
+from lab.workloads.models import Preset as _Preset
+from lab.workloads.models import capture_model as capture_model, synthetic_counterpart as synthetic_counterpart
+
+MODEL_PRESETS: Registry[_Preset]  # lab.workloads.models.PRESETS

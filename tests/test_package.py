@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "lab"
 
 # Each subpackage may import itself and the layers before it; packages that share a layer do not import each
-# other. The top-level core (checks, units, registry, compiled) is below everything; cli and __init__ on top.
+# other. The top-level core (checks, units, registry, compiled, version, files) is below everything; cli and
+# __init__ on top.
 LAYERS = [{"trace"}, {"workloads", "sim"}, {"learn"}, {"analysis"}, {"study"}, {"ui"}]
 CORE = {"checks", "units", "registry", "compiled", "version", "files"}  # lab.version: no layer reaches up for it
 
@@ -216,16 +217,22 @@ def test_the_version_is_pyprojects_and_read_from_its_own_module():
 
 
 def _stub_imports() -> dict:
-    """{public name: (module, name there)} of ``lab/__init__.pyi``'s ``from X import Y as NAME`` lines."""
+    """{public name: (module, name there)} of ``lab/__init__.pyi``'s ``from X import NAME as NAME`` lines (a
+    re-export), and {public name: (None, annotation)} of its ``NAME: TYPE`` lines; private imports left out."""
     tree = ast.parse((LAB / "__init__.pyi").read_text())
     found = {}
     for node in tree.body:
-        assert isinstance(node, (ast.ImportFrom, ast.Expr)), ast.dump(node)  # imports only (and the docstring)
+        assert isinstance(node, (ast.ImportFrom, ast.AnnAssign, ast.Expr)), ast.dump(node)
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
-                assert alias.asname, f"{alias.name}: a stub re-exports with 'as NAME'"
-                assert alias.asname not in found, f"{alias.asname} twice in the stub"
-                found[alias.asname] = (node.module, alias.name)
+                if (alias.asname or "").startswith("_"):
+                    continue
+                assert alias.asname == alias.name, f"{alias.name}: a stub re-exports with 'as {alias.name}'"
+                assert alias.name not in found, f"{alias.name} twice in the stub"
+                found[alias.name] = (node.module, alias.name)
+        elif isinstance(node, ast.AnnAssign):
+            assert node.target.id not in found, f"{node.target.id} twice in the stub"
+            found[node.target.id] = (None, ast.unparse(node.annotation))
     return found
 
 
@@ -241,8 +248,10 @@ def test_every_public_name_is_in_all_dir_and_the_stub():
     for name, (module, attribute) in stub.items():
         if name in lab._LAZY_MODULES:  # without importing it (plots loads matplotlib)
             assert f"{module}.{attribute}" == lab._LAZY_MODULES[name], name
+        elif name == "MODEL_PRESETS":  # lab.workloads.models.PRESETS under another name: annotated
+            assert (module, attribute, lab._LAZY[name]) == (None, "Registry[_Preset]", "lab.workloads.models")
         elif name in lab._LAZY:  # without importing torch and the other heavy ones
-            assert (module, attribute) == (lab._LAZY[name], "PRESETS" if name == "MODEL_PRESETS" else name), name
+            assert (module, attribute) == (lab._LAZY[name], name), name
         else:
             assert getattr(importlib.import_module(module), attribute) is getattr(lab, name), name
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lab"]
