@@ -472,9 +472,9 @@ def test_the_option_table_covers_every_field(cls):
 
 # Dataclasses under lab/ that are not option objects: results a function returns, a trace's encoding, internal
 # records, or the study's parts (parse_study checks them; a StudySpec passed as an object is checked again).
-NOT_OPTIONS = {"SimulationResult", "Workload", "FlatTrees", "CompleteTrees", "Schedule", "CompilePrediction",
-               "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task", "StudySpec",
-               "StudySummary", "Failed", "_Region", "_Record", "_State",
+NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "CompleteTrees", "Schedule",
+               "CompilePrediction", "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task",
+               "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State",
                "SimulationModel"}  # a result's record of what produced it, made by lab.simulate
 
 
