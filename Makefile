@@ -24,16 +24,16 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP) ## Create .venv (if missing) and install lab with its notebook and test extras
 
 report: $(STAMP) ## Run each report notebook for each of its params files into reports/ (.ipynb + .html)
-	$(PY) -m lab.ui.report notebooks/01-policy-comparison.ipynb params/01-policy-comparison/*.yaml --out reports
-	$(PY) -m lab.ui.report notebooks/03-real-models.ipynb params/03-real-models/*.yaml --out reports
-	$(PY) -m lab.ui.report notebooks/07-learned-eviction.ipynb params/07-learned-eviction/*.yaml --out reports
+	$(PY) -m lab report notebooks/01-policy-comparison.ipynb params/01-policy-comparison/*.yaml --out reports
+	$(PY) -m lab report notebooks/03-real-models.ipynb params/03-real-models/*.yaml --out reports
+	$(PY) -m lab report notebooks/07-learned-eviction.ipynb params/07-learned-eviction/*.yaml --out reports
 
 study: $(STAMP) ## Run the default study (params/studies/default.yaml) on a LocalCluster into results/default, then its report
 	$(PY) -m lab study params/studies/default.yaml --out results/default
-	$(PY) -m lab.ui.report notebooks/08-study.ipynb params/08-study/default.yaml --out reports
+	$(PY) -m lab report notebooks/08-study.ipynb params/08-study/default.yaml --out reports
 
 app: $(STAMP) ## Serve the explorer as a web page with Voila on http://127.0.0.1:8866/
-	$(PY) -m lab.ui.app
+	$(PY) -m lab app
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest

@@ -80,6 +80,27 @@ __all__ = [
     "validate",
     "working_set_mb",
     "write_trace",
+    # loaded on first use (below)
+    "CacheModel",
+    "Explorer",
+    "LLMScorer",
+    "MODEL_PRESETS",
+    "best_policy",
+    "capture_model",
+    "capture_trace",
+    "fidelity_table",
+    "gap_to_optimum",
+    "load_study",
+    "load_study_spec",
+    "local_cluster",
+    "measured_totals",
+    "plots",
+    "policy_scoreboard",
+    "provenance",
+    "run_study",
+    "study",
+    "study_failures",
+    "synthetic_counterpart",
 ]
 
 # Loaded on first use, so that ``import lab`` stays light: torch and transformers (captures), matplotlib
@@ -106,6 +127,11 @@ _LAZY = {
     "policy_scoreboard": "lab.study",
 }
 _LAZY_MODULES = {"plots": "lab.ui.plots", "study": "lab.study"}
+
+
+def __dir__():
+    """Every public name, the lazy ones too (tab completion; ``lab/__init__.pyi`` lists them for type checkers)."""
+    return sorted({*__all__, "__version__"})
 
 
 def __getattr__(name):

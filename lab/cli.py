@@ -1,6 +1,7 @@
-"""Command line: ``python -m lab {generate,simulate,optimal,schedule,validate,compile,capture,study}``:
+"""Command line: ``python -m lab {generate,simulate,optimal,schedule,validate,compile,capture,study,report,app}``:
 generate or read a trace, simulate a policy, bound the least DRAM traffic (the optimum), rank tensors to evict,
-validate a trace, plan the buffer, capture real models' traces, and run studies (parameter grids on Dask).
+validate a trace, plan the buffer, capture real models' traces, run studies (parameter grids on Dask), run
+parameterized reports (``lab.ui.report``) and serve the explorer's web app (``lab.ui.app``).
 
 Each command reads a trace (``--trace FILE``) or generates one from the seed's
 parameters, prints a short summary on stdout (the answer with its units and
@@ -38,7 +39,7 @@ from lab.units import METRIC_UNITS
 EXIT_USAGE = 2
 DESCRIPTION = ("Generate or capture a tensor-access trace, simulate an on-chip buffer under an eviction policy, "
                "find the least DRAM traffic any policy can reach (the optimum), rank tensors to evict, validate "
-               "a trace, or plan a buffer against the optimum. Each command prints a short summary (the answer "
+               "a trace, plan a buffer against the optimum, run reports or serve the explorer. Each command prints a short summary (the answer "
                "with its units and the model that produced it); --json prints the full record as JSON instead, "
                "and --out FILE (.parquet or .csv) writes its table. MB means MiB. Bad input: one line on "
                "stderr, exit code 2.")
@@ -457,6 +458,40 @@ def _study(args):
 
 
 EXIT_FAILED_CELLS = 1  # a study ran, but some of its cells failed (recorded in OUT/failed/)
+EXIT_REPORT_FAILED = 1  # a report's notebook failed (its folder is not written)
+
+
+def _report(args):
+    import logging
+
+    from papermill.exceptions import PapermillException
+
+    from lab.ui.report import ReportError, run_reports
+
+    # Errors reach the user as our one line; the libraries' own logs of them would come first (nbclient's "Kernel
+    # died while waiting for execute reply." on a Ctrl-C, through traitlets) or last (asyncio's "Task exception
+    # was never retrieved" as the process ends)
+    for name in ("traitlets", "asyncio", "papermill", "nbclient"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        run_reports(args.notebook, args.params, args.out)
+    except (ReportError, PapermillException) as error:
+        print(f"python -m lab report: {error}", file=sys.stderr)
+        return EXIT_REPORT_FAILED
+    return 0
+
+
+def _app(args):
+    from lab.checks import first_line
+    from lab.ui.app import voila_command
+
+    try:
+        command = voila_command(args.port, cull_idle_timeout_s=args.cull_idle_timeout)
+    except ValueError as error:
+        raise ValueError(first_line(error)) from None
+    print(f"serving the explorer on http://127.0.0.1:{args.port}/ (Ctrl-C stops; idle kernels of closed pages "
+          f"shut down after {args.cull_idle_timeout} s)", flush=True)
+    os.execv(sys.executable, command)
 
 
 def _buffer(text: str) -> str:
@@ -581,6 +616,22 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(study, "no_progress", action="store_true", help="no progress bar")
     _json(study, "the run's record")
     study.set_defaults(run=_study)
+
+    from lab.ui.app import CULL_IDLE_TIMEOUT_S, DEFAULT_PORT
+
+    report = command("report", "run a notebook once per YAML parameter file (papermill), export each as HTML, "
+                               "and write an index of their answers")
+    report.add_argument("notebook", metavar="NOTEBOOK", help="the report notebook (see notebooks/)")
+    report.add_argument("params", nargs="+", metavar="PARAMS.yaml", help="parameter files, one report each")
+    _flag(report, "out", default="reports", metavar="DIR",
+          help="output folder: DIR/<notebook>/<params>/ per report, DIR/index.html")
+    report.set_defaults(run=_report)
+
+    app = command("app", "serve the explorer's web app (Voila) on 127.0.0.1")
+    _flag(app, "port", type=int, default=DEFAULT_PORT, metavar="N", help="TCP port")
+    _flag(app, "cull_idle_timeout", type=int, default=CULL_IDLE_TIMEOUT_S, metavar="S",
+          help="shut down a visitor's kernel idle S seconds after its page closed")
+    app.set_defaults(run=_app)
     return parser
 
 

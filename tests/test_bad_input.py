@@ -472,9 +472,9 @@ def test_the_option_table_covers_every_field(cls):
 
 # Dataclasses under lab/ that are not option objects: results a function returns, a trace's encoding, internal
 # records, or the study's parts (parse_study checks them; a StudySpec passed as an object is checked again).
-NOT_OPTIONS = {"SimulationResult", "Workload", "FlatTrees", "CompleteTrees", "Schedule", "CompilePrediction",
-               "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task", "StudySpec",
-               "StudySummary", "Failed", "_Region", "_Record", "_State",
+NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "CompleteTrees", "Schedule",
+               "CompilePrediction", "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task",
+               "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State",
                "SimulationModel"}  # a result's record of what produced it, made by lab.simulate
 
 
@@ -661,12 +661,12 @@ def test_a_port_outside_1_to_65535_is_refused(port):
                                                                            ">= 1 seconds"),
                                             (["--cull-idle-timeout", "-5"], "cull_idle_timeout_s")])
 def test_the_apps_bad_settings_are_one_line(argv, fragment, capsys):
-    from lab.ui.app import main as app_main
+    from lab.cli import main
 
-    with pytest.raises(SystemExit) as exited:
-        app_main(argv)
+    assert main(["app", *argv]) == 2
     err = capsys.readouterr()
-    assert exited.value.code == 2 and fragment in err.err and err.err.count("\n") == 1 and "serving" not in err.out
+    assert fragment in err.err and err.err.count("\n") == 1 and "serving" not in err.out
+    assert err.err.startswith("python -m lab app: error: ")
 
 
 # --- issue 23: memory refusals come up front with their estimate, also under a memory limit ---------------------------
@@ -841,13 +841,13 @@ def test_every_report_parameter_of_the_wrong_type_is_refused_naming_it(notebook,
 ])
 def test_a_report_parameter_of_the_wrong_type_is_one_line_before_anything_runs(notebook, text, fragment, tmp_path,
                                                                                 capsys):
-    from lab.ui.report import main as report_main
+    from lab.cli import main
 
     params = tmp_path / "p.yaml"
     params.write_text(text + "\n")
     out = tmp_path / "reports"
-    assert report_main([str(Path(__file__).parents[1] / "notebooks" / f"{notebook}.ipynb"), str(params), "--out",
-                        str(out)]) == 2
+    assert main(["report", str(Path(__file__).parents[1] / "notebooks" / f"{notebook}.ipynb"), str(params), "--out",
+                 str(out)]) == 2
     err = capsys.readouterr().err
     assert re.search(fragment, err) and err.count("\n") == 1, err
     assert not (out / notebook / "p").exists()
@@ -926,7 +926,7 @@ def test_ctrl_c_to_a_report_runs_process_group_is_one_line(tmp_path):
         "name": "python3", "display_name": "Python 3", "language": "python"}}), notebook)
     params = tmp_path / "slow.yaml"
     params.write_text("wait: 120\n")
-    run = subprocess.Popen([sys.executable, "-m", "lab.ui.report", str(notebook), str(params), "--out",
+    run = subprocess.Popen([sys.executable, "-m", "lab", "report", str(notebook), str(params), "--out",
                             str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True, cwd=Path(__file__).parents[1])
     try:
@@ -940,7 +940,7 @@ def test_ctrl_c_to_a_report_runs_process_group_is_one_line(tmp_path):
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    assert run.returncode == 130 and err == "python -m lab.ui.report: interrupted\n", err
+    assert run.returncode == 130 and err == "python -m lab report: interrupted\n", err
     assert not (tmp_path / "r" / "slow" / "slow").exists()
 
 

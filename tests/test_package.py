@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "lab"
 
 # Each subpackage may import itself and the layers before it; packages that share a layer do not import each
-# other. The top-level core (checks, units, registry, compiled) is below everything; cli and __init__ on top.
+# other. The top-level core (checks, units, registry, compiled, version, files) is below everything; cli and
+# __init__ on top.
 LAYERS = [{"trace"}, {"workloads", "sim"}, {"bounds"}, {"learn"}, {"analysis"}, {"study"}, {"ui"}]
-CORE = {"checks", "units", "registry", "compiled", "version"}  # lab.version: no layer reaches up for it
+CORE = {"checks", "units", "registry", "compiled", "version", "files"}  # lab.version: no layer reaches up for it
 
 
 def _place(module: str):
@@ -305,3 +306,79 @@ def test_the_version_is_pyprojects_and_read_from_its_own_module():
     assert lab.__version__ == __version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     upward = [str(p.relative_to(LAB)) for p in LAB.rglob("*.py") if "from lab import __version__" in p.read_text()]
     assert upward == []
+
+
+def _stub_imports() -> dict:
+    """{public name: (module, name there)} of ``lab/__init__.pyi``'s ``from X import NAME as NAME`` lines (a
+    re-export), and {public name: (None, annotation)} of its ``NAME: TYPE`` lines; private imports left out."""
+    tree = ast.parse((LAB / "__init__.pyi").read_text())
+    found = {}
+    for node in tree.body:
+        assert isinstance(node, (ast.ImportFrom, ast.AnnAssign, ast.Expr)), ast.dump(node)
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or "").startswith("_"):
+                    continue
+                assert alias.asname == alias.name, f"{alias.name}: a stub re-exports with 'as {alias.name}'"
+                assert alias.name not in found, f"{alias.name} twice in the stub"
+                found[alias.name] = (node.module, alias.name)
+        elif isinstance(node, ast.AnnAssign):
+            assert node.target.id not in found, f"{node.target.id} twice in the stub"
+            found[node.target.id] = (None, ast.unparse(node.annotation))
+    return found
+
+
+def test_every_public_name_is_in_all_dir_and_the_stub():
+    """Lazy names too: ``dir(lab)`` (tab completion) and ``lab/__init__.pyi`` (type checkers) list exactly
+    ``lab.__all__``, and the stub imports each from where lab gets it."""
+    stub = _stub_imports()
+    public = {name for name in dir(lab) if not name.startswith("_")}
+    assert len(lab.__all__) == len(set(lab.__all__))
+    assert public == set(lab.__all__)
+    assert set(stub) - {"__version__"} == set(lab.__all__) and "__version__" in dir(lab)
+    assert set(lab._LAZY) | set(lab._LAZY_MODULES) <= set(lab.__all__)
+    for name, (module, attribute) in stub.items():
+        if name in lab._LAZY_MODULES:  # without importing it (plots loads matplotlib)
+            assert f"{module}.{attribute}" == lab._LAZY_MODULES[name], name
+        elif name == "MODEL_PRESETS":  # lab.workloads.models.PRESETS under another name: annotated
+            assert (module, attribute, lab._LAZY[name]) == (None, "Registry[_Preset]", "lab.workloads.models")
+        elif name in lab._LAZY:  # without importing torch and the other heavy ones
+            assert (module, attribute) == (lab._LAZY[name], name), name
+        else:
+            assert getattr(importlib.import_module(module), attribute) is getattr(lab, name), name
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lab"]
+    assert "__init__.pyi" in package_data and "py.typed" in package_data and (LAB / "py.typed").is_file()
+
+
+def _definitions(pattern: str) -> list[str]:
+    """``file:line`` of every line of lab's sources matching the regular expression ``pattern``."""
+    regex = re.compile(pattern)
+    return [f"{path.relative_to(LAB)}:{number}" for path in sorted(LAB.rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1) if regex.search(line)]
+
+
+def test_one_of_each_shared_piece():
+    """One registry class (every name lookup an instance of it), one heap, one random generator, one file lock,
+    one command line, one class per name (issue 25)."""
+    from lab.learn.scoring import SCORERS
+    from lab.registry import Registry
+    from lab.sim.cost import HARDWARE_PRESETS
+    from lab.sim.policy import POLICIES
+    from lab.trace.io import FORMATS
+    from lab.workloads import generator, models
+
+    assert _definitions(r"^class \w*Registry\b") == ["registry.py:11"]
+    for registry in (POLICIES, SCORERS, HARDWARE_PRESETS, FORMATS, generator._MODEL_TYPES, models.PRESETS):
+        assert isinstance(registry, Registry)
+    assert [d.split(":")[0] for d in _definitions(r"^\s*def \w*(sift|heap_place)\w*\(")] == ["sim/structures.py"] * 2
+    assert [d.split(":")[0] for d in _definitions(r"0x9E3779B97F4A7C15|0xBF58476D1CE4E5B9")] == ["sim/structures.py"] * 2
+    assert [d.split(":")[0] for d in _definitions(r"\bfcntl\.flock\(")] == ["files.py"]
+    assert {d.split(":")[0] for d in _definitions(r"^import argparse|\bArgumentParser\(")} == {"cli.py"}
+    assert "__main__" not in (LAB / "ui" / "report.py").read_text() + (LAB / "ui" / "app.py").read_text()
+    classes: dict = {}
+    for path in sorted(LAB.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append(str(path.relative_to(LAB)))
+    assert {name: files for name, files in classes.items() if len(files) > 1} == {}
+    assert _definitions(r"^PHASES\s*=") == []

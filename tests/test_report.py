@@ -249,20 +249,20 @@ def test_one_report_run_at_a_time_per_folder(tmp_path):
 @pytest.mark.parametrize("text, fragment", [("model_type: [unclosed", "not a valid parameter file"),
                                             ("x: !!python/object/apply:os.system ['true']", "not a valid")])
 def test_a_malformed_or_unsafe_params_file_is_one_line(tmp_path, capsys, text, fragment):
-    from lab.ui.report import main
+    from lab.cli import main
 
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    assert main([str(NOTEBOOK), str(path), "--out", str(tmp_path / "r")]) == 2
+    assert main(["report", str(NOTEBOOK), str(path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
 
 
 def test_a_failing_report_names_its_params_file(tmp_path, capsys):
-    from lab.ui.report import main
+    from lab.cli import main
 
     path = _params_file(tmp_path, "broken.yaml", {**SMALLEST, "num_layers": -3})
-    assert main([str(NOTEBOOK), str(path), "--out", str(tmp_path / "r")]) == 1
+    assert main(["report", str(NOTEBOOK), str(path), "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert f"{path}: the notebook failed" in err and "Traceback" not in err
     assert not (tmp_path / "r" / NOTEBOOK.stem / "broken").exists()
@@ -475,16 +475,16 @@ def test_a_dead_kernel_is_one_line_naming_the_params_file_and_stale_scratch_is_r
                                                                                          monkeypatch):
     import subprocess
 
-    from lab.ui.report import main
+    from lab.cli import main
 
     (tmp_path / "notebooks").mkdir()
     notebook = _tiny_notebook(tmp_path / "notebooks" / "tiny.ipynb")
     monkeypatch.chdir(tmp_path)
     out = Path("r")  # relative, as make report's: the kernel runs elsewhere (the notebook's folder)
     dies = _params_file(tmp_path, "dies.yaml", {"die": 1})
-    assert main([str(notebook), str(dies), "--out", str(out)]) == 1
+    assert main(["report", str(notebook), str(dies), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err == f"python -m lab.ui.report: {dies}: the notebook's kernel died (out of memory?)\n"
+    assert err == f"python -m lab report: {dies}: the notebook's kernel died (out of memory?)\n"
     assert not (out / "tiny" / "dies").exists()
 
     dead = subprocess.Popen(["true"])
@@ -496,7 +496,7 @@ def test_a_dead_kernel_is_one_line_naming_the_params_file_and_stale_scratch_is_r
     for path in [*stale, live]:
         (path / "half").mkdir(parents=True)
     runs = _params_file(tmp_path, "runs.yaml", {"die": 0})
-    assert main([str(notebook), str(runs), "--out", str(out)]) == 0
+    assert main(["report", str(notebook), str(runs), "--out", str(out)]) == 0
     assert (folder / "runs" / "runs.ipynb").is_file() and "alive" in (folder / "runs" / "runs.html").read_text()
     assert not any(path.exists() for path in stale) and live.is_dir()
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["figures", "runs.html", "runs.ipynb"]
@@ -505,10 +505,11 @@ def test_a_dead_kernel_is_one_line_naming_the_params_file_and_stale_scratch_is_r
 
 def test_ctrl_c_during_a_report_run_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
     import lab.ui.report as report
+    from lab.cli import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(report, "run_reports", interrupted)
-    assert report.main([str(NOTEBOOK), str(_params_file(tmp_path, "small.yaml", SMALLEST))]) == 130
-    assert capsys.readouterr().err == "python -m lab.ui.report: interrupted\n"
+    assert main(["report", str(NOTEBOOK), str(_params_file(tmp_path, "small.yaml", SMALLEST))]) == 130
+    assert capsys.readouterr().err == "python -m lab report: interrupted\n"

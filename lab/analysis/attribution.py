@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from lab.sim.simulate import SimulationResult
+from lab.trace.schema import TRACE_PHASES
 from lab.units import BYTES_PER_MB
 
 
@@ -68,7 +69,7 @@ def dram_traffic_by_module_layer_phase(result: SimulationResult, trace: pd.DataF
     tables = {}
     if "phase" in trace.columns:
         by_phase = dram_traffic_by(result, trace, "phase")
-        order = [p for p in ("forward", "backward", "optimizer") if p in by_phase.index]
+        order = [p for p in TRACE_PHASES if p in by_phase.index]
         tables["phase"] = by_phase.loc[order + [p for p in by_phase.index if p not in order]]
     if "layer" in trace.columns:
         by_layer = dram_traffic_by(result, trace, "layer")

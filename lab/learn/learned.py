@@ -23,7 +23,7 @@ import time
 import warnings
 from numbers import Real
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -419,10 +419,3 @@ def learned_scores(trace: pd.DataFrame, encoded: Workload) -> np.ndarray:
     (access, kind, op, module, layer, phase, dtype, shape); trained and cached on first use (needs torch and
     transformers then)."""
     return default_scorer().predict(encoded)
-
-
-def fit_scorer(traces: Sequence[pd.DataFrame], capacity_mb=None, capacity_fraction=None, seed: int = 0,
-               **params) -> LearnedScorer:
-    """``LearnedScorer(seed=seed, **params).fit(traces, capacity_mb=..., capacity_fraction=...)``."""
-    return LearnedScorer(seed=seed, **params).fit(traces, capacity_mb=capacity_mb,
-                                                  capacity_fraction=capacity_fraction)

@@ -227,11 +227,6 @@ def _latency_ms(on_chip, read_bytes, write_bytes, writebacks, cost: CostModel, m
     return cost.latency_ms(on_chip, transfers, moved)
 
 
-def _marks(enc: Workload) -> np.ndarray:
-    """The persist rows of ``enc`` (bool per row; all False without them)."""
-    return enc.is_persist if enc.has_persist else np.zeros(enc.n_accesses, np.bool_)
-
-
 def compulsory_misses(enc: Workload) -> int:
     """First accesses of a tensor that read it: misses under any policy (a first write allocates instead).
     Counted once per workload (every run on it reports it)."""

@@ -3,13 +3,14 @@
 - ``Lists``: several doubly linked queues over the same codes (each code in at
   most one at a time), with item and byte counts: LRU/FIFO queues, segments,
   ghost lists. ``head`` is the newest end, ``tail`` the oldest.
-- ``Heap``: an indexed binary min-heap on (key, seq); the policy picks what
-  key and tie-break seq mean.
-- ``KeySet``: a set of distinct integer keys with the largest and smallest in
-  a few branch-free word operations (a 64-ary tree of bitmaps).
+- ``Heap``: an indexed 4-ary min-heap on (key, seq); the policy picks what
+  key and tie-break seq mean. The one heap of the policies (scored, frequency, LeCaR).
+- ``KeySet``: a set of distinct integer keys with the largest in a few
+  branch-free word operations (a 64-ary tree of bitmaps).
 - ``Pool``: a dense set for uniform random sampling (swap-remove).
 - ``Rng``: a seeded splitmix64 generator kept in the state, so a randomized
-  policy is reproducible and independent of numba's global generator.
+  policy is reproducible and independent of numba's global generator (the one
+  generator of the policies: ``rng_next``, ``splitmix_mix``, ``rng_scale``).
 - ``size_granularity`` and ``share_bytes``: a policy's sub-queue shares of the
   buffer in whole blocks (see below), so that no decision depends on the unit of the sizes.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from lab.compiled import kernel
 
@@ -103,23 +104,6 @@ def push_head(q, lst, c):
     q.count[lst] += 1
     q.nbytes[lst] += q.sizes[c]
 
-
-@kernel(_nrt=False)
-def push_tail(q, lst, c):
-    """Put ``c`` (in no list) at the tail (oldest end) of list ``lst``."""
-    h = q.head[lst]
-    t = q.tail[lst]
-    q.newer[c] = t
-    q.older[c] = NONE
-    if t != NONE:
-        q.older[t] = c
-    else:
-        h = c
-    q.head[lst] = h
-    q.tail[lst] = c
-    q.owner[c] = lst
-    q.count[lst] += 1
-    q.nbytes[lst] += q.sizes[c]
 
 
 @kernel(_nrt=False)
@@ -320,17 +304,12 @@ def heap_replace_top(h, c, key, seq):
     _sift_down(h, 0, c, key, seq, h.size[0])
 
 
-@kernel(_nrt=False)
-def heap_seq(h, c):
-    """The tie-break seq of code ``c`` (present)."""
-    return h.seqs[h.pos[c]]
-
 
 # --- integer key set ------------------------------------------------------------------------------
 
 
 class KeySet(NamedTuple):
-    """A set of distinct integer keys in [0, universe): add, discard, largest and smallest in a few word
+    """A set of distinct integer keys in [0, universe): add, discard and the largest in a few word
     operations (a 64-ary tree of bitmaps: each bit of a level-l word says whether a word below is non-empty).
 
     No comparison branches to mispredict, unlike a heap: for policies whose priorities are distinct integers
@@ -395,17 +374,6 @@ def keyset_max(q):
     return k
 
 
-@kernel(_nrt=False)
-def keyset_min(q):
-    """The smallest key (the set must not be empty)."""
-    words = q.words
-    offsets = q.offsets
-    k = 0
-    for level in range(q.depth[0] - 1, -1, -1):
-        bits = words[offsets[level] + k]
-        k = k * 64 + np.int64(trailing_zeros(bits))
-    return k
-
 
 # --- random sampling -----------------------------------------------------------------------------
 
@@ -442,8 +410,26 @@ def pool_remove(p, c):
     p.count[0] = last
 
 
+@kernel(_nrt=False)
+def pool_remove_with_slots(members, index, count, slots, c):
+    """``pool_remove`` on a Pool's arrays (``members``, ``index``, ``count``) that also moves the row of
+    ``slots`` (one row per pool slot) of the last member into the slot it takes over."""
+    j = index[c]
+    last = count[0] - 1
+    moved = members[last]
+    for col in range(slots.shape[1]):
+        slots[j, col] = slots[last, col]
+    members[j] = moved
+    index[moved] = j
+    index[c] = NONE
+    count[0] = last
+
+
 class Rng(NamedTuple):
     state: np.ndarray  # uint64[1]
+
+
+SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment of the state per number
 
 
 def new_rng(seed: int) -> Rng:
@@ -451,23 +437,27 @@ def new_rng(seed: int) -> Rng:
     return Rng(np.array([np.uint64(seed % 2**64)], np.uint64))
 
 
-@kernel(_nrt=False)
-def rng_next(r):
-    """The next 64 random bits (uint64): splitmix64 (Steele, Lea and Flood, OOPSLA 2014)."""
-    z = r.state[0] + np.uint64(0x9E3779B97F4A7C15)
-    r.state[0] = z
+@kernel(inline="always")
+def splitmix_mix(z):
+    """splitmix64's output function of the state ``z`` (uint64; Steele, Lea and Flood, OOPSLA 2014): the
+    generator's next number is ``splitmix_mix(z + SPLITMIX_GAMMA)`` with ``z + SPLITMIX_GAMMA`` the new state. A
+    loop may keep the state in a local this way and store it back once."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
 
 
-@kernel(_nrt=False)
-def rng_random(r):
-    """A uniform float64 in [0, 1) (53 random bits)."""
-    return np.float64(rng_next(r) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+@kernel(inline="always")
+def rng_next(state):
+    """The next 64 random bits (uint64) of the generator whose state is ``state`` (an ``Rng``'s uint64[1]
+    array), which advances."""
+    z = state[0] + SPLITMIX_GAMMA
+    state[0] = z
+    return splitmix_mix(z)
 
 
-@kernel(_nrt=False)
-def rng_below(r, n):
-    """A uniform integer in [0, n) for n >= 1 (int64)."""
-    return np.int64(rng_next(r) % np.uint64(n))
+@kernel(inline="always")
+def rng_scale(bits, n):
+    """A uniform integer in [0, n) from 64 random ``bits`` (uint64), for 1 <= n < 2**32: the top 32 bits times n,
+    shifted down (Lemire's multiply-shift; no division)."""
+    return np.int64(((bits >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))

@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from lab.checks import check_bool, check_int
+from lab.files import file_lock
 from lab.study import dataset
 from lab.study.spec import StudySpec, Task, load_study_spec
 from lab.study.tasks import Failed, failure_record, make_trace, run_task, task_costs
@@ -367,19 +368,9 @@ def _distributed(plan, out, summary: StudySummary, progress: _Progress, client) 
 @contextlib.contextmanager
 def _exclusive(out: Path):
     """One run at a time per output folder (an fcntl lock on ``<out>/.lock``); ValueError for a second."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / ".lock", "a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"out {str(out)!r} is in use by another study run; wait for it or choose another "
-                             "folder") from None
+    with file_lock(out / ".lock", wait=False, busy=f"out {str(out)!r} is in use by another study run; wait for it "
+                   "or choose another folder"):
         yield
-    finally:
-        handle.close()
 
 
 def run_study(study, out, *, workers: Optional[int] = None, scheduler: Optional[str] = None, client=None,

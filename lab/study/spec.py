@@ -40,7 +40,7 @@ import numpy as np
 
 from lab.checks import check_bool, check_int, check_memory, check_number, check_positive_mb
 
-PHASES = ("forward", "training")
+STUDY_PHASES = ("forward", "training")  # what a study captures of a model: its forward pass, or a training step
 OPTIMUM = "OPT"
 DEFAULT_MAX_CELLS = 20_000
 AXES = ("models", "batch_sizes", "seq_lengths", "phases", "weight_dtypes", "policies", "capacities_mb", "buffers")
@@ -75,7 +75,7 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Workload:
+class StudyWorkload:
     """One trace of the study: a model at one batch size, sequence length, phase and weight dtype."""
 
     model: Model
@@ -108,7 +108,7 @@ class Task:
     (they share the line trace, built once per process), or at a chunk of neighbouring capacities on a
     cluster (see ``lab.study.runner``)."""
 
-    workload: Workload
+    workload: StudyWorkload
     buffer: str
     cells: tuple  # ((policy, capacity_mb), ...)
     cost: Optional[str]
@@ -172,7 +172,7 @@ class StudySpec:
     description: str = ""
     left_out: int = field(default=0, init=False)
 
-    def workloads(self) -> list[Workload]:
+    def workloads(self) -> list[StudyWorkload]:
         """Every trace of the grid, models first (the YAML's order)."""
         out, left = [], 0
         for model in self.models:
@@ -184,7 +184,7 @@ class StudySpec:
                                                                 or weight_dtype not in SYNTHETIC_WEIGHT_DTYPES):
                                 left += 1
                                 continue
-                            out.append(Workload(model, batch, seq, phase, weight_dtype, self.dtype, self.seed))
+                            out.append(StudyWorkload(model, batch, seq, phase, weight_dtype, self.dtype, self.seed))
         unsupported = sum((b, p) in UNSUPPORTED for b in self.buffers for p in self.policies)
         self.left_out = (left * len(self.columns()) + len(out) * unsupported) * len(self.capacities_mb)
         return out
@@ -197,7 +197,7 @@ class StudySpec:
             pairs.append(("scratchpad", OPTIMUM))
         return pairs
 
-    def tasks(self, workload: Workload) -> list[Task]:
+    def tasks(self, workload: StudyWorkload) -> list[Task]:
         """The tasks on one workload: on the scratchpad one per policy (and OPT) over every capacity; under the
         hardware cache one per capacity over every policy (see ``Task``)."""
         columns = self.columns()
@@ -394,7 +394,7 @@ def parse_study(raw, source: str = "study", force: bool = False) -> StudySpec:
             ints[key] = _unique(source, key, [check_int(key, v) for v in axes[key]])
         except ValueError as error:
             _fail(source, str(error))
-    for key, accepted in (("phases", PHASES), ("weight_dtypes", WEIGHT_DTYPES), ("buffers", BUFFERS)):
+    for key, accepted in (("phases", STUDY_PHASES), ("weight_dtypes", WEIGHT_DTYPES), ("buffers", BUFFERS)):
         bad = [v for v in axes[key] if v not in accepted]
         if bad:
             _fail(source, f"{key}: {bad} not accepted; accepted: {list(accepted)}")

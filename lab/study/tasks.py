@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lab.study.dataset import arrow_table
-from lab.study.spec import OPTIMUM, Task, Workload
+from lab.study.spec import OPTIMUM, StudyWorkload, Task
 from lab.units import BYTES_PER_MB
 
 
@@ -43,7 +43,7 @@ def versions(source: str) -> dict:
     return out
 
 
-def make_trace(workload: Workload):
+def make_trace(workload: StudyWorkload):
     """The trace of ``workload``: a capture (``lab.capture_model``, through its on-disk cache) or a generated
     trace (``lab.generate_trace``); a ``Failed`` record if that raises."""
     try:

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_COLUMNS = ("tensor_id", "size_mb")
-OPTIONAL_COLUMNS = ("access", "reuse_distance", "stride", "op", "model_type", "eviction_score")
 ACCESS_KINDS = ("read", "write", "persist")
+TRACE_PHASES = ("forward", "backward", "optimizer")  # the values of a training trace's ``phase`` column, in order
 
 
 def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:

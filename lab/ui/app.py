@@ -7,19 +7,17 @@ the explorer (``lab.ui.widgets.Explorer``); the tutorial on the explorer is
 ``CULL_IDLE_TIMEOUT_S`` seconds with no page connected (the visitor left) is
 shut down, checked every ``CULL_INTERVAL_S`` seconds, so the server's memory
 follows its visitors instead of growing until it stops.
-``python -m lab.ui.app [--port N] [--cull-idle-timeout S]`` (``make app``)
+``python -m lab app [--port N] [--cull-idle-timeout S]`` (``make app``)
 serves on 127.0.0.1; ``voila_command`` gives the command line for tests and
 scripts.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
-from lab.checks import check_int, check_port, first_line
+from lab.checks import check_int, check_port
 
 # the app's own page, in a folder of its own: the kernel runs there, and no module beside it shadows another
 EXPLORER = Path(__file__).resolve().parent / "pages" / "explorer.ipynb"
@@ -45,24 +43,3 @@ def voila_command(port: int = DEFAULT_PORT, notebook: Path = EXPLORER, cull_idle
             # plotly's JupyterLab renderer is built for a newer JupyterLab than Voila's page and can break the
             # widgets' loading; the explorer sends its plotly figures as self-contained HTML instead
             "--VoilaConfiguration.extension_denylist=jupyterlab-plotly"]
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lab.ui.app", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--cull-idle-timeout", type=int, default=CULL_IDLE_TIMEOUT_S, metavar="S",
-                        help=f"shut down a visitor's kernel idle S seconds after its page closed (default "
-                             f"{CULL_IDLE_TIMEOUT_S})")
-    args = parser.parse_args(argv)
-    try:
-        command = voila_command(args.port, cull_idle_timeout_s=args.cull_idle_timeout)
-    except ValueError as error:
-        print(f"{parser.prog}: error: {first_line(error)}", file=sys.stderr)
-        sys.exit(2)
-    print(f"serving the explorer on http://127.0.0.1:{args.port}/ (Ctrl-C stops; idle kernels of closed pages "
-          f"shut down after {args.cull_idle_timeout} s)", flush=True)
-    os.execv(sys.executable, command)
-
-
-if __name__ == "__main__":
-    main()

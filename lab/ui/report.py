@@ -1,6 +1,6 @@
 """Parameterized reports: run a notebook with papermill for each YAML parameter file, export HTML.
 
-``python -m lab.ui.report NOTEBOOK PARAMS.yaml [...] --out reports/`` writes
+``python -m lab report NOTEBOOK PARAMS.yaml [...] --out reports/`` writes
 ``reports/<notebook>/<params>/<params>.ipynb`` (executed), its ``.html`` and
 ``figures/`` (each figure the notebook saves with ``lab.plots.save_figure``, as
 SVG and PNG), then ``reports/index.html``: every report's answer table side by
@@ -9,17 +9,16 @@ side, with a link to it. Each report's folder is written whole or not at all.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from lab.compiled import QUIET_ENV
+from lab.files import file_lock
 from lab.trace.io import atomic_path, process_running
 
 if TYPE_CHECKING:
@@ -701,18 +700,9 @@ class ReportError(RuntimeError):
 @contextlib.contextmanager
 def _exclusive(out_dir: Path):
     """Hold ``out_dir``'s report lock (one report run at a time per folder); ValueError when another holds it."""
-    import fcntl
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lab-report.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another report run is writing into {out_dir}: wait for it, or use --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(out_dir / ".lab-report.lock", wait=False,
+                   busy=f"another report run is writing into {out_dir}: wait for it, or use --out"):
+        yield
 
 
 WORK_KINDS = ("run", "staging", "old", "tmp", "commit")  # scratch a report run makes beside its output:
@@ -760,37 +750,3 @@ def _replace_folder(staging: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.ui.report", description=__doc__.splitlines()[0])
-    parser.add_argument("notebook")
-    parser.add_argument("params", nargs="+", help="YAML parameter files, one report each")
-    parser.add_argument("--out", default="reports", help="output folder (default: reports)")
-    args = parser.parse_args(argv)
-    import logging
-
-    from papermill.exceptions import PapermillException
-
-    # Errors reach the user as our one line; the libraries' own logs of them would come first (nbclient's "Kernel
-    # died while waiting for execute reply." on a Ctrl-C, through traitlets) or last (asyncio's "Task exception
-    # was never retrieved" as the process ends)
-    for name in ("traitlets", "asyncio", "papermill", "nbclient"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-    try:
-        run_reports(args.notebook, args.params, args.out)
-    except (ValueError, TypeError, OSError) as error:
-        print(f"python -m lab.ui.report: error: {error}", file=sys.stderr)
-        return 2
-    except (ReportError, PapermillException) as error:
-        print(f"python -m lab.ui.report: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("python -m lab.ui.report: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -72,7 +72,6 @@ from lab.trace.workload import reuse_distances
 from lab.units import BYTES_PER_MB
 
 KINDS = ("weight", "buffer", "activation", "gradient", "optimizer_state", "input")
-PHASES = ("forward", "backward", "optimizer")
 _LAYER_PATTERN = re.compile(r"\.(?:layers|layer|h|blocks|block|stages)\.(\d+)(?:\.|$)")
 # operators that overwrite a mutated argument without reading it first
 _OVERWRITES = {"copy_", "fill_", "zero_", "normal_", "uniform_", "bernoulli_", "random_", "exponential_",

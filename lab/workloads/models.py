@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_bool, check_int, check_number, check_str, first_line, memory_budget_bytes
+from lab.files import file_lock
 from lab.registry import Registry
 from lab.units import BYTES_PER_MB
 
@@ -394,19 +395,8 @@ def _capture_lock(path: Optional[Path]):
     if path is None:
         yield
         return
-    import fcntl
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(path.name + ".lock"), "a+")
-    except OSError:
+    with file_lock(path.with_name(path.name + ".lock"), optional=True):
         yield
-        return
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        handle.close()  # releases the lock
 
 
 def _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype, training, weight_dtype, routing,

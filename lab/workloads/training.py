@@ -21,8 +21,6 @@ import pandas as pd
 
 from lab.trace.workload import reuse_distances
 
-PHASES = ("forward", "backward", "optimizer")
-
 
 def training_step(forward: pd.DataFrame) -> pd.DataFrame:
     """The training step (forward, backward, AdamW) of a forward trace from ``lab.generate_trace``: a trace with

@@ -10,8 +10,8 @@ that entry is current: a stale front (hit since it was filed) moves to the heap 
 stale top moves down to it. A hit costs O(1), most evictions take the ring's front in O(1), and each hit
 causes at most one O(log n) heap move.
 
-The state is three arrays (a per-tensor record, the integers, the floats) rather than ``structures.Heap``
-and ``Lists``: a tensor's key, seq and count share a cache line, and a hit touches nothing else.
+The state is three arrays (a per-tensor record, the integers, the floats) and the heap (a ``structures.Heap``)
+rather than ``Lists``: a tensor's key, seq and count share a cache line, and a hit touches nothing else.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import numpy as np
 
 from lab.compiled import kernel
 from lab.sim.policy import Policy, param, register
-from lab.sim.structures import NONE
+from lab.sim.structures import NONE, Heap, heap_push, heap_remove, heap_update, new_heap
 
 IN_HEAP = -2  # where a tensor is filed: its ring entry (>= 0), IN_HEAP, WAITING, or NONE (not resident)
 WAITING = -3  # to enter the heap at the next eviction
-ARITY = 4
 
 # columns of the per-tensor record (float64; access indices are exact up to 2**53)
 KEY = 0  # the current key
@@ -35,18 +34,16 @@ SEQ = 1  # the access that set it
 COUNT = 2  # accesses since insertion (LFUDA, GDSF)
 SIZE = 3  # bytes (GDSF)
 
-# the integers, for k tensors: [0, k) where each tensor is filed; [k, 2k) the heap's codes and [2k, 3k) their
-# seqs, per heap slot; [3k, 4k) each tensor's heap slot; then these scalars (at 4k + ...); then [4k + PEND,
-# 5k + PEND) the tensors waiting to enter the heap; then the ring, two per entry (code, seq as filed), entry j
-# at 5k + RING + 2 * (j & mask).
+# the integers, for k tensors: [0, k) where each tensor is filed; then these scalars (at k + ...); then
+# [k + PEND, 2k + PEND) the tensors waiting to enter the heap; then the ring, two per entry (code, seq as
+# filed), entry j at 2k + RING + 2 * (j & mask).
 FRONT = 0  # the ring's oldest entry (entries only grow)
 BACK = 1  # one past its newest
-HEAP_SIZE = 2
-USED = 3  # resident bytes (GDSF)
-N_WAITING = 4  # tensors waiting to enter the heap
-PEND = 5
-RING = 5
-# the floats: [0, k) the heap's keys, per slot; then these scalars (at k + ...)
+USED = 2  # resident bytes (GDSF)
+N_WAITING = 3  # tensors waiting to enter the heap
+PEND = 4
+RING = 4
+# the floats: these scalars
 LAST = 0  # the key of the ring's newest entry
 AGE = 1  # L: the key of the last victim (LFUDA, GDSF)
 INCOMING = 2  # the H of the tensor being inserted (GDSF with incoming_competes)
@@ -54,128 +51,40 @@ N_FLOATS = 3
 
 
 def new_ranked_arrays(n_tensors: int, columns: int):
-    """(rec, ints, floats, mask): the three arrays of an empty ranking over ``n_tensors`` tensors."""
+    """(rec, ints, floats, heap, mask): the three arrays and the heap of an empty ranking over ``n_tensors``
+    tensors."""
     k = n_tensors
     slots = 1 << int(2 * k).bit_length()  # every tensor once, plus one dead entry per removed tensor
-    ints = np.zeros(5 * k + RING + 2 * slots, np.int64)
+    ints = np.zeros(2 * k + RING + 2 * slots, np.int64)
     ints[:k] = NONE
-    ints[3 * k:4 * k] = NONE
-    return np.zeros((k, columns), np.float64), ints, np.zeros(k + N_FLOATS, np.float64), slots - 1
+    return np.zeros((k, columns), np.float64), ints, np.zeros(N_FLOATS, np.float64), new_heap(k), slots - 1
 
 
-# --- the heap: codes, seqs and slots in ints, keys in floats ---------------------------------------------
-
-
-@kernel
-def _sift_up(s, j, c, key, seq):
-    """Place (c, key, seq) at heap slot ``j`` or above."""
-    ints = s.ints
-    keys = s.floats
-    k = s.k
-    while j > 0:
-        parent = (j - 1) // ARITY
-        pk = keys[parent]
-        if not (key < pk or (key == pk and seq < ints[2 * k + parent])):
-            break
-        pc = ints[k + parent]
-        ints[k + j] = pc
-        keys[j] = pk
-        ints[2 * k + j] = ints[2 * k + parent]
-        ints[3 * k + pc] = j
-        j = parent
-    ints[k + j] = c
-    keys[j] = key
-    ints[2 * k + j] = seq
-    ints[3 * k + c] = j
-
-
-@kernel
-def _sift_down(s, j, c, key, seq, size):
-    """Place (c, key, seq) at heap slot ``j`` or below, in a heap of ``size`` slots."""
-    ints = s.ints
-    keys = s.floats
-    k = s.k
-    while True:
-        first = ARITY * j + 1
-        if first >= size:
-            break
-        best = first
-        bk = keys[first]
-        bs = ints[2 * k + first]
-        last = min(first + ARITY, size)
-        for child in range(first + 1, last):
-            ck = keys[child]
-            cs = ints[2 * k + child]
-            if ck < bk or (ck == bk and cs < bs):
-                best = child
-                bk = ck
-                bs = cs
-        if not (bk < key or (bk == key and bs < seq)):
-            break
-        bc = ints[k + best]
-        ints[k + j] = bc
-        keys[j] = bk
-        ints[2 * k + j] = bs
-        ints[3 * k + bc] = j
-        j = best
-    ints[k + j] = c
-    keys[j] = key
-    ints[2 * k + j] = seq
-    ints[3 * k + c] = j
-
-
-@kernel
-def _heap_push(s, c, key, seq):
-    """Add ``c`` (not in the heap) under (key, seq)."""
-    size = s.ints[4 * s.k + HEAP_SIZE]
-    s.ints[4 * s.k + HEAP_SIZE] = size + 1
-    _sift_up(s, size, c, key, seq)
-
-
-@kernel
-def _heap_remove(s, c):
-    """Take ``c`` (in the heap) out."""
-    ints = s.ints
-    keys = s.floats
-    k = s.k
-    j = ints[3 * k + c]
-    last = ints[4 * k + HEAP_SIZE] - 1
-    ints[4 * k + HEAP_SIZE] = last
-    ints[3 * k + c] = NONE
-    if j < last:
-        mc = ints[k + last]
-        mk = keys[last]
-        ms = ints[2 * k + last]
-        if mk < keys[j] or (mk == keys[j] and ms < ints[2 * k + j]):
-            _sift_up(s, j, mc, mk, ms)
-        else:
-            _sift_down(s, j, mc, mk, ms, last)
+# --- the heap (a structures.Heap) ----------------------------------------------------------------------
 
 
 @kernel
 def _heap_admit(s):
     """Push the tensors waiting to enter the heap (removed ones are no longer waiting)."""
     k = s.k
-    for j in range(s.ints[4 * k + N_WAITING]):
-        c = s.ints[4 * k + PEND + j]
+    for j in range(s.ints[k + N_WAITING]):
+        c = s.ints[k + PEND + j]
         if s.ints[c] == WAITING:
-            _heap_push(s, c, s.rec[c, KEY], np.int64(s.rec[c, SEQ]))
+            heap_push(s.heap, c, s.rec[c, KEY], np.int64(s.rec[c, SEQ]))
             s.ints[c] = IN_HEAP
-    s.ints[4 * k + N_WAITING] = 0
+    s.ints[k + N_WAITING] = 0
 
 
 @kernel
 def _heap_settle(s):
     """Move stale tops down to their current pairs until the top is current; returns the top."""
-    ints = s.ints
+    h = s.heap
     rec = s.rec
-    k = s.k
-    size = ints[4 * k + HEAP_SIZE]
-    t = ints[k]
+    t = h.codes[0]
     seq = np.int64(rec[t, SEQ])
-    while ints[2 * k] != seq:
-        _sift_down(s, 0, t, rec[t, KEY], seq, size)
-        t = ints[k]
+    while h.seqs[0] != seq:  # a key and seq only grow: the top moves down
+        heap_update(h, t, rec[t, KEY], seq)
+        t = h.codes[0]
         seq = np.int64(rec[t, SEQ])
     return t
 
@@ -191,23 +100,23 @@ def ranked_add(s, c, key, seq):
     k = s.k
     s.rec[c, KEY] = key
     s.rec[c, SEQ] = seq
-    front = s.ints[4 * k + FRONT]
-    back = s.ints[4 * k + BACK]
-    waiting = s.ints[4 * k + N_WAITING]
+    front = s.ints[k + FRONT]
+    back = s.ints[k + BACK]
+    waiting = s.ints[k + N_WAITING]
     where = WAITING
-    if front == back or key >= s.floats[k + LAST]:
-        slot = 5 * k + RING + 2 * (back & s.mask)
+    if front == back or key >= s.floats[LAST]:
+        slot = 2 * k + RING + 2 * (back & s.mask)
         s.ints[slot] = c
         s.ints[slot + 1] = seq
-        s.floats[k + LAST] = key
+        s.floats[LAST] = key
         where = back
         back += 1
     else:
-        s.ints[4 * k + PEND + waiting] = c
+        s.ints[k + PEND + waiting] = c
         waiting += 1
     s.ints[c] = where
-    s.ints[4 * k + BACK] = back
-    s.ints[4 * k + N_WAITING] = waiting
+    s.ints[k + BACK] = back
+    s.ints[k + N_WAITING] = waiting
 
 
 @kernel(_nrt=False)
@@ -215,26 +124,26 @@ def ranked_min(s):
     """The resident code with the smallest current (key, seq); stale entries met on the way are refiled."""
     k = s.k
     mask = s.mask
-    if s.ints[4 * k + N_WAITING] > 0:
+    if s.ints[k + N_WAITING] > 0:
         _heap_admit(s)
-    front = s.ints[4 * k + FRONT]
-    back = s.ints[4 * k + BACK]
+    front = s.ints[k + FRONT]
+    back = s.ints[k + BACK]
     v = NONE
     while front != back:
-        slot = 5 * k + RING + 2 * (front & mask)
+        slot = 2 * k + RING + 2 * (front & mask)
         u = s.ints[slot]
         if s.ints[u] == front:
             seq = np.int64(s.rec[u, SEQ])
             if seq == s.ints[slot + 1]:
                 v = u
                 break
-            _heap_push(s, u, s.rec[u, KEY], seq)  # hit since it was filed: refiled under its current pair
+            heap_push(s.heap, u, s.rec[u, KEY], seq)  # hit since it was filed: refiled under its current pair
             s.ints[u] = IN_HEAP
         front += 1  # refiled, or dead (removed)
-    s.ints[4 * k + FRONT] = front
-    if s.ints[4 * k + HEAP_SIZE] > 0:
-        t = s.ints[k]
-        if s.ints[2 * k] != np.int64(s.rec[t, SEQ]):
+    s.ints[k + FRONT] = front
+    if s.heap.size[0] > 0:
+        t = s.heap.codes[0]
+        if s.heap.seqs[0] != np.int64(s.rec[t, SEQ]):
             t = _heap_settle(s)
         if v == NONE or s.rec[t, KEY] < s.rec[v, KEY] or (s.rec[t, KEY] == s.rec[v, KEY]
                                                           and s.rec[t, SEQ] < s.rec[v, SEQ]):
@@ -248,13 +157,13 @@ def ranked_remove(s, c):
     (a ring entry elsewhere just goes dead)."""
     k = s.k
     w = s.ints[c]
-    front = s.ints[4 * k + FRONT]
+    front = s.ints[k + FRONT]
     if w == IN_HEAP:
-        _heap_remove(s, c)
+        heap_remove(s.heap, c)
     elif w == front:
         front += 1
     s.ints[c] = NONE
-    s.ints[4 * k + FRONT] = front
+    s.ints[k + FRONT] = front
 
 
 def _evict_hook(aged: bool, sized: bool):
@@ -265,9 +174,9 @@ def _evict_hook(aged: bool, sized: bool):
         v = ranked_min(s)
         ranked_remove(s, v)
         if aged:
-            s.floats[s.k + AGE] = s.rec[v, KEY]
+            s.floats[AGE] = s.rec[v, KEY]
         if sized:
-            s.ints[4 * s.k + USED] -= np.int64(s.rec[v, SIZE])
+            s.ints[s.k + USED] -= np.int64(s.rec[v, SIZE])
         return v
 
     return evict
@@ -296,12 +205,13 @@ class LFU(Policy):
         rec: np.ndarray
         ints: np.ndarray
         floats: np.ndarray
+        heap: Heap
         k: int
         mask: int
 
     def init_state(self, workload, capacity_bytes):
-        rec, ints, floats, mask = new_ranked_arrays(workload.n_tensors, 2)
-        return self.State(rec, ints, floats, workload.n_tensors, mask)
+        rec, ints, floats, heap, mask = new_ranked_arrays(workload.n_tensors, 2)
+        return self.State(rec, ints, floats, heap, workload.n_tensors, mask)
 
     @staticmethod
     def find(s, c, i, hit):
@@ -351,14 +261,15 @@ class LFUDA(Policy):
         rec: np.ndarray
         ints: np.ndarray
         floats: np.ndarray
+        heap: Heap
         k: int
         mask: int
         cost: float  # the paper's C (K = C * F + L): 1 in LFU-DA. Also keeps this state's field types apart
         #              from LFU's: numba runs a compiled driver for any state whose field types match.
 
     def init_state(self, workload, capacity_bytes):
-        rec, ints, floats, mask = new_ranked_arrays(workload.n_tensors, 3)
-        return self.State(rec, ints, floats, workload.n_tensors, mask, 1.0)
+        rec, ints, floats, heap, mask = new_ranked_arrays(workload.n_tensors, 3)
+        return self.State(rec, ints, floats, heap, workload.n_tensors, mask, 1.0)
 
     @staticmethod
     def find(s, c, i, hit):
@@ -366,14 +277,14 @@ class LFUDA(Policy):
             rec = s.rec
             f = rec[c, COUNT] + 1.0
             rec[c, COUNT] = f
-            rec[c, KEY] = s.floats[s.k + AGE] + s.cost * f
+            rec[c, KEY] = s.floats[AGE] + s.cost * f
             rec[c, SEQ] = i
         return NONE
 
     @staticmethod
     def insert(s, c, i):
         s.rec[c, COUNT] = 1.0
-        ranked_add(s, c, s.floats[s.k + AGE] + s.cost, i)
+        ranked_add(s, c, s.floats[AGE] + s.cost, i)
 
     evict = staticmethod(_evict_hook(aged=True, sized=False))
 
@@ -394,13 +305,13 @@ def _gdsf_admits(s, c):
     """Whether tensor ``c`` enters when it competes on arrival (``incoming_competes``): not when it would be the
     first victim (on a tie it is the newest: a resident goes first). Called, not inlined."""
     k = s.k
-    h = s.floats[k + AGE] + np.divide(COST, s.rec[c, SIZE])
-    s.floats[k + INCOMING] = h
-    if s.ints[4 * k + USED] + np.int64(s.rec[c, SIZE]) <= s.capacity:
+    h = s.floats[AGE] + np.divide(COST, s.rec[c, SIZE])
+    s.floats[INCOMING] = h
+    if s.ints[k + USED] + np.int64(s.rec[c, SIZE]) <= s.capacity:
         return True
     v = ranked_min(s)
     if h < s.rec[v, KEY]:
-        s.floats[k + AGE] = h
+        s.floats[AGE] = h
         return False
     return True
 
@@ -440,15 +351,16 @@ class GDSF(Policy):
         rec: np.ndarray
         ints: np.ndarray
         floats: np.ndarray
+        heap: Heap
         k: int
         mask: int
         capacity: int
         competes: bool
 
     def init_state(self, workload, capacity_bytes):
-        rec, ints, floats, mask = new_ranked_arrays(workload.n_tensors, 4)
+        rec, ints, floats, heap, mask = new_ranked_arrays(workload.n_tensors, 4)
         rec[:, SIZE] = workload.tensor_bytes
-        return self.State(rec, ints, floats, workload.n_tensors, mask, int(capacity_bytes),
+        return self.State(rec, ints, floats, heap, workload.n_tensors, mask, int(capacity_bytes),
                           bool(self.incoming_competes))
 
     @staticmethod
@@ -457,7 +369,7 @@ class GDSF(Policy):
             rec = s.rec
             f = rec[c, COUNT] + 1.0
             rec[c, COUNT] = f
-            rec[c, KEY] = s.floats[s.k + AGE] + np.divide(f * COST, rec[c, SIZE])
+            rec[c, KEY] = s.floats[AGE] + np.divide(f * COST, rec[c, SIZE])
             rec[c, SEQ] = i
         return NONE
 
@@ -468,16 +380,16 @@ class GDSF(Policy):
     @staticmethod
     def insert(s, c, i):
         k = s.k
-        h = s.floats[k + AGE] + np.divide(COST, s.rec[c, SIZE])
+        h = s.floats[AGE] + np.divide(COST, s.rec[c, SIZE])
         if s.competes:
-            h = s.floats[k + INCOMING]
+            h = s.floats[INCOMING]
         s.rec[c, COUNT] = 1.0
-        s.ints[4 * k + USED] += np.int64(s.rec[c, SIZE])
+        s.ints[k + USED] += np.int64(s.rec[c, SIZE])
         ranked_add(s, c, h, i)
 
     evict = staticmethod(_evict_hook(aged=True, sized=True))
 
     @staticmethod
     def remove(s, c):
-        s.ints[4 * s.k + USED] -= np.int64(s.rec[c, SIZE])
+        s.ints[s.k + USED] -= np.int64(s.rec[c, SIZE])
         ranked_remove(s, c)

@@ -8,10 +8,11 @@ from typing import NamedTuple
 import numpy as np
 
 from lab.compiled import kernel
-from lab.sim.policies.randomized import GOLDEN, MAX_SAMPLES, _mix, _scale, pool_remove_with_slots
+from lab.sim.policies.randomized import MAX_SAMPLES
 from lab.sim.policy import Policy, param, register
-from lab.sim.structures import (NONE, KeySet, Pool, Rng, keyset_add, keyset_discard, keyset_max, new_keyset,
-                                new_pool, new_rng, pool_add)
+from lab.sim.structures import (NONE, SPLITMIX_GAMMA, KeySet, Pool, Rng, keyset_add, keyset_discard, keyset_max,
+                                new_keyset, new_pool, new_rng, pool_add, pool_remove_with_slots, rng_scale,
+                                splitmix_mix)
 
 SIZE, NEXT = 0, 1  # columns of BeladySize's per-slot rows
 
@@ -33,8 +34,8 @@ def _belady_size_evict(members, index, count, slots, dead, n_dead, rng_state, n_
     best_j = np.int64(0)
     state = rng_state[0]
     for _ in range(n_samples):
-        state = state + GOLDEN
-        j = _scale(_mix(state), k)
+        state = state + SPLITMIX_GAMMA
+        j = rng_scale(splitmix_mix(state), k)
         score = slots[j, SIZE] * (slots[j, NEXT] - now)
         if score > best:
             best = score

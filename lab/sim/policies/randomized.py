@@ -20,61 +20,19 @@ import numpy as np
 
 from lab.compiled import kernel
 from lab.sim.policy import Policy, param, register
-from lab.sim.structures import NONE, Rng, new_rng
+from lab.sim.structures import (NONE, SPLITMIX_GAMMA, Heap, Rng, heap_push, heap_remove, heap_update, new_heap,
+                                new_rng, rng_next, rng_scale, splitmix_mix)
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (structures.rng_next)
 # Largest number of candidates a sampled policy may weigh per eviction: each eviction costs that many, so that
 # a million evictions at this bound take seconds (libCacheSim's defaults are 32 to 128).
 MAX_SAMPLES = 1024
 
 
-# --- shared helpers: random numbers and pools of residents from their arrays ---------------------------------
-
-
-@kernel(inline="always")
-def _mix(z):
-    """splitmix64's output function of the state ``z`` (uint64): ``structures.rng_next`` without the state
-    update, for loops that keep the generator's state in a local and store it back once."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@kernel(inline="always")
-def _next(state):
-    """``structures.rng_next`` on the Rng's state array (uint64[1]) itself."""
-    z = state[0] + GOLDEN
-    state[0] = z
-    return _mix(z)
-
-
-@kernel(inline="always")
-def _scale(bits, n):
-    """A uniform integer in [0, n) from 64 random ``bits`` (uint64), for 1 <= n < 2**32: the top 32 bits times n,
-    shifted down (Lemire's multiply-shift; no division)."""
-    return np.int64(((bits >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
-
-
-@kernel(_nrt=False)
-def pool_remove_with_slots(members, index, count, slots, c):
-    """``structures.pool_remove`` on a Pool's arrays that also moves the row of ``slots`` (one row per pool
-    slot) of the last member into the slot it takes over."""
-    j = index[c]
-    last = count[0] - 1
-    moved = members[last]
-    for col in range(slots.shape[1]):
-        slots[j, col] = slots[last, col]
-    members[j] = moved
-    index[moved] = j
-    index[c] = NONE
-    count[0] = last
-
-
 # --- LeCaR -------------------------------------------------------------------------------------------
 # LeCaR's evict runs out of line; its state packs what
-# evict needs into few arrays, ``aux`` (int64) holding the scalars, the frequency rows, the heap, the pending
-# ghost hits and the sizes at the offsets below, and ``logs`` holding the links of the frequency lists and the
-# log of evictions into ghost lists.
+# evict needs into few arrays, ``aux`` (int64) holding the scalars, the frequency rows, the pending ghost hits
+# and the sizes at the offsets below, and ``logs`` holding the links of the frequency lists and the log of
+# evictions into ghost lists; the tensors above LISTED wait in a ``structures.Heap``.
 
 NOT_RESIDENT = -1
 LRU_GHOSTS, LFU_GHOSTS = 0, 1  # the experts, and their ghost lists
@@ -82,15 +40,14 @@ STAMP, FREQ, GHOST, EVICTED = 0, 1, 2, 3  # columns of LeCaR's per-tensor rows
 LISTED = 16  # frequencies 1..LISTED have lists of accesses; more frequent tensors go to a heap
 OVERFLOW = LISTED + 1  # MIN_FREQ when no listed frequency has a resident; the row listing accesses above LISTED
 # aux scalars: CURSOR (no LRU victim before it), MIN_FREQ, N_GHOSTED, GHOST_TAIL + expert (that list's oldest
-# end in the log), GHOST_BYTES + expert (bytes in that list), HEAP_SIZE, N_PENDING (ghost hits not yet learnt),
+# end in the log), GHOST_BYTES + expert (bytes in that list), N_PENDING (ghost hits not yet learnt),
 # where the pending ghost hits, the sizes and the ghost log start, and N_HELD (resident tensors)
-CURSOR, MIN_FREQ, N_GHOSTED, GHOST_TAIL, GHOST_BYTES, HEAP_SIZE, N_PENDING = 0, 1, 2, 3, 5, 7, 8
-A_PENDING, A_SIZES, A_GLOG, N_HELD = 9, 10, 11, 12
+CURSOR, MIN_FREQ, N_GHOSTED, GHOST_TAIL, GHOST_BYTES, N_PENDING = 0, 1, 2, 3, 5, 7
+A_PENDING, A_SIZES, A_GLOG, N_HELD = 8, 9, 10, 11
 DR, HELD_THEN = 2, 3  # LeCaR.State.w after the two weights: d for the count of resident tensors HELD_THEN
 BUCKETS = 16  # aux[BUCKETS + 4 * f + HEAD / TAIL / COUNT]: frequency f's list of accesses and residents
 HEAD, TAIL, COUNT = 0, 1, 2
-HEAP = BUCKETS + 4 * (OVERFLOW + 1)  # aux[HEAP + 4 * j + H_CODE / H_KEY / H_SEQ], aux[HEAP + 4 * c + H_POS]
-H_CODE, H_KEY, H_SEQ, H_POS = 0, 1, 2, 3
+ROWS_END = BUCKETS + 4 * (OVERFLOW + 1)  # where the frequency rows end in aux (and the pending ghost hits start)
 
 
 @kernel(inline="always")
@@ -122,72 +79,15 @@ def _bucket_append(aux, logs, f, e):
     aux[b + COUNT] = n + 1
 
 
-# A binary min-heap on (frequency, latest access) in aux: H_CODE, H_KEY, H_SEQ per slot, H_POS per tensor (its
-# slot, NONE when absent); its size in aux[HEAP_SIZE].
-
-
 @kernel(_nrt=False)
-def _heap_place(aux, j, c, key, seq, size):
-    """Put (c, key, seq) at slot ``j`` of a heap of ``size`` slots, moving it up or down to its place."""
-    while j > 0:
-        parent = (j - 1) >> 1
-        p = HEAP + 4 * parent
-        pk = aux[p + H_KEY]
-        if not (key < pk or (key == pk and seq < aux[p + H_SEQ])):
-            break
-        pc = aux[p + H_CODE]
-        q = HEAP + 4 * j
-        aux[q + H_CODE] = pc
-        aux[q + H_KEY] = pk
-        aux[q + H_SEQ] = aux[p + H_SEQ]
-        aux[HEAP + 4 * pc + H_POS] = j
-        j = parent
-    while True:
-        child = 2 * j + 1
-        if child >= size:
-            break
-        p = HEAP + 4 * child
-        ck = aux[p + H_KEY]
-        cs = aux[p + H_SEQ]
-        if child + 1 < size:
-            rk = aux[p + 4 + H_KEY]
-            rs = aux[p + 4 + H_SEQ]
-            if rk < ck or (rk == ck and rs < cs):
-                child += 1
-                p += 4
-                ck = rk
-                cs = rs
-        if not (ck < key or (ck == key and cs < seq)):
-            break
-        cc = aux[p + H_CODE]
-        q = HEAP + 4 * j
-        aux[q + H_CODE] = cc
-        aux[q + H_KEY] = ck
-        aux[q + H_SEQ] = cs
-        aux[HEAP + 4 * cc + H_POS] = j
-        j = child
-    q = HEAP + 4 * j
-    aux[q + H_CODE] = c
-    aux[q + H_KEY] = key
-    aux[q + H_SEQ] = seq
-    aux[HEAP + 4 * c + H_POS] = j
-
-
-@kernel(_nrt=False)
-def _lfu_forget(rows, aux, c):
+def _lfu_forget(rows, aux, heap, c):
     """Take resident ``c`` out of the LRU and LFU orders (its entries go stale, or it leaves the heap); keep
     MIN_FREQ the smallest listed frequency with residents (OVERFLOW when none)."""
     f = rows[c, FREQ]
     rows[c, STAMP] = NOT_RESIDENT
     if f > LISTED:
-        j = aux[HEAP + 4 * c + H_POS]
-        if j != NONE:
-            last = aux[HEAP_SIZE] - 1
-            aux[HEAP_SIZE] = last
-            aux[HEAP + 4 * c + H_POS] = NONE
-            if j < last:
-                q = HEAP + 4 * last
-                _heap_place(aux, j, aux[q + H_CODE], aux[q + H_KEY], aux[q + H_SEQ], last)
+        if heap.pos[c] != NONE:
+            heap_remove(heap, c)
     else:
         n = aux[BUCKETS + 4 * f + COUNT] - 1
         aux[BUCKETS + 4 * f + COUNT] = n
@@ -201,7 +101,7 @@ def _lfu_forget(rows, aux, c):
 
 
 @kernel
-def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr, discount, learn, i):
+def _lecar_evict(rows, codes, next_use, logs, aux, heap, w, rng_state, ghost_bytes, lr, discount, learn, i):
     """The penalties of the ghost hits since the last eviction (libCacheSim's update_weight: w_E = w_E *
     exp(-lr * dr**t) + 1e-10, then both renormalized; only evictions read the weights; dr = discount ** (1 /
     the tensors resident now, the buffer being full)), LRU's and LFU's candidates, the coin between them, and
@@ -238,22 +138,20 @@ def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr
         e = aux[b + HEAD]
         while e != NONE:  # first, the tensors that came above LISTED since the last time join the heap
             t = codes[e]
-            if rows[t, STAMP] != NOT_RESIDENT and rows[t, FREQ] > LISTED and aux[HEAP + 4 * t + H_POS] == NONE:
-                size = aux[HEAP_SIZE]
-                aux[HEAP_SIZE] = size + 1
-                _heap_place(aux, size, t, rows[t, FREQ], rows[t, STAMP], size + 1)
+            if rows[t, STAMP] != NOT_RESIDENT and rows[t, FREQ] > LISTED and heap.pos[t] == NONE:
+                heap_push(heap, t, np.float64(rows[t, FREQ]), rows[t, STAMP])
             e = logs[e]
         aux[b + HEAD] = NONE
         aux[b + TAIL] = NONE
         while True:  # keys only grow, and a hit leaves a key behind: bring the top's up to date
-            lfu = aux[HEAP + H_CODE]
-            if aux[HEAP + H_KEY] == rows[lfu, FREQ] and aux[HEAP + H_SEQ] == rows[lfu, STAMP]:
+            lfu = heap.codes[0]
+            if heap.keys[0] == np.float64(rows[lfu, FREQ]) and heap.seqs[0] == rows[lfu, STAMP]:
                 break
-            _heap_place(aux, 0, lfu, rows[lfu, FREQ], rows[lfu, STAMP], aux[HEAP_SIZE])
+            heap_update(heap, lfu, np.float64(rows[lfu, FREQ]), rows[lfu, STAMP])
     expert = NONE
     v = lru
     if lru != lfu:
-        coin = np.float64(np.int64(_next(rng_state) % np.uint64(100))) / 100.0
+        coin = np.float64(np.int64(rng_next(rng_state) % np.uint64(100))) / 100.0
         if coin < w[0]:
             expert = LRU_GHOSTS
         else:
@@ -268,7 +166,7 @@ def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr
     if v == lru:
         j += 1
     aux[CURSOR] = j
-    _lfu_forget(rows, aux, v)
+    _lfu_forget(rows, aux, heap, v)
     if expert != NONE:  # at the head of its expert's ghost list; the oldest go while over the byte limit
         glog = aux[A_GLOG]
         sizes = aux[A_SIZES]
@@ -293,9 +191,9 @@ def _lecar_evict(rows, codes, next_use, logs, aux, w, rng_state, ghost_bytes, lr
 
 
 @kernel
-def _lecar_remove(rows, aux, c):
+def _lecar_remove(rows, aux, heap, c):
     aux[N_HELD] -= 1
-    _lfu_forget(rows, aux, c)
+    _lfu_forget(rows, aux, heap, c)
 
 
 @register
@@ -361,8 +259,9 @@ class LeCaR(Policy):
         next_use: np.ndarray  # int64 per access: skips stale positions cheaply
         logs: np.ndarray  # int64: per access its link in its frequency's list, a spare, then per eviction into a
         #                   ghost list time << 32 | code << 1 | expert (from aux[A_GLOG])
-        aux: np.ndarray  # int64: the scalars, the frequency rows (BUCKETS), the heap (HEAP), the pending ghost
+        aux: np.ndarray  # int64: the scalars, the frequency rows (BUCKETS), the pending ghost
         #                  hits (expert, accesses since the eviction; from aux[A_PENDING]), the sizes (A_SIZES)
+        heap: Heap  # the tensors more frequent than LISTED, by (frequency, latest access) as of their filing
         ghost_bytes: int  # each ghost list's limit in bytes
         w: np.ndarray  # float64[4]: weights of LRU, LFU; DR, d = discount ** (1 / HELD_THEN), for that count
         lr: float
@@ -381,20 +280,20 @@ class LeCaR(Policy):
                              f"accesses of {k} tensors")
         rows = np.full((k, 4), NONE, np.int64)  # STAMP NOT_RESIDENT, GHOST NONE
         rows[:, FREQ] = 0
-        pending = HEAP + 4 * (k + 1)
+        pending = ROWS_END
         sizes = pending + 2 * (k + 1)
         aux = np.empty(sizes + k, np.int64)
-        aux[:HEAP] = 0
+        aux[:ROWS_END] = 0
         aux[MIN_FREQ] = 1
         aux[A_PENDING] = pending
         aux[A_SIZES] = sizes
         aux[A_GLOG] = n + 1
-        aux[BUCKETS + HEAD:HEAP:4] = NONE
-        aux[BUCKETS + TAIL:HEAP:4] = NONE
-        aux[HEAP + H_POS:pending:4] = NONE
+        aux[BUCKETS + HEAD:ROWS_END:4] = NONE
+        aux[BUCKETS + TAIL:ROWS_END:4] = NONE
         aux[sizes:] = workload.tensor_bytes
         return self.State(
-            rows, workload.codes, workload.next_use, np.empty(2 * n + 1, np.int64), aux, int(capacity_bytes) // 2,
+            rows, workload.codes, workload.next_use, np.empty(2 * n + 1, np.int64), aux, new_heap(k),
+            int(capacity_bytes) // 2,
             np.array([self.lru_weight, 0.5, 0.0, 0.0]), float(self.learning_rate), float(self.discount),
             int(bool(self.update_weight)), new_rng(self.seed))
 
@@ -437,12 +336,12 @@ class LeCaR(Policy):
 
     @staticmethod
     def evict(s, c, i):
-        return _lecar_evict(s.rows, s.codes, s.next_use, s.logs, s.aux, s.w, s.rng.state, s.ghost_bytes, s.lr,
-                            s.discount, s.learn, i)
+        return _lecar_evict(s.rows, s.codes, s.next_use, s.logs, s.aux, s.heap, s.w, s.rng.state, s.ghost_bytes,
+                            s.lr, s.discount, s.learn, i)
 
     @staticmethod
     def remove(s, c):
-        _lecar_remove(s.rows, s.aux, c)
+        _lecar_remove(s.rows, s.aux, s.heap, c)
 
 
 # --- LHD ---------------------------------------------------------------------------------------------
@@ -588,7 +487,7 @@ def _lhd_tag(slots, ints, budget, age_class, rng_state, j, size, last, last_last
     explorer coin (an explorer while the budget, ``available`` bytes, is positive), its time, hit ages and
     class, and the clock. Straight-line code (an inline hook). Returns the coin (1 when it came up)."""
     timestamp = ints[TIMESTAMP]
-    explore = np.int64((_next(rng_state) % np.uint64(EXPLORE_INVERSE_PROBABILITY)) == np.uint64(0))
+    explore = np.int64((rng_next(rng_state) % np.uint64(EXPLORE_INVERSE_PROBABILITY)) == np.uint64(0))
     explorer = explore * np.int64(available > 0) * np.int64(ints[N_RECONF] < 50)
     slots[j, S_TS] = timestamp
     slots[j, S_AGES] = last | (last_last << 16)
@@ -639,8 +538,8 @@ def _lhd_evict(slots, index, tables, ints, budget, rng_state, associativity):
     best_j = np.int64(0)
     best = FLT_MAX
     for _ in range(candidates):
-        state = state + GOLDEN
-        j = _scale(_mix(state), n)
+        state = state + SPLITMIX_GAMMA
+        j = rng_scale(splitmix_mix(state), n)
         d = _lhd_rank(slots, tables, j, timestamp, shift)
         if d < best:
             best = d
@@ -822,9 +721,9 @@ def _hyperbolic_evict(packs, members, index, count, rng_state, n_samples, i):
     best_age = np.int64(0)  # no candidate yet: any beats 1 / 0
     state = rng_state[0]
     for k in range(0, n_samples, 2):  # two samples per 64 random bits
-        state = state + GOLDEN
-        bits = _mix(state)
-        j = _scale(bits, n)
+        state = state + SPLITMIX_GAMMA
+        bits = splitmix_mix(state)
+        j = rng_scale(bits, n)
         p = packs[j]
         f = p >> HITS_SHIFT
         age = i - (p & ENTERED_MASK)
@@ -833,7 +732,7 @@ def _hyperbolic_evict(packs, members, index, count, rng_state, n_samples, i):
         best_freq = f if better else best_freq
         best_age = age if better else best_age
         if k + 1 < n_samples:
-            j = _scale(bits << np.uint64(32), n)
+            j = rng_scale(bits << np.uint64(32), n)
             p = packs[j]
             f = p >> HITS_SHIFT
             age = i - (p & ENTERED_MASK)
