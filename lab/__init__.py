@@ -16,6 +16,7 @@ from lab.version import __version__ as __version__  # noqa: PLC0414 (re-exported
 
 from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
+from lab.analysis.contenders import best_online_policy
 from lab.analysis.curves import miss_ratio_curve
 from lab.analysis.optimal import OptimalResult, optimal
 from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
@@ -47,6 +48,7 @@ __all__ = [
     "SimulationResult",
     "ValidationReport",
     "Workload",
+    "best_online_policy",
     "compare_policies",
     "default_capacities_mb",
     "default_scorer",

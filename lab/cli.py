@@ -27,7 +27,8 @@ import pandas as pd
 import lab
 from lab.analysis.compile_prediction import no_buffer_traffic_mb
 from lab.analysis.optimal import (DEFAULT_TIME_LIMIT_S, METHODS, SOLVERS, check_gap_pct, check_time_limit_s)
-from lab.analysis.sweep import TIE_PCT, is_optimum, tied_best, with_scores
+from lab.analysis.contenders import TIE_PCT, above_optimum_pct, best_online_policy, online_policies
+from lab.analysis.sweep import with_scores
 from lab.analysis.validation import DEFAULT_WINDOW
 from lab.learn.scoring import SCORE_DECIMALS
 from lab.sim.cost import resolve_cost
@@ -216,7 +217,7 @@ def _refuse_optimum_as_policy(policy: str) -> None:
     ValueError that points to the verb that computes it."""
     from lab.analysis.optimal import OPTIMUM_ROWS
 
-    if str(policy).strip().upper() in {"OPT", "OPTIMAL", "OPTIMUM", *(r.upper() for r in OPTIMUM_ROWS)}:
+    if str(policy).strip().upper() in {"OPTIMAL", "OPTIMUM", *(r.upper() for r in OPTIMUM_ROWS)}:
         raise ValueError(f"{policy} is the optimum, not a policy that simulates: run `python -m lab optimal` with "
                          "the same trace and --capacity_mb (the least DRAM traffic, exact or bracketed)")
 
@@ -332,8 +333,6 @@ def _compile(args):
         _print_json({**prediction.summary(), "units": dict(METRIC_UNITS)})
         return
     table = prediction.comparison
-    policies = [p for p in table.index if not is_optimum(p)]
-    online = [p for p in policies if not lab.get_policy(p).offline]
     at = f"at {prediction.capacity_mb:g} MB"
     best = prediction.optimum
     if best is None:
@@ -347,10 +346,10 @@ def _compile(args):
 
     def traffic(policy: str) -> str:
         value = float(table.loc[policy, "dram_traffic_mb"])
-        above = f" (+{100 * (value - lower) / lower:.1f} %)" if lower else ""
+        above = f" (+{above_optimum_pct(value, lower):.1f} %)" if lower else ""
         return f"{policy} {_mb(value)}{above}"
 
-    tied = tied_best(table.loc[online, "dram_traffic_mb"]) if online else []
+    tied = best_online_policy(table) if not online_policies(table).empty else []
     leaders = (f"best online policy {traffic(tied[0])}" if len(tied) == 1 else
                f"best online policies, tied within {TIE_PCT:g} % of DRAM traffic: "
                + ", ".join(traffic(p) for p in tied[:4]) + (f" and {len(tied) - 4} more" if len(tied) > 4 else ""))

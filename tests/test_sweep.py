@@ -179,12 +179,16 @@ def test_a_gpu_preset_runs_the_cache_and_never_sets_the_optimum_beside_it():
         lab.sweep_capacity(trace, ["LRU"], [40.0], buffer="l2")
 
 
-def test_tied_best_names_every_policy_within_the_tolerance():
-    from lab.analysis.sweep import TIE_PCT, tied_best
+def test_best_online_policy_names_every_policy_within_the_tolerance():
+    from lab.analysis.sweep import TIE_PCT, best_online_policy
 
     traffic = pd.Series({"LRU": 1000.04, "FIFO": 1000.0, "SIEVE": 1002.0, "ARC": float("nan")})
-    assert TIE_PCT == 0.1 and tied_best(traffic) == ["FIFO", "LRU"]  # 0.004 % apart: a tie; 0.2 %: not
-    assert tied_best(traffic, tolerance_pct=0.5) == ["FIFO", "LRU", "SIEVE"]
-    assert tied_best(traffic, tolerance_pct=0) == ["FIFO"] and tied_best(pd.Series(dtype=float)) == []
+    assert TIE_PCT == 0.1 and best_online_policy(traffic) == ["FIFO", "LRU"]  # 0.004 % apart: a tie; 0.2 %: not
+    assert best_online_policy(traffic, tolerance_pct=0.5) == ["FIFO", "LRU", "SIEVE"]
+    assert best_online_policy(traffic, tolerance_pct=0) == ["FIFO"] and best_online_policy(pd.Series(dtype=float)) == []
     with pytest.raises(ValueError, match=r"tolerance_pct must be a number in \[0, 100\]"):
-        tied_best(traffic, tolerance_pct=-1)
+        best_online_policy(traffic, tolerance_pct=-1)
+    # the optimum's rows and the policies that read the future (class attribute offline) do not compete
+    table = pd.DataFrame({"dram_traffic_mb": [1000.0, 990.0, 900.0, 800.0]}, index=["LRU", "SIEVE", "Belady", "OPT"])
+    assert best_online_policy(table) == ["SIEVE"] and best_online_policy(table, offline=True) == ["Belady"]
+    assert best_online_policy(table.loc[["Belady", "OPT"]]) == ["Belady"]  # no online policy: the best offline one

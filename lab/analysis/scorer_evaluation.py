@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_number, check_positive_mb
+from lab.analysis.contenders import best_online_policy, gap_closed_pct
 from lab.analysis.optimal import optimal
 from lab.analysis.sweep import SWEEP_TIME_LIMIT_S
 from lab.learn.features import register_plan_source
@@ -39,13 +40,6 @@ def classical_policies() -> list[str]:
     from lab.sim.policy import POLICIES
 
     return [name for name in POLICIES.names() if not POLICIES.get(name).offline and not POLICIES.get(name).needs_scores]
-
-
-def gap_closed_pct(lru_mb: float, x_mb: float, opt_mb: float) -> float:
-    """The share of the LRU -> optimum traffic gap that traffic ``x_mb`` closes: 100 (LRU - x) / (LRU - OPT), in
-    %; NaN when LRU already reaches the optimum. Negative when worse than LRU."""
-    gap = lru_mb - opt_mb
-    return 100.0 * (lru_mb - x_mb) / gap if gap > 1e-9 * max(lru_mb, 1.0) else float("nan")
 
 
 def _dram(trace_or_workload, policy: str, capacity_mb: float) -> float:
@@ -134,7 +128,7 @@ def leave_one_model_out(traces: dict, capacity_fraction=(0.02, 0.05, 0.1), train
                 capacity = working * share
                 traffic = score_traffic(trace, capacity, by, policies)
                 classical = {p: traffic[f"{p}_mb"] for p in policies}
-                best = min(classical, key=classical.get)
+                best = best_online_policy(pd.Series(classical), tolerance_pct=0, offline=True)[0]
                 lru, opt = traffic["LRU_mb"], traffic["opt_lower_mb"]
                 row = {"model": held_out, "trace": k, "accesses": len(trace), "capacity_fraction": share,
                        "capacity_mb": capacity, "lru_mb": lru, "best_classical": best,
