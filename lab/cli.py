@@ -34,6 +34,7 @@ from lab.learn.scoring import SCORE_DECIMALS
 from lab.sim.cost import resolve_cost
 from lab.sim.model import BUFFERS, check_buffer
 from lab.trace.io import write_table
+from lab.trace.schema import column_or
 from lab.units import METRIC_UNITS
 
 EXIT_USAGE = 2
@@ -290,7 +291,7 @@ def _optimal(args):
 
 
 def _schedule(args):
-    schedule = lab.predict_schedule(_load_trace(args), top=args.top, method=args.method)
+    schedule = lab.predict_schedule(_load_trace(args), top=args.top, scorer=args.scorer)
     _write(schedule.scored, args.out, trace=True)
     if args.json:
         _print_json(schedule.ranking.to_dict(orient="records"))
@@ -301,7 +302,7 @@ def _schedule(args):
     columns = [c for c in ("rank", "tensor_id", "size_mb", "op", "accesses", "eviction_score") if c in shown]
     table = shown[columns].rename(columns={"tensor_id": "tensor", "size_mb": "size (MB)",
                                            "eviction_score": "score (1: evict first)"})
-    print(f"tensors to evict first ({args.method} scores of their latest access; {_trace_name(args)}):")
+    print(f"tensors to evict first ({args.scorer} scores of their latest access; {_trace_name(args)}):")
     print(table.to_string(index=False))
     ties = [g for g in schedule.groups.itertuples() if g.tensors > 1 and g.first_rank <= len(ranking)]
     for group in ties:
@@ -421,8 +422,8 @@ def capture_record(trace: pd.DataFrame) -> dict:
     together) and ``accessed_mb_by_phase``, ``persist_mb`` (the persisted tensors' MB, not traffic of the marks),
     and ``no_buffer_traffic_mb``: DRAM traffic with no buffer (compile's ``no_buffer``): ``accessed_mb`` less
     the writes whose data is never used again."""
-    marks = (trace["access"] == "persist").to_numpy() if "access" in trace else np.zeros(len(trace), bool)
-    writes = (trace["access"] == "write").to_numpy() if "access" in trace else np.zeros(len(trace), bool)
+    marks = column_or(trace, "access", "read", object) == "persist"
+    writes = column_or(trace, "access", "read", object) == "write"
     accesses = trace[~marks]
     unique = trace.drop_duplicates("tensor_id")
     return {
@@ -524,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = command("schedule", "score the trace, rank tensors to evict first")
     _trace_source(schedule)
     _flag(schedule, "top", type=int, default=20, metavar="N", help="how many tensors to rank")
-    _flag(schedule, "method", default="heuristic", metavar="NAME",
+    _flag(schedule, "scorer", default="heuristic", metavar="NAME",
           help=f"scorer: one of {', '.join(lab.scorer_names())}")
     _out(schedule, "the scored trace")
     _json(schedule, "the ranking's rows")

@@ -26,6 +26,7 @@ from lab.sim.cost import resolve_cost
 from lab.sim.model import PLAN_BUFFER, SimulationModel, resolve_buffer
 from lab.sim.policy import get_policy
 from lab.sim.simulate import SimulationResult, simulate
+from lab.trace.schema import column_or
 from lab.trace.workload import encode_trace
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB, MAX_SIZE_MB, bytes_to_mb
@@ -156,8 +157,8 @@ def optimum_plan(workload: Workload, result: OptimalResult) -> pd.DataFrame:
     reached_on_chip[end[kept]] = True
     kept_after = np.zeros(n, np.bool_)
     kept_after[start[kept]] = True
-    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
-    marks = workload.is_persist if workload.has_persist else np.zeros(n, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
+    marks = column_or(workload, "is_persist", False, np.bool_)
     action = np.select([marks, writes, reached_on_chip, kept_after], ["persist", "write", "hit", "load"], "stream")
     held = np.zeros(n + 1, np.int64)
     np.add.at(held, start[kept], size[kept])

@@ -297,14 +297,16 @@ def _opt_one_pass(workload: Workload, capacities_mb: np.ndarray) -> pd.DataFrame
 
 
 def one_pass_algorithm(workload: Workload, policy) -> Optional[str]:
-    """The one-pass algorithm that gives ``policy``'s exact curve on this workload (its name), or None: LRU
-    on plain traces, Belady without bypass on plain traces with equal sizes."""
+    """The one-pass algorithm that gives ``policy``'s exact curve on this workload (its name), or None: the
+    policy's ``one_pass_curve`` (LRU's on plain traces, Belady's without bypass on plain traces with equal
+    sizes)."""
     if workload.has_writes or workload.n_tensors == 0:
         return None
-    if policy.name == "LRU":
+    curve = getattr(policy, "one_pass_curve", None)
+    if curve == "lru":
         return LRU_ALGORITHM
     equal_sizes = bool((workload.tensor_bytes == workload.tensor_bytes[0]).all())
-    if policy.name == "Belady" and equal_sizes and not policy.get_params().get("bypass", False):
+    if curve == "belady" and equal_sizes and not policy.get_params().get("bypass", False):
         return OPT_ALGORITHM
     return None
 
@@ -436,6 +438,6 @@ def miss_ratio_curve(trace, policy="LRU", capacities_mb=None, sample_rate: Optio
         raise ValueError(f"no one-pass algorithm for {policy.name} on this trace: LRU on plain traces, Belady on "
                          "plain traces with equal sizes")
     if one_pass and method != "simulation":
-        return _lru_one_pass(workload, capacities_mb) if policy.name == "LRU" else _opt_one_pass(workload,
-                                                                                                    capacities_mb)
+        return _lru_one_pass(workload, capacities_mb) if policy.one_pass_curve == "lru" else _opt_one_pass(
+            workload, capacities_mb)
     return _simulated(workload, policy, capacities_mb, threads)

@@ -68,6 +68,7 @@ from lab.checks import check_bool, check_memory, check_number, check_positive_mb
 from lab.compiled import kernel
 from lab.sim.cost import CostModel, resolve_cost
 from lab.sim.simulate import compulsory_misses
+from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 
@@ -108,7 +109,7 @@ def intervals_of(workload: Workload) -> Intervals:
     """Every interval between consecutive accesses of the same tensor, in order of their start."""
     start = np.flatnonzero(workload.next_use >= 0)
     end = workload.next_use[start]
-    writes = workload.is_write if workload.has_writes else np.zeros(workload.n_accesses, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
     marks = persist_marks(workload)
     final = np.zeros(workload.n_accesses, np.bool_)
     if marks.any() and writes.any():
@@ -124,7 +125,7 @@ def intervals_of(workload: Workload) -> Intervals:
 
 def persist_marks(workload: Workload) -> np.ndarray:
     """The rows of ``workload`` that are persist marks, not accesses (bool per row)."""
-    return workload.is_persist if workload.has_persist else np.zeros(workload.n_accesses, np.bool_)
+    return column_or(workload, "is_persist", False, np.bool_)
 
 
 def persist_write_bytes(ivs: Intervals) -> int:
@@ -159,7 +160,7 @@ def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
     ``kept`` (bool per interval) and bypasses every other, dirty state tracked along each tensor's accesses.
     Hits are accesses reached with the tensor on chip (a write that allocates is not one)."""
     n = workload.n_accesses
-    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
     kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
     kept_into[ivs.end[kept]] = True
     reads_missed = ~writes & ~kept_into & ~persist_marks(workload)
@@ -550,7 +551,7 @@ def _metrics(workload: Workload, ivs: Intervals, kept: np.ndarray, capacity_byte
     np.subtract.at(held, ivs.end[kept], ivs.size[kept])
     moved = read_bytes + write_bytes
     wait_ms = float(cost.transfer_ms(moved))
-    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
     kept_into = np.zeros(n, np.bool_)
     kept_into[ivs.end[kept]] = True
     # a write not reached on chip allocates when it fits (the schedule holds it from there), else streams out

@@ -25,6 +25,7 @@ from lab.units import bytes_to_mb
 # optimum) exact scores once moved 2.5 % more than LRU, rounded ones 0.2 %; on training steps the mean gap
 # closed went from 59.4 % to 58.4 % (benchmarks/bench_learned.py, 2026-11-29). One value for every model and case.
 LEARNED_RESOLUTION = 0.1
+SCORED_POLICY = "ML"  # the policy the scorers drive: it evicts by the trace's eviction_score (needs_scores)
 
 
 def _optimum_plan(workload, capacity_mb: float) -> pd.DataFrame:
@@ -60,7 +61,7 @@ def score_traffic(trace: pd.DataFrame, capacity_mb: float, scorers: dict, polici
     workload = encode_trace(trace)
     out = {f"{p}_mb": _dram(workload, p, capacity_mb) for p in (policies or classical_policies())}
     for name, entry in scorers.items():
-        scores, policy = entry if isinstance(entry, tuple) else (entry, "ML")
+        scores, policy = entry if isinstance(entry, tuple) else (entry, SCORED_POLICY)
         scores = check_scores(scores, workload.n_accesses, f"scorer {name!r}")
         scored = encode_trace(trace.assign(eviction_score=scores))
         out[f"{name}_mb"] = _dram(scored, policy, capacity_mb)
@@ -108,7 +109,7 @@ def leave_one_model_out(traces: dict, capacity_fraction=(0.02, 0.05, 0.1), train
         raise ValueError(f"capacity_fraction must hold numbers in (0, 1], got {capacity_fraction!r}")
     train_shares = shares if train_capacity_fraction is None else train_capacity_fraction
     policies = policies or classical_policies()
-    bypass = get_policy("ML", bypass=True, resolution=LEARNED_RESOLUTION)
+    bypass = get_policy(SCORED_POLICY, bypass=True, resolution=LEARNED_RESOLUTION)
     extra = dict(scorers or {})
     rows, fitted = [], {}
     for held_out, tests in groups.items():

@@ -319,7 +319,7 @@ class Explorer:
                 trace = self._trace()
             except (TypeError, KeyError, ImportError) as error:  # bad values; a capture without torch
                 raise ValueError(str(error)) from error
-            schedule = lab.predict_schedule(trace, top=self.top, method=self.scorer.value)
+            schedule = lab.predict_schedule(trace, top=self.top, scorer=self.scorer.value)
             workload = lab.encode_trace(schedule.scored)
             self._workload_value = (trace, schedule, workload, lab.validate(trace).to_frame())
             self._workload_key = key
