@@ -54,11 +54,11 @@ def test_the_optimum_is_the_bound_of_every_table_and_sweep():
 
 
 def test_optimum_auto_skips_large_traces_with_a_warning(monkeypatch):
-    from lab.analysis import sweep as sweep_module
+    from lab.analysis import contenders
 
     trace = lab.generate_trace("MLP", num_layers=2)
     assert "OPT" in set(lab.sweep_capacity(trace, ["LRU"], [4])["policy"])  # small: auto includes it
-    monkeypatch.setattr(sweep_module, "AUTO_OPTIMUM_ACCESSES", len(trace) - 1)
+    monkeypatch.setattr(contenders, "AUTO_OPTIMUM_ACCESSES", len(trace) - 1)
     with pytest.warns(UserWarning, match="optimum='auto' skips the optimum"):
         sweep = lab.sweep_capacity(trace, ["LRU"], [4])
     assert set(sweep["policy"]) == {"LRU"}

@@ -9,6 +9,7 @@ compile prediction, the reports and the command line read these, never a copy of
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -30,11 +31,12 @@ def is_optimum(name) -> bool:
     return isinstance(name, str) and name in OPTIMUM_ROWS
 
 
-def auto_skips_optimum(optimum, n_accesses: int, max_accesses: int = AUTO_OPTIMUM_ACCESSES) -> bool:
+def auto_skips_optimum(optimum, n_accesses: int, max_accesses: Optional[int] = None) -> bool:
     """The ``optimum="auto"`` rule: whether ``optimum`` (True, False or ``"auto"``) leaves the optimum out of a
-    trace of ``n_accesses`` accesses for its length: with ``"auto"``, on more than ``max_accesses`` (default
-    AUTO_OPTIMUM_ACCESSES: its flow takes minutes per capacity)."""
-    return isinstance(optimum, str) and optimum == "auto" and int(n_accesses) > max_accesses
+    trace of ``n_accesses`` accesses for its length: with ``"auto"``, on more than ``max_accesses`` (None:
+    AUTO_OPTIMUM_ACCESSES, read at the call: its flow takes minutes per capacity)."""
+    limit = AUTO_OPTIMUM_ACCESSES if max_accesses is None else max_accesses
+    return isinstance(optimum, str) and optimum == "auto" and int(n_accesses) > limit
 
 
 def wants_optimum(optimum, workload, scratchpad: bool = True) -> bool:

@@ -375,7 +375,7 @@ def evaluate_contenders(workload: Workload, policies: list[Policy], capacities_m
 
     def run(pair):
         capacity, policy = pair
-        if isinstance(policy, str) and policy == OPTIMUM:
+        if is_optimum(policy):
             if capacity not in optima:
                 optima[capacity] = optimal(workload, capacity, cost, time_limit_s=time_limit_s, progress=False)
             return [{**row, "capacity_mb": capacity} for row in optima[capacity].table_rows()], None, None

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lab.study.dataset import arrow_table
-from lab.study.spec import OPTIMUM, Task, Workload
+from lab.study.spec import Task, Workload
 from lab.units import BYTES_PER_MB
 
 
@@ -65,11 +65,11 @@ def make_trace(workload: Workload):
 def _rows(task: Task, trace) -> tuple[list[dict], float]:
     """(one dict per cell: policy, capacity_mb, the metrics, algorithm; the working set in MB): the sweep's
     rows (``lab.analysis.sweep``: the one evaluation of contenders) of the task's cells."""
-    from lab.analysis.contenders import AUTO_OPTIMUM_ACCESSES, auto_skips_optimum
+    from lab.analysis.contenders import AUTO_OPTIMUM_ACCESSES, auto_skips_optimum, is_optimum
     from lab.analysis.sweep import evaluate_contenders, sweep_capacity, with_scores, working_set_mb
     from lab.trace.workload import encode_trace
 
-    policies = [p for p in task.policies if p != OPTIMUM]
+    policies = [p for p in task.policies if not is_optimum(p)]
     scored = with_scores(trace, policies) if policies else trace  # the ML policy's scores
     workload = encode_trace(scored)
     working_set = working_set_mb(workload)
@@ -83,7 +83,7 @@ def _rows(task: Task, trace) -> tuple[list[dict], float]:
         return [rows[cell] for cell in task.cells], working_set
     (policy,) = task.policies  # the scratchpad: one policy over the capacities
     capacities = list(task.capacities_mb)
-    if policy == OPTIMUM:
+    if is_optimum(policy):
         if auto_skips_optimum(task.optimum, workload.n_accesses):
             reason = f"skipped: {workload.n_accesses:,} accesses > {AUTO_OPTIMUM_ACCESSES:,} (optimum: auto)"
             return [{"policy": policy, "capacity_mb": c, "algorithm": reason} for c in capacities], working_set
@@ -126,7 +126,7 @@ def task_costs(trace, tasks) -> list[int]:
     if isinstance(trace, Failed):
         return [0] * len(tasks)
     try:
-        from lab.analysis.contenders import auto_skips_optimum
+        from lab.analysis.contenders import auto_skips_optimum, is_optimum
         from lab.sim import hardware
 
         model = hardware.CacheModel()
@@ -137,7 +137,7 @@ def task_costs(trace, tasks) -> list[int]:
             if task.buffer != "cache":
                 skipped = auto_skips_optimum(task.optimum, len(trace))  # OPT: a row saying so
                 weight = 0 if skipped else OPTIMUM_WEIGHT
-                out.append(int(len(trace) * sum(weight if p == OPTIMUM else 1 for p, _ in task.cells)))
+                out.append(int(len(trace) * sum(weight if is_optimum(p) else 1 for p, _ in task.cells)))
                 continue
             per_capacity = {c: float(lines @ (1 + hardware.gemm_rereads(
                 trace, int(c * BYTES_PER_MB * model.effective_fraction), model))) for c in task.capacities_mb}
