@@ -355,7 +355,7 @@ def evaluate_contenders(workload: Workload, policies: list[Policy], capacities_m
     cannot run (``BufferModelError``) is left out and said why in ``skipped`` instead of raising.
     """
     scratchpad = in_scratchpad(buffer, cost)
-    optima = {} if optima is None else optima
+    solved = {} if optima is None else optima
     capacities = [float(c) for c in capacities_mb]
     one_pass = {}
     for policy in policies:
@@ -376,9 +376,9 @@ def evaluate_contenders(workload: Workload, policies: list[Policy], capacities_m
     def run(pair):
         capacity, policy = pair
         if is_optimum(policy):
-            if capacity not in optima:
-                optima[capacity] = optimal(workload, capacity, cost, time_limit_s=time_limit_s, progress=False)
-            return [{**row, "capacity_mb": capacity} for row in optima[capacity].table_rows()], None, None
+            if capacity not in solved:
+                solved[capacity] = optimal(workload, capacity, cost, time_limit_s=time_limit_s, progress=False)
+            return [{**row, "capacity_mb": capacity} for row in solved[capacity].table_rows()], None, None
         if policy.name in one_pass:
             return [{"policy": policy.name, "capacity_mb": capacity, **one_pass[policy.name][capacity]}], None, None
         keep = per_access if isinstance(per_access, bool) else policy.name in per_access
@@ -398,7 +398,7 @@ def evaluate_contenders(workload: Workload, policies: list[Policy], capacities_m
             from tqdm.auto import tqdm
 
             runs = tqdm(runs, total=len(pairs), desc="capacity sweep", unit="run")
-        out = Contenders(pd.DataFrame(), optima=optima)
+        out = Contenders(pd.DataFrame())
         rows = []
         for (capacity, _), (found, result, skipped) in zip(pairs, runs):
             rows.extend(found)
@@ -409,6 +409,7 @@ def evaluate_contenders(workload: Workload, policies: list[Policy], capacities_m
             if bar is not None:
                 bar.update(1)
     out.table = pd.DataFrame(rows)
+    out.optima = {c: solved[c] for c in capacities} if optimum else {}
     return out
 
 
