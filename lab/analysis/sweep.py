@@ -381,7 +381,7 @@ def evaluate_contenders(workload: Workload, policies: list[Policy], capacities_m
             return [{**row, "capacity_mb": capacity} for row in solved[capacity].table_rows()], None, None
         if policy.name in one_pass:
             return [{"policy": policy.name, "capacity_mb": capacity, **one_pass[policy.name][capacity]}], None, None
-        keep = per_access if isinstance(per_access, bool) else policy.name in per_access
+        keep = bool(per_access) if isinstance(per_access, (bool, np.bool_, int)) else policy.name in per_access
         try:
             result = simulate(workload, policy, capacity, cost, per_access=keep, buffer=buffer)
         except BufferModelError as error:

@@ -40,10 +40,11 @@ def best_policy(frame: pd.DataFrame, metric: str = "dram_traffic_mb", buffer: st
     capacity_mb) with ``policy`` and ``metric``'s value; ties go to the first policy by name."""
     _check(frame, WORKLOAD + ["buffer", "policy", metric])
     rows = frame[(frame["buffer"] == buffer) & ~frame["policy"].map(is_optimum)].dropna(subset=[metric])
-    rows = rows.sort_values(WORKLOAD + ["policy"], kind="stable")
-    best = [group.index[group["policy"] == best_online_policy(group.set_index("policy")[metric], tolerance_pct=0,
-                                                              offline=True)[0]][0]
-            for _, group in rows.groupby(WORKLOAD, sort=True)]
+    rows = rows.sort_values(WORKLOAD + ["policy"], kind="stable").reset_index(drop=True)
+    best = []
+    for _, group in rows.groupby(WORKLOAD, sort=True):  # offline policies (Belady) compete too: the best policy
+        name = best_online_policy(group.set_index("policy")[metric], tolerance_pct=0, offline=True)[0]
+        best.append(group.loc[group["policy"] == name, metric].idxmin())
     return rows.loc[best, WORKLOAD + ["policy", metric]].reset_index(drop=True)
 
 
