@@ -192,3 +192,27 @@ def test_best_online_policy_names_every_policy_within_the_tolerance():
     table = pd.DataFrame({"dram_traffic_mb": [1000.0, 990.0, 900.0, 800.0]}, index=["LRU", "SIEVE", "Belady", "OPT"])
     assert best_online_policy(table) == ["SIEVE"] and best_online_policy(table, offline=True) == ["Belady"]
     assert best_online_policy(table.loc[["Belady", "OPT"]]) == ["Belady"]  # no online policy: the best offline one
+
+
+def test_one_evaluation_of_contenders_skips_what_the_buffer_cannot_run_and_keeps_the_optima():
+    from lab.analysis.sweep import evaluate_contenders
+    from lab.sim.model import BufferModelError
+
+    workload = lab.encode_trace(lab.score(lab.generate_trace("MLP", num_layers=2)))
+    policies = [lab.get_policy("LRU"), lab.get_policy("ML")]
+    with pytest.raises(BufferModelError, match="ML cannot run in the hardware cache"):
+        evaluate_contenders(workload, policies, [4.0], buffer="cache")
+    cached = evaluate_contenders(workload, policies, [4.0], buffer="cache", skip_unsupported=True)
+    assert list(cached.at(4.0)) == ["LRU"] and list(cached.skipped) == ["ML"] and cached.optima == {}
+    kept = {}
+    first = evaluate_contenders(workload, policies, [4.0, 8.0], optimum=True, optima=kept, per_access={"ML"})
+    assert sorted(kept) == [4.0, 8.0] and first.optima[4.0] is kept[4.0]
+    assert first.results["ML", 4.0].per_access and not first.results["LRU", 4.0].per_access  # per access: ML's
+    table = first.table
+    assert list(table["policy"]) == ["LRU", "ML", "OPT"] * 2 and list(table["capacity_mb"]) == [4.0] * 3 + [8.0] * 3
+    again = evaluate_contenders(workload, policies[:1], [4.0], optimum=True, optima=kept)
+    assert again.optima[4.0] is kept[4.0]  # solved once, kept by the caller
+    without = evaluate_contenders(workload, policies[:1], [4.0], optimum=False, optima=kept)
+    assert "OPT" not in without.comparison(4.0).index  # a kept optimum is no row unless asked for
+    expected = lab.compare_policies(workload, ["LRU", "ML"], 4.0)
+    pd.testing.assert_series_equal(first.comparison(4.0)["dram_traffic_mb"], expected["dram_traffic_mb"])
