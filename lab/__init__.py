@@ -17,6 +17,7 @@ from lab.version import __version__ as __version__  # noqa: PLC0414 (re-exported
 
 from lab.analysis.attribution import dram_traffic_by
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
+from lab.analysis.contenders import best_online_policy
 from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
 from lab.analysis.sweep import compare_policies, metrics_table, optimum_rows, run_policies, sweep_capacity
 from lab.analysis.validation import ValidationReport, validate
@@ -48,6 +49,7 @@ __all__ = [
     "SimulationResult",
     "ValidationReport",
     "Workload",
+    "best_online_policy",
     "compare_policies",
     "default_capacities_mb",
     "default_scorer",

@@ -27,13 +27,15 @@ import pandas as pd
 
 import lab
 from lab.analysis.compile_prediction import no_buffer_traffic_mb
-from lab.analysis.sweep import TIE_PCT, is_optimum, tied_best, with_scores
+from lab.analysis.contenders import TIE_PCT, above_optimum_pct, best_online_policy, online_policies
+from lab.analysis.sweep import with_scores
 from lab.analysis.validation import DEFAULT_WINDOW
 from lab.bounds.optimal import DEFAULT_TIME_LIMIT_S, METHODS, SOLVERS, check_gap_pct, check_time_limit_s
 from lab.learn.scoring import SCORE_DECIMALS
 from lab.sim.cost import resolve_cost
 from lab.sim.model import BUFFERS, check_buffer
 from lab.trace.io import write_table
+from lab.trace.schema import column_or
 from lab.units import METRIC_UNITS
 
 EXIT_USAGE = 2
@@ -217,7 +219,7 @@ def _refuse_optimum_as_policy(policy: str) -> None:
     ValueError that points to the verb that computes it."""
     from lab.bounds.optimal import OPTIMUM_ROWS
 
-    if str(policy).strip().upper() in {"OPT", "OPTIMAL", "OPTIMUM", *(r.upper() for r in OPTIMUM_ROWS)}:
+    if str(policy).strip().upper() in {"OPTIMAL", "OPTIMUM", *(r.upper() for r in OPTIMUM_ROWS)}:
         raise ValueError(f"{policy} is the optimum, not a policy that simulates: run `python -m lab optimal` with "
                          "the same trace and --capacity_mb (the least DRAM traffic, exact or bracketed)")
 
@@ -290,7 +292,7 @@ def _optimal(args):
 
 
 def _schedule(args):
-    schedule = lab.predict_schedule(_load_trace(args), top=args.top, method=args.method)
+    schedule = lab.predict_schedule(_load_trace(args), top=args.top, scorer=args.scorer)
     _write(schedule.scored, args.out, trace=True)
     if args.json:
         _print_json(schedule.ranking.to_dict(orient="records"))
@@ -301,7 +303,7 @@ def _schedule(args):
     columns = [c for c in ("rank", "tensor_id", "size_mb", "op", "accesses", "eviction_score") if c in shown]
     table = shown[columns].rename(columns={"tensor_id": "tensor", "size_mb": "size (MB)",
                                            "eviction_score": "score (1: evict first)"})
-    print(f"tensors to evict first ({args.method} scores of their latest access; {_trace_name(args)}):")
+    print(f"tensors to evict first ({args.scorer} scores of their latest access; {_trace_name(args)}):")
     print(table.to_string(index=False))
     ties = [g for g in schedule.groups.itertuples() if g.tensors > 1 and g.first_rank <= len(ranking)]
     for group in ties:
@@ -333,8 +335,6 @@ def _compile(args):
         _print_json({**prediction.summary(), "units": dict(METRIC_UNITS)})
         return
     table = prediction.comparison
-    policies = [p for p in table.index if not is_optimum(p)]
-    online = [p for p in policies if not lab.get_policy(p).offline]
     at = f"at {prediction.capacity_mb:g} MB"
     best = prediction.optimum
     if best is None:
@@ -348,10 +348,10 @@ def _compile(args):
 
     def traffic(policy: str) -> str:
         value = float(table.loc[policy, "dram_traffic_mb"])
-        above = f" (+{100 * (value - lower) / lower:.1f} %)" if lower else ""
+        above = f" (+{above_optimum_pct(value, lower):.1f} %)" if lower else ""
         return f"{policy} {_mb(value)}{above}"
 
-    tied = tied_best(table.loc[online, "dram_traffic_mb"]) if online else []
+    tied = best_online_policy(table) if not online_policies(table).empty else []
     leaders = (f"best online policy {traffic(tied[0])}" if len(tied) == 1 else
                f"best online policies, tied within {TIE_PCT:g} % of DRAM traffic: "
                + ", ".join(traffic(p) for p in tied[:4]) + (f" and {len(tied) - 4} more" if len(tied) > 4 else ""))
@@ -423,8 +423,8 @@ def capture_record(trace: pd.DataFrame) -> dict:
     together) and ``accessed_mb_by_phase``, ``persist_mb`` (the persisted tensors' MB, not traffic of the marks),
     and ``no_buffer_traffic_mb``: DRAM traffic with no buffer (compile's ``no_buffer``): ``accessed_mb`` less
     the writes whose data is never used again."""
-    marks = (trace["access"] == "persist").to_numpy() if "access" in trace else np.zeros(len(trace), bool)
-    writes = (trace["access"] == "write").to_numpy() if "access" in trace else np.zeros(len(trace), bool)
+    marks = column_or(trace, "access", "read", object) == "persist"
+    writes = column_or(trace, "access", "read", object) == "write"
     accesses = trace[~marks]
     unique = trace.drop_duplicates("tensor_id")
     return {
@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = command("schedule", "score the trace, rank tensors to evict first")
     _trace_source(schedule)
     _flag(schedule, "top", type=int, default=20, metavar="N", help="how many tensors to rank")
-    _flag(schedule, "method", default="heuristic", metavar="NAME",
+    _flag(schedule, "scorer", default="heuristic", metavar="NAME",
           help=f"scorer: one of {', '.join(lab.scorer_names())}")
     _out(schedule, "the scored trace")
     _json(schedule, "the ranking's rows")

@@ -98,9 +98,9 @@ def test_beyond_the_optimums_reach_belady_plans_and_its_sizes_are_enough():
 
 
 def test_auto_skips_the_flow_on_long_traces_with_a_warning(monkeypatch):
-    from lab.analysis import sweep
+    from lab.analysis import contenders
 
-    monkeypatch.setattr(sweep, "AUTO_OPTIMUM_ACCESSES", 10)
+    monkeypatch.setattr(contenders, "AUTO_OPTIMUM_ACCESSES", 10)
     trace = lab.generate_trace("MLP", num_layers=2)
     with pytest.warns(UserWarning, match="skips the optimum"):
         prediction = lab.predict_compile(trace, 4, policies=["LRU"])

@@ -382,3 +382,113 @@ def test_one_of_each_shared_piece():
                 classes.setdefault(node.name, []).append(str(path.relative_to(LAB)))
     assert {name: files for name, files in classes.items() if len(files) > 1} == {}
     assert _definitions(r"^PHASES\s*=") == []
+
+
+# Issue 25: each metric and rule defined once. These read the sources (comments left out) of lab/**/*.py and the
+# code cells of the notebooks, and name each duplicate that came back.
+def _code(path: Path) -> str:
+    """``path``'s Python source without its comments (strings, docstrings included, kept)."""
+    import io
+    import tokenize
+
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+              if t.type != tokenize.COMMENT]
+    return tokenize.untokenize(tokens)
+
+
+def _sources() -> dict[str, str]:
+    """{path relative to the repository: code} of every module of lab and every notebook's code cells."""
+    out = {str(p.relative_to(ROOT)): _code(p) for p in sorted(LAB.rglob("*.py"))}
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        out[str(notebook.relative_to(ROOT))] = "\n".join("".join(c["source"]) for c in cells
+                                                         if c["cell_type"] == "code")
+    return out
+
+
+def _found(pattern: str, skip=()) -> list[str]:
+    """'path: match' for each match of ``pattern`` in the sources, the paths in ``skip`` left out."""
+    return [f"{path}: {m.group(0)}" for path, code in _sources().items() if path not in skip
+            for m in re.finditer(pattern, code)]
+
+
+def _string_literals(value: str) -> list[str]:
+    """The modules of lab holding the string literal ``value`` (once per occurrence)."""
+    import io
+    import tokenize
+
+    out = []
+    for path in sorted(LAB.rglob("*.py")):
+        for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if token.type == tokenize.STRING and token.string in (f'"{value}"', f"'{value}'"):
+                out.append(str(path.relative_to(ROOT)))
+    return out
+
+
+def test_the_optimum_auto_rule_is_defined_once():
+    """When ``optimum="auto"`` leaves the optimum out (a trace longer than AUTO_OPTIMUM_ACCESSES, or the
+    explorer's own limit): one comparison, in ``lab.analysis.contenders.auto_skips_optimum``."""
+    assert _found(r"(?:<=?|>=?)\s*(?:self\.)?(?:AUTO_OPTIMUM_ACCESSES|optimum_max_accesses)\b") == []
+    assert _found(r"def auto_skips_optimum\b") == ["lab/analysis/contenders.py: def auto_skips_optimum"]
+
+
+def test_the_best_online_policy_is_chosen_in_one_place():
+    """One function picks the best online policy (``best_online_policy``): no other tie rule, ``min(..., key=)``
+    over policies, ``tied_best`` or per-group ``.first()`` of a sorted table elsewhere (notebooks included)."""
+    assert _found(r"\bmin\([^()]*\bkey=|\btied_best\b|groupby\(WORKLOAD[^()]*\)\.first\(\)") == []
+    assert _found(r"<=\s*least\s*\*\s*\(1\s*\+") == ["lab/analysis/contenders.py: <= least * (1 +"]
+    assert _found(r"def best_online_policy\b") == ["lab/analysis/contenders.py: def best_online_policy"]
+
+
+def test_the_gap_to_the_optimum_is_computed_in_one_place():
+    """100 (traffic - optimum) / optimum and 100 (LRU - x) / (LRU - optimum) each have one definition
+    (``above_optimum_pct``, ``gap_closed_pct``): no formula over an optimum, a lower bound or an excess over it
+    elsewhere (the optimum's own bracket width, ``OptimalResult.gap_pct``, aside)."""
+    formula = r"100(?:\.0)?\s*\*\s*\([^()]*-[^()]*\)\s*/\s*[\w\[\]\"'.]*(?:lower|opt|bound|bracket|excess|gap)"
+    skip = {p for p in _sources() if p.endswith("/contenders.py") or p.endswith("/optimal.py")}
+    assert _found(formula, skip) == []
+    assert len(_found(r"def above_optimum_pct\b")) == 1 and len(_found(r"def gap_closed_pct\b")) == 1
+
+
+def test_the_optimum_pseudo_policy_is_one_constant_and_one_predicate():
+    """The string "OPT" appears once (the constant OPTIMUM), and rows are told apart by ``is_optimum`` (defined
+    once), never compared with the constant."""
+    assert len(_string_literals("OPT")) == 1, _string_literals("OPT")
+    assert _found(r"def is_optimum\b") == ["lab/analysis/contenders.py: def is_optimum"]
+    assert _found(r"[!=]=\s*OPTIMUM\b") == []
+
+
+def test_capabilities_are_class_attributes_not_policy_names():
+    """What a policy can do (needs scores, has a one-pass curve, reads the future) is a class attribute: no
+    comparison of a policy's name, and beneath the ui (colours, words) the scored policy's name "ML" only in its
+    class and once as the policy the scorer evaluation drives."""
+    assert _found(r"\bpolic\w*\.name\s*(?:==|!=|in)\s*[\"'(]") == []
+    assert _found(r"(?:==|!=)\s*[\"'](?:ML|LRU|FIFO|Belady|BeladySize|SIEVE)[\"']", skip={"lab/ui/plots.py"}) == []
+    beneath_ui = [path for path in _string_literals("ML") if not path.startswith("lab/ui/")]  # ui: colours, words
+    assert sorted(beneath_ui) == ["lab/analysis/scorer_evaluation.py", "lab/sim/policies/scored.py"]
+    from lab.sim.policy import Policy
+
+    for capability in ("needs_scores", "one_pass_curve", "offline", "randomized"):
+        assert hasattr(Policy, capability), capability
+    assert lab.get_policy("LRU").one_pass_curve and lab.get_policy("FIFO").one_pass_curve is None  # not inherited
+
+
+def test_the_scorer_is_chosen_with_scorer_everywhere():
+    """``scorer=`` names the scorer (``method`` means flow/milp, auto/one-pass/simulation, auto/optimum/belady)."""
+    import inspect
+
+    for function in (lab.score, lab.predict_schedule, lab.compare_policies, lab.sweep_capacity, lab.run_policies,
+                     lab.predict_compile):
+        assert "scorer" in inspect.signature(function).parameters, function.__name__
+    assert "method" not in {*inspect.signature(lab.score).parameters, *inspect.signature(lab.predict_schedule).parameters}
+    docs = {str(p.relative_to(ROOT)): p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+    scorer_method = r"(?:predict_schedule|\bscore)\([^()]*method=|_flag\(schedule, \"method\""
+    assert _found(scorer_method) == [] and [p for p, text in docs.items() if re.search(scorer_method, text)] == []
+
+
+def test_an_optional_column_is_read_by_one_helper():
+    """"The column, or zeros/defaults when the trace lacks it" is ``lab.trace.schema.column_or``, not an
+    inline ``x if "col" in trace else np.zeros(...)`` or ``w.is_write if w.has_writes else np.zeros(...)``."""
+    inline = (r"if\s+[\"']\w+[\"']\s+in\s+trace\s+else\s+np\.(?:zeros|full|ones)\((?!0\b)"
+              r"|\.is_(?:write|persist)\s+if\s+\w+\.has_\w+\s+else\s+np\.zeros\((?!0\b)")
+    assert _found(inline) == []

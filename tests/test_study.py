@@ -105,9 +105,9 @@ def test_cost_estimates_rank_tasks_by_the_accesses_they_simulate(monkeypatch):
     for task, a, b in zip(tasks, costs.values(), larger):  # 4x the tokens: as many tensor accesses, more lines
         assert b > a if task.buffer == "cache" else b == a
     assert task_costs(Failed("trace", "ValueError: x", ""), tasks) == [0] * len(tasks)
-    from lab.analysis import sweep
+    from lab.analysis import contenders
 
-    monkeypatch.setattr(sweep, "AUTO_OPTIMUM_ACCESSES", 10)  # optimum: auto skips the flow on larger traces
+    monkeypatch.setattr(contenders, "AUTO_OPTIMUM_ACCESSES", 10)  # optimum: auto skips the flow on larger traces
     skipped = dict(zip((t.label for t in tasks), task_costs(make_trace(small), tasks)))
     assert skipped[f"{label} scratchpad OPT"] == 0  # a row saying it was skipped: no work
     assert skipped[f"{label} scratchpad LRU"] == costs[f"{label} scratchpad LRU"]

@@ -55,11 +55,11 @@ def test_the_optimum_is_the_bound_of_every_table_and_sweep():
 
 
 def test_optimum_auto_skips_large_traces_with_a_warning(monkeypatch):
-    from lab.analysis import sweep as sweep_module
+    from lab.analysis import contenders
 
     trace = lab.generate_trace("MLP", num_layers=2)
     assert "OPT" in set(lab.sweep_capacity(trace, ["LRU"], [4])["policy"])  # small: auto includes it
-    monkeypatch.setattr(sweep_module, "AUTO_OPTIMUM_ACCESSES", len(trace) - 1)
+    monkeypatch.setattr(contenders, "AUTO_OPTIMUM_ACCESSES", len(trace) - 1)
     with pytest.warns(UserWarning, match="optimum='auto' skips the optimum"):
         sweep = lab.sweep_capacity(trace, ["LRU"], [4])
     assert set(sweep["policy"]) == {"LRU"}
@@ -180,12 +180,40 @@ def test_a_gpu_preset_runs_the_cache_and_never_sets_the_optimum_beside_it():
         lab.sweep_capacity(trace, ["LRU"], [40.0], buffer="l2")
 
 
-def test_tied_best_names_every_policy_within_the_tolerance():
-    from lab.analysis.sweep import TIE_PCT, tied_best
+def test_best_online_policy_names_every_policy_within_the_tolerance():
+    from lab.analysis.sweep import TIE_PCT, best_online_policy
 
     traffic = pd.Series({"LRU": 1000.04, "FIFO": 1000.0, "SIEVE": 1002.0, "ARC": float("nan")})
-    assert TIE_PCT == 0.1 and tied_best(traffic) == ["FIFO", "LRU"]  # 0.004 % apart: a tie; 0.2 %: not
-    assert tied_best(traffic, tolerance_pct=0.5) == ["FIFO", "LRU", "SIEVE"]
-    assert tied_best(traffic, tolerance_pct=0) == ["FIFO"] and tied_best(pd.Series(dtype=float)) == []
+    assert TIE_PCT == 0.1 and best_online_policy(traffic) == ["FIFO", "LRU"]  # 0.004 % apart: a tie; 0.2 %: not
+    assert best_online_policy(traffic, tolerance_pct=0.5) == ["FIFO", "LRU", "SIEVE"]
+    assert best_online_policy(traffic, tolerance_pct=0) == ["FIFO"] and best_online_policy(pd.Series(dtype=float)) == []
     with pytest.raises(ValueError, match=r"tolerance_pct must be a number in \[0, 100\]"):
-        tied_best(traffic, tolerance_pct=-1)
+        best_online_policy(traffic, tolerance_pct=-1)
+    # the optimum's rows and the policies that read the future (class attribute offline) do not compete
+    table = pd.DataFrame({"dram_traffic_mb": [1000.0, 990.0, 900.0, 800.0]}, index=["LRU", "SIEVE", "Belady", "OPT"])
+    assert best_online_policy(table) == ["SIEVE"] and best_online_policy(table, offline=True) == ["Belady"]
+    assert best_online_policy(table.loc[["Belady", "OPT"]]) == ["Belady"]  # no online policy: the best offline one
+
+
+def test_one_evaluation_of_contenders_skips_what_the_buffer_cannot_run_and_keeps_the_optima():
+    from lab.analysis.sweep import evaluate_contenders
+    from lab.sim.model import BufferModelError
+
+    workload = lab.encode_trace(lab.score(lab.generate_trace("MLP", num_layers=2)))
+    policies = [lab.get_policy("LRU"), lab.get_policy("ML")]
+    with pytest.raises(BufferModelError, match="ML cannot run in the hardware cache"):
+        evaluate_contenders(workload, policies, [4.0], buffer="cache")
+    cached = evaluate_contenders(workload, policies, [4.0], buffer="cache", skip_unsupported=True)
+    assert list(cached.at(4.0)) == ["LRU"] and list(cached.skipped) == ["ML"] and cached.optima == {}
+    kept = {}
+    first = evaluate_contenders(workload, policies, [4.0, 8.0], optimum=True, optima=kept, per_access={"ML"})
+    assert sorted(kept) == [4.0, 8.0] and first.optima[4.0] is kept[4.0]
+    assert first.results["ML", 4.0].per_access and not first.results["LRU", 4.0].per_access  # per access: ML's
+    table = first.table
+    assert list(table["policy"]) == ["LRU", "ML", "OPT"] * 2 and list(table["capacity_mb"]) == [4.0] * 3 + [8.0] * 3
+    again = evaluate_contenders(workload, policies[:1], [4.0], optimum=True, optima=kept)
+    assert again.optima[4.0] is kept[4.0]  # solved once, kept by the caller
+    without = evaluate_contenders(workload, policies[:1], [4.0], optimum=False, optima=kept)
+    assert "OPT" not in without.comparison(4.0).index  # a kept optimum is no row unless asked for
+    expected = lab.compare_policies(workload, ["LRU", "ML"], 4.0)
+    pd.testing.assert_series_equal(first.comparison(4.0)["dram_traffic_mb"], expected["dram_traffic_mb"])

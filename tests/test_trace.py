@@ -21,3 +21,16 @@ def test_sizes_round_to_whole_bytes_and_at_least_one():
 def test_next_access_positions():
     codes = np.array([0, 1, 0, 2, 1, 0], dtype=np.int64)
     assert next_access_positions(codes, 3).tolist() == [2, 4, 5, NEVER, NEVER, NEVER]
+
+
+def test_column_or_reads_an_optional_column_or_its_default():
+    from lab.trace.schema import column_or
+
+    plain = pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": [1.0, 2.0, 1.0]})
+    flows = plain.assign(access=["read", "write", "persist"])
+    assert (column_or(plain, "access", "read", object) == "write").tolist() == [False, False, False]
+    assert (column_or(flows, "access", "read", object) == "write").tolist() == [False, True, False]
+    assert column_or(plain, "op", "").tolist() == ["", "", ""] and column_or(plain, "op", "").dtype == object
+    assert column_or(encode_trace(plain), "is_write", False, np.bool_).tolist() == [False, False, False]
+    assert column_or(encode_trace(flows), "is_persist", False, np.bool_).tolist() == [False, False, True]
+    assert column_or(encode_trace(plain.iloc[:0]), "is_write", False, np.bool_).shape == (0,)

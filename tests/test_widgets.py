@@ -136,7 +136,7 @@ def test_headline_is_traffic_and_byte_hit_rate(explorer):
     pd.testing.assert_series_equal(explorer.metrics["dram_traffic_mb"], traffic, check_names=False)
     online = explorer.metrics.drop(index=["OPT", "Belady"])  # Belady reads the future: not an online policy
     best = online["dram_traffic_mb"].idxmin()
-    assert lab.analysis.sweep.tied_best(online["dram_traffic_mb"]) == [best]  # a clear lead on the seed example
+    assert lab.best_online_policy(explorer.metrics) == [best]  # a clear lead on the seed example
     assert f"best online policy <b>{best}</b>" in explorer.headline.value
     assert f"{online.loc[best, 'dram_traffic_mb']:,.1f} MB" in explorer.headline.value
     assert "byte hit rate" in explorer.headline.value and "the optimum is <b>" in explorer.headline.value

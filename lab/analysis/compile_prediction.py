@@ -18,16 +18,16 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from lab.analysis.sweep import wants_optimum, metrics_table, policy_list, with_scores
+from lab.analysis.sweep import evaluate_contenders, policy_list, wants_optimum, with_scores
 from lab.bounds.capacities import working_set_mb
-from lab.bounds.optimal import (OptimalResult, check_flow_size, intervals_of, lower_bound_mb, optimal,
+from lab.bounds.optimal import (DEFAULT_TIME_LIMIT_S, OptimalResult, check_flow_size, intervals_of, lower_bound_mb,
                                 schedule_traffic)
 from lab.checks import check_bool, check_positive_mb
 from lab.sim.cost import resolve_cost
-from lab.sim.model import PLAN_BUFFER, BufferModelError, SimulationModel, resolve_buffer
+from lab.sim.model import PLAN_BUFFER, SimulationModel, resolve_buffer
 from lab.sim.policy import get_policy
-from lab.sim.precompile import precompile
-from lab.sim.simulate import SimulationResult, capacity_bytes_of, simulate
+from lab.sim.simulate import SimulationResult, simulate
+from lab.trace.schema import column_or
 from lab.trace.workload import encode_trace
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB, MAX_SIZE_MB, bytes_to_mb
@@ -158,8 +158,8 @@ def optimum_plan(workload: Workload, result: OptimalResult) -> pd.DataFrame:
     reached_on_chip[end[kept]] = True
     kept_after = np.zeros(n, np.bool_)
     kept_after[start[kept]] = True
-    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
-    marks = workload.is_persist if workload.has_persist else np.zeros(n, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
+    marks = column_or(workload, "is_persist", False, np.bool_)
     action = np.select([marks, writes, reached_on_chip, kept_after], ["persist", "write", "hit", "load"], "stream")
     held = np.zeros(n + 1, np.int64)
     np.add.at(held, start[kept], size[kept])
@@ -255,12 +255,10 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
     cost = resolve_cost(cost)
     buffer = resolve_buffer(buffer, cost)
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
-    online = [p for p in policy_list(policies) if not p.offline]
-    chosen = [*online, "Belady"]
+    steps = get_policy("Belady")  # the plan without the optimum follows its steps
+    chosen = [*[p for p in policy_list(policies) if not p.offline], steps]
     workload = encode_trace(with_scores(trace, chosen, scorer))
     _check_predictable(workload)
-    precompile(workload, [p for p in [*online, get_policy("Belady")] if buffer == PLAN_BUFFER or not p.needs_scores],
-               capacity_bytes_of(capacity_mb))
     solve = wants_optimum(optimum, workload)
     if solve:
         check_flow_size(workload)
@@ -273,35 +271,25 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
 
         bar = tqdm(total=len(chosen) + 2 + 2 * SEARCH_STEPS, desc="predict_compile", unit="step")
     try:
-        def run(policy):
-            planner = policy == "Belady" and buffer == PLAN_BUFFER  # the plan without the optimum reads its steps
-            try:
-                result = simulate(workload, policy, capacity_mb, cost, per_access=planner, buffer=buffer)
-            except BufferModelError as error:  # left out of the comparison, and said why
-                result = (getattr(policy, "name", policy), str(error))
-            if bar is not None:
-                bar.update(1)
-            return result
-
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # the loops release the GIL
-            runs = list(pool.map(run, chosen))
-        results = {r.policy: r for r in runs if isinstance(r, SimulationResult)}
-        skipped = dict(r for r in runs if not isinstance(r, SimulationResult))
-        belady = (results["Belady"] if buffer == PLAN_BUFFER
-                  else simulate(workload, "Belady", capacity_mb, cost, buffer=PLAN_BUFFER))
+        contenders = evaluate_contenders(workload, chosen, [capacity_mb], cost, optimum=solve, buffer=buffer,
+                                         per_access={steps.name} if buffer == PLAN_BUFFER else False,
+                                         time_limit_s=DEFAULT_TIME_LIMIT_S, threads=os.cpu_count() or 1,
+                                         progress=bar if bar is not None else False, skip_unsupported=True)
+        results, skipped = contenders.at(capacity_mb), contenders.skipped
+        belady = (results[steps.name] if buffer == PLAN_BUFFER
+                  else simulate(workload, steps, capacity_mb, cost, buffer=PLAN_BUFFER))
         whole = int(workload.tensor_bytes.sum())
         with_all = simulate(workload, "Belady", whole / BYTES_PER_MB, per_access=False,
                             buffer=PLAN_BUFFER)  # everything fits
         with_none = no_buffer_traffic_mb(workload)
         if solve:
-            best = optimal(workload, capacity_mb, cost, progress=False)
-            extra = best.table_rows()
+            best = contenders.optima[capacity_mb]
             plan, planner = optimum_plan(workload, best), PLANNERS[True]
 
             def traffic(capacity_bytes: int) -> float:
                 return lower_bound_mb(workload, capacity_bytes / BYTES_PER_MB)
         else:
-            best, extra = None, None
+            best = None
             plan, planner = residency_plan(belady), PLANNERS[False]
 
             def traffic(capacity_bytes: int) -> float:
@@ -324,7 +312,7 @@ def predict_compile(trace: pd.DataFrame, capacity_mb: float, cost=None,
     return CompilePrediction(
         capacity_mb=capacity_mb,
         plan=plan,
-        comparison=metrics_table(results, extra),
+        comparison=contenders.comparison(capacity_mb),
         recommended_capacity_mb=recommended,
         best_hit_rate=with_all.metrics["cache_hit_rate"],
         traffic_mb={"no_buffer": with_none, "whole_working_set": whole_mb},

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_number, check_positive_mb
+from lab.analysis.contenders import best_online_policy, gap_closed_pct
 from lab.analysis.sweep import SWEEP_TIME_LIMIT_S
 from lab.bounds.optimal import optimal
 from lab.learn.learned import LearnedScorer
@@ -22,6 +23,7 @@ from lab.units import bytes_to_mb
 # optimum) exact scores once moved 2.5 % more than LRU, rounded ones 0.2 %; on training steps the mean gap
 # closed went from 59.4 % to 58.4 % (benchmarks/bench_learned.py, 2026-11-29). One value for every model and case.
 LEARNED_RESOLUTION = 0.1
+SCORED_POLICY = "ML"  # the policy the scorers drive: it evicts by the trace's eviction_score (needs_scores)
 
 
 def classical_policies() -> list[str]:
@@ -29,13 +31,6 @@ def classical_policies() -> list[str]:
     from lab.sim.policy import POLICIES
 
     return [name for name in POLICIES.names() if not POLICIES.get(name).offline and not POLICIES.get(name).needs_scores]
-
-
-def gap_closed_pct(lru_mb: float, x_mb: float, opt_mb: float) -> float:
-    """The share of the LRU -> optimum traffic gap that traffic ``x_mb`` closes: 100 (LRU - x) / (LRU - OPT), in
-    %; NaN when LRU already reaches the optimum. Negative when worse than LRU."""
-    gap = lru_mb - opt_mb
-    return 100.0 * (lru_mb - x_mb) / gap if gap > 1e-9 * max(lru_mb, 1.0) else float("nan")
 
 
 def _dram(trace_or_workload, policy: str, capacity_mb: float) -> float:
@@ -56,7 +51,7 @@ def score_traffic(trace: pd.DataFrame, capacity_mb: float, scorers: dict, polici
     workload = encode_trace(trace)
     out = {f"{p}_mb": _dram(workload, p, capacity_mb) for p in (policies or classical_policies())}
     for name, entry in scorers.items():
-        scores, policy = entry if isinstance(entry, tuple) else (entry, "ML")
+        scores, policy = entry if isinstance(entry, tuple) else (entry, SCORED_POLICY)
         scores = check_scores(scores, workload.n_accesses, f"scorer {name!r}")
         scored = encode_trace(trace.assign(eviction_score=scores))
         out[f"{name}_mb"] = _dram(scored, policy, capacity_mb)
@@ -104,7 +99,7 @@ def leave_one_model_out(traces: dict, capacity_fraction=(0.02, 0.05, 0.1), train
         raise ValueError(f"capacity_fraction must hold numbers in (0, 1], got {capacity_fraction!r}")
     train_shares = shares if train_capacity_fraction is None else train_capacity_fraction
     policies = policies or classical_policies()
-    bypass = get_policy("ML", bypass=True, resolution=LEARNED_RESOLUTION)
+    bypass = get_policy(SCORED_POLICY, bypass=True, resolution=LEARNED_RESOLUTION)
     extra = dict(scorers or {})
     rows, fitted = [], {}
     for held_out, tests in groups.items():
@@ -124,7 +119,7 @@ def leave_one_model_out(traces: dict, capacity_fraction=(0.02, 0.05, 0.1), train
                 capacity = working * share
                 traffic = score_traffic(trace, capacity, by, policies)
                 classical = {p: traffic[f"{p}_mb"] for p in policies}
-                best = min(classical, key=classical.get)
+                best = best_online_policy(pd.Series(classical), tolerance_pct=0, offline=True)[0]
                 lru, opt = traffic["LRU_mb"], traffic["opt_lower_mb"]
                 row = {"model": held_out, "trace": k, "accesses": len(trace), "capacity_fraction": share,
                        "capacity_mb": capacity, "lru_mb": lru, "best_classical": best,

@@ -15,8 +15,8 @@ ever listed below the optimum's achievable end.
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import numpy as np
@@ -24,10 +24,11 @@ import pandas as pd
 
 from lab.bounds.capacities import capacity_list, default_capacities_mb
 from lab.bounds.curves import one_pass_algorithm, one_pass_metrics
-from lab.bounds.optimal import (DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, OPTIMUM_ROWS,
-                                optimal)
-from lab.checks import check_int, check_number, check_positive_mb
+from lab.bounds.optimal import DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, optimal
+from lab.checks import check_int, check_positive_mb
 from lab.learn.scoring import score
+from lab.analysis.contenders import (AUTO_OPTIMUM_ACCESSES, TIE_PCT, best_online_policy,  # noqa: F401 (re-exported)
+                                     gap_closed_pct, is_optimum, wants_optimum)
 from lab.sim.cost import resolve_cost
 from lab.sim.model import PLAN_BUFFER, BufferModelError, resolve_buffer
 from lab.sim.policy import Policy, get_policy, policy_names
@@ -109,23 +110,13 @@ def run_policies(trace, policies=None, capacity_mb: float = 64.0, cost=None, sco
     """
     chosen = policies_for(policies, buffer, cost)
     workload = encode_trace(with_scores(trace, chosen, scorer))
-    precompile(workload, chosen, capacity_bytes_of(check_positive_mb("capacity_mb", capacity_mb)))
-    results = {}
-    for policy in chosen:
-        result = simulate(workload, policy, capacity_mb, cost, per_access=per_access, buffer=buffer)
-        results[result.policy] = result
-    return results
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
+    return evaluate_contenders(workload, chosen, [capacity_mb], cost, buffer=buffer, per_access=per_access).at(capacity_mb)
 
 
 # A sweep solves the optimum at every capacity: each within this many seconds (then bracketed, usually within
 # 0.1 %), so that a sweep of two dozen capacities of a training step stays within minutes.
 SWEEP_TIME_LIMIT_S = 10.0
-
-
-def is_optimum(name) -> bool:
-    """Whether a table's row ``name`` is one of the optimum's (``OPT``, ``OPT (lower bound)``,
-    ``OPT (achievable)``), not a policy."""
-    return isinstance(name, str) and name in OPTIMUM_ROWS
 
 
 def optimum_rows(trace, capacity_mb: float, cost=None, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> list[dict]:
@@ -174,22 +165,6 @@ def optimum_bracket(table: pd.DataFrame) -> Optional[tuple[float, float]]:
     return float(table.loc[rows[0], "opt_lower_mb"]), float(table.loc[rows[-1], "opt_upper_mb"])
 
 
-TIE_PCT = 0.1  # policies within this % of the least DRAM traffic tie for best: a smaller lead is no answer
-
-
-def tied_best(traffic_mb: pd.Series, tolerance_pct: float = TIE_PCT) -> list[str]:
-    """The policies (``traffic_mb``'s index: DRAM traffic in MB per policy) whose traffic is within
-    ``tolerance_pct`` % of the least, least first (ties in the series' order): one name when one policy leads by
-    more than that, several when they tie. NaN rows are left out; [] when none is a number."""
-    tolerance_pct = check_number("tolerance_pct", tolerance_pct, 0, 100)
-    values = pd.to_numeric(traffic_mb, errors="coerce").dropna()
-    if values.empty:
-        return []
-    least = float(values.min())
-    tied = values[values <= least * (1 + tolerance_pct / 100) + 1e-12]
-    return [str(p) for p in tied.sort_values(kind="stable").index]
-
-
 def metrics_table(results: dict[str, SimulationResult], optimum: Optional[list[dict]] = None) -> pd.DataFrame:
     """The metrics of several results, one row per policy (index ``policy``); with ``optimum`` (the rows of
     ``optimum_rows``), the optimum's row(s) last, never above a policy (``achievable_at_most_every_policy``),
@@ -207,9 +182,7 @@ def with_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
     bracket = optimum_bracket(table)
     if "LRU" not in table.index or bracket is None:
         return table
-    lru = table.loc["LRU", "dram_traffic_mb"]
-    excess = lru - bracket[0]
-    table["gap_closed_pct"] = 100.0 * (lru - table["dram_traffic_mb"]) / excess if excess > 0 else np.nan
+    table["gap_closed_pct"] = gap_closed_pct(table.loc["LRU", "dram_traffic_mb"], table["dram_traffic_mb"], bracket[0])
     return table
 
 
@@ -235,8 +208,9 @@ def compare_policies(trace, policies="featured", capacity_mb: float = 64.0, cost
     chosen = policies_for(policies, buffer, cost)
     workload = encode_trace(with_scores(trace, chosen, scorer))
     with_optimum = wants_optimum(optimum, workload, in_scratchpad(buffer, cost))
-    results = run_policies(workload, policies, capacity_mb, cost, scorer, per_access=False, buffer=buffer)
-    return metrics_table(results, optimum_rows(workload, capacity_mb, cost, time_limit_s) if with_optimum else None)
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
+    return evaluate_contenders(workload, chosen, [capacity_mb], cost, optimum=with_optimum, buffer=buffer,
+                               time_limit_s=time_limit_s).comparison(capacity_mb)
 
 
 def sweep_capacity(trace, policies="featured", capacities_mb: Optional[Iterable[float]] = None, cost=None,
@@ -281,8 +255,62 @@ def sweep_capacity(trace, policies="featured", capacities_mb: Optional[Iterable[
     capacities = default_capacities_mb(workload) if capacities_mb is None else capacity_list(capacities_mb)
     threads = (os.cpu_count() or 1) if threads is None else check_int("threads", threads)
     cost = resolve_cost(cost)
+    table = evaluate_contenders(workload, chosen, capacities, cost, optimum=with_optimum, buffer=buffer, method=method,
+                                time_limit_s=time_limit_s, threads=threads, progress=progress).table
+    table = achievable_at_most_every_policy(table)
+    return table[[c for c in table.columns if c != "algorithm"] + ["algorithm"]]
+
+
+@dataclass
+class Contenders:
+    """What ``evaluate_contenders`` found. ``table``: one row per contender and capacity (``policy``,
+    ``capacity_mb``, every metric, the optimum's ``opt_*`` columns, ``algorithm``: what produced the row), by
+    capacity, the policies in the order given and the optimum's rows last; ``results``: {(policy,
+    capacity_mb): SimulationResult} of the simulated rows, in the same order; ``optima``: {capacity_mb:
+    OptimalResult}; ``skipped``: {policy: why it cannot run under the buffer model}."""
+
+    table: pd.DataFrame
+    results: dict = field(default_factory=dict)
+    optima: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+
+    def at(self, capacity_mb: float) -> dict[str, SimulationResult]:
+        """{policy: SimulationResult} of the policies simulated at ``capacity_mb`` MB."""
+        return {name: r for (name, c), r in self.results.items() if c == float(capacity_mb)}
+
+    def comparison(self, capacity_mb: float) -> pd.DataFrame:
+        """``metrics_table`` at ``capacity_mb`` MB: one row per policy simulated, the optimum's row(s) last."""
+        optimum = self.optima.get(float(capacity_mb))
+        return metrics_table(self.at(capacity_mb), optimum.table_rows() if optimum is not None else None)
+
+
+def evaluate_contenders(workload: Workload, policies: list[Policy], capacities_mb: list[float], cost=None, *,
+                        optimum: bool = False, buffer: Optional[str] = None, method: str = "simulation",
+                        per_access=False, time_limit_s: float = SWEEP_TIME_LIMIT_S, threads: int = 1,
+                        progress=False, optima: Optional[dict] = None,
+                        skip_unsupported: bool = False) -> Contenders:
+    """The one evaluation of contenders: each of ``policies`` (Policy instances) at each of ``capacities_mb``
+    (MB) on ``workload`` (encoded, scored when a policy needs scores), and with ``optimum`` the optimum as one
+    more contender per capacity (``lab.optimal`` within ``time_limit_s`` seconds: its table rows ``OPT``, or
+    ``OPT (lower bound)`` and ``OPT (achievable)``). Sweeps, comparisons, studies, the explorer and compile
+    prediction all go through it; the checks of their arguments and the ``optimum="auto"`` rule
+    (``wants_optimum``) are theirs.
+
+    ``method``: ``"simulation"`` (every policy simulated per capacity), ``"auto"`` (a policy with an exact
+    one-pass curve on this trace, see ``lab.bounds.curves.one_pass_algorithm``, from it; only in the
+    scratchpad) or ``"one-pass"`` (the same, ValueError for a policy without one). ``per_access``: keep the
+    per-access record of every simulation (True), of none (False) or of the policies named in a collection.
+    ``buffer``: the buffer model (``lab.simulate``). ``threads``: runs at once (the engine releases the GIL).
+    ``progress``: a tqdm bar over the runs (True), none (False), or an object whose ``update(1)`` is called
+    after each run. ``optima``: {capacity_mb: OptimalResult} already solved on this workload and cost (reused,
+    and filled with the new ones: a cache the caller keeps). ``skip_unsupported``: a policy the buffer model
+    cannot run (``BufferModelError``) is left out and said why in ``skipped`` instead of raising.
+    """
+    scratchpad = in_scratchpad(buffer, cost)
+    solved = {} if optima is None else optima
+    capacities = [float(c) for c in capacities_mb]
     one_pass = {}
-    for policy in chosen:
+    for policy in policies:
         algorithm = one_pass_algorithm(workload, policy) if method != "simulation" and scratchpad else None
         if algorithm is None and method == "one-pass":
             raise ValueError(f"method='one-pass': no one-pass algorithm for {policy.name} on this trace (LRU on "
@@ -291,53 +319,50 @@ def sweep_capacity(trace, policies="featured", capacities_mb: Optional[Iterable[
             metrics = one_pass_metrics(workload, policy, capacities, cost)
             one_pass[policy.name] = {c: {**m, "algorithm": algorithm} for c, m in zip(capacities, metrics)}
     pairs = [(capacity, policy) for capacity in capacities
-             for policy in [*chosen, *([OPTIMUM] if with_optimum else [])]]
-    precompile(workload, [p for p in chosen if p.name not in one_pass], capacity_bytes_of(capacities[0]))
+             for policy in [*policies, *([OPTIMUM] if optimum else [])]]
+    if capacities and policies and capacities[0] > 0:  # a fresh install compiles the loops side by side
+        precompile(workload, [p for p in policies if p.name not in one_pass and (scratchpad or not p.needs_scores)],
+                   capacity_bytes_of(capacities[0]))
+    algorithm = "simulation" if scratchpad else "simulation (cache)"
 
     def run(pair):
         capacity, policy = pair
-        if policy == OPTIMUM:
-            return [{**row, "capacity_mb": float(capacity)}
-                    for row in optimum_rows(workload, capacity, cost, time_limit_s)]
+        if is_optimum(policy):
+            if capacity not in solved:
+                solved[capacity] = optimal(workload, capacity, cost, time_limit_s=time_limit_s, progress=False)
+            return [{**row, "capacity_mb": capacity} for row in solved[capacity].table_rows()], None, None
         if policy.name in one_pass:
-            return [{"policy": policy.name, "capacity_mb": float(capacity), **one_pass[policy.name][capacity]}]
-        result = simulate(workload, policy, capacity, cost, per_access=False, buffer=buffer)
-        return [{"policy": result.policy, "capacity_mb": float(capacity), **result.metrics,
-                 "algorithm": "simulation" if scratchpad else "simulation (cache)"}]
+            return [{"policy": policy.name, "capacity_mb": capacity, **one_pass[policy.name][capacity]}], None, None
+        keep = bool(per_access) if isinstance(per_access, (bool, np.bool_, int)) else policy.name in per_access
+        try:
+            result = simulate(workload, policy, capacity, cost, per_access=keep, buffer=buffer)
+        except BufferModelError as error:
+            if not skip_unsupported:
+                raise
+            return [], None, (policy.name, str(error))
+        return ([{"policy": result.policy, "capacity_mb": capacity, **result.metrics, "algorithm": algorithm}],
+                result, None)
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        rows = pool.map(run, pairs)
-        if progress:
+    bar = progress if hasattr(progress, "update") else None
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        runs = pool.map(run, pairs)
+        if progress and bar is None:
             from tqdm.auto import tqdm
 
-            rows = tqdm(rows, total=len(pairs), desc="capacity sweep", unit="run")
-        table = pd.DataFrame([row for group in rows for row in group])
-    table = achievable_at_most_every_policy(table)
-    return table[[c for c in table.columns if c != "algorithm"] + ["algorithm"]]
+            runs = tqdm(runs, total=len(pairs), desc="capacity sweep", unit="run")
+        out = Contenders(pd.DataFrame())
+        rows = []
+        for (capacity, _), (found, result, skipped) in zip(pairs, runs):
+            rows.extend(found)
+            if result is not None:
+                out.results[result.policy, capacity] = result
+            if skipped is not None:
+                out.skipped[skipped[0]] = skipped[1]
+            if bar is not None:
+                bar.update(1)
+    out.table = pd.DataFrame(rows)
+    out.optima = {c: solved[c] for c in capacities} if optimum else {}
+    return out
 
 
 SWEEP_METHODS = ("auto", "one-pass", "simulation")
-AUTO_OPTIMUM_ACCESSES = 100_000  # optimum="auto" solves the flow up to this size: seconds per capacity
-
-
-def wants_optimum(optimum, workload: Workload, scratchpad: bool = True) -> bool:
-    """Whether a sweep or comparison adds the optimum's rows: ``optimum`` True or False, or ``"auto"`` (on
-    traces of at most AUTO_OPTIMUM_ACCESSES accesses; a warning says when it is skipped). The optimum is a
-    schedule of the scratchpad: not set beside a run of another buffer model (``scratchpad`` False), left out
-    with ``"auto"`` and refused with True."""
-    auto = isinstance(optimum, str) and optimum == "auto"
-    if not auto and not isinstance(optimum, (bool, np.bool_)):
-        raise TypeError(f"optimum must be True, False or 'auto', got {optimum!r}")
-    if not scratchpad:
-        if not auto and optimum:
-            raise ValueError("optimum=True: the optimum (lab.optimal) is a schedule of the scratchpad, not of the "
-                             "hardware cache's lines; use buffer='scratchpad' or optimum='auto'/False")
-        return False
-    if auto:
-        if workload.n_accesses <= AUTO_OPTIMUM_ACCESSES:
-            return True
-        warnings.warn(f"optimum='auto' skips the optimum on a trace of {workload.n_accesses:,} accesses (more "
-                      f"than {AUTO_OPTIMUM_ACCESSES:,}: its flow takes minutes per capacity); pass optimum=True "
-                      "to compute it anyway", stacklevel=3)
-        return False
-    return bool(optimum)

@@ -290,14 +290,16 @@ def _opt_hits(workload: Workload, capacities_mb: np.ndarray):
 
 
 def one_pass_algorithm(workload: Workload, policy) -> Optional[str]:
-    """The one-pass algorithm that gives ``policy``'s exact curve on this workload (its name), or None: LRU
-    on plain traces, Belady without bypass on plain traces with equal sizes."""
+    """The one-pass algorithm that gives ``policy``'s exact curve on this workload (its name), or None: the
+    policy's ``one_pass_curve`` (LRU's on plain traces, Belady's without bypass on plain traces with equal
+    sizes)."""
     if workload.has_writes or workload.n_tensors == 0:
         return None
-    if policy.name == "LRU":
+    curve = getattr(policy, "one_pass_curve", None)
+    if curve == "lru":
         return LRU_ALGORITHM
     equal_sizes = bool((workload.tensor_bytes == workload.tensor_bytes[0]).all())
-    if policy.name == "Belady" and equal_sizes and not policy.get_params().get("bypass", False):
+    if curve == "belady" and equal_sizes and not policy.get_params().get("bypass", False):
         return OPT_ALGORITHM
     return None
 

@@ -71,6 +71,7 @@ from lab.sim.engine import (DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTIONS, N_COU
                             READ_BYTES, READ_HITS, WRITE_ALLOCATIONS, WRITE_BYTES, WRITEBACKS, WRITEBACKS_SKIPPED)
 from lab.sim.policy import get_policy
 from lab.sim.simulate import metrics_of_counts, simulate
+from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
 
@@ -111,7 +112,7 @@ def intervals_of(workload: Workload) -> Intervals:
     """Every interval between consecutive accesses of the same tensor, in order of their start."""
     start = np.flatnonzero(workload.next_use >= 0)
     end = workload.next_use[start]
-    writes = workload.is_write if workload.has_writes else np.zeros(workload.n_accesses, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
     marks = persist_marks(workload)
     final = np.zeros(workload.n_accesses, np.bool_)
     if marks.any() and writes.any():
@@ -127,7 +128,7 @@ def intervals_of(workload: Workload) -> Intervals:
 
 def persist_marks(workload: Workload) -> np.ndarray:
     """The rows of ``workload`` that are persist marks, not accesses (bool per row)."""
-    return workload.is_persist if workload.has_persist else np.zeros(workload.n_accesses, np.bool_)
+    return column_or(workload, "is_persist", False, np.bool_)
 
 
 def persist_write_bytes(ivs: Intervals) -> int:
@@ -162,7 +163,7 @@ def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
     ``kept`` (bool per interval) and bypasses every other, dirty state tracked along each tensor's accesses.
     Hits are accesses reached with the tensor on chip (a write that allocates is not one)."""
     n = workload.n_accesses
-    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
     kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
     kept_into[ivs.end[kept]] = True
     reads_missed = ~writes & ~kept_into & ~persist_marks(workload)
@@ -556,7 +557,7 @@ def schedule_counts(workload: Workload, ivs: Intervals, kept: np.ndarray, capaci
     on chip allocates its tensor when it fits (the schedule holds it from there), else streams out."""
     n = workload.n_accesses
     read_bytes, write_bytes, hits, writebacks = schedule_traffic(workload, ivs, kept)
-    writes = workload.is_write if workload.has_writes else np.zeros(n, np.bool_)
+    writes = column_or(workload, "is_write", False, np.bool_)
     marks = persist_marks(workload)
     kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
     kept_into[ivs.end[kept]] = True

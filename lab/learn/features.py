@@ -17,6 +17,7 @@ from lab.bounds.optimal import optimal
 from lab.checks import check_positive_mb
 from lab.compiled import kernel, kernel_array
 from lab.sim.simulate import simulate
+from lab.trace.schema import column_or
 from lab.trace.workload import NEVER, Workload, encode_trace
 
 # Optional trace columns the features read, and the features each one gives. A model records those present in
@@ -195,7 +196,7 @@ def access_features(trace, categories: Optional[dict] = None, workload: Optional
     _history(workload.codes, workload.access_bytes.astype(np.float64), is_write, workload.n_tensors, matrix,
              at.get("previous_wrote", -1))
     if "access" in columns:
-        _put(matrix, at["is_write"], is_write if len(is_write) else np.zeros(n, np.bool_), 1.0)
+        _put(matrix, at["is_write"], column_or(workload, "is_write", False, np.bool_), 1.0)
     strings = {}  # categorical feature -> (code per row, -1 when missing; its distinct values as strings)
     for column in ("kind", "op", "phase", "dtype"):
         if column in columns:

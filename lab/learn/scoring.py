@@ -93,14 +93,14 @@ def llm_scores(trace: pd.DataFrame, encoded: Workload) -> np.ndarray:
     return scores(trace, encoded)
 
 
-def score(trace: pd.DataFrame, method: str = "heuristic") -> pd.DataFrame:
+def score(trace: pd.DataFrame, scorer: str = "heuristic") -> pd.DataFrame:
     """Return a copy of ``trace`` with an ``eviction_score`` column (in [0, 1], higher = evict first).
 
-    ``method`` names a registered scorer (``scorer_names()``); ValueError otherwise.
+    ``scorer`` names a registered scorer (``scorer_names()``); ValueError otherwise.
     """
-    scorer = SCORERS.get(method)
+    fn = SCORERS.get(scorer)
     encoded = encode_trace(trace)
-    scores = check_scores(scorer(trace, encoded), encoded.n_accesses, f"scorer {SCORERS.canonical(method)!r}")
+    scores = check_scores(fn(trace, encoded), encoded.n_accesses, f"scorer {SCORERS.canonical(scorer)!r}")
     scored = trace.copy()
     scored["eviction_score"] = scores
     return scored
@@ -175,18 +175,19 @@ def score_groups(ranking: pd.DataFrame, examples: int = 3) -> pd.DataFrame:
                    "ops"]].reset_index(drop=True)
 
 
-def predict_schedule(trace: pd.DataFrame, top: Optional[int] = 20, method: str = "heuristic") -> Schedule:
+def predict_schedule(trace: pd.DataFrame, top: Optional[int] = 20, scorer: str = "heuristic") -> Schedule:
     """The seed's ``/predict-schedule``: score the trace and rank tensors to evict first.
 
     Each tensor is ranked by the score of its most recent access (what the ML
     policy uses at the end of the trace); ties by size, larger first. The
     ranking has columns rank, tensor_id, size_mb, reuse_distance, stride, op
     (of that access), accesses (count) and eviction_score; ``top`` rows (None:
-    every tensor). ``groups``: every tensor grouped by its score (``score_groups``): the ties.
+    every tensor). ``scorer``: a registered scorer's name (``scorer_names()``). ``groups``: every tensor
+    grouped by its score (``score_groups``): the ties.
     """
     if top is not None:
         check_int("top", top, hint=" or None")
-    scored = score(trace, method)
+    scored = score(trace, scorer)
     last = scored.drop_duplicates("tensor_id", keep="last")
     columns = [c for c in ("tensor_id", "size_mb", "reuse_distance", "stride", "op", "eviction_score") if c in last]
     ranking = last[columns].copy()

@@ -72,6 +72,7 @@ import pandas as pd
 
 from lab.checks import check_bool, check_memory, check_number, check_power_of_two
 from lab.compiled import kernel
+from lab.trace.schema import column_or
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB
 
@@ -249,7 +250,7 @@ def assign_addresses(trace: pd.DataFrame, alignment: int = 512):
     base_size = -(-base_size // alignment) * alignment
 
     row_base = base_codes[codes]
-    is_write = (trace["access"].to_numpy() == "write") if "access" in trace else np.zeros(len(trace), bool)
+    is_write = column_or(trace, "access", "read", object) == "write"
     n = len(trace)
     rows = np.arange(n)
     first_row = np.full(n_base, n, np.int64)
@@ -370,7 +371,7 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repe
     0..n_lines-1, ``row`` the access of ``trace`` each line access comes from (None with ``rows=False``).
     ``repeat``: the GEMM re-reads (``gemm_rereads``) when already known."""
     lo, hi = assign_addresses(trace, model.alignment)
-    is_write = (trace["access"].to_numpy() == "write") if "access" in trace else np.zeros(len(trace), bool)
+    is_write = column_or(trace, "access", "read", object) == "write"
     if repeat is None:
         repeat = gemm_rereads(trace, capacity_bytes, model)
     check_line_trace_fits(lo, hi, repeat, model)

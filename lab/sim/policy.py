@@ -72,7 +72,12 @@ class Policy:
     access of a tensor: not there under the hardware cache, whose accesses
     are lines); ``featured``: one of
     the few classics an explorer selects by default (each policy selected
-    adds a compile, seconds, to the first result in a fresh process).
+    adds a compile, seconds, to the first result in a fresh process);
+    ``one_pass_curve``: the one-pass algorithm that gives the policy's exact
+    curve over every capacity at once (``"lru"``: Mattson's stack distances,
+    on plain traces; ``"belady"``: the OPT stack, on plain traces with equal
+    sizes and without bypass; see ``lab.bounds.curves``), or None. A
+    subclass does not inherit it (its hooks differ): it sets its own.
     """
 
     name: ClassVar[str] = ""
@@ -83,7 +88,13 @@ class Policy:
     offline: ClassVar[bool] = False
     needs_scores: ClassVar[bool] = False
     featured: ClassVar[bool] = False
+    one_pass_curve: ClassVar[Optional[str]] = None
     State: ClassVar[type] = _NoState
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "one_pass_curve" not in vars(cls):  # FIFO(LRU) has no stack algorithm: a subclass says its own
+            cls.one_pass_curve = None
 
     def __post_init__(self):
         for f in fields(self):

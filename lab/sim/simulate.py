@@ -18,6 +18,7 @@ from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED
 from lab.sim.model import BUFFERS  # noqa: F401  (the buffer models' names and descriptions, re-exported)
 from lab.sim.model import BufferModelError, SimulationModel, degenerate_note, resolve_buffer
 from lab.sim.policy import Policy, bind_hooks, get_policy
+from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import bytes_to_mb, mb_to_bytes
 
@@ -164,13 +165,13 @@ class SimulationResult:
     def is_write(self) -> np.ndarray:
         """Whether each access writes its tensor (bool per access; all False for a plain trace)."""
         enc = self.workload
-        return enc.is_write if enc.has_writes else np.zeros(enc.n_accesses, np.bool_)
+        return column_or(enc, "is_write", False, np.bool_)
 
     @property
     def is_persist(self) -> np.ndarray:
         """Whether each row is a persist mark, not an access (bool per row; all False without such rows)."""
         enc = self.workload
-        return enc.is_persist if enc.has_persist else np.zeros(enc.n_accesses, np.bool_)
+        return column_or(enc, "is_persist", False, np.bool_)
 
     @property
     def read_bytes(self) -> np.ndarray:

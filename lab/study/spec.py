@@ -38,10 +38,10 @@ from typing import Optional
 
 import numpy as np
 
+from lab.analysis.contenders import OPTIMUM
 from lab.checks import check_bool, check_int, check_memory, check_number, check_positive_mb
 
 STUDY_PHASES = ("forward", "training")  # what a study captures of a model: its forward pass, or a training step
-OPTIMUM = "OPT"
 DEFAULT_MAX_CELLS = 20_000
 AXES = ("models", "batch_sizes", "seq_lengths", "phases", "weight_dtypes", "policies", "capacities_mb", "buffers")
 SETTINGS = ("name", "optimum", "cost", "dtype", "seed", "max_cells", "description")
@@ -50,8 +50,16 @@ DEFAULTS = {"batch_sizes": [1], "seq_lengths": [128], "phases": ["forward"], "we
 PRESET_KEYS = ("preset", "num_layers", "label", "overrides")
 SYNTHETIC_KEYS = ("synthetic", "num_layers", "reuse_probability", "dims", "label")
 SYNTHETIC_WEIGHT_DTYPES = ("bf16", "fp16")  # the generator's default 2-byte elements
-UNSUPPORTED = {("cache", "ML")}  # (buffer, policy) pairs lab.simulate does not run: not in the grid
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
+
+
+def runs_under(buffer: str, policy: str) -> bool:
+    """Whether ``lab.simulate`` runs ``policy`` (a registered name) under ``buffer``: not a policy that reads
+    the trace's scores (class attribute ``needs_scores``) in the hardware cache, whose accesses are lines.
+    The pairs it does not run are not in the grid."""
+    from lab.sim.policy import get_policy
+
+    return buffer != "cache" or not get_policy(policy).needs_scores
 
 
 def _digest(value) -> str:
@@ -185,14 +193,14 @@ class StudySpec:
                                 left += 1
                                 continue
                             out.append(StudyWorkload(model, batch, seq, phase, weight_dtype, self.dtype, self.seed))
-        unsupported = sum((b, p) in UNSUPPORTED for b in self.buffers for p in self.policies)
+        unsupported = sum(not runs_under(b, p) for b in self.buffers for p in self.policies)
         self.left_out = (left * len(self.columns()) + len(out) * unsupported) * len(self.capacities_mb)
         return out
 
     def columns(self) -> list:
         """(buffer, policy) pairs of each workload: every policy under every buffer, and OPT on the scratchpad;
         not the scored policies (ML) under the hardware cache, which tracks lines, not the scored tensors."""
-        pairs = [(b, p) for b in self.buffers for p in self.policies if (b, p) not in UNSUPPORTED]
+        pairs = [(b, p) for b in self.buffers for p in self.policies if runs_under(b, p)]
         if self.optimum is not False and "scratchpad" in self.buffers:
             pairs.append(("scratchpad", OPTIMUM))
         return pairs

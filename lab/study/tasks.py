@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lab.study.dataset import arrow_table
-from lab.study.spec import OPTIMUM, StudyWorkload, Task
+from lab.study.spec import StudyWorkload, Task
 from lab.units import BYTES_PER_MB
 
 
@@ -63,29 +63,35 @@ def make_trace(workload: StudyWorkload):
 
 
 def _rows(task: Task, trace) -> tuple[list[dict], float]:
-    """(one dict per cell: policy, capacity_mb, the metrics, algorithm; the working set in MB)."""
-    from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, optimum_rows, sweep_capacity, with_scores
+    """(one dict per cell: policy, capacity_mb, the metrics, algorithm; the working set in MB): the sweep's
+    rows (``lab.analysis.sweep``: the one evaluation of contenders) of the task's cells."""
+    from lab.analysis.contenders import AUTO_OPTIMUM_ACCESSES, auto_skips_optimum, is_optimum
+    from lab.analysis.sweep import evaluate_contenders, sweep_capacity, with_scores
     from lab.bounds.capacities import working_set_mb
-    from lab.sim.simulate import simulate
     from lab.trace.workload import encode_trace
 
-    policies = [p for p in task.policies if p != OPTIMUM]
+    policies = [p for p in task.policies if not is_optimum(p)]
     scored = with_scores(trace, policies) if policies else trace  # the ML policy's scores
     workload = encode_trace(scored)
     working_set = working_set_mb(workload)
     if task.buffer == "cache":  # every policy at one capacity: the line trace is built once and shared
-        return [{"policy": p, "capacity_mb": c, **simulate(workload, p, c, task.cost, per_access=False,
-                                                            buffer="cache").metrics,
-                 "algorithm": "simulation (cache)"} for p, c in task.cells], working_set
+        rows = {}
+        for capacity in task.capacities_mb:
+            here = [p for p, c in task.cells if c == capacity]
+            table = sweep_capacity(workload, here, [capacity], task.cost, threads=1, optimum=False,
+                                   method="simulation", buffer="cache")
+            rows.update({(row["policy"], capacity): row for row in table.to_dict(orient="records")})
+        return [rows[cell] for cell in task.cells], working_set
     (policy,) = task.policies  # the scratchpad: one policy over the capacities
     capacities = list(task.capacities_mb)
-    if policy == OPTIMUM:
-        if task.optimum == "auto" and workload.n_accesses > AUTO_OPTIMUM_ACCESSES:
+    if is_optimum(policy):
+        if auto_skips_optimum(task.optimum, workload.n_accesses):
             reason = f"skipped: {workload.n_accesses:,} accesses > {AUTO_OPTIMUM_ACCESSES:,} (optimum: auto)"
             return [{"policy": policy, "capacity_mb": c, "algorithm": reason} for c in capacities], working_set
         # one cell, one row: the optimum's best schedule (exact, or the achievable end of its bracket, whose
         # lower end is opt_lower_mb)
-        return [{**optimum_rows(workload, c, task.cost, SWEEP_TIME_LIMIT_S)[-1], "policy": policy, "capacity_mb": c}
+        optima = evaluate_contenders(workload, [], capacities, task.cost, optimum=True).optima
+        return [{**optima[float(c)].table_rows()[-1], "policy": policy, "capacity_mb": c}
                 for c in capacities], working_set
     table = sweep_capacity(workload, [policy], capacities, task.cost, threads=1, optimum=False, method="auto",
                            buffer="scratchpad")
@@ -121,7 +127,7 @@ def task_costs(trace, tasks) -> list[int]:
     if isinstance(trace, Failed):
         return [0] * len(tasks)
     try:
-        from lab.analysis.sweep import AUTO_OPTIMUM_ACCESSES
+        from lab.analysis.contenders import auto_skips_optimum, is_optimum
         from lab.sim import hardware
 
         model = hardware.CacheModel()
@@ -130,9 +136,9 @@ def task_costs(trace, tasks) -> list[int]:
         out = []
         for task in tasks:
             if task.buffer != "cache":
-                skipped = task.optimum == "auto" and len(trace) > AUTO_OPTIMUM_ACCESSES  # OPT: a row saying so
+                skipped = auto_skips_optimum(task.optimum, len(trace))  # OPT: a row saying so
                 weight = 0 if skipped else OPTIMUM_WEIGHT
-                out.append(int(len(trace) * sum(weight if p == OPTIMUM else 1 for p, _ in task.cells)))
+                out.append(int(len(trace) * sum(weight if is_optimum(p) else 1 for p, _ in task.cells)))
                 continue
             per_capacity = {c: float(lines @ (1 + hardware.gemm_rereads(
                 trace, int(c * BYTES_PER_MB * model.effective_fraction), model))) for c in task.capacities_mb}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lab.study.spec import OPTIMUM
+from lab.analysis.contenders import above_optimum_pct, best_online_policy, is_optimum
 
 WORKLOAD = ["model", "batch_size", "seq_length", "phase", "weight_dtype", "capacity_mb"]
 
@@ -28,10 +28,10 @@ def gap_to_optimum(frame: pd.DataFrame) -> pd.DataFrame:
     pad = frame[frame["buffer"] == "scratchpad"]
     if "opt_lower_mb" not in pad.columns:
         pad = pad.assign(opt_lower_mb=np.nan)
-    bound = pad[pad["policy"] == OPTIMUM][WORKLOAD + ["opt_lower_mb"]]
-    rows = pad[pad["policy"] != OPTIMUM].drop(columns="opt_lower_mb").merge(bound, on=WORKLOAD, how="left")
-    lower = rows["opt_lower_mb"].where(rows["opt_lower_mb"] > 0)
-    return rows.assign(gap_pct=100.0 * (rows["dram_traffic_mb"] - lower) / lower)
+    optimum = pad["policy"].map(is_optimum)
+    bound = pad[optimum][WORKLOAD + ["opt_lower_mb"]]
+    rows = pad[~optimum].drop(columns="opt_lower_mb").merge(bound, on=WORKLOAD, how="left")
+    return rows.assign(gap_pct=above_optimum_pct(rows["dram_traffic_mb"], rows["opt_lower_mb"]))
 
 
 def best_policy(frame: pd.DataFrame, metric: str = "dram_traffic_mb", buffer: str = "scratchpad") -> pd.DataFrame:
@@ -39,9 +39,13 @@ def best_policy(frame: pd.DataFrame, metric: str = "dram_traffic_mb", buffer: st
     ``buffer``, the optimum left out: one row per (model, batch_size, seq_length, phase, weight_dtype,
     capacity_mb) with ``policy`` and ``metric``'s value; ties go to the first policy by name."""
     _check(frame, WORKLOAD + ["buffer", "policy", metric])
-    rows = frame[(frame["buffer"] == buffer) & (frame["policy"] != OPTIMUM)].dropna(subset=[metric])
-    rows = rows.sort_values(WORKLOAD + [metric, "policy"], kind="stable")
-    return rows.groupby(WORKLOAD, sort=True, as_index=False).first()[WORKLOAD + ["policy", metric]]
+    rows = frame[(frame["buffer"] == buffer) & ~frame["policy"].map(is_optimum)].dropna(subset=[metric])
+    rows = rows.sort_values(WORKLOAD + ["policy"], kind="stable").reset_index(drop=True)
+    best = []
+    for _, group in rows.groupby(WORKLOAD, sort=True):  # offline policies (Belady) compete too: the best policy
+        name = best_online_policy(group.set_index("policy")[metric], tolerance_pct=0, offline=True)[0]
+        best.append(group.loc[group["policy"] == name, metric].idxmin())
+    return rows.loc[best, WORKLOAD + ["policy", metric]].reset_index(drop=True)
 
 
 def one_slice(frame: pd.DataFrame, batch_size=None, seq_length=None, weight_dtype=None) -> pd.DataFrame:

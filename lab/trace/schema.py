@@ -75,3 +75,19 @@ def write_flags(trace: pd.DataFrame) -> np.ndarray:
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(f"column 'access' must be one of {list(ACCESS_KINDS)}; row {row} is {access.iloc[row]!r}")
     return is_write
+
+
+def column_or(source, name: str, default, dtype=None) -> np.ndarray:
+    """One value per row of ``source``'s column ``name`` as an array (``dtype``: numpy's, None: the column's),
+    or ``default`` for every row when ``source`` lacks it: the one reading of an optional column.
+
+    ``source``: a trace DataFrame (e.g. ``column_or(trace, "access", "read", object) == "write"``), or an
+    encoded Workload, whose per-access arrays (``is_write``, ``is_persist``) are empty when the trace has none
+    (``column_or(workload, "is_write", False, np.bool_)``: all False for a trace that only reads).
+    """
+    if isinstance(source, pd.DataFrame):
+        if name in source.columns:
+            return source[name].to_numpy() if dtype is None else source[name].to_numpy(dtype=dtype)
+        return np.full(len(source), default, dtype=object if dtype is None else dtype)
+    values, n = getattr(source, name), source.n_accesses
+    return values if n > 0 and values.shape[0] == n else np.full(n, default, dtype=dtype)

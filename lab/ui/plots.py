@@ -21,6 +21,7 @@ import seaborn as sns
 from lab.bounds.optimal import OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER
 from lab.analysis.sweep import is_optimum
 from lab.sim.simulate import SimulationResult
+from lab.trace.schema import column_or
 from lab.units import BYTES_PER_MB
 
 TRAFFIC_METRICS = ("dram_traffic_mb",)  # what the optimum's bracket bounds
@@ -700,7 +701,7 @@ def occupancy_timeline(result, policy="LRU", capacity_mb: Optional[float] = None
     bottoms = tops - heights
     total = result.resident_bytes[grid] / BYTES_PER_MB
     trace = enc.trace if enc.trace is not None else pd.DataFrame(index=range(n))
-    column = lambda name, default="": (trace[name].to_numpy() if name in trace else np.full(n, default, object))
+    column = lambda name, default="": column_or(trace, name, default)
     kinds, ops, layers, modules = column("kind", "tensor"), column("op"), column("layer"), column("module")
     ids = enc.tensor_ids
     polygons: dict = {}

@@ -240,27 +240,20 @@ def policy_answer(comparison: "pd.DataFrame", workload: str, capacity_mb: float,
     import numpy as np
     import pandas as pd
 
-    from lab.analysis.sweep import is_optimum, optimum_bracket
+    from lab.analysis.contenders import above_optimum_pct, best_online_policy, online_policies
+    from lab.analysis.sweep import optimum_bracket
     from lab.sim.model import params_text
-    from lab.sim.policy import get_policy
 
-    def offline(name):
-        try:
-            return get_policy(name).offline
-        except (KeyError, ValueError):
-            return False
-
-    online = comparison.loc[[p for p in comparison.index if not is_optimum(p) and not offline(p)]]
+    online = online_policies(comparison)
     if online.empty:
         raise ValueError("comparison holds no online policy")
-    traffic = online["dram_traffic_mb"]
-    least = traffic.min()
-    tied = [str(p) for p in traffic.index if traffic[p] <= least * (1 + 1e-9) + 1e-12]
+    tied = best_online_policy(online, tolerance_pct=1e-7)  # equal traffic (within 1e-9, float rounding): a tie
     best = tied[0]
+    least = online.loc[best, "dram_traffic_mb"]
     lower, upper = optimum_bracket(comparison) or (np.nan, np.nan)
 
     def above(mb, optimum):
-        return max(0.0, 100.0 * (mb - optimum) / optimum) if optimum > 0 else np.nan
+        return max(0.0, above_optimum_pct(mb, optimum)) if optimum > 0 else np.nan
 
     if not isinstance(results, dict) or best not in results:
         raise ValueError(f"results must be the comparison's runs, {{policy: SimulationResult}} (lab.run_policies "

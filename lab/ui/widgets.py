@@ -62,14 +62,13 @@ from IPython.display import display
 import lab
 from lab.ui import plots
 from lab.sim.cost import HARDWARE_PRESETS, resolve_cost
-from lab.sim.model import BUFFERS, PLAN_BUFFER, BufferModelError, SimulationModel, check_buffer, params_text
+from lab.sim.model import BUFFERS, PLAN_BUFFER, SimulationModel, check_buffer, params_text
 from lab.workloads.generator import MODEL_TYPES
 from lab.sim.policy import policy_names
-from lab.sim.precompile import precompile
-from lab.sim.simulate import capacity_bytes_of
 from lab.learn.scoring import scorer_names
-from lab.analysis.sweep import (AUTO_OPTIMUM_ACCESSES, SWEEP_TIME_LIMIT_S, TIE_PCT, is_optimum, optimum_bracket,
-                                optimum_rows, tied_best)
+from lab.analysis.contenders import (AUTO_OPTIMUM_ACCESSES, TIE_PCT, above_optimum_pct, auto_skips_optimum,
+                                     best_online_policy, is_offline, online_policies)
+from lab.analysis.sweep import evaluate_contenders, optimum_bracket
 from lab.bounds.capacities import default_capacities_mb
 
 # headline metrics first: DRAM traffic (reads + writes, writebacks included) and byte hit rate; hit rates that
@@ -321,27 +320,23 @@ class Explorer:
                 trace = self._trace()
             except (TypeError, KeyError, ImportError) as error:  # bad values; a capture without torch
                 raise ValueError(str(error)) from error
-            schedule = lab.predict_schedule(trace, top=self.top, method=self.scorer.value)
+            schedule = lab.predict_schedule(trace, top=self.top, scorer=self.scorer.value)
             workload = lab.encode_trace(schedule.scored)
             self._workload_value = (trace, schedule, workload, lab.validate(trace).to_frame())
             self._workload_key = key
             self._optimum_cache = {}
         return self._workload_value
 
-    def _optimum(self, workload, capacity_mb: float, hardware: str) -> Optional[list]:
-        if workload.n_accesses > self.optimum_max_accesses:
-            self.optimum_note = (f"The optimum (lab.optimal) is skipped on this trace of {workload.n_accesses:,} "
-                                 f"accesses (more than {self.optimum_max_accesses:,}: its flow takes minutes).")
-            return None
+    def _optimum_note(self, workload) -> str:
+        """Why the table has no optimum ("" when it has one): the trace is too long for it, or the buffer model
+        is not the scratchpad, whose schedule the optimum is."""
+        if auto_skips_optimum("auto", workload.n_accesses, self.optimum_max_accesses):
+            return (f"The optimum (lab.optimal) is skipped on this trace of {workload.n_accesses:,} "
+                    f"accesses (more than {self.optimum_max_accesses:,}: its flow takes minutes).")
         if self.buffer.value != PLAN_BUFFER:
-            self.optimum_note = ("The optimum (lab.optimal) is a schedule of the scratchpad, not of the cache's lines: "
-                                 "choose the scratchpad buffer model to set the policies against it.")
-            return None
-        self.optimum_note = ""
-        key = (capacity_mb, hardware)
-        if key not in self._optimum_cache:
-            self._optimum_cache[key] = optimum_rows(workload, capacity_mb, hardware, SWEEP_TIME_LIMIT_S)
-        return self._optimum_cache[key]
+            return ("The optimum (lab.optimal) is a schedule of the scratchpad, not of the cache's lines: "
+                    "choose the scratchpad buffer model to set the policies against it.")
+        return ""
 
     def _show_error(self, error: Exception) -> None:
         """Show the message and clear every result: none of them answers the inputs now on screen."""
@@ -377,18 +372,18 @@ class Explorer:
         start = time.perf_counter()
         try:
             trace, schedule, workload, validation = self._workload()
-            results, skipped = self._run_policies(workload)
-            optimum = self._optimum(workload, self.capacity_mb.value, self.hardware.value)
+            contenders = self._evaluate(workload)
         except (ValueError, TypeError) as error:
             self._show_error(error)
             return
         self.error = None
         self.message.value = ""
+        results, skipped = contenders.at(self.capacity_mb.value), contenders.skipped
         self.trace, self.results = trace, results
         self.model = next(iter(results.values())).model.without_policy()
         self.notes = {**{name: r.note for name, r in results.items() if r.note}, **skipped}
         self._skipped = set(skipped)
-        self.metrics = with_model_columns(lab.metrics_table(results, optimum).reindex(columns=TABLE_COLUMNS),
+        self.metrics = with_model_columns(contenders.comparison(self.capacity_mb.value).reindex(columns=TABLE_COLUMNS),
                                           results)
         self.table = shown_table(self.metrics)
         self.ranking = schedule.ranking.head(self.top)
@@ -427,28 +422,23 @@ class Explorer:
         name = lab.get_policy(self.heatmap_policy or self.policies.value[0]).name
         return name if name in results else next(iter(results))
 
-    def _run_policies(self, workload) -> tuple[dict, dict]:
-        """({policy: SimulationResult} of the chosen policies at the chosen capacity, cost preset and buffer model,
-        {policy: why it cannot run under this buffer model}); per access for the scratchpad, and for the shown
-        policy only in the cache (its line traces are long). ValueError when no chosen policy can run."""
-        cost, buffer = self._cost(), self.buffer.value
+    def _evaluate(self, workload):
+        """The contenders (``lab.analysis.sweep.evaluate_contenders``) at the chosen capacity, cost preset and
+        buffer model: the chosen policies, per access in the scratchpad and for the shown policy only in the
+        cache (its line traces are long), the ones that cannot run in this buffer model skipped and said why;
+        the optimum when ``_optimum_note`` says nothing against it (kept per cost preset: a change of policies
+        does not solve it again). ValueError when no chosen policy can run."""
+        cost, buffer, capacity = self._cost(), self.buffer.value, self.capacity_mb.value
         chosen = [lab.get_policy(p) for p in self.policies.value]
         shown = self._shown_policy({p.name: p for p in chosen})
-        if self.capacity_mb.value > 0:  # a fresh install compiles the loops side by side (lab.sim.precompile)
-            precompile(workload, [p for p in chosen if buffer == PLAN_BUFFER or not p.needs_scores],
-                       capacity_bytes_of(self.capacity_mb.value))
-        results, skipped = {}, {}
-        for policy in chosen:
-            try:
-                result = lab.simulate(workload, policy, self.capacity_mb.value, cost, buffer=buffer,
-                                      per_access=buffer == PLAN_BUFFER or policy.name == shown)
-            except BufferModelError as error:
-                skipped[policy.name] = str(error)
-                continue
-            results[result.policy] = result
-        if not results:
-            raise ValueError("; ".join(skipped.values()))
-        return results, skipped
+        self.optimum_note = self._optimum_note(workload)
+        contenders = evaluate_contenders(
+            workload, chosen, [capacity], cost, optimum=not self.optimum_note, buffer=buffer,
+            per_access=True if buffer == PLAN_BUFFER else {shown}, skip_unsupported=True,
+            optima=self._optimum_cache.setdefault(self.hardware.value, {}))
+        if not contenders.at(capacity):
+            raise ValueError("; ".join(contenders.skipped.values()))
+        return contenders
 
     @property
     def timeline(self):
@@ -489,7 +479,7 @@ class Explorer:
         inputs = self._sweep_key()
         policies = [p for p in self.policies.value if lab.get_policy(p).name not in self._skipped]
         capacities = default_capacities_mb(workload, self.sweep_points)
-        with_optimum = workload.n_accesses <= self.optimum_max_accesses
+        with_optimum = not auto_skips_optimum("auto", workload.n_accesses, self.optimum_max_accesses)
         bar = self.sweep_progress
         bar.max, bar.value, bar.bar_style = len(capacities), 0, ""
         bar.layout.visibility = "visible"
@@ -558,14 +548,12 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
     """The explorer's headline: the best online policy by DRAM traffic (reads + writes, writebacks included),
     its byte hit rate, how far above the optimum it is, and the optimum (exact, or its bracket); then the model
     that produced the numbers (``model.describe()``) and, per policy, why its result is degenerate (``notes``)."""
-    policies = metrics.loc[[p for p in metrics.index if not is_optimum(p)]]
-    online = policies[[not _is_offline(p) for p in policies.index]]
-    if online.empty:  # only offline policies (Belady and kin) chosen: the best of them
-        online = policies
-    tied = tied_best(online["dram_traffic_mb"])
+    tied = best_online_policy(metrics)  # only offline policies (Belady and kin) chosen: the best of them
     best = tied[0]
-    row = online.loc[best]
-    kind = "online" if not _is_offline(str(best)) else "offline"
+    row = metrics.loc[best]
+    kind = "online" if not is_offline(best) else "offline"
+    online = online_policies(metrics) if kind == "online" else metrics.loc[[p for p in metrics.index
+                                                                             if is_offline(p)]]
     if len(tied) == 1:
         who = f"best {kind} policy <b>{_escape(str(best))}</b>"
     else:
@@ -579,7 +567,7 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
     bracket = optimum_bracket(metrics)
     if bracket is not None:
         lower, upper = bracket
-        above = (100 * (row["dram_traffic_mb"] - lower) / lower) if lower > 0 else float("nan")
+        above = above_optimum_pct(row["dram_traffic_mb"], lower)
         exact = upper <= lower
         gap = (f"; {_escape(str(best))} is {above:.1f} % above {'it' if exact else 'its lower end'}"
                if above == above else "")
@@ -592,14 +580,6 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
         lines.append(f"<b>Model</b>: {_escape(model.describe())}")
     lines += [f"<b>{_escape(str(policy))}</b>: {_escape(note)}" for policy, note in (notes or {}).items()]
     return "<div style='font-size:1.05em;margin:4px 0'>" + "<br>".join(lines) + "</div>"
-
-
-def _is_offline(policy: str) -> bool:
-    """Whether ``policy`` reads the future of the trace (Belady and kin): no online policy can follow it."""
-    try:
-        return bool(lab.get_policy(policy).offline)
-    except (KeyError, ValueError):
-        return False
 
 
 def _escape(text: str) -> str:
@@ -632,7 +612,7 @@ def shown_table(metrics: pd.DataFrame) -> pd.DataFrame:
     table = metrics.copy()
     bracket = optimum_bracket(metrics)
     if bracket is not None and bracket[0] > 0:
-        table["vs_optimum_pct"] = 100.0 * (table["dram_traffic_mb"] - bracket[0]) / bracket[0]
+        table["vs_optimum_pct"] = above_optimum_pct(table["dram_traffic_mb"], bracket[0])
     table = table[[c for c in SHOWN_COLUMNS if c in table]].rename(columns=SHOWN_COLUMNS)
     informative = [c for c in table if not (table[c].isna() | (table[c].astype(str) == "")).all()]
     table = table[informative]

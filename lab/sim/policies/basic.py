@@ -26,6 +26,7 @@ class LRU(Policy):
 
     name = "LRU"
     featured = True
+    one_pass_curve = "lru"
     libcachesim = "LRU"
     reference = "Mattson, Gecsei, Slutz and Traiger, 'Evaluation techniques for storage hierarchies', IBM Systems Journal 1970"
 

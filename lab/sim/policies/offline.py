@@ -87,6 +87,7 @@ class Belady(Policy):
     aliases = ("MIN",)  # not "OPT": with sizes that differ Belady is not the optimum (lab.optimal is)
     libcachesim = "Belady"
     offline = True
+    one_pass_curve = "belady"
     reference = "Belady, 'A study of replacement algorithms for a virtual-storage computer', IBM Systems Journal 1966"
 
     bypass: bool = param(False, doc="a missed tensor used furthest in the future is not inserted")
