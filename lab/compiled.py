@@ -59,18 +59,43 @@ def _module_name(path: Path) -> str:
     return ".".join((_ROOT, *parts))
 
 
+_IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import|import)[ \t]", re.M)
+
+
+def _import_statements(source: bytes):
+    """The import statements of a module's source (anywhere in it, also inside functions), each parsed with
+    ``ast``. Lines that start one are found first and only those statements are parsed: parsing every module
+    whole took a few tenths of a second at each process start. An import-like line of prose in a docstring is
+    parsed too when it parses, which only makes a stamp cover one more file."""
+    for match in _IMPORT_LINE.finditer(source):
+        lines, depth, position = [], 0, match.start()
+        while True:  # to the end of the statement: parentheses closed, no backslash continuation
+            end = source.find(b"\n", position)
+            end = len(source) if end < 0 else end
+            code = source[position:end].split(b"#", 1)[0]  # an import has no string in which "#" could be
+            lines.append(source[position:end])
+            depth += code.count(b"(") - code.count(b")")
+            position = end + 1
+            if end >= len(source) or (depth <= 0 and not code.rstrip().endswith(b"\\")):
+                break
+        try:
+            tree = ast.parse(b"\n".join(lines).lstrip())
+        except SyntaxError:  # prose in a docstring
+            continue
+        yield from (node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
 @functools.lru_cache(maxsize=None)
 def _direct_imports(path: Path) -> frozenset:
     """The lab files that the module in ``path`` imports (anywhere in it, also inside functions): for ``from
     lab.sim import engine`` the module ``lab/sim/engine.py``, for ``from lab.sim.engine import NO_VICTIM``
     the same, not the packages' ``__init__`` on the way."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
     package = _module_name(path).split(".") if path.name == "__init__.py" else _module_name(path).split(".")[:-1]
     found = set()
-    for node in ast.walk(tree):
+    for node in _import_statements(path.read_bytes()):
         if isinstance(node, ast.Import):
             found.update(module_file(alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
+        else:
             base = node.module or ""
             if node.level:  # relative: from .x import y
                 base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
@@ -81,7 +106,6 @@ def _direct_imports(path: Path) -> frozenset:
     return frozenset(found)
 
 
-@functools.lru_cache(maxsize=None)
 def _closure(paths: frozenset) -> frozenset:
     seen, todo = set(), list(paths)
     while todo:
@@ -98,31 +122,48 @@ def _file_digest(path: Path) -> bytes:
 
 
 @functools.lru_cache(maxsize=None)
-def _in_lab(py_file) -> bool:
+def _lab_file(py_file: str):
+    """``py_file`` resolved, when it is inside lab; else None."""
     try:
-        Path(py_file).resolve().relative_to(LAB_DIR)
+        path = Path(py_file).resolve()
+        path.relative_to(LAB_DIR)
     except (ValueError, OSError):
-        return False
-    return True
+        return None
+    return path
+
+
+def _roots(py_func) -> frozenset:
+    roots = {_lab_file(py_func.__code__.co_filename)}
+    roots.update(module_file(name) for name in getattr(py_func, DEPENDS_ATTRIBUTE, ()))
+    roots.discard(None)
+    return frozenset(roots)
+
+
+@functools.lru_cache(maxsize=None)
+def _sources(roots: frozenset) -> tuple:
+    return tuple(sorted(_closure(roots)))
+
+
+@functools.lru_cache(maxsize=None)
+def _stamp(roots: frozenset) -> str:
+    digest = hashlib.sha256()
+    for path in _sources(roots):
+        digest.update(path.relative_to(LAB_DIR).as_posix().encode() + b"\0")
+        digest.update(_file_digest(path))
+    return digest.hexdigest()
 
 
 def kernel_sources(py_func) -> list:
     """The files a kernel's cache stamp covers (sorted Paths): the module of ``py_func`` (the kernel's Python
     function), the modules named in its ``__lab_depends__`` that are lab's, and the lab modules these import,
     transitively."""
-    roots = {Path(py_func.__code__.co_filename).resolve()}
-    roots.update(module_file(name) for name in getattr(py_func, DEPENDS_ATTRIBUTE, ()))
-    roots.discard(None)
-    return sorted(_closure(frozenset(path for path in roots if _in_lab(path))))
+    return list(_sources(_roots(py_func)))
 
 
 def kernel_stamp(py_func) -> str:
-    """The cache stamp of a kernel (hex sha256): the relative paths and contents of ``kernel_sources``."""
-    digest = hashlib.sha256()
-    for path in kernel_sources(py_func):
-        digest.update(str(path.relative_to(LAB_DIR)).encode() + b"\0")
-        digest.update(_file_digest(path))
-    return digest.hexdigest()
+    """The cache stamp of a kernel (hex sha256): the relative paths and contents of ``kernel_sources``, each file
+    read once per process."""
+    return _stamp(_roots(py_func))
 
 
 STAMP_CHARS = 16  # of the stamp, in a cache file's name
@@ -146,7 +187,7 @@ def _stamped(base):
 
         @classmethod
         def from_function(cls, py_func, py_file):
-            return super().from_function(py_func, py_file) if _in_lab(py_file) else None
+            return super().from_function(py_func, py_file) if _lab_file(py_file) else None
 
         def get_source_stamp(self):
             return self._lab_stamp
