@@ -209,6 +209,14 @@ def test_editing_a_hook_invalidates_the_compiled_loop(tmp_path):
     assert run() == "['B']", "the edited hook did not take effect: stale compiled code"
 
 
+def test_no_code_generated_from_strings():
+    """Compiled code is plain functions that tools, tracebacks and the cache stamps can see: no exec or eval."""
+    for path in LAB.rglob("*.py"):
+        calls = [n.func.id for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("exec", "eval")]
+        assert calls == [], path
+
+
 def test_the_import_scan_finds_what_a_full_parse_finds():
     """A kernel's stamp follows its module's imports, found by parsing only the lines that start an import (a full
     parse of every module took tenths of a second per process): it finds those of a full ``ast`` walk, in every
