@@ -137,6 +137,11 @@ def test_no_kernel_reaches_code_outside_its_stamp():
         imported = {_file_of(v) for c in cls.__mro__ for v in vars(sys.modules[c.__module__]).values()}
         assert covered & policy_files <= own | imported, f"{name}'s loop is stamped with other policies' files"
 
+    class Mine(type(lab.get_policy("LRU"))):  # its hooks may live outside lab, where no stamp covers them
+        pass
+
+    assert engine.driver_for(Mine) is engine.drive_uncached
+
 
 def test_one_compile_per_policy_per_process():
     """Whatever the trace looks like (read-only pandas arrays, categorical or integer ids, reads and writes,
