@@ -134,7 +134,7 @@ def test_no_kernel_reaches_code_outside_its_stamp():
         covered = set(compiled.kernel_sources(engine.driver_for(cls).py_func))
         own = {Path(sys.modules[c.__module__].__file__).resolve() for c in cls.__mro__ if c.__module__ != "builtins"}
         assert own | {Path(engine.__file__).resolve()} <= covered, name
-        imported = {_file_of(v) for c in cls.__mro__ for v in vars(sys.modules[c.__module__]).values()}
+        imported = {LAB.joinpath(*m.split(".")[1:]).with_suffix(".py") for path in own for m in _lab_imports(path)}
         assert covered & policy_files <= own | imported, f"{name}'s loop is stamped with other policies' files"
 
     class Mine(type(lab.get_policy("LRU"))):  # its hooks may live outside lab, where no stamp covers them
