@@ -3,19 +3,24 @@
 Every kernel is ``@kernel``: ``numba.njit(cache=True, nogil=True)``, so it is
 compiled once, reused by later processes, and releases the GIL (sweeps run on
 threads). Numba keys its disk cache on the source file of the decorated
-function only; the engine's driver inlines hooks written in other files, so an
-edited hook would leave the driver running old code from the cache. Here the
-cache of a kernel in ``lab/<package>/`` is stamped with a hash of every
-source file of the compiled packages up to and including its own (in
-``COMPILED_PACKAGES`` order, which is the import layering), plus the top-level
-modules: any edit there invalidates it.
+function only, yet a cached kernel has the kernels it calls linked in, and the
+engine's loop inlines hooks written in other files: an edit there would leave
+the cache serving old code. Here the cache of a kernel inside lab is stamped
+with a hash of the files it depends on: its own module, the lab modules that
+module imports (read with ``ast``, transitively), and the modules a kernel
+names in ``kernel(..., depends=...)`` (the engine's loop of each policy names
+the policy's module), with theirs. An edit anywhere else leaves it cached.
+Tested with numba 0.68 (pinned in pyproject.toml): this patches numba's
+private list of cache locators.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import os
+import re
 import shutil
 import sys
 import threading
@@ -30,71 +35,181 @@ from numba.core.errors import NumbaIRAssumptionWarning
 from numba.core.registry import CPUDispatcher
 
 LAB_DIR = Path(__file__).resolve().parent
-# Packages that hold compiled code, in layer order (each imports only those before it).
-COMPILED_PACKAGES = ("trace", "sim", "bounds", "learn", "analysis")
+_ROOT = __name__.split(".")[0]  # "lab": the package whose modules a stamp covers
+DEPENDS_ATTRIBUTE = "__lab_depends__"  # on a kernel's Python function: more modules its stamp covers
 
 
 @functools.lru_cache(maxsize=None)
-def _package_digest(package: str) -> bytes:
-    """sha256 over the relative paths and contents of the .py files of ``lab/<package>`` ("" = top level)."""
+def module_file(name: str):
+    """The source file (a resolved Path) of lab module ``name`` (``"lab.sim.engine"``), or None when ``name`` is
+    no module of lab (another package, or a name defined in a module rather than a module)."""
+    parts = name.split(".")
+    if parts[0] != _ROOT or not all(parts):
+        return None
+    base = LAB_DIR.joinpath(*parts[1:])
+    for candidate in ((base.with_suffix(".py"),) if len(parts) > 1 else ()) + (base / "__init__.py",):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(LAB_DIR).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join((_ROOT, *parts))
+
+
+_IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import|import)[ \t]", re.M)
+
+
+def _import_statements(source: bytes):
+    """The import statements of a module's source (anywhere in it, also inside functions), each parsed with
+    ``ast``. Lines that start one are found first and only those statements are parsed: parsing every module
+    whole took a few tenths of a second at each process start. An import-like line of prose in a docstring is
+    parsed too when it parses, which only makes a stamp cover one more file."""
+    for match in _IMPORT_LINE.finditer(source):
+        lines, depth, position = [], 0, match.start()
+        while True:  # to the end of the statement: parentheses closed, no backslash continuation
+            end = source.find(b"\n", position)
+            end = len(source) if end < 0 else end
+            code = source[position:end].split(b"#", 1)[0]  # an import has no string in which "#" could be
+            lines.append(source[position:end])
+            depth += code.count(b"(") - code.count(b")")
+            position = end + 1
+            if end >= len(source) or (depth <= 0 and not code.rstrip().endswith(b"\\")):
+                break
+        try:
+            tree = ast.parse(b"\n".join(lines).lstrip())
+        except SyntaxError:  # prose in a docstring
+            continue
+        yield from (node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+@functools.lru_cache(maxsize=None)
+def _direct_imports(path: Path) -> frozenset:
+    """The lab files that the module in ``path`` imports (anywhere in it, also inside functions): for ``from
+    lab.sim import engine`` the module ``lab/sim/engine.py``, for ``from lab.sim.engine import NO_VICTIM``
+    the same, not the packages' ``__init__`` on the way."""
+    package = _module_name(path).split(".") if path.name == "__init__.py" else _module_name(path).split(".")[:-1]
+    found = set()
+    for node in _import_statements(path.read_bytes()):
+        if isinstance(node, ast.Import):
+            found.update(module_file(alias.name) for alias in node.names)
+        else:
+            base = node.module or ""
+            if node.level:  # relative: from .x import y
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                found.add(module_file(f"{base}.{alias.name}") or module_file(base))
+    found.discard(None)
+    found.discard(path)
+    return frozenset(found)
+
+
+def _closure(paths: frozenset) -> frozenset:
+    seen, todo = set(), list(paths)
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo.extend(_direct_imports(path))
+    return frozenset(seen)
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()  # read once per process
+
+
+@functools.lru_cache(maxsize=None)
+def _lab_file(py_file: str):
+    """``py_file`` resolved, when it is inside lab; else None."""
+    try:
+        path = Path(py_file).resolve()
+        path.relative_to(LAB_DIR)
+    except (ValueError, OSError):
+        return None
+    return path
+
+
+def _roots(py_func) -> frozenset:
+    roots = {_lab_file(py_func.__code__.co_filename)}
+    roots.update(module_file(name) for name in getattr(py_func, DEPENDS_ATTRIBUTE, ()))
+    roots.discard(None)
+    return frozenset(roots)
+
+
+@functools.lru_cache(maxsize=None)
+def _sources(roots: frozenset) -> tuple:
+    return tuple(sorted(_closure(roots)))
+
+
+@functools.lru_cache(maxsize=None)
+def _stamp(roots: frozenset) -> str:
     digest = hashlib.sha256()
-    root = LAB_DIR / package if package else LAB_DIR
-    files = root.rglob("*.py") if package else root.glob("*.py")
-    for path in sorted(files):
-        digest.update(str(path.relative_to(LAB_DIR)).encode())
-        digest.update(path.read_bytes())
-    return digest.digest()
-
-
-@functools.lru_cache(maxsize=None)
-def sources_stamp(py_file) -> str:
-    """The cache stamp of a kernel defined in ``py_file``: a hash of the top-level modules and of every
-    compiled package up to the kernel's own (read once per process, as the package digests are)."""
-    relative = Path(py_file).resolve().relative_to(LAB_DIR)
-    own = relative.parts[0] if len(relative.parts) > 1 else ""
-    upto = COMPILED_PACKAGES[: COMPILED_PACKAGES.index(own) + 1] if own in COMPILED_PACKAGES else COMPILED_PACKAGES
-    digest = hashlib.sha256(_package_digest(""))
-    for package in upto:
-        digest.update(_package_digest(package))
+    for path in _sources(roots):
+        digest.update(path.relative_to(LAB_DIR).as_posix().encode() + b"\0")
+        digest.update(_file_digest(path))
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
-def _in_lab(py_file) -> bool:
-    try:
-        Path(py_file).resolve().relative_to(LAB_DIR)
-    except (ValueError, OSError):
-        return False
-    return True
+def kernel_sources(py_func) -> list:
+    """The files a kernel's cache stamp covers (sorted Paths): the module of ``py_func`` (the kernel's Python
+    function), the modules named in its ``__lab_depends__`` that are lab's, and the lab modules these import,
+    transitively."""
+    return list(_sources(_roots(py_func)))
 
 
-_SWEPT: set = set()  # cache folders whose stale siblings this process has removed
+def kernel_stamp(py_func) -> str:
+    """The cache stamp of a kernel (hex sha256): the relative paths and contents of ``kernel_sources``, each file
+    read once per process."""
+    return _stamp(_roots(py_func))
+
+
+STAMP_CHARS = 16  # of the stamp, in a cache file's name
+_SWEPT: set = set()  # (cache folder, kernel) whose stale files this process has removed
+_OLD_FOLDER = re.compile(r"lab-[0-9a-f]{16}")  # a folder per stamp, as lab kept them before
 
 
 def _stamped(base):
-    """A numba cache locator like ``base`` for files inside lab/, stamped with ``sources_stamp`` and kept in a
-    folder of its own per stamp: an index written by other sources is never read (unpickling it could name a
-    policy state class that no longer exists), and the folders of other stamps are removed."""
+    """A numba cache locator like ``base`` for files inside lab, stamped with ``kernel_stamp``. The stamp is
+    in the names of the kernel's cache files (numba puts the disambiguator there): an index written by other
+    sources is never read (unpickling it could name a policy state class that no longer exists), and the
+    kernel's files of other stamps are removed."""
 
     class Locator(base):
+        def __init__(self, py_func, py_file):
+            super().__init__(py_func, py_file)
+            self._lab_stamp = kernel_stamp(py_func)
+            # numba's name for the kernel's files: "<file stem>.<qualname>-<disambiguator>.py311..."
+            name = f"{Path(py_file).stem}.{py_func.__qualname__}".replace("<", "").replace(">", "")
+            self._lab_prefix = f"{name}-"
+
         @classmethod
         def from_function(cls, py_func, py_file):
-            return super().from_function(py_func, py_file) if _in_lab(py_file) else None
+            return super().from_function(py_func, py_file) if _lab_file(py_file) else None
 
         def get_source_stamp(self):
-            return sources_stamp(self._py_file)
+            return self._lab_stamp
 
-        def get_cache_path(self):
-            return os.path.join(super().get_cache_path(), f"lab-{sources_stamp(self._py_file)[:16]}")
+        def get_disambiguator(self):
+            return f"{super().get_disambiguator()}-{self._lab_stamp[:STAMP_CHARS]}"
 
         def ensure_cache_path(self):
             super().ensure_cache_path()
             path = self.get_cache_path()
-            if path not in _SWEPT:  # once per folder and process: numba asks for each kernel, and at each save
-                _SWEPT.add(path)
-                for stale in Path(path).parent.glob("lab-*"):
-                    if str(stale) != path:
-                        shutil.rmtree(stale, ignore_errors=True)
+            if (path, self._lab_prefix) in _SWEPT:  # once per kernel and process: numba asks again at each save
+                return
+            _SWEPT.add((path, self._lab_prefix))
+            mine = f"-{self._lab_stamp[:STAMP_CHARS]}.py"
+            for entry in os.scandir(path):
+                if entry.name.startswith(self._lab_prefix) and mine not in entry.name:
+                    try:
+                        os.remove(entry.path)
+                    except OSError:  # removed by another process meanwhile
+                        pass
+                elif _OLD_FOLDER.fullmatch(entry.name) and entry.is_dir():
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
     Locator.__name__ = Locator.__qualname__ = f"Lab{base.__name__}"
     return Locator
@@ -131,14 +246,20 @@ class LiteralFreeDispatcher(CPUDispatcher):
                                          {k: types.unliteral(v) for k, v in kws.items()})
 
 
-def kernel(fn=None, **options):
+def kernel(fn=None, *, depends=(), **options):
     """Decorator: compile ``fn`` with numba, cached on disk (stamped as above) and without the GIL.
 
+    ``depends``: names of more lab modules whose code ends up in the compiled kernel although ``fn``'s module
+    does not import them (hooks chosen by type at compile time); its cache stamp covers them and their imports.
     Extra numba options (e.g. ``inline="always"``, ``_nrt=False``) pass through. A kernel that is not inlined
     is compiled once per argument types, whatever constants it is called with (``LiteralFreeDispatcher``).
     """
     if fn is None:
-        return functools.partial(kernel, **options)
+        return functools.partial(kernel, depends=depends, **options)
+    if isinstance(depends, str):
+        raise TypeError(f"depends must be a sequence of module names, got the string {depends!r}")
+    if depends:
+        setattr(fn, DEPENDS_ATTRIBUTE, tuple(depends))
     if options.get("inline", "never") != "never" or config.DISABLE_JIT:
         return njit(cache=True, nogil=True, **options)(fn)
     dispatcher = LiteralFreeDispatcher(py_func=fn, locals={},

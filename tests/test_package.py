@@ -137,7 +137,6 @@ def test_the_bounds_layer_sits_between_the_engine_and_the_scorers():
     for module, edges in bounds.items():
         assert {_place(m)[1] for m in edges} <= {"bounds", "trace", "sim"} | CORE, module
     assert "lab.bounds.optimal" in graph["lab.learn.features"]
-    assert compiled.COMPILED_PACKAGES == ("trace", "sim", "bounds", "learn", "analysis")
 
 
 def test_the_metrics_are_computed_in_one_place():
@@ -174,9 +173,14 @@ def _lab_modules(skip=("lab.ui", "lab.workloads")):
             yield importlib.import_module(info.name)
 
 
+def _kernels():
+    """{(module name, name): dispatcher} of every kernel defined in a module of lab."""
+    return {(m.__name__, name): v for m in _lab_modules() for name, v in vars(m).items()
+            if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == m.__name__}
+
+
 def test_every_kernel_is_cached_on_disk_and_stamped_with_the_sources():
-    dispatchers = {(m.__name__, name): v for m in _lab_modules() for name, v in vars(m).items()
-                   if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == m.__name__}
+    dispatchers = _kernels()
     assert len(dispatchers) > 10
     for (module, name), dispatcher in dispatchers.items():
         if dispatcher is engine.drive_uncached:
@@ -184,19 +188,51 @@ def test_every_kernel_is_cached_on_disk_and_stamped_with_the_sources():
         assert dispatcher._cache.__class__.__name__ == "FunctionCache", f"{module}.{name}"
         locator = dispatcher._cache._impl.locator
         assert type(locator).__name__.startswith("Lab"), f"{module}.{name}: {type(locator).__name__}"
-        assert locator.get_source_stamp() == compiled.sources_stamp(dispatcher.py_func.__code__.co_filename)
+        stamp = compiled.kernel_stamp(dispatcher.py_func)
+        assert locator.get_source_stamp() == stamp
+        # an index written by other sources is never opened: the stamp is in its name
+        assert f"-{stamp[:compiled.STAMP_CHARS]}.py" in dispatcher._cache._cache_file._index_name
         assert dispatcher.targetoptions.get("nogil"), f"{module}.{name} must release the GIL"
 
 
-def test_no_kernel_outside_the_compiled_packages():
-    """The cache stamp covers lab/<package> for the packages in COMPILED_PACKAGES: compiled code elsewhere would
-    escape it."""
-    for path in LAB.rglob("*.py"):
-        package = path.relative_to(LAB).parts[0]
-        if package in compiled.COMPILED_PACKAGES or path.parent == LAB:
+def _file_of(value):
+    """The lab source file behind a module's global (a module, or a function, class or kernel of one), if any."""
+    if isinstance(value, numba.core.registry.CPUDispatcher):
+        value = value.py_func
+    module = value if isinstance(value, type(sys)) else sys.modules.get(getattr(value, "__module__", None) or "")
+    path = getattr(module, "__file__", None)
+    if path is None or Path(path).name == "__init__.py" or not Path(path).resolve().is_relative_to(LAB):
+        return None
+    return Path(path).resolve()
+
+
+def test_no_kernel_reaches_code_outside_its_stamp():
+    """numba compiles into a kernel what its module's globals name (kernels it calls are linked in): the cache
+    stamp covers every lab module behind those globals, whatever package the kernel is in. Code chosen by type
+    at compile time (numba overloads) exists only for the policies' hooks, and each policy's loop is stamped
+    with its policy's module and the engine's, not with the other policies' files."""
+    for (module, name), dispatcher in _kernels().items():
+        if dispatcher is engine.drive_uncached:
             continue
-        text = path.read_text()
-        assert "@kernel" not in text and "njit" not in text, path
+        covered = set(compiled.kernel_sources(dispatcher.py_func))
+        needed = {_file_of(v) for v in vars(sys.modules[module]).values()} - {None}
+        assert needed <= covered, f"{module}.{name}: {sorted(map(str, needed - covered))}"
+    extending = {path.relative_to(LAB).as_posix() for path in LAB.rglob("*.py")
+                 if re.search(r"numba(\.core)?\.extending|generated_jit", path.read_text())}
+    assert extending == {"sim/policy.py"}
+    policy_files = {path.resolve() for path in (LAB / "sim" / "policies").glob("*.py")}
+    for name in lab.policy_names():
+        cls = type(lab.get_policy(name))
+        covered = set(compiled.kernel_sources(engine.driver_for(cls).py_func))
+        own = {Path(sys.modules[c.__module__].__file__).resolve() for c in cls.__mro__ if c.__module__ != "builtins"}
+        assert own | {Path(engine.__file__).resolve()} <= covered, name
+        imported = {LAB.joinpath(*m.split(".")[1:]).with_suffix(".py") for path in own for m in _lab_imports(path)}
+        assert covered & policy_files <= own | imported, f"{name}'s loop is stamped with other policies' files"
+
+    class Mine(type(lab.get_policy("LRU"))):  # its hooks may live outside lab, where no stamp covers them
+        pass
+
+    assert engine.driver_for(Mine) is engine.drive_uncached
 
 
 def test_one_compile_per_policy_per_process():
@@ -268,6 +304,88 @@ def test_editing_a_hook_invalidates_the_compiled_loop(tmp_path):
     assert edited != source
     basic.write_text(edited)
     assert run() == "['B']", "the edited hook did not take effect: stale compiled code"
+
+
+def test_no_code_generated_from_strings():
+    """Compiled code is plain functions that tools, tracebacks and the cache stamps can see: no exec or eval."""
+    for path in LAB.rglob("*.py"):
+        calls = [n.func.id for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("exec", "eval")]
+        assert calls == [], path
+
+
+def test_the_import_scan_finds_what_a_full_parse_finds():
+    """A kernel's stamp follows its module's imports, found by parsing only the lines that start an import (a full
+    parse of every module took tenths of a second per process): it finds those of a full ``ast`` walk, in every
+    module of lab and in the odd forms below."""
+    def full_walk(source: str) -> list:
+        return [ast.unparse(n) for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+    def scanned(source: str) -> list:
+        return [ast.unparse(n) for n in compiled._import_statements(source.encode())]
+
+    odd = ("from lab.sim.structures import (NONE,  # a comment (with parentheses)\n    Lists)\n"
+           "import lab.units, numpy as np\nfrom lab.sim.engine import \\\n    NO_VICTIM\n"
+           "def f():\n    if True:\n        from . import checks  # (relative)\n"
+           "    from lab.trace import workload as w  # a comment ( that opens\n"
+           '\"\"\"Docstring prose:\nimport this and that\nfrom here import (there\nimport lab.prose\n\"\"\"\n')
+    assert sorted(scanned(odd)) == sorted(full_walk(odd) + ["import lab.prose"])  # prose that parses: harmless
+    for path in LAB.rglob("*.py"):
+        assert sorted(scanned(path.read_text())) == sorted(full_walk(path.read_text())), path
+
+
+COUNT_COMPILES = """
+import json, sys
+from pathlib import Path
+from numba.core import event
+import lab
+
+compiled = set()
+class Listener(event.Listener):
+    def on_start(self, ev):
+        function = ev.data["dispatcher"].py_func
+        if type(ev.data["dispatcher"]._cache).__name__ != "NullCache":  # a kernel cached on disk, not a hook
+            compiled.add(f"{Path(function.__code__.co_filename).name}:{function.__qualname__}")
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Listener())
+trace = lab.generate_trace("Transformer", num_layers=1)
+results = [lab.simulate(trace, name, capacity_mb=8) for name in sys.argv[1:]]
+print(json.dumps(sorted(compiled)))
+"""
+
+
+def test_editing_one_policy_file_recompiles_only_its_policies_loops(tmp_path):
+    """A kernel's cache stamp covers its module and what that imports, and a policy's loop also its policy's
+    module: after an edit of clock.py (SIEVE) the next process recompiles SIEVE's loop and clock.py's kernels,
+    and loads LRU's loop (basic.py) from the disk cache; an edit of the engine recompiles both loops."""
+    copy = tmp_path / "src"
+    shutil.copytree(LAB, copy / "lab", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin", "LAB_QUIET": "1", "LAB_COMPILE_WORKERS": "0"}
+
+    def compiles() -> list:
+        done = subprocess.run([sys.executable, "-c", COUNT_COMPILES, "LRU", "SIEVE"], cwd=copy, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def edit(relative: str) -> None:
+        path = copy / "lab" / relative
+        path.write_text(path.read_text() + "\n# edited\n")
+
+    loops = {"engine.py:_drive_basic_LRU", "engine.py:_drive_clock_SIEVE"}
+    assert loops <= set(compiles())  # a cold start compiles both loops
+    assert compiles() == []  # then both load from the disk cache
+    edit("sim/policies/clock.py")
+    again = compiles()
+    assert "engine.py:_drive_clock_SIEVE" in again and "engine.py:_drive_basic_LRU" not in again, again
+    assert {name.split(":")[0] for name in again} <= {"clock.py", "engine.py"}, again
+    assert [name for name in again if name.startswith("engine.py")] == ["engine.py:_drive_clock_SIEVE"], again
+    edit("sim/engine.py")
+    assert loops <= set(compiles())
+    # the stale files of the edited stamps are gone: one index per kernel in the engine's cache folder
+    indexes = [p.name.split("-")[0] for p in (copy / "lab" / "sim" / "__pycache__").glob("engine.*.nbi")]
+    assert sorted(indexes) == sorted(set(indexes)), indexes
 
 
 def _requirement_name(spec: str) -> str:

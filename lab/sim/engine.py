@@ -34,7 +34,7 @@ import types
 
 from numba import njit
 
-from lab.compiled import kernel
+from lab.compiled import kernel, module_file
 
 NO_VICTIM = -1
 
@@ -260,8 +260,9 @@ def _drive(state, codes, sizes, total_bytes, capacity, is_write, next_use, is_pe
     counts[INSERTIONS] = n_inserted
 
 
-# Policies defined inside lab run the cached driver; a policy defined elsewhere (a notebook, a test) runs
-# an uncached copy, because numba's disk cache cannot key compiled code on a class it cannot import again.
+# Policies defined in a module of lab run a cached driver; a policy defined elsewhere (a notebook, a test) runs
+# an uncached copy: numba's disk cache cannot key compiled code on a class it cannot import again, and the
+# cache stamp covers lab's files only, so an edit of its hooks would not be seen.
 drive_uncached = njit(nogil=True, _nrt=False)(_drive)
 _DRIVERS: dict[type, object] = {}
 
@@ -273,10 +274,11 @@ def driver_name(policy_cls) -> str:
 
 
 def driver_for(policy_cls):
-    """The compiled loop for a policy class: each policy inside lab has its own dispatcher (the same loop under
-    its own name, so its own cache files on disk: loops compiled in parallel processes never write to the same
-    index, see ``lab.sim.precompile``); others share ``drive_uncached``."""
-    if not policy_cls.__module__.startswith("lab."):
+    """The compiled loop for a policy class: each policy defined in lab's modules has its own dispatcher (the
+    same loop under its own name, so its own cache files on disk: loops compiled in parallel processes never
+    write to the same index, see ``lab.sim.precompile``); others share ``drive_uncached``."""
+    modules = [c.__module__ for c in policy_cls.__mro__[:-1]]  # the policy's, its parents' (not object's)
+    if not all(module_file(module) for module in modules):
         return drive_uncached
     if policy_cls not in _DRIVERS:
         name = driver_name(policy_cls)
@@ -284,5 +286,7 @@ def driver_for(policy_cls):
                                       _drive.__closure__)
         function.__qualname__ = name
         function.__doc__ = _drive.__doc__
-        _DRIVERS[policy_cls] = kernel(function, _nrt=False)
+        # the loop inlines the policy's hooks: its cache stamp covers the modules that define them (with what
+        # they import) besides this one, not the other policies' files
+        _DRIVERS[policy_cls] = kernel(function, _nrt=False, depends=modules)
     return _DRIVERS[policy_cls]

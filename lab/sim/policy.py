@@ -172,11 +172,14 @@ def _implementations(hook: str, params: tuple[str, ...]) -> dict[type, Any]:
     most of a loop's compile time."""
     if (hook, params) not in _IMPLS:
         impls = _IMPLS[hook, params] = {}
-        source = (f"def typer({', '.join(params)}):\n"
-                  f"    return impls.get(getattr({params[0]}, 'instance_class', None))\n")
-        namespace = {"impls": impls}
-        exec(source, namespace)
-        overload(engine.HOOK_STUBS[hook], inline="always", jit_options={"nogil": True})(namespace["typer"])
+
+        def typer(state, *args):
+            return impls.get(getattr(state, "instance_class", None))
+
+        # the parameter names numba compares with the implementations' (inspect.signature reads __signature__)
+        typer.__signature__ = inspect.Signature(
+            [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in params])
+        overload(engine.HOOK_STUBS[hook], inline="always", jit_options={"nogil": True})(typer)
     return _IMPLS[hook, params]
 
 
