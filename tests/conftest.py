@@ -23,7 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # tutorial notebook's cells (nbval) share one kernel and run in order: each notebook is such a group too. Every
 # other test is handed out on its own. (Groups are made here from the test ids, not with xdist_group marks:
 # xdist 3.8 puts a mark's group into ``item._nodeid``, which pytest 9 no longer reads.)
-SHARED_FIXTURE_MODULES = {"tests/test_report.py", "tests/test_study.py", "tests/test_app.py"}
+SHARED_FIXTURE_MODULES = {"tests/test_report.py", "tests/test_study.py", "tests/test_app.py", "tests/test_figures.py",
+                          "tests/test_learned.py", "tests/test_llm_scorer.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker, the tests marked slow first (a stable sort: every worker collects the same order): the
+    tests handed out one by one go in this order, so that the longest are not the last, one worker busy alone."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
