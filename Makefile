@@ -35,8 +35,9 @@ study: $(STAMP) ## Run the default study (params/studies/default.yaml) on a Loca
 app: $(STAMP) ## Serve the explorer as a web page with Voila on http://127.0.0.1:8866/
 	$(PY) -m lab app
 
-test: $(STAMP) ## Run the whole test suite
-	$(PY) -m pytest
+TEST_WORKERS ?= 2
+test: $(STAMP) ## Run the whole test suite on TEST_WORKERS processes (default 2; pytest-xdist)
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 docs: $(STAMP) ## Build the documentation site into site/ (MkDocs, strict: a warning fails it); open site/index.html
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -75,15 +75,17 @@ def _stop(server) -> None:
         server.kill()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def app():
+    """One Voila server for the module's tests (each loads its own page: a kernel of its own)."""
     server, url = _serve()
     yield url
     _stop(server)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One headless Chromium for the module's tests (each starts with ``get`` of the page it needs)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -98,10 +98,18 @@ ANSWER_COLUMNS = ["workload", "buffer (MB)", "buffer model", "cost preset", "bes
                   "note"]
 
 
-def test_report_runs_on_the_smallest_parameters(tmp_path):
+@pytest.fixture(scope="module")
+def smallest(tmp_path_factory):
+    """The policy-comparison report run once on the smallest parameters (with its HTML), shared by this module's
+    tests (read only)."""
+    return run_report(NOTEBOOK, SMALLEST, tmp_path_factory.mktemp("smallest") / "smallest.ipynb")
+
+
+def test_report_runs_on_the_smallest_parameters(smallest):
     from lab.ui.report import read_answer
 
-    out = run_report(NOTEBOOK, SMALLEST, tmp_path / "smallest.ipynb")
+    out = smallest
+    tmp_path = out.parent
     nb = nbformat.read(out, as_version=4)
     outputs = _no_error_nor_stderr(nb)
     text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
@@ -190,7 +198,7 @@ def test_real_models_training_report_validates_against_a_synthetic_training_step
     assert all(phase in module_svg for phase in ("forward", "backward", "optimizer"))
 
 
-def test_same_parameters_same_numbers(tmp_path):
+def test_same_parameters_same_numbers(smallest, tmp_path):
     def numbers(path):
         nb = nbformat.read(path, as_version=4)
         texts = [o.get("data", {}).get("text/plain") for c in nb.cells if c.cell_type == "code" for o in c.outputs
@@ -200,9 +208,8 @@ def test_same_parameters_same_numbers(tmp_path):
         assert styled
         return [t for t in texts if "Styler" not in (t or "")] + styled
 
-    params = {**SMALLEST, "model_type": "CNN"}
-    first = numbers(run_report(NOTEBOOK, params, tmp_path / "a.ipynb", html=False))
-    second = numbers(run_report(NOTEBOOK, params, tmp_path / "b.ipynb", html=False))
+    first = numbers(smallest)  # the module's run, with its HTML
+    second = numbers(run_report(NOTEBOOK, SMALLEST, tmp_path / "b.ipynb", html=False))
     versions = [i for i, text in enumerate(first) if text and "version" in text]
     assert first == second and len(first) > 5 and versions
 
@@ -217,20 +224,21 @@ def _params_file(folder, name, params):
 def test_reports_are_folders_replaced_whole_and_names_may_not_clash(tmp_path):
     from lab.ui.report import run_reports
 
-    first = _params_file(tmp_path / "a", "small.yaml", SMALLEST)
+    tiny = _tiny_notebook(tmp_path / "notebooks" / "tiny.ipynb")
+    first = _params_file(tmp_path / "a", "small.yaml", {"answer": 1})
     out = tmp_path / "reports"
-    (notebook,) = run_reports(NOTEBOOK, [first], out)
-    folder = out / NOTEBOOK.stem / "small"
+    (notebook,) = run_reports(tiny, [first], out)
+    folder = out / tiny.stem / "small"
     assert notebook == folder / "small.ipynb" and (folder / "small.html").is_file()
     (folder / "stale.txt").write_text("from an older run")
-    run_reports(NOTEBOOK, [first], out)  # a rerun replaces the folder as a whole
+    run_reports(tiny, [first], out)  # a rerun replaces the folder as a whole
     assert sorted(p.name for p in folder.iterdir()) == ["figures", "small.html", "small.ipynb"]
     index = (out / "index.html").read_text()
-    assert f'href="{NOTEBOOK.stem}/small/small.html"' in index and "best online policy" in index
+    assert f'href="{tiny.stem}/small/small.html"' in index and "best online policy" in index
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".") and p.name != ".lab-report.lock"]
-    twin = _params_file(tmp_path / "b", "small.yaml", SMALLEST)
+    twin = _params_file(tmp_path / "b", "small.yaml", {"answer": 1})
     with pytest.raises(ValueError, match=r"same name would write the same report: \['small'\]"):
-        run_reports(NOTEBOOK, [first, twin], out)
+        run_reports(tiny, [first, twin], out)
 
 
 def test_one_report_run_at_a_time_per_folder(tmp_path):
@@ -243,7 +251,8 @@ def test_one_report_run_at_a_time_per_folder(tmp_path):
     with open(out / ".lab-report.lock", "w") as held:  # another run holds the folder
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(ValueError, match="another report run is writing into"):
-            run_reports(NOTEBOOK, [_params_file(tmp_path, "small.yaml", SMALLEST)], out)
+            run_reports(_tiny_notebook(tmp_path / "notebooks" / "tiny.ipynb"),
+                        [_params_file(tmp_path, "small.yaml", {"die": 0})], out)
 
 
 @pytest.mark.parametrize("text, fragment", [("model_type: [unclosed", "not a valid parameter file"),
@@ -457,15 +466,21 @@ def test_learned_eviction_report_runs_on_the_smallest_parameters(tmp_path, monke
 
 
 def _tiny_notebook(path):
-    """A report notebook with one parameter: ``die: 1`` kills its own kernel (as the out-of-memory killer
-    would), ``die: 0`` runs."""
+    """A report notebook of a few lines (a kernel start, no simulation) for the runner's folder, lock and dead-kernel
+    behaviour: ``die: 1`` kills its own kernel (as the out-of-memory killer would), ``answer: 1`` shows an answer
+    table; either way it prints and saves an empty figure."""
     from nbformat.v4 import new_code_cell, new_notebook
 
-    parameters = new_code_cell("die: int = 0  # 1 kills the kernel")
+    parameters = new_code_cell("die: int = 0  # 1 kills the kernel\nanswer: int = 0  # 1 shows an answer table")
     parameters.metadata["tags"] = ["parameters"]
     body = new_code_cell("import os, signal\nif die:\n    os.kill(os.getpid(), signal.SIGKILL)\nprint('alive')\n"
+                         "if answer:\n    import pandas as pd\n    from lab.ui.report import show_answer\n"
+                         "    show_answer(pd.DataFrame({'workload': ['tiny'], 'best online policy': ['LRU'],\n"
+                         "                              'buffer model': ['scratchpad'], 'cost preset': ['seed']}),\n"
+                         "                'Which policy?')\n"
                          "from matplotlib.figure import Figure\nfrom lab import plots\n"
                          "plots.save_figure(Figure(), 'empty')")
+    path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(new_notebook(cells=[parameters, body], metadata={"kernelspec": {
         "name": "python3", "display_name": "Python 3", "language": "python"}}), path)
     return path

@@ -36,11 +36,25 @@ CELLS = 3 * (2 * 4 - 1 + 1) * 3  # workloads x (buffers x policies - ML on the c
 
 
 @pytest.fixture(scope="module")
-def serial(tmp_path_factory):
+def serial_dir(tmp_path_factory):
+    """The serial run's folder, made once per module (read only: a test that writes into a study copies it)."""
     out = tmp_path_factory.mktemp("serial")
     summary = lab.run_study(GRID, out, serial=True, progress=False, verbose=False)
     assert (summary.cells, summary.done, summary.skipped, summary.failed) == (CELLS, CELLS, 0, 0)
-    return lab.load_study(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def serial(serial_dir):
+    return lab.load_study(serial_dir)
+
+
+def _copy_study(source, out):
+    """A copy of the study folder ``source`` at ``out``, as if its run had written there."""
+    import shutil
+
+    shutil.copytree(source, out, dirs_exist_ok=True)
+    return out
 
 
 def test_the_serial_dataset_has_one_row_per_cell_with_coordinates_metrics_and_versions(serial):
@@ -60,7 +74,12 @@ def test_the_serial_dataset_has_one_row_per_cell_with_coordinates_metrics_and_ve
     assert len(best) == 3 * 3 and set(best["policy"]) <= {"LRU", "FIFO", "S3-FIFO", "ML"}
 
 
-def test_a_study_on_a_two_worker_local_cluster_equals_the_serial_run(serial, tmp_path):
+def test_a_study_on_a_two_worker_local_cluster_equals_the_serial_run(serial, tmp_path, monkeypatch):
+    # the LocalCluster run_study starts for workers=2, its workers threads of this process (seconds, not tens of
+    # seconds: no process to spawn); worker processes give the serial dataset too, in the test killing one below
+    local_cluster = runner.local_cluster
+    monkeypatch.setattr(runner, "local_cluster", lambda workers=None, **options: local_cluster(
+        workers, **{"processes": False, **options}))
     summary = lab.run_study(GRID, tmp_path, workers=2, progress=False, verbose=False)
     assert (summary.done, summary.failed, summary.workers, summary.scheduler) == (CELLS, 0, 2, "LocalCluster")
     pd.testing.assert_frame_equal(lab.load_study(tmp_path), serial)
@@ -238,8 +257,8 @@ def test_the_columns_come_in_one_order_whatever_the_files_are_named(serial, tmp_
     assert list(lab.load_study(tmp_path / "a").columns) == list(lab.load_study(tmp_path / "b").columns)
 
 
-def test_a_corrupt_result_file_is_set_aside_and_its_cells_run_again(serial, tmp_path):
-    lab.run_study(GRID, tmp_path, serial=True, progress=False, verbose=False)
+def test_a_corrupt_result_file_is_set_aside_and_its_cells_run_again(serial, serial_dir, tmp_path):
+    _copy_study(serial_dir, tmp_path)  # a finished study
     victim = dataset.cell_files(tmp_path)[0]
     victim.write_bytes(b"not parquet")
     with pytest.warns(UserWarning, match="set aside"):
@@ -347,12 +366,11 @@ def test_concurrent_captures_of_one_configuration_wait_for_each_other(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_study_report_draws_a_study_and_answers(serial, tmp_path):
+def test_the_study_report_draws_a_study_and_answers(serial_dir, tmp_path):
     pytest.importorskip("papermill")
     from lab.ui.report import read_answer, run_reports
 
-    out = tmp_path / "study"
-    lab.run_study(GRID, out, serial=True, progress=False, verbose=False)
+    out = _copy_study(serial_dir, tmp_path / "study")  # the serial run's study
     params = tmp_path / "tiny.yaml"
     params.write_text(f"study_dir: {out}\n")
     (notebook,) = run_reports("notebooks/08-study.ipynb", [params], tmp_path / "reports")
