@@ -34,6 +34,8 @@ from numba.core import caching, event
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.core.registry import CPUDispatcher
 
+from lab.files import file_lock
+
 LAB_DIR = Path(__file__).resolve().parent
 _ROOT = __name__.split(".")[0]  # "lab": the package whose modules a stamp covers
 DEPENDS_ATTRIBUTE = "__lab_depends__"  # on a kernel's Python function: more modules its stamp covers
@@ -219,6 +221,28 @@ _LOCATORS = [_stamped(base) for base in (caching.UserProvidedCacheLocator, cachi
                                          caching.UserWideCacheLocator)]
 if not any(c.__name__.startswith("Lab") for c in caching.CacheImpl._locator_classes):
     caching.CacheImpl._locator_classes[:0] = _LOCATORS
+
+
+# numba replaces each cache file atomically, but a save reads the index, picks a free data-file number and
+# writes both, unlocked: two processes saving different signatures of one kernel at once (the suite's workers,
+# a study's Dask workers) could both pick ``.1.nbc``, leaving an index that names the other's code. One lock per
+# cache folder around each save and load of an index makes them take turns (microseconds when uncontended).
+INDEX_LOCK_NAME = ".lab-index.lock"
+
+
+def _index_locked(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with file_lock(os.path.join(self._cache_path, INDEX_LOCK_NAME), optional=True):
+            return method(self, *args, **kwargs)
+
+    locked.__lab_locked__ = True
+    return locked
+
+
+for _name in ("save", "load"):
+    if not getattr(getattr(caching.IndexDataCacheFile, _name), "__lab_locked__", False):
+        setattr(caching.IndexDataCacheFile, _name, _index_locked(getattr(caching.IndexDataCacheFile, _name)))
 
 
 # numba's own pedantic check, raised when it inlines hooks into the engine's loop; it asks numba's developers

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -610,3 +611,25 @@ def test_an_optional_column_is_read_by_one_helper():
     inline = (r"if\s+[\"']\w+[\"']\s+in\s+trace\s+else\s+np\.(?:zeros|full|ones)\((?!0\b)"
               r"|\.is_(?:write|persist)\s+if\s+\w+\.has_\w+\s+else\s+np\.zeros\((?!0\b)")
     assert _found(inline) == []
+
+
+def test_a_cache_index_is_saved_and_read_under_its_folders_lock(tmp_path):
+    """Two processes saving different signatures of one kernel must not both pick the same data file: numba's
+    index is read, extended and written under one lock per cache folder (lab.compiled.INDEX_LOCK_NAME)."""
+    from numba.core import caching
+
+    index = caching.IndexDataCacheFile(str(tmp_path), "kernel", "stamp")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lab.files import file_lock\n"
+         f"with file_lock({str(tmp_path / compiled.INDEX_LOCK_NAME)!r}):\n"
+         "    print('held', flush=True); time.sleep(1.5)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.perf_counter()
+        index.save(("signature", 1), {"code": 1})
+        assert time.perf_counter() - started > 1.0  # it waited for the other process's save
+    finally:
+        holder.wait()
+    index.save(("signature", 2), {"code": 2})
+    assert index.load(("signature", 1)) == {"code": 1} and index.load(("signature", 2)) == {"code": 2}
+    assert sorted(p.name for p in tmp_path.glob("*.nbc")) == ["kernel.1.nbc", "kernel.2.nbc"]
