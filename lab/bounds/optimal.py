@@ -450,9 +450,7 @@ def _integer_program(workload: Workload, ivs: Intervals, capacity_bytes: int, ti
     options = {"time_limit": float(time_limit_s), "mip_rel_gap": gap_pct / 100.0, "disp": False}
     if known_bytes is not None:  # half a byte above it: a schedule as good stays feasible
         options["objective_bound"] = (known_bytes + 0.5) / BYTES_PER_MB
-    with _quiet_stdout(), warnings.catch_warnings():
-        # scipy passes HiGHS' own options (objective_bound) on verbatim, as its documentation says, with a warning
-        warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
+    with _quiet_stdout():
         result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
                       options=options)
     if known_bytes is not None and result.status == 2:  # nothing beats the known schedule: it is optimal
@@ -466,6 +464,13 @@ def _integer_program(workload: Workload, ivs: Intervals, capacity_bytes: int, ti
     dual = getattr(result, "mip_dual_bound", None)
     bound = dual * BYTES_PER_MB if dual is not None and np.isfinite(dual) else -np.inf
     return kept, bound, result.status == 0 and kept is not None and gap_pct == 0
+
+
+# scipy passes HiGHS' own options (objective_bound) on verbatim, as its documentation says, with a warning. The
+# filter is set once here, not per call: warnings.catch_warnings swaps the process's filters, so two threads of a
+# sweep solving at once could restore each other's and let the warning through to a notebook's stderr.
+warnings.filterwarnings("ignore", message=r"Unrecognized options detected: \{'objective_bound'\}",
+                        category=RuntimeWarning)
 
 
 _QUIET_LOCK = threading.Lock()
