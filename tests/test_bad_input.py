@@ -1175,3 +1175,14 @@ def test_a_commit_this_process_left_unfinished_is_finished_by_its_next_report(tm
     remove_stale_work(folder)
     assert (folder / "r.ipynb").read_text() == "new notebook" and (folder / "r.html").read_text() == "new html"
     assert not commit.exists() and running.exists()
+
+
+def test_best_online_policy_names_a_missing_metric_and_a_wrong_table():
+    table = pd.DataFrame({"dram_traffic_mb": [3.0, 2.0]}, index=["LRU", "FIFO"])
+    assert lab.best_online_policy(table) == ["FIFO"]
+    with pytest.raises(ValueError, match=r"metric must be a column of the table \(dram_traffic_mb\), got 'dram_mb'"):
+        lab.best_online_policy(table, metric="dram_mb")
+    with pytest.raises(TypeError, match="table must be a DataFrame indexed by policy or a Series, got list"):
+        lab.best_online_policy([3.0, 2.0])
+    with pytest.raises(ValueError, match="tolerance_pct"):
+        lab.best_online_policy(table, tolerance_pct=-1)

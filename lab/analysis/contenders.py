@@ -88,6 +88,11 @@ def best_online_policy(table, metric: str = "dram_traffic_mb", tolerance_pct: fl
     that read the future (class attribute ``offline``: Belady and kin) unless ``offline`` is True or no online
     policy is there (then the best of the offline ones). NaN rows are left out; [] when none is a number."""
     tolerance_pct = check_number("tolerance_pct", tolerance_pct, 0, 100)
+    if not isinstance(table, (pd.Series, pd.DataFrame)):
+        raise TypeError(f"table must be a DataFrame indexed by policy or a Series, got {type(table).__name__}")
+    if isinstance(table, pd.DataFrame) and metric not in table.columns:
+        raise ValueError(f"metric must be a column of the table ({', '.join(map(str, table.columns))}), "
+                         f"got {metric!r}")
     values = table if isinstance(table, pd.Series) else table[metric]
     online = online_policies(values) if not offline else values.iloc[:0]
     values = online if not online.empty else values[[not is_optimum(p) for p in values.index]]
