@@ -342,3 +342,20 @@ def test_the_flows_time_estimate_grows_with_the_trace():
 
     assert flow_seconds_estimate(100_000) == pytest.approx(20.0)
     assert flow_seconds_estimate(10_000) < 1 < flow_seconds_estimate(1_000_000) / 600
+
+
+def test_the_solvers_option_warning_stays_silent_from_threads():
+    """HiGHS' objective_bound passes through scipy with a RuntimeWarning that lab silences; threads solving at
+    once (a sweep) must not let it through, whatever filters the caller has (here: show every warning)."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import random_trace
+
+    traces = [random_trace(seed, n_accesses=300, n_tensors=30, max_size_bytes=64 * 2**20) for seed in range(4)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda t: lab.optimal(t, 200.0, method="milp", time_limit_s=20), traces))
+    assert all(r.upper_mb >= r.lower_mb for r in results)
+    assert [str(w.message) for w in caught if "Unrecognized options" in str(w.message)] == []

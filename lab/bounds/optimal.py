@@ -450,6 +450,7 @@ def _integer_program(workload: Workload, ivs: Intervals, capacity_bytes: int, ti
     options = {"time_limit": float(time_limit_s), "mip_rel_gap": gap_pct / 100.0, "disp": False}
     if known_bytes is not None:  # half a byte above it: a schedule as good stays feasible
         options["objective_bound"] = (known_bytes + 0.5) / BYTES_PER_MB
+    _ignore_highs_option_warning()
     with _quiet_stdout():
         result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
                       options=options)
@@ -467,11 +468,13 @@ def _integer_program(workload: Workload, ivs: Intervals, capacity_bytes: int, ti
 
 
 # scipy passes HiGHS' own options (objective_bound) on verbatim, as its documentation says, with a warning. The
-# filter is set once here, not per call: warnings.catch_warnings swaps the process's filters, so two threads of a
-# sweep solving at once could restore each other's and let the warning through to a notebook's stderr.
-warnings.filterwarnings("ignore", message=r"Unrecognized options detected: \{'objective_bound'\}",
-                        category=RuntimeWarning)
-
+# filter is added (idempotently: the same filter is moved to the front, not repeated) before each solve, never
+# swapped with warnings.catch_warnings: threads of a sweep solving at once would restore each other's filters
+# and let the warning through to a notebook's stderr. Added per call rather than once at import, because a
+# caller's own catch_warnings (pytest's per test, for one) drops filters added inside it.
+def _ignore_highs_option_warning() -> None:
+    warnings.filterwarnings("ignore", message=r"Unrecognized options detected: \{'objective_bound'\}",
+                            category=RuntimeWarning)
 
 _QUIET_LOCK = threading.Lock()
 _quiet = {"depth": 0, "saved": -1}
