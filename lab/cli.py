@@ -17,7 +17,10 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -657,11 +660,86 @@ def _one_line_warning(command: str):
     return show
 
 
+INTERRUPT_GRACE_S = 20.0  # after Ctrl-C, the clean-up's time (a report's kernel, a study's cluster) before a forced exit
+
+
+class _InterruptWatchdog:
+    """Ctrl-C ends the command within ``grace_s`` seconds, however its clean-up goes. The first SIGINT raises
+    KeyboardInterrupt in the main thread as usual (``main`` says one line and returns 130). If the process is still
+    alive ``grace_s`` seconds later (a library swallowed the interrupt, or a clean-up or the interpreter's exit
+    waits on a kernel, a cluster or a thread that will never answer), a thread ends it with exit code 130, saying
+    the same line unless ``main`` already said it.
+
+    The thread learns of the signal from the C-level handler's wake-up byte (``signal.set_wakeup_fd``), so it
+    fires even while the main thread is blocked in C code where no Python handler can run; the Python handler
+    writes the byte as well, in case a library replaced the wake-up file."""
+
+    def __init__(self, command: str, grace_s: float = INTERRUPT_GRACE_S):
+        self.command, self.grace_s = command, grace_s
+        self._fired = threading.Event()
+        self._returned = threading.Event()
+        self._disarmed = threading.Event()
+        self._armed = False
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers belong to the main thread: nothing to watch from elsewhere
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+        threading.Thread(target=self._watch, name="lab-interrupt-watchdog", daemon=True).start()
+        self._armed = True
+        return self
+
+    def _wake(self, byte: bytes) -> None:
+        try:
+            os.write(self._write, byte)
+        except OSError:  # the pipe is full: the thread has bytes to read already
+            pass
+
+    def _on_interrupt(self, signum, frame):
+        self._fired.set()
+        self._wake(bytes([signal.SIGINT]))
+        raise KeyboardInterrupt
+
+    def _watch(self) -> None:
+        while not self._fired.is_set():
+            data = os.read(self._read, 64)
+            if self._disarmed.is_set():
+                os.close(self._read)
+                os.close(self._write)
+                return
+            if signal.SIGINT in data:
+                self._fired.set()
+        time.sleep(self.grace_s)
+        if not self._returned.is_set():
+            print(f"python -m lab {self.command}: interrupted", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
+
+    def __exit__(self, *exc):
+        if not self._armed:
+            return False
+        signal.signal(signal.SIGINT, self._previous_handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._returned.set()
+        if not self._fired.is_set():
+            self._disarmed.set()
+            self._wake(b"\0")  # the thread wakes, sees it is disarmed and returns
+        # interrupted: the thread stays, in case the interpreter's exit hangs (it is a daemon: a prompt exit ends it)
+        return False
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (0; 1 when cells of a study failed; 2 on bad input; 130 when
     interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _InterruptWatchdog(args.command):
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         _check_out_is_not_an_input(args)
         with warnings.catch_warnings():

@@ -944,6 +944,62 @@ def test_ctrl_c_to_a_report_runs_process_group_is_one_line(tmp_path):
     assert not (tmp_path / "r" / "slow" / "slow").exists()
 
 
+def test_ctrl_c_ends_a_command_whose_clean_up_swallows_the_interrupt(tmp_path):
+    """A library that catches KeyboardInterrupt (or a clean-up that waits on a kernel that never answers) cannot
+    keep a command alive: the watchdog says the one line and exits 130 after its grace time."""
+    import signal
+    import time
+
+    started = tmp_path / "started"
+    code = ("import pathlib, time\nfrom lab.cli import _InterruptWatchdog\n"
+            "with _InterruptWatchdog('report', grace_s=1.0):\n"
+            f"    pathlib.Path({str(started)!r}).touch()\n"
+            "    while True:\n        try:\n            time.sleep(100)\n"
+            "        except KeyboardInterrupt:\n            pass\n")
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        assert started.exists(), run.communicate(timeout=10)
+        run.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, err = run.communicate(timeout=60)
+        waited = time.monotonic() - interrupted
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130 and err == "python -m lab report: interrupted\n", err
+    assert 0.9 <= waited < 30
+
+
+def test_the_interrupt_watchdog_restores_what_it_changed():
+    """In process (as the tests and notebooks call ``lab.cli.main``): SIGINT's handler and the wake-up file are
+    put back, and its thread and pipe are gone."""
+    import signal
+    import threading
+    import time
+
+    from lab.cli import _InterruptWatchdog
+
+    def wakeup_fd():
+        fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(fd)
+        return fd
+
+    handler, wakeup, fds = signal.getsignal(signal.SIGINT), wakeup_fd(), len(os.listdir("/proc/self/fd"))
+    with _InterruptWatchdog("simulate"):
+        assert signal.getsignal(signal.SIGINT) is not handler
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert wakeup_fd() == wakeup
+    deadline = time.monotonic() + 10
+    while any(t.name == "lab-interrupt-watchdog" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "lab-interrupt-watchdog" for t in threading.enumerate())
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
 # --- issue 23: model files are untrusted input ---------------------------------------------------------------------
 
 def _model_traces():

@@ -278,35 +278,6 @@ def test_every_policy_state_is_found_again_by_the_disk_cache():
         assert pickle.loads(pickle.dumps(state)) is state, name
 
 
-def test_editing_a_hook_invalidates_the_compiled_loop(tmp_path):
-    """Numba keys its disk cache on the decorated function's own file; the engine's loop inlines hooks from other
-    files. Here a copy of lab is run, a hook is edited, and the next process must run the new hook."""
-    copy = tmp_path / "src"
-    shutil.copytree(LAB, copy / "lab", ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import pandas as pd, lab; t = pd.DataFrame({'tensor_id': list('ABAC'), 'size_mb': 1.0}); "
-            "print(lab.simulate(t, 'FIFO', capacity_mb=2).victims()['tensor_id'].tolist())")
-    env = {"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"}
-
-    def run():
-        return subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, check=True, capture_output=True,
-                              text=True).stdout.strip()
-
-    assert run() == "['A']"
-    basic = copy / "lab" / "sim" / "policies" / "basic.py"
-    source = basic.read_text()
-    # FIFO's find now refreshes the stamp on a hit, as LRU does: at C, B (not A) is then the oldest
-    edited = source.replace('''    @staticmethod
-    def find(s, c, i, hit):
-        return -1''', '''    @staticmethod
-    def find(s, c, i, hit):
-        if hit:
-            s.stamp[c] = i
-        return -1''')
-    assert edited != source
-    basic.write_text(edited)
-    assert run() == "['B']", "the edited hook did not take effect: stale compiled code"
-
-
 def test_no_code_generated_from_strings():
     """Compiled code is plain functions that tools, tracebacks and the cache stamps can see: no exec or eval."""
     for path in LAB.rglob("*.py"):
@@ -339,6 +310,7 @@ COUNT_COMPILES = """
 import json, sys
 from pathlib import Path
 from numba.core import event
+import pandas as pd
 import lab
 
 compiled = set()
@@ -352,38 +324,60 @@ class Listener(event.Listener):
 event.register("numba:compile", Listener())
 trace = lab.generate_trace("Transformer", num_layers=1)
 results = [lab.simulate(trace, name, capacity_mb=8) for name in sys.argv[1:]]
-print(json.dumps(sorted(compiled)))
+abac = lab.simulate(pd.DataFrame({"tensor_id": list("ABAC"), "size_mb": 1.0}), "FIFO", capacity_mb=2)
+print(json.dumps({"compiled": sorted(compiled), "FIFO victims": abac.victims()["tensor_id"].tolist()}))
 """
 
 
 def test_editing_one_policy_file_recompiles_only_its_policies_loops(tmp_path):
     """A kernel's cache stamp covers its module and what that imports, and a policy's loop also its policy's
-    module: after an edit of clock.py (SIEVE) the next process recompiles SIEVE's loop and clock.py's kernels,
-    and loads LRU's loop (basic.py) from the disk cache; an edit of the engine recompiles both loops."""
+    module. In a copy of lab: after an edit of clock.py (SIEVE) the next process recompiles SIEVE's loop and
+    clock.py's kernels and loads LRU's and FIFO's loops (basic.py) from the disk cache; after an edit of a hook in
+    basic.py the next process runs the new hook (numba keys its own cache on the decorated function's file, and the
+    engine's loop inlines hooks from other files), recompiling LRU's and FIFO's loops, not SIEVE's; an edit of the
+    engine recompiles every loop."""
     copy = tmp_path / "src"
     shutil.copytree(LAB, copy / "lab", ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin", "LAB_QUIET": "1", "LAB_COMPILE_WORKERS": "0"}
 
-    def compiles() -> list:
-        done = subprocess.run([sys.executable, "-c", COUNT_COMPILES, "LRU", "SIEVE"], cwd=copy, env=env,
+    def run(*policies) -> dict:
+        done = subprocess.run([sys.executable, "-c", COUNT_COMPILES, *policies], cwd=copy, env=env,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def edit(relative: str) -> None:
-        path = copy / "lab" / relative
-        path.write_text(path.read_text() + "\n# edited\n")
+    def compiles(*policies) -> list:
+        return run(*policies)["compiled"]
 
-    loops = {"engine.py:_drive_basic_LRU", "engine.py:_drive_clock_SIEVE"}
-    assert loops <= set(compiles())  # a cold start compiles both loops
-    assert compiles() == []  # then both load from the disk cache
+    def edit(relative: str, old: str = "", new: str = "") -> None:
+        path = copy / "lab" / relative
+        source = path.read_text()
+        assert old in source
+        path.write_text(source.replace(old, new) + "\n# edited\n" if old else source + "\n# edited\n")
+
+    loops = {"engine.py:_drive_basic_LRU", "engine.py:_drive_clock_SIEVE", "engine.py:_drive_basic_FIFO"}
+    cold = run("LRU", "SIEVE")
+    assert loops <= set(cold["compiled"]) and cold["FIFO victims"] == ["A"]  # a cold start compiles the loops
+    assert compiles("LRU", "SIEVE") == []  # then they load from the disk cache
     edit("sim/policies/clock.py")
-    again = compiles()
+    again = compiles("LRU", "SIEVE")
     assert "engine.py:_drive_clock_SIEVE" in again and "engine.py:_drive_basic_LRU" not in again, again
     assert {name.split(":")[0] for name in again} <= {"clock.py", "engine.py"}, again
     assert [name for name in again if name.startswith("engine.py")] == ["engine.py:_drive_clock_SIEVE"], again
+    # FIFO's find now refreshes the stamp on a hit, as LRU does: at C, B (not A) is then the oldest
+    edit("sim/policies/basic.py", """    @staticmethod
+    def find(s, c, i, hit):
+        return -1""", """    @staticmethod
+    def find(s, c, i, hit):
+        if hit:
+            s.stamp[c] = i
+        return -1""")
+    hooked = run("LRU", "SIEVE")
+    assert hooked["FIFO victims"] == ["B"], "the edited hook did not take effect: stale compiled code"
+    engine_loops = {name for name in hooked["compiled"] if name.startswith("engine.py")}
+    assert engine_loops == {"engine.py:_drive_basic_LRU", "engine.py:_drive_basic_FIFO"}, hooked["compiled"]
     edit("sim/engine.py")
-    assert loops <= set(compiles())
+    assert loops <= set(compiles("LRU", "SIEVE"))
     # the stale files of the edited stamps are gone: one index per kernel in the engine's cache folder
     indexes = [p.name.split("-")[0] for p in (copy / "lab" / "sim" / "__pycache__").glob("engine.*.nbi")]
     assert sorted(indexes) == sorted(set(indexes)), indexes

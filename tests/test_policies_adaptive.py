@@ -12,6 +12,7 @@ from lab.sim.policies import multiqueue_adaptive as mq
 from lab.sim.simulate import replay
 from lab.units import BYTES_PER_MB
 from tests.conftest import random_trace
+from tests.libcachesim_replay import HASHPOWER
 
 lcs = pytest.importorskip("libcachesim")
 
@@ -173,7 +174,7 @@ def _libcachesim(trace, tmp_path, capacity_bytes, unit):
     path = lab.write_trace(trace, tmp_path / "t.oracleGeneral.bin")
     reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE,
                              lcs.ReaderInitParam(ignore_obj_size=unit))
-    cache = lcs.LIRS(capacity_bytes)
+    cache = lcs.LIRS(capacity_bytes, hashpower=HASHPOWER)
     hits, delta = [], []
     for req in reader:
         before = cache.get_n_obj()
