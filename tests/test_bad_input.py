@@ -419,7 +419,18 @@ OPTION_FIELDS = {
     "CostModel": (lambda **f: lab.CostModel(**f), "CostModel.", {
         "name": NOT_NAME, "hit_latency_ms": NOT_COST, "miss_latency_ms": NOT_COST, "miss_latency_ms_per_mb": NOT_COST,
         "dram_bandwidth_gb_s": NOT_COST + [(1e-300, ValueError)], "buffer_mb": NOT_BUFFER_MB,
-        "buffer": [("l2", ValueError), ("Cache", ValueError), (None, TypeError), (1, TypeError)]}),
+        "buffer": [("l2", ValueError), ("Cache", ValueError), (None, TypeError), (1, TypeError)],
+        # the step-time numbers (lab.sim.timing): None is the preset without them, so only wrong values here
+        "peak_tflops": [({"bfloat16": -1.0}, ValueError), ({"bfloat16": 0.0}, ValueError), ({"": 1.0}, ValueError),
+                        ({3: 1.0}, TypeError), ({"bfloat16": NAN}, ValueError), ("fast", ValueError),
+                        (989.0, ValueError), ({"bfloat16": "989"}, ValueError)],
+        "compute_efficiency": NOT_FRACTION, "misaligned_gemm_efficiency": NOT_FRACTION,
+        "dram_efficiency": NOT_FRACTION,
+        "onchip_bandwidth_gb_s": NOT_COST + [(0.0, ValueError)], "autograd_factor": NOT_COST + [(0.0, ValueError)],
+        "kernel_launch_us": NOT_COST, "launch_latency_us": NOT_COST, "host_dispatch_us": NOT_COST,
+        "gemm_tile": [((0, 128), ValueError), ((128,), ValueError), ("128x128", ValueError),
+                      ((128.0, 128), ValueError), ((True, 128), ValueError), ([128, 128], ValueError)],
+        "memory_combine": [("mean", ValueError), ("Max", ValueError), (None, TypeError), (1, TypeError)]}),
     "Preset": (_preset, "Preset.", {
         "name": NOT_NAME, "model_type": [("RNN", ValueError), (3, TypeError)],
         "build_config": [(None, TypeError), ("GPT2Config", TypeError)], "model_class": NOT_NAME,
@@ -475,7 +486,8 @@ def test_the_option_table_covers_every_field(cls):
 NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "CompleteTrees", "Schedule",
                "CompilePrediction", "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task",
                "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State", "Contenders",
-               "SimulationModel"}  # a result's record of what produced it, made by lab.simulate
+               "SimulationModel",  # a result's record of what produced it, made by lab.simulate
+               "StepTime"}  # a simulation's step time, made by lab.sim.timing
 
 
 def test_every_dataclass_under_lab_is_an_option_object_or_named_as_not_one():

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import check_str
-from lab.compiled import kernel
+from lab.compiled import kernel, kernel_array
 from lab.sim.cost import resolve_cost
 from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S
 
@@ -200,7 +200,7 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
                           "compute_ms": [0.0], "dram_ms": [flush_ms], "onchip_ms": [0.0], "launch_ms": [0.0],
                           "gpu_ms": [flush_ms], "bound": ["dram"], "host_ms": [0.0]}, index=pd.Index([-1], name=ops.index.name))
     table = pd.concat([table, flush])
-    start, end = issue_queue(table["host_ms"].to_numpy(np.float64), table["gpu_ms"].to_numpy(np.float64),
+    start, end = issue_queue(kernel_array(table["host_ms"], np.float64), kernel_array(table["gpu_ms"], np.float64),
                              np.float64(cost.launch_latency_us / US_PER_MS))
     previous = np.concatenate([[0.0], end[:-1]])
     table["start_ms"] = start
