@@ -290,3 +290,17 @@ def test_the_cache_model_is_unchanged_when_op_index_equals_the_data_flow_ops():
     timed = lab.simulate(trace, "FIFO", 5.0, cost="H200")
     plain = lab.simulate(trace.drop(columns="op_index"), "FIFO", 5.0, cost="H200")
     assert {k: v for k, v in timed.metrics.items() if k not in timing.TIME_METRICS} == plain.metrics
+
+
+def test_the_optimums_per_op_bytes_add_up_to_its_traffic_and_give_its_step_time():
+    trace = _workload_with_writebacks()
+    best = lab.optimal(trace, 5.0, cost="H200")
+    ops, read, write, outside = best.op_bytes
+    assert int(read.sum() + write.sum() + outside) == round(best.metrics["dram_traffic_mb"] * BYTES_PER_MB)
+    assert best.metrics["dram_traffic_mb"] == pytest.approx(best.upper_mb)
+    assert outside > 0  # the persisted tensors' writebacks, at their marks
+    assert best.metrics["step_time_ms"] == pytest.approx(lab.step_time(best, trace)) and best.note == ""
+    lru = lab.simulate(trace, "LRU", 5.0, cost="H200", buffer="scratchpad")
+    assert best.metrics["dram_traffic_mb"] <= lru.metrics["dram_traffic_mb"]
+    seed = lab.optimal(trace, 5.0)
+    assert math.isnan(seed.metrics["step_time_ms"]) and seed.note.startswith("No step time")

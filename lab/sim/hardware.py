@@ -434,7 +434,7 @@ def line_workload(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -
 
 def _build_line_workload(trace, capacity_bytes, model, repeat, key) -> Workload:
     timed = has_op_index(trace)
-    codes, writes, n_lines, row = line_trace(trace, capacity_bytes, model, repeat, rows=timed)
+    codes, writes, n_lines, row = line_trace(trace, capacity_bytes, model, repeat, timed)
     # the op of each line access (int32, NO_OP outside any op), for per-op bytes (lab.sim.timing); only for a trace
     # that records its ops, the one kind a step time is computed for
     line_op = op_index_of(trace)[row].astype(np.int32) if timed else None

@@ -437,21 +437,8 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
                    metrics_of_counts(workload, counts, capacity_bytes, cost), counts, per_run, True)
     ops = workload.memo("op_table", lambda: op_table(source))
     op_of = workload.memo("op_of_access", lambda: op_index_of(source))
-    op_bytes = _op_bytes(ops, op_of, full.read_bytes, full.write_bytes, 0)
+    op_bytes = timing.bytes_by_op(ops, op_of, full.read_bytes, full.write_bytes, 0)
     return _timed_result(full, op_bytes, counts, capacity_bytes, per_access)
-
-
-def _op_bytes(ops: pd.DataFrame, op_of_access: np.ndarray, read_bytes: np.ndarray, write_bytes: np.ndarray,
-              flushed: int) -> tuple:
-    """(ops, DRAM read bytes per op, DRAM write bytes per op, bytes outside any op): the per-access bytes summed
-    by op (``op_of_access``: the op of each access, -1 outside any op, whose bytes join ``flushed``)."""
-    in_op = op_of_access >= 0
-    position = np.searchsorted(ops.index.to_numpy(), op_of_access[in_op])
-    n = len(ops)
-    read = np.bincount(position, weights=read_bytes[in_op], minlength=n).astype(np.int64)
-    write = np.bincount(position, weights=write_bytes[in_op], minlength=n).astype(np.int64)
-    outside = int(read_bytes[~in_op].sum() + write_bytes[~in_op].sum()) + int(flushed)
-    return ops, read, write, outside
 
 
 def _timed_result(full: SimulationResult, op_bytes: tuple, counts: np.ndarray, capacity_bytes: int,
@@ -459,13 +446,8 @@ def _timed_result(full: SimulationResult, op_bytes: tuple, counts: np.ndarray, c
     """``full`` (a run with per-access results) with its per-op bytes, the step-time metrics (NaN, and a note
     saying why, when its preset lacks the physical numbers or an op's dtype has no peak), ``extra`` metrics (the
     cache's final flush), and without per-access results unless ``per_access``."""
-    ops, read, write, outside = op_bytes
-    note = full.note
-    try:
-        times = timing.step_times(ops, read, write, outside, full.cost)
-    except ValueError as error:
-        times = timing.UNTIMED
-        note = (note + " " if note else "") + f"No step time: {error}."
+    times, why = timing.priced(op_bytes, full.cost)
+    note = " ".join(part for part in (full.note, why) if part)
     metrics = {**metrics_of_counts(full.workload, counts, capacity_bytes, full.cost, times), **(extra or {})}
     stripped = {} if per_access else dict(outcome=np.empty(0, np.uint8), victim_access=_EMPTY_INT,
                                           victim_code=_EMPTY_INT, victim_written_back=_EMPTY_BOOL)
@@ -527,5 +509,5 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
     if not timed:
         return result
     ops = encoded.memo("op_table", lambda: op_table(trace))
-    op_bytes = _op_bytes(ops, line_op, result.read_bytes, result.write_bytes, flushed * int(line))
+    op_bytes = timing.bytes_by_op(ops, line_op, result.read_bytes, result.write_bytes, flushed * int(line))
     return _timed_result(result, op_bytes, counts, capacity_bytes, per_access, extra)

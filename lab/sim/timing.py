@@ -210,6 +210,31 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
     return StepTime(ops=table, execution=execution)
 
 
+def bytes_by_op(ops: pd.DataFrame, op_of_access: np.ndarray, read_bytes: np.ndarray, write_bytes: np.ndarray,
+                outside: int = 0) -> tuple:
+    """Per-access DRAM bytes summed by op: (``ops``, read bytes per op, write bytes per op, bytes outside any op),
+    the arrays int64, one per row of ``ops`` (``lab.trace.ops.op_table``). ``op_of_access``: the op of each access
+    (-1 outside any op: its bytes join ``outside``, the ``flush`` pseudo-op's)."""
+    in_op = op_of_access >= 0
+    position = np.searchsorted(ops.index.to_numpy(), op_of_access[in_op])
+    n = len(ops)
+    read = np.bincount(position, weights=read_bytes[in_op], minlength=n).astype(np.int64)
+    write = np.bincount(position, weights=write_bytes[in_op], minlength=n).astype(np.int64)
+    outside = int(read_bytes[~in_op].sum() + write_bytes[~in_op].sum()) + int(outside)
+    return ops, read, write, outside
+
+
+def priced(op_bytes: tuple, cost) -> tuple:
+    """(``StepTime``, "") of ``op_bytes`` (``bytes_by_op``) under ``cost`` in eager execution, or (``UNTIMED``,
+    a sentence saying why) when ``cost`` lacks the numbers or a dtype's peak: what a simulation reports, never
+    raising."""
+    ops, read, write, outside = op_bytes
+    try:
+        return step_times(ops, read, write, outside, cost), ""
+    except ValueError as error:
+        return UNTIMED, f"No step time: {error}."
+
+
 def step_time(result, trace=None, execution: str = "eager", cost=None) -> float:
     """The modelled step time in ms of ``result`` (``lab.simulate`` of a trace that records its ops, as captures
     do: an ``op_index`` column) under its cost preset (or ``cost``: a ``CostModel`` or preset name), in
