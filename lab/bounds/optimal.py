@@ -73,7 +73,7 @@ from lab.sim.policy import get_policy
 from lab.sim import timing
 from lab.sim.cost import CostModel
 from lab.sim.simulate import metrics_of_counts, simulate
-from lab.trace.ops import has_op_index, op_index_of, op_table
+from lab.trace.ops import has_op_index, op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
@@ -746,7 +746,7 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
     if has_op_index(source):  # a trace that records its ops: the achievable schedule's bytes per op, its time
         read_at, write_at = schedule_access_bytes(workload, ivs, kept)
         op_bytes = timing.bytes_by_op(workload.memo("op_table", lambda: op_table(source)),
-                                      workload.memo("op_of_access", lambda: op_index_of(source)), read_at, write_at)
+                                      workload.memo("op_positions", lambda: op_positions(source)), read_at, write_at)
         times, note = timing.priced(op_bytes, cost)
     kept_fraction = 1.0 - around / np.maximum(ivs.size, 1)
     plan = pd.DataFrame({

@@ -50,6 +50,30 @@ class CostModel:
     seed's defaults, and a CostModel built without it). ``lab.simulate`` runs
     it where its own ``buffer`` is not given; the result's ``model`` says which
     ran.
+
+    The latencies above are the seed's per-access model (``total_latency``,
+    ``latency_ms``), kept as they were. The step time (``lab.sim.timing``: a
+    per-op roofline and the host that issues the ops) reads these physical
+    numbers instead, None in a preset without them (the seed's: no step time):
+
+    - ``peak_tflops``: dense TFLOP/s per dtype name of the trace's ``dtype``
+      column (``{"bfloat16": 989.4, ...}``, kept as sorted pairs so the model
+      stays hashable), each > 0;
+    - ``compute_efficiency``, ``misaligned_gemm_efficiency`` (a matrix product
+      with an operand's innermost dimension not a multiple of 8 elements) and
+      ``dram_efficiency``: shares of the peak and of ``dram_bandwidth_gb_s``
+      reached, in (0, 1];
+    - ``onchip_bandwidth_gb_s``: SM <-> L2 bandwidth (decimal GB/s, > 0);
+    - ``kernel_launch_us`` (the shortest kernel, back to back),
+      ``launch_latency_us`` (issue to start), ``host_dispatch_us`` (host time
+      per op in eager execution), all >= 0, and ``autograd_factor`` (> 0: the
+      host time of an op autograd records, a multiple of ``host_dispatch_us``);
+    - ``gemm_tile``: the (rows, columns) of a matrix product's output tile;
+    - ``memory_combine``: ``"max"`` (an op's DRAM and on-chip times overlap)
+      or ``"sum"`` (XLA's rule: they add).
+
+    Every field is checked on construction: ValueError naming it (TypeError
+    for a name that is not a string).
     """
 
     name: str = "seed"

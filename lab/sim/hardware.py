@@ -72,7 +72,7 @@ import pandas as pd
 
 from lab.checks import check_bool, check_memory, check_number, check_power_of_two
 from lab.compiled import kernel
-from lab.trace.ops import GEMM_OPS, has_op_index, op_index_of
+from lab.trace.ops import GEMM_OPS, has_op_index, op_index_of, op_positions
 from lab.trace.schema import column_or
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB
@@ -379,7 +379,7 @@ NO_TRACE_COLUMNS = ("buffer='cache' replays lines of memory, not the trace's row
                     "the trace (the ML policy's eviction_score) is not supported with buffer='cache'; use "
                     "buffer='scratchpad' for it")
 LINE_COLUMNS = ("tensor_id", "size_mb", "access", "op", "shape", "op_index")  # what the line trace is made from
-LINE_OP = "line_op"  # Workload.memo key of a line workload's op per line access (int32)
+LINE_OP = "line_op"  # Workload.memo key of a line workload's op (row of op_table) per line access (int32)
 LINE_CACHE_BYTES = 1 << 30  # line workloads kept per process for reuse (bytes, estimated)
 _line_cache: OrderedDict = OrderedDict()  # key -> (workload, estimated bytes)
 _line_cache_lock = threading.Lock()
@@ -435,9 +435,9 @@ def line_workload(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -
 def _build_line_workload(trace, capacity_bytes, model, repeat, key) -> Workload:
     timed = has_op_index(trace)
     codes, writes, n_lines, row = line_trace(trace, capacity_bytes, model, repeat, timed)
-    # the op of each line access (int32, NO_OP outside any op), for per-op bytes (lab.sim.timing); only for a trace
-    # that records its ops, the one kind a step time is computed for
-    line_op = op_index_of(trace)[row].astype(np.int32) if timed else None
+    # the op of each line access (int32: its row of lab.trace.ops.op_table, -1 outside any op), for per-op bytes
+    # (lab.sim.timing); only for a trace that records its ops, the one kind a step time is computed for
+    line_op = op_positions(trace)[row] if timed else None
     del row
     line = np.int64(model.line_bytes)
     workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),

@@ -20,7 +20,7 @@ from lab.sim.model import BUFFERS  # noqa: F401  (the buffer models' names and d
 from lab.sim.model import BufferModelError, SimulationModel, degenerate_note, resolve_buffer
 from lab.sim.policy import Policy, bind_hooks, get_policy
 from lab.sim import timing
-from lab.trace.ops import has_op_index, op_index_of, op_table
+from lab.trace.ops import has_op_index, op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import bytes_to_mb, mb_to_bytes
@@ -59,6 +59,15 @@ class SimulationResult:
         the tensor's next access overwrites it whole; ``dead_drops``: tensors
         dropped after their last use;
         ``peak_occupancy_mb``: MB (MiB) resident at the fullest point.
+      - For a trace that records its ops (an ``op_index`` column, as captures
+        do) also the step time of ``lab.sim.timing`` in eager execution:
+        ``step_time_ms``, ``gpu_time_ms`` (the GPU busy), ``host_time_ms``
+        (issuing every op) and ``memory_bound_ops`` (ops whose time DRAM or
+        on-chip bandwidth sets); NaN, and ``note`` says why, under a cost
+        preset without the physical numbers (the seed's). ``op_bytes`` then
+        holds the DRAM bytes per op (``lab.sim.timing.bytes_by_op``), and
+        ``lab.step_time`` / ``lab.time_breakdown`` price them in either
+        execution mode. Other traces have none of these keys.
     Per access (computed on first use from the compact ``outcome``; a
     ValueError when simulated with ``per_access=False``): ``hit`` (bool: its
     tensor was resident), ``write_allocated`` (bool: a write that put its
@@ -406,6 +415,11 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     ``metrics["final_writeback_mb"]`` is the MB written by the final flush
     (included in ``dram_writes_mb``).
 
+    A trace with an ``op_index`` column (a capture's) also gets its step
+    time (see ``SimulationResult``): the engine then keeps its per-access
+    results to sum DRAM bytes per op, whatever ``per_access`` says (the
+    result keeps them only with ``per_access=True``).
+
     Returns a SimulationResult; its ``metrics`` times are in ms. Raises
     ValueError on a malformed trace, an unknown policy, a capacity that is not
     a finite number > 0, an unknown cost preset or ``buffer`` name, a
@@ -436,7 +450,7 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     full = _result(policy, capacity_mb, capacity_bytes, cost, workload,
                    metrics_of_counts(workload, counts, capacity_bytes, cost), counts, per_run, True)
     ops = workload.memo("op_table", lambda: op_table(source))
-    op_of = workload.memo("op_of_access", lambda: op_index_of(source))
+    op_of = workload.memo("op_positions", lambda: op_positions(source))
     op_bytes = timing.bytes_by_op(ops, op_of, full.read_bytes, full.write_bytes, 0)
     return _timed_result(full, op_bytes, counts, capacity_bytes, per_access)
 
@@ -508,6 +522,6 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
                      per_access or timed, cache_model=model)
     if not timed:
         return result
-    ops = encoded.memo("op_table", lambda: op_table(trace))
+    ops = workload.memo("op_table", lambda: op_table(trace))  # the line workload: kept across runs
     op_bytes = timing.bytes_by_op(ops, line_op, result.read_bytes, result.write_bytes, flushed * int(line))
     return _timed_result(result, op_bytes, counts, capacity_bytes, per_access, extra)

@@ -210,18 +210,31 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
     return StepTime(ops=table, execution=execution)
 
 
-def bytes_by_op(ops: pd.DataFrame, op_of_access: np.ndarray, read_bytes: np.ndarray, write_bytes: np.ndarray,
+@kernel
+def sum_by_op(position, read_bytes, write_bytes, n_ops):
+    """Per-access bytes summed by op: (read, write) int64 arrays of ``n_ops + 1``, the last slot for the accesses
+    outside any op. ``position``: each access's op (int32 row of ``op_table``, -1 outside any op)."""
+    read = np.zeros(n_ops + 1, np.int64)
+    write = np.zeros(n_ops + 1, np.int64)
+    for i in range(position.shape[0]):
+        p = position[i]
+        if p < 0:
+            p = n_ops
+        read[p] += read_bytes[i]
+        write[p] += write_bytes[i]
+    return read, write
+
+
+def bytes_by_op(ops: pd.DataFrame, position: np.ndarray, read_bytes: np.ndarray, write_bytes: np.ndarray,
                 outside: int = 0) -> tuple:
     """Per-access DRAM bytes summed by op: (``ops``, read bytes per op, write bytes per op, bytes outside any op),
-    the arrays int64, one per row of ``ops`` (``lab.trace.ops.op_table``). ``op_of_access``: the op of each access
-    (-1 outside any op: its bytes join ``outside``, the ``flush`` pseudo-op's)."""
-    in_op = op_of_access >= 0
-    position = np.searchsorted(ops.index.to_numpy(), op_of_access[in_op])
+    the arrays int64, one per row of ``ops`` (``lab.trace.ops.op_table``). ``position``: each access's row of
+    ``ops`` (``lab.trace.ops.op_positions``; -1 outside any op: its bytes join ``outside``, the ``flush``
+    pseudo-op's)."""
     n = len(ops)
-    read = np.bincount(position, weights=read_bytes[in_op], minlength=n).astype(np.int64)
-    write = np.bincount(position, weights=write_bytes[in_op], minlength=n).astype(np.int64)
-    outside = int(read_bytes[~in_op].sum() + write_bytes[~in_op].sum()) + int(outside)
-    return ops, read, write, outside
+    read, write = sum_by_op(kernel_array(position, np.int32), kernel_array(read_bytes, np.int64),
+                            kernel_array(write_bytes, np.int64), np.int64(n))
+    return ops, read[:n], write[:n], int(read[n] + write[n]) + int(outside)
 
 
 def priced(op_bytes: tuple, cost) -> tuple:

@@ -66,6 +66,16 @@ def op_index_of(trace: pd.DataFrame, fill: bool = False) -> np.ndarray:
     return op
 
 
+def op_positions(trace: pd.DataFrame) -> np.ndarray:
+    """The row of ``op_table(trace)`` each row of ``trace`` belongs to (int32; -1 for a row of no op): the rank of
+    its ``op_index_of`` among the trace's ops."""
+    op = op_index_of(trace)
+    position = np.full(op.shape[0], -1, np.int32)
+    in_op = op >= 0
+    position[in_op] = np.unique(op[in_op], return_inverse=True)[1].reshape(-1)
+    return position
+
+
 def row_bytes(trace: pd.DataFrame) -> np.ndarray:
     """Bytes of each row's access (int64: ``size_mb`` * 2**20, rounded, as the simulator counts them)."""
     return np.rint(numeric_column(trace, "size_mb") * BYTES_PER_MB).astype(np.int64)
