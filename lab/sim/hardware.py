@@ -386,10 +386,11 @@ _line_cache_lock = threading.Lock()
 _line_builds: dict = {}  # key -> lock held while one thread builds that line trace
 
 
-def trace_fingerprint(trace: pd.DataFrame) -> bytes:
-    """A digest of the columns of ``trace`` the line trace is made from (``LINE_COLUMNS``): equal digests, equal
-    line traces. By content, so a trace changed in place is never mistaken for its old self."""
-    columns = [c for c in LINE_COLUMNS if c in trace]
+def trace_fingerprint(trace: pd.DataFrame, columns=LINE_COLUMNS) -> bytes:
+    """A digest of the ``columns`` of ``trace`` (default: those the line trace is made from, ``LINE_COLUMNS``):
+    equal digests, equal line traces. By content, so a trace changed in place is never mistaken for its old
+    self."""
+    columns = [c for c in columns if c in trace]
     digest = hashlib.blake2b(repr(columns).encode(), digest_size=16)
     for column in columns:
         values = trace[column]

@@ -20,7 +20,7 @@ from lab.sim.model import BUFFERS  # noqa: F401  (the buffer models' names and d
 from lab.sim.model import BufferModelError, SimulationModel, degenerate_note, resolve_buffer
 from lab.sim.policy import Policy, bind_hooks, get_policy
 from lab.sim import timing
-from lab.trace.ops import has_op_index, op_positions, op_table
+from lab.trace.ops import OP_TABLE_COLUMNS, has_op_index, op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import bytes_to_mb, mb_to_bytes
@@ -522,6 +522,7 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
                      per_access or timed, cache_model=model)
     if not timed:
         return result
-    ops = workload.memo("op_table", lambda: op_table(trace))  # the line workload: kept across runs
+    # kept with the line workload (shared by every run on the same line trace), under the op columns' content
+    ops = workload.memo(("op_table", hardware.trace_fingerprint(trace, OP_TABLE_COLUMNS)), lambda: op_table(trace))
     op_bytes = timing.bytes_by_op(ops, line_op, result.read_bytes, result.write_bytes, flushed * int(line))
     return _timed_result(result, op_bytes, counts, capacity_bytes, per_access, extra)

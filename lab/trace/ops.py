@@ -20,6 +20,9 @@ GEMM_OPS = ("aten.addmm", "aten.mm", "aten.bmm", "aten.linear", "aten.matmul", "
 # Ops whose shapes give the matrix product's M x N x K directly (a convolution's do not: implicit GEMM).
 MATRIX_OPS = GEMM_OPS[:-1]
 NO_OP = -1  # op_index of a row that belongs to no op (a persist mark)
+# The columns op_table reads: equal content in these, equal tables.
+OP_TABLE_COLUMNS = ("op_index", "flops", "launches", "host_calls", "grad_mode", "op", "dtype", "shape", "phase",
+                    "layer", "module", "access", "size_mb")
 
 
 def heuristic_op_index(is_write: np.ndarray) -> np.ndarray:
