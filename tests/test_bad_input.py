@@ -21,6 +21,7 @@ from lab.cli import main
 from lab.trace.io import atomic_path, write_table
 
 SMALL = pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": [1.0, 2.0, 1.0]})
+TIMED = pd.DataFrame({"tensor_id": ["a", "b"], "size_mb": [1.0, 1.0], "access": ["read", "write"], "op_index": [0, 0]})
 
 def _empty_notebook():
     import tempfile
@@ -35,6 +36,24 @@ def _empty_notebook():
 
 CATALOGUE = [
     # (case, call, exception, message fragment)
+    ("a step time under a preset without the numbers", lambda: lab.step_time(lab.simulate(TIMED, "LRU", 4), TIMED),
+     ValueError, "cost preset 'seed' has no physical numbers for the step time"),
+    ("a step time of a trace that does not record its ops",
+     lambda: lab.step_time(lab.simulate(SMALL, "LRU", 4, cost="H200"), SMALL), ValueError, "no 'op_index' column"),
+    ("an unknown execution mode", lambda: lab.step_time(lab.simulate(TIMED, "LRU", 4, cost="H200"), TIMED,
+                                                        execution="lazy"), ValueError, "execution must be one of"),
+    ("a time breakdown by an unknown grouping",
+     lambda: lab.time_breakdown(lab.simulate(TIMED, "LRU", 4, cost="H200"), TIMED, by="kind"), ValueError,
+     "by must be one of"),
+    ("a time breakdown by a column the trace lacks",
+     lambda: lab.time_breakdown(lab.simulate(TIMED, "LRU", 4, cost="H200"), TIMED, by="phase"), ValueError,
+     "trace has no column 'phase'"),
+    ("ops out of trace order", lambda: lab.simulate(TIMED.assign(op_index=[1, 0]), "LRU", 4, cost="H200"),
+     ValueError, "'op_index' must number ops in trace order"),
+    ("an op index that is not an integer", lambda: lab.simulate(TIMED.assign(op_index=[0.5, 0.5]), "LRU", 4),
+     ValueError, "'op_index' must hold integers >= -1"),
+    ("an op index of words", lambda: lab.simulate(TIMED.assign(op_index=["x", "y"]), "LRU", 4), ValueError,
+     "'op_index' must hold numbers"),
     ("capacity 0", lambda: lab.simulate(SMALL, "LRU", 0), ValueError, "capacity_mb"),
     ("a local cluster of no worker", lambda: lab.local_cluster(0), ValueError, "workers must be an integer >= 1"),
     ("a local cluster of '2' workers", lambda: lab.local_cluster("2"), ValueError, "workers must be an integer"),
