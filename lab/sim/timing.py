@@ -33,7 +33,8 @@ floor. The step time is the last op's end. Op *i* exposes ``e_i - e_{i-1}`` of i
 pseudo-op, ``flush``, paid at DRAM bandwidth after the last op.
 
 The host numbers are the measuring host's (its CPU, Python and PyTorch), not the GPU's: they are fitted once per
-preset from measured steps (issue 26, slice 4). ``total_latency`` and ``bandwidth_wait_time`` (the seed's per-access
+preset from measured steps (issue 26, slice 4). The host cost is per recorded op; a capture's ``host_calls`` (the
+aten calls dispatched per op, views included) is kept for a per-call model, should measurements ask for one. ``total_latency`` and ``bandwidth_wait_time`` (the seed's per-access
 latencies, ``CostModel.latency_ms``) are another model, kept as they were.
 """
 
@@ -198,7 +199,8 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
     flush_ms = flush_bytes / (cost.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL * cost.dram_efficiency) * MS_PER_S
     flush = pd.DataFrame({"op": [FLUSH], "dram_read_bytes": [0], "dram_write_bytes": [int(flush_bytes)],
                           "compute_ms": [0.0], "dram_ms": [flush_ms], "onchip_ms": [0.0], "launch_ms": [0.0],
-                          "gpu_ms": [flush_ms], "bound": ["dram"], "host_ms": [0.0]}, index=pd.Index([-1], name=ops.index.name))
+                          "gpu_ms": [flush_ms], "bound": ["dram"], "host_ms": [0.0]},
+                         index=pd.Index([-1], name=ops.index.name))
     table = pd.concat([table, flush])
     start, end = issue_queue(kernel_array(table["host_ms"], np.float64), kernel_array(table["gpu_ms"], np.float64),
                              np.float64(cost.launch_latency_us / US_PER_MS))
