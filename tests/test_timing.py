@@ -304,3 +304,19 @@ def test_the_optimums_per_op_bytes_add_up_to_its_traffic_and_give_its_step_time(
     assert best.metrics["dram_traffic_mb"] <= lru.metrics["dram_traffic_mb"]
     seed = lab.optimal(trace, 5.0)
     assert math.isnan(seed.metrics["step_time_ms"]) and seed.note.startswith("No step time")
+
+
+def test_gpt2s_lm_head_at_batch_8_moves_the_l2_bytes_nsight_measured():
+    """GPT-2's LM head at batch 8 x 1,024 tokens (8,192 x 768 by 768 x 50,257 in bf16, 128 x 128 tiles): the tile
+    re-reads give 10.7 GB through the L2, as ncu's lts__t_bytes measured on the H200 (10.7 GiB, issue 26's plan),
+    and the vocabulary, not a multiple of 8, selects the misaligned fallback's efficiency."""
+    m, n, k = 8192, 50257, 768
+    head = {"name": "aten.mm", "flops": 2.0 * m * n * k,
+            "reads": [("hidden", m * k * 2 / BYTES_PER_MB, (m, k)), ("wte", k * n * 2 / BYTES_PER_MB, (k, n))],
+            "writes": [("logits", m * n * 2 / BYTES_PER_MB, (m, n))]}
+    ops = op_table(_trace([head]))
+    assert timing.onchip_bytes(ops, (128, 128)).tolist() == [2 * (m * k * 393 + k * n * 64 + m * n)]  # 10.71e9
+    assert bool(ops["misaligned"].iloc[0])
+    h200 = lab.HARDWARE_PRESETS["H200"]
+    row = timing.step_times(ops, [0], [0], 0, h200).ops.iloc[0]
+    assert row["compute_ms"] == pytest.approx(2.0 * m * n * k / (989.4e12 * h200.misaligned_gemm_efficiency) * 1e3)
