@@ -15,7 +15,7 @@ transformers, ipywidgets, dask or distributed never with the core.
 
 from lab.version import __version__ as __version__  # noqa: PLC0414 (re-exported)
 
-from lab.analysis.attribution import dram_traffic_by
+from lab.analysis.attribution import dram_traffic_by, time_breakdown
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.contenders import best_online_policy
 from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
@@ -30,6 +30,7 @@ from lab.registry import Registry
 from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
                      policy_table, register)
 from lab.sim import simulate
+from lab.sim.timing import step_time
 from lab.trace import (REQUIRED_COLUMNS, Workload, encode_trace, read_trace, reuse_distances, summarize,
                        summarize_all, write_trace)
 from lab.workloads.generator import DEFAULT_DIMS, MODEL_TYPES, generate_trace
@@ -76,9 +77,11 @@ __all__ = [
     "score",
     "scorer_names",
     "simulate",
+    "step_time",
     "summarize",
     "summarize_all",
     "sweep_capacity",
+    "time_breakdown",
     "validate",
     "working_set_mb",
     "write_trace",

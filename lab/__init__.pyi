@@ -4,7 +4,7 @@
 from lab.version import __version__ as __version__
 
 from lab import study as study
-from lab.analysis.attribution import dram_traffic_by as dram_traffic_by
+from lab.analysis.attribution import dram_traffic_by as dram_traffic_by, time_breakdown as time_breakdown
 from lab.analysis.compile_prediction import (
     CompilePrediction as CompilePrediction, predict_compile as predict_compile)
 from lab.analysis.contenders import best_online_policy as best_online_policy
@@ -29,6 +29,7 @@ from lab.sim import (
     SimulationResult as SimulationResult, get_policy as get_policy, param as param, policy_names as policy_names,
     policy_table as policy_table, register as register, simulate as simulate)
 from lab.sim.hardware import CacheModel as CacheModel
+from lab.sim.timing import step_time as step_time
 from lab.study import (
     best_policy as best_policy, gap_to_optimum as gap_to_optimum, load_study as load_study,
     load_study_spec as load_study_spec, local_cluster as local_cluster, policy_scoreboard as policy_scoreboard,

@@ -43,4 +43,5 @@ METRIC_UNITS = {
     "bytes_from_dram": "bytes",
     "dram_reads_mb": "MB", "dram_writes_mb": "MB", "dram_traffic_mb": "MB", "persist_writeback_mb": "MB",
     "peak_occupancy_mb": "MB",
+    "step_time_ms": "ms", "gpu_time_ms": "ms", "host_time_ms": "ms", "memory_bound_ops": "ops",
 }

@@ -21,6 +21,7 @@ from lab.cli import main
 from lab.trace.io import atomic_path, write_table
 
 SMALL = pd.DataFrame({"tensor_id": ["a", "b", "a"], "size_mb": [1.0, 2.0, 1.0]})
+TIMED = pd.DataFrame({"tensor_id": ["a", "b"], "size_mb": [1.0, 1.0], "access": ["read", "write"], "op_index": [0, 0]})
 
 def _empty_notebook():
     import tempfile
@@ -35,6 +36,24 @@ def _empty_notebook():
 
 CATALOGUE = [
     # (case, call, exception, message fragment)
+    ("a step time under a preset without the numbers", lambda: lab.step_time(lab.simulate(TIMED, "LRU", 4), TIMED),
+     ValueError, "cost preset 'seed' has no physical numbers for the step time"),
+    ("a step time of a trace that does not record its ops",
+     lambda: lab.step_time(lab.simulate(SMALL, "LRU", 4, cost="H200"), SMALL), ValueError, "no 'op_index' column"),
+    ("an unknown execution mode", lambda: lab.step_time(lab.simulate(TIMED, "LRU", 4, cost="H200"), TIMED,
+                                                        execution="lazy"), ValueError, "execution must be one of"),
+    ("a time breakdown by an unknown grouping",
+     lambda: lab.time_breakdown(lab.simulate(TIMED, "LRU", 4, cost="H200"), TIMED, by="kind"), ValueError,
+     "by must be one of"),
+    ("a time breakdown by a column the trace lacks",
+     lambda: lab.time_breakdown(lab.simulate(TIMED, "LRU", 4, cost="H200"), TIMED, by="phase"), ValueError,
+     "trace has no column 'phase'"),
+    ("ops out of trace order", lambda: lab.simulate(TIMED.assign(op_index=[1, 0]), "LRU", 4, cost="H200"),
+     ValueError, "'op_index' must number ops in trace order"),
+    ("an op index that is not an integer", lambda: lab.simulate(TIMED.assign(op_index=[0.5, 0.5]), "LRU", 4),
+     ValueError, "'op_index' must hold integers >= -1"),
+    ("an op index of words", lambda: lab.simulate(TIMED.assign(op_index=["x", "y"]), "LRU", 4), ValueError,
+     "'op_index' must hold numbers"),
     ("capacity 0", lambda: lab.simulate(SMALL, "LRU", 0), ValueError, "capacity_mb"),
     ("a local cluster of no worker", lambda: lab.local_cluster(0), ValueError, "workers must be an integer >= 1"),
     ("a local cluster of '2' workers", lambda: lab.local_cluster("2"), ValueError, "workers must be an integer"),
@@ -419,7 +438,18 @@ OPTION_FIELDS = {
     "CostModel": (lambda **f: lab.CostModel(**f), "CostModel.", {
         "name": NOT_NAME, "hit_latency_ms": NOT_COST, "miss_latency_ms": NOT_COST, "miss_latency_ms_per_mb": NOT_COST,
         "dram_bandwidth_gb_s": NOT_COST + [(1e-300, ValueError)], "buffer_mb": NOT_BUFFER_MB,
-        "buffer": [("l2", ValueError), ("Cache", ValueError), (None, TypeError), (1, TypeError)]}),
+        "buffer": [("l2", ValueError), ("Cache", ValueError), (None, TypeError), (1, TypeError)],
+        # the step-time numbers (lab.sim.timing): None is the preset without them, so only wrong values here
+        "peak_tflops": [({"bfloat16": -1.0}, ValueError), ({"bfloat16": 0.0}, ValueError), ({"": 1.0}, ValueError),
+                        ({3: 1.0}, TypeError), ({"bfloat16": NAN}, ValueError), ("fast", ValueError),
+                        (989.0, ValueError), ({"bfloat16": "989"}, ValueError)],
+        "compute_efficiency": NOT_FRACTION, "misaligned_gemm_efficiency": NOT_FRACTION,
+        "dram_efficiency": NOT_FRACTION,
+        "onchip_bandwidth_gb_s": NOT_COST + [(0.0, ValueError)], "autograd_factor": NOT_COST + [(0.0, ValueError)],
+        "kernel_launch_us": NOT_COST, "launch_latency_us": NOT_COST, "host_dispatch_us": NOT_COST,
+        "gemm_tile": [((0, 128), ValueError), ((128,), ValueError), ("128x128", ValueError),
+                      ((128.0, 128), ValueError), ((True, 128), ValueError), ([128, 128], ValueError)],
+        "memory_combine": [("mean", ValueError), ("Max", ValueError), (None, TypeError), (1, TypeError)]}),
     "Preset": (_preset, "Preset.", {
         "name": NOT_NAME, "model_type": [("RNN", ValueError), (3, TypeError)],
         "build_config": [(None, TypeError), ("GPT2Config", TypeError)], "model_class": NOT_NAME,
@@ -475,7 +505,8 @@ def test_the_option_table_covers_every_field(cls):
 NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "CompleteTrees", "Schedule",
                "CompilePrediction", "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task",
                "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State", "Contenders",
-               "SimulationModel"}  # a result's record of what produced it, made by lab.simulate
+               "SimulationModel",  # a result's record of what produced it, made by lab.simulate
+               "StepTime"}  # a simulation's step time, made by lab.sim.timing
 
 
 def test_every_dataclass_under_lab_is_an_option_object_or_named_as_not_one():

@@ -413,6 +413,19 @@ def test_one_latency_formula():
     assert cost.latency_ms(3, 2, 2**20) == pytest.approx(3 + 20 + 2 + 2**20 / 1e9 * 1e3)
 
 
+def test_one_step_time_model():
+    """Step time (issue 26) has one model, ``lab.sim.timing``: no other module reads the physical numbers it prices
+    with (peaks, efficiencies, on-chip bandwidth, launch and host costs) or runs the issue queue; the step-time
+    metrics reach a metrics dict only through ``StepTime.metrics``."""
+    fields = (r"peak_tflops_for|compute_efficiency|misaligned_gemm_efficiency|dram_efficiency|onchip_bandwidth_gb_s"
+              r"|kernel_launch_us|launch_latency_us|host_dispatch_us|autograd_factor|gemm_tile|memory_combine")
+    reads = re.compile(rf"\.(?:{fields})\b|\bissue_queue\(")
+    offenders = [f"{path}: {m.group(0)}" for path, code in _sources().items()
+                 if path not in ("lab/sim/timing.py", "lab/sim/cost.py") for m in reads.finditer(code)]
+    assert offenders == []
+    assert _found(r"[\"']step_time_ms[\"']\s*:", skip={"lab/sim/timing.py", "lab/units.py"}) == []
+
+
 def test_the_version_is_pyprojects_and_read_from_its_own_module():
     from lab.version import __version__
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from lab.sim.simulate import SimulationResult
+from lab.sim.timing import FLUSH, MEMORY_BOUNDS, step_time_of
 from lab.trace.schema import TRACE_PHASES
 from lab.units import BYTES_PER_MB
 
@@ -84,3 +85,45 @@ def dram_traffic_by_module_layer_phase(result: SimulationResult, trace: pd.DataF
             by_module = pd.concat([head, other])
         tables["module"] = by_module
     return tables
+
+
+TIME_GROUPS = ("phase", "layer", "module", "op")
+NO_GROUP = "(flush)"  # the group of the pseudo-op of bytes outside any op
+
+
+def time_breakdown(result: SimulationResult, trace: pd.DataFrame, by: str = "phase", execution: str = "eager",
+                   cost=None) -> pd.DataFrame:
+    """The step time of ``result`` (``lab.step_time``: a simulation of ``trace``, a trace that records its ops)
+    split by ``by``: ``"phase"``, ``"layer"``, ``"module"`` (modules grouped across layers, ``module_family``) or
+    ``"op"`` (one row per op, every term of ``lab.sim.timing``).
+
+    One row per group, in order of first appearance (layers sorted): ``exposed_ms`` (the share of the step time
+    its ops expose; the rows sum to ``step_time_ms``), ``gpu_ms`` (busy), ``wait_ms`` (the GPU waiting for the
+    host), ``host_ms``, ``ops`` and ``memory_bound_ops``. Bytes outside any op (persist writebacks, a cache's
+    final flush) form the group ``(flush)``. Times in ms. Raises ValueError as ``lab.step_time`` does, and for a
+    ``by`` that is not one of these or a column the trace lacks."""
+    if by not in TIME_GROUPS:
+        raise ValueError(f"by must be one of {list(TIME_GROUPS)}, got {by!r}")
+    times = step_time_of(result, trace, execution, cost)
+    ops = times.ops
+    if by == "op":
+        return ops
+    if by not in trace.columns:
+        raise ValueError(f"trace has no column {by!r} to group the step time by; columns: "
+                         f"{list(map(str, trace.columns))}")
+    real = (ops["op"] != FLUSH).to_numpy()
+    labels = ops[by].to_numpy(dtype=object).copy()
+    if by == "module":
+        labels[real] = module_family(labels[real]).to_numpy()
+    labels[~real] = NO_GROUP
+    frame = pd.DataFrame({by: labels, "exposed_ms": ops["exposed_ms"].to_numpy(), "gpu_ms": ops["gpu_ms"].to_numpy(),
+                          "wait_ms": ops["wait_ms"].to_numpy(), "host_ms": ops["host_ms"].to_numpy(),
+                          "ops": real.astype(np.int64),
+                          "memory_bound_ops": (real & ops["bound"].isin(MEMORY_BOUNDS).to_numpy()).astype(np.int64)})
+    table = frame.groupby(by, sort=False).sum()
+    if by == "layer":
+        flush = table.loc[[NO_GROUP]] if NO_GROUP in table.index else table.iloc[:0]
+        layers = table.drop(index=NO_GROUP, errors="ignore")
+        layers.index = layers.index.astype(int)
+        table = pd.concat([layers.sort_index(), flush])
+    return table

@@ -70,7 +70,10 @@ from lab.sim.cost import resolve_cost
 from lab.sim.engine import (DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTIONS, N_COUNTS, PEAK_BYTES, PERSIST_WRITE_BYTES,
                             READ_BYTES, READ_HITS, WRITE_ALLOCATIONS, WRITE_BYTES, WRITEBACKS, WRITEBACKS_SKIPPED)
 from lab.sim.policy import get_policy
+from lab.sim import timing
+from lab.sim.cost import CostModel
 from lab.sim.simulate import metrics_of_counts, simulate
+from lab.trace.ops import has_op_index, op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import BYTES_PER_MB, bytes_to_mb, mb_to_bytes
@@ -158,23 +161,43 @@ def dirty_states(previous_use, writes, kept_into):
     return dirty
 
 
-def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
-    """Exact (read bytes, write bytes, hits, writebacks) of the whole-tensor schedule that keeps the intervals
-    ``kept`` (bool per interval) and bypasses every other, dirty state tracked along each tensor's accesses.
-    Hits are accesses reached with the tensor on chip (a write that allocates is not one)."""
+def _schedule_transfers(workload: Workload, ivs: Intervals, kept: np.ndarray):
+    """(reads missed: bool per access, writebacks: bool per interval, reached on chip: bool per access) of the
+    schedule that keeps ``kept``."""
     n = workload.n_accesses
     writes = column_or(workload, "is_write", False, np.bool_)
     kept_into = np.zeros(n, np.bool_)  # access i is reached with its tensor on chip
     kept_into[ivs.end[kept]] = True
     reads_missed = ~writes & ~kept_into & ~persist_marks(workload)
-    read_bytes = int(workload.access_bytes[reads_missed].sum())
     dirty = dirty_states(workload.previous_use, writes, kept_into)
     # a writeback: an interval not kept that starts dirty and whose data is read next, or any interval dirty at
     # its start that ends in a persist mark (written back at an eviction or at the mark)
     writeback = dirty[ivs.start] & ((~kept & ivs.end_reads) | ivs.end_persists)
+    return reads_missed, writeback, kept_into
+
+
+def schedule_traffic(workload: Workload, ivs: Intervals, kept: np.ndarray):
+    """Exact (read bytes, write bytes, hits, writebacks) of the whole-tensor schedule that keeps the intervals
+    ``kept`` (bool per interval) and bypasses every other, dirty state tracked along each tensor's accesses.
+    Hits are accesses reached with the tensor on chip (a write that allocates is not one)."""
+    reads_missed, writeback, kept_into = _schedule_transfers(workload, ivs, kept)
+    read_bytes = int(workload.access_bytes[reads_missed].sum())
     write_bytes = int(ivs.size[writeback].sum())
     hits = int(np.count_nonzero(kept_into))
     return read_bytes, write_bytes, hits, int(writeback.sum())
+
+
+def schedule_access_bytes(workload: Workload, ivs: Intervals, kept: np.ndarray):
+    """DRAM (read bytes, write bytes) at each access (int64 arrays) of the schedule that keeps ``kept``, summing to
+    ``schedule_traffic``'s: a read not reached on chip is paid at that access; a writeback at the interval's end,
+    the access that next reads the tensor (or its persist mark), which is where the schedule needs the data in
+    DRAM at the latest. The optimum is a demand schedule: the time of these bytes (``lab.sim.timing``) is the
+    least-traffic schedule's time, not a least time."""
+    reads_missed, writeback, _ = _schedule_transfers(workload, ivs, kept)
+    read = np.where(reads_missed, workload.access_bytes, 0)
+    write = np.zeros(workload.n_accesses, np.int64)
+    np.add.at(write, ivs.end[writeback], ivs.size[writeback])
+    return read, write
 
 
 OPTIMUM = "OPT"  # the optimum's row in tables, when it is exact
@@ -207,6 +230,10 @@ class OptimalResult:
     - ``plan``: one row per interval (tensor_id, start and end access, size_mb, ``kept_fraction`` in the
       byte-granular flow, ``kept`` in the whole-tensor schedule).
     - ``status``: one line saying what was proven; ``solve_s``: the seconds it took in all.
+    - For a trace that records its ops (``op_index``): ``op_bytes``, the achievable schedule's DRAM bytes per op
+      (``schedule_access_bytes``), and ``metrics`` has its step time (``lab.sim.timing``; NaN, and ``note``
+      says why, when ``cost`` lacks the physical numbers), so ``lab.step_time(result)`` prices it too.
+      ``cost``: the cost model of ``metrics``.
     """
 
     capacity_mb: float
@@ -225,6 +252,9 @@ class OptimalResult:
     status: str = ""
     solve_s: float = 0.0
     model: str = MODEL
+    cost: Optional[CostModel] = field(default=None, repr=False)
+    op_bytes: Optional[tuple] = field(default=None, repr=False)
+    note: str = ""
 
     @property
     def exact(self) -> bool:
@@ -711,6 +741,13 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
         limit = ("method='flow'" if method == "flow" else f"gap_pct={gap_pct:g}" if 0 < width <= gap_pct else
                  f"the integer program's time limit, {time_limit_s:g} s")
         status = f"bracket {width:.2f} % wide ({limit}); achievable: {upper_source}"
+    times, op_bytes, note = None, None, ""
+    source = workload.trace if isinstance(trace, Workload) else trace
+    if has_op_index(source):  # a trace that records its ops: the achievable schedule's bytes per op, its time
+        read_at, write_at = schedule_access_bytes(workload, ivs, kept)
+        op_bytes = timing.bytes_by_op(workload.memo("op_table", lambda: op_table(source)),
+                                      workload.memo("op_positions", lambda: op_positions(source)), read_at, write_at)
+        times, note = timing.priced(op_bytes, cost)
     kept_fraction = 1.0 - around / np.maximum(ivs.size, 1)
     plan = pd.DataFrame({
         "tensor_id": workload.tensor_ids[workload.codes[ivs.start]],
@@ -731,12 +768,15 @@ def optimal(trace, capacity_mb: float, cost=None, method: str = "milp", solver: 
         byte_granular_read_mb=float(bytes_to_mb(flow_read)),
         byte_granular_write_mb=float(bytes_to_mb(flow_write)),
         metrics=metrics_of_counts(workload, schedule_counts(workload, ivs, kept, capacity_bytes), capacity_bytes,
-                                  cost),
+                                  cost, times),
         plan=plan,
         method=method,
         upper_source=upper_source,
         status=status,
         solve_s=seconds,
+        cost=cost,
+        op_bytes=op_bytes,
+        note=note,
     )
 
 

@@ -72,12 +72,11 @@ import pandas as pd
 
 from lab.checks import check_bool, check_memory, check_number, check_power_of_two
 from lab.compiled import kernel
+from lab.trace.ops import GEMM_OPS, has_op_index, op_index_of, op_positions
 from lab.trace.schema import column_or
 from lab.trace.workload import Workload
 from lab.units import BYTES_PER_MB
 
-# Ops computed as tiled matrix products: GEMMs, and convolutions as implicit GEMMs (activations x filters).
-GEMM_OPS = ("aten.addmm", "aten.mm", "aten.bmm", "aten.linear", "aten.matmul", "aten.baddbmm", "aten.convolution")
 _VIEW = r"^(?P<base>.*)\[bytes (?P<lo>\d+):(?P<hi>\d+)\]$"
 
 
@@ -218,14 +217,6 @@ def _allocate(size, alloc_order, alloc_op, free_order, free_op, base):
     return addr, top
 
 
-def _op_index(is_write: np.ndarray) -> np.ndarray:
-    """Op index per access: a new op starts at each read that follows a write (an op reads, then writes)."""
-    starts = np.zeros(is_write.shape[0], np.int64)
-    if is_write.shape[0] > 1:
-        starts[1:] = (~is_write[1:]) & is_write[:-1]
-    return np.cumsum(starts)
-
-
 def assign_addresses(trace: pd.DataFrame, alignment: int = 512):
     """Byte address range touched by each access of ``trace`` under the allocator model (see the module).
 
@@ -258,7 +249,7 @@ def assign_addresses(trace: pd.DataFrame, alignment: int = 512):
     last_row = np.zeros(n_base, np.int64)
     np.maximum.at(last_row, row_base, rows)
     first_write = is_write[first_row]
-    op = _op_index(is_write)
+    op = op_index_of(trace, fill=True)
 
     # persistent tensors (first access a read): fixed addresses, in order of first access
     persistent = np.flatnonzero(~first_write)
@@ -302,7 +293,7 @@ def gemm_rereads(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) ->
     if not candidate.any():
         return extra
     rows = np.flatnonzero(candidate)
-    opidx = _op_index(is_write)[rows]
+    opidx = op_index_of(trace, fill=True)[rows]
     nbytes = np.rint(trace["size_mb"].to_numpy(np.float64)[rows] * BYTES_PER_MB).astype(np.int64)
     order = np.lexsort((-nbytes, opidx))  # per op, largest read first
     rows, opidx, nbytes = rows[order], opidx[order], nbytes[order]
@@ -375,7 +366,7 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repe
     if repeat is None:
         repeat = gemm_rereads(trace, capacity_bytes, model)
     check_line_trace_fits(lo, hi, repeat, model)
-    op = _op_index(is_write)
+    op = op_index_of(trace, fill=True)
     codes, writes, key, row = _expand(lo, hi, repeat, is_write, op, np.int64(model.line_bytes))
     if model.interleave:
         order = np.argsort(key, kind="stable")
@@ -387,17 +378,19 @@ def line_trace(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel, repe
 NO_TRACE_COLUMNS = ("buffer='cache' replays lines of memory, not the trace's rows, so a policy that reads a column of "
                     "the trace (the ML policy's eviction_score) is not supported with buffer='cache'; use "
                     "buffer='scratchpad' for it")
-LINE_COLUMNS = ("tensor_id", "size_mb", "access", "op", "shape")  # what the line trace is made from
+LINE_COLUMNS = ("tensor_id", "size_mb", "access", "op", "shape", "op_index")  # what the line trace is made from
+LINE_OP = "line_op"  # Workload.memo key of a line workload's op (row of op_table) per line access (int32)
 LINE_CACHE_BYTES = 1 << 30  # line workloads kept per process for reuse (bytes, estimated)
 _line_cache: OrderedDict = OrderedDict()  # key -> (workload, estimated bytes)
 _line_cache_lock = threading.Lock()
 _line_builds: dict = {}  # key -> lock held while one thread builds that line trace
 
 
-def trace_fingerprint(trace: pd.DataFrame) -> bytes:
-    """A digest of the columns of ``trace`` the line trace is made from (``LINE_COLUMNS``): equal digests, equal
-    line traces. By content, so a trace changed in place is never mistaken for its old self."""
-    columns = [c for c in LINE_COLUMNS if c in trace]
+def trace_fingerprint(trace: pd.DataFrame, columns=LINE_COLUMNS) -> bytes:
+    """A digest of the ``columns`` of ``trace`` (default: those the line trace is made from, ``LINE_COLUMNS``):
+    equal digests, equal line traces. By content, so a trace changed in place is never mistaken for its old
+    self."""
+    columns = [c for c in columns if c in trace]
     digest = hashlib.blake2b(repr(columns).encode(), digest_size=16)
     for column in columns:
         values = trace[column]
@@ -441,15 +434,23 @@ def line_workload(trace: pd.DataFrame, capacity_bytes: int, model: CacheModel) -
 
 
 def _build_line_workload(trace, capacity_bytes, model, repeat, key) -> Workload:
-    codes, writes, n_lines, _ = line_trace(trace, capacity_bytes, model, repeat, False)
+    timed = has_op_index(trace)
+    codes, writes, n_lines, row = line_trace(trace, capacity_bytes, model, repeat, timed)
+    # the op of each line access (int32: its row of lab.trace.ops.op_table, -1 outside any op), for per-op bytes
+    # (lab.sim.timing); only for a trace that records its ops, the one kind a step time is computed for
+    line_op = op_positions(trace)[row] if timed else None
+    del row
     line = np.int64(model.line_bytes)
     workload = Workload(codes=codes, tensor_bytes=np.full(n_lines, line, np.int64),
                         access_bytes=np.full(codes.shape[0], line, np.int64),
                         is_write=writes if "access" in trace else np.zeros(0, np.bool_),
                         id_values=np.arange(n_lines, dtype=np.int64), no_trace_reason=NO_TRACE_COLUMNS)
     workload.previous_use  # every run needs it (compulsory misses): computed once, here
-    # codes, is_write, access_bytes, previous use, the next use past the end (lab.sim.simulate.replay) + 8 spare
-    estimate = codes.shape[0] * (8 + 1 + 8 + 3 * 8) + n_lines * 16
+    if line_op is not None:
+        workload.memo(LINE_OP, lambda: line_op)
+    # codes, is_write, access_bytes, previous use, the next use past the end (lab.sim.simulate.replay) + 8 spare,
+    # the op of each line access
+    estimate = codes.shape[0] * (8 + 1 + 8 + 3 * 8 + (4 if line_op is not None else 0)) + n_lines * 16
     with _line_cache_lock:
         if estimate <= LINE_CACHE_BYTES:
             _line_cache[key] = (workload, estimate)

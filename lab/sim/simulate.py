@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
@@ -18,6 +19,8 @@ from lab.sim.engine import (DROPPED, DROPS, EVICTIONS, HIT_BYTES, HITS, INSERTED
 from lab.sim.model import BUFFERS  # noqa: F401  (the buffer models' names and descriptions, re-exported)
 from lab.sim.model import BufferModelError, SimulationModel, degenerate_note, resolve_buffer
 from lab.sim.policy import Policy, bind_hooks, get_policy
+from lab.sim import timing
+from lab.trace.ops import OP_TABLE_COLUMNS, has_op_index, op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import Workload, encode_trace
 from lab.units import bytes_to_mb, mb_to_bytes
@@ -56,6 +59,15 @@ class SimulationResult:
         the tensor's next access overwrites it whole; ``dead_drops``: tensors
         dropped after their last use;
         ``peak_occupancy_mb``: MB (MiB) resident at the fullest point.
+      - For a trace that records its ops (an ``op_index`` column, as captures
+        do) also the step time of ``lab.sim.timing`` in eager execution:
+        ``step_time_ms``, ``gpu_time_ms`` (the GPU busy), ``host_time_ms``
+        (issuing every op) and ``memory_bound_ops`` (ops whose time DRAM or
+        on-chip bandwidth sets); NaN, and ``note`` says why, under a cost
+        preset without the physical numbers (the seed's). ``op_bytes`` then
+        holds the DRAM bytes per op (``lab.sim.timing.bytes_by_op``), and
+        ``lab.step_time`` / ``lab.time_breakdown`` price them in either
+        execution mode. Other traces have none of these keys.
     Per access (computed on first use from the compact ``outcome``; a
     ValueError when simulated with ``per_access=False``): ``hit`` (bool: its
     tensor was resident), ``write_allocated`` (bool: a write that put its
@@ -92,6 +104,7 @@ class SimulationResult:
     buffer: str = "scratchpad"
     cache_model: Optional[CacheModel] = field(default=None, repr=False)
     note: str = ""
+    op_bytes: Optional[tuple] = field(default=None, repr=False)
 
     @property
     def model(self) -> SimulationModel:
@@ -253,10 +266,13 @@ def uncacheable_accesses(enc: Workload, capacity_bytes: int) -> int:
     return int(sizes.shape[0] - np.searchsorted(sizes, capacity_bytes, side="right"))
 
 
-def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel) -> dict:
+def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, cost: CostModel,
+                      times: Optional[timing.StepTime] = None) -> dict:
     """``SimulationResult.metrics`` from the engine's counters (``engine.N_COUNTS`` int64: HITS, HIT_BYTES,
     READ_BYTES, WRITE_BYTES, EVICTIONS, WRITEBACKS, DROPS, PEAK_BYTES) of a run on ``enc`` at
-    ``capacity_bytes``, with the latency of ``cost``: the one definition of every metric."""
+    ``capacity_bytes``, with the latency of ``cost``: the one definition of every metric. ``times``: the run's
+    ``lab.sim.timing.StepTime`` (``timing.UNTIMED``: NaN) adds ``step_time_ms``, ``gpu_time_ms``,
+    ``host_time_ms`` and ``memory_bound_ops``; None leaves them out (a trace that does not record its ops)."""
     n = enc.n_accesses - enc.n_persist  # persist rows mark, they do not access
     hits = int(counts[HITS])
     allocated = int(counts[WRITE_ALLOCATIONS])
@@ -292,6 +308,7 @@ def metrics_of_counts(enc: Workload, counts: np.ndarray, capacity_bytes: int, co
         "persist_writeback_mb": float(bytes_to_mb(counts[PERSIST_WRITE_BYTES])),
         "dead_drops": int(counts[DROPS]),
         "peak_occupancy_mb": float(bytes_to_mb(counts[PEAK_BYTES])),
+        **(times.metrics() if times is not None else {}),
     }
 
 
@@ -398,6 +415,11 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     ``metrics["final_writeback_mb"]`` is the MB written by the final flush
     (included in ``dram_writes_mb``).
 
+    A trace with an ``op_index`` column (a capture's) also gets its step
+    time (see ``SimulationResult``): the engine then keeps its per-access
+    results to sum DRAM bytes per op, whatever ``per_access`` says (the
+    result keeps them only with ``per_access=True``).
+
     Returns a SimulationResult; its ``metrics`` times are in ms. Raises
     ValueError on a malformed trace, an unknown policy, a capacity that is not
     a finite number > 0, an unknown cost preset or ``buffer`` name, a
@@ -418,9 +440,33 @@ def simulate(trace, policy="LRU", capacity_mb: float = 64.0, cost=None, per_acce
     if buffer == "cache":
         return _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access, cache_model)
     workload = encode_trace(trace)
-    counts, *per_run = replay(workload, policy, capacity_bytes, per_access)
-    return _result(policy, capacity_mb, capacity_bytes, cost, workload,
-                   metrics_of_counts(workload, counts, capacity_bytes, cost), counts, per_run, per_access)
+    source = workload.trace if isinstance(trace, Workload) else trace
+    if not has_op_index(source):
+        counts, *per_run = replay(workload, policy, capacity_bytes, per_access)
+        return _result(policy, capacity_mb, capacity_bytes, cost, workload,
+                       metrics_of_counts(workload, counts, capacity_bytes, cost), counts, per_run, per_access)
+    # a trace that records its ops: per-op DRAM bytes (from the per-access results) and the step time
+    counts, *per_run = replay(workload, policy, capacity_bytes, True)
+    full = _result(policy, capacity_mb, capacity_bytes, cost, workload,
+                   metrics_of_counts(workload, counts, capacity_bytes, cost), counts, per_run, True)
+    ops = workload.memo("op_table", lambda: op_table(source))
+    op_of = workload.memo("op_positions", lambda: op_positions(source))
+    op_bytes = timing.bytes_by_op(ops, op_of, full.read_bytes, full.write_bytes, 0)
+    return _timed_result(full, op_bytes, counts, capacity_bytes, per_access)
+
+
+def _timed_result(full: SimulationResult, op_bytes: tuple, counts: np.ndarray, capacity_bytes: int,
+                  per_access: bool, extra: Optional[dict] = None) -> SimulationResult:
+    """``full`` (a run with per-access results) with its per-op bytes, the step-time metrics (NaN, and a note
+    saying why, when its preset lacks the physical numbers or an op's dtype has no peak), ``extra`` metrics (the
+    cache's final flush), and without per-access results unless ``per_access``."""
+    times, why = timing.priced(op_bytes, full.cost)
+    note = " ".join(part for part in (full.note, why) if part)
+    metrics = {**metrics_of_counts(full.workload, counts, capacity_bytes, full.cost, times), **(extra or {})}
+    stripped = {} if per_access else dict(outcome=np.empty(0, np.uint8), victim_access=_EMPTY_INT,
+                                          victim_code=_EMPTY_INT, victim_written_back=_EMPTY_BOOL)
+    return dataclasses.replace(full, metrics=metrics, note=note, op_bytes=op_bytes, per_access=bool(per_access),
+                               **stripped)
 
 
 def _result(policy, capacity_mb, capacity_bytes, cost, workload, metrics, counts, per_run, per_access,
@@ -462,12 +508,21 @@ def _simulate_cache(trace, policy, capacity_mb, capacity_bytes, cost, per_access
         raise BufferModelError(f"{policy.name} cannot run in the hardware cache (buffer='cache'), whose accesses "
                                f"are lines, not the trace's tensors ({error}); run it with buffer='scratchpad'"
                                ) from None
-    counts, *per_run = replay(workload, policy, capacity_bytes, per_access, state=state, liveness=False,
+    line_op = workload.memo(hardware.LINE_OP, lambda: None)  # the op of each line access: a timed trace's only
+    timed = line_op is not None
+    counts, *per_run = replay(workload, policy, capacity_bytes, per_access or timed, state=state, liveness=False,
                               dirty=dirty)
     flushed = int(np.count_nonzero(dirty)) if model.flush_at_end else 0
     counts[WRITE_BYTES] += flushed * line
     counts[WRITEBACKS] += flushed
     metrics = metrics_of_counts(workload, counts, capacity_bytes, cost)
-    metrics["final_writeback_mb"] = float(bytes_to_mb(flushed * line))
-    return _result(policy, capacity_mb, capacity_bytes, cost, workload, metrics, counts, per_run, per_access,
-                   cache_model=model)
+    extra = {"final_writeback_mb": float(bytes_to_mb(flushed * line))}
+    metrics.update(extra)
+    result = _result(policy, capacity_mb, capacity_bytes, cost, workload, metrics, counts, per_run,
+                     per_access or timed, cache_model=model)
+    if not timed:
+        return result
+    # kept with the line workload (shared by every run on the same line trace), under the op columns' content
+    ops = workload.memo(("op_table", hardware.trace_fingerprint(trace, OP_TABLE_COLUMNS)), lambda: op_table(trace))
+    op_bytes = timing.bytes_by_op(ops, line_op, result.read_bytes, result.write_bytes, flushed * int(line))
+    return _timed_result(result, op_bytes, counts, capacity_bytes, per_access, extra)

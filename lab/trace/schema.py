@@ -4,7 +4,8 @@ Required columns: ``tensor_id`` (str or int) and ``size_mb`` (float > 0, MB =
 MiB = 2**20 bytes). Optional: ``access`` (``read``/``write``: the simulator
 then follows data flow; ``persist``: the tensor's data must reach DRAM after the
 trace), ``reuse_distance``, ``stride``, ``op``,
-``model_type``, ``eviction_score``.
+``model_type``, ``eviction_score``, and the per-op columns of a capture
+(``OP_COLUMNS``, read through ``lab.trace.ops``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ import pandas as pd
 REQUIRED_COLUMNS = ("tensor_id", "size_mb")
 ACCESS_KINDS = ("read", "write", "persist")
 TRACE_PHASES = ("forward", "backward", "optimizer")  # the values of a training trace's ``phase`` column, in order
+
+# Optional per-op columns (a capture's; issue 26): name -> numpy dtype. Each value belongs to the op and is
+# repeated on every row of it, so dropping rows never corrupts a sum over ops (``lab.trace.ops.op_table`` reads
+# the first row of each op).
+#   op_index    a counter over recorded kernel-level ops, 0-based in trace order; -1 on rows of no op (persist rows)
+#   flops       floating-point operations the op executes
+#   launches    kernels the op launches (default 1)
+#   host_calls  aten calls the host dispatched since the previous recorded op, the op's own included
+#   grad_mode   autograd was recording (a training forward) or the op ran in the backward
+OP_COLUMNS = {"op_index": "int64", "flops": "float64", "launches": "int16", "host_calls": "int32",
+              "grad_mode": "bool"}
+OP_COLUMN_DEFAULTS = {"flops": 0.0, "launches": 1, "host_calls": 1, "grad_mode": False}  # when a trace lacks one
 
 
 def require_columns(trace: pd.DataFrame, columns, hint: str = "") -> None:
