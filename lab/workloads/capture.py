@@ -160,10 +160,12 @@ class _State:
     calls: int = 0  # aten calls dispatched since the last recorded op (views, noise and allocations included)
     host: set = field(default_factory=set)  # storages kept on the host (AdamW's step counts): no kernel touches them
 
-    def add_op(self, records: list, flops: float = 0.0, launches: int = 1, own_call: int = 0) -> None:
+    def add_op(self, records: list, flops: float = 0.0, launches: int = 1, own_call: int = 0,
+               grad_mode: Optional[bool] = None) -> None:
         """Append ``records`` as one recorded op (nothing when empty: an op moving no bytes is no kernel): its
         op_index, the host calls since the previous op (``own_call``: the op's own, when the dispatcher did not
-        count it), whether autograd records it."""
+        count it), whether autograd records it (``grad_mode``; default: grad mode in the forward, always in the
+        backward)."""
         if not records:
             return
         import torch
@@ -171,7 +173,8 @@ class _State:
         index = len(self.ops)
         for record in records:
             record.op_index = index
-        grad_mode = self.phase == "backward" or (self.phase == "forward" and torch.is_grad_enabled())
+        if grad_mode is None:
+            grad_mode = self.phase == "backward" or (self.phase == "forward" and torch.is_grad_enabled())
         self.ops.append(_OpInfo(float(flops), int(launches), self.calls + own_call, bool(grad_mode)))
         self.calls = 0
         self.records.extend(records)
@@ -371,14 +374,22 @@ def _foreach_launches(schema, bound, out) -> int:
     in_place = any(a.alias_info is not None and a.alias_info.is_write for a, _ in bound)
     depth = min(len(lists) + (0 if in_place or not isinstance(out, (list, tuple)) or not out else 1), 5)
     scalar_list = any(str(a.type).startswith(("Scalar[]", "float[]", "complex[]")) for a, _ in bound)
+    return multi_tensor_launches([int(t.numel()) for t in lists[0]], depth, scalar_list)
+
+
+def multi_tensor_launches(numels, depth: int, scalar_list: bool = False) -> int:
+    """Kernels torch's multi_tensor_apply launches (CUDA, 4 KB argument tables) for a ``_foreach_`` op over
+    tensors of ``numels`` elements with ``depth`` tensor lists (1-5), one scalar per tensor when
+    ``scalar_list``: a launch holds at most 320 blocks of 65,536 elements and, by depth, 110, 64, 48, 36 or 30
+    tensors (96 for depth 1 with a scalar list); a tensor's chunks may span launches; empty tensors are
+    skipped. At least 1."""
     max_tensors = (_MTA_MAX_TENSORS_SCALARLIST if scalar_list else _MTA_MAX_TENSORS)[depth - 1]
     launches = blocks = tensors = 0
-    for tensor in lists[0]:
-        numel = int(tensor.numel())
+    for numel in numels:
         if numel == 0:
             continue
         tensors += 1
-        full, blocks = divmod(blocks + -(-numel // _MTA_CHUNK), _MTA_MAX_BLOCKS)  # launches with all blocks used
+        full, blocks = divmod(blocks + -(-int(numel) // _MTA_CHUNK), _MTA_MAX_BLOCKS)  # launches with all blocks used
         launches += full
         if blocks == 0:  # the last full launch ended with this tensor's last chunk
             tensors = 0
@@ -399,7 +410,8 @@ def _gathered_rows(weight, bound) -> Optional[np.ndarray]:
     return np.arange(min(int(indices.numel()), int(weight.shape[0])), dtype=np.int64)
 
 
-def _append(state: _State, op: str, reads=(), writes=(), flops: float = 0.0) -> None:
+def _append(state: _State, op: str, reads=(), writes=(), flops: float = 0.0,
+            grad_mode: Optional[bool] = None) -> None:
     """Record ``op`` reading and writing these regions (None entries skipped), in the current module and phase,
     as one op of ``flops`` whose own call the dispatcher did not see (its kernels ran paused)."""
     module, phase = state.module(), state.phase
@@ -410,7 +422,7 @@ def _append(state: _State, op: str, reads=(), writes=(), flops: float = 0.0) -> 
                 records.append(_Record(op, region, access, module, phase))
                 if access == "write":
                     state.first_writer.setdefault(region.storage, (op.split(".")[-1], phase))
-    state.add_op(records, flops, own_call=1)
+    state.add_op(records, flops, own_call=1, grad_mode=grad_mode)
 
 
 def attention_flops(q_shape, k_shape, v_shape, is_causal: bool = False, backward: bool = False) -> float:
@@ -465,7 +477,8 @@ def _fused_attention(state: _State):
             causal = bool(options.get("is_causal", False)) and mask is None
             _append(state, op, reads=[_region(state, t) for t in (q, k, v, mask) if t is not None],
                     writes=[_region(state, out)] + ([_region(state, lse)] if lse is not None else []),
-                    flops=attention_flops(q.shape, k.shape, v.shape, causal))
+                    flops=attention_flops(q.shape, k.shape, v.shape, causal),
+                    grad_mode=needs_lse)  # an autograd Function's forward runs with grad mode off
             ctx.save_for_backward(q, k, v, out, lse, mask)
             ctx.causal = causal
             return out
