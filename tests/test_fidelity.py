@@ -27,6 +27,11 @@ def test_measured_totals_reproduce_the_readme_table():
         assert round(row.read_mb, 1) == read_mb
         assert round(row.write_mb, 1) == write_mb
 
+# Predicted DRAM MiB (read + write) of each case under buffer="cache", H200 preset, FIFO (benchmark log, 2026-12-06:
+# the cases captured as measured, use_cache=False and AdamW not capturable)
+CACHE_TOTALS_MB = {"gpt2-fwd-b1-s512": 374.7, "gpt2-fwd-b8-s1024": 14_475.2, "llama7b-fwd-b1-s512": 20_116.3,
+                   "resnet50-fwd-b32": 3_392.4, "gpt2-train-b1-s512": 7_889.9}
+
 
 @pytest.fixture(scope="module")
 def h200_traces():
@@ -47,6 +52,9 @@ def test_cache_model_predicts_the_h200_within_the_targets(h200_traces):
     table = fidelity_table(GROUND_TRUTH, buffers=("cache",), traces=h200_traces)
     assert list(table["case"]) == list(H200_CASES)
     for row in table.itertuples():
+        # what the benchmark log's 2026-12-06 entry records: a change to capture or to the cache model that moves
+        # these is a change of the published figures (re-measure and log it)
+        assert row.total_mb == pytest.approx(CACHE_TOTALS_MB[row.case], rel=0.005), row
         assert 1 / 1.5 <= row.total_ratio <= 1.5, row
         assert 1 / 2 <= row.read_ratio <= 2, row
         assert 1 / 2 <= row.write_ratio <= 2, row
