@@ -98,6 +98,7 @@ __all__ = [
     "load_study",
     "load_study_spec",
     "local_cluster",
+    "measured_steps",
     "measured_totals",
     "plots",
     "policy_scoreboard",
@@ -121,6 +122,7 @@ _LAZY = {
     "LLMScorer": "lab.learn.llm",  # torch and transformers load only when it scores
     "fidelity_table": "lab.analysis.fidelity",
     "measured_totals": "lab.analysis.fidelity",
+    "measured_steps": "lab.analysis.fidelity",
     # studies (lab.study): dask and distributed load only when a study runs on them
     "run_study": "lab.study",
     "local_cluster": "lab.study",

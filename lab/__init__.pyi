@@ -8,7 +8,8 @@ from lab.analysis.attribution import dram_traffic_by as dram_traffic_by, time_br
 from lab.analysis.compile_prediction import (
     CompilePrediction as CompilePrediction, predict_compile as predict_compile)
 from lab.analysis.contenders import best_online_policy as best_online_policy
-from lab.analysis.fidelity import fidelity_table as fidelity_table, measured_totals as measured_totals
+from lab.analysis.fidelity import (
+    fidelity_table as fidelity_table, measured_steps as measured_steps, measured_totals as measured_totals)
 from lab.analysis.scorer_evaluation import (
     evaluate_scorers as evaluate_scorers, leave_one_model_out as leave_one_model_out)
 from lab.analysis.sweep import (

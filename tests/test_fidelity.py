@@ -27,18 +27,50 @@ def test_measured_totals_reproduce_the_readme_table():
         assert round(row.read_mb, 1) == read_mb
         assert round(row.write_mb, 1) == write_mb
 
+# Predicted DRAM MiB (read + write) of each case under buffer="cache", H200 preset, FIFO (benchmark log, 2026-12-06:
+# the cases captured as measured, use_cache=False and AdamW not capturable)
+CACHE_TOTALS_MB = {"gpt2-fwd-b1-s512": 374.7, "gpt2-fwd-b8-s1024": 14_475.2, "llama7b-fwd-b1-s512": 20_116.3,
+                   "resnet50-fwd-b32": 3_392.4, "gpt2-train-b1-s512": 7_889.9}
 
-@pytest.mark.slow
-def test_cache_model_predicts_the_h200_within_the_targets():
-    """buffer="cache" under the H200 preset: total within 1.5x of the measurement for every case, reads and
-    writes each within 2x (issue 10's targets). Captures five models (cached after the first run)."""
+
+@pytest.fixture(scope="module")
+def h200_traces():
+    """The capture of each measured case (five models; cached after the first run)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
+    from lab.workloads.models import capture_model
+
+    return {case: capture_model(**arguments) for case, arguments in H200_CASES.items()}
+
+
+@pytest.mark.slow
+def test_cache_model_predicts_the_h200_within_the_targets(h200_traces):
+    """buffer="cache" under the H200 preset: total within 1.5x of the measurement for every case, reads and
+    writes each within 2x (issue 10's targets)."""
     from lab.analysis.fidelity import fidelity_table
 
-    table = fidelity_table(GROUND_TRUTH, buffers=("cache",))
+    table = fidelity_table(GROUND_TRUTH, buffers=("cache",), traces=h200_traces)
     assert list(table["case"]) == list(H200_CASES)
     for row in table.itertuples():
+        # what the benchmark log's 2026-12-06 entry records: a change to capture or to the cache model that moves
+        # these is a change of the published figures (re-measure and log it)
+        assert row.total_mb == pytest.approx(CACHE_TOTALS_MB[row.case], rel=0.005), row
         assert 1 / 1.5 <= row.total_ratio <= 1.5, row
         assert 1 / 2 <= row.read_ratio <= 2, row
         assert 1 / 2 <= row.write_ratio <= 2, row
+
+
+@pytest.mark.slow
+def test_captured_flops_of_the_measured_cases(h200_traces):
+    """Executed FLOPs of a step (the capture's ``flops``, one value per op): ResNet-50 at batch 32 is 32 x 4.09
+    G multiply-adds (262 GFLOP); GPT-2 small over 512 tokens is 2 FLOPs per token and weight of its products
+    (the layers' projections and the LM head) plus the causal half of its attention products."""
+    def tflop(case):
+        trace = h200_traces[case]
+        return trace[trace["op_index"] >= 0].groupby("op_index")["flops"].first().sum() / 1e12
+
+    assert tflop("resnet50-fwd-b32") == pytest.approx(0.262, rel=0.005)
+    # 2 x 512 tokens x (85.0 M layer weights + 38.6 M LM head) + 12 layers x 2 x 512^2 x 768 (causal: half)
+    gpt2 = 2 * 512 * (12 * (768 * 2304 + 768 * 768 + 2 * 768 * 3072) + 768 * 50257) + 12 * 2 * 512**2 * 768
+    assert tflop("gpt2-fwd-b1-s512") == pytest.approx(gpt2 / 1e12, rel=1e-9)
+    assert gpt2 / 1e12 == pytest.approx(0.131, rel=0.005)

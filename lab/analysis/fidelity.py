@@ -2,42 +2,90 @@
 
 The measurements are per-kernel Nsight Compute CSVs (``ground_truth/h200/`` in
 the repository: DRAM bytes read and written by each kernel of one step on an
-NVIDIA H200, README there). ``measured_totals`` sums them per case;
-``fidelity_table`` captures each case with ``lab.capture_model``, simulates it
-under both buffer models and puts the two side by side. MB means MiB.
+NVIDIA H200, README there) and the wall time of each step (``steps.jsonl``).
+``read_kernels`` reads one CSV, ``measured_totals`` sums them per case,
+``measured_steps`` reads the step times; ``fidelity_table`` captures each case
+with ``lab.capture_model``, simulates it under both buffer models and puts the
+two side by side. MB means MiB.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from lab.units import BYTES_PER_MB
 
-# Each measured case and the capture that reproduces its step (see ground_truth/h200/workloads.py).
+# Each measured case and the capture that reproduces its step (ground_truth/h200/workloads.py: bf16, SDPA
+# attention, eval under no_grad or train with dropout, AdamW(lr=1e-4, foreach=True), and language models called
+# with use_cache=False: no KV cache is built)
 H200_CASES = {
-    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512),
-    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024),
-    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512),
+    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, use_cache=False),
+    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024, use_cache=False),
+    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512, use_cache=False),
     "resnet50-fwd-b32": dict(name="resnet-50", batch_size=32),
     "gpt2-train-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, training=True),
 }
 READ_METRIC = "dram__bytes_read.sum"
 WRITE_METRIC = "dram__bytes_write.sum"
+L2_METRIC = "lts__t_bytes.sum"  # bytes through the L2 (SM traffic and DRAM fills), when the CSV measured it
+STEPS_FILE = "steps.jsonl"
 # The replacement policy and buffer of the H200 comparison (see lab.sim.hardware.CacheModel).
 H200_POLICY = "FIFO"
 
 
 def read_kernels(path) -> pd.DataFrame:
-    """One row per kernel launch of an Nsight Compute CSV: ID, kernel, read_bytes, write_bytes (int64)."""
-    raw = pd.read_csv(path, thousands=",", usecols=["ID", "Kernel Name", "Metric Name", "Metric Value"])
-    wide = raw.pivot_table(index=["ID", "Kernel Name"], columns="Metric Name", values="Metric Value",
+    """One row per kernel launch of an Nsight Compute CSV: ID, kernel, read_bytes, write_bytes (DRAM, int64),
+    and where the CSV has them ``l2_bytes`` (``lts__t_bytes.sum``: bytes through the L2, int64) and ``grid``
+    (the launch's grid, e.g. ``"(320, 1, 1)"``)."""
+    wanted = {"ID", "Kernel Name", "Grid Size", "Metric Name", "Metric Value"}
+    raw = pd.read_csv(path, thousands=",", usecols=lambda c: c in wanted)
+    index = ["ID", "Kernel Name"] + (["Grid Size"] if "Grid Size" in raw.columns else [])
+    wide = raw.pivot_table(index=index, columns="Metric Name", values="Metric Value",
                            aggfunc="first").reset_index().sort_values("ID")
-    return pd.DataFrame({"ID": wide["ID"].to_numpy(), "kernel": wide["Kernel Name"].to_numpy(),
-                         "read_bytes": wide[READ_METRIC].to_numpy(np.int64),
-                         "write_bytes": wide[WRITE_METRIC].to_numpy(np.int64)})
+    table = pd.DataFrame({"ID": wide["ID"].to_numpy(), "kernel": wide["Kernel Name"].to_numpy(),
+                          "read_bytes": wide[READ_METRIC].to_numpy(np.int64),
+                          "write_bytes": wide[WRITE_METRIC].to_numpy(np.int64)})
+    if L2_METRIC in wide.columns:
+        table["l2_bytes"] = wide[L2_METRIC].to_numpy(np.int64)
+    if "Grid Size" in wide.columns:
+        table["grid"] = wide["Grid Size"].to_numpy()
+    return table
+
+
+def measured_steps(directory) -> pd.DataFrame:
+    """The measured step of each case (``steps.jsonl`` in ``directory``, one JSON line per case): case,
+    step_ms (wall time of one step, ms), peak_allocated_mb (the most memory allocated during it, MiB),
+    allocated_before_mb (allocated when it began, MiB), params (parameter count), torch and transformers
+    (versions), in ``H200_CASES`` order for the cases it holds, then any other case in file order.
+    ValueError naming the file when it is missing or a line is not such a record."""
+    path = Path(directory) / STEPS_FILE
+    if not path.is_file():
+        raise ValueError(f"directory must hold {STEPS_FILE} (one JSON record per measured step); {path} is missing")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records.append({"case": str(record["case"]), "step_ms": float(record["step_ms"]),
+                            "peak_allocated_mb": record["peak_allocated_bytes"] / BYTES_PER_MB,
+                            "allocated_before_mb": record["allocated_before_step"] / BYTES_PER_MB,
+                            "params": int(record["params"]), "torch": record.get("torch"),
+                            "transformers": record.get("transformers")})
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} line {number} is not a step record with case, step_ms, "
+                             f"peak_allocated_bytes, allocated_before_step and params ({error!r})") from None
+    order = {case: k for k, case in enumerate(H200_CASES)}
+    table = pd.DataFrame(records, columns=["case", "step_ms", "peak_allocated_mb", "allocated_before_mb", "params",
+                                           "torch", "transformers"])
+    rank = table["case"].map(order).to_numpy(np.float64, na_value=np.nan)
+    rank = np.where(np.isnan(rank), len(order) + np.arange(len(table)), rank)  # unknown cases last, in file order
+    return table.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
 
 
 def measured_totals(directory) -> pd.DataFrame:

@@ -54,6 +54,20 @@ row moves no data itself: a buffer that holds such a tensor dirty at its mark
 writes it back, and one that evicted it dirty wrote it back then
 (``lab.simulate`` and ``lab.optimal`` follow these semantics).
 
+Ops: every recorded aten call (and each fused attention, gather or scatter)
+is one kernel-level op with an ``op_index`` (0, 1, ... in trace order), and
+each row of the op repeats its ``flops`` (executed floating-point operations,
+by torch's own formulas: ``torch.utils.flop_counter``'s registry for matrix
+products and convolutions, ``attention_flops`` for fused attention; 0 for
+elementwise ops, norms, reductions and copies), ``launches`` (kernels: 1, or
+torch's multi_tensor_apply chunking for a ``_foreach_`` op), ``host_calls``
+(aten calls the host dispatched since the previous op, the op's own included:
+views, aliases, allocations and scalar reads move no data but cost host time)
+and ``grad_mode`` (autograd records the op: a training forward, or the
+backward). The optimizer is AdamW (``foreach=True``, not capturable), as torch
+runs it by default: its step counts are host scalars, whose updates run no
+kernel and are not recorded.
+
 Torch is imported here only: the rest of ``lab`` never needs it.
 """
 
@@ -118,6 +132,17 @@ class _Record:
     access: str
     module: str
     phase: str
+    op_index: int = -1  # the recorded op this access belongs to (``_State.ops``); -1: none (a persist row)
+
+
+@dataclass(frozen=True)
+class _OpInfo:
+    """What one recorded kernel-level op costs beyond its bytes (see ``capture_trace``'s per-op columns)."""
+
+    flops: float = 0.0
+    launches: int = 1
+    host_calls: int = 1
+    grad_mode: bool = False
 
 
 @dataclass
@@ -131,6 +156,28 @@ class _State:
     first_writer: dict = field(default_factory=dict)  # storage index -> (op, phase)
     widened: dict = field(default_factory=dict)  # storage index -> element-size factor (fp32 where a GPU keeps it)
     records: list = field(default_factory=list)
+    ops: list = field(default_factory=list)  # _OpInfo per recorded op, indexed by op_index
+    calls: int = 0  # aten calls dispatched since the last recorded op (views, noise and allocations included)
+    host: set = field(default_factory=set)  # storages kept on the host (AdamW's step counts): no kernel touches them
+
+    def add_op(self, records: list, flops: float = 0.0, launches: int = 1, own_call: int = 0,
+               grad_mode: Optional[bool] = None) -> None:
+        """Append ``records`` as one recorded op (nothing when empty: an op moving no bytes is no kernel): its
+        op_index, the host calls since the previous op (``own_call``: the op's own, when the dispatcher did not
+        count it), whether autograd records it (``grad_mode``; default: grad mode in the forward, always in the
+        backward)."""
+        if not records:
+            return
+        import torch
+
+        index = len(self.ops)
+        for record in records:
+            record.op_index = index
+        if grad_mode is None:
+            grad_mode = self.phase == "backward" or (self.phase == "forward" and torch.is_grad_enabled())
+        self.ops.append(_OpInfo(float(flops), int(launches), self.calls + own_call, bool(grad_mode)))
+        self.calls = 0
+        self.records.extend(records)
 
     def storage_index(self, tensor) -> int:
         storage = tensor.untyped_storage()
@@ -225,21 +272,26 @@ def _recorder(state: _State):
             if state.paused:
                 return out
             namespace, name = func.namespace, func._schema.name.split("::")[-1]
-            if namespace in _NOISE_NAMESPACES or name in _NOISE_OPS:
+            if namespace in _NOISE_NAMESPACES:
+                return out
+            state.calls += 1  # host work whether or not a kernel runs (views, aliases, allocations too)
+            if name in _NOISE_OPS:
                 return out
             schema = func._schema
             if _is_view(schema, args, kwargs, out):
                 return out  # no data moves
-            _record_op(state, f"{namespace}.{name}", schema, args, kwargs, out)
+            _record_op(state, f"{namespace}.{name}", schema, args, kwargs, out, func)
             return out
 
     return Recorder()
 
 
-def _record_op(state: _State, op: str, schema, args, kwargs, out) -> None:
+def _record_op(state: _State, op: str, schema, args, kwargs, out, func=None) -> None:
     name = op.split(".")[-1]
     if name in _ALLOCATES:
         return  # allocation only: a GPU runs no kernel and moves no data
+    if state.host and _on_host(state, args, kwargs):
+        return  # a CPU op on host scalars (AdamW's step counts): no kernel
     module, phase = state.module(), state.phase
     bound = list(zip(schema.arguments, args)) + [(a, kwargs[a.name]) for a in schema.arguments if a.name in kwargs]
     mutated, reads = [], []
@@ -271,16 +323,81 @@ def _record_op(state: _State, op: str, schema, args, kwargs, out) -> None:
                     state.widened[index] = 2
                     state.storage_bytes[index] *= 2
     written = {r.key for r in mutated}
-    for region in reads:
-        state.records.append(_Record(op, region, "read", module, phase))
-    for region in mutated:
-        state.records.append(_Record(op, region, "write", module, phase))
+    records = [_Record(op, region, "read", module, phase) for region in reads]
+    records += [_Record(op, region, "write", module, phase) for region in mutated]
     for tensor in _tensors(out):
         region = _region(state, tensor)
         if region is not None and region.key not in written:
             written.add(region.key)
-            state.records.append(_Record(op, region, "write", module, phase))
+            records.append(_Record(op, region, "write", module, phase))
             state.first_writer.setdefault(region.storage, (name, phase))
+    if records:
+        flops = _flops(func, args, kwargs, out) if func is not None else 0.0
+        launches = _foreach_launches(schema, bound, out) if name.startswith("_foreach_") else 1
+        state.add_op(records, flops, launches)
+
+
+def _on_host(state: _State, args, kwargs) -> bool:
+    """Whether an op's tensors are all host scalars (0-d), one of them a storage in ``state.host``."""
+    tensors = list(_tensors(args)) + list(_tensors(kwargs))
+    return (any(t.untyped_storage()._cdata in state.host for t in tensors)
+            and all(t.dim() == 0 for t in tensors))
+
+
+def _flops(func, args, kwargs, out) -> float:
+    """Floating-point operations of one aten call by torch's own formulas (``torch.utils.flop_counter``'s
+    registry: matrix products, convolutions and their backward, attention kernels), on the shapes alone; 0 for
+    every other op (elementwise, norms, reductions, copies: memory-bound at every size here)."""
+    from torch.utils.flop_counter import flop_registry
+
+    formula = flop_registry.get(func._overloadpacket)
+    return float(formula(*args, **kwargs, out_val=out)) if formula is not None else 0.0
+
+
+# torch's multi_tensor_apply (ATen/native/cuda/MultiTensorApply.cuh), 4 KB kernel-argument tables, which the
+# measured H200 run used (ground_truth/h200: blocks of at most 320 chunks): tensors per launch by depth (the
+# number of tensor lists), for ops with one scalar per tensor, blocks per launch and elements per chunk
+_MTA_MAX_TENSORS = (110, 64, 48, 36, 30)
+_MTA_MAX_TENSORS_SCALARLIST = (96, 64, 48, 36, 30)
+_MTA_MAX_BLOCKS = 320
+_MTA_CHUNK = 65536
+
+
+def _foreach_launches(schema, bound, out) -> int:
+    """Kernels a ``_foreach_`` op launches, as torch's multi_tensor_apply chunks its lists: one block per chunk
+    of 65,536 elements of each tensor, a new launch when a launch's blocks (320) or tensors (by depth: the
+    tensor lists read, plus the output list of an op that is not in place) are full. Empty tensors are
+    skipped; at least 1."""
+    lists = [v for a, v in bound if isinstance(v, (list, tuple)) and v and all(hasattr(t, "numel") for t in v)]
+    if not lists:
+        return 1
+    in_place = any(a.alias_info is not None and a.alias_info.is_write for a, _ in bound)
+    depth = min(len(lists) + (0 if in_place or not isinstance(out, (list, tuple)) or not out else 1), 5)
+    scalar_list = any(str(a.type).startswith(("Scalar[]", "float[]", "complex[]")) for a, _ in bound)
+    return multi_tensor_launches([int(t.numel()) for t in lists[0]], depth, scalar_list)
+
+
+def multi_tensor_launches(numels, depth: int, scalar_list: bool = False) -> int:
+    """Kernels torch's multi_tensor_apply launches (CUDA, 4 KB argument tables) for a ``_foreach_`` op over
+    tensors of ``numels`` elements with ``depth`` tensor lists (1-5), one scalar per tensor when
+    ``scalar_list``: a launch holds at most 320 blocks of 65,536 elements and, by depth, 110, 64, 48, 36 or 30
+    tensors (96 for depth 1 with a scalar list); a tensor's chunks may span launches; empty tensors are
+    skipped. At least 1."""
+    max_tensors = (_MTA_MAX_TENSORS_SCALARLIST if scalar_list else _MTA_MAX_TENSORS)[depth - 1]
+    launches = blocks = tensors = 0
+    for numel in numels:
+        if numel == 0:
+            continue
+        tensors += 1
+        full, blocks = divmod(blocks + -(-int(numel) // _MTA_CHUNK), _MTA_MAX_BLOCKS)  # launches with all blocks used
+        launches += full
+        if blocks == 0:  # the last full launch ended with this tensor's last chunk
+            tensors = 0
+        elif full:  # this tensor's remaining chunks open the next launch
+            tensors = 1
+        if tensors == max_tensors:
+            launches, blocks, tensors = launches + 1, 0, 0
+    return max(launches + (blocks > 0), 1)
 
 
 def _gathered_rows(weight, bound) -> Optional[np.ndarray]:
@@ -293,15 +410,41 @@ def _gathered_rows(weight, bound) -> Optional[np.ndarray]:
     return np.arange(min(int(indices.numel()), int(weight.shape[0])), dtype=np.int64)
 
 
-def _append(state: _State, op: str, reads=(), writes=()) -> None:
-    """Record ``op`` reading and writing these regions (None entries skipped), in the current module and phase."""
+def _append(state: _State, op: str, reads=(), writes=(), flops: float = 0.0,
+            grad_mode: Optional[bool] = None) -> None:
+    """Record ``op`` reading and writing these regions (None entries skipped), in the current module and phase,
+    as one op of ``flops`` whose own call the dispatcher did not see (its kernels ran paused)."""
     module, phase = state.module(), state.phase
+    records = []
     for access, regions in (("read", reads), ("write", writes)):
         for region in regions:
             if region is not None:
-                state.records.append(_Record(op, region, access, module, phase))
+                records.append(_Record(op, region, access, module, phase))
                 if access == "write":
                     state.first_writer.setdefault(region.storage, (op.split(".")[-1], phase))
+    state.add_op(records, flops, own_call=1, grad_mode=grad_mode)
+
+
+def attention_flops(q_shape, k_shape, v_shape, is_causal: bool = False, backward: bool = False) -> float:
+    """Executed floating-point operations of a fused (flash) attention kernel, by torch's formulas
+    (``torch.utils.flop_counter.sdpa_flop_count``, ``sdpa_backward_flop_count``: Q K^T and P V, and the
+    backward's five products): shapes (batch, heads, seq, dim), K and V with fewer heads (grouped queries)
+    counted at Q's heads. Causal attention over a square score matrix executes half of it (a flash kernel
+    skips the fully masked blocks; the diagonal blocks' extra is not counted), so it is halved."""
+    from torch.utils import flop_counter
+
+    *lead, h, s_q, _ = q_shape
+    k_shape = (*lead, h, *tuple(k_shape)[-2:])
+    v_shape = (*lead, h, *tuple(v_shape)[-2:])
+    q_shape = tuple(q_shape)
+    if len(q_shape) == 3:  # (heads, seq, dim): one batch
+        q_shape, k_shape, v_shape = (1, *q_shape), (1, *k_shape), (1, *v_shape)
+    if backward:
+        o_shape = (*q_shape[:-1], v_shape[-1])
+        flops = flop_counter.sdpa_backward_flop_count(o_shape, q_shape, k_shape, v_shape)
+    else:
+        flops = flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
+    return flops / 2 if is_causal and s_q == k_shape[-2] else float(flops)
 
 
 _SDPA_ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -331,9 +474,13 @@ def _fused_attention(state: _State):
                 lse = q.new_empty(tuple(q.shape[:-1]), dtype=torch.float32) if needs_lse else None
             finally:
                 state.paused -= 1
+            causal = bool(options.get("is_causal", False)) and mask is None
             _append(state, op, reads=[_region(state, t) for t in (q, k, v, mask) if t is not None],
-                    writes=[_region(state, out)] + ([_region(state, lse)] if lse is not None else []))
+                    writes=[_region(state, out)] + ([_region(state, lse)] if lse is not None else []),
+                    flops=attention_flops(q.shape, k.shape, v.shape, causal),
+                    grad_mode=needs_lse)  # an autograd Function's forward runs with grad mode off
             ctx.save_for_backward(q, k, v, out, lse, mask)
+            ctx.causal = causal
             return out
 
         @staticmethod
@@ -346,7 +493,8 @@ def _fused_attention(state: _State):
                 state.paused -= 1
             _append(state, "aten._scaled_dot_product_flash_attention_backward",
                     reads=[_region(state, t) for t in (q, k, v, out, grad_out, lse, mask) if t is not None],
-                    writes=[_region(state, g) for g in grads])
+                    writes=[_region(state, g) for g in grads],
+                    flops=attention_flops(q.shape, k.shape, v.shape, ctx.causal, backward=True))
             return (*grads, None, None)
 
     return FusedAttention
@@ -609,7 +757,23 @@ def _to_frame(state: _State, names: dict, model_type: str) -> pd.DataFrame:
         "dtype": [r.region.dtype for r, _, _ in rows],
         "shape": [str(r.region.shape) for r, _, _ in rows],
     })
-    return trace
+    return trace.assign(**_op_columns(state, np.array([r.op_index for r, _, _ in rows], dtype=np.int64)))
+
+
+def _op_columns(state: _State, op_index: np.ndarray) -> dict:
+    """The per-op columns of each row (``op_index``, ``flops``, ``launches``, ``host_calls``, ``grad_mode``),
+    from its op's ``_OpInfo``; a row of no op (op_index -1: a persist row) gets 0 and False."""
+    info = state.ops
+    flops = np.array([0.0] + [o.flops for o in info], dtype=np.float64)
+    launches = np.array([0] + [o.launches for o in info], dtype=np.int64)
+    host_calls = np.array([0] + [o.host_calls for o in info], dtype=np.int64)
+    grad_mode = np.array([False] + [o.grad_mode for o in info], dtype=np.bool_)
+    at = op_index + 1  # row 0 of each table: no op
+    if launches.max() > np.iinfo(np.int16).max:
+        raise ValueError(f"an op would launch {int(launches.max()):,} kernels, more than the launches column "
+                         f"(int16) holds")
+    return {"op_index": op_index, "flops": flops[at], "launches": launches[at].astype(np.int16),
+            "host_calls": host_calls[at].astype(np.int32), "grad_mode": grad_mode[at]}
 
 
 def _part(lo: int, hi: int, total: int, rows: Optional[int]) -> str:
@@ -794,15 +958,7 @@ def _fake_tensor_log_quiet():
         logger.setLevel(previous)
 
 
-@contextlib.contextmanager
-def _compiling():
-    """``capturable`` AdamW keeps its step count a tensor (no ``.item()`` on a fake tensor); torch checks its
-    device only outside compilation, which this reports."""
-    import torch
-    from unittest import mock
-
-    with mock.patch.object(torch.compiler, "is_compiling", return_value=True):
-        yield
+_STEADY_STEP = 2.0  # AdamW steps taken before the recorded one (the measured runs' two warm-up steps)
 
 
 def _default_loss(output):
@@ -888,7 +1044,8 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     forward in train mode, ``loss_fn(output)`` (default: ``output.loss``, else
     the mean of the first output; ``use_cache=False`` unless given, when the
     forward takes it), backward, and one AdamW step with foreach
-    updates and optimizer state already initialized, as in a steady state),
+    updates (not capturable: step counts on the host) and optimizer state
+    already initialized, as in a steady state),
     a ``model_type`` label, ``device``: ``"fake"`` (default: shape-only
     tensors under FakeTensorMode), ``"meta"`` (the fallback for code that
     fake tensors cannot run) or ``"real"`` (run on the tensors as given), and
@@ -911,7 +1068,11 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     ``model_type``, ``access`` (read/write), ``kind`` (weight, buffer, activation, gradient,
     optimizer_state, input), ``module`` (owning module path), ``layer``
     (index parsed from the path, -1 outside layers), ``phase``
-    (forward/backward/optimizer), ``dtype`` and ``shape``.
+    (forward/backward/optimizer), ``dtype`` and ``shape``; per op (see the
+    module docstring; the same value on every row of one op): ``op_index``
+    (int64, -1 on a persist row), ``flops`` (float64), ``launches`` (int16),
+    ``host_calls`` (int32) and ``grad_mode`` (bool); a persist row has 0
+    flops, launches and host calls.
 
     Raises CaptureError (a ValueError) naming the failing operator when the
     model cannot run on fake tensors, with the ``device="meta"`` hint;
@@ -970,9 +1131,13 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
                 stack.enter_context(fake_mode)
             trainable = [p for p in state_params.values() if p.requires_grad]
             if training and trainable:
-                optimizer = torch.optim.AdamW(trainable, lr=lr, foreach=True, capturable=True)
+                optimizer = torch.optim.AdamW(trainable, lr=lr, foreach=True)
                 for p in trainable:  # steady state: the moments exist before the recorded step
-                    optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                    # the step count is a host scalar, as torch keeps it (not capturable): made in the fake mode
+                    # it keeps its value, so AdamW's bias corrections read it as on a real run
+                    step = torch.tensor(_STEADY_STEP, dtype=torch.float32)
+                    state.host.add(step.untyped_storage()._cdata)
+                    optimizer.state[p] = {"step": step,
                                           "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                                           "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
             stack.enter_context(_module_tracking(module, state))
@@ -989,8 +1154,7 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
                 loss.backward()
                 if optimizer is not None:
                     state.phase = "optimizer"
-                    with _compiling():
-                        optimizer.step()
+                    optimizer.step()
     except Exception as error:  # report the operator fake tensors could not run, not a deep traceback
         if device == "fake" and isinstance(error, _fake_errors()):
             op = getattr(error, "func", None)

@@ -281,8 +281,10 @@ def _apply_weight_dtype(trace: pd.DataFrame, model, weight_dtype: str) -> pd.Dat
 
 
 # what a capture records changed (2: view bytes and atoms, row gathers, fused attention backward, GPU dropout,
-# persist accesses, exact top-k routing; 3: persist rows as access "persist"): older cached captures are not reused
-CAPTURE_FORMAT = 3
+# persist accesses, exact top-k routing; 3: persist rows as access "persist"; 4: the per-op columns op_index,
+# flops, launches, host_calls, grad_mode, and AdamW with host step counts (not capturable), as torch runs it):
+# older cached captures are not reused
+CAPTURE_FORMAT = 4
 
 
 def cache_dir() -> Path:
