@@ -61,6 +61,7 @@ from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S, bytes_to_mb
 BYPASS, KEEP, PREFETCHED = 0, 1, 2  # an interval's decision
 MODEL = "scratchpad, whole tensors, prefetch and bypass"  # the buffer model of every plan
 MAX_RATIO = 1000.0  # the overlap ratios' upper limit
+OPTIMUM = "optimum"  # the seed of the optimum's achievable kept intervals
 
 
 @dataclass(frozen=True)
@@ -401,14 +402,18 @@ def _policy_state(problem: _Problem, policy: str) -> np.ndarray:
     return np.where(kept, KEEP, BYPASS).astype(np.int8)
 
 
-def _seeds(problem: _Problem):
-    """(name, decisions) of the demand schedules the greedy starts from."""
-    best = optimal(problem.workload, problem.capacity_mb, problem.cost, method="flow", progress=False)
-    state = np.zeros(problem.size.shape[0], np.int8)
-    state[:problem.n_real] = np.where(best.plan["kept"].to_numpy(np.bool_), KEEP, BYPASS)
-    yield "optimum", state
-    for policy in ("Belady",) + tuple(p for p in problem.options.seed_policies if p != "Belady"):
-        yield policy, _policy_state(problem, policy)
+def _seeds(problem: _Problem, names=None):
+    """(name, decisions) of the demand schedules the greedy starts from (``names``: only these)."""
+    if names is None:
+        names = ("optimum", "Belady") + tuple(p for p in problem.options.seed_policies if p not in ("Belady", OPTIMUM))
+    for name in names:
+        if name == OPTIMUM:
+            best = optimal(problem.workload, problem.capacity_mb, problem.cost, method="flow", progress=False)
+            state = np.zeros(problem.size.shape[0], np.int8)
+            state[:problem.n_real] = np.where(best.plan["kept"].to_numpy(np.bool_), KEEP, BYPASS)
+            yield name, state
+        else:
+            yield name, _policy_state(problem, name)
 
 
 def _prefetch(problem: _Problem, state: np.ndarray, held: np.ndarray, times: StepTime):
@@ -467,15 +472,8 @@ def lower_bound_ms(problem: _Problem) -> float:
     return bound
 
 
-def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOptions] = None) -> PlanResult:
-    """A prefetching schedule of ``trace`` (a DataFrame that records its ops: ``op_index`` and ``flops``, as
-    captures do; without ``op_index`` the ops come from data flow) for a scratchpad of ``capacity_mb`` MB (MiB)
-    under ``cost`` (a ``CostModel`` or preset name with the physical numbers: H200, H100-SXM5, A100-SXM4-40GB) and
-    ``options`` (``PlannerOptions``). See ``lab.planning.planner`` for the model and the greedy; the result's
-    ``step_time_ms`` is never above the seeding demand schedules' (the optimum's, Belady's, ``seed_policies``').
-
-    Raises a one-line ValueError for a capacity that is not a number of MB > 0, a preset without the physical
-    numbers, an empty trace, or (``streaming=False``) a capacity below an op's working set."""
+def _problem(trace, capacity_mb, cost, options) -> _Problem:
+    """The checked arguments of ``plan`` as a ``_Problem`` (one-line errors naming the argument)."""
     capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
     if options is None:
         options = PlannerOptions()
@@ -491,6 +489,31 @@ def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOption
     problem = _Problem(trace, capacity_mb, cost, options)
     if not options.streaming:
         problem.check_working_set()
+    return problem
+
+
+def demand_step_time_ms(trace, capacity_mb: float, policy: str, cost="H200",
+                        options: Optional[PlannerOptions] = None) -> float:
+    """The step time (ms) of a demand schedule in ``lab.plan``'s model (same buffer, ops, copy engine and
+    execution mode; no prefetch): ``policy``'s scratchpad run read as kept intervals (an interval is kept iff its
+    end access read on chip), or the optimum's achievable kept set for ``policy="optimum"``, each dropped to fit
+    the buffer op by op as the planner's seeds are. ``lab.plan`` is never slower than its seeds'."""
+    problem = _problem(trace, capacity_mb, cost, options)
+    state = dict(_seeds(problem, (policy,)))[policy]
+    state, _ = problem.repaired(state)
+    return problem.run(state, np.full(state.shape[0], -1, np.int64))[0].step_time_ms
+
+
+def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOptions] = None) -> PlanResult:
+    """A prefetching schedule of ``trace`` (a DataFrame that records its ops: ``op_index`` and ``flops``, as
+    captures do; without ``op_index`` the ops come from data flow) for a scratchpad of ``capacity_mb`` MB (MiB)
+    under ``cost`` (a ``CostModel`` or preset name with the physical numbers: H200, H100-SXM5, A100-SXM4-40GB) and
+    ``options`` (``PlannerOptions``). See ``lab.planning.planner`` for the model and the greedy; the result's
+    ``step_time_ms`` is never above the seeding demand schedules' (the optimum's, Belady's, ``seed_policies``').
+
+    Raises a one-line ValueError for a capacity that is not a number of MB > 0, a preset without the physical
+    numbers, an empty trace, or (``streaming=False``) a capacity below an op's working set."""
+    problem = _problem(trace, capacity_mb, cost, options)
     best = None
     for name, state in _seeds(problem):
         state, held = problem.repaired(state)
@@ -581,4 +604,4 @@ def _ops_frame(problem: _Problem, table: pd.DataFrame, residency: pd.DataFrame) 
     return ops
 
 
-__all__ = ["PlannerOptions", "PlanResult", "plan", "lower_bound_ms", "MODEL"]
+__all__ = ["MODEL", "PlanResult", "PlannerOptions", "demand_step_time_ms", "lower_bound_ms", "plan"]

@@ -37,6 +37,10 @@ def _drain(now, duration, target, remaining, end, read_q, write_q, state, rate):
     while True:
         if target >= 0 and remaining[target] <= 0.0:
             break
+        while state[0] < state[1] and remaining[read_q[state[0]]] <= 0.0:
+            state[0] += 1  # an empty copy: done when it joined
+        while state[2] < state[3] and remaining[write_q[state[2]]] <= 0.0:
+            state[2] += 1
         r_busy = state[0] < state[1]
         w_busy = state[2] < state[3]
         if not r_busy and not w_busy:
