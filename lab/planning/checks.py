@@ -39,7 +39,7 @@ def check_schedule(result, cost=None, options=None) -> None:
        (``dram_bandwidth_gb_s * dram_efficiency``) times b - a (the EDF demand condition: for one preemptively
        shared resource with release times and deadlines, exactly feasibility);
     4. data ready: every prefetch ends by its need op's start, and its tensor is resident from the copy's start
-       through that op's end.
+       through that op's end; every eviction ends by its need op's start (its bytes freed, its data in DRAM).
     """
     cost = result.cost if cost is None else cost
     options = result.options if options is None else options
@@ -93,7 +93,12 @@ def check_schedule(result, cost=None, options=None) -> None:
     resident = res[res["how"] == "prefetched"]
     for i in range(len(events)):
         row = events.iloc[i]
-        if row["kind"] != "prefetch":
+        if row["kind"] == "eviction":
+            need = where.get(int(row["need_op"]))
+            if need is not None and row["end_ms"] > o_start[need] + _slack(o_start[need]):
+                raise ValueError(f"data ready: eviction {int(row['copy'])} of tensor {row['tensor_id']!r} ends at "
+                                 f"{row['end_ms']:.6g} ms, after op {int(row['need_op'])}, which needs its bytes free "
+                                 f"or its data in DRAM, starts at {o_start[need]:.6g} ms")
             continue
         need = where.get(int(row["need_op"]))
         if need is None:

@@ -55,7 +55,7 @@ from lab.sim.timing import (StepTime, check_execution, combined_memory_ms, dram_
 from lab.trace.ops import op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import encode_trace
-from lab.planning.runtime import KINDS, PREFETCH, simulate_copies
+from lab.planning.runtime import EVICTION, KINDS, NO_NEED, PREFETCH, simulate_copies
 from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S, bytes_to_mb
 
 BYPASS, KEEP, PREFETCHED = 0, 1, 2  # an interval's decision
@@ -272,6 +272,55 @@ def place_prefetches(candidates, first_op, need, size, held, inflight, idle_byte
     return issue
 
 
+@kernel
+def place_evictions(candidates, producer, limit, add_first, size, held, inflight, idle_bytes, gpu_ms, copy_ms,
+                    capacity, max_inflight, min_ratio, preferred_ratio, max_ratio):
+    """The greedy's evictions: for each candidate interval (in order), the op before which its write copy, issued
+    after its producer op, must be done (-1: written through by the producer). ``limit``: the latest such op
+    (the tensor's next reader); ``add_first``: bytes the producer op newly holds (a write's output, streamed
+    otherwise). ``held``, ``inflight``, ``idle_bytes``: as ``place_prefetches`` (updated in place)."""
+    deadline = np.full(candidates.shape[0], -1, np.int64)
+    n = held.shape[0]
+    for j in range(candidates.shape[0]):
+        k = candidates[j]
+        a = producer[k]
+        if held[a] + add_first[k] > capacity:
+            continue
+        idle = 0.0
+        elapsed = 0.0
+        chosen = -1
+        fallback = -1
+        e = a + 1
+        while e < n and e + 1 <= limit[k]:
+            if held[e] + size[k] > capacity or inflight[e] + 1 > max_inflight:
+                break
+            idle += idle_bytes[e]
+            elapsed += gpu_ms[e]
+            if elapsed > max_ratio * copy_ms[k]:
+                break
+            if idle >= preferred_ratio * size[k]:
+                chosen = e
+                break
+            if idle >= min_ratio * size[k] and fallback < 0:
+                fallback = e
+            e += 1
+        if chosen < 0:
+            chosen = fallback
+        if chosen < 0:
+            continue
+        deadline[j] = chosen + 1
+        held[a] += add_first[k]
+        left = float(size[k])
+        for op in range(a + 1, chosen + 1):
+            held[op] += size[k]
+            inflight[op] += 1
+            if left > 0.0:
+                take = min(left, idle_bytes[op])
+                idle_bytes[op] -= take
+                left -= take
+    return deadline
+
+
 class _Problem:
     """One trace, capacity, cost and options: the intervals, each access's op and the evaluation of decisions."""
 
@@ -350,8 +399,18 @@ class _Problem:
                                kernel_array(self.extra, np.int64), np.int64(self.n_ops), np.int64(self.capacity_bytes))
         return state, held
 
-    def op_bytes(self, state: np.ndarray):
-        """DRAM (read, write) bytes per op (int64) and the flush's bytes of the decisions ``state``."""
+    def writebacks(self, state: np.ndarray) -> np.ndarray:
+        """Whether each real interval's data must be written back when it leaves the buffer (bool)."""
+        ivs = self.ivs
+        kept = state[:self.n_real] == KEEP
+        kept_into = np.zeros(self.workload.n_accesses, np.bool_)
+        kept_into[ivs.end[kept]] = True
+        dirty = dirty_states(self.workload.previous_use, self.writes, kept_into)
+        return dirty[ivs.start] & ~kept & (ivs.end_reads | ivs.end_persists)
+
+    def op_bytes(self, state: np.ndarray, evict=None):
+        """DRAM (read, write) bytes per op (int64) and the flush's bytes of the decisions ``state``, the intervals
+        with an eviction (``evict`` >= 0) written back by their copy rather than by their producer."""
         w, ivs, n = self.workload, self.ivs, self.n_ops
         kept = state[:self.n_real] == KEEP
         kept_into = np.zeros(w.n_accesses, np.bool_)
@@ -361,6 +420,8 @@ class _Problem:
         missed = ~self.writes & ~self.marks & ~fetched
         dirty = dirty_states(w.previous_use, self.writes, kept_into)
         back = dirty[ivs.start] & ~kept & (ivs.end_reads | ivs.end_persists)
+        if evict is not None:
+            back &= evict[:self.n_real] < 0
         at_flush = dirty[ivs.start] & kept & ivs.end_persists
         slot = np.where(self.pos >= 0, self.pos, n)
         read = np.bincount(slot[missed], weights=w.access_bytes[missed], minlength=n + 1)
@@ -368,30 +429,38 @@ class _Problem:
         flush = int(read[n] + write[n] + ivs.size[at_flush].sum())
         return np.rint(read[:n]).astype(np.int64), np.rint(write[:n]).astype(np.int64), flush
 
-    def priced(self, state: np.ndarray) -> StepTime:
-        read, write, flush = self.op_bytes(state)
+    def priced(self, state: np.ndarray, evict=None) -> StepTime:
+        read, write, flush = self.op_bytes(state, evict)
         return step_times(self.table, read, write, flush, self.cost, self.options.execution)
 
-    def run(self, state: np.ndarray, issue: np.ndarray):
-        """(StepTime with the runtime's times, copy ids, copy start, end, stall) of ``state`` with prefetches
-        issued after ``issue`` (per interval, for the PREFETCHED ones)."""
-        times = self.priced(state)
+    def run(self, state: np.ndarray, issue: np.ndarray, evict=None):
+        """(StepTime with the runtime's times, copies (interval ids), copy kinds, issue ops, need ops, copy start,
+        end, stall) of ``state`` with prefetches issued after ``issue`` (per interval, for the PREFETCHED ones)
+        and evictions (``evict``: per interval, the op before which its eviction must be done, -1 none)."""
+        if evict is None:
+            evict = np.full(state.shape[0], -1, np.int64)
+        times = self.priced(state, evict)
         table = times.ops
-        copies = np.flatnonzero(state == PREFETCHED)
-        need = self.need_op[copies]
-        kinds = np.full(copies.shape[0], PREFETCH, np.int8)
+        fetched = np.flatnonzero(state == PREFETCHED)
+        evicted = np.flatnonzero(evict >= 0)
+        copies = np.concatenate([fetched, evicted])
+        kinds = np.concatenate([np.full(fetched.shape[0], PREFETCH, np.int8), np.full(evicted.shape[0], EVICTION,
+                                                                                    np.int8)])
+        issue_op = np.concatenate([issue[fetched], self.start_op[evicted]])
+        need = np.concatenate([self.need_op[fetched], np.where(evict[evicted] < self.n_ops, evict[evicted], NO_NEED)])
         start, end, stall, c_start, c_end, c_stall, total = simulate_copies(
             kernel_array(table["gpu_ms"], np.float64), kernel_array(table["dram_ms"], np.float64),
             kernel_array(table["host_ms"], np.float64), np.float64(launch_latency_ms(self.cost)),
             self.options.execution == "eager", kinds, self.size[copies].astype(np.float64),
-            kernel_array(issue[copies], np.int64), kernel_array(need, np.int64), np.float64(self.copy_rate))
+            kernel_array(issue_op, np.int64), kernel_array(need, np.int64), np.float64(self.copy_rate))
         table = table.copy()
         table["start_ms"] = start
         table["end_ms"] = end
         table["stall_ms"] = stall
         if len(table):
             table.iloc[-1, table.columns.get_loc("end_ms")] = total
-        return StepTime(ops=table, execution=self.options.execution), copies, c_start, c_end, c_stall
+        return (StepTime(ops=table, execution=self.options.execution), copies, kinds, issue_op, need, c_start, c_end,
+                c_stall)
 
 
 def _policy_state(problem: _Problem, policy: str) -> np.ndarray:
@@ -427,8 +496,6 @@ def _prefetch(problem: _Problem, state: np.ndarray, held: np.ndarray, times: Ste
     size = problem.size
     candidate = (state == BYPASS) & problem.end_reads & (need >= 0) & (need > first)
     idx = np.flatnonzero(candidate)
-    if idx.shape[0] == 0:
-        return state, issue
     dram = table["dram_ms"].to_numpy()
     onchip = table["onchip_ms"].to_numpy()
     floor = np.maximum(table["compute_ms"].to_numpy(), table["launch_ms"].to_numpy())
@@ -440,13 +507,14 @@ def _prefetch(problem: _Problem, state: np.ndarray, held: np.ndarray, times: Ste
     keep = benefit > 0
     idx, benefit = idx[keep], benefit[keep]
     order = idx[np.argsort(-benefit / np.sqrt(size[idx]), kind="mergesort")]
-    idle_bytes = np.maximum(gpu - dram, 0.0) * problem.copy_rate
+    idle_bytes = (np.maximum(gpu - dram, 0.0) * problem.copy_rate).astype(np.float64)
     inflight = np.zeros(problem.n_ops, np.int64)
     copy_ms = size / problem.copy_rate
     opts = problem.options
+    held = held.astype(np.int64)
     chosen = place_prefetches(kernel_array(order, np.int64), kernel_array(first, np.int64),
                               kernel_array(need, np.int64), kernel_array(size, np.int64),
-                              held.astype(np.int64), inflight, idle_bytes.astype(np.float64),
+                              held, inflight, idle_bytes,
                               kernel_array(gpu, np.float64), copy_ms.astype(np.float64),
                               np.int64(problem.capacity_bytes), np.int64(opts.max_outstanding_prefetches),
                               np.float64(opts.min_overlap_ratio), np.float64(opts.preferred_overlap_ratio),
@@ -454,7 +522,44 @@ def _prefetch(problem: _Problem, state: np.ndarray, held: np.ndarray, times: Ste
     placed = chosen >= 0
     state[order[placed]] = PREFETCHED
     issue[order[placed]] = chosen[placed]
-    return state, issue
+    evict = _evict(problem, state, held, idle_bytes, table)
+    return state, issue, evict
+
+
+def _evict(problem: _Problem, state: np.ndarray, held: np.ndarray, idle_bytes: np.ndarray, table) -> np.ndarray:
+    """The greedy's evictions (section 2.3, step 4): a dirty interval bypassed at its end is written back by a copy
+    issued after its producer, in the DRAM-idle time after it, when that makes the producer faster; else its
+    producer writes it through. Per interval: the op before which its eviction must be done (-1: none)."""
+    cost, opts = problem.cost, problem.options
+    evict = np.full(state.shape[0], -1, np.int64)
+    back = np.zeros(state.shape[0], np.bool_)
+    back[:problem.n_real] = problem.writebacks(state) & (state[:problem.n_real] == BYPASS)
+    producer = problem.start_op
+    limit = np.where(problem.end_reads, problem.need_op, problem.n_ops)
+    idx = np.flatnonzero(back & (producer >= 0) & (limit > producer + 1))
+    if idx.shape[0] == 0:
+        return evict
+    dram = table["dram_ms"].to_numpy()
+    onchip = table["onchip_ms"].to_numpy()
+    floor = np.maximum(table["compute_ms"].to_numpy(), table["launch_ms"].to_numpy())
+    gpu = table["gpu_ms"].to_numpy()
+    a = producer[idx]
+    less = np.maximum(dram[a] - problem.size[idx] / problem.dram_rate, 0.0)
+    benefit = gpu[a] - np.maximum(floor[a], combined_memory_ms(less, onchip[a], cost))
+    idx, benefit = idx[benefit > 0], benefit[benefit > 0]
+    order = idx[np.argsort(-benefit / np.sqrt(problem.size[idx]), kind="mergesort")]
+    starts = np.maximum(problem.start, 0)
+    add_first = np.where((problem.start >= 0) & problem.writes[starts], problem.size, 0).astype(np.int64)
+    deadline = place_evictions(kernel_array(order, np.int64), kernel_array(producer, np.int64),
+                               kernel_array(limit, np.int64), add_first, kernel_array(problem.size, np.int64), held,
+                               np.zeros(problem.n_ops, np.int64), idle_bytes, kernel_array(gpu, np.float64),
+                               (problem.size / problem.copy_rate).astype(np.float64),
+                               np.int64(problem.capacity_bytes), np.int64(opts.max_outstanding_evictions),
+                               np.float64(opts.min_overlap_ratio), np.float64(opts.preferred_overlap_ratio),
+                               np.float64(opts.max_overlap_ratio))
+    placed = deadline >= 0
+    evict[order[placed]] = deadline[placed]
+    return evict
 
 
 def lower_bound_ms(problem: _Problem) -> float:
@@ -521,18 +626,16 @@ def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOption
         if best is None or run[0].step_time_ms < best[2][0].step_time_ms:
             best = (name, state, run, held)
     name, state, run, held = best
-    pre_state, issue = _prefetch(problem, state, held, run[0])
-    if (pre_state == PREFETCHED).any():
-        pre_run = problem.run(pre_state, issue)
+    pre_state, issue, evict = _prefetch(problem, state, held, run[0])
+    if (pre_state == PREFETCHED).any() or (evict >= 0).any():
+        pre_run = problem.run(pre_state, issue, evict)
         if pre_run[0].step_time_ms < run[0].step_time_ms:
             state, run = pre_state, pre_run
-    else:
-        issue = np.full(state.shape[0], -1, np.int64)
-    return _result(problem, name, state, issue, run)
+    return _result(problem, name, state, run)
 
 
-def _result(problem: _Problem, seed: str, state: np.ndarray, issue: np.ndarray, run) -> PlanResult:
-    times, copies, c_start, c_end, c_stall = run
+def _result(problem: _Problem, seed: str, state: np.ndarray, run) -> PlanResult:
+    times, copies, kinds, issue_op, need, c_start, c_end, c_stall = run
     w, ivs, opts, cost = problem.workload, problem.ivs, problem.options, problem.cost
     table = times.ops
     index = table.index.to_numpy()
@@ -543,11 +646,11 @@ def _result(problem: _Problem, seed: str, state: np.ndarray, issue: np.ndarray, 
     size = problem.size
     events = pd.DataFrame({
         "copy": np.arange(copies.shape[0]),
-        "kind": np.array(KINDS)[np.full(copies.shape[0], PREFETCH)],
+        "kind": np.array(KINDS)[kinds],
         "tensor_id": tensor_ids[copies],
         "size_mb": bytes_to_mb(size[copies]),
-        "issue_op": np.where(issue[copies] >= 0, op_ids[np.maximum(issue[copies], 0)], -1),
-        "need_op": op_ids[problem.need_op[copies]],
+        "issue_op": np.where(issue_op >= 0, op_ids[np.maximum(issue_op, 0)], -1),
+        "need_op": np.where(need >= 0, op_ids[np.maximum(need, 0)], -1),
         "start_ms": c_start, "end_ms": c_end, "stall_ms": c_stall})
     occ_from, occ_to = problem.occupancy(state)
     kept = np.flatnonzero(state == KEEP)
@@ -557,8 +660,15 @@ def _result(problem: _Problem, seed: str, state: np.ndarray, issue: np.ndarray, 
     how = np.where(reached, "kept", np.where(problem.writes[problem.start[kept]], "produced", "read"))
     rows = [pd.DataFrame({"tensor_id": tensor_ids[kept], "size_mb": bytes_to_mb(size[kept]), "from_ms": from_ms,
                           "to_ms": end_ms[occ_to[kept]], "how": how})]
-    rows.append(pd.DataFrame({"tensor_id": tensor_ids[copies], "size_mb": bytes_to_mb(size[copies]),
-                              "from_ms": c_start, "to_ms": end_ms[problem.need_op[copies]], "how": "prefetched"}))
+    fetched = kinds == PREFETCH
+    rows.append(pd.DataFrame({"tensor_id": tensor_ids[copies[fetched]], "size_mb": bytes_to_mb(size[copies[fetched]]),
+                              "from_ms": c_start[fetched], "to_ms": end_ms[need[fetched]], "how": "prefetched"}))
+    evicted = copies[~fetched]
+    produced = problem.writes[np.maximum(problem.start[evicted], 0)]
+    producer = problem.start_op[evicted]
+    rows.append(pd.DataFrame({"tensor_id": tensor_ids[evicted], "size_mb": bytes_to_mb(size[evicted]),
+                              "from_ms": np.where(produced, start_ms[producer], end_ms[producer]),
+                              "to_ms": c_end[~fetched], "how": np.where(produced, "produced", "kept")}))
     if not opts.streaming:
         staged = np.flatnonzero(problem.extra > 0)
         rows.append(pd.DataFrame({"tensor_id": -1, "size_mb": bytes_to_mb(problem.extra[staged]),
