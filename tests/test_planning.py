@@ -223,17 +223,11 @@ def test_check_schedule_catches_overlapping_copies_above_the_bandwidth(layers_pl
 def test_check_schedule_catches_one_copy_too_many_in_flight(layers_plan):
     events = layers_plan.events
     in_flight = int(max(((events["start_ms"] <= t) & (t < events["end_ms"])).sum() for t in events["start_ms"]))
-    options = replace(layers_plan.options)
-    object.__setattr__(options, "max_outstanding_prefetches", in_flight - 1) if in_flight > 1 else None
-    if in_flight == 1:  # make two overlap
-        events = events.copy()
-        events.loc[1, "start_ms"] = events.loc[0, "start_ms"]
-        object.__setattr__(options, "max_outstanding_prefetches", 1)
-        with pytest.raises(ValueError, match=r"^copies in flight: 2 prefetches"):
-            check_schedule(_corrupt(layers_plan, events=events), options=options)
-    else:
-        with pytest.raises(ValueError, match=rf"^copies in flight: {in_flight} prefetches"):
-            check_schedule(layers_plan, options=options)
+    assert in_flight >= 1
+    with pytest.raises(ValueError, match=rf"^copies in flight: {in_flight} prefetch copies at .* above the limit of "
+                                         rf"{in_flight - 1}$"):
+        check_schedule(layers_plan, options=_limit(layers_plan.options, max_outstanding_prefetches=in_flight - 1))
+    check_schedule(layers_plan, options=_limit(layers_plan.options, max_outstanding_prefetches=in_flight))
 
 
 def test_check_schedule_catches_residency_above_capacity(layers_plan):
@@ -292,3 +286,36 @@ def test_bad_plan_arguments_are_one_line_errors(layers):
         plan(layers, 64, options={"streaming": False})
     # streaming (the default) plans any capacity > 0, even one below every tensor
     check_schedule(plan(layers, 0.5, FAST_L2))
+
+
+def test_an_eviction_writes_a_memory_bound_ops_output_back_behind_compute():
+    # op 0 writes y (24 MiB) and is memory-bound; a compute-bound op follows; then q (26 MiB, written and read
+    # back: worth more on chip than y) leaves no room for y until op 4 reads it. So y is not kept: its producer
+    # writes it through, or an eviction copy writes it back during op 1's idle DRAM time
+    ops = [("aten.add", 0.0, [("a", 1.0, "read"), ("y", 24.0, "write")]),
+           ("aten.bmm", 2e10, [("c", 1.0, "read"), ("d", 1.0, "write")]),
+           ("aten.bmm", 2e10, [("d", 1.0, "read"), ("q", 26.0, "write")]),
+           ("aten.bmm", 2e10, [("q", 26.0, "read"), ("e", 1.0, "write")]),
+           ("aten.add", 0.0, [("y", 24.0, "read"), ("e", 1.0, "read"), ("z", 1.0, "write")])]
+    trace = _trace(ops)
+    result = plan(trace, 30, FAST_L2, PlannerOptions(seed_policies=()))
+    check_schedule(result)
+    evictions = result.events[result.events["kind"] == "eviction"]
+    assert evictions["tensor_id"].tolist() == ["y"] and evictions["issue_op"].tolist() == [0]
+    assert result.ops.loc[0, "dram_write_mb"] == 0.0
+    assert result.step_time_ms < min(demand_step_time_ms(trace, 30, p, FAST_L2) for p in ("optimum", "Belady", "LRU"))
+    late = result.events.copy()
+    need = int(evictions["need_op"].iloc[0])
+    late.loc[evictions.index[0], "end_ms"] = result.ops.set_index("op_index").loc[need, "start_ms"] + 1.0
+    with pytest.raises(ValueError, match=r"^data ready: eviction .* ends at"):
+        check_schedule(_corrupt(result, events=late))
+    with pytest.raises(ValueError, match=r"^copies in flight: 1 eviction copies at"):
+        check_schedule(result, options=_limit(result.options, max_outstanding_evictions=0))
+
+
+def _limit(options, **fields):
+    """``options`` with fields set past validation (a limit no plan may be given, to see check_schedule fail)."""
+    options = replace(options)
+    for name, value in fields.items():
+        object.__setattr__(options, name, value)
+    return options

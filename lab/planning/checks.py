@@ -57,7 +57,7 @@ def check_schedule(result, cost=None, options=None) -> None:
         count, at = _peak(mine["start_ms"].to_numpy(np.float64), mine["end_ms"].to_numpy(np.float64),
                           np.ones(len(mine)))
         if count > limit:
-            raise ValueError(f"copies in flight: {int(count)} {kind}es at {at:.6g} ms, above the limit of {limit}")
+            raise ValueError(f"copies in flight: {int(count)} {kind} copies at {at:.6g} ms, above the limit of {limit}")
     # 3. bandwidth
     copy_rate = options.copy_gb_s(cost) * BYTES_PER_GB_DECIMAL / MS_PER_S  # bytes per ms
     rate = max(copy_rate, dram_bytes_per_ms(cost))
