@@ -47,10 +47,10 @@ from lab.bounds.optimal import (dirty_states, intervals_of, lower_bound_mb, opti
                                 schedule_counts)
 from lab.checks import check_bool, check_int, check_number, check_positive_mb, check_str
 from lab.compiled import kernel, kernel_array
-from lab.sim import simulate
-from lab.sim.cost import MEMORY_COMBINE, resolve_cost
+from lab.sim import policy_names, simulate
+from lab.sim.cost import MAX_COST_VALUE, MEMORY_COMBINE, MIN_BANDWIDTH_GB_S, resolve_cost
 from lab.sim.simulate import capacity_bytes_of, metrics_of_counts
-from lab.sim.timing import (StepTime, check_execution, combined_memory_ms, dram_bytes_per_ms, launch_latency_ms,
+from lab.sim.timing import (EXECUTION_MODES, StepTime, combined_memory_ms, dram_bytes_per_ms, launch_latency_ms,
                              memory_combine_of, missing_numbers, step_times, with_memory_combine)
 from lab.trace.ops import op_positions, op_table
 from lab.trace.schema import column_or
@@ -94,9 +94,10 @@ class PlannerOptions:
 
     def __post_init__(self):
         if self.copy_bandwidth_gb_s is not None:
-            value = check_number("PlannerOptions.copy_bandwidth_gb_s", self.copy_bandwidth_gb_s, 0)
-            if value <= 0:
-                raise ValueError(f"PlannerOptions.copy_bandwidth_gb_s must be a number of GB/s > 0, got {value!r}")
+            value = check_number("PlannerOptions.copy_bandwidth_gb_s", self.copy_bandwidth_gb_s, 0, MAX_COST_VALUE)
+            if value < MIN_BANDWIDTH_GB_S:
+                raise ValueError(f"PlannerOptions.copy_bandwidth_gb_s must be at least {MIN_BANDWIDTH_GB_S:g} GB/s, got "
+                                 f"{value!r}")
         check_int("PlannerOptions.max_outstanding_prefetches", self.max_outstanding_prefetches, 1)
         check_int("PlannerOptions.max_outstanding_evictions", self.max_outstanding_evictions, 1)
         ratios = [check_number(f"PlannerOptions.{name}", getattr(self, name), 0, MAX_RATIO)
@@ -104,12 +105,15 @@ class PlannerOptions:
         if not ratios[0] <= ratios[1] <= ratios[2]:
             raise ValueError("PlannerOptions needs min_overlap_ratio <= preferred_overlap_ratio <= max_overlap_ratio, "
                              f"got {ratios[0]:g}, {ratios[1]:g}, {ratios[2]:g}")
-        check_execution(self.execution)
+        check_str("PlannerOptions.execution", self.execution, EXECUTION_MODES)
         if self.memory_combine is not None:
             check_str("PlannerOptions.memory_combine", self.memory_combine, MEMORY_COMBINE)
         check_bool("PlannerOptions.streaming", self.streaming)
         if isinstance(self.seed_policies, str) or not all(isinstance(p, str) for p in self.seed_policies):
             raise TypeError(f"PlannerOptions.seed_policies must be a tuple of policy names, got {self.seed_policies!r}")
+        for name in self.seed_policies:
+            if name.lower() not in {p.lower() for p in policy_names()}:
+                raise ValueError(f"PlannerOptions.seed_policies: unknown policy {name!r} (see lab.policy_names())")
         object.__setattr__(self, "seed_policies", tuple(self.seed_policies))
 
     def copy_gb_s(self, cost) -> float:
