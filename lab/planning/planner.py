@@ -56,12 +56,12 @@ from lab.trace.ops import op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import encode_trace
 from lab.planning.runtime import EVICTION, KINDS, NO_NEED, PREFETCH, simulate_copies
-from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S, bytes_to_mb
+from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S, bytes_to_mb, percent_above
 
 BYPASS, KEEP, PREFETCHED = 0, 1, 2  # an interval's decision
 MODEL = "scratchpad, whole tensors, prefetch and bypass"  # the buffer model of every plan
 MAX_RATIO = 1000.0  # the overlap ratios' upper limit
-OPTIMUM = "optimum"  # the seed of the optimum's achievable kept intervals
+OPTIMUM_SEED = "optimum"  # the seed of the optimum's achievable kept intervals
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ class PlannerOptions:
         if self.copy_bandwidth_gb_s is not None:
             value = check_number("PlannerOptions.copy_bandwidth_gb_s", self.copy_bandwidth_gb_s, 0, MAX_COST_VALUE)
             if value < MIN_BANDWIDTH_GB_S:
-                raise ValueError(f"PlannerOptions.copy_bandwidth_gb_s must be at least {MIN_BANDWIDTH_GB_S:g} GB/s, got "
-                                 f"{value!r}")
+                raise ValueError(f"PlannerOptions.copy_bandwidth_gb_s must be at least {MIN_BANDWIDTH_GB_S:g} "
+                                 f"GB/s, got {value!r}")
         check_int("PlannerOptions.max_outstanding_prefetches", self.max_outstanding_prefetches, 1)
         check_int("PlannerOptions.max_outstanding_evictions", self.max_outstanding_evictions, 1)
         ratios = [check_number(f"PlannerOptions.{name}", getattr(self, name), 0, MAX_RATIO)
@@ -478,9 +478,10 @@ def _policy_state(problem: _Problem, policy: str) -> np.ndarray:
 def _seeds(problem: _Problem, names=None):
     """(name, decisions) of the demand schedules the greedy starts from (``names``: only these)."""
     if names is None:
-        names = ("optimum", "Belady") + tuple(p for p in problem.options.seed_policies if p not in ("Belady", OPTIMUM))
+        extra = tuple(p for p in problem.options.seed_policies if p not in ("Belady", OPTIMUM_SEED))
+        names = (OPTIMUM_SEED, "Belady") + extra
     for name in names:
-        if name == OPTIMUM:
+        if name == OPTIMUM_SEED:
             best = optimal(problem.workload, problem.capacity_mb, problem.cost, method="flow", progress=False)
             state = np.zeros(problem.size.shape[0], np.int8)
             state[:problem.n_real] = np.where(best.plan["kept"].to_numpy(np.bool_), KEEP, BYPASS)
@@ -687,7 +688,7 @@ def _result(problem: _Problem, seed: str, state: np.ndarray, run) -> PlanResult:
     model = (f"{MODEL}; cost {cost.name}; capacity {problem.capacity_mb:g} MB; {opts.describe(cost)}; "
              f"execution {opts.execution}")
     return PlanResult(step_time_ms=step, lower_bound_ms=bound,
-                      gap_to_bound_pct=100.0 * (step - bound) / bound if bound > 0 else 0.0, metrics=metrics,
+                      gap_to_bound_pct=percent_above(step, bound), metrics=metrics,
                       seed=seed, model=model, capacity_mb=problem.capacity_mb, options=opts, cost=cost,
                       events=events, ops=ops, residency=residency)
 
