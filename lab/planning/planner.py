@@ -56,7 +56,7 @@ from lab.trace.ops import op_positions, op_table
 from lab.trace.schema import column_or
 from lab.trace.workload import encode_trace
 from lab.planning.runtime import EVICTION, KINDS, NO_NEED, PREFETCH, simulate_copies
-from lab.units import BYTES_PER_GB_DECIMAL, MS_PER_S, bytes_to_mb, percent_above
+from lab.units import BYTES_PER_GB_DECIMAL, BYTES_PER_MB, MS_PER_S, bytes_to_mb, percent_above
 
 BYPASS, KEEP, PREFETCHED = 0, 1, 2  # an interval's decision
 MODEL = "scratchpad, whole tensors, prefetch and bypass"  # the buffer model of every plan
@@ -361,6 +361,7 @@ class _Problem:
         self.tensor_ids = w.tensor_ids[w.codes[self.end]]
         self.dram_rate = dram_bytes_per_ms(cost)
         self.copy_rate = options.copy_gb_s(cost) * BYTES_PER_GB_DECIMAL / MS_PER_S
+        self.flow_lower_mb = None  # MB: the byte-granular traffic bound, once computed
         self.extra = np.zeros(self.n_ops, np.int64)
         if not options.streaming:
             self.extra = self.working_set()
@@ -483,6 +484,7 @@ def _seeds(problem: _Problem, names=None):
     for name in names:
         if name == OPTIMUM_SEED:
             best = optimal(problem.workload, problem.capacity_mb, problem.cost, method="flow", progress=False)
+            problem.flow_lower_mb = best.lower_mb  # the byte-granular bound (lower_bound_mb), for lower_bound_ms
             state = np.zeros(problem.size.shape[0], np.int8)
             state[:problem.n_real] = np.where(best.plan["kept"].to_numpy(np.bool_), KEEP, BYPASS)
             yield name, state
@@ -499,7 +501,9 @@ def _prefetch(problem: _Problem, state: np.ndarray, held: np.ndarray, times: Ste
     need = problem.need_op
     first = problem.start_op
     size = problem.size
-    candidate = (state == BYPASS) & problem.end_reads & (need >= 0) & (need > first)
+    # a real interval's data is in DRAM from its start op on; a first read's from before the step
+    candidate = ((state == BYPASS) & problem.end_reads & (need >= 0) & (need > first)
+                 & ((problem.start < 0) | (first >= 0)))
     idx = np.flatnonzero(candidate)
     dram = table["dram_ms"].to_numpy()
     onchip = table["onchip_ms"].to_numpy()
@@ -572,7 +576,9 @@ def lower_bound_ms(problem: _Problem) -> float:
     ops = problem.priced(np.zeros(problem.size.shape[0], np.int8)).ops.iloc[:problem.n_ops]
     floor = float(np.maximum.reduce([ops["compute_ms"].to_numpy(), ops["onchip_ms"].to_numpy(),
                                      ops["launch_ms"].to_numpy()]).sum()) if len(ops) else 0.0
-    traffic = lower_bound_mb(problem.workload, problem.capacity_mb) * 2 ** 20
+    if problem.flow_lower_mb is None:
+        problem.flow_lower_mb = lower_bound_mb(problem.workload, problem.capacity_mb)
+    traffic = problem.flow_lower_mb * BYTES_PER_MB
     rate = max(problem.dram_rate, problem.copy_rate)
     bound = max(floor, traffic / rate)
     if problem.options.execution == "eager" and len(ops):
