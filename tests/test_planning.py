@@ -334,3 +334,24 @@ def test_plans_of_a_captured_gpt2_pass_check_schedule():
         check_schedule(result)
         demand = min(demand_step_time_ms(trace, capacity_mb, p, "H200", options) for p in ("optimum", "LRU"))
         assert result.lower_bound_ms <= result.step_time_ms <= demand * (1 + 1e-9)
+
+
+def test_the_limit_on_prefetches_in_flight_holds():
+    # a long compute-bound op, then four memory-bound ops each reading a weight for the first time: with room for
+    # all four, their prefetches overlap behind the compute; with a limit of 2, at most two are in flight
+    ops = [("aten.bmm", 2e11, [("x", 1.0, "read"), ("h", 1.0, "write")])]
+    ops += [("aten.addmm", 1e8, [("h", 1.0, "read"), (f"w{i}", 64.0, "read")]) for i in range(4)]
+    trace = _trace(ops)
+
+    def peak(result):
+        events = result.events
+        return int(max(((events["start_ms"] <= t) & (t < events["end_ms"])).sum() for t in events["start_ms"]))
+
+    # the compute op lasts 20 copies: allow starting that early (XLA's default stops at 10)
+    free = plan(trace, 300, FAST_L2, PlannerOptions(max_overlap_ratio=100.0))
+    limited = plan(trace, 300, FAST_L2, PlannerOptions(max_overlap_ratio=100.0, max_outstanding_prefetches=2))
+    assert plan(trace, 300, FAST_L2).events.empty
+    check_schedule(free)
+    check_schedule(limited)
+    assert peak(free) >= 3 and peak(limited) <= 2
+    assert free.step_time_ms <= limited.step_time_ms

@@ -61,6 +61,7 @@ from lab.units import BYTES_PER_GB_DECIMAL, BYTES_PER_MB, MS_PER_S, bytes_to_mb,
 BYPASS, KEEP, PREFETCHED = 0, 1, 2  # an interval's decision
 MODEL = "scratchpad, whole tensors, prefetch and bypass"  # the buffer model of every plan
 MAX_RATIO = 1000.0  # the overlap ratios' upper limit
+NOT_PLACED = -2  # a candidate copy the greedy left out (-1 is an issue before the first op)
 OPTIMUM_SEED = "optimum"  # the seed of the optimum's achievable kept intervals
 
 
@@ -231,10 +232,10 @@ def repair_capacity(state, occ_from, occ_to, succ, size, extra, n_ops, capacity)
 def place_prefetches(candidates, first_op, need, size, held, inflight, idle_bytes, gpu_ms, copy_ms, capacity,
                      max_inflight, min_ratio, preferred_ratio, max_ratio):
     """The greedy's prefetches: for each candidate interval (in order), the op after which its copy is issued
-    (-1: left bypassed). ``first_op``: the earliest issue op; ``need``: the reading op; ``held``, ``inflight``,
-    ``idle_bytes`` (per op; updated in place as copies are committed): bytes on chip, copies in flight, DRAM-idle
-    bytes not yet promised; ``copy_ms``: each candidate's copy time."""
-    issue = np.full(candidates.shape[0], -1, np.int64)
+    (-1: before the first op; NOT_PLACED: left bypassed). ``first_op``: the earliest issue op; ``need``: the reading
+    op; ``held``, ``inflight``, ``idle_bytes`` (per op; updated in place as copies are committed): bytes on chip,
+    copies in flight, DRAM-idle bytes not yet promised; ``copy_ms``: each candidate's copy time."""
+    issue = np.full(candidates.shape[0], NOT_PLACED, np.int64)
     for j in range(candidates.shape[0]):
         k = candidates[j]
         b = need[k]
@@ -242,8 +243,8 @@ def place_prefetches(candidates, first_op, need, size, held, inflight, idle_byte
             continue
         idle = 0.0
         elapsed = 0.0
-        chosen = -1
-        fallback = -1
+        chosen = NOT_PLACED
+        fallback = NOT_PLACED
         s = b - 1
         while s >= first_op[k]:
             op = s + 1
@@ -260,9 +261,9 @@ def place_prefetches(candidates, first_op, need, size, held, inflight, idle_byte
             if idle >= min_ratio * size[k]:
                 fallback = s
             s -= 1
-        if chosen < 0:
+        if chosen == NOT_PLACED:
             chosen = fallback
-        if chosen < 0:
+        if chosen == NOT_PLACED:
             continue
         issue[j] = chosen
         left = float(size[k])
@@ -528,7 +529,7 @@ def _prefetch(problem: _Problem, state: np.ndarray, held: np.ndarray, times: Ste
                               np.int64(problem.capacity_bytes), np.int64(opts.max_outstanding_prefetches),
                               np.float64(opts.min_overlap_ratio), np.float64(opts.preferred_overlap_ratio),
                               np.float64(opts.max_overlap_ratio))
-    placed = chosen >= 0
+    placed = chosen != NOT_PLACED
     state[order[placed]] = PREFETCHED
     issue[order[placed]] = chosen[placed]
     evict = _evict(problem, state, held, idle_bytes, table)
