@@ -14,8 +14,10 @@ next access, ``lab.bounds.optimal.Intervals``) is
 - **bypassed**: op *b* reads the bytes from DRAM in its own time (``streaming=True``: GPU and XLA semantics,
   operands may stay in DRAM, so any capacity > 0 is legal).
 
-Dirty data not kept is written through by its producer (in that op's DRAM bytes); a tensor kept dirty into a
-persist mark is written back after the last op (the ``flush``). Dead data is dropped for free. The traffic of a
+Dirty data not kept is written through by its producer (in that op's DRAM bytes) or **evicted**: a write copy
+issued after its producer, holding its bytes until the copy is done, which must be before a deadline op (at the
+latest the tensor's next reader). A tensor kept dirty into a persist mark is written back after the last op (the
+``flush``). Dead data is dropped for free. The traffic of a
 schedule is ``lab.bounds.optimal.schedule_traffic`` of its kept set (a prefetch moves the bytes a miss moves).
 
 The greedy (MSA-like): seed with the best demand schedule (the optimum's achievable kept intervals, Belady's and
@@ -25,8 +27,13 @@ first) and timed; then, from the fastest, prefetch bypassed reads of memory-boun
 (size) (MSA's), each at the latest issue op whose DRAM-idle time, net of the copies already committed, covers
 ``preferred_overlap_ratio`` x its copy time (else the earliest one within ``max_overlap_ratio`` x its copy time
 covering ``min_overlap_ratio`` x), where the buffer has room and fewer than ``max_outstanding_prefetches`` copies
-are in flight. The schedule is simulated and the faster of it and the seed returned: the plan never loses to
-the demand schedules it was seeded with.
+are in flight; then evict the dirty intervals left bypassed whose producer is memory-bound, each in the DRAM-idle
+time of the ops after its producer (the same ratios, ``max_outstanding_evictions``). The schedule is simulated
+and the faster of it and the seed returned: the plan never loses to the demand schedules it was seeded with.
+
+The buffer is checked op by op (stricter than ``lab.simulate``'s access by access): an op's operands and outputs
+kept on chip are all resident while it runs, so a demand policy's run can lose a little when read in this model
+(an output may not take its input's room within one op).
 
 ``lower_bound_ms`` (no whole-tensor schedule of this model is faster): ops are sequential on one stream and none
 runs faster than its compute, on-chip or launch time, so the step takes at least their sum; and every schedule
