@@ -4,7 +4,8 @@ The package is layered (each layer imports only the ones before it):
 ``lab.trace`` (schema, Workload encoding, statistics, file formats) ->
 ``lab.workloads`` (synthetic generator, captures of real models) and
 ``lab.sim`` (policy engine, policies, cost model, simulate) -> ``lab.bounds``
-(the optimum, exact miss-ratio curves, capacities) -> ``lab.learn``
+(the optimum, exact miss-ratio curves, capacities) -> ``lab.planning``
+(prefetching plans timed by a runtime simulator) -> ``lab.learn``
 (eviction scorers) -> ``lab.analysis`` (sweeps, validation, compile
 prediction, attribution) -> ``lab.study`` (parameter grids on Dask, into a
 Parquet dataset) -> ``lab.ui`` (plots, widgets, app, reports).
@@ -25,6 +26,7 @@ from lab.bounds.capacities import default_capacities_mb, working_set_mb
 from lab.bounds.curves import miss_ratio_curve
 from lab.bounds.optimal import OptimalResult, optimal
 from lab.learn.learned import LearnedScorer, default_scorer
+from lab.planning import PlannerOptions, PlanResult, plan
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry
 from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
@@ -41,6 +43,8 @@ __all__ = [
     "LearnedScorer",
     "MODEL_TYPES",
     "OptimalResult",
+    "PlanResult",
+    "PlannerOptions",
     "REQUIRED_COLUMNS",
     "CompilePrediction",
     "CostModel",
@@ -65,6 +69,7 @@ __all__ = [
     "miss_ratio_curve",
     "optimal",
     "param",
+    "plan",
     "policy_names",
     "policy_table",
     "predict_compile",

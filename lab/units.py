@@ -45,3 +45,14 @@ METRIC_UNITS = {
     "peak_occupancy_mb": "MB",
     "step_time_ms": "ms", "gpu_time_ms": "ms", "host_time_ms": "ms", "memory_bound_ops": "ops",
 }
+
+
+def percent_above(value, base):
+    """How far ``value`` is above ``base`` (numbers or arrays), in % of ``base``: 100 (value - base) / base; NaN
+    where ``base`` is not > 0. The one definition of a gap to an optimum or a bound (``above_optimum_pct`` for
+    traffic, ``lab.plan``'s ``gap_to_bound_pct`` for time)."""
+    value = np.asarray(value, dtype=np.float64)
+    base = np.asarray(base, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(base > 0, 100.0 * (value - base) / np.where(base > 0, base, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out

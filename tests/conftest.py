@@ -64,7 +64,8 @@ capacities = [float(c) for c in lab.default_capacities_mb(trace, 3)]
 for step in (lambda: lab.compare_policies(trace, "all", capacity_mb=capacities[1]),
              lambda: lab.sweep_capacity(trace, "all", capacities),
              lambda: lab.compare_policies(trace, "all", capacity_mb=capacities[1], cost="H100-SXM5"),
-             lambda: lab.predict_compile(trace, capacities[1])):
+             lambda: lab.predict_compile(trace, capacities[1]),
+             lambda: lab.plan(trace, capacities[1], cost="H200")):
     try:
         step()
     except Exception as error:  # an API that moved: its kernels compile in the workers instead

@@ -54,6 +54,17 @@ CATALOGUE = [
      ValueError, "'op_index' must hold integers >= -1"),
     ("an op index of words", lambda: lab.simulate(TIMED.assign(op_index=["x", "y"]), "LRU", 4), ValueError,
      "'op_index' must hold numbers"),
+    ("a plan under a preset without the numbers", lambda: lab.plan(TIMED, 4, cost="seed"), ValueError,
+     "no plan: cost preset 'seed' has no physical numbers"),
+    ("a plan at capacity 0", lambda: lab.plan(TIMED, 0), ValueError, "capacity_mb"),
+    ("a plan of an empty trace", lambda: lab.plan(TIMED.iloc[:0], 4), ValueError, "non-empty trace"),
+    ("a plan with options of another type", lambda: lab.plan(TIMED, 4, options={"execution": "eager"}), TypeError,
+     "options must be a lab.PlannerOptions"),
+    ("a plan below an op's working set, streaming off",
+     lambda: lab.plan(TIMED, 1, options=lab.PlannerOptions(streaming=False)), ValueError,
+     "capacity_mb=1 is below the working set of op 0"),
+    ("a copy engine faster than DRAM", lambda: lab.plan(TIMED, 4, options=lab.PlannerOptions(copy_bandwidth_gb_s=1e5)),
+     ValueError, "above the DRAM bandwidth of cost preset 'H200'"),
     ("capacity 0", lambda: lab.simulate(SMALL, "LRU", 0), ValueError, "capacity_mb"),
     ("a local cluster of no worker", lambda: lab.local_cluster(0), ValueError, "workers must be an integer >= 1"),
     ("a local cluster of '2' workers", lambda: lab.local_cluster("2"), ValueError, "workers must be an integer"),
@@ -450,6 +461,13 @@ OPTION_FIELDS = {
         "gemm_tile": [((0, 128), ValueError), ((128,), ValueError), ("128x128", ValueError),
                       ((128.0, 128), ValueError), ((True, 128), ValueError), ([128, 128], ValueError)],
         "memory_combine": [("mean", ValueError), ("Max", ValueError), (None, TypeError), (1, TypeError)]}),
+    "PlannerOptions": (lambda **f: lab.PlannerOptions(**f), "PlannerOptions.", {
+        "copy_bandwidth_gb_s": NOT_COST + [(0.0, ValueError)], "max_outstanding_prefetches": NOT_COUNT,
+        "max_outstanding_evictions": NOT_COUNT, "min_overlap_ratio": NOT_COST,
+        "preferred_overlap_ratio": NOT_COST, "max_overlap_ratio": NOT_COST,
+        "execution": [("jit", ValueError), (None, TypeError), (1, TypeError)],
+        "memory_combine": [("mean", ValueError), ("Max", ValueError), (1, TypeError)], "streaming": NOT_BOOL,
+        "seed_policies": [("LRU", TypeError), ((1,), TypeError), (("LRUX",), ValueError)]}),
     "Preset": (_preset, "Preset.", {
         "name": NOT_NAME, "model_type": [("RNN", ValueError), (3, TypeError)],
         "build_config": [(None, TypeError), ("GPT2Config", TypeError)], "model_class": NOT_NAME,
@@ -485,6 +503,7 @@ def _option_fields(cls_name: str) -> set:
     import inspect
 
     make = {"CacheModel": "lab.sim.hardware", "CostModel": "lab.sim.cost", "Preset": "lab.workloads.models",
+            "PlannerOptions": "lab.planning.planner",
             "FewShotExample": "lab.learn.llm", "LearnedScorer": "lab.learn.learned", "LLMScorer": "lab.learn.llm"}
     import importlib
 
@@ -506,7 +525,8 @@ NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "Co
                "CompilePrediction", "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task",
                "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State", "Contenders",
                "SimulationModel",  # a result's record of what produced it, made by lab.simulate
-               "StepTime"}  # a simulation's step time, made by lab.sim.timing
+               "StepTime",  # a simulation's step time, made by lab.sim.timing
+               "PlanResult"}  # a plan, made by lab.plan
 
 
 def test_every_dataclass_under_lab_is_an_option_object_or_named_as_not_one():

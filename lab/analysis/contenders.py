@@ -16,6 +16,7 @@ import pandas as pd
 
 from lab.bounds.optimal import OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, OPTIMUM_ROWS
 from lab.checks import check_number
+from lab.units import percent_above
 
 __all__ = ["AUTO_OPTIMUM_ACCESSES", "OPTIMUM", "OPTIMUM_ACHIEVABLE", "OPTIMUM_LOWER", "OPTIMUM_ROWS", "TIE_PCT",
            "above_optimum_pct", "auto_skips_optimum", "best_online_policy", "gap_closed_pct", "is_offline",
@@ -107,10 +108,7 @@ def best_online_policy(table, metric: str = "dram_traffic_mb", tolerance_pct: fl
 def above_optimum_pct(traffic_mb, optimum_mb):
     """How far ``traffic_mb`` (MB; a number, array or Series) is above the optimum's ``optimum_mb`` (its exact
     value or its lower end), in % of it: 100 (traffic - optimum) / optimum; NaN where the optimum is not > 0."""
-    traffic = np.asarray(traffic_mb, dtype=np.float64)
-    optimum = np.asarray(optimum_mb, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(optimum > 0, 100.0 * (traffic - optimum) / np.where(optimum > 0, optimum, 1.0), np.nan)
+    out = np.asarray(percent_above(traffic_mb, optimum_mb))
     if isinstance(traffic_mb, pd.Series):
         return pd.Series(out, index=traffic_mb.index)
     return float(out) if out.ndim == 0 else out

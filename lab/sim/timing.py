@@ -41,7 +41,7 @@ latencies, ``CostModel.latency_ms``) are another model, kept as they were.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -107,6 +107,32 @@ def onchip_bytes(ops: pd.DataFrame, gemm_tile) -> np.ndarray:
     k_bytes = np.divide(read, m + n, out=np.zeros_like(read), where=gemm)
     tiled = k_bytes * (m * np.ceil(n / tn) + n * np.ceil(m / tm)) + write
     return np.where(gemm, np.maximum(tiled, read + write), read + write)
+
+
+def combined_memory_ms(dram_ms, onchip_ms, cost):
+    """An op's memory time from its DRAM and on-chip times (ms, arrays or floats), by ``cost.memory_combine``:
+    ``"max"`` (they overlap) or ``"sum"`` (XLA's cost analysis)."""
+    return np.maximum(dram_ms, onchip_ms) if cost.memory_combine == "max" else dram_ms + onchip_ms
+
+
+def memory_combine_of(cost) -> str:
+    """How ``cost`` combines an op's DRAM and on-chip times (``"max"`` or ``"sum"``)."""
+    return cost.memory_combine
+
+
+def with_memory_combine(cost, memory_combine=None):
+    """``cost`` with its ``memory_combine`` replaced (None: ``cost`` as it is)."""
+    return cost if memory_combine is None else replace(cost, memory_combine=memory_combine)
+
+
+def dram_bytes_per_ms(cost) -> float:
+    """The DRAM bandwidth ops reach under ``cost``, in bytes per ms: ``dram_bandwidth_gb_s * dram_efficiency``."""
+    return cost.dram_bandwidth_gb_s * cost.dram_efficiency * BYTES_PER_GB_DECIMAL / MS_PER_S
+
+
+def launch_latency_ms(cost) -> float:
+    """From issue to start on an idle GPU under ``cost`` (ms)."""
+    return cost.launch_latency_us / US_PER_MS
 
 
 @dataclass(frozen=True)
@@ -180,7 +206,7 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
     dram = dram_bytes / (cost.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL * cost.dram_efficiency) * MS_PER_S
     onchip = onchip_bytes(ops, cost.gemm_tile) / (cost.onchip_bandwidth_gb_s * BYTES_PER_GB_DECIMAL) * MS_PER_S
     launch = ops["launches"].to_numpy(np.float64) * cost.kernel_launch_us / US_PER_MS
-    memory = np.maximum(dram, onchip) if cost.memory_combine == "max" else dram + onchip
+    memory = combined_memory_ms(dram, onchip, cost)
     terms = np.stack([compute, memory, launch])
     gpu = terms.max(axis=0)
     which = terms.argmax(axis=0)  # ties: compute, then memory, then launch
