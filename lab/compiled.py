@@ -169,6 +169,9 @@ def kernel_stamp(py_func) -> str:
 
 
 STAMP_CHARS = 16  # of the stamp, in a cache file's name
+# numba keys neither its cache files nor their index on NUMBA_BOUNDSCHECK: without a folder of their own, kernels
+# compiled with bounds checks would serve normal runs (slower) and normal kernels a run that asked for the checks
+BOUNDSCHECK_FOLDER = "boundscheck"
 _SWEPT: set = set()  # (cache folder, kernel) whose stale files this process has removed
 _OLD_FOLDER = re.compile(r"lab-[0-9a-f]{16}")  # a folder per stamp, as lab kept them before
 
@@ -182,6 +185,8 @@ def _stamped(base):
     class Locator(base):
         def __init__(self, py_func, py_file):
             super().__init__(py_func, py_file)
+            if config.BOUNDSCHECK:  # NUMBA_BOUNDSCHECK=1: checked code, kept apart from the normal kernels
+                self._cache_path = os.path.join(self._cache_path, BOUNDSCHECK_FOLDER)
             self._lab_stamp = kernel_stamp(py_func)
             # numba's name for the kernel's files: "<file stem>.<qualname>-<disambiguator>.py311..."
             name = f"{Path(py_file).stem}.{py_func.__qualname__}".replace("<", "").replace(">", "")

@@ -1,11 +1,20 @@
 import os
+import sys
 
 # compile notices (lab.compiled) stay off stderr here: the notebooks' stored outputs and the reports' no-stderr
 # checks must not depend on which kernels happen to be compiled already
 os.environ["LAB_QUIET"] = "1"
+# every kernel the suite runs is compiled with numba's bounds checking (an index out of range raises IndexError
+# instead of reading or writing past an array): each test also checks that its kernels stay in bounds, and
+# tests/test_policy_ranges.py drives every policy to the ends of its parameters' ranges. lab.compiled keeps such
+# kernels in a cache folder of their own, apart from the normal ones. NUMBA_BOUNDSCHECK=0 runs the suite unchecked.
+os.environ.setdefault("NUMBA_BOUNDSCHECK", "1")
+if "numba" in sys.modules:  # imported before this file (a plugin): read the setting again
+    from numba.core import config as _numba_config
+
+    _numba_config.reload_config()
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,16 +125,46 @@ def test_the_seed_example_at_2q_ain_ratio_09():
     assert result.resident_bytes.max() <= 50 * BYTES_PER_MB
 
 
-@pytest.mark.slow
 def test_every_range_end_stays_in_bounds(tmp_path):
-    """All policies compiled with numba's bounds checking (decided at compile time: a subprocess of its own, with
-    its own cache so that the checked kernels never serve normal runs), run at each end of each range on short
-    traces: no IndexError, no crash."""
+    """All policies compiled with numba's bounds checking, run at each end of each range on short traces: no
+    IndexError, no crash. The suite runs with the checks on (tests/conftest.py), so its kernels are checked ones
+    and this runs here; with the checks off (NUMBA_BOUNDSCHECK=0 given) it runs in a subprocess that turns them on
+    (its kernels cached apart from the normal ones, lab.compiled)."""
+    if numba.config.BOUNDSCHECK:
+        with pytest.raises(IndexError):
+            numba.njit(lambda values, i: values[i])(np.zeros(3), 3)  # the checks are really on
+        problems = run_all(400, check_time=False)
+        assert not problems, "\n".join(problems)
+        return
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1",
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     code = ("import sys\nfrom tests.test_policy_ranges import run_all\nproblems = run_all(400, check_time=False)\n"
             "print('\\n'.join(problems))\nsys.exit(1 if problems else 0)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                           timeout=1800)
     assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+
+
+def test_bounds_checked_kernels_are_cached_apart_from_normal_ones(tmp_path):
+    """numba's disk cache does not key its files on NUMBA_BOUNDSCHECK: a kernel compiled and cached without the
+    checks would serve a run that asked for them (and read past its array). lab.compiled keeps checked kernels in a
+    folder of their own."""
+    code = ("import sys\nimport numpy as np\nfrom lab.trace.kernels import previous_access_positions\n"
+            "codes = np.array([0, 1, int(sys.argv[1])], np.int64)\n"
+            "try:\n    previous_access_positions(codes, 2)\n    print('ran')\n"
+            "except IndexError:\n    print('IndexError')\n")
+
+    def run(boundscheck: str, last_code: int) -> str:
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_BOUNDSCHECK": boundscheck}
+        done = subprocess.run([sys.executable, "-c", code, str(last_code)], env=env, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert run("0", 1) == "ran"  # compiled unchecked, and cached
+    assert run("1", 2) == "IndexError"  # not the unchecked kernel from the cache
+    assert run("0", 1) == "ran"
+    normal, checked = sorted({p.parent for p in tmp_path.rglob("kernels.previous_access_positions-*.nbi")},
+                             key=lambda p: len(p.parts))
+    assert checked == normal / "boundscheck", (normal, checked)
