@@ -22,13 +22,16 @@ from lab.units import BYTES_PER_MB
 
 # Each measured case and the capture that reproduces its step (ground_truth/h200/workloads.py: bf16, SDPA
 # attention, eval under no_grad or train with dropout, AdamW(lr=1e-4, foreach=True), and language models called
-# with use_cache=False: no KV cache is built)
+# with use_cache=False: no KV cache is built), with the kernels the H200's libraries run for each call
+# (H200_LOWERING: cuDNN's layout transforms around ResNet's NCHW convolutions, see lab.workloads.lowering)
+H200_LOWERING = "cuda-sm90"
 H200_CASES = {
-    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, use_cache=False),
-    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024, use_cache=False),
-    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512, use_cache=False),
-    "resnet50-fwd-b32": dict(name="resnet-50", batch_size=32),
-    "gpt2-train-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, training=True),
+    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, use_cache=False, lowering=H200_LOWERING),
+    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024, use_cache=False, lowering=H200_LOWERING),
+    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512, use_cache=False,
+                                lowering=H200_LOWERING),
+    "resnet50-fwd-b32": dict(name="resnet-50", batch_size=32, lowering=H200_LOWERING),
+    "gpt2-train-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, training=True, lowering=H200_LOWERING),
 }
 READ_METRIC = "dram__bytes_read.sum"
 WRITE_METRIC = "dram__bytes_write.sum"
