@@ -118,3 +118,31 @@ def test_a_bad_lowering_is_refused():
     model = TinyCNN()
     with pytest.raises(ValueError, match="lowering must be None .*'cuda-sm90'"):
         capture_trace(model, (torch.randn(1, 8, 8, 8),), lowering="cudnn")
+
+
+def test_category_traffic_puts_measured_and_predicted_bytes_side_by_side(lowered):
+    import lab
+    from lab.analysis.fidelity import category_traffic, kernel_categories, op_categories
+
+    kernels = pd.DataFrame({"ID": range(5), "kernel": [
+        "void cudnn::nchwToNhwcKernel<__nv_bfloat16>(...)", "sm90_xmma_fprop_implicit_gemm_bf16_nhwc",
+        "void at::native::batch_norm_transform_input_kernel<c10::BFloat16>(...)",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::(anonymous)::launch_clamp_scalar>(...)",
+        "void some_unknown_kernel()"],
+        "read_bytes": [MIB, 2 * MIB, 3 * MIB, 4 * MIB, 0], "write_bytes": [MIB, 4 * MIB, 2 * MIB, 8 * MIB, 0]})
+    assert list(kernel_categories(kernels)["category"]) == ["transform", "conv/gemm", "norm", "elementwise", "other"]
+    assert list(op_categories(["cudnn.nhwcToNchw", "aten.convolution", "aten.native_batch_norm", "aten.relu",
+                               "aten.max_pool2d_with_indices", "aten.cat"])) == [
+        "transform", "conv/gemm", "norm", "elementwise", "pool", "other"]
+    result = lab.simulate(lowered, "FIFO", 0.05, cost="H200", buffer="cache", per_access=False)
+    table = category_traffic(kernels, result).set_index("category")
+    assert list(table.index) == ["transform", "norm", "conv/gemm", "elementwise", "other", "flush"]
+    assert table.loc["transform", "launches"] == 5 and table.loc["norm", "launches"] == 3
+    assert table.loc["conv/gemm", "measured_write_mb"] == 4 and table.loc["conv/gemm", "write_ratio"] == pytest.approx(
+        table.loc["conv/gemm", "write_mb"] / 4)
+    # every predicted byte lands in one category (the flush included), every measured one too
+    assert table["write_mb"].sum() == pytest.approx(result.metrics["dram_writes_mb"])
+    assert table["read_mb"].sum() == pytest.approx(result.metrics["dram_reads_mb"])
+    assert table["measured_write_mb"].sum() == 15 and table.loc["transform", "write_mb"] > 0
+    with pytest.raises(ValueError, match="per-op DRAM bytes"):
+        category_traffic(kernels, lowered)  # the trace, not its simulation
