@@ -145,7 +145,9 @@ CATEGORIES = (
     ("pool", r"pool|reduce_kernel", r"pool|\.(?:mean|sum|amax|amin)$"),
     ("elementwise", r"elementwise|multi_tensor_apply|foreach|dropout",
      r"\.(?:relu_?|add_?|sub_?|mul_?|div_?|gelu|silu|tanh|sigmoid|pow|rsqrt|neg|exp|where|clone|copy_|fill_|zero_|"
-     r"masked_fill_?|native_dropout|addcmul_?|addcdiv_?|lerp_?|sqrt)$|_foreach_"),
+     r"masked_fill_?|native_dropout|addcmul_?|addcdiv_?|lerp_?|sqrt|_to_copy|cos|sin|arange|ones_like|zeros_like|"
+     r"full|tanh_backward|gelu_backward|threshold_backward|sigmoid_backward|silu_backward|native_dropout_backward)$"
+     r"|_foreach_"),
 )
 CATEGORY_NAMES = tuple(name for name, _, _ in CATEGORIES) + ("other",)
 
