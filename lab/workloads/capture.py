@@ -342,7 +342,8 @@ def _record_op(state: _State, op: str, schema, args, kwargs, out, func=None) -> 
             state.first_writer.setdefault(region.storage, (name, phase))
     if records:
         flops = _flops(func, args, kwargs, out) if func is not None else 0.0
-        rule = _lowering.match(state.lowering, name, {a.name: v for a, v in bound}, out)
+        rule = None if state.lowering is None else _lowering.match(state.lowering, name, {a.name: v for a, v in bound},
+                                                                   out)
         if rule is not None:
             _lowered(state, rule, op, bound, out, records, flops)
             return

@@ -345,7 +345,8 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     real weights and data, which we do not load.
 
     Returns the trace (see ``lab.workloads.capture.capture_trace``), ``model_type``
-    set to the preset's family. ``trace.attrs["capture"]`` records the arguments.
+    set to the preset's family. ``trace.attrs["capture"]`` records the arguments (``lowering`` only when not
+    None: a pure-aten capture keeps its cache key), ``trace.attrs["lowering"]`` the lowering.
     """
     from lab.workloads.capture import DEFAULT_PERSIST, check_persist
     from lab.workloads.lowering import check_lowering
@@ -390,6 +391,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
                               stacklevel=2)
             else:
                 trace.attrs["capture"] = params
+                trace.attrs["lowering"] = lowering
                 return trace
         return _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype, training,
                                  weight_dtype, routing, routing_skew, seed, use_cache, persist, overrides)
