@@ -7,7 +7,8 @@ tensors) and ``buffer="cache"`` (the hardware-cache model of
 ``lab.sim.hardware``, FIFO replacement), and the ratios predicted / measured.
 Then, per case, the kernels the GPU launched against the ops the capture
 recorded (``op_index``) and the kernels those ops launch (``launches``), the
-capture's TFLOP and the measured step time. Captures are cached
+capture's TFLOP and the measured step time; and per kernel category (``kernel_categories``) the measured
+against the cache model's DRAM writes. Captures are cached
 (``lab.capture_model``); a cold run captures five models.
 Run: ``.venv/bin/python benchmarks/bench_fidelity.py``.
 """
@@ -23,7 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from lab.analysis.fidelity import H200_CASES, fidelity_table, measured_steps, measured_totals  # noqa: E402
+from lab.analysis.fidelity import (H200_CASES, H200_POLICY, category_traffic, fidelity_table,  # noqa: E402
+                                   measured_steps, measured_totals)
+from lab.sim.cost import resolve_cost  # noqa: E402
+from lab.sim.simulate import simulate  # noqa: E402
 from lab.workloads.models import capture_model  # noqa: E402
 
 
@@ -42,6 +46,18 @@ def ops_table(directory, traces: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def categories_table(directory, traces: dict) -> pd.DataFrame:
+    """Per case and kernel category: measured kernels and the capture's launches, measured and predicted DRAM
+    MiB under buffer="cache" (H200 preset)."""
+    cost = resolve_cost("H200")
+    frames = []
+    for case, trace in traces.items():
+        result = simulate(trace, H200_POLICY, cost.buffer_mb, cost=cost, buffer="cache", per_access=False)
+        frames.append(category_traffic(Path(directory) / f"{case}.csv", result).assign(case=case))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["case"] + [c for c in table.columns if c != "case"]]
+
+
 def main():
     start = time.perf_counter()
     directory = ROOT / "ground_truth" / "h200"
@@ -55,6 +71,8 @@ def main():
         print(f"{buffer}: worst total ratio {worst:.2f}x")
     print()
     print(ops_table(directory, traces).to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    print()
+    print(categories_table(directory, traces).to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
     print(f"({time.perf_counter() - start:.1f} s)")
 
 

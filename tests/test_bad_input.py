@@ -174,6 +174,8 @@ CAPTURE_CATALOGUE = [
      "100,000,000 layers would capture"),
     ("sizes too large to count", {"batch_size": 10**13, "seq_length": 1024}, ValueError,
      "too large to count"),
+    ("an unknown lowering", {"lowering": "cudnn"}, ValueError,
+     r"lowering must be None \(pure aten\) or one of \['cuda-sm90'\], got 'cudnn'"),
 ]
 
 

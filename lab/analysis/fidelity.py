@@ -22,13 +22,16 @@ from lab.units import BYTES_PER_MB
 
 # Each measured case and the capture that reproduces its step (ground_truth/h200/workloads.py: bf16, SDPA
 # attention, eval under no_grad or train with dropout, AdamW(lr=1e-4, foreach=True), and language models called
-# with use_cache=False: no KV cache is built)
+# with use_cache=False: no KV cache is built), with the kernels the H200's libraries run for each call
+# (H200_LOWERING: cuDNN's layout transforms around ResNet's NCHW convolutions, see lab.workloads.lowering)
+H200_LOWERING = "cuda-sm90"
 H200_CASES = {
-    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, use_cache=False),
-    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024, use_cache=False),
-    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512, use_cache=False),
-    "resnet50-fwd-b32": dict(name="resnet-50", batch_size=32),
-    "gpt2-train-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, training=True),
+    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, use_cache=False, lowering=H200_LOWERING),
+    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024, use_cache=False, lowering=H200_LOWERING),
+    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512, use_cache=False,
+                                lowering=H200_LOWERING),
+    "resnet50-fwd-b32": dict(name="resnet-50", batch_size=32, lowering=H200_LOWERING),
+    "gpt2-train-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, training=True, lowering=H200_LOWERING),
 }
 READ_METRIC = "dram__bytes_read.sum"
 WRITE_METRIC = "dram__bytes_write.sum"
@@ -129,3 +132,87 @@ def fidelity_table(directory, cost="H200", buffers=("scratchpad", "cache"), trac
                          "write_ratio": write / m.write_mb, "measured_total_mb": m.read_mb + m.write_mb,
                          "total_mb": read + write, "total_ratio": (read + write) / (m.read_mb + m.write_mb)})
     return pd.DataFrame(rows)
+
+
+# Kernel categories, first match wins: (category, regular expression on an ncu kernel name, on a trace op name).
+# The trace's ops are aten operators and the library kernels a lowering records (lab.workloads.lowering).
+CATEGORIES = (
+    ("transform", r"nchwToNhwc|nhwcToNchw", r"^cudnn\.(?:nchwToNhwc|nhwcToNchw)$"),
+    ("norm", r"batch_norm|layer_norm|GammaBetaBackward", r"batch_norm|layer_norm"),
+    ("attention", r"flash|fmha|attention", r"attention|flash|efficient"),
+    ("conv/gemm", r"gemm|xmma|cutlass|nvjet|cudnn|conv|splitKreduce|cublas",
+     r"\.(?:convolution|convolution_backward|mm|addmm|bmm|baddbmm|linear|matmul|_scaled_mm)$"),
+    ("pool", r"pool|reduce_kernel", r"pool|\.(?:mean|sum|amax|amin)$"),
+    ("elementwise", r"elementwise|multi_tensor_apply|foreach|dropout",
+     r"\.(?:relu_?|add_?|sub_?|mul_?|div_?|gelu|silu|tanh|sigmoid|pow|rsqrt|neg|exp|where|clone|copy_|fill_|zero_|"
+     r"masked_fill_?|native_dropout|addcmul_?|addcdiv_?|lerp_?|sqrt|_to_copy|cos|sin|arange|ones_like|zeros_like|"
+     r"full|tanh_backward|gelu_backward|threshold_backward|sigmoid_backward|silu_backward|native_dropout_backward)$"
+     r"|_foreach_"),
+)
+CATEGORY_NAMES = tuple(name for name, _, _ in CATEGORIES) + ("other",)
+
+
+def _categorize(names: pd.Series, column: int) -> np.ndarray:
+    names = names.astype(str)
+    category = np.full(len(names), "other", dtype=object)
+    left = np.ones(len(names), dtype=bool)
+    for entry in CATEGORIES:
+        hit = left & names.str.contains(entry[column], regex=True).to_numpy()
+        category[hit] = entry[0]
+        left &= ~hit
+    return category
+
+
+def kernel_categories(kernels) -> pd.DataFrame:
+    """The kernels of one measured step (an Nsight Compute CSV's path, or ``read_kernels``' table) with a
+    ``category`` column: ``transform`` (cuDNN's layout transforms), ``norm`` (batch and layer norm: kernels
+    named so; batch norm's copy kernel is an elementwise one), ``attention`` (fused attention), ``conv/gemm`` (cuDNN, cuBLAS, CUTLASS and nvjet kernels), ``pool`` (pooling and reductions: a
+    global mean pool is a ``reduce_kernel``), ``elementwise`` (torch's elementwise and multi-tensor kernels) or
+    ``other``: ``CATEGORIES``' first matching pattern on the kernel name."""
+    table = read_kernels(kernels) if not isinstance(kernels, pd.DataFrame) else kernels.copy()
+    if "kernel" not in table.columns:
+        raise ValueError("kernels must be an Nsight Compute CSV path or read_kernels' table (a 'kernel' column)")
+    table["category"] = _categorize(table["kernel"], 1)
+    return table
+
+
+def op_categories(ops) -> np.ndarray:
+    """The category (``kernel_categories``' names) of each op name in ``ops`` (a Series or list of trace ``op``
+    values: aten operators, a lowering's library kernels)."""
+    return _categorize(pd.Series(list(ops) if not isinstance(ops, pd.Series) else ops), 2)
+
+
+def category_traffic(kernels, result) -> pd.DataFrame:
+    """Measured against predicted DRAM MiB per kernel category (see ``kernel_categories``) of one step.
+
+    ``kernels``: the step's Nsight Compute CSV (or ``read_kernels``' table); ``result``: ``lab.simulate`` of its
+    capture (a trace with ``op_index``, any buffer model), whose per-op DRAM bytes charge each writeback to the
+    access that evicted it, as ncu charges a kernel the writebacks made while it runs. Returns one row per
+    category present on either side (``CATEGORY_NAMES`` order, then ``flush``: the bytes written back after the
+    last op): category, kernels (measured launches) and launches (the capture's), measured_read_mb, read_mb,
+    measured_write_mb, write_mb and write_ratio (predicted / measured writes; NaN where nothing was measured)."""
+    op_bytes = getattr(result, "op_bytes", None)
+    if op_bytes is None:
+        raise ValueError(f"result must be lab.simulate's result (per-op DRAM bytes), got {type(result).__name__}: "
+                         "simulate the step's capture first")
+    measured = kernel_categories(kernels)
+    ops, read, write, flush = op_bytes
+    predicted = pd.DataFrame({"category": op_categories(ops["op"].astype(str)),
+                              "launches": ops["launches"].to_numpy(np.int64),
+                              "read_mb": np.asarray(read, np.float64) / BYTES_PER_MB,
+                              "write_mb": np.asarray(write, np.float64) / BYTES_PER_MB})
+    got = measured.groupby("category").agg(kernels=("kernel", "size"), measured_read_mb=("read_bytes", "sum"),
+                                          measured_write_mb=("write_bytes", "sum"))
+    got[["measured_read_mb", "measured_write_mb"]] /= BYTES_PER_MB
+    table = got.join(predicted.groupby("category")[["launches", "read_mb", "write_mb"]].sum(), how="outer")
+    table.loc["flush"] = {"kernels": 0, "measured_read_mb": 0.0, "measured_write_mb": 0.0, "launches": 0,
+                          "read_mb": 0.0, "write_mb": float(flush) / BYTES_PER_MB}
+    order = [c for c in CATEGORY_NAMES + ("flush",) if c in table.index]
+    table = table.loc[order].fillna({"kernels": 0, "launches": 0, "measured_read_mb": 0.0,
+                                     "measured_write_mb": 0.0, "read_mb": 0.0, "write_mb": 0.0})
+    table = table.astype({"kernels": np.int64, "launches": np.int64})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["write_ratio"] = np.where(table["measured_write_mb"] > 0,
+                                        table["write_mb"] / table["measured_write_mb"], np.nan)
+    columns = ["kernels", "launches", "measured_read_mb", "read_mb", "measured_write_mb", "write_mb", "write_ratio"]
+    return table.reset_index(names="category")[["category"] + columns]

@@ -82,6 +82,7 @@ import numpy as np
 import pandas as pd
 
 from lab.checks import first_line
+from lab.workloads import lowering as _lowering
 from lab.trace.workload import reuse_distances
 from lab.units import BYTES_PER_MB
 
@@ -159,6 +160,7 @@ class _State:
     ops: list = field(default_factory=list)  # _OpInfo per recorded op, indexed by op_index
     calls: int = 0  # aten calls dispatched since the last recorded op (views, noise and allocations included)
     host: set = field(default_factory=set)  # storages kept on the host (AdamW's step counts): no kernel touches them
+    lowering: Optional[str] = None  # rule set of lab.workloads.lowering applied to each call (None: pure aten)
 
     def add_op(self, records: list, flops: float = 0.0, launches: int = 1, own_call: int = 0,
                grad_mode: Optional[bool] = None) -> None:
@@ -186,6 +188,13 @@ class _State:
             self.storages[key] = (len(self.storages), storage)
             self.storage_bytes[len(self.storages) - 1] = storage.nbytes()
         return self.storages[key][0]
+
+    def new_storage(self, nbytes: int) -> int:
+        """A storage no tensor of the model holds (a library's temporary), of ``nbytes`` bytes: its index."""
+        index = len(self.storages)
+        self.storages[("lowering", index)] = (index, None)
+        self.storage_bytes[index] = int(nbytes)
+        return index
 
     def module(self) -> str:
         if self.phase == "backward":
@@ -333,8 +342,49 @@ def _record_op(state: _State, op: str, schema, args, kwargs, out, func=None) -> 
             state.first_writer.setdefault(region.storage, (name, phase))
     if records:
         flops = _flops(func, args, kwargs, out) if func is not None else 0.0
+        rule = None if state.lowering is None else _lowering.match(state.lowering, name, {a.name: v for a, v in bound},
+                                                                   out)
+        if rule is not None:
+            _lowered(state, rule, op, bound, out, records, flops)
+            return
         launches = _foreach_launches(schema, bound, out) if name.startswith("_foreach_") else 1
         state.add_op(records, flops, launches)
+
+
+def _lowered(state: _State, rule, op: str, bound, out, records: list, flops: float) -> None:
+    """Record one call as the kernels ``rule`` (a ``lab.workloads.lowering.Lowering``) expands it to: each step
+    its own op, reading and writing the regions of its roles (arguments, ``out``, all of the call's own reads or
+    writes, or the rule's temporaries: new storages, dead after their last reader). ``records`` are the call's
+    own records, ``flops`` its FLOPs (carried by the steps that say so)."""
+    module, phase = state.module(), state.phase
+    roles: dict = {_lowering.ALL: ([r.region for r in records if r.access == "read"],
+                                  [r.region for r in records if r.access == "write"])}
+    for argument, value in bound:
+        regions = [_region(state, t) for t in _tensors(value)]
+        roles[argument.name] = [r for r in regions if r is not None]
+    roles[_lowering.OUT] = [r for r in (_region(state, t) for t in _tensors(out)) if r is not None]
+    for temporary in rule.temporaries:
+        like = roles[temporary.like][0]
+        shape = like.shape
+        if temporary.layout == "nhwc" and len(shape) == 4:
+            shape = (shape[0], shape[2], shape[3], shape[1])
+        index = state.new_storage(like.nbytes)
+        strides, step = [], like.itemsize
+        for n in reversed(shape):
+            strides.insert(0, step)
+            step *= n
+        roles[temporary.name] = [_Region(storage=index, offset=0, nbytes=like.nbytes, dtype=like.dtype, shape=shape,
+                                         stride=1, sizes=shape, strides=tuple(strides), itemsize=like.itemsize)]
+        state.first_writer[index] = (temporary.name, phase)
+    for step in rule.steps:
+        name = step.op or op
+        reads = [region for role in step.reads
+                 for region in (roles[role][0] if role == _lowering.ALL else roles.get(role, []))]
+        writes = [region for role in step.writes
+                  for region in (roles[role][1] if role == _lowering.ALL else roles.get(role, []))]
+        step_records = [_Record(name, region, "read", module, phase) for region in reads]
+        step_records += [_Record(name, region, "write", module, phase) for region in writes]
+        state.add_op(step_records, flops if step.flops else 0.0, step.launches)
 
 
 def _on_host(state: _State, args, kwargs) -> bool:
@@ -1035,7 +1085,7 @@ def _persist(state: _State, persist: tuple, output, loss, params: dict, buffers:
 
 def capture_trace(module, example_inputs, training: bool = False, *, model_type: str = "custom",
                   device: str = "fake", loss_fn: Optional[Callable] = None, lr: float = 1e-4,
-                  persist=DEFAULT_PERSIST) -> pd.DataFrame:
+                  persist=DEFAULT_PERSIST, lowering: Optional[str] = None) -> pd.DataFrame:
     """Capture every tensor access of ``module``'s forward pass, or of a training step.
 
     Takes any ``torch.nn.Module``, its example inputs (a tuple of positional
@@ -1055,7 +1105,10 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     statistics); ``optimizer_state``: AdamW's moments and
     step; ``kv_cache``; ``gradients``); default ``DEFAULT_PERSIST`` (all but
     gradients), ``()`` for none. Each one the step wrote gets a final
-    ``persist`` access (see the module docstring).
+    ``persist`` access (see the module docstring). ``lowering``: None (default:
+    pure aten, one op per call) or a rule set of ``lab.workloads.lowering.LOWERINGS``
+    (``"cuda-sm90"``: the kernels cuDNN 9 and torch run on an H100/H200, e.g. the
+    NHWC layout transforms around an NCHW bf16 convolution, each its own op).
 
     Returns a trace DataFrame, one row per access: ``tensor_id`` (parameter
     names for weights, ``grad:``/``adamw.exp_avg:`` prefixes, ``input:i``,
@@ -1090,6 +1143,7 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
     if device not in ("fake", "meta", "real"):
         raise ValueError(f"device must be 'fake', 'meta' or 'real', got {device!r}")
     persist = check_persist(persist)
+    lowering = _lowering.check_lowering(lowering)
     was_training = module.training
     params = dict(module.named_parameters())
     buffers = dict(module.named_buffers())
@@ -1120,7 +1174,7 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
 
     if training and not args and "use_cache" not in kwargs and _accepts(module, "use_cache"):
         kwargs["use_cache"] = False  # a training step builds no KV cache
-    state = _State()
+    state = _State(lowering=lowering)
     optimizer = None
     loss = None
     module.train(training)
@@ -1172,7 +1226,9 @@ def capture_trace(module, example_inputs, training: bool = False, *, model_type:
         module.train(was_training)
     _persist(state, persist, output, loss, state_params, state_buffers, optimizer)
     names = _names_from(state, state_params, state_buffers, args, kwargs, optimizer)
-    return _to_frame(state, names, model_type)
+    trace = _to_frame(state, names, model_type)
+    trace.attrs["lowering"] = lowering
+    return trace
 
 
 def _accepts(module, name: str) -> bool:

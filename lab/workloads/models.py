@@ -321,7 +321,8 @@ def depth_override(name: str, num_layers: Optional[int]) -> dict:
 def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: str = "bf16",
                   training: bool = False, weight_dtype: Optional[str] = None, routing="uniform",
                   routing_skew: float = 1.0, seed: int = 0, cache: bool = True, num_layers: Optional[int] = None,
-                  use_cache: Optional[bool] = None, persist=None, **overrides) -> pd.DataFrame:
+                  use_cache: Optional[bool] = None, persist=None, lowering: Optional[str] = None,
+                  **overrides) -> pd.DataFrame:
     """Capture a named preset's trace (see ``PRESETS``): a forward pass, or a training step.
 
     Takes the preset name (``gpt2``, ``bert-base``, ``llama-2-7b``,
@@ -337,14 +338,18 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     default True for a forward pass, as a generation's prefill does, and
     False for a training step, where True is refused) and ``persist`` (which
     results must reach DRAM after the step: see
-    ``lab.workloads.capture.capture_trace``; default ``DEFAULT_PERSIST``).
+    ``lab.workloads.capture.capture_trace``; default ``DEFAULT_PERSIST``) and
+    ``lowering`` (None: pure aten; ``"cuda-sm90"``: the kernels an H100/H200's
+    libraries run, see ``lab.workloads.lowering``).
     Routing is a parameter because real routing needs
     real weights and data, which we do not load.
 
     Returns the trace (see ``lab.workloads.capture.capture_trace``), ``model_type``
-    set to the preset's family. ``trace.attrs["capture"]`` records the arguments.
+    set to the preset's family. ``trace.attrs["capture"]`` records the arguments (``lowering`` only when not
+    None: a pure-aten capture keeps its cache key), ``trace.attrs["lowering"]`` the lowering.
     """
     from lab.workloads.capture import DEFAULT_PERSIST, check_persist
+    from lab.workloads.lowering import check_lowering
 
     preset = preset_named(name)
     overrides = {**depth_override(preset.name, num_layers), **overrides}
@@ -368,10 +373,13 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     if use_cache and training:
         raise ValueError("use_cache must be False (or None) for a training step: training builds no KV cache")
     persist = check_persist(DEFAULT_PERSIST if persist is None else persist)
+    lowering = check_lowering(lowering)
     params = dict(name=preset.name, batch_size=batch_size, seq_length=seq_length, dtype=dtype, training=training,
                   weight_dtype=weight_dtype, routing=routing if isinstance(routing, str) else list(routing),
                   routing_skew=routing_skew, seed=seed, overrides=overrides, use_cache=use_cache,
                   persist=list(persist))
+    if lowering is not None:  # pure-aten captures keep the cache key they had before lowering existed
+        params["lowering"] = lowering
     _check_capture_config(preset, overrides, training)
     path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
     with _capture_lock(path if cache else None):
@@ -383,6 +391,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
                               stacklevel=2)
             else:
                 trace.attrs["capture"] = params
+                trace.attrs["lowering"] = lowering
                 return trace
         return _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype, training,
                                  weight_dtype, routing, routing_skew, seed, use_cache, persist, overrides)
@@ -424,7 +433,7 @@ def _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype
         try:
             with _routed_experts(model, routing, routing_skew, seed):
                 trace = capture_trace(model, inputs, training=training, model_type=preset.model_type,
-                                      persist=persist)
+                                      persist=persist, lowering=params.get("lowering"))
         except (RuntimeError, IndexError, ZeroDivisionError, AssertionError, CaptureError) as error:
             if "overflow" in str(error):
                 raise ValueError(f"batch_size={batch_size} and seq_length={seq_length} give {preset.name} tensors "
