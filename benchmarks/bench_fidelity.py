@@ -1,4 +1,4 @@
-"""Predicted against measured DRAM traffic of five real model steps on an NVIDIA H200 (60 MB L2).
+"""Predicted against measured DRAM traffic and step time of five real model steps on an NVIDIA H200 (60 MB L2).
 
 For each case of ``ground_truth/h200`` (per-kernel Nsight Compute CSVs, README
 there): the measured DRAM read and write MiB, lab's prediction under the
@@ -69,6 +69,13 @@ def main():
     for buffer, rows in table.groupby("buffer", sort=False):
         worst = rows["total_ratio"].map(lambda r: max(r, 1 / r)).max()
         print(f"{buffer}: worst total ratio {worst:.2f}x")
+    print()
+    print("step time (ms): measured (eager PyTorch, one step) against lab.sim.timing, eager and graph execution")
+    times = ["case", "buffer", "measured_step_ms", "step_ms", "step_ratio", "graph_step_ms"]
+    print(table[times].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    for buffer, rows in table.groupby("buffer", sort=False):
+        worst = rows["step_ratio"].map(lambda r: max(r, 1 / r)).max()
+        print(f"{buffer}: worst step ratio {worst:.2f}x")
     print()
     print(ops_table(directory, traces).to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     print()

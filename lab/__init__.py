@@ -26,7 +26,7 @@ from lab.bounds.capacities import default_capacities_mb, working_set_mb
 from lab.bounds.curves import miss_ratio_curve
 from lab.bounds.optimal import OptimalResult, optimal
 from lab.learn.learned import LearnedScorer, default_scorer
-from lab.planning import PlannerOptions, PlanResult, plan
+from lab.planning import PlannerOptions, PlanResult, check_plan, plan
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry
 from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
@@ -55,6 +55,7 @@ __all__ = [
     "ValidationReport",
     "Workload",
     "best_online_policy",
+    "check_plan",
     "compare_policies",
     "default_capacities_mb",
     "default_scorer",

@@ -525,7 +525,7 @@ def test_the_option_table_covers_every_field(cls):
 # records, or the study's parts (parse_study checks them; a StudySpec passed as an object is checked again).
 NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "CompleteTrees", "Schedule",
                "CompilePrediction", "OptimalResult", "Intervals", "ValidationReport", "Statistic", "Model", "Task",
-               "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State", "Contenders",
+               "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State", "_OpInfo", "Contenders",
                "SimulationModel",  # a result's record of what produced it, made by lab.simulate
                "StepTime",  # a simulation's step time, made by lab.sim.timing
                "PlanResult"}  # a plan, made by lab.plan

@@ -221,7 +221,9 @@ def test_capacity_curves_of_a_capture_with_a_bracketed_optimum(sweep, captured):
     fig = plots.capacity_curves(bracketed, capacity_mb=64.0)
     assert {"OPT (achievable)", "OPT (lower bound)"} <= {t.get_text() for t in fig.legends[0].get_texts()}
     assert_readable(fig)
-    pad = lab.sweep_capacity(captured, None, lab.default_capacities_mb(captured, 12), H100, buffer="scratchpad")
+    # a report's sweep of a capture; the optimum given 1 s per capacity, so bracketed where that is too short
+    pad = lab.sweep_capacity(captured, None, lab.default_capacities_mb(captured, 12), H100, buffer="scratchpad",
+                             time_limit_s=1.0)
     assert_readable(plots.capacity_curves(pad, capacity_mb=50.0))
 
 

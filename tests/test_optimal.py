@@ -352,7 +352,7 @@ def test_the_solvers_option_warning_stays_silent_from_threads():
 
     from tests.conftest import random_trace
 
-    traces = [random_trace(seed, n_accesses=300, n_tensors=30, max_size_bytes=64 * 2**20) for seed in range(4)]
+    traces = [random_trace(seed, n_accesses=150, n_tensors=30, max_size_bytes=64 * 2**20) for seed in range(4)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with ThreadPoolExecutor(4) as pool:

@@ -1,5 +1,5 @@
 """lab.plan (issue 26, slice 5): the runtime simulator against XLA's worked cases and a plain-Python reference,
-every plan checked by check_schedule, the bounds around the plan, mutations that check_schedule must catch, and
+every plan checked by check_plan, the bounds around the plan, mutations that check_plan must catch, and
 bad input. Synthetic traces record their ops as captures do (op_index, flops, launches, host_calls, grad_mode)
 with MiB-sized tensors."""
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lab
-from lab.planning import PlannerOptions, check_schedule, plan
+from lab.planning import PlannerOptions, check_plan, plan
 from lab.planning.planner import demand_step_time_ms
 from lab.planning.runtime import EVICTION, NO_NEED, PREFETCH, simulate_copies
 from lab.sim.cost import resolve_cost
@@ -146,7 +146,7 @@ def layers_plan(layers):
 
 def test_a_plan_prefetches_the_weights_behind_compute_and_beats_every_demand_schedule(layers, layers_plan):
     result = layers_plan
-    check_schedule(result)
+    check_plan(result)
     assert len(result.events) > 0 and set(result.events["kind"]) == {"prefetch"}
     assert set(result.events["tensor_id"]) <= {f"w{i}" for i in range(6)}
     demand = {p: demand_step_time_ms(layers, 64, p, FAST_L2) for p in ("optimum", "Belady", "LRU")}
@@ -170,12 +170,12 @@ def test_a_plan_prefetches_the_weights_behind_compute_and_beats_every_demand_sch
 @given(trace=traces(), capacity_mb=st.sampled_from([2.0, 8.0, 20.0, 64.0]),
        prefetches=st.integers(1, 4), copy_share=st.sampled_from([0.25, 1.0]),
        execution=st.sampled_from(["graph", "eager"]))
-def test_every_plan_passes_check_schedule_and_sits_between_its_bounds(trace, capacity_mb, prefetches, copy_share,
+def test_every_plan_passes_check_plan_and_sits_between_its_bounds(trace, capacity_mb, prefetches, copy_share,
                                                                     execution):
     options = PlannerOptions(max_outstanding_prefetches=prefetches, execution=execution,
                              copy_bandwidth_gb_s=copy_share * FAST_L2.dram_bandwidth_gb_s * 0.7)
     result = plan(trace, capacity_mb, FAST_L2, options)
-    check_schedule(result)
+    check_plan(result)
     demand = min(demand_step_time_ms(trace, capacity_mb, p, FAST_L2, options) for p in ("optimum", "Belady", "LRU"))
     assert result.lower_bound_ms <= result.step_time_ms * (1 + 1e-9)
     assert result.step_time_ms <= demand * (1 + 1e-9)
@@ -184,7 +184,7 @@ def test_every_plan_passes_check_schedule_and_sits_between_its_bounds(trace, cap
 def test_eager_execution_and_the_sum_combine_are_planned_and_checked(layers):
     for options in (PlannerOptions(execution="eager"), PlannerOptions(memory_combine="sum")):
         result = plan(layers, 32, FAST_L2, options)
-        check_schedule(result)
+        check_plan(result)
         assert result.lower_bound_ms <= result.step_time_ms
     eager = plan(layers, 32, FAST_L2, PlannerOptions(execution="eager"))
     assert eager.ops["host_ms"].iloc[:-1].gt(0).all() and "execution eager" in eager.model
@@ -192,61 +192,61 @@ def test_eager_execution_and_the_sum_combine_are_planned_and_checked(layers):
 
 def test_streaming_off_counts_each_ops_working_set(layers):
     result = plan(layers, 40, FAST_L2, PlannerOptions(streaming=False))
-    check_schedule(result)
+    check_plan(result)
     staged = result.residency[result.residency["how"] == "staged"]
     assert len(staged) == 12 and staged["size_mb"].max() == pytest.approx(32.0)
 
 
-# --- check_schedule catches corrupted plans -------------------------------------------------------------
+# --- check_plan catches corrupted plans -------------------------------------------------------------
 
 def _corrupt(result, **tables):
     return replace(result, **tables)
 
 
-def test_check_schedule_catches_a_copy_faster_than_the_copy_engine(layers_plan):
+def test_check_plan_catches_a_copy_faster_than_the_copy_engine(layers_plan):
     events = layers_plan.events.copy()
     events.loc[0, "end_ms"] = events.loc[0, "start_ms"] + 1e-6
     with pytest.raises(ValueError, match=r"^bandwidth: copy 0 moves"):
-        check_schedule(_corrupt(layers_plan, events=events))
+        check_plan(_corrupt(layers_plan, events=events))
 
 
-def test_check_schedule_catches_overlapping_copies_above_the_bandwidth(layers_plan):
+def test_check_plan_catches_overlapping_copies_above_the_bandwidth(layers_plan):
     # every copy squeezed into the first one's window: each alone at the copy rate, together far above DRAM's
     events = layers_plan.events.copy()
     first = events.iloc[0]
     events["start_ms"], events["end_ms"] = first["start_ms"], first["end_ms"]
     events["size_mb"] = first["size_mb"]
     with pytest.raises(ValueError, match=r"^bandwidth: .* bytes must move in"):
-        check_schedule(_corrupt(layers_plan, events=events))
+        check_plan(_corrupt(layers_plan, events=events))
 
 
-def test_check_schedule_catches_one_copy_too_many_in_flight(layers_plan):
+def test_check_plan_catches_one_copy_too_many_in_flight(layers_plan):
     events = layers_plan.events
     in_flight = int(max(((events["start_ms"] <= t) & (t < events["end_ms"])).sum() for t in events["start_ms"]))
     assert in_flight >= 1
     with pytest.raises(ValueError, match=rf"^copies in flight: {in_flight} prefetch copies at .* above the limit of "
                                          rf"{in_flight - 1}$"):
-        check_schedule(layers_plan, options=_limit(layers_plan.options, max_outstanding_prefetches=in_flight - 1))
-    check_schedule(layers_plan, options=_limit(layers_plan.options, max_outstanding_prefetches=in_flight))
+        check_plan(layers_plan, options=_limit(layers_plan.options, max_outstanding_prefetches=in_flight - 1))
+    check_plan(layers_plan, options=_limit(layers_plan.options, max_outstanding_prefetches=in_flight))
 
 
-def test_check_schedule_catches_residency_above_capacity(layers_plan):
+def test_check_plan_catches_residency_above_capacity(layers_plan):
     residency = layers_plan.residency.copy()
     row = residency.iloc[[0]].assign(size_mb=layers_plan.capacity_mb)
     with pytest.raises(ValueError, match=r"^capacity: .* MB resident at .* above capacity_mb=64"):
-        check_schedule(_corrupt(layers_plan, residency=pd.concat([residency, row], ignore_index=True)))
+        check_plan(_corrupt(layers_plan, residency=pd.concat([residency, row], ignore_index=True)))
 
 
-def test_check_schedule_catches_data_not_ready(layers_plan):
+def test_check_plan_catches_data_not_ready(layers_plan):
     events = layers_plan.events.copy()
     need = layers_plan.ops.set_index("op_index").loc[events.loc[0, "need_op"], "start_ms"]
     events.loc[0, "end_ms"] = need + 1.0
     with pytest.raises(ValueError, match=r"^data ready: prefetch 0 .* after its op"):
-        check_schedule(_corrupt(layers_plan, events=events))
+        check_plan(_corrupt(layers_plan, events=events))
     residency = layers_plan.residency
     gone = residency[~((residency["how"] == "prefetched") & (residency["tensor_id"] == events.loc[0, "tensor_id"]))]
     with pytest.raises(ValueError, match=r"^data ready: tensor .* is not resident"):
-        check_schedule(_corrupt(layers_plan, residency=gone))
+        check_plan(_corrupt(layers_plan, residency=gone))
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_bad_plan_arguments_are_one_line_errors(layers):
     with pytest.raises(TypeError, match="options must be a lab.PlannerOptions"):
         plan(layers, 64, options={"streaming": False})
     # streaming (the default) plans any capacity > 0, even one below every tensor
-    check_schedule(plan(layers, 0.5, FAST_L2))
+    check_plan(plan(layers, 0.5, FAST_L2))
 
 
 def test_an_eviction_writes_a_memory_bound_ops_output_back_behind_compute():
@@ -299,7 +299,7 @@ def test_an_eviction_writes_a_memory_bound_ops_output_back_behind_compute():
            ("aten.add", 0.0, [("y", 24.0, "read"), ("e", 1.0, "read"), ("z", 1.0, "write")])]
     trace = _trace(ops)
     result = plan(trace, 30, FAST_L2, PlannerOptions(seed_policies=()))
-    check_schedule(result)
+    check_plan(result)
     evictions = result.events[result.events["kind"] == "eviction"]
     assert evictions["tensor_id"].tolist() == ["y"] and evictions["issue_op"].tolist() == [0]
     assert result.ops.loc[0, "dram_write_mb"] == 0.0
@@ -308,20 +308,20 @@ def test_an_eviction_writes_a_memory_bound_ops_output_back_behind_compute():
     need = int(evictions["need_op"].iloc[0])
     late.loc[evictions.index[0], "end_ms"] = result.ops.set_index("op_index").loc[need, "start_ms"] + 1.0
     with pytest.raises(ValueError, match=r"^data ready: eviction .* ends at"):
-        check_schedule(_corrupt(result, events=late))
+        check_plan(_corrupt(result, events=late))
     with pytest.raises(ValueError, match=r"^copies in flight: 1 eviction copies at"):
-        check_schedule(result, options=_limit(result.options, max_outstanding_evictions=0))
+        check_plan(result, options=_limit(result.options, max_outstanding_evictions=0))
 
 
 def _limit(options, **fields):
-    """``options`` with fields set past validation (a limit no plan may be given, to see check_schedule fail)."""
+    """``options`` with fields set past validation (a limit no plan may be given, to see check_plan fail)."""
     options = replace(options)
     for name, value in fields.items():
         object.__setattr__(options, name, value)
     return options
 
 
-def test_plans_of_a_captured_gpt2_pass_check_schedule():
+def test_plans_of_a_captured_gpt2_pass_check_plan():
     pytest.importorskip("torch")
     from lab.trace.ops import op_index_of
 
@@ -334,7 +334,7 @@ def test_plans_of_a_captured_gpt2_pass_check_schedule():
     for capacity_mb, options in ((1.0, PlannerOptions(max_outstanding_prefetches=1)),
                                  (8.0, PlannerOptions(execution="eager", seed_policies=("LRU", best)))):
         result = plan(trace, capacity_mb, "H200", options)
-        check_schedule(result)
+        check_plan(result)
         demand = min(demand_step_time_ms(trace, capacity_mb, p, "H200", options)
                      for p in ("optimum", "Belady", "LRU", best))
         assert result.lower_bound_ms <= result.step_time_ms <= demand * (1 + 1e-9)
@@ -355,7 +355,7 @@ def test_the_limit_on_prefetches_in_flight_holds():
     free = plan(trace, 300, FAST_L2, PlannerOptions(max_overlap_ratio=100.0))
     limited = plan(trace, 300, FAST_L2, PlannerOptions(max_overlap_ratio=100.0, max_outstanding_prefetches=2))
     assert plan(trace, 300, FAST_L2).events.empty
-    check_schedule(free)
-    check_schedule(limited)
+    check_plan(free)
+    check_plan(limited)
     assert peak(free) >= 3 and peak(limited) <= 2
     assert free.step_time_ms <= limited.step_time_ms

@@ -32,7 +32,7 @@ def _trace(ops, persist=()):
                 rows.append({"tensor_id": tensor, "size_mb": float(mb), "access": access, "op": op["name"],
                              "shape": str(shape), "dtype": op.get("dtype", "bfloat16"), "op_index": index,
                              "flops": float(op.get("flops", 0.0)), "launches": op.get("launches", 1),
-                             "host_calls": 1, "grad_mode": op.get("grad_mode", False),
+                             "host_calls": op.get("host_calls", 1), "grad_mode": op.get("grad_mode", False),
                              "phase": op.get("phase", "forward"), "layer": op.get("layer", 0),
                              "module": op.get("module", f"model.layers.{op.get('layer', 0)}.mlp")})
     for tensor in persist:
@@ -137,6 +137,10 @@ def test_eager_execution_pays_the_host_and_graph_execution_does_not():
     assert timing.step_times(recorded, zeros, zeros, 0, UNIT).host_time_ms == pytest.approx(0.12)  # autograd 2x
     with pytest.raises(ValueError, match="execution must be one of"):
         timing.step_times(ops, zeros, zeros, 0, UNIT, execution="lazy")
+    # ops a library launches inside another op's call (lowering's layout transforms: host_calls 0) cost no host
+    # time: 2 dispatched ops at 10 us each
+    lowered = op_table(_trace([{**op, "host_calls": 1 if i in (0, 3) else 0} for i, op in enumerate(_small_ops())]))
+    assert timing.step_times(lowered, zeros, zeros, 0, UNIT).host_time_ms == pytest.approx(0.02)
 
 
 def _workload_with_writebacks():

@@ -112,25 +112,37 @@ def fidelity_table(directory, cost="H200", buffers=("scratchpad", "cache"), trac
     Captures each case (``traces``: an optional dict case -> trace instead),
     simulates it at the preset's ``buffer_mb`` with LRU for the scratchpad and
     ``H200_POLICY`` for the cache. Returns case, buffer, measured and
-    predicted read, write and total MiB, and the ratios predicted / measured.
+    predicted read, write and total MiB, and the ratios predicted / measured;
+    and the step: ``measured_step_ms`` (``steps.jsonl``, NaN for a case it
+    lacks), ``step_ms`` (``lab.sim.timing``, eager execution as measured),
+    ``graph_step_ms`` (without the host) and ``step_ratio`` (eager / measured).
     """
     from lab.sim.cost import resolve_cost
     from lab.sim.simulate import simulate
+    from lab.sim.timing import step_time
     from lab.workloads.models import capture_model
 
     cost = resolve_cost(cost)
     measured = measured_totals(directory)
+    steps = measured_steps(directory).set_index("case")["step_ms"] if (Path(directory) / STEPS_FILE).exists() \
+        else pd.Series(dtype=float)
     rows = []
     for m in measured.itertuples():
         trace = traces[m.case] if traces is not None else capture_model(**H200_CASES[m.case])
+        measured_ms = float(steps.get(m.case, float("nan")))
         for buffer in buffers:
             policy = H200_POLICY if buffer == "cache" else "LRU"
-            got = simulate(trace, policy, cost.buffer_mb, cost=cost, per_access=False, buffer=buffer).metrics
+            result = simulate(trace, policy, cost.buffer_mb, cost=cost, per_access=False, buffer=buffer)
+            got = result.metrics
             read, write = got["dram_reads_mb"], got["dram_writes_mb"]
+            eager_ms = got.get("step_time_ms", float("nan"))
+            graph_ms = step_time(result, trace, execution="graph") if "step_time_ms" in got else float("nan")
             rows.append({"case": m.case, "buffer": buffer, "measured_read_mb": m.read_mb, "read_mb": read,
                          "read_ratio": read / m.read_mb, "measured_write_mb": m.write_mb, "write_mb": write,
                          "write_ratio": write / m.write_mb, "measured_total_mb": m.read_mb + m.write_mb,
-                         "total_mb": read + write, "total_ratio": (read + write) / (m.read_mb + m.write_mb)})
+                         "total_mb": read + write, "total_ratio": (read + write) / (m.read_mb + m.write_mb),
+                         "measured_step_ms": measured_ms, "step_ms": eager_ms, "graph_step_ms": graph_ms,
+                         "step_ratio": eager_ms / measured_ms})
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,4 @@
-"""``check_schedule``: a plan's events checked without trusting the planner (capacity, copies in flight,
+"""``check_plan``: a plan's events checked without trusting the planner (capacity, copies in flight,
 bandwidth, data ready), the first violation raised as a one-line ValueError with its time and values."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _peak(starts: np.ndarray, ends: np.ndarray, weights: np.ndarray):
     return float(level[i]), float(times[order][i])
 
 
-def check_schedule(result, cost=None, options=None) -> None:
+def check_plan(result, cost=None, options=None) -> None:
     """Raise ValueError naming the first violation of ``result`` (``lab.plan``'s ``PlanResult``) under ``cost``
     (its own when None) and ``options`` (its own when None), checked from its tables alone:
 

@@ -33,8 +33,10 @@ floor. The step time is the last op's end. Op *i* exposes ``e_i - e_{i-1}`` of i
 pseudo-op, ``flush``, paid at DRAM bandwidth after the last op.
 
 The host numbers are the measuring host's (its CPU, Python and PyTorch), not the GPU's: they are fitted once per
-preset from measured steps (issue 26, slice 4). The host cost is per recorded op; a capture's ``host_calls`` (the
-aten calls dispatched per op, views included) is kept for a per-call model, should measurements ask for one. ``total_latency`` and ``bandwidth_wait_time`` (the seed's per-access
+preset from measured steps (issue 26, slice 4). The host cost is per recorded op that the host dispatched (its
+``host_calls`` > 0: an op a library launches from inside another op's call, such as cuDNN's layout transforms
+around a convolution, costs none); the count itself (the aten calls dispatched per op, views included) is kept
+for a per-call model, should measurements ask for one. ``total_latency`` and ``bandwidth_wait_time`` (the seed's per-access
 latencies, ``CostModel.latency_ms``) are another model, kept as they were.
 """
 
@@ -213,7 +215,10 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
     bound = np.where(which == 0, "compute", np.where(which == 2, "launch", np.where(dram >= onchip, "dram", "on-chip")))
     if execution == "eager":
         factor = np.where(ops["grad_mode"].to_numpy(np.bool_), cost.autograd_factor, 1.0)
-        host = cost.host_dispatch_us / US_PER_MS * factor
+        # an op the library launches from inside another op's call (a layout transform cuDNN runs around a
+        # convolution: lab.workloads.lowering) has no aten call of its own (host_calls 0): no host cost
+        dispatched = ops["host_calls"].to_numpy(np.int64) > 0
+        host = np.where(dispatched, cost.host_dispatch_us / US_PER_MS * factor, 0.0)
     else:
         host = np.zeros(n)
     table = ops.copy()
