@@ -528,7 +528,8 @@ NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "Co
                "StudySpec", "StudySummary", "Failed", "_Region", "_Record", "_State", "_OpInfo", "Contenders",
                "SimulationModel",  # a result's record of what produced it, made by lab.simulate
                "StepTime",  # a simulation's step time, made by lab.sim.timing
-               "PlanResult"}  # a plan, made by lab.plan
+               "PlanResult",  # a plan, made by lab.plan
+               "Lowering", "Step", "Temporary"}  # lab.workloads.lowering's table of library rules (not arguments)
 
 
 def test_every_dataclass_under_lab_is_an_option_object_or_named_as_not_one():

@@ -28,6 +28,18 @@ KINDS = ("prefetch", "eviction")
 NO_NEED = -1  # need_op of a copy no op waits for (drained at the end of the step)
 
 
+@kernel(inline="always")
+def _advance(copy, head, to_finish, step, speed, at, remaining, end):
+    """Move ``copy``, at the head (position ``head``) of its queue, for ``step`` ms at ``speed`` bytes per ms: done
+    at ``at`` when ``to_finish`` (ms it still needed) <= ``step``. Returns the queue's new head."""
+    if to_finish <= step:
+        remaining[copy] = 0.0
+        end[copy] = at
+        return head + 1
+    remaining[copy] -= step * speed
+    return head
+
+
 @kernel
 def _drain(now, duration, target, remaining, end, read_q, write_q, state, rate):
     """Move the queues' front copies for up to ``duration`` (or until copy ``target`` is done, ``target`` >= 0)
@@ -57,21 +69,9 @@ def _drain(now, duration, target, remaining, end, read_q, write_q, state, rate):
             dt_w = remaining[write_q[state[2]]] / speed
         step = min(dt_r, dt_w, left)
         if r_busy:
-            c = read_q[state[0]]
-            if dt_r <= step:
-                remaining[c] = 0.0
-                end[c] = now + used + step
-                state[0] += 1
-            else:
-                remaining[c] -= step * speed
+            state[0] = _advance(read_q[state[0]], state[0], dt_r, step, speed, now + used + step, remaining, end)
         if w_busy:
-            c = write_q[state[2]]
-            if dt_w <= step:
-                remaining[c] = 0.0
-                end[c] = now + used + step
-                state[2] += 1
-            else:
-                remaining[c] -= step * speed
+            state[2] = _advance(write_q[state[2]], state[2], dt_w, step, speed, now + used + step, remaining, end)
         used += step
     return used
 
