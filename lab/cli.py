@@ -14,6 +14,7 @@ stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -732,10 +733,12 @@ class _InterruptWatchdog:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (0; 1 when cells of a study failed; 2 on bad input; 130 when
-    interrupted)."""
+    interrupted). ``argv`` None: the program itself (``python -m lab``), which a Ctrl-C ends within
+    ``INTERRUPT_GRACE_S`` (``_InterruptWatchdog``); a list: a call from Python (a notebook, a test), whose process
+    the watchdog must not end."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _InterruptWatchdog(args.command):
+    with _InterruptWatchdog(args.command) if argv is None else contextlib.nullcontext():
         return _run(args)
 
 

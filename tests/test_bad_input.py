@@ -1054,6 +1054,22 @@ def test_the_interrupt_watchdog_restores_what_it_changed():
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
+def test_a_command_called_from_python_keeps_its_callers_interrupt_handling(monkeypatch):
+    """``lab.cli.main([...])`` from a notebook or a test installs no watchdog: a Ctrl-C there must never end the
+    caller's process (a Jupyter kernel); ``python -m lab`` (``main()``) does."""
+    import signal
+
+    from lab import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda args: seen.append(signal.getsignal(signal.SIGINT)) or 0)
+    handler = signal.getsignal(signal.SIGINT)
+    assert cli.main(["validate"]) == 0 and seen == [handler]
+    monkeypatch.setattr(sys, "argv", ["lab", "validate"])
+    assert cli.main() == 0 and seen[-1] is not handler  # the program: the watchdog's handler
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 # --- issue 23: model files are untrusted input ---------------------------------------------------------------------
 
 def _model_traces():
