@@ -226,11 +226,9 @@ def repair_capacity(state, occ_from, occ_to, succ, size, extra, n_ops, capacity)
                 if occ_from[s] <= i and occ_to[s] >= i:
                     active[n_active] = s
                     n_active += 1
-            if last >= i:
+            if last >= i:  # else the successor starts at this op: no gain here, and it is a candidate itself
                 running -= size[k]
                 diff[last + 1] += size[k]
-            elif s >= 0 and state[s] == KEEP:
-                pass  # the successor now starts here: no gain at this op, it is a candidate itself
         held[i] = running + extra[i]
     return held
 
