@@ -197,6 +197,70 @@ def test_streaming_off_counts_each_ops_working_set(layers):
     assert len(staged) == 12 and staged["size_mb"].max() == pytest.approx(32.0)
 
 
+# --- across steps -------------------------------------------------------------------------------------------
+
+def _per_step_sums_to_the_metrics(result):
+    steps = result.per_step
+    assert list(steps["step"]) == list(range(result.steps))
+    for name in ("dram_read_mb", "dram_write_mb", "dram_traffic_mb"):
+        assert steps[name].sum() == pytest.approx(result.metrics[name.replace("dram_read_mb", "dram_reads_mb")
+                                                               .replace("dram_write_mb", "dram_writes_mb")])
+    assert steps["step_ms"].sum() == pytest.approx(result.step_time_ms)
+    assert (steps["step_ms"] > 0).all() and steps["end_ms"].iloc[-1] == pytest.approx(result.step_time_ms)
+
+
+def test_what_fits_stays_on_chip_across_steps(layers):
+    one = plan(layers, 200, FAST_L2)
+    two = plan(layers, 200, FAST_L2, PlannerOptions(steps=2))
+    for result in (one, two):
+        check_plan(result)
+        _per_step_sums_to_the_metrics(result)
+    assert one.steps == 1 and len(one.per_step) == 1 and "steps in a row" not in one.model
+    assert two.steps == 2 and "2 steps in a row" in two.model
+    # every tensor fits (6 x 24 MiB of weights + activations < 200 MiB): the second step moves nothing, and the
+    # window runs at its lower bound (each op at its compute or launch time); the first step is the one-step plan
+    assert two.per_step["dram_traffic_mb"].tolist() == pytest.approx([one.metrics["dram_traffic_mb"], 0.0])
+    assert two.per_step["step_ms"].iloc[0] == pytest.approx(one.step_time_ms)
+    assert two.gap_to_bound_pct == pytest.approx(0.0, abs=1e-9)
+    assert two.ops["dram_ms"].iloc[len(one.ops) - 1:].eq(0).all()
+    assert two.lower_bound_ms <= two.step_time_ms * (1 + 1e-9)
+    assert two.step_time_ms <= demand_step_time_ms(layers, 200, "LRU", FAST_L2, PlannerOptions(steps=2)) * (1 + 1e-9)
+    # the window's ops: each step's ops after the previous step's, the same ops each time
+    assert len(two.ops) == 2 * (len(one.ops) - 1) + 1
+    assert two.ops["op"].iloc[:-1].tolist() == one.ops["op"].iloc[:-1].tolist() * 2
+
+
+def test_a_trained_weight_written_back_stays_on_chip_for_the_next_step():
+    # a training step in small: forward and backward read w, the optimizer writes it in place, a persist mark
+    # makes its new value reach DRAM; with room, the next step's forward reads it on chip, not from DRAM
+    ops = [("aten.addmm", 1e10, [("x", 4, "read"), ("w", 24, "read"), ("y", 4, "write")]),
+           ("aten.mm", 1e10, [("y", 4, "read"), ("w", 24, "read"), ("g", 24, "write")]),
+           ("aten.add", 0.0, [("w", 24, "read"), ("g", 24, "read"), ("w", 24, "write")]),
+           ("", 0.0, [("w", 24, "persist")])]
+    trace = _trace(ops)
+    trace.loc[trace["access"] == "persist", "op_index"] = -1
+    result = plan(trace, 100, FAST_L2, PlannerOptions(steps=3))
+    check_plan(result)
+    _per_step_sums_to_the_metrics(result)
+    first, *later = result.per_step.itertuples()
+    assert first.dram_read_mb == pytest.approx(28.0)  # x and w, from DRAM once
+    for step in later:  # each step writes w back (its persist mark) and reads nothing
+        assert step.dram_read_mb == 0.0 and step.dram_write_mb == pytest.approx(24.0)
+
+
+def test_repeat_steps_numbers_every_steps_ops_after_the_previous_ones(layers):
+    from lab.trace.ops import op_index_of, repeat_steps
+
+    three = repeat_steps(layers, 3)
+    assert len(three) == 3 * len(layers) and three["step"].tolist() == sorted([0, 1, 2] * len(layers))
+    span = layers["op_index"].max() + 1
+    assert three["op_index"].tolist() == [op + k * span for k in range(3) for op in layers["op_index"]]
+    # a trace without op_index: its data-flow ops per step, none spanning two steps
+    plain = layers.drop(columns="op_index")
+    ops = op_index_of(repeat_steps(plain, 2))
+    assert ops.tolist() == list(op_index_of(plain)) + list(op_index_of(plain) + op_index_of(plain).max() + 1)
+
+
 # --- check_plan catches corrupted plans -------------------------------------------------------------
 
 def _corrupt(result, **tables):
@@ -261,6 +325,9 @@ def test_check_plan_catches_data_not_ready(layers_plan):
     (lambda: PlannerOptions(memory_combine="min"), ValueError, "PlannerOptions.memory_combine must be one of"),
     (lambda: PlannerOptions(streaming="yes"), TypeError, "PlannerOptions.streaming must be True or False"),
     (lambda: PlannerOptions(seed_policies="LRU"), TypeError, "seed_policies must be a tuple"),
+    (lambda: PlannerOptions(steps=0), ValueError, "PlannerOptions.steps must be an integer >= 1, got 0"),
+    (lambda: PlannerOptions(steps=2.0), ValueError, "PlannerOptions.steps must be an integer >= 1, got 2.0"),
+    (lambda: PlannerOptions(steps=17), ValueError, "PlannerOptions.steps must be at most 16"),
 ])
 def test_bad_options_are_one_line_errors(make, error, text):
     with pytest.raises(error, match=text) as caught:

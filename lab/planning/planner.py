@@ -40,6 +40,13 @@ runs faster than its compute, on-chip or launch time, so the step takes at least
 moves at least the byte-granular optimum's traffic (``lab.bounds.optimal.lower_bound_mb``, a prefetch moves the
 bytes a miss moves) at no more than the faster of DRAM (``dram_bandwidth_gb_s * dram_efficiency``) and the copy
 engine. In eager execution the last op cannot start before the host has issued every op.
+
+**Across steps** (``PlannerOptions.steps`` > 1, XLA's cross-program prefetch): the plan covers that many steps of
+the trace run one after another (``lab.trace.ops.repeat_steps``), the same tensors in each, so what one step
+leaves on chip (weights that fit) serves the next, and a prefetch for the next step may overlap this step's tail.
+Everything the result gives is of that whole window, planned from an empty buffer, and ``per_step`` splits it by
+step: the later steps show what stays on chip across steps; no per-step bound is claimed (a step's copies may
+run during the step before it).
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from lab.sim.cost import MAX_COST_VALUE, MEMORY_COMBINE, MIN_BANDWIDTH_GB_S, res
 from lab.sim.simulate import capacity_bytes_of, metrics_of_counts
 from lab.sim.timing import (EXECUTION_MODES, StepTime, combined_memory_ms, dram_bytes_per_ms, launch_latency_ms,
                              memory_combine_of, missing_numbers, step_times, with_memory_combine)
-from lab.trace.ops import op_positions, op_table
+from lab.trace.ops import op_positions, op_table, repeat_steps
 from lab.trace.schema import column_or
 from lab.trace.workload import encode_trace
 from lab.planning.runtime import EVICTION, KINDS, NO_NEED, PREFETCH, simulate_copies
@@ -68,6 +75,9 @@ from lab.units import BYTES_PER_GB_DECIMAL, BYTES_PER_MB, MS_PER_S, bytes_to_mb,
 BYPASS, KEEP, PREFETCHED = 0, 1, 2  # an interval's decision
 MODEL = "scratchpad, whole tensors, prefetch and bypass"  # the buffer model of every plan
 MAX_RATIO = 1000.0  # the overlap ratios' upper limit
+# steps planned as one window: the planner's arrays and the optimum's flow grow with the window, and a few steps
+# show what stays on chip across steps (the later ones repeat the second)
+MAX_STEPS = 16
 NOT_PLACED = -2  # a candidate copy the greedy left out (-1 is an issue before the first op)
 OPTIMUM_SEED = "optimum"  # the seed of the optimum's achievable kept intervals
 
@@ -87,7 +97,8 @@ class PlannerOptions:
     DRAM: any capacity > 0 is legal) or False (a buffer kernels must read from: every op's working set, its
     distinct operand and output bytes, must fit, and is counted as occupied during the op).
     ``seed_policies``: the demand policies whose scratchpad runs seed the greedy, besides Belady's and the
-    optimum's (names of ``lab.policy_names()``)."""
+    optimum's (names of ``lab.policy_names()``). ``steps``: how many steps of the trace, run one after another,
+    the plan covers (1 to ``MAX_STEPS``; see "Across steps" in ``lab.planning.planner``)."""
 
     copy_bandwidth_gb_s: Optional[float] = None
     max_outstanding_prefetches: int = 8
@@ -99,6 +110,7 @@ class PlannerOptions:
     memory_combine: Optional[str] = None
     streaming: bool = True
     seed_policies: tuple = ("LRU",)
+    steps: int = 1
 
     def __post_init__(self):
         if self.copy_bandwidth_gb_s is not None:
@@ -123,6 +135,9 @@ class PlannerOptions:
             if name.lower() not in {p.lower() for p in policy_names()}:
                 raise ValueError(f"PlannerOptions.seed_policies: unknown policy {name!r} (see lab.policy_names())")
         object.__setattr__(self, "seed_policies", tuple(self.seed_policies))
+        if check_int("PlannerOptions.steps", self.steps, 1) > MAX_STEPS:
+            raise ValueError(f"PlannerOptions.steps must be at most {MAX_STEPS} (a window of that many steps shows "
+                             f"what stays on chip across steps), got {self.steps!r}")
 
     def copy_gb_s(self, cost) -> float:
         """The copy engine's rate under ``cost`` (decimal GB/s)."""
@@ -138,7 +153,8 @@ class PlannerOptions:
         return (f"copies {self.copy_gb_s(cost):g} GB/s, <= {self.max_outstanding_prefetches} prefetches and "
                 f"<= {self.max_outstanding_evictions} evictions in flight, overlap ratios {self.min_overlap_ratio:g}/"
                 f"{self.preferred_overlap_ratio:g}/{self.max_overlap_ratio:g}, memory_combine="
-                f"{self.memory_combine or memory_combine_of(cost)}, streaming={self.streaming}")
+                f"{self.memory_combine or memory_combine_of(cost)}, streaming={self.streaming}"
+                + (f", {self.steps} steps in a row" if self.steps > 1 else ""))
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,11 @@ class PlanResult:
     ``dram_read_mb``, ``dram_write_mb``, ``resident_mb`` (after the op)), the ``flush`` pseudo-op last (op_index
     -1). ``residency``: one row per on-chip allocation (``tensor_id``, ``size_mb``, ``from_ms``, ``to_ms``,
     ``how``: ``produced`` | ``read`` | ``kept`` | ``prefetched`` | ``staged``: an op's working set with
-    ``streaming=False``, tensor_id -1). Times in ms, sizes in MB (MiB)."""
+    ``streaming=False``, tensor_id -1). ``steps``: the steps of the trace the plan covers (``PlannerOptions.steps``;
+    every field above is of the whole window); ``per_step``: one row per step (``step``, ``start_ms``, ``end_ms``,
+    ``step_ms``: from the previous step's end, ``dram_read_mb``, ``dram_write_mb``, ``dram_traffic_mb``: the
+    step's ops' own DRAM bytes, its prefetches (by the step of the op that reads them) and evictions (by their
+    producer's step), the flush in the last step; they sum to ``metrics``'). Times in ms, sizes in MB (MiB)."""
 
     step_time_ms: float
     lower_bound_ms: float
@@ -169,6 +189,8 @@ class PlanResult:
     events: pd.DataFrame = field(repr=False)
     ops: pd.DataFrame = field(repr=False)
     residency: pd.DataFrame = field(repr=False)
+    steps: int = 1
+    per_step: Optional[pd.DataFrame] = field(default=None, repr=False)
 
 
 @kernel
@@ -608,6 +630,8 @@ def _problem(trace, capacity_mb, cost, options) -> _Problem:
     cost = with_memory_combine(cost, options.memory_combine)
     if not isinstance(trace, pd.DataFrame) or len(trace) == 0:
         raise ValueError("trace must be a non-empty trace DataFrame (tensor_id, size_mb, access, op_index, ...)")
+    if options.steps > 1:
+        trace = repeat_steps(trace, options.steps)
     problem = _Problem(trace, capacity_mb, cost, options)
     if not options.streaming:
         problem.check_working_set()
@@ -631,7 +655,9 @@ def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOption
     captures do; without ``op_index`` the ops come from data flow) for a scratchpad of ``capacity_mb`` MB (MiB)
     under ``cost`` (a ``CostModel`` or preset name with the physical numbers: H200, H100-SXM5, A100-SXM4-40GB) and
     ``options`` (``PlannerOptions``). See ``lab.planning.planner`` for the model and the greedy; the result's
-    ``step_time_ms`` is never above the seeding demand schedules' (the optimum's, Belady's, ``seed_policies``').
+    ``step_time_ms`` is never above the seeding demand schedules' (the optimum's, Belady's, ``seed_policies``'). With
+    ``options.steps`` > 1 the plan covers that many steps in a row (what a step leaves on chip serves the next) and
+    ``per_step`` splits it by step.
 
     Raises a one-line ValueError for a capacity that is not a number of MB > 0, a preset without the physical
     numbers, an empty trace, or (``streaming=False``) a capacity below an op's working set."""
@@ -693,6 +719,7 @@ def _result(problem: _Problem, seed: str, state: np.ndarray, run) -> PlanResult:
     residency = pd.concat([r for r in rows if len(r)] or rows[:1], ignore_index=True)
     residency = residency[residency["to_ms"] > residency["from_ms"]].reset_index(drop=True)
     ops = _ops_frame(problem, table, residency)
+    per_step = _per_step(problem, ops, kinds, issue_op, need, size[copies])
     counts = schedule_counts(w, ivs, state[:problem.n_real] == KEEP, problem.capacity_bytes)
     metrics = metrics_of_counts(w, counts, problem.capacity_bytes, cost, times=times)
     bound = lower_bound_ms(problem)
@@ -704,7 +731,30 @@ def _result(problem: _Problem, seed: str, state: np.ndarray, run) -> PlanResult:
     return PlanResult(step_time_ms=step, lower_bound_ms=bound,
                       gap_to_bound_pct=percent_above(step, bound), metrics=metrics,
                       seed=seed, model=model, capacity_mb=problem.capacity_mb, options=opts, cost=cost,
-                      events=events, ops=ops, residency=residency)
+                      events=events, ops=ops, residency=residency, steps=opts.steps, per_step=per_step)
+
+
+def _per_step(problem: _Problem, ops: pd.DataFrame, kinds, issue_op, need, copy_bytes) -> pd.DataFrame:
+    """``PlanResult.per_step`` (see there) from the plan's ops frame (the flush last) and copies (op positions)."""
+    steps = problem.options.steps
+    per = problem.n_ops // steps  # every step has the same ops
+    step_of_op = np.minimum(np.arange(problem.n_ops) // max(per, 1), steps - 1)
+    read = np.bincount(step_of_op, ops["dram_read_mb"].to_numpy()[:problem.n_ops], minlength=steps)
+    write = np.bincount(step_of_op, ops["dram_write_mb"].to_numpy()[:problem.n_ops], minlength=steps)
+    read[-1] += ops["dram_read_mb"].iloc[-1]
+    write[-1] += ops["dram_write_mb"].iloc[-1]  # the flush, after the last step's ops
+    fetched = kinds == PREFETCH
+    copy_mb = bytes_to_mb(np.asarray(copy_bytes, np.float64))
+    read += np.bincount(step_of_op[need[fetched]], copy_mb[fetched], minlength=steps)
+    evicted = ~fetched
+    write += np.bincount(step_of_op[np.maximum(issue_op[evicted], 0)], copy_mb[evicted], minlength=steps)
+    ends = ops["end_ms"].to_numpy()
+    last = np.append(np.arange(1, steps) * per - 1, len(ops) - 1)  # a step's last op; the flush ends the last
+    end_ms = ends[last] if problem.n_ops else np.zeros(steps)
+    start_ms = np.append(0.0, end_ms[:-1])
+    return pd.DataFrame({"step": np.arange(steps), "start_ms": start_ms, "end_ms": end_ms,
+                         "step_ms": end_ms - start_ms, "dram_read_mb": read, "dram_write_mb": write,
+                         "dram_traffic_mb": read + write})
 
 
 def _ops_frame(problem: _Problem, table: pd.DataFrame, residency: pd.DataFrame) -> pd.DataFrame:

@@ -79,6 +79,22 @@ def op_positions(trace: pd.DataFrame) -> np.ndarray:
     return position
 
 
+def repeat_steps(trace: pd.DataFrame, steps: int) -> pd.DataFrame:
+    """``trace`` run ``steps`` times in a row (an integer >= 1): the same tensors (what one step leaves on chip can
+    serve the next), ``op_index`` numbering the ops of every step in order (a step's ops after the previous
+    step's; ``NO_OP`` rows stay -1), and a ``step`` column (0-based). A trace without ``op_index`` gets its
+    ``op_index_of`` per step, so that no op spans two steps."""
+    op = op_index_of(trace)
+    span = int(op.max()) + 1 if op.shape[0] and op.max() >= 0 else 0
+    parts = []
+    for step in range(steps):
+        part = trace.copy()
+        part["op_index"] = np.where(op >= 0, op + step * span, NO_OP).astype(np.int64)
+        part["step"] = np.int64(step)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def row_bytes(trace: pd.DataFrame) -> np.ndarray:
     """Bytes of each row's access (int64: ``size_mb`` * 2**20, rounded, as the simulator counts them)."""
     return np.rint(numeric_column(trace, "size_mb") * BYTES_PER_MB).astype(np.int64)
