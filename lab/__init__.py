@@ -16,10 +16,10 @@ transformers, ipywidgets, dask or distributed never with the core.
 
 from lab.version import __version__ as __version__  # noqa: PLC0414 (re-exported)
 
-from lab.analysis.attribution import dram_traffic_by, time_breakdown
+from lab.analysis.attribution import dram_traffic_by, dram_traffic_by_module_layer_phase, time_breakdown
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.contenders import best_online_policy
-from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
+from lab.analysis.scorer_evaluation import evaluate_scorers, gap_answer, leave_one_model_out, llm_status, traffic_table
 from lab.analysis.sweep import compare_policies, metrics_table, optimum_rows, run_policies, sweep_capacity
 from lab.analysis.validation import ValidationReport, validate
 from lab.bounds.capacities import default_capacities_mb, working_set_mb
@@ -32,6 +32,7 @@ from lab.registry import Registry
 from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
                      policy_table, register)
 from lab.sim import simulate
+from lab.sim.model import SimulationModel
 from lab.sim.timing import step_time
 from lab.trace import (REQUIRED_COLUMNS, Workload, encode_trace, read_trace, reuse_distances, summarize,
                        summarize_all, write_trace)
@@ -51,6 +52,7 @@ __all__ = [
     "Policy",
     "Registry",
     "Schedule",
+    "SimulationModel",
     "SimulationResult",
     "ValidationReport",
     "Workload",
@@ -60,8 +62,11 @@ __all__ = [
     "default_capacities_mb",
     "default_scorer",
     "evaluate_scorers",
+    "gap_answer",
     "leave_one_model_out",
+    "llm_status",
     "dram_traffic_by",
+    "dram_traffic_by_module_layer_phase",
     "encode_trace",
     "generate_trace",
     "get_policy",
@@ -88,6 +93,7 @@ __all__ = [
     "summarize_all",
     "sweep_capacity",
     "time_breakdown",
+    "traffic_table",
     "validate",
     "working_set_mb",
     "write_trace",
@@ -98,8 +104,10 @@ __all__ = [
     "MODEL_PRESETS",
     "best_policy",
     "capture_model",
+    "capacity_for_benefit_mb",
     "capture_trace",
     "fidelity_table",
+    "format_numbers",
     "gap_to_optimum",
     "load_study",
     "load_study_spec",
@@ -107,9 +115,12 @@ __all__ = [
     "measured_steps",
     "measured_totals",
     "plots",
+    "policy_answer",
     "policy_scoreboard",
     "provenance",
+    "readable_table",
     "run_study",
+    "show_answer",
     "study",
     "study_failures",
     "synthetic_counterpart",
@@ -123,7 +134,13 @@ _LAZY = {
     "MODEL_PRESETS": "lab.workloads.models",
     "capture_trace": "lab.workloads.capture",
     "Explorer": "lab.ui.widgets",
+    # the reports' own helpers (lab.ui.report: nbformat and papermill load with it)
     "provenance": "lab.ui.report",
+    "show_answer": "lab.ui.report",
+    "readable_table": "lab.ui.report",
+    "format_numbers": "lab.ui.report",
+    "policy_answer": "lab.ui.report",
+    "capacity_for_benefit_mb": "lab.ui.report",
     "CacheModel": "lab.sim.hardware",
     "LLMScorer": "lab.learn.llm",  # torch and transformers load only when it scores
     "fidelity_table": "lab.analysis.fidelity",

@@ -4,14 +4,17 @@
 from lab.version import __version__ as __version__
 
 from lab import study as study
-from lab.analysis.attribution import dram_traffic_by as dram_traffic_by, time_breakdown as time_breakdown
+from lab.analysis.attribution import (
+    dram_traffic_by as dram_traffic_by,
+    dram_traffic_by_module_layer_phase as dram_traffic_by_module_layer_phase, time_breakdown as time_breakdown)
 from lab.analysis.compile_prediction import (
     CompilePrediction as CompilePrediction, predict_compile as predict_compile)
 from lab.analysis.contenders import best_online_policy as best_online_policy
 from lab.analysis.fidelity import (
     fidelity_table as fidelity_table, measured_steps as measured_steps, measured_totals as measured_totals)
 from lab.analysis.scorer_evaluation import (
-    evaluate_scorers as evaluate_scorers, leave_one_model_out as leave_one_model_out)
+    evaluate_scorers as evaluate_scorers, gap_answer as gap_answer, leave_one_model_out as leave_one_model_out,
+    llm_status as llm_status, traffic_table as traffic_table)
 from lab.analysis.sweep import (
     compare_policies as compare_policies, metrics_table as metrics_table, optimum_rows as optimum_rows,
     run_policies as run_policies, sweep_capacity as sweep_capacity)
@@ -31,6 +34,7 @@ from lab.sim import (
     SimulationResult as SimulationResult, get_policy as get_policy, param as param, policy_names as policy_names,
     policy_table as policy_table, register as register, simulate as simulate)
 from lab.sim.hardware import CacheModel as CacheModel
+from lab.sim.model import SimulationModel as SimulationModel
 from lab.sim.timing import step_time as step_time
 from lab.study import (
     best_policy as best_policy, gap_to_optimum as gap_to_optimum, load_study as load_study,
@@ -41,7 +45,10 @@ from lab.trace import (
     read_trace as read_trace, reuse_distances as reuse_distances, summarize as summarize,
     summarize_all as summarize_all, write_trace as write_trace)
 from lab.ui import plots as plots
-from lab.ui.report import provenance as provenance
+from lab.ui.report import (
+    capacity_for_benefit_mb as capacity_for_benefit_mb, format_numbers as format_numbers,
+    policy_answer as policy_answer, provenance as provenance, readable_table as readable_table,
+    show_answer as show_answer)
 from lab.ui.widgets import Explorer as Explorer
 from lab.workloads.capture import capture_trace as capture_trace
 from lab.workloads.generator import (

@@ -2,6 +2,7 @@
 disk, compiled once per process, and never served stale."""
 
 import ast
+import functools
 import importlib
 import json
 import os
@@ -527,6 +528,7 @@ def _code(path: Path) -> str:
     return tokenize.untokenize(tokens)
 
 
+@functools.lru_cache(maxsize=1)
 def _sources() -> dict[str, str]:
     """{path relative to the repository: code} of every module of lab and every notebook's code cells."""
     out = {str(p.relative_to(ROOT)): _code(p) for p in sorted(LAB.rglob("*.py"))}
@@ -543,17 +545,34 @@ def _found(pattern: str, skip=()) -> list[str]:
             for m in re.finditer(pattern, code)]
 
 
-def _string_literals(value: str) -> list[str]:
-    """The modules of lab holding the string literal ``value`` (once per occurrence)."""
+@functools.lru_cache(maxsize=1)
+def _lab_strings() -> tuple:
+    """(path relative to the repository, string token) of every string literal of lab's modules, in order."""
     import io
     import tokenize
 
-    out = []
-    for path in sorted(LAB.rglob("*.py")):
-        for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
-            if token.type == tokenize.STRING and token.string in (f'"{value}"', f"'{value}'"):
-                out.append(str(path.relative_to(ROOT)))
-    return out
+    return tuple((str(path.relative_to(ROOT)), token.string) for path in sorted(LAB.rglob("*.py"))
+                 for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+                 if token.type == tokenize.STRING)
+
+
+def _string_literals(value: str) -> list[str]:
+    """The modules of lab holding the string literal ``value`` (once per occurrence)."""
+    return [path for path, string in _lab_strings() if string in (f'"{value}"', f"'{value}'")]
+
+
+def test_notebooks_use_the_facade():
+    """Tutorials, reports and the app's page import lab and names from it, never a module inside it: what a
+    notebook calls is public (``lab.__all__``, tab completion, the stub)."""
+    pattern = re.compile(r"^\s*(?:from\s+lab\.\w|import\s+lab\.\w)", re.M)
+    found = []
+    for notebook in sorted([*(ROOT / "notebooks").glob("*.ipynb"), *(LAB / "ui" / "pages").glob("*.ipynb")]):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        found += [f"{notebook.relative_to(ROOT)}: {m.group(0).strip()}" for m in pattern.finditer(code)]
+        for names in re.findall(r"^\s*from\s+lab\s+import\s+(\([^)]*\)|[^\n]*)", code, re.M):
+            found += [f"{notebook.relative_to(ROOT)}: {n}" for n in re.findall(r"\w+", names) if n not in lab.__all__]
+    assert found == []
 
 
 def test_the_optimum_auto_rule_is_defined_once():
