@@ -161,6 +161,9 @@ CAPTURE_CATALOGUE = [
     ("a fractional seed", {"seed": 1.5}, ValueError, "seed must be an integer >= 0"),
     ("a routing skew as text", {"routing_skew": "2"}, ValueError, "routing_skew must be a finite number"),
     ("a NaN routing skew", {"routing_skew": float("nan")}, ValueError, "routing_skew must be a finite number"),
+    ("no routing", {"routing": None}, TypeError, r"routing must be one of \['uniform', 'zipf'\] or a histogram of "
+     r"weights per expert \(a list of numbers\), got None"),
+    ("a routing histogram of text", {"routing": ["1", "2"]}, TypeError, "routing must be one of"),
     ("training as text", {"training": "no"}, TypeError, "training must be True or False"),
     ("more tokens than GPT-2 has positions", {"seq_length": 100_000}, ValueError, "longer than gpt2's 1024 positions"),
     ("a negative width", {"hidden_size": -1}, ValueError, "override hidden_size of gpt2 must be an integer >= 1"),

@@ -16,6 +16,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -366,6 +367,10 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     if isinstance(routing, str) and routing not in ROUTINGS:
         raise ValueError(f"routing must be one of {list(ROUTINGS)} or a histogram of weights per expert, "
                          f"got {routing!r}")
+    if not isinstance(routing, str) and (not isinstance(routing, (list, tuple, np.ndarray))
+                                         or not all(isinstance(w, Real) and not isinstance(w, bool) for w in routing)):
+        raise TypeError(f"routing must be one of {list(ROUTINGS)} or a histogram of weights per expert (a list of "
+                        f"numbers), got {routing!r}")
     if use_cache is None:
         use_cache = not training
     if not isinstance(use_cache, bool):
