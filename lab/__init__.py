@@ -20,7 +20,8 @@ from lab.analysis.attribution import dram_traffic_by, time_breakdown
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.contenders import best_online_policy
 from lab.analysis.scorer_evaluation import evaluate_scorers, leave_one_model_out
-from lab.analysis.sweep import compare_policies, metrics_table, optimum_rows, run_policies, sweep_capacity
+from lab.analysis.sweep import (compare_policies, compare_time, metrics_table, optimum_rows, planner_rows, run_policies,
+                                sweep_capacity)
 from lab.analysis.validation import ValidationReport, validate
 from lab.bounds.capacities import default_capacities_mb, working_set_mb
 from lab.bounds.curves import miss_ratio_curve
@@ -57,6 +58,7 @@ __all__ = [
     "best_online_policy",
     "check_plan",
     "compare_policies",
+    "compare_time",
     "default_capacities_mb",
     "default_scorer",
     "evaluate_scorers",
@@ -71,6 +73,7 @@ __all__ = [
     "optimal",
     "param",
     "plan",
+    "planner_rows",
     "policy_names",
     "policy_table",
     "predict_compile",

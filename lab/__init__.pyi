@@ -13,8 +13,9 @@ from lab.analysis.fidelity import (
 from lab.analysis.scorer_evaluation import (
     evaluate_scorers as evaluate_scorers, leave_one_model_out as leave_one_model_out)
 from lab.analysis.sweep import (
-    compare_policies as compare_policies, metrics_table as metrics_table, optimum_rows as optimum_rows,
-    run_policies as run_policies, sweep_capacity as sweep_capacity)
+    compare_policies as compare_policies, compare_time as compare_time, metrics_table as metrics_table,
+    optimum_rows as optimum_rows, planner_rows as planner_rows, run_policies as run_policies,
+    sweep_capacity as sweep_capacity)
 from lab.analysis.validation import ValidationReport as ValidationReport, validate as validate
 from lab.bounds.capacities import default_capacities_mb as default_capacities_mb, working_set_mb as working_set_mb
 from lab.bounds.curves import miss_ratio_curve as miss_ratio_curve
