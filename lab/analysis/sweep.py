@@ -223,11 +223,12 @@ def compare_time(trace, capacity_mb: float, cost="H200", policies="featured",
     table.attrs["model"] = (
         f"Every row in the planner's model (lab.plan): {model_line(cost, capacity_mb, options, execution='')}; "
         "ops in trace order on one stream, timed by lab.sim.timing (graph execution: no host cost; eager: the host "
-        f"issues each op). {', '.join(shown)}: demand fetch, each policy's scratchpad run (lab.simulate, "
-        "buffer='scratchpad') read as kept intervals and fitted to the buffer op by op, no prefetch; the best online "
-        f"policy is the least DRAM traffic of {len(names)} policies in the scratchpad. PLAN: lab.plan's schedule "
-        "(prefetches, evictions, bypass), never slower than those demand schedules; PLAN (lower bound): no schedule "
-        "of this model is faster or moves less. Traffic: the graph-mode schedule's (MB, reads + writes).")
+        "issues each op). LRU, the best online policy and Belady: demand fetch, each policy's scratchpad run "
+        "(lab.simulate, buffer='scratchpad') read as kept intervals and fitted to the buffer op by op, no prefetch; "
+        f"the best online policy has the least DRAM traffic of {len(names)} policies in the scratchpad. PLAN: "
+        "lab.plan's schedule (prefetches, evictions, bypass), never slower than those demand schedules; PLAN (lower "
+        "bound): no schedule of this model is faster or moves less. Traffic: the graph-mode schedule's (MB, reads + "
+        "writes).")
     return table
 
 
