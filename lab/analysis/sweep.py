@@ -208,10 +208,15 @@ def compare_time(trace, capacity_mb: float, cost="H200", policies="featured",
         rows[execution] += plan_rows(plan(scored, capacity_mb, cost, mode))
     graph = pd.DataFrame(rows["graph"]).set_index("policy")
     eager = pd.DataFrame(rows["eager"]).set_index("policy")
-    roles = {"LRU": "baseline", best[0] if best else "": "best online", "Belady": "offline (reads the future)",
+    tags = {name: [] for name in shown}
+    tags["LRU"].append("baseline")
+    for name in best[:1]:
+        tags[name].append("best online")
+    for name in shown:
+        if is_offline(name):
+            tags[name].append("offline (reads the future)")
+    roles = {**{name: ", ".join(words) for name, words in tags.items()},
              PLANNER: "planner (prefetch, eviction, bypass)", PLANNER_LOWER: "lower bound of the planner's model"}
-    if best and best[0] == "LRU":
-        roles["LRU"] = "baseline, best online"
     table = pd.DataFrame({
         "role": [roles.get(p, "") for p in graph.index],
         "dram_traffic_mb": graph["dram_traffic_mb"], "dram_reads_mb": graph["dram_reads_mb"],
