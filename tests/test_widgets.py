@@ -403,3 +403,5 @@ def test_step_time_and_the_planner_are_shown_where_the_trace_records_its_ops(exp
             <= comparison["graph_step_time_ms"].drop(["PLAN", "PLAN (lower bound)"]).min() * (1 + 1e-9))
     explorer.capacity_mb.value = 6.0  # a new update: made again, at the new capacity
     assert "capacity 6 MB" in explorer.time_comparison.attrs["model"]
+    explorer.capacity_mb.value = -1.0  # an input error: nothing stale stays
+    assert explorer.time_comparison is None and explorer.time_note.startswith("No results: capacity_mb")

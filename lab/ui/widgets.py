@@ -504,6 +504,8 @@ class Explorer:
     def time_note(self) -> str:
         """Why ``time_comparison`` is None ("" when it is not)."""
         self.time_comparison  # noqa: B018 (made on first use)
+        if self.trace is None and self.error:
+            return f"No results: {self.error}"
         return self._time_note or ""
 
     def _why_untimed(self) -> str:
