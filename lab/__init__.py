@@ -20,7 +20,8 @@ from lab.analysis.attribution import dram_traffic_by, dram_traffic_by_module_lay
 from lab.analysis.compile_prediction import CompilePrediction, predict_compile
 from lab.analysis.contenders import best_online_policy
 from lab.analysis.scorer_evaluation import evaluate_scorers, gap_answer, leave_one_model_out, llm_status, traffic_table
-from lab.analysis.sweep import compare_policies, metrics_table, optimum_rows, run_policies, sweep_capacity
+from lab.analysis.sweep import (compare_policies, compare_time, metrics_table, optimum_rows, planner_rows, run_policies,
+                                sweep_capacity)
 from lab.analysis.validation import ValidationReport, validate
 from lab.bounds.capacities import default_capacities_mb, working_set_mb
 from lab.bounds.curves import miss_ratio_curve
@@ -59,6 +60,7 @@ __all__ = [
     "best_online_policy",
     "check_plan",
     "compare_policies",
+    "compare_time",
     "default_capacities_mb",
     "default_scorer",
     "evaluate_scorers",
@@ -76,6 +78,7 @@ __all__ = [
     "optimal",
     "param",
     "plan",
+    "planner_rows",
     "policy_names",
     "policy_table",
     "predict_compile",
@@ -124,6 +127,7 @@ __all__ = [
     "study",
     "study_failures",
     "synthetic_counterpart",
+    "time_comparison",
 ]
 
 # Loaded on first use, so that ``import lab`` stays light: torch and transformers (captures), matplotlib
@@ -141,6 +145,7 @@ _LAZY = {
     "format_numbers": "lab.ui.report",
     "policy_answer": "lab.ui.report",
     "capacity_for_benefit_mb": "lab.ui.report",
+    "time_comparison": "lab.ui.report",
     "CacheModel": "lab.sim.hardware",
     "LLMScorer": "lab.learn.llm",  # torch and transformers load only when it scores
     "fidelity_table": "lab.analysis.fidelity",

@@ -16,8 +16,9 @@ from lab.analysis.scorer_evaluation import (
     evaluate_scorers as evaluate_scorers, gap_answer as gap_answer, leave_one_model_out as leave_one_model_out,
     llm_status as llm_status, traffic_table as traffic_table)
 from lab.analysis.sweep import (
-    compare_policies as compare_policies, metrics_table as metrics_table, optimum_rows as optimum_rows,
-    run_policies as run_policies, sweep_capacity as sweep_capacity)
+    compare_policies as compare_policies, compare_time as compare_time, metrics_table as metrics_table,
+    optimum_rows as optimum_rows, planner_rows as planner_rows, run_policies as run_policies,
+    sweep_capacity as sweep_capacity)
 from lab.analysis.validation import ValidationReport as ValidationReport, validate as validate
 from lab.bounds.capacities import default_capacities_mb as default_capacities_mb, working_set_mb as working_set_mb
 from lab.bounds.curves import miss_ratio_curve as miss_ratio_curve
@@ -48,7 +49,7 @@ from lab.ui import plots as plots
 from lab.ui.report import (
     capacity_for_benefit_mb as capacity_for_benefit_mb, format_numbers as format_numbers,
     policy_answer as policy_answer, provenance as provenance, readable_table as readable_table,
-    show_answer as show_answer)
+    show_answer as show_answer, time_comparison as time_comparison)
 from lab.ui.widgets import Explorer as Explorer
 from lab.workloads.capture import capture_trace as capture_trace
 from lab.workloads.generator import (

@@ -193,6 +193,37 @@ def test_real_models_report_runs_on_the_smallest_parameters(tmp_path, monkeypatc
     _figures_are_valid_svg(tmp_path / "cold", [f"{m}-{f}" for m in params["models"] for f in
                                                ("capacity-curves", "traffic-by-kind",
                                                 "traffic-by-module-layer-phase", "reuse-distances")])
+    _time_section_sets_the_policies_beside_the_planner(nb, params["models"], "cost H100-SXM5; capacity 8 MB")
+
+
+def _html_table(html: str) -> "list[dict]":
+    """The rows of an HTML table (a DataFrame's ``to_html``) as dicts of header -> cell text."""
+    rows = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", html, re.S)]
+    header = rows[0]
+    return [dict(zip(header, (cell.strip() for cell in row))) for row in rows[1:]]
+
+
+def _time_section_sets_the_policies_beside_the_planner(nb, models, model_words):
+    """Report 03's time section: the sentence naming the planner's model, then per model LRU, the best online policy
+    and Belady beside PLAN and its lower bound, lower bound <= PLAN <= every demand-fetch policy in graph and eager
+    step time (rounded numbers keep their order)."""
+    cells = [c for c in nb.cells if c.cell_type == "code" and "time_comparison(" in c.source]
+    assert len(cells) == 1
+    markdown = [o["data"]["text/markdown"] for o in cells[0].outputs if "text/markdown" in o.get("data", {})]
+    assert len(markdown) == 1 and "planner's model (lab.plan)" in markdown[0] and model_words in markdown[0]
+    assert "graph execution" in markdown[0] and "eager" in markdown[0] and "scratchpad" in markdown[0]
+    html = next(o["data"]["text/html"] for o in cells[0].outputs if "text/html" in o.get("data", {}))
+    rows = _html_table(html)
+    assert {"workload", "policy", "graph step time (ms)", "eager step time (ms)",
+            "DRAM traffic, read + written (MB)"} <= set(rows[0])
+    for model in models:
+        mine = {r["policy"]: r for r in rows if r["workload"] == model}
+        assert list(mine)[0] == "LRU" and list(mine)[-3:] == ["Belady", "PLAN", "PLAN (lower bound)"]
+        assert any("best online" in r["role"] for r in mine.values())
+        for column in ("graph step time (ms)", "eager step time (ms)"):
+            time = {p: float(r[column].replace(",", "")) for p, r in mine.items()}
+            demand = [t for p, t in time.items() if not p.startswith("PLAN")]
+            assert 0 < time["PLAN (lower bound)"] <= time["PLAN"] <= min(demand)
 
 
 def test_real_models_training_report_validates_against_a_synthetic_training_step(tmp_path, monkeypatch):

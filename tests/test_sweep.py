@@ -217,3 +217,77 @@ def test_one_evaluation_of_contenders_skips_what_the_buffer_cannot_run_and_keeps
     assert "OPT" not in without.comparison(4.0).index  # a kept optimum is no row unless asked for
     expected = lab.compare_policies(workload, ["LRU", "ML"], 4.0)
     pd.testing.assert_series_equal(first.comparison(4.0)["dram_traffic_mb"], expected["dram_traffic_mb"])
+
+
+# --- the planner beside the demand-fetch policies (issue 26, slice 8) ------------------------------------------
+
+@pytest.fixture(scope="module")
+def planned_layers():
+    """A forward pass whose weights only a prefetch can hide (tests/test_planning.py), under an H200 with a fast L2,
+    and its time comparison at 64 MB."""
+    from tests.test_planning import FAST_L2, _layers
+
+    trace = _layers(6)
+    return trace, FAST_L2, lab.compare_time(trace, 64.0, FAST_L2, policies=["LRU", "FIFO", "LFU"])
+
+
+def test_planner_rows_name_the_planners_model_and_bound_it():
+    from lab.bounds.optimal import lower_bound_mb
+    from tests.test_planning import FAST_L2, _layers
+
+    trace = _layers(4)
+    options = lab.PlannerOptions(execution="eager", max_outstanding_prefetches=2)
+    rows = lab.planner_rows(trace, 48.0, FAST_L2, options)
+    assert [r["policy"] for r in rows] == ["PLAN", "PLAN (lower bound)"]
+    # a metrics_table row's shape: every metric of a simulation, and what produced it
+    metrics = set(lab.simulate(trace, "LRU", 48.0, FAST_L2, buffer="scratchpad").metrics)
+    assert all(set(r) == {"policy", "algorithm"} | metrics for r in rows)
+    result = lab.plan(trace, 48.0, FAST_L2, options)
+    plan_row, bound = rows
+    assert plan_row["step_time_ms"] == pytest.approx(result.step_time_ms)
+    assert plan_row["dram_traffic_mb"] == pytest.approx(result.metrics["dram_traffic_mb"])
+    assert bound["step_time_ms"] == pytest.approx(result.lower_bound_ms)
+    assert bound["step_time_ms"] <= plan_row["step_time_ms"]
+    # the traffic bound is the byte-granular flow's, computed here on its own
+    assert bound["dram_traffic_mb"] == pytest.approx(lower_bound_mb(lab.encode_trace(trace), 48.0))
+    assert bound["dram_traffic_mb"] <= plan_row["dram_traffic_mb"] + 1e-9
+    assert np.isnan(bound["byte_hit_rate"]) and np.isnan(bound["gpu_time_ms"])
+    for row in rows:
+        for words in ("scratchpad", "prefetch and bypass", "cost H200, fast L2", "capacity 48 MB", "execution eager",
+                      "<= 2 prefetches"):
+            assert words in row["algorithm"], (words, row["algorithm"])
+    table = lab.metrics_table({"LRU": lab.simulate(trace, "LRU", 48.0, FAST_L2, buffer="scratchpad")}, rows)
+    assert table.index.tolist() == ["LRU", "PLAN", "PLAN (lower bound)"]
+    assert lab.best_online_policy(table) == ["LRU"]  # the planner's rows are no policy, even when they move less
+
+
+def test_compare_time_sets_the_demand_policies_beside_the_planner_in_one_model(planned_layers):
+    from lab.analysis.sweep import TIME_TABLE_COLUMNS
+    from lab.planning.planner import demand_step_time_ms
+
+    trace, cost, table = planned_layers
+    assert table.columns.tolist() == list(TIME_TABLE_COLUMNS)
+    comparison = lab.compare_policies(trace, ["LRU", "FIFO", "LFU"], 64.0, cost, optimum=False, buffer="scratchpad")
+    best = lab.best_online_policy(comparison)[0]
+    assert table.index.tolist() == list(dict.fromkeys(["LRU", best, "Belady"])) + ["PLAN", "PLAN (lower bound)"]
+    assert table.loc["Belady", "role"].startswith("offline") and table.loc["PLAN", "role"].startswith("planner")
+    demand = [p for p in table.index if not p.startswith("PLAN")]
+    for mode in ("graph", "eager"):
+        column = table[f"{mode}_step_time_ms"]
+        # the demand rows' times are the planner's own model's (the one definition: demand_metrics)
+        options = lab.PlannerOptions(execution=mode)
+        assert column["LRU"] == pytest.approx(demand_step_time_ms(trace, 64.0, "LRU", cost, options))
+        assert column["PLAN (lower bound)"] <= column["PLAN"] * (1 + 1e-9)
+        assert column["PLAN"] <= column[demand].min() * (1 + 1e-9)
+    # here the weights' prefetches hide behind compute: the planner is faster than every demand schedule
+    assert table.loc["PLAN", "graph_step_time_ms"] < table.loc[demand, "graph_step_time_ms"].min()
+    assert (table["eager_step_time_ms"] >= table["graph_step_time_ms"] - 1e-12).all()
+    assert (table.loc[demand + ["PLAN"], "eager_host_time_ms"] > 0).all()
+    traffic = table["dram_traffic_mb"]
+    assert traffic["PLAN (lower bound)"] <= traffic.drop("PLAN (lower bound)").min() + 1e-9
+    assert traffic["LRU"] == pytest.approx(table.loc["LRU", "dram_reads_mb"] + table.loc["LRU", "dram_writes_mb"])
+    model = table.attrs["model"]
+    for words in ("planner's model (lab.plan)", "scratchpad", "cost H200, fast L2", "capacity 64 MB",
+                  "graph execution", "eager", "demand fetch", "least DRAM traffic of 3 policies"):
+        assert words in model, words
+    assert table.loc["LRU", "algorithm"] == "demand fetch (no prefetch)"

@@ -368,3 +368,40 @@ def test_near_ties_for_best_are_called_ties():
     assert "best online policy" not in text
     metrics.loc["LRU", "dram_traffic_mb"] = 1002.0  # 0.2 % apart: FIFO leads
     assert "best online policy <b>FIFO</b>, DRAM traffic <b>1,000.0 MB</b>" in headline_html(metrics, 64.0)
+
+
+def test_step_time_and_the_planner_are_shown_where_the_trace_records_its_ops(explorer, monkeypatch):
+    from lab.ui.widgets import table_html
+    from tests.test_planning import _layers
+
+    assert "step time, eager (ms)" not in explorer.table  # a generated trace records no ops: no time, no column
+    assert explorer.time_comparison is None and "does not record its ops" in explorer.time_note
+    assert "step time" not in explorer.headline.value
+    trace = _layers(3, weight_mb=8.0, act_mb=2.0)  # records its ops (op_index, flops, launches, ...) as captures do
+    monkeypatch.setattr(explorer, "_trace", lambda: trace)
+    explorer.policies.value = ("LRU", "FIFO", "Belady")
+    explorer.num_layers.value = 4  # a new workload: the trace above
+    assert explorer.error is None and explorer.trace is trace
+    assert "step time, eager (ms)" not in explorer.table  # the seed preset has no physical numbers
+    assert "cost preset 'seed' has no physical numbers" in explorer.time_note
+    explorer.hardware.value = "H200"  # its L2: the cache model, 60 MB
+    explorer.capacity_mb.value = 12.0
+    assert explorer.buffer.value == "cache" and explorer.error is None
+    for policy in ("LRU", "Belady"):
+        expected = lab.simulate(trace, policy, 12.0, "H200", buffer="cache", per_access=False).metrics
+        assert explorer.table.loc[policy, "step time, eager (ms)"] == pytest.approx(expected["step_time_ms"])
+        assert explorer.metrics.loc[policy, "gpu_time_ms"] == pytest.approx(expected["gpu_time_ms"])
+    assert "step time <b>" in explorer.headline.value and "eager, lab.sim.timing" in explorer.headline.value
+    assert "lab.sim.timing's model" in table_html(explorer.table).data
+    comparison = explorer.time_comparison  # the planner's model, whatever the buffer model of the table
+    scored = lab.score(trace)
+    expected = lab.compare_time(scored, 12.0, "H200", list(explorer.policies.value))
+    pd.testing.assert_frame_equal(comparison, expected)
+    assert comparison.index[-2:].tolist() == ["PLAN", "PLAN (lower bound)"] and explorer.time_note == ""
+    assert "scratchpad" in comparison.attrs["model"] and "cost H200" in comparison.attrs["model"]
+    assert (comparison["graph_step_time_ms"]["PLAN"]
+            <= comparison["graph_step_time_ms"].drop(["PLAN", "PLAN (lower bound)"]).min() * (1 + 1e-9))
+    explorer.capacity_mb.value = 6.0  # a new update: made again, at the new capacity
+    assert "capacity 6 MB" in explorer.time_comparison.attrs["model"]
+    explorer.capacity_mb.value = -1.0  # an input error: nothing stale stays
+    assert explorer.time_comparison is None and explorer.time_note.startswith("No results: capacity_mb")

@@ -18,18 +18,28 @@ from lab.bounds.optimal import OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER, OPTIM
 from lab.checks import check_number
 from lab.units import percent_above
 
-__all__ = ["AUTO_OPTIMUM_ACCESSES", "OPTIMUM", "OPTIMUM_ACHIEVABLE", "OPTIMUM_LOWER", "OPTIMUM_ROWS", "TIE_PCT",
-           "above_optimum_pct", "auto_skips_optimum", "best_online_policy", "gap_closed_pct", "is_offline",
-           "is_optimum", "online_policies", "wants_optimum"]
+__all__ = ["AUTO_OPTIMUM_ACCESSES", "OPTIMUM", "OPTIMUM_ACHIEVABLE", "OPTIMUM_LOWER", "OPTIMUM_ROWS", "PLANNER",
+           "PLANNER_LOWER", "PLANNER_ROWS", "TIE_PCT", "above_optimum_pct", "auto_skips_optimum", "best_online_policy",
+           "gap_closed_pct", "is_offline", "is_optimum", "is_planner", "online_policies", "wants_optimum"]
 
 AUTO_OPTIMUM_ACCESSES = 100_000  # optimum="auto" solves the flow up to this size: seconds per capacity
 TIE_PCT = 0.1  # policies within this % of the least DRAM traffic tie for best: a smaller lead is no answer
+# the planner's rows (lab.plan, ``lab.analysis.sweep.planner_rows``), named as the optimum's are: its schedule, and
+# the bound no schedule of its model beats
+PLANNER = "PLAN"
+PLANNER_LOWER = f"{PLANNER} (lower bound)"
+PLANNER_ROWS = (PLANNER, PLANNER_LOWER)
 
 
 def is_optimum(name) -> bool:
     """Whether a table's row ``name`` is one of the optimum's (``OPT``, ``OPT (lower bound)``,
     ``OPT (achievable)``), not a policy."""
     return isinstance(name, str) and name in OPTIMUM_ROWS
+
+
+def is_planner(name) -> bool:
+    """Whether a table's row ``name`` is one of the planner's (``PLAN``, ``PLAN (lower bound)``), not a policy."""
+    return isinstance(name, str) and name in PLANNER_ROWS
 
 
 def auto_skips_optimum(optimum, n_accesses: int, max_accesses: Optional[int] = None) -> bool:
@@ -76,8 +86,9 @@ def is_offline(name) -> bool:
 
 def online_policies(table):
     """The rows of ``table`` (a DataFrame or Series indexed by policy) that are online policies: neither the
-    optimum's rows (``is_optimum``) nor policies that read the future (``is_offline``)."""
-    return table[[not is_optimum(p) and not is_offline(p) for p in table.index]]
+    optimum's nor the planner's rows (``is_optimum``, ``is_planner``) nor policies that read the future
+    (``is_offline``)."""
+    return table[[not is_optimum(p) and not is_planner(p) and not is_offline(p) for p in table.index]]
 
 
 def best_online_policy(table, metric: str = "dram_traffic_mb", tolerance_pct: float = TIE_PCT,
@@ -85,9 +96,10 @@ def best_online_policy(table, metric: str = "dram_traffic_mb", tolerance_pct: fl
     """The best online policy of ``table`` (a DataFrame indexed by policy with column ``metric``, default DRAM
     traffic in MB, or a Series of it): the policies whose ``metric`` is within ``tolerance_pct`` % of the least,
     least first (exact ties in the table's order); one name when one policy leads by more than that, several
-    when they tie. Only ``online_policies`` compete: the optimum's rows are left out, and so are the policies
-    that read the future (class attribute ``offline``: Belady and kin) unless ``offline`` is True or no online
-    policy is there (then the best of the offline ones). NaN rows are left out; [] when none is a number."""
+    when they tie. Only ``online_policies`` compete: the optimum's and the planner's rows are left out, and so are
+    the policies that read the future (class attribute ``offline``: Belady and kin) unless ``offline`` is True or
+    no online policy is there (then the best of the offline ones). NaN rows are left out; [] when none is a
+    number."""
     tolerance_pct = check_number("tolerance_pct", tolerance_pct, 0, 100)
     if not isinstance(table, (pd.Series, pd.DataFrame)):
         raise TypeError(f"table must be a DataFrame indexed by policy or a Series, got {type(table).__name__}")
@@ -96,7 +108,7 @@ def best_online_policy(table, metric: str = "dram_traffic_mb", tolerance_pct: fl
                          f"got {metric!r}")
     values = table if isinstance(table, pd.Series) else table[metric]
     online = online_policies(values) if not offline else values.iloc[:0]
-    values = online if not online.empty else values[[not is_optimum(p) for p in values.index]]
+    values = online if not online.empty else values[[not is_optimum(p) and not is_planner(p) for p in values.index]]
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return []

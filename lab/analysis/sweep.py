@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Optional
 
 import numpy as np
@@ -28,12 +28,15 @@ from lab.bounds.optimal import DEFAULT_TIME_LIMIT_S, OPTIMUM, OPTIMUM_ACHIEVABLE
 from lab.checks import check_int, check_positive_mb
 from lab.learn.scoring import score
 from lab.analysis.contenders import (AUTO_OPTIMUM_ACCESSES, TIE_PCT, best_online_policy,  # noqa: F401 (re-exported)
-                                     gap_closed_pct, is_optimum, wants_optimum)
+                                     PLANNER, PLANNER_LOWER, gap_closed_pct, is_offline, is_optimum, is_planner,
+                                     wants_optimum)
+from lab.planning.planner import PlannerOptions, PlanResult, demand_metrics, model_line, plan
 from lab.sim.cost import resolve_cost
 from lab.sim.model import PLAN_BUFFER, BufferModelError, resolve_buffer
 from lab.sim.policy import Policy, get_policy, policy_names
 from lab.sim.precompile import precompile
 from lab.sim.simulate import SimulationResult, capacity_bytes_of, simulate
+from lab.sim.timing import EXECUTION_MODES, missing_numbers
 from lab.trace.workload import Workload, encode_trace
 
 
@@ -125,6 +128,115 @@ def optimum_rows(trace, capacity_mb: float, cost=None, time_limit_s: float = DEF
     return optimal(trace, capacity_mb, cost, time_limit_s=time_limit_s, progress=False).table_rows()
 
 
+def planner_rows(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOptions] = None) -> list[dict]:
+    """The planner's rows of a table at ``capacity_mb`` MB, as ``optimum_rows`` gives the optimum's: ``lab.plan``'s
+    schedule of ``trace`` under ``cost`` (a preset with the physical numbers) and ``options`` (``PlannerOptions``:
+    execution mode, copy engine, ...), see ``plan_rows``."""
+    return plan_rows(plan(trace, capacity_mb, cost, options))
+
+
+def plan_rows(result: PlanResult) -> list[dict]:
+    """The rows of a plan (``lab.plan``) in a table of policies: ``PLAN``, the schedule's metrics
+    (``SimulationResult.metrics``' keys: DRAM traffic in MB, ``step_time_ms`` in ms, ...), and ``PLAN (lower
+    bound)``: no whole-tensor schedule of the planner's model is faster (``step_time_ms`` = ``lower_bound_ms``) or
+    moves less (``dram_traffic_mb`` = ``traffic_lower_mb``), its other metrics NaN. Both rows name the model
+    (buffer, preset, capacity, planner options, execution mode) in ``algorithm``."""
+    plan_row = {"policy": PLANNER, **result.metrics,
+                "algorithm": f"prefetching planner (lab.plan, seeded with the {result.seed} schedule): {result.model}"}
+    bound = dict.fromkeys(result.metrics, np.nan)
+    bound["dram_traffic_mb"] = result.traffic_lower_mb
+    bound["step_time_ms"] = result.lower_bound_ms
+    bound_row = {"policy": PLANNER_LOWER, **bound,
+                 "algorithm": "lower bound of the planner's model (ops' compute, on-chip and launch floors; the "
+                              f"flow's least traffic at DRAM bandwidth): {result.model}"}
+    return [plan_row, bound_row]
+
+
+# compare_time's columns: traffic of the graph-mode schedule, then the times in each execution mode
+TIME_TABLE_COLUMNS = ("role", "dram_traffic_mb", "dram_reads_mb", "dram_writes_mb", "graph_step_time_ms",
+                      "eager_step_time_ms", "graph_gpu_time_ms", "eager_host_time_ms", "graph_memory_bound_ops",
+                      "algorithm")
+
+
+def compare_time(trace, capacity_mb: float, cost="H200", policies="featured",
+                 options: Optional[PlannerOptions] = None, scorer: str = "heuristic") -> pd.DataFrame:
+    """Demand-fetch policies beside the prefetching planner and its bound, in step time and DRAM traffic, every
+    row in the planner's model (``lab.plan``): a scratchpad of ``capacity_mb`` MB holding whole tensors, ops in
+    trace order on one stream timed by ``lab.sim.timing`` under ``cost`` (a preset with the physical numbers:
+    H200, H100-SXM5, A100-SXM4-40GB), one copy engine (``options``, a ``PlannerOptions``; its ``execution`` is
+    replaced by each mode in turn).
+
+    Rows: LRU, the best online policy of ``policies`` (``policy_list``; default the featured classics: least DRAM
+    traffic in the scratchpad at ``capacity_mb``, ``best_online_policy`` over one ``evaluate_contenders``; ties:
+    the first), Belady, each a demand schedule (no prefetch: its scratchpad run read as kept intervals, fitted to
+    the buffer op by op, ``lab.planning.planner.demand_metrics``); then ``PLAN`` and ``PLAN (lower bound)``
+    (``plan_rows``; the planner is seeded with these policies too, so it is never slower than any of them).
+    Columns (``TIME_TABLE_COLUMNS``): ``role``; DRAM traffic, reads and writes (MB) of the graph-mode schedule;
+    ``graph_step_time_ms`` (no host cost: a CUDA graph or a compiler) and ``eager_step_time_ms`` (the host issues
+    each op), ms; the GPU's busy time in graph mode and the host's time in eager mode (ms); the memory-bound ops in
+    graph mode; ``algorithm``: what produced the row. ``attrs["model"]``: the model in one sentence. Traces that
+    do not record their ops (no ``op_index``) get their ops from the data flow, as ``lab.plan`` does.
+
+    Raises a one-line ValueError for a capacity that is not a number of MB > 0, a preset without the physical
+    numbers, an unknown policy, or bad ``options`` (TypeError for another type)."""
+    capacity_mb = check_positive_mb("capacity_mb", capacity_mb)
+    cost = resolve_cost(cost)
+    why = missing_numbers(cost)
+    if why:
+        raise ValueError(f"no time comparison: {why}")
+    if options is None:
+        options = PlannerOptions()
+    if not isinstance(options, PlannerOptions):
+        raise TypeError(f"options must be a lab.PlannerOptions, got {type(options).__name__}")
+    if not isinstance(trace, pd.DataFrame) or len(trace) == 0:
+        raise ValueError("trace must be a non-empty trace DataFrame (tensor_id, size_mb, access, op_index, ...)")
+    chosen = policy_list(policies)
+    names = [p.name for p in chosen]
+    chosen += [get_policy(p) for p in ("LRU", "Belady") if p not in names]
+    scored = with_scores(trace, chosen, scorer)
+    contenders = evaluate_contenders(encode_trace(scored), chosen, [capacity_mb], cost, buffer=PLAN_BUFFER)
+    evaluated = contenders.comparison(capacity_mb)
+    best = best_online_policy(evaluated.loc[[p.name for p in chosen if p.name in names]])
+    shown = list(dict.fromkeys(["LRU", *best[:1], "Belady"]))
+    seeds = tuple(dict.fromkeys([*options.seed_policies, *(p for p in shown if not is_offline(p))]))
+    rows = {}
+    for execution in EXECUTION_MODES:
+        mode = replace(options, execution=execution, seed_policies=seeds)
+        demand = demand_metrics(scored, capacity_mb, shown, cost, mode)
+        rows[execution] = [{"policy": name, **demand[name], "algorithm": "demand fetch (no prefetch): its "
+                            "scratchpad run as kept intervals"} for name in shown]
+        rows[execution] += plan_rows(plan(scored, capacity_mb, cost, mode))
+    graph = pd.DataFrame(rows["graph"]).set_index("policy")
+    eager = pd.DataFrame(rows["eager"]).set_index("policy")
+    tags = {name: [] for name in shown}
+    tags["LRU"].append("baseline")
+    for name in best[:1]:
+        tags[name].append("best online")
+    for name in shown:
+        if is_offline(name):
+            tags[name].append("offline (reads the future)")
+    roles = {**{name: ", ".join(words) for name, words in tags.items()},
+             PLANNER: "planner (prefetch, eviction, bypass)", PLANNER_LOWER: "lower bound of the planner's model"}
+    table = pd.DataFrame({
+        "role": [roles.get(p, "") for p in graph.index],
+        "dram_traffic_mb": graph["dram_traffic_mb"], "dram_reads_mb": graph["dram_reads_mb"],
+        "dram_writes_mb": graph["dram_writes_mb"],
+        "graph_step_time_ms": graph["step_time_ms"], "eager_step_time_ms": eager["step_time_ms"],
+        "graph_gpu_time_ms": graph["gpu_time_ms"], "eager_host_time_ms": eager["host_time_ms"],
+        "graph_memory_bound_ops": graph["memory_bound_ops"],
+        "algorithm": [text.split(": ", 1)[0] for text in graph["algorithm"]]}, index=graph.index)
+    table.attrs["model"] = (
+        f"Every row in the planner's model (lab.plan): {model_line(cost, capacity_mb, options, execution='')}; "
+        "ops in trace order on one stream, timed by lab.sim.timing (graph execution: no host cost; eager: the host "
+        "issues each op). LRU, the best online policy and Belady: demand fetch, each policy's scratchpad run "
+        "(lab.simulate, buffer='scratchpad') read as kept intervals and fitted to the buffer op by op, no prefetch; "
+        f"the best online policy has the least DRAM traffic of {len(names)} policies in the scratchpad. PLAN: "
+        "lab.plan's schedule (prefetches, evictions, bypass), never slower than those demand schedules; PLAN (lower "
+        "bound): no schedule of this model is faster or moves less. Traffic: the graph-mode schedule's (MB, reads + "
+        "writes).")
+    return table
+
+
 def achievable_at_most_every_policy(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (long, with ``policy``, or indexed by policy) with the optimum's achievable end never above a
     policy of the same table at the same capacity: a policy's run is a schedule of the optimum's model too, so
@@ -136,7 +248,7 @@ def achievable_at_most_every_policy(table: pd.DataFrame) -> pd.DataFrame:
         return table
     by = long["capacity_mb"] if "capacity_mb" in long.columns else pd.Series(0.0, index=long.index)
     optimum = long["policy"].map(is_optimum)
-    policies = long[~optimum & long["dram_traffic_mb"].notna()]
+    policies = long[~optimum & ~long["policy"].map(is_planner) & long["dram_traffic_mb"].notna()]
     shared = [c for c in policies.columns if c not in ("policy", "algorithm") and not c.startswith("opt_")]
     closed = []
     for achievable in long.index[long["policy"] == OPTIMUM_ACHIEVABLE]:

@@ -171,11 +171,13 @@ class PlanResult:
     ``dram_read_mb``, ``dram_write_mb``, ``resident_mb`` (after the op)), the ``flush`` pseudo-op last (op_index
     -1). ``residency``: one row per on-chip allocation (``tensor_id``, ``size_mb``, ``from_ms``, ``to_ms``,
     ``how``: ``produced`` | ``read`` | ``kept`` | ``prefetched`` | ``staged``: an op's working set with
-    ``streaming=False``, tensor_id -1). ``steps``: the steps of the trace the plan covers (``PlannerOptions.steps``;
-    every field above is of the whole window); ``per_step``: one row per step (``step``, ``start_ms``, ``end_ms``,
-    ``step_ms``: from the previous step's end, ``dram_read_mb``, ``dram_write_mb``, ``dram_traffic_mb``: the
-    step's ops' own DRAM bytes, its prefetches (by the step of the op that reads them) and evictions (by their
-    producer's step), the flush in the last step; they sum to ``metrics``'). Times in ms, sizes in MB (MiB)."""
+    ``streaming=False``, tensor_id -1). ``traffic_lower_mb``: no whole-tensor schedule of the model moves less
+    DRAM traffic (MB, the byte-granular flow bound ``lower_bound_ms`` divides by the bandwidth). ``steps``: the
+    steps of the trace the plan covers (``PlannerOptions.steps``; every field above is of the whole window);
+    ``per_step``: one row per step (``step``, ``start_ms``, ``end_ms``, ``step_ms``: from the previous step's end,
+    ``dram_read_mb``, ``dram_write_mb``, ``dram_traffic_mb``: the step's ops' own DRAM bytes, its prefetches (by
+    the step of the op that reads them) and evictions (by their producer's step), the flush in the last step; they
+    sum to ``metrics``'). Times in ms, sizes in MB (MiB)."""
 
     step_time_ms: float
     lower_bound_ms: float
@@ -189,6 +191,7 @@ class PlanResult:
     events: pd.DataFrame = field(repr=False)
     ops: pd.DataFrame = field(repr=False)
     residency: pd.DataFrame = field(repr=False)
+    traffic_lower_mb: float = float("nan")
     steps: int = 1
     per_step: Optional[pd.DataFrame] = field(default=None, repr=False)
 
@@ -638,16 +641,37 @@ def _problem(trace, capacity_mb, cost, options) -> _Problem:
     return problem
 
 
+def model_line(cost, capacity_mb: float, options: PlannerOptions, execution: Optional[str] = None) -> str:
+    """The one line naming ``lab.plan``'s model: buffer model, cost preset, capacity (MB), the options (copy rate
+    resolved under ``cost``) and the execution mode (``execution``; None: the options'; "" leaves it out)."""
+    execution = options.execution if execution is None else execution
+    line = f"{MODEL}; cost {cost.name}; capacity {capacity_mb:g} MB; {options.describe(cost)}"
+    return f"{line}; execution {execution}" if execution else line
+
+
+def demand_metrics(trace, capacity_mb: float, policies, cost="H200",
+                   options: Optional[PlannerOptions] = None) -> dict:
+    """{policy: metrics} of demand schedules in ``lab.plan``'s model (same buffer, ops, copy engine and execution
+    mode; no prefetch): each of ``policies`` (names) read from its scratchpad run as kept intervals (an interval is
+    kept iff its end access read on chip), or the optimum's achievable kept set for ``"optimum"``, each dropped to
+    fit the buffer op by op as the planner's seeds are. The metrics are ``SimulationResult.metrics``' keys
+    (``metrics_of_counts`` of the schedule, with its times: ``step_time_ms`` in ms, traffic in MB). ``lab.plan`` is
+    never slower than its seeds'."""
+    problem = _problem(trace, capacity_mb, cost, options)
+    out = {}
+    for name, state in _seeds(problem, tuple(policies)):
+        state, _ = problem.repaired(state)
+        times = problem.run(state, np.full(state.shape[0], -1, np.int64))[0]
+        counts = schedule_counts(problem.workload, problem.ivs, state[:problem.n_real] == KEEP,
+                                 problem.capacity_bytes)
+        out[name] = metrics_of_counts(problem.workload, counts, problem.capacity_bytes, problem.cost, times=times)
+    return out
+
+
 def demand_step_time_ms(trace, capacity_mb: float, policy: str, cost="H200",
                         options: Optional[PlannerOptions] = None) -> float:
-    """The step time (ms) of a demand schedule in ``lab.plan``'s model (same buffer, ops, copy engine and
-    execution mode; no prefetch): ``policy``'s scratchpad run read as kept intervals (an interval is kept iff its
-    end access read on chip), or the optimum's achievable kept set for ``policy="optimum"``, each dropped to fit
-    the buffer op by op as the planner's seeds are. ``lab.plan`` is never slower than its seeds'."""
-    problem = _problem(trace, capacity_mb, cost, options)
-    state = dict(_seeds(problem, (policy,)))[policy]
-    state, _ = problem.repaired(state)
-    return problem.run(state, np.full(state.shape[0], -1, np.int64))[0].step_time_ms
+    """The step time (ms) of ``policy``'s demand schedule in ``lab.plan``'s model (``demand_metrics``)."""
+    return demand_metrics(trace, capacity_mb, (policy,), cost, options)[policy]["step_time_ms"]
 
 
 def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOptions] = None) -> PlanResult:
@@ -726,12 +750,12 @@ def _result(problem: _Problem, seed: str, state: np.ndarray, run) -> PlanResult:
     step = times.step_time_ms
     if step < bound <= step * (1 + 1e-9):  # a plan at its bound, summed in another order: no gap of -1e-13 %
         bound = step
-    model = (f"{MODEL}; cost {cost.name}; capacity {problem.capacity_mb:g} MB; {opts.describe(cost)}; "
-             f"execution {opts.execution}")
+    model = model_line(cost, problem.capacity_mb, opts)
     return PlanResult(step_time_ms=step, lower_bound_ms=bound,
                       gap_to_bound_pct=percent_above(step, bound), metrics=metrics,
                       seed=seed, model=model, capacity_mb=problem.capacity_mb, options=opts, cost=cost,
-                      events=events, ops=ops, residency=residency, steps=opts.steps, per_step=per_step)
+                      events=events, ops=ops, residency=residency, traffic_lower_mb=problem.flow_lower_mb,
+                      steps=opts.steps, per_step=per_step)
 
 
 def _per_step(problem: _Problem, ops: pd.DataFrame, kinds, issue_op, need, copy_bytes) -> pd.DataFrame:
@@ -783,4 +807,5 @@ def _ops_frame(problem: _Problem, table: pd.DataFrame, residency: pd.DataFrame) 
     return ops
 
 
-__all__ = ["MODEL", "PlanResult", "PlannerOptions", "demand_step_time_ms", "lower_bound_ms", "plan"]
+__all__ = ["MODEL", "PlanResult", "PlannerOptions", "demand_metrics", "demand_step_time_ms", "lower_bound_ms",
+           "model_line", "plan"]

@@ -170,7 +170,7 @@ COLUMN_WORDS = {"dram_traffic_mb": "DRAM traffic, read + written (MB)", "dram_re
                 "capacity_mb": "buffer (MB)", "fit_s": "training time (s)", "predict_s": "scoring time (s)",
                 "size_mb": "size (MB)", "p_value": "p-value", "dram_mb": "DRAM traffic, read + written (MB)",
                 "dram_read_mb": "DRAM reads (MB)", "dram_write_mb": "DRAM writes (MB)"}
-WORDS = {"lru": "LRU", "opt": "optimum", "belady": "Belady", "llm": "LLM", "dram": "DRAM", "ml": "ML",
+WORDS = {"lru": "LRU", "opt": "optimum", "belady": "Belady", "llm": "LLM", "dram": "DRAM", "ml": "ML", "gpu": "GPU",
          "mb": "MB", "p90": "90th percentile", "pct": "%", "vs": "against"}
 UNITS = {"mb": "MB", "pct": "%", "s": "s", "ms": "ms"}
 
@@ -203,6 +203,26 @@ def readable_table(table) -> "pd.DataFrame":
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a pandas DataFrame or Series, got {type(table).__name__}")
     return format_numbers(table).rename(columns=readable_column)
+
+
+def time_comparison(traces: dict, capacity_mb: float, cost, policies=None, scorer: str = "heuristic"):
+    """A report's time section: ``lab.compare_time`` of each trace of ``traces`` ({workload name: trace that records
+    its ops, a capture}) at ``capacity_mb`` MB under ``cost`` (a preset with the physical numbers), the best online
+    policy chosen among ``policies`` (None: every registered policy). One DataFrame: ``workload`` and ``policy``,
+    then ``compare_time``'s columns (traffic in MB, times in ms); ``attrs["model"]``: the sentence naming the model
+    behind every number (the planner's: a scratchpad, the preset, each execution mode). TypeError when ``traces``
+    is not a dict of them."""
+    import pandas as pd
+
+    from lab.analysis.sweep import compare_time
+
+    if not isinstance(traces, dict) or not traces:
+        raise TypeError(f"traces must be a non-empty dict of {{workload name: trace}}, got {type(traces).__name__}")
+    tables = {name: compare_time(trace, capacity_mb, cost, "all" if policies is None else policies, scorer=scorer)
+              for name, trace in traces.items()}
+    table = pd.concat(tables, names=["workload", "policy"]).reset_index()
+    table.attrs["model"] = " ".join(dict.fromkeys(t.attrs["model"] for t in tables.values()))
+    return table
 
 
 def read_answer(notebook_path) -> tuple[str, "pd.DataFrame"]:

@@ -43,6 +43,15 @@ metrics table names each row's buffer model, the policy's parameters and
 its note. The optimum's row is always the whole-tensor schedule of a
 software-managed buffer (the scratchpad), what a compiler could plan; the
 occupancy views show whole tensors, so the scratchpad's only.
+
+Time: where the trace records its ops (a captured workload) and the hardware
+preset has the physical numbers (a GPU preset), the headline and the table
+give each row's step time beside its traffic (``lab.sim.timing``, eager
+execution, in the row's buffer model), and the *time & planner* tab sets LRU,
+the best online policy and Belady beside the prefetching planner
+(``lab.plan``) and its lower bound, in graph and eager step time and DRAM
+traffic, every row in the planner's model (``compare_time``), made when the
+tab is opened (``time_comparison``; under a second on a 12-layer GPT-2).
 """
 
 from __future__ import annotations
@@ -68,28 +77,43 @@ from lab.sim.policy import policy_names
 from lab.learn.scoring import scorer_names
 from lab.analysis.contenders import (AUTO_OPTIMUM_ACCESSES, TIE_PCT, above_optimum_pct, auto_skips_optimum,
                                      best_online_policy, is_offline, online_policies)
-from lab.analysis.sweep import evaluate_contenders, optimum_bracket
+from lab.analysis.sweep import compare_time, evaluate_contenders, optimum_bracket
+from lab.sim.timing import TIME_METRICS, missing_numbers
 from lab.bounds.capacities import default_capacities_mb
 
 # headline metrics first: DRAM traffic (reads + writes, writebacks included) and byte hit rate; hit rates that
 # count accesses (where tiny tensors weigh as much as big ones) after them
 TABLE_COLUMNS = ["dram_traffic_mb", "dram_reads_mb", "dram_writes_mb", "byte_hit_rate", "gap_closed_pct",
                  "opt_lower_mb", "opt_upper_mb", "writebacks", "evictions", "dram_accesses", "cache_hits",
-                 "cache_hit_rate", "read_hit_rate", "total_latency", "bandwidth_wait_time", "peak_occupancy_mb"]
+                 "cache_hit_rate", "read_hit_rate", "total_latency", "bandwidth_wait_time", "peak_occupancy_mb",
+                 *TIME_METRICS]
 SOURCES = ("synthetic", "captured")
 SWEEP_METRICS = ("dram_traffic_mb", "byte_hit_rate")
 # the table shown: the headline metrics in words with their units, then what produced each row
 SHOWN_COLUMNS = {"dram_traffic_mb": "DRAM traffic (MB)", "dram_reads_mb": "read (MB)", "dram_writes_mb": "written (MB)",
+                 TIME_METRICS[0]: "step time, eager (ms)",  # step_time_ms: lab.sim.timing's, eager
                  "byte_hit_rate": "byte hit rate (%)", "cache_hit_rate": "hit rate (%)", "evictions": "evictions",
                  "vs_optimum_pct": "vs optimum (%)", "total_latency": "latency (ms)", "buffer model": "buffer model",
                  "parameters": "parameters", "note": "note"}
 SHOWN_FORMATS = {"DRAM traffic (MB)": "{:,.1f}", "read (MB)": "{:,.1f}", "written (MB)": "{:,.1f}",
+                 "step time, eager (ms)": "{:,.4g}",
                  "byte hit rate (%)": "{:.1f}", "hit rate (%)": "{:.1f}", "evictions": "{:,.0f}",
                  "vs optimum (%)": "{:+.1f}", "latency (ms)": "{:,.2f}"}
 TABLE_CAPTION = ("DRAM traffic: MB read from and written to DRAM (writebacks included), the number to minimize. Byte "
                  "hit rate: share of the bytes accessed that were served on chip; hit rate: share of the accesses. "
                  "vs optimum: % more DRAM traffic than the optimum (its lower bound when bracketed). Latency: the "
                  "hardware preset's time for the accesses and transfers.")
+TIME_CAPTION = ("Step time, eager (ms), where the trace records its ops and the hardware preset has the physical "
+                "numbers: lab.sim.timing's model (per op a roofline of compute, DRAM and on-chip time; the host "
+                "issuing each op) of each row's schedule in its buffer model, under the hardware preset.")
+# the time tab (compare_time): its columns as shown, in words with units and the model behind each
+TIME_SHOWN_COLUMNS = {"role": "role", "dram_traffic_mb": "DRAM traffic (MB)",
+                      "graph_step_time_ms": "step time, graph (ms)", "eager_step_time_ms": "step time, eager (ms)",
+                      "graph_gpu_time_ms": "GPU busy, graph (ms)", "eager_host_time_ms": "host, eager (ms)",
+                      "graph_memory_bound_ops": "memory-bound ops, graph", "algorithm": "algorithm"}
+TIME_SHOWN_FORMATS = {"DRAM traffic (MB)": "{:,.1f}", "step time, graph (ms)": "{:,.4g}",
+                      "step time, eager (ms)": "{:,.4g}", "GPU busy, graph (ms)": "{:,.4g}",
+                      "host, eager (ms)": "{:,.4g}", "memory-bound ops, graph": "{:,.0f}"}
 GROUPS_CAPTION = ("Tensors in the order to evict them first, by the eviction score of their latest access (1: evict "
                   "first). Tensors with the same score are one row: many tensors often tie, and within a tie the "
                   "order is by size only.")
@@ -162,6 +186,7 @@ class Explorer:
         self.table: Optional[pd.DataFrame] = None  # the metrics as shown: headline metrics in words and units
         self.metrics_out, self.ranking_out, self.heatmap_out = w.Output(), w.Output(), w.Output()
         self.timeline_out, self.curves_out, self.validation_out = w.Output(), w.Output(), w.Output()
+        self.time_out = w.Output()
         self.top, self.sweep_points, self.debounce_s = top, sweep_points, debounce_s
         self.heatmap_policy = heatmap_policy
         self.optimum_max_accesses = optimum_max_accesses
@@ -177,6 +202,8 @@ class Explorer:
         self.groups: Optional[pd.DataFrame] = None  # every tensor grouped by eviction score (ties: one row)
         self.shown_result = None  # the result the occupancy figures show (the first chosen policy's)
         self._timeline = None
+        self._time_comparison = None  # compare_time's table of the last update, made on first use
+        self._time_note: Optional[str] = None  # why there is none ("" when there is one; None: not looked at yet)
         self.model: Optional[SimulationModel] = None  # buffer model, cost preset and capacity of the results
         self.notes: dict = {}  # policy -> why its result is degenerate (SimulationResult.note) or it did not run
         self.optimum_note: str = ""
@@ -209,8 +236,9 @@ class Explorer:
                         w.HBox([self.capacity_mb, self.capacity_slider]), self.sweep_button])
         self.tabs = w.Tab(children=[self.ranking_out, self.heatmap_out, self.timeline_out,
                                     w.VBox([w.HBox([self.sweep_progress, self.sweep_status]), self.curves_out]),
-                                    self.validation_out])
-        for i, title in enumerate(["top evictions", "occupancy", "timeline", "traffic vs capacity", "validation"]):
+                                    self.validation_out, self.time_out])
+        for i, title in enumerate(["top evictions", "occupancy", "timeline", "traffic vs capacity", "validation",
+                                   "time & planner"]):
             self.tabs.set_title(i, title)
         self.tabs.observe(self._draw_tab, names="selected_index")
         self.results_box = w.VBox([self.headline, self.metrics_out, self.tabs])
@@ -344,11 +372,12 @@ class Explorer:
         self.message.value = f"<b style='color:#b00'>Cannot run:</b> {_escape(self.error)}"
         self.trace = self.results = self.metrics = self.table = self.ranking = self.groups = None
         self.validation = self.shown_result = self.model = None
-        self._timeline = None
+        self._timeline = self._time_comparison = self._time_note = None
         self.notes = {}
         self.headline.value = ""
         self._tab_content, self._stale = {}, set()
-        for output in (self.metrics_out, self.ranking_out, self.heatmap_out, self.timeline_out, self.validation_out):
+        for output in (self.metrics_out, self.ranking_out, self.heatmap_out, self.timeline_out, self.validation_out,
+                       self.time_out):
             output.outputs = ()
         if self.sweep is not None or self.sweep_stale:
             self._clear_sweep("the inputs above have an error")
@@ -393,6 +422,7 @@ class Explorer:
                                             self.notes)
         shown = results[self._shown_policy(results)]
         self.shown_result, self._timeline = shown, None
+        self._time_comparison, self._time_note = None, None
         tensors = shown.buffer == PLAN_BUFFER  # the occupancy views draw whole tensors
         self._tab_content = {  # what each tab shows; drawn when shown (the open tab now, the others on opening)
             0: (self.ranking_out, lambda: [_html(GROUPS_CAPTION), groups_table(self.groups.head(self.top)),
@@ -402,6 +432,7 @@ class Explorer:
             2: (self.timeline_out, lambda: [self._plotly_html(self.timeline) if tensors
                                             else _html(OCCUPANCY_OF_TENSORS)]),
             4: (self.validation_out, lambda: [self.validation, plots.reuse_distance_histogram(trace)]),
+            5: (self.time_out, lambda: self._time_views()),
         }
         if self._sweep_inputs is not None and self.sweep is not None:
             changed = [name for name, value in self._sweep_key().items() if self._sweep_inputs[name] != value]
@@ -448,6 +479,54 @@ class Explorer:
         if self._timeline is None and shown is not None and shown.buffer == PLAN_BUFFER:
             self._timeline = plots.occupancy_timeline(shown)
         return self._timeline
+
+    @property
+    def time_comparison(self) -> Optional[pd.DataFrame]:
+        """The demand-fetch policies (LRU, the best online of the chosen ones, Belady) beside the prefetching
+        planner and its lower bound, in step time (graph and eager, ms) and DRAM traffic (MB), every row in the
+        planner's model (``lab.analysis.sweep.compare_time``: a scratchpad of the chosen capacity, the chosen
+        hardware preset), made on first use after each update (the *time & planner* tab); None, with
+        ``time_note`` saying why, when the trace does not record its ops or the preset lacks the physical
+        numbers."""
+        if self._time_note is None and self.trace is not None:
+            self._time_comparison, self._time_note = None, self._why_untimed()
+            if not self._time_note:
+                scored = self._workload_value[1].scored
+                try:
+                    self._time_comparison = compare_time(scored, self.capacity_mb.value, self.hardware.value,
+                                                         [lab.get_policy(p).name for p in self.policies.value],
+                                                         scorer=self.scorer.value)
+                except (ValueError, TypeError) as error:
+                    self._time_note = f"No time comparison: {error}"
+        return self._time_comparison
+
+    @property
+    def time_note(self) -> str:
+        """Why ``time_comparison`` is None ("" when it is not)."""
+        self.time_comparison  # noqa: B018 (made on first use)
+        if self.trace is None and self.error:
+            return f"No results: {self.error}"
+        return self._time_note or ""
+
+    def _why_untimed(self) -> str:
+        """Why the results have no step time ("" when they have one)."""
+        if "op_index" not in self.trace.columns:
+            return ("No step time: this trace does not record its ops (generated traces do not); choose a captured "
+                    "workload.")
+        why = missing_numbers(resolve_cost(self.hardware.value))
+        return f"No step time: {why}." if why else ""
+
+    def _time_views(self) -> list:
+        """The time tab's content: the comparison's model in a sentence and its table, or why there is none."""
+        from IPython.display import HTML
+
+        table = self.time_comparison
+        if table is None:
+            return [_html(self.time_note)]
+        shown = table[list(TIME_SHOWN_COLUMNS)].rename(columns=TIME_SHOWN_COLUMNS)
+        shown.index.name = "policy"
+        styled = shown.style.format(TIME_SHOWN_FORMATS, na_rep="")
+        return [_html(table.attrs["model"]), HTML(styled.to_html())]
 
     def _plotly_html(self, figure):
         """``figure`` as HTML that draws itself with plotly.js, inlined with the first figure of this explorer (no
@@ -561,9 +640,11 @@ def headline_html(metrics: pd.DataFrame, capacity_mb: float, optimum_note: str =
                                                                        if len(tied) > 5 else "")
         who = (f"{'all ' + str(len(tied)) if len(tied) == len(online) else len(tied)} {kind} policies tie for best "
                f"(within {TIE_PCT:g} % of the least DRAM traffic): {names}; the least, <b>{_escape(str(best))}</b>:")
+    step = row.get("step_time_ms", float("nan"))
+    timed = f", step time <b>{step:,.4g} ms</b> (eager, lab.sim.timing)" if step == step else ""
     parts = [f"<b>At {capacity_mb:.4g} MB</b>: {who}{',' if len(tied) == 1 else ''} DRAM traffic "
              f"<b>{row['dram_traffic_mb']:,.1f} MB</b> (read {row['dram_reads_mb']:,.1f} + written "
-             f"{row['dram_writes_mb']:,.1f}), byte hit rate <b>{row['byte_hit_rate']:.1f} %</b>"]
+             f"{row['dram_writes_mb']:,.1f}), byte hit rate <b>{row['byte_hit_rate']:.1f} %</b>{timed}"]
     bracket = optimum_bracket(metrics)
     if bracket is not None:
         lower, upper = bracket
@@ -625,7 +706,8 @@ def table_html(table: pd.DataFrame):
     from IPython.display import HTML
 
     styled = table.style.format({c: f for c, f in SHOWN_FORMATS.items() if c in table}, na_rep="")
-    return HTML(styled.to_html() + f"<p style='font-size:0.85em;color:#555'>{_escape(TABLE_CAPTION)}</p>")
+    caption = TABLE_CAPTION + (f" {TIME_CAPTION}" if SHOWN_COLUMNS["step_time_ms"] in table else "")
+    return HTML(styled.to_html() + f"<p style='font-size:0.85em;color:#555'>{_escape(caption)}</p>")
 
 
 def groups_table(groups: pd.DataFrame):
