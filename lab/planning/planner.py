@@ -454,8 +454,9 @@ class _Problem:
             evict = np.full(state.shape[0], -1, np.int64)
         if times is None:
             times = self.priced(state, evict)
+        op_ms = tuple(times.ops[name].to_numpy(np.float64) for name in ("gpu_ms", "dram_ms", "host_ms"))
         copies, kinds, issue_op, need, (start, end, stall, c_start, c_end, c_stall, total) = self.simulated(
-            times, state, issue, evict)
+            op_ms, state, issue, evict)
         table = times.ops.copy()
         table["start_ms"] = start
         table["end_ms"] = end
@@ -493,10 +494,11 @@ class _Problem:
                                    np.full(int(fetched.sum()), "prefetched"),
                                    np.where(produced, "produced", "kept"), np.full(staged.shape[0], "staged")])}
 
-    def simulated(self, times: StepTime, state: np.ndarray, issue: np.ndarray, evict: np.ndarray):
-        """The runtime simulator on the priced ops ``times`` (``self.priced(state, evict)``): (copies (interval
-        ids), copy kinds, issue ops, need ops, ``simulate_copies``' arrays and step end)."""
-        table = times.ops
+    def simulated(self, op_ms: tuple, state: np.ndarray, issue: np.ndarray, evict: np.ndarray):
+        """The runtime simulator on priced ops, ``op_ms`` = (gpu_ms, dram_ms, host_ms) per op, the flush last
+        (``self.priced(state, evict)``'s columns): (copies (interval ids), copy kinds, issue ops, need ops,
+        ``simulate_copies``' arrays and step end)."""
+        gpu_ms, dram_ms, host_ms = op_ms
         fetched = np.flatnonzero(state == PREFETCHED)
         evicted = np.flatnonzero(evict >= 0)
         copies = np.concatenate([fetched, evicted])
@@ -505,8 +507,8 @@ class _Problem:
         issue_op = np.concatenate([issue[fetched], self.start_op[evicted]])
         need = np.concatenate([self.need_op[fetched], np.where(evict[evicted] < self.n_ops, evict[evicted], NO_NEED)])
         out = simulate_copies(
-            kernel_array(table["gpu_ms"], np.float64), kernel_array(table["dram_ms"], np.float64),
-            kernel_array(table["host_ms"], np.float64), np.float64(launch_latency_ms(self.cost)),
+            kernel_array(gpu_ms, np.float64), kernel_array(dram_ms, np.float64),
+            kernel_array(host_ms, np.float64), np.float64(launch_latency_ms(self.cost)),
             self.options.execution == "eager", kinds, self.size[copies].astype(np.float64),
             kernel_array(issue_op, np.int64), kernel_array(need, np.int64), np.float64(self.copy_rate))
         return copies, kinds, issue_op, need, out
