@@ -9,6 +9,7 @@ import pytest
 from lab.planning import PlannerOptions, check_plan, exhaustive_plan, plan, plan_optimum, planner_gap
 from lab.planning.exact import gap_case, planner_decisions, planner_gaps
 from lab.sim.cost import MIN_BANDWIDTH_GB_S
+from lab.units import percent_above
 from tests.test_planning import FAST_L2, _layers, _trace
 
 QUARTER = 0.25 * FAST_L2.dram_bandwidth_gb_s * FAST_L2.dram_efficiency  # GB/s: a copy engine at a quarter of DRAM
@@ -18,8 +19,7 @@ SMALL_CASES = [
     (27, PlannerOptions()),  # the planner is 8 % above the optimum here
     (1, PlannerOptions(max_outstanding_prefetches=1)),
     (12, PlannerOptions(execution="eager", memory_combine="sum")),
-    (38, PlannerOptions(copy_bandwidth_gb_s=QUARTER, max_outstanding_evictions=1)),
-    (23, PlannerOptions(streaming=False)),
+    (23, PlannerOptions(streaming=False, copy_bandwidth_gb_s=QUARTER, max_outstanding_evictions=1)),
 ]
 
 
@@ -36,24 +36,26 @@ def test_the_milp_bound_sits_below_the_exhaustive_optimum_which_sits_below_the_p
     best = exhaustive_plan(trace, capacity_mb, FAST_L2, options, max_intervals=8)
     check_plan(best.plan)
     assert best.intervals <= 8 and best.enumerated > 1 and best.plan.seed == "exhaustive"
-    planned = plan(trace, capacity_mb, FAST_L2, options)
+    fixed, planned_ms = planner_decisions(trace, capacity_mb, FAST_L2, options)  # lab.plan's decisions
     bound = plan_optimum(trace, capacity_mb, FAST_L2, options)
-    assert bound.solved and bound.lower_ms <= best.step_time_ms <= planned.step_time_ms * (1 + 1e-12)
+    assert bound.solved and bound.lower_ms <= best.step_time_ms <= planned_ms * (1 + 1e-12)
     if seed == 27:  # the exhaustive search finds what the greedy misses
-        assert best.step_time_ms < 0.95 * planned.step_time_ms
+        assert planned_ms == plan(trace, capacity_mb, FAST_L2, options).step_time_ms
+        assert best.step_time_ms < 0.95 * planned_ms
     # with the planner's own decisions fixed, the program bounds that plan's simulated time
-    fixed, planned_ms = planner_decisions(trace, capacity_mb, FAST_L2, options)
-    assert planned_ms == planned.step_time_ms
     pinned = plan_optimum(trace, capacity_mb, FAST_L2, options, fixed=fixed)
     assert pinned.fixed and pinned.binaries == bound.binaries
-    assert bound.lower_ms <= pinned.lower_ms * (1 + 1e-9) and pinned.lower_ms <= planned.step_time_ms
+    assert bound.lower_ms <= pinned.lower_ms * (1 + 1e-9) and pinned.lower_ms <= planned_ms
+    if seed == 27:  # and tells the planner's decisions from the optimum's
+        assert pinned.lower_ms > 1.05 * bound.lower_ms
 
 
 def _one_weight(copy_gb_s=None, execution="graph"):
-    """Two compute-bound ops, then a memory-bound one reading a 24 MiB weight: the only interval is the weight's
-    first read, so at most one copy exists (no FIFO order, no shared bandwidth, no eviction to relax)."""
-    ops = [("aten.bmm", 2e10, [("x", 1.0, "read"), ("h", 1.0, "write")]),
-           ("aten.bmm", 5e9, [("y", 1.0, "read"), ("g", 1.0, "write")]),
+    """Two compute-bound ops writing outputs no one reads, then a memory-bound one reading a 24 MiB weight: the
+    only interval is the weight's first read, so at most one copy exists (no FIFO order, no shared bandwidth, no
+    eviction to relax)."""
+    ops = [("aten.bmm", 2e10, [("h", 1.0, "write")]),
+           ("aten.bmm", 5e9, [("g", 1.0, "write")]),
            ("aten.addmm", 1e8, [("w", 24.0, "read"), ("z", 1.0, "write")])]
     return _trace(ops), PlannerOptions(copy_bandwidth_gb_s=copy_gb_s, execution=execution)
 
@@ -68,7 +70,30 @@ def test_the_milp_equals_the_exhaustive_optimum_with_one_copy_at_most(capacity_m
     assert len(best.plan.events) == (1 if capacity_mb > 24 else 0)  # prefetched when it fits, else streamed
 
 
-@pytest.mark.parametrize("seed", [11, 27, 38, 47])
+def test_an_optimum_that_evicts_then_prefetches_is_found_by_both():
+    # y (24 MiB) is produced by a memory-bound op and read at the end; w (26 MiB) is read by a memory-bound op in
+    # between; 30 MB hold one of them: the optimum evicts y behind the first compute op, then prefetches w behind
+    # the second (one copy at a time, so the program is exact); keeping y or writing it through is slower
+    ops = [("aten.add", 0.0, [("a", 1.0, "read"), ("y", 24.0, "write")]),
+           ("aten.bmm", 3e10, [("c", 1.0, "read"), ("d", 1.0, "write")]),
+           ("aten.bmm", 3e10, [("d", 1.0, "read"), ("f", 1.0, "write")]),
+           ("aten.add", 0.0, [("w", 26.0, "read"), ("e", 1.0, "write")]),
+           ("aten.add", 0.0, [("y", 24.0, "read"), ("e", 1.0, "read"), ("z", 1.0, "write")])]
+    trace = _trace(ops)
+    options = PlannerOptions(max_outstanding_prefetches=1, max_outstanding_evictions=1)
+    best = exhaustive_plan(trace, 30.0, FAST_L2, options)
+    events = best.plan.events
+    assert events[["kind", "tensor_id", "issue_op", "need_op"]].values.tolist() == [
+        ["prefetch", "w", 1, 3], ["eviction", "y", 0, 2]]
+    assert best.plan.ops.loc[0, "dram_write_mb"] == 0.0  # y is not written through
+    bound = plan_optimum(trace, 30.0, FAST_L2, options)
+    assert bound.lower_ms == pytest.approx(best.step_time_ms, rel=1e-6)
+    fixed, planned_ms = planner_decisions(trace, 30.0, FAST_L2, options)
+    assert best.step_time_ms <= planned_ms
+    assert plan_optimum(trace, 30.0, FAST_L2, options, fixed=fixed).lower_ms <= planned_ms
+
+
+@pytest.mark.parametrize("seed", [11, 47])
 def test_the_milp_equals_the_exhaustive_optimum_when_no_copy_can_help(seed):
     # copies at 1 byte per second never pay: both search the kept and bypassed intervals, dirty data written
     # through or flushed, under the buffer op by op, where the program is exact
@@ -86,8 +111,12 @@ def test_the_milp_equals_the_exhaustive_optimum_when_no_copy_can_help(seed):
 GAP_MEDIAN_PCT, GAP_MEAN_PCT, GAP_MAX_PCT, GAP_ABOVE = 0.5, 3.0, 20.0, 7
 
 
-def test_the_planners_gap_to_its_own_optimum_stays_within_its_measured_bounds():
-    gaps = planner_gaps(range(20), FAST_L2, method="milp")
+@pytest.fixture(scope="module")
+def gaps():
+    return planner_gaps(range(20), FAST_L2, method="milp")
+
+
+def test_the_planners_gap_to_its_own_optimum_stays_within_its_measured_bounds(gaps):
     assert len(gaps) == 20 and (gaps["method"] == "milp").all()
     assert (gaps["gap_pct"] >= 0).all()  # a lower bound is never above the plan
     assert gaps["gap_pct"].median() <= GAP_MEDIAN_PCT
@@ -97,12 +126,13 @@ def test_the_planners_gap_to_its_own_optimum_stays_within_its_measured_bounds():
 
 
 def test_planner_gap_is_exact_when_the_trace_enumerates():
-    trace, capacity_mb = gap_case(27)
-    exact = planner_gap(trace, capacity_mb, FAST_L2)
-    assert exact.method == "exhaustive" and exact.intervals <= 9
-    assert exact.gap_pct == pytest.approx(100 * (exact.planner_ms / exact.optimum_ms - 1)) and exact.gap_pct > 5
-    bound = planner_gap(trace, capacity_mb, FAST_L2, method="milp")
-    assert bound.planner_ms == exact.planner_ms and bound.gap_pct >= exact.gap_pct - 1e-6
+    trace, options = _one_weight(QUARTER)
+    exact = planner_gap(trace, 30.0, FAST_L2, options)
+    assert exact.method == "exhaustive" and exact.intervals == 1
+    assert exact.gap_pct == pytest.approx(percent_above(exact.planner_ms, exact.optimum_ms))
+    assert exact.planner_ms == plan(trace, 30.0, FAST_L2, options).step_time_ms
+    bound = planner_gap(trace, 30.0, FAST_L2, options, method="milp")
+    assert bound.planner_ms == exact.planner_ms and bound.gap_pct == pytest.approx(exact.gap_pct, abs=1e-5)
 
 
 def test_a_time_limit_gives_a_bracket_not_an_error():

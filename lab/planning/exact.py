@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_int
+from lab.checks import check_int, check_number
 from lab.planning.checks import _peak, _slack, check_plan
 from lab.planning.planner import (BYPASS, KEEP, PREFETCHED, PlannerOptions, PlanResult, _problem, _Problem, _result,
                                   decide)
@@ -228,7 +228,7 @@ def exhaustive_plan(trace, capacity_mb: float, cost="H200", options: Optional[Pl
 
 
 class _Columns:
-    """The integer program's variables: bounds, integrality and objective, allocated by name."""
+    """The integer program's variables: bounds, integrality and objective coefficient of each column."""
 
     def __init__(self):
         self.lb, self.ub, self.integral, self.cost = [], [], [], []
@@ -463,11 +463,12 @@ def plan_optimum(trace, capacity_mb: float, cost="H200", options: Optional[Plann
     """A lower bound (ms) on the step time of every schedule of ``lab.plan``'s model for ``trace`` (same
     arguments as ``lab.plan``), from an integer program solved by HiGHS (``scipy.optimize.milp``) within
     ``time_limit_s`` seconds (> 0): never an error when the limit cuts the search, a bracket instead (see
-    ``OptimumBound``). ``fixed``: (state, issue, evict) decisions per interval (``lab.planning.planner.decide``'s)
-    to fix, giving a lower bound on their simulated step.
+    ``OptimumBound``). ``fixed``: (state, issue, evict) decisions per interval (``planner_decisions``' or
+    ``lab.planning.planner.decide``'s) to fix, giving a lower bound on their simulated step. ``mip_rel_gap``: the
+    relative gap between HiGHS' bounds at which it stops (in [0, 1]; ``solved`` then means within it).
 
     The program (plan section 2.6): binaries keep / prefetch issued after op *s* / bypass (the rest) per interval,
-    and evict per dirty interval (the one data structure of ``_Problem``); continuous op durations ``d_i`` >= the
+    and evict per interval that may be dirty (only where it is bypassed); continuous op durations ``d_i`` >= the
     op's compute, launch and on-chip time and its DRAM time (``memory_combine``: max, or sum with on-chip), the
     DRAM bytes linear in the decisions (bypassed reads, dirty intervals written through, the flush); waits ``g_i``
     before each op (stalls, and the host in eager execution: op *i* starts after ``h_i`` + launch latency) and a
@@ -489,6 +490,7 @@ def plan_optimum(trace, capacity_mb: float, cost="H200", options: Optional[Plann
     It is exact (equal to ``exhaustive_plan``) when these do not bind: e.g. at most one copy can ever be in
     flight and no eviction competes for capacity, or no copy helps."""
     time_limit_s = _check_time_limit(time_limit_s)
+    mip_rel_gap = check_number("mip_rel_gap", mip_rel_gap, 0, 1)
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_array
 
