@@ -469,27 +469,20 @@ class _Problem:
         read, write, flush = self.op_bytes(state, evict)
         return step_times(self.table, read, write, flush, self.cost, self.options.execution)
 
-    def run(self, state: np.ndarray, issue: np.ndarray, evict=None):
+    def run(self, state: np.ndarray, issue: np.ndarray, evict=None, times=None):
         """(StepTime with the runtime's times, copies (interval ids), copy kinds, issue ops, need ops, copy start,
         end, stall) of ``state`` with prefetches issued after ``issue`` (per interval, for the PREFETCHED ones)
-        and evictions (``evict``: per interval, the op before which its eviction must be done, -1 none)."""
+        and evictions (``evict``: per interval, the op before which its eviction must be done, -1 none).
+        ``times``: ``self.priced(state, evict)`` when already known (it depends on neither issue ops nor
+        deadlines)."""
         if evict is None:
             evict = np.full(state.shape[0], -1, np.int64)
-        times = self.priced(state, evict)
-        table = times.ops
-        fetched = np.flatnonzero(state == PREFETCHED)
-        evicted = np.flatnonzero(evict >= 0)
-        copies = np.concatenate([fetched, evicted])
-        kinds = np.concatenate([np.full(fetched.shape[0], PREFETCH, np.int8), np.full(evicted.shape[0], EVICTION,
-                                                                                    np.int8)])
-        issue_op = np.concatenate([issue[fetched], self.start_op[evicted]])
-        need = np.concatenate([self.need_op[fetched], np.where(evict[evicted] < self.n_ops, evict[evicted], NO_NEED)])
-        start, end, stall, c_start, c_end, c_stall, total = simulate_copies(
-            kernel_array(table["gpu_ms"], np.float64), kernel_array(table["dram_ms"], np.float64),
-            kernel_array(table["host_ms"], np.float64), np.float64(launch_latency_ms(self.cost)),
-            self.options.execution == "eager", kinds, self.size[copies].astype(np.float64),
-            kernel_array(issue_op, np.int64), kernel_array(need, np.int64), np.float64(self.copy_rate))
-        table = table.copy()
+        if times is None:
+            times = self.priced(state, evict)
+        op_ms = tuple(times.ops[name].to_numpy(np.float64) for name in ("gpu_ms", "dram_ms", "host_ms"))
+        copies, kinds, issue_op, need, (start, end, stall, c_start, c_end, c_stall, total) = self.simulated(
+            op_ms, state, issue, evict)
+        table = times.ops.copy()
         table["start_ms"] = start
         table["end_ms"] = end
         table["stall_ms"] = stall
@@ -497,6 +490,53 @@ class _Problem:
             table.iloc[-1, table.columns.get_loc("end_ms")] = total
         return (StepTime(ops=table, execution=self.options.execution), copies, kinds, issue_op, need, c_start, c_end,
                 c_stall)
+
+    def residency(self, state, start_ms, end_ms, copies, kinds, need, c_start, c_end) -> dict:
+        """The on-chip allocations of decisions ``state`` run by the simulator (op ``start_ms``/``end_ms``, the
+        copies of ``simulated``): ``PlanResult.residency``'s columns as arrays, one entry per allocation (empty
+        spans included)."""
+        occ_from, occ_to = self.occupancy(state)
+        kept = np.flatnonzero(state == KEEP)
+        start_occ = self.occ[self.start[kept]]
+        reached = occ_from[kept] > start_occ
+        fetched = kinds == PREFETCH
+        evicted = copies[~fetched]
+        produced = self.writes[np.maximum(self.start[evicted], 0)]
+        producer = self.start_op[evicted]
+        staged = np.flatnonzero(self.extra > 0) if not self.options.streaming else np.zeros(0, np.int64)
+        size = np.concatenate([self.size[kept], self.size[copies[fetched]], self.size[evicted], self.extra[staged]])
+        unnamed = self.tensor_ids.dtype if self.tensor_ids.dtype.kind in "iu" else object  # staged rows' id, -1
+        return {
+            "tensor_id": np.concatenate([self.tensor_ids[kept], self.tensor_ids[copies[fetched]],
+                                         self.tensor_ids[evicted]] + ([np.full(staged.shape[0], -1, unnamed)]
+                                                                      if staged.shape[0] else [])),
+            "size_mb": bytes_to_mb(size.astype(np.float64)),
+            "from_ms": np.concatenate([np.where(reached, end_ms[start_occ], start_ms[start_occ]), c_start[fetched],
+                                       np.where(produced, start_ms[producer], end_ms[producer]), start_ms[staged]]),
+            "to_ms": np.concatenate([end_ms[occ_to[kept]], end_ms[need[fetched]], c_end[~fetched], end_ms[staged]]),
+            "how": np.concatenate([np.where(reached, "kept", np.where(self.writes[self.start[kept]], "produced",
+                                                                      "read")),
+                                   np.full(int(fetched.sum()), "prefetched"),
+                                   np.where(produced, "produced", "kept"), np.full(staged.shape[0], "staged")])}
+
+    def simulated(self, op_ms: tuple, state: np.ndarray, issue: np.ndarray, evict: np.ndarray):
+        """The runtime simulator on priced ops, ``op_ms`` = (gpu_ms, dram_ms, host_ms) per op, the flush last
+        (``self.priced(state, evict)``'s columns): (copies (interval ids), copy kinds, issue ops, need ops,
+        ``simulate_copies``' arrays and step end)."""
+        gpu_ms, dram_ms, host_ms = op_ms
+        fetched = np.flatnonzero(state == PREFETCHED)
+        evicted = np.flatnonzero(evict >= 0)
+        copies = np.concatenate([fetched, evicted])
+        kinds = np.concatenate([np.full(fetched.shape[0], PREFETCH, np.int8), np.full(evicted.shape[0], EVICTION,
+                                                                                    np.int8)])
+        issue_op = np.concatenate([issue[fetched], self.start_op[evicted]])
+        need = np.concatenate([self.need_op[fetched], np.where(evict[evicted] < self.n_ops, evict[evicted], NO_NEED)])
+        out = simulate_copies(
+            kernel_array(gpu_ms, np.float64), kernel_array(dram_ms, np.float64),
+            kernel_array(host_ms, np.float64), np.float64(launch_latency_ms(self.cost)),
+            self.options.execution == "eager", kinds, self.size[copies].astype(np.float64),
+            kernel_array(issue_op, np.int64), kernel_array(need, np.int64), np.float64(self.copy_rate))
+        return copies, kinds, issue_op, need, out
 
 
 def _policy_state(problem: _Problem, policy: str) -> np.ndarray:
@@ -686,6 +726,13 @@ def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOption
     Raises a one-line ValueError for a capacity that is not a number of MB > 0, a preset without the physical
     numbers, an empty trace, or (``streaming=False``) a capacity below an op's working set."""
     problem = _problem(trace, capacity_mb, cost, options)
+    name, state, _, _, run = decide(problem)
+    return _result(problem, name, state, run)
+
+
+def decide(problem: _Problem) -> tuple:
+    """The greedy's decisions on ``problem`` (see the module): (seed name, per-interval state, issue ops,
+    eviction deadlines, ``problem.run``'s output for them)."""
     best = None
     for name, state in _seeds(problem):
         state, held = problem.repaired(state)
@@ -693,12 +740,14 @@ def plan(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOption
         if best is None or run[0].step_time_ms < best[2][0].step_time_ms:
             best = (name, state, run, held)
     name, state, run, held = best
-    pre_state, issue, evict = _prefetch(problem, state, held, run[0])
-    if (pre_state == PREFETCHED).any() or (evict >= 0).any():
-        pre_run = problem.run(pre_state, issue, evict)
+    issue = np.full(state.shape[0], -1, np.int64)
+    evict = np.full(state.shape[0], -1, np.int64)
+    pre_state, pre_issue, pre_evict = _prefetch(problem, state, held, run[0])
+    if (pre_state == PREFETCHED).any() or (pre_evict >= 0).any():
+        pre_run = problem.run(pre_state, pre_issue, pre_evict)
         if pre_run[0].step_time_ms < run[0].step_time_ms:
-            state, run = pre_state, pre_run
-    return _result(problem, name, state, run)
+            state, issue, evict, run = pre_state, pre_issue, pre_evict, pre_run
+    return name, state, issue, evict, run
 
 
 def _result(problem: _Problem, seed: str, state: np.ndarray, run) -> PlanResult:
@@ -719,28 +768,7 @@ def _result(problem: _Problem, seed: str, state: np.ndarray, run) -> PlanResult:
         "issue_op": np.where(issue_op >= 0, op_ids[np.maximum(issue_op, 0)], -1),
         "need_op": np.where(need >= 0, op_ids[np.maximum(need, 0)], -1),
         "start_ms": c_start, "end_ms": c_end, "stall_ms": c_stall})
-    occ_from, occ_to = problem.occupancy(state)
-    kept = np.flatnonzero(state == KEEP)
-    start_occ = problem.occ[problem.start[kept]]
-    reached = occ_from[kept] > start_occ
-    from_ms = np.where(reached, end_ms[start_occ], start_ms[start_occ])
-    how = np.where(reached, "kept", np.where(problem.writes[problem.start[kept]], "produced", "read"))
-    rows = [pd.DataFrame({"tensor_id": tensor_ids[kept], "size_mb": bytes_to_mb(size[kept]), "from_ms": from_ms,
-                          "to_ms": end_ms[occ_to[kept]], "how": how})]
-    fetched = kinds == PREFETCH
-    rows.append(pd.DataFrame({"tensor_id": tensor_ids[copies[fetched]], "size_mb": bytes_to_mb(size[copies[fetched]]),
-                              "from_ms": c_start[fetched], "to_ms": end_ms[need[fetched]], "how": "prefetched"}))
-    evicted = copies[~fetched]
-    produced = problem.writes[np.maximum(problem.start[evicted], 0)]
-    producer = problem.start_op[evicted]
-    rows.append(pd.DataFrame({"tensor_id": tensor_ids[evicted], "size_mb": bytes_to_mb(size[evicted]),
-                              "from_ms": np.where(produced, start_ms[producer], end_ms[producer]),
-                              "to_ms": c_end[~fetched], "how": np.where(produced, "produced", "kept")}))
-    if not opts.streaming:
-        staged = np.flatnonzero(problem.extra > 0)
-        rows.append(pd.DataFrame({"tensor_id": -1, "size_mb": bytes_to_mb(problem.extra[staged]),
-                                  "from_ms": start_ms[staged], "to_ms": end_ms[staged], "how": "staged"}))
-    residency = pd.concat([r for r in rows if len(r)] or rows[:1], ignore_index=True)
+    residency = pd.DataFrame(problem.residency(state, start_ms, end_ms, copies, kinds, need, c_start, c_end))
     residency = residency[residency["to_ms"] > residency["from_ms"]].reset_index(drop=True)
     ops = _ops_frame(problem, table, residency)
     per_step = _per_step(problem, ops, kinds, issue_op, need, size[copies])
