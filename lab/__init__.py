@@ -27,7 +27,7 @@ from lab.bounds.capacities import default_capacities_mb, working_set_mb
 from lab.bounds.curves import miss_ratio_curve
 from lab.bounds.optimal import OptimalResult, optimal
 from lab.learn.learned import LearnedScorer, default_scorer
-from lab.planning import PlannerOptions, PlanResult, check_plan, plan
+from lab.planning import PlannerOptions, PlanResult, check_plan, exhaustive_plan, plan, plan_optimum, planner_gap
 from lab.learn.scoring import Schedule, predict_schedule, register_scorer, score, scorer_names
 from lab.registry import Registry
 from lab.sim import (HARDWARE_PRESETS, CostModel, Policy, SimulationResult, get_policy, param, policy_names,
@@ -64,6 +64,7 @@ __all__ = [
     "default_capacities_mb",
     "default_scorer",
     "evaluate_scorers",
+    "exhaustive_plan",
     "gap_answer",
     "leave_one_model_out",
     "llm_status",
@@ -78,6 +79,8 @@ __all__ = [
     "optimal",
     "param",
     "plan",
+    "plan_optimum",
+    "planner_gap",
     "planner_rows",
     "policy_names",
     "policy_table",

@@ -25,7 +25,9 @@ from lab.bounds.curves import miss_ratio_curve as miss_ratio_curve
 from lab.bounds.optimal import OptimalResult as OptimalResult, optimal as optimal
 from lab.learn.learned import LearnedScorer as LearnedScorer, default_scorer as default_scorer
 from lab.learn.llm import LLMScorer as LLMScorer
-from lab.planning import PlannerOptions as PlannerOptions, PlanResult as PlanResult, check_plan as check_plan, plan as plan
+from lab.planning import (
+    PlannerOptions as PlannerOptions, PlanResult as PlanResult, check_plan as check_plan,
+    exhaustive_plan as exhaustive_plan, plan as plan, plan_optimum as plan_optimum, planner_gap as planner_gap)
 from lab.learn.scoring import (
     Schedule as Schedule, predict_schedule as predict_schedule, register_scorer as register_scorer,
     score as score, scorer_names as scorer_names)
