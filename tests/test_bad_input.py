@@ -498,7 +498,8 @@ OPTION_FIELDS = {
         "preferred_overlap_ratio": NOT_COST, "max_overlap_ratio": NOT_COST,
         "execution": [("jit", ValueError), (None, TypeError), (1, TypeError)],
         "memory_combine": [("mean", ValueError), ("Max", ValueError), (1, TypeError)], "streaming": NOT_BOOL,
-        "seed_policies": [("LRU", TypeError), ((1,), TypeError), (("LRUX",), ValueError)]}),
+        "seed_policies": [("LRU", TypeError), ((1,), TypeError), (("LRUX",), ValueError)],
+        "steps": NOT_COUNT + [(17, ValueError)]}),
     "Preset": (_preset, "Preset.", {
         "name": NOT_NAME, "model_type": [("RNN", ValueError), (3, TypeError)],
         "build_config": [(None, TypeError), ("GPT2Config", TypeError)], "model_class": NOT_NAME,
@@ -558,6 +559,7 @@ NOT_OPTIONS = {"SimulationResult", "Workload", "StudyWorkload", "FlatTrees", "Co
                "SimulationModel",  # a result's record of what produced it, made by lab.simulate
                "StepTime",  # a simulation's step time, made by lab.sim.timing
                "PlanResult",  # a plan, made by lab.plan
+               "ExhaustiveResult", "OptimumBound", "PlannerGap",  # lab.planning.exact's answers
                "Lowering", "Step", "Temporary"}  # lab.workloads.lowering's table of library rules (not arguments)
 
 
