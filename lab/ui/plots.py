@@ -9,6 +9,7 @@ figure is closed in pyplot before it is returned, so a notebook shows it once
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Optional, Sequence
 
 import matplotlib
@@ -905,8 +906,10 @@ def study_gap(gaps: pd.DataFrame) -> Figure:
     fig = _new_figure(8, 0.22 * len(order) * max(len(phases), 1) + 1.5)
     ax = fig.subplots()
     shown = rows.assign(policy=rows["policy"].map(policy_label))
-    sns.boxplot(data=shown, y="policy", x="gap_pct", hue="phase", order=[policy_label(p) for p in order],
-                hue_order=phases, palette=palette, ax=ax, fliersize=2, linewidth=0.8, orient="h")
+    with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated vert=: its notice, not ours
+        warnings.filterwarnings("ignore", message="vert: bool was deprecated", category=DeprecationWarning)
+        sns.boxplot(data=shown, y="policy", x="gap_pct", hue="phase", order=[policy_label(p) for p in order],
+                    hue_order=phases, palette=palette, ax=ax, fliersize=2, linewidth=0.8, orient="h")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(left=0)  # no policy goes below the bound
     ax.set_ylabel("policy (by median gap)")
