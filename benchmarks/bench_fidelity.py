@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from lab.analysis.fidelity import (H200_CASES, H200_POLICY, category_traffic, fidelity_table,  # noqa: E402
-                                   measured_steps, measured_totals)
+from lab.analysis.fidelity import (H200_POLICY, category_traffic, fidelity_table,  # noqa: E402
+                                   h200_case, measured_steps, measured_totals)
 from lab.sim.cost import resolve_cost  # noqa: E402
 from lab.sim.simulate import simulate  # noqa: E402
 from lab.workloads.models import capture_model  # noqa: E402
@@ -61,7 +61,7 @@ def categories_table(directory, traces: dict) -> pd.DataFrame:
 def main():
     start = time.perf_counter()
     directory = ROOT / "ground_truth" / "h200"
-    traces = {case: capture_model(**H200_CASES[case]) for case in measured_totals(directory)["case"]}
+    traces = {case: capture_model(**h200_case(case)) for case in measured_totals(directory)["case"]}
     table = fidelity_table(directory, traces=traces)
     cols = ["case", "buffer", "measured_read_mb", "read_mb", "read_ratio", "measured_write_mb", "write_mb",
             "write_ratio", "measured_total_mb", "total_mb", "total_ratio"]

@@ -1,10 +1,11 @@
 """lab's DRAM traffic against an NVIDIA H200's, measured kernel by kernel (ground_truth/h200, README there)."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from lab.analysis.fidelity import H200_CASES, measured_totals
+from lab.analysis.fidelity import H200_CASES, h200_case, measured_cases, measured_totals
 
 GROUND_TRUTH = Path(__file__).resolve().parents[1] / "ground_truth" / "h200"
 
@@ -26,6 +27,36 @@ def test_measured_totals_reproduce_the_readme_table():
         assert row.kernels == kernels
         assert round(row.read_mb, 1) == read_mb
         assert round(row.write_mb, 1) == write_mb
+
+
+def test_a_case_name_gives_the_capture_of_the_step_workloads_py_measures():
+    # the shared cases, as captured since slice 0: no KV cache for decoders, the measured AdamW for training
+    assert H200_CASES["gpt2-fwd-b8-s1024"] == dict(name="gpt2", batch_size=8, seq_length=1024, use_cache=False,
+                                                   lowering="cuda-sm90")
+    assert H200_CASES["gpt2-train-b1-s512"] == dict(name="gpt2", batch_size=1, seq_length=512, training=True,
+                                                    lowering="cuda-sm90")
+    assert H200_CASES["resnet50-fwd-b32"] == dict(name="resnet-50", batch_size=32, lowering="cuda-sm90")
+    # cases measured later the same way (CASES=... run.sh): every model workloads.py builds
+    assert h200_case("llama7b-train-b2-s128") == dict(name="llama-2-7b", batch_size=2, seq_length=128, training=True,
+                                                      lowering="cuda-sm90")
+    assert h200_case("bert-fwd-b8-s128") == dict(name="bert-base", batch_size=8, seq_length=128, lowering="cuda-sm90")
+    assert h200_case("vit-fwd-b16") == dict(name="vit-base", batch_size=16, lowering="cuda-sm90")
+    for bad in ("gpt2-fwd-b4", "resnet50-fwd-b8-s128", "vit-train-b8", "gpt3-fwd-b1-s8", "gpt2-fwd-b0-s8", None):
+        with pytest.raises(ValueError, match="case must be a measured step's name as workloads.py takes it") as caught:
+            h200_case(bad)
+        assert "\n" not in str(caught.value)
+
+
+def test_a_case_measured_later_is_read_after_the_shared_ones(tmp_path):
+    for path in GROUND_TRUTH.glob("*.csv"):
+        shutil.copy(path, tmp_path / path.name)
+    shutil.copy(GROUND_TRUTH / "resnet50-fwd-b32.csv", tmp_path / "resnet50-fwd-b8.csv")  # its kernels, renamed
+    (tmp_path / "notes.csv").write_text("not a case\n")
+    (tmp_path / "gpt3-fwd-b1-s8.csv").write_text("a model workloads.py does not build\n")
+    assert measured_cases(tmp_path) == list(H200_CASES) + ["resnet50-fwd-b8"]
+    table = measured_totals(tmp_path).set_index("case")
+    assert table.loc["resnet50-fwd-b8"].tolist() == table.loc["resnet50-fwd-b32"].tolist()
+
 
 # Predicted DRAM MiB (read + write) of each case under buffer="cache", H200 preset, FIFO (benchmark log, 2026-12-06:
 # the cases captured as measured, use_cache=False and AdamW not capturable, with the H200's lowering: ResNet's

@@ -11,9 +11,9 @@ two side by side. MB means MiB.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,14 +25,41 @@ from lab.units import BYTES_PER_MB
 # with use_cache=False: no KV cache is built), with the kernels the H200's libraries run for each call
 # (H200_LOWERING: cuDNN's layout transforms around ResNet's NCHW convolutions, see lab.workloads.lowering)
 H200_LOWERING = "cuda-sm90"
-H200_CASES = {
-    "gpt2-fwd-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, use_cache=False, lowering=H200_LOWERING),
-    "gpt2-fwd-b8-s1024": dict(name="gpt2", batch_size=8, seq_length=1024, use_cache=False, lowering=H200_LOWERING),
-    "llama7b-fwd-b1-s512": dict(name="llama-2-7b", batch_size=1, seq_length=512, use_cache=False,
-                                lowering=H200_LOWERING),
-    "resnet50-fwd-b32": dict(name="resnet-50", batch_size=32, lowering=H200_LOWERING),
-    "gpt2-train-b1-s512": dict(name="gpt2", batch_size=1, seq_length=512, training=True, lowering=H200_LOWERING),
-}
+# workloads.py's case names: MODEL-{fwd,train}-bB[-sS] -> the lab preset, whether it has a token length and whether
+# it is a decoder (called with use_cache=False); vision models take images, no tokens, and run forward only
+CASE_MODELS = {"gpt2": ("gpt2", True, True), "llama7b": ("llama-2-7b", True, True), "bert": ("bert-base", True, False),
+               "vit": ("vit-base", False, False), "resnet50": ("resnet-50", False, False)}
+CASE_PATTERN = re.compile(r"(?P<model>[a-z0-9]+)-(?P<mode>fwd|train)-b(?P<batch>[1-9][0-9]*)(?:-s(?P<seq>[1-9][0-9]*))?")
+
+
+def h200_case(case: str) -> dict:
+    """The ``lab.capture_model`` arguments that reproduce a step ``ground_truth/h200/workloads.py`` measures, from
+    its case name (``gpt2-fwd-b1-s512``, ``gpt2-train-b1-s512``, ``llama7b-fwd-b1-s512``, ``bert-fwd-b8-s128``,
+    ``vit-fwd-b8``, ``resnet50-fwd-b32``: model, forward or training step, batch, tokens): bf16, decoders without a
+    KV cache (``use_cache=False``), the H200's library kernels (``lowering=H200_LOWERING``). So a case measured
+    later the same way (``CASES=... run.sh``) is predicted with no code added. ValueError naming the case when it
+    is not such a name."""
+    match = CASE_PATTERN.fullmatch(case) if isinstance(case, str) else None
+    model = CASE_MODELS.get(match["model"]) if match else None
+    if model is None or model[1] != bool(match["seq"]) or (match["mode"] == "train" and not model[1]):
+        raise ValueError(f"case must be a measured step's name as workloads.py takes it, MODEL-fwd-bB-sS or "
+                         f"MODEL-train-bB-sS for {', '.join(m for m, v in CASE_MODELS.items() if v[1])}, "
+                         f"MODEL-fwd-bB for {', '.join(m for m, v in CASE_MODELS.items() if not v[1])}; got {case!r}")
+    name, tokens, decoder = model
+    arguments = dict(name=name, batch_size=int(match["batch"]))
+    if tokens:
+        arguments["seq_length"] = int(match["seq"])
+    if match["mode"] == "train":
+        arguments["training"] = True
+    elif decoder:
+        arguments["use_cache"] = False
+    arguments["lowering"] = H200_LOWERING
+    return arguments
+
+
+# The shared measurements (ground_truth/h200/README.md), in their order
+H200_CASES = {case: h200_case(case) for case in ("gpt2-fwd-b1-s512", "gpt2-fwd-b8-s1024", "llama7b-fwd-b1-s512",
+                                                 "resnet50-fwd-b32", "gpt2-train-b1-s512")}
 READ_METRIC = "dram__bytes_read.sum"
 WRITE_METRIC = "dram__bytes_write.sum"
 L2_METRIC = "lts__t_bytes.sum"  # bytes through the L2 (SM traffic and DRAM fills), when the CSV measured it
@@ -91,14 +118,26 @@ def measured_steps(directory) -> pd.DataFrame:
     return table.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
 
 
+def measured_cases(directory) -> list:
+    """The cases measured in ``directory``: its ``CASE.csv`` files whose name is a case (``h200_case``), the
+    shared ones (``H200_CASES``) first in their order, then the others by name."""
+    found = {path.stem for path in Path(directory).glob("*.csv") if CASE_PATTERN.fullmatch(path.stem)}
+    others = []
+    for case in sorted(found - set(H200_CASES)):
+        try:
+            h200_case(case)
+            others.append(case)
+        except ValueError:  # a file named like a case of a model workloads.py does not run
+            pass
+    return [case for case in H200_CASES if case in found] + others
+
+
 def measured_totals(directory) -> pd.DataFrame:
-    """The measured totals per case: case, kernels, read_mb, write_mb (MiB), in ``H200_CASES`` order, for the
-    cases whose CSV is in ``directory``."""
+    """The measured totals per case: case, kernels, read_mb, write_mb (MiB), for the cases whose CSV is in
+    ``directory`` (``measured_cases``' order)."""
     rows = []
-    for case in H200_CASES:
+    for case in measured_cases(directory):
         path = Path(directory) / f"{case}.csv"
-        if not path.exists():
-            continue
         kernels = read_kernels(path)
         rows.append({"case": case, "kernels": len(kernels),
                      "read_mb": kernels["read_bytes"].sum() / BYTES_PER_MB,
@@ -128,7 +167,7 @@ def fidelity_table(directory, cost="H200", buffers=("scratchpad", "cache"), trac
         else pd.Series(dtype=float)
     rows = []
     for m in measured.itertuples():
-        trace = traces[m.case] if traces is not None else capture_model(**H200_CASES[m.case])
+        trace = traces[m.case] if traces is not None else capture_model(**h200_case(m.case))
         measured_ms = float(steps.get(m.case, float("nan")))
         for buffer in buffers:
             policy = H200_POLICY if buffer == "cache" else "LRU"
