@@ -146,17 +146,25 @@ def test_a_time_limit_gives_a_bracket_not_an_error():
 
 def test_bad_arguments_are_one_line_errors():
     trace, capacity_mb = gap_case(0)  # 11 intervals
+    long_chain = _trace([("aten.bmm", 2e10, [(f"x{i}", 1.0, "read"), (f"x{i + 1}", 1.0, "write")]) for i in range(800)]
+                        + [("aten.addmm", 1e8, [("x800", 1.0, "read"), ("w", 24.0, "read")])])
     checks = [
         (lambda: exhaustive_plan(trace, capacity_mb, FAST_L2), r"11 intervals .*above max_intervals=9"),
         (lambda: exhaustive_plan(trace, capacity_mb, FAST_L2, max_intervals=20), r"decision vectors, above max_vectors="),
         (lambda: exhaustive_plan(trace, capacity_mb, FAST_L2, max_intervals=0), r"^max_intervals must be an integer"),
-        (lambda: plan_optimum(trace, capacity_mb, FAST_L2, time_limit_s=0), r"^time_limit_s must be a number of seconds > 0"),
+        (lambda: plan_optimum(trace, capacity_mb, FAST_L2, time_limit_s=0), r"^time_limit_s must be a number of seconds in \(0, 86400\], got 0"),
         (lambda: plan_optimum(trace, capacity_mb, FAST_L2, time_limit_s=-1.0), r"^time_limit_s must be"),
         (lambda: plan_optimum(trace, capacity_mb, FAST_L2, time_limit_s=float("nan")), r"^time_limit_s must be"),
-        (lambda: planner_gap(trace, capacity_mb, FAST_L2, method="greedy"), r"^method must be one of auto, exhaustive"),
+        (lambda: planner_gap(trace, capacity_mb, FAST_L2, method="greedy"), r"^method must be one of \['auto', 'exhaustive', 'milp'\], got 'greedy'"),
         (lambda: plan_optimum(trace, -1.0, FAST_L2), r"^capacity_mb must be"),
         (lambda: plan_optimum(trace, capacity_mb, "seed"), r"^no plan: "),
         (lambda: gap_case(-1), r"^seed must be an integer >= 0"),
+        # 800 compute-bound ops, then one reading a weight that may be prefetched after any of them: a program
+        # HiGHS would not stop within its time limit, refused before it is built
+        (lambda: plan_optimum(long_chain, 64.0, FAST_L2, time_limit_s=1.0),
+         r"^plan_optimum: the integer program of this trace would hold about 1,2\d\d,\d{3} nonzeros \(801 ops, "
+         r"\d+ intervals\), above 1,000,000: .*bound a window of the trace"),
+        (lambda: planner_gap(long_chain, 64.0, FAST_L2), r"^plan_optimum: the integer program"),
     ]
     for call, text in checks:
         with pytest.raises(ValueError, match=text) as error:

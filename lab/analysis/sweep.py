@@ -203,7 +203,7 @@ def compare_time(trace, capacity_mb: float, cost="H200", policies="featured",
     rows = {}
     for execution in EXECUTION_MODES:
         mode = replace(options, execution=execution, seed_policies=seeds)
-        demand = demand_metrics(scored, capacity_mb, shown, cost, mode)
+        demand = in_model if execution == "graph" else demand_metrics(scored, capacity_mb, shown, cost, mode)
         rows[execution] = [{"policy": name, **demand[name], "algorithm": "demand fetch (no prefetch): its "
                             "scratchpad run as kept intervals"} for name in shown]
         rows[execution] += plan_rows(plan(scored, capacity_mb, cost, mode))

@@ -28,13 +28,13 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from numbers import Real
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from lab.checks import check_int, check_number
+from lab.bounds.optimal import check_time_limit_s
+from lab.checks import check_int, check_number, check_str
 from lab.planning.checks import _peak, _slack, check_plan
 from lab.planning.planner import (BYPASS, KEEP, PREFETCHED, PlannerOptions, PlanResult, _problem, _Problem, _result,
                                   decide)
@@ -45,6 +45,11 @@ from lab.units import BYTES_PER_MB, percent_above
 MAX_VECTORS = 200_000  # exhaustive_plan's default limit on the decision vectors it may enumerate
 ROUNDING = 1e-8  # relative: plan_optimum's bound is lowered by this much (HiGHS' tolerances, float sums)
 METHODS = ("auto", "exhaustive", "milp")
+MIP_REL_GAP = 1e-9  # plan_optimum's default: HiGHS stops when its bounds are this close (relative)
+# plan_optimum's programs hold about 2 x the sum over intervals of (ops in the copy's window)^2 nonzeros (measured
+# 2.0-2.4x on captured GPT-2s of 1-5 layers); HiGHS does not stop at its time limit inside presolve or the root
+# LP of a large one (the 12-layer GPT-2 forward: 4.7 million nonzeros, 169 s against a 10 s limit, 1.6 GB)
+MAX_PROGRAM_NONZEROS = 1_000_000
 US_PER_MS = 1000.0  # the integer program works in microseconds and MiB (coefficients near 1 for HiGHS)
 
 
@@ -176,7 +181,10 @@ def exhaustive_plan(trace, capacity_mb: float, cost="H200", options: Optional[Pl
     whose decision vectors may exceed ``max_vectors`` (the estimate is given), besides ``lab.plan``'s errors."""
     max_intervals = check_int("max_intervals", max_intervals)
     max_vectors = check_int("max_vectors", max_vectors)
-    problem = _problem(trace, capacity_mb, cost, options)
+    return _exhaustive(_problem(trace, capacity_mb, cost, options), max_intervals, max_vectors)
+
+
+def _exhaustive(problem: _Problem, max_intervals: int, max_vectors: int) -> ExhaustiveResult:
     space = _Space(problem)
     if space.k > max_intervals:
         raise ValueError(f"exhaustive_plan: the trace has {space.k} intervals (first reads included), above "
@@ -451,21 +459,16 @@ def _program(problem: _Problem, fixed=None):
     return cols, rows, binaries, float(floor.sum())
 
 
-def _check_time_limit(time_limit_s) -> float:
-    if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, Real) or not math.isfinite(time_limit_s) \
-            or time_limit_s <= 0:
-        raise ValueError(f"time_limit_s must be a number of seconds > 0, got {time_limit_s!r}")
-    return float(time_limit_s)
-
-
 def plan_optimum(trace, capacity_mb: float, cost="H200", options: Optional[PlannerOptions] = None,
-                 time_limit_s: float = 10.0, mip_rel_gap: float = 1e-9, fixed=None) -> OptimumBound:
+                 time_limit_s: float = 10.0, mip_rel_gap: float = MIP_REL_GAP, fixed=None) -> OptimumBound:
     """A lower bound (ms) on the step time of every schedule of ``lab.plan``'s model for ``trace`` (same
     arguments as ``lab.plan``), from an integer program solved by HiGHS (``scipy.optimize.milp``) within
     ``time_limit_s`` seconds (> 0): never an error when the limit cuts the search, a bracket instead (see
     ``OptimumBound``). ``fixed``: (state, issue, evict) decisions per interval (``planner_decisions``' or
     ``lab.planning.planner.decide``'s) to fix, giving a lower bound on their simulated step. ``mip_rel_gap``: the
-    relative gap between HiGHS' bounds at which it stops (in [0, 1]; ``solved`` then means within it).
+    relative gap between HiGHS' bounds at which it stops (in [0, 1]; ``solved`` then means within it). A trace
+    whose program would hold more than ``MAX_PROGRAM_NONZEROS`` nonzeros (``program_nonzeros``: about 6 layers of
+    GPT-2) is refused with a one-line ValueError giving the estimate, before the program is built.
 
     The program (plan section 2.6): binaries keep / prefetch issued after op *s* / bypass (the rest) per interval,
     and evict per interval that may be dirty (only where it is bypassed); continuous op durations ``d_i`` >= the
@@ -489,12 +492,30 @@ def plan_optimum(trace, capacity_mb: float, cost="H200", options: Optional[Plann
       every instant: a linear under-count of ``lab.check_plan``'s peak.
     It is exact (equal to ``exhaustive_plan``) when these do not bind: e.g. at most one copy can ever be in
     flight and no eviction competes for capacity, or no copy helps."""
-    time_limit_s = _check_time_limit(time_limit_s)
+    time_limit_s = check_time_limit_s(time_limit_s)
     mip_rel_gap = check_number("mip_rel_gap", mip_rel_gap, 0, 1)
+    return _optimum(_problem(trace, capacity_mb, cost, options), time_limit_s, mip_rel_gap, fixed)
+
+
+def program_nonzeros(problem: _Problem) -> int:
+    """About how many nonzeros ``plan_optimum``'s program of ``problem`` holds (see MAX_PROGRAM_NONZEROS), from the
+    copy windows alone, before it is built."""
+    space = _Space(problem)
+    fetch = np.where(space.can_fetch, np.maximum(problem.need_op - space.first_issue, 0), 0).astype(np.int64)
+    evict = np.where(space.can_evict, np.maximum(space.limit - space.first_issue, 0), 0).astype(np.int64)
+    return int(2 * ((fetch * fetch).sum() + (evict * evict).sum()))
+
+
+def _optimum(problem: _Problem, time_limit_s: float, mip_rel_gap: float, fixed=None) -> OptimumBound:
+    size = program_nonzeros(problem)
+    if size > MAX_PROGRAM_NONZEROS:
+        raise ValueError(f"plan_optimum: the integer program of this trace would hold about {size:,} nonzeros "
+                         f"({problem.n_ops:,} ops, {problem.size.shape[0]:,} intervals), above "
+                         f"{MAX_PROGRAM_NONZEROS:,}: HiGHS would not stop at its time limit; bound a window of "
+                         "the trace (a few layers)")
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_array
 
-    problem = _problem(trace, capacity_mb, cost, options)
     cols, rows, binaries, floor_us = _program(problem, fixed)
     a = csr_array((rows.vals, (rows.rows, rows.cols)), shape=(len(rows.lo), len(cols.lb)))
     clock = time.perf_counter()
@@ -532,10 +553,9 @@ def planner_gap(trace, capacity_mb: float, cost="H200", options: Optional[Planne
     ``method``: ``"exhaustive"`` (``exhaustive_plan``: the exact gap), ``"milp"`` (``plan_optimum``'s lower bound
     within ``time_limit_s``: an upper bound on the gap) or ``"auto"`` (exhaustive when the trace has at most
     ``max_intervals`` intervals and ``MAX_VECTORS`` decision vectors, else milp)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_str("method", method, METHODS)
     max_intervals = check_int("max_intervals", max_intervals)
-    time_limit_s = _check_time_limit(time_limit_s)
+    time_limit_s = check_time_limit_s(time_limit_s)
     problem = _problem(trace, capacity_mb, cost, options)
     _, _, _, _, run = decide(problem)
     planned = run[0].step_time_ms
@@ -544,9 +564,9 @@ def planner_gap(trace, capacity_mb: float, cost="H200", options: Optional[Planne
         small = space.k <= max_intervals and space.vectors_bound() <= MAX_VECTORS
         method = "exhaustive" if small else "milp"
     if method == "exhaustive":
-        best = exhaustive_plan(trace, capacity_mb, cost, options, max_intervals=max_intervals).step_time_ms
+        best = _exhaustive(problem, max_intervals, MAX_VECTORS).step_time_ms
     else:
-        best = plan_optimum(trace, capacity_mb, cost, options, time_limit_s=time_limit_s).lower_ms
+        best = _optimum(problem, time_limit_s, MIP_REL_GAP).lower_ms
     return PlannerGap(planner_ms=planned, optimum_ms=best, gap_pct=percent_above(planned, best), method=method,
                       intervals=space.k)
 
@@ -592,4 +612,4 @@ def planner_gaps(seeds=range(20), cost="H200", options: Optional[PlannerOptions]
 
 
 __all__ = ["ExhaustiveResult", "OptimumBound", "PlannerGap", "exhaustive_plan", "gap_case", "plan_optimum",
-           "planner_decisions", "planner_gap", "planner_gaps"]
+           "planner_decisions", "planner_gap", "planner_gaps", "program_nonzeros"]
