@@ -167,6 +167,23 @@ def test_a_repeated_capture_comes_from_the_cache(tmp_path):
     assert len(list((tmp_path / "captures").glob("gpt2-*.parquet"))) == 2 and not other.equals(first)
 
 
+def test_a_cached_capture_is_read_back_without_torch_or_transformers(tmp_path):
+    """A new process (a report's kernel, the app's) reading a capture cached before imports neither torch nor
+    transformers (seconds each); the same call on a configuration not cached yet captures it."""
+    import subprocess
+    import sys
+
+    first = capture_model("gpt2", batch_size=1, seq_length=16, n_layer=1)
+    script = ("import sys, lab\n"
+              "trace = lab.capture_model('gpt2', batch_size=1, seq_length=16, num_layers=1)\n"
+              "print(len(trace), trace.attrs['capture']['name'], 'torch' in sys.modules, "
+              "'transformers' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(len(first)), "gpt2", "False", "False"], done.stdout
+    assert len(list((tmp_path / "captures").glob("gpt2-*.parquet"))) == 1  # read back, not captured again
+
+
 def test_a_captured_trace_simulates_with_reads_and_writes():
     trace = capture_model("gpt2", batch_size=1, seq_length=64, training=True, n_layer=2)
     m = lab.simulate(trace, "LRU", capacity_mb=32).metrics

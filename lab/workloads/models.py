@@ -10,7 +10,9 @@ a repeated capture instant.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import os
@@ -90,12 +92,17 @@ for _preset in (
     PRESETS.add(_preset.name, _preset)
 
 
+def _check_dtype(dtype) -> str:
+    """``dtype`` if it names one of ``DTYPES``, else ValueError naming it (without importing torch)."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
 def _torch_dtype(dtype: str):
     import torch
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    return getattr(torch, DTYPES[dtype])
+    return getattr(torch, DTYPES[_check_dtype(dtype)])
 
 
 def _plain_mlp(config: dict):
@@ -293,14 +300,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "lab" / "captures"))
 
 
-def _cache_key(params: dict) -> str:
-    import torch
-    import transformers
+@functools.lru_cache(maxsize=None)
+def _installed_version(package: str) -> str:
+    """``package``'s installed version (its ``__version__``), read from its metadata: importing torch and
+    transformers only to key a cached capture took seconds."""
+    return importlib.metadata.version(package)
 
+
+def _cache_key(params: dict) -> str:
     from lab.version import __version__
 
-    blob = json.dumps({**params, "lab": __version__, "capture_format": CAPTURE_FORMAT, "torch": torch.__version__,
-                       "transformers": transformers.__version__}, sort_keys=True, default=str)
+    blob = json.dumps({**params, "lab": __version__, "capture_format": CAPTURE_FORMAT,
+                       "torch": _installed_version("torch"), "transformers": _installed_version("transformers")},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -360,7 +372,7 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
     check_bool("training", training)
     check_bool("cache", cache)
     routing_skew = check_number("routing_skew", routing_skew, 0)
-    _torch_dtype(dtype)
+    _check_dtype(dtype)
     weight_dtype = weight_dtype or dtype
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype must be one of {list(WEIGHT_DTYPES)}, got {weight_dtype!r}")
@@ -385,21 +397,33 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
                   persist=list(persist))
     if lowering is not None:  # pure-aten captures keep the cache key they had before lowering existed
         params["lowering"] = lowering
-    _check_capture_config(preset, overrides, training)
     path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
+    # a configuration cached before was checked then (its overrides are in the key): read back, it needs neither
+    # torch nor transformers, whose imports cost a few seconds in each new process (a report's kernel, the app's)
+    cached = _read_cached(path, params, lowering) if cache and path.exists() else None
+    if cached is not None:
+        return cached
+    _check_capture_config(preset, overrides, training)
     with _capture_lock(path if cache else None):
-        if cache and path.exists():
-            try:
-                trace = pd.read_parquet(path)
-            except Exception as error:  # noqa: BLE001 (pyarrow, OSError: a truncated or corrupt file)
-                warnings.warn(f"the cached capture {path} cannot be read ({type(error).__name__}); capturing again",
-                              stacklevel=2)
-            else:
-                trace.attrs["capture"] = params
-                trace.attrs["lowering"] = lowering
-                return trace
+        cached = _read_cached(path, params, lowering) if cache and path.exists() else None  # another process's
+        if cached is not None:
+            return cached
         return _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype, training,
                                  weight_dtype, routing, routing_skew, seed, use_cache, persist, overrides)
+
+
+def _read_cached(path: Path, params: dict, lowering) -> Optional[pd.DataFrame]:
+    """The capture cached at ``path`` with its ``attrs``, or None (with a warning) when it cannot be read (a
+    truncated or corrupt file: it is captured again)."""
+    try:
+        trace = pd.read_parquet(path)
+    except Exception as error:  # noqa: BLE001 (pyarrow, OSError: a truncated or corrupt file)
+        warnings.warn(f"the cached capture {path} cannot be read ({type(error).__name__}); capturing again",
+                      stacklevel=3)
+        return None
+    trace.attrs["capture"] = params
+    trace.attrs["lowering"] = lowering
+    return trace
 
 
 @contextlib.contextmanager
