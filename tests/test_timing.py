@@ -178,6 +178,22 @@ def test_per_access_or_not_the_step_time_is_the_same():
     assert 0 < full.metrics["gpu_time_ms"] < full.metrics["step_time_ms"]
 
 
+@pytest.mark.parametrize("execution", ["eager", "graph"])
+def test_the_metrics_kept_beside_the_table_are_the_tables(execution):
+    """step_times keeps the metrics' totals and builds its table only when ``ops`` is read: the totals equal what
+    the table gives, to the last bit, and the table is built once."""
+    trace = _workload_with_writebacks()
+    result = lab.simulate(trace, "FIFO", 5.0, cost="H100-SXM5", buffer="scratchpad")
+    times = timing.step_time_of(result, trace, execution, cost=UNIT)  # slow DRAM: some ops memory-bound
+    kept = times.metrics()
+    table = times.ops
+    assert times.ops is table and len(table) == 13 and table["op"].iloc[-1] == timing.FLUSH
+    from_table = timing.StepTime(table, execution).metrics()  # no totals: each read from the table
+    assert kept == from_table and kept["memory_bound_ops"] > 0
+    assert kept["step_time_ms"] == float(table["end_ms"].iloc[-1]) > 0
+    assert timing.UNTIMED.ops is None and all(math.isnan(v) for v in timing.UNTIMED.metrics().values())
+
+
 @pytest.mark.parametrize("by", ["phase", "layer", "module"])
 def test_the_exposed_times_sum_to_the_step_time(by):
     trace = _workload_with_writebacks()

@@ -43,7 +43,7 @@ latencies, ``CostModel.latency_ms``) are another model, kept as they were.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -137,41 +137,63 @@ def launch_latency_ms(cost) -> float:
     return cost.launch_latency_us / US_PER_MS
 
 
-@dataclass(frozen=True)
 class StepTime:
     """The step time of one simulation: ``ops``, one row per op (in op order) and the ``flush`` pseudo-op last,
     with ``compute_ms``, ``dram_ms``, ``onchip_ms``, ``launch_ms``, ``gpu_ms``, ``bound``, ``host_ms``,
     ``start_ms``, ``end_ms``, ``exposed_ms`` (``end_ms`` minus the previous op's: ``gpu_ms`` + ``wait_ms``) and
     ``wait_ms`` (the GPU idle, waiting for the host), and the op's own columns (``lab.trace.ops.op_table``);
-    ``execution``: ``"eager"`` or ``"graph"``. All times in ms."""
+    ``execution``: ``"eager"`` or ``"graph"``. All times in ms.
 
-    ops: Optional[pd.DataFrame]
-    execution: str
+    ``step_times`` leaves the table to be built when ``ops`` is first read and keeps the metrics' totals: a
+    simulation reports the metrics, and building the DataFrame took most of the time of pricing its ops."""
+
+    __slots__ = ("_ops", "_build", "_totals", "execution")
+
+    def __init__(self, ops: Optional[pd.DataFrame], execution: str, *, build=None, totals: Optional[dict] = None):
+        self._ops, self._build, self._totals, self.execution = ops, build, totals, execution
+
+    @property
+    def ops(self) -> Optional[pd.DataFrame]:
+        """The table of the ops' times (see the class), built on first use; None for ``UNTIMED``."""
+        if self._ops is None and self._build is not None:
+            self._ops, self._build = self._build(), None
+        return self._ops
+
+    def _total(self, name: str):
+        return self._totals[name] if self._totals is not None else None
 
     @property
     def step_time_ms(self) -> float:
         """The step's time in ms: the end of its last op (the flush included)."""
+        total = self._total("step_time_ms")
+        if total is not None:
+            return total
         return float(self.ops["end_ms"].iloc[-1]) if len(self.ops) else 0.0
 
     @property
     def gpu_time_ms(self) -> float:
         """The GPU's busy time in ms (the ops' ``gpu_ms`` summed)."""
-        return float(self.ops["gpu_ms"].sum())
+        total = self._total("gpu_time_ms")
+        return total if total is not None else float(self.ops["gpu_ms"].sum())
 
     @property
     def host_time_ms(self) -> float:
         """The host's time in ms to issue every op (0 in graph execution)."""
-        return float(self.ops["host_ms"].sum())
+        total = self._total("host_time_ms")
+        return total if total is not None else float(self.ops["host_ms"].sum())
 
     @property
     def memory_bound_ops(self) -> int:
         """Ops (the flush aside) whose time is set by DRAM or on-chip bandwidth."""
+        total = self._total("memory_bound_ops")
+        if total is not None:
+            return total
         real = self.ops["op"] != FLUSH
         return int(np.count_nonzero(self.ops["bound"][real].isin(MEMORY_BOUNDS)))
 
     def metrics(self) -> dict:
         """The time metrics (``TIME_METRICS``) of ``lab.sim.simulate.metrics_of_counts``: NaN for ``UNTIMED``."""
-        if self.ops is None:
+        if self._ops is None and self._build is None:
             return dict.fromkeys(TIME_METRICS, math.nan)
         return {"step_time_ms": self.step_time_ms, "gpu_time_ms": self.gpu_time_ms,
                 "host_time_ms": self.host_time_ms, "memory_bound_ops": self.memory_bound_ops}
@@ -221,26 +243,37 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
         host = np.where(dispatched, cost.host_dispatch_us / US_PER_MS * factor, 0.0)
     else:
         host = np.zeros(n)
-    table = ops.copy()
-    table["op"] = table["op"].astype(str)
-    table["dram_read_bytes"] = np.asarray(dram_read_bytes, np.int64)
-    table["dram_write_bytes"] = np.asarray(dram_write_bytes, np.int64)
-    table = table.assign(compute_ms=compute, dram_ms=dram, onchip_ms=onchip, launch_ms=launch, gpu_ms=gpu,
-                         bound=bound, host_ms=host)
     flush_ms = flush_bytes / (cost.dram_bandwidth_gb_s * BYTES_PER_GB_DECIMAL * cost.dram_efficiency) * MS_PER_S
-    flush = pd.DataFrame({"op": [FLUSH], "dram_read_bytes": [0], "dram_write_bytes": [int(flush_bytes)],
-                          "compute_ms": [0.0], "dram_ms": [flush_ms], "onchip_ms": [0.0], "launch_ms": [0.0],
-                          "gpu_ms": [flush_ms], "bound": ["dram"], "host_ms": [0.0]},
-                         index=pd.Index([-1], name=ops.index.name))
-    table = pd.concat([table, flush])
-    start, end = issue_queue(kernel_array(table["host_ms"], np.float64), kernel_array(table["gpu_ms"], np.float64),
-                             np.float64(cost.launch_latency_us / US_PER_MS))
-    previous = np.concatenate([[0.0], end[:-1]])
-    table["start_ms"] = start
-    table["end_ms"] = end
-    table["exposed_ms"] = end - previous
-    table["wait_ms"] = start - previous
-    return StepTime(ops=table, execution=execution)
+    host_all = np.concatenate([np.asarray(host, np.float64), [0.0]])  # the flush last, as in the table
+    gpu_all = np.concatenate([gpu, [flush_ms]])
+    start, end = issue_queue(host_all, gpu_all, np.float64(cost.launch_latency_us / US_PER_MS))
+    read_bytes = np.asarray(dram_read_bytes, np.int64)
+    write_bytes = np.asarray(dram_write_bytes, np.int64)
+
+    def build() -> pd.DataFrame:
+        table = ops.copy()
+        table["op"] = table["op"].astype(str)
+        table["dram_read_bytes"] = read_bytes
+        table["dram_write_bytes"] = write_bytes
+        table = table.assign(compute_ms=compute, dram_ms=dram, onchip_ms=onchip, launch_ms=launch, gpu_ms=gpu,
+                             bound=bound, host_ms=host)
+        flush = pd.DataFrame({"op": [FLUSH], "dram_read_bytes": [0], "dram_write_bytes": [int(flush_bytes)],
+                              "compute_ms": [0.0], "dram_ms": [flush_ms], "onchip_ms": [0.0], "launch_ms": [0.0],
+                              "gpu_ms": [flush_ms], "bound": ["dram"], "host_ms": [0.0]},
+                             index=pd.Index([-1], name=ops.index.name))
+        table = pd.concat([table, flush])
+        previous = np.concatenate([[0.0], end[:-1]])
+        table["start_ms"] = start
+        table["end_ms"] = end
+        table["exposed_ms"] = end - previous
+        table["wait_ms"] = start - previous
+        return table
+
+    # the totals as the table's columns give them (pandas sums a float64 column as numpy does, in row order)
+    totals = {"step_time_ms": float(end[-1]), "gpu_time_ms": float(pd.Series(gpu_all).sum()),
+              "host_time_ms": float(pd.Series(host_all).sum()),
+              "memory_bound_ops": int(np.count_nonzero(np.isin(bound, MEMORY_BOUNDS)))}
+    return StepTime(None, execution, build=build, totals=totals)
 
 
 @kernel
