@@ -255,8 +255,9 @@ def test_a_corrupt_cached_capture_is_captured_again(tmp_path, monkeypatch):
     first = lab.capture_model("gpt2", num_layers=1, seq_length=16)
     (cached,) = tmp_path.rglob("gpt2-*.parquet")
     cached.write_bytes(b"not a parquet file")
-    with pytest.warns(UserWarning, match="cannot be read"):
+    with pytest.warns(UserWarning, match="cannot be read") as caught:
         again = lab.capture_model("gpt2", num_layers=1, seq_length=16)
+    assert len([w for w in caught if "cannot be read" in str(w.message)]) == 1  # said once, not per lookup
     pd.testing.assert_frame_equal(first, again)
     assert len(pd.read_parquet(cached)) == len(first)  # and the cache holds a good copy again
 

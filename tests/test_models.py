@@ -201,6 +201,7 @@ def test_a_captured_trace_simulates_with_reads_and_writes():
         ({"name": "gpt2", "batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"name": "gpt2", "seq_length": -5}, "seq_length must be an integer >= 1"),
         ({"name": "gpt2", "dtype": "fp8"}, r"dtype must be one of \['bf16', 'fp16', 'fp32'\]"),
+        ({"name": "gpt2", "dtype": ["bf16"]}, r"dtype must be one of .*, got \['bf16'\]"),  # not a TypeError of a dict
         ({"name": "gpt2", "weight_dtype": "int4"}, r"weight_dtype must be one of"),
         ({"name": "gpt2", "routing": "random"}, "routing must be one of"),
         ({"name": "gpt2", "n_layers": 2}, "unknown override 'n_layers'"),

@@ -144,8 +144,9 @@ class StepTime:
     ``wait_ms`` (the GPU idle, waiting for the host), and the op's own columns (``lab.trace.ops.op_table``);
     ``execution``: ``"eager"`` or ``"graph"``. All times in ms.
 
-    ``step_times`` leaves the table to be built when ``ops`` is first read and keeps the metrics' totals: a
-    simulation reports the metrics, and building the DataFrame took most of the time of pricing its ops."""
+    ``step_times`` leaves the table to be built when ``ops`` is first read and gives the metrics' totals from its
+    arrays: a simulation reports the metrics, and building the DataFrame took most of the time of pricing its
+    ops. A ``StepTime`` made from a whole table reads its totals from it."""
 
     __slots__ = ("_ops", "_build", "_totals", "execution")
 
@@ -160,43 +161,47 @@ class StepTime:
         return self._ops
 
     def _total(self, name: str):
-        return self._totals[name] if self._totals is not None else None
+        if self._totals is None:
+            table = self.ops
+            self._totals = step_totals(table["end_ms"].to_numpy(), table["gpu_ms"].to_numpy(),
+                                       table["host_ms"].to_numpy(), table["bound"][table["op"] != FLUSH].to_numpy())
+        return self._totals[name]
 
     @property
     def step_time_ms(self) -> float:
         """The step's time in ms: the end of its last op (the flush included)."""
-        total = self._total("step_time_ms")
-        if total is not None:
-            return total
-        return float(self.ops["end_ms"].iloc[-1]) if len(self.ops) else 0.0
+        return self._total("step_time_ms")
 
     @property
     def gpu_time_ms(self) -> float:
         """The GPU's busy time in ms (the ops' ``gpu_ms`` summed)."""
-        total = self._total("gpu_time_ms")
-        return total if total is not None else float(self.ops["gpu_ms"].sum())
+        return self._total("gpu_time_ms")
 
     @property
     def host_time_ms(self) -> float:
         """The host's time in ms to issue every op (0 in graph execution)."""
-        total = self._total("host_time_ms")
-        return total if total is not None else float(self.ops["host_ms"].sum())
+        return self._total("host_time_ms")
 
     @property
     def memory_bound_ops(self) -> int:
         """Ops (the flush aside) whose time is set by DRAM or on-chip bandwidth."""
-        total = self._total("memory_bound_ops")
-        if total is not None:
-            return total
-        real = self.ops["op"] != FLUSH
-        return int(np.count_nonzero(self.ops["bound"][real].isin(MEMORY_BOUNDS)))
+        return self._total("memory_bound_ops")
 
     def metrics(self) -> dict:
         """The time metrics (``TIME_METRICS``) of ``lab.sim.simulate.metrics_of_counts``: NaN for ``UNTIMED``."""
         if self._ops is None and self._build is None:
             return dict.fromkeys(TIME_METRICS, math.nan)
-        return {"step_time_ms": self.step_time_ms, "gpu_time_ms": self.gpu_time_ms,
-                "host_time_ms": self.host_time_ms, "memory_bound_ops": self.memory_bound_ops}
+        return {name: self._total(name) for name in TIME_METRICS}
+
+
+def step_totals(end_ms: np.ndarray, gpu_ms: np.ndarray, host_ms: np.ndarray, op_bounds: np.ndarray) -> dict:
+    """The time metrics (``TIME_METRICS``) of a step: ``end_ms``, ``gpu_ms``, ``host_ms`` per row of its table
+    (the flush included), ``op_bounds`` the ``bound`` of each op (the flush aside). Sums as pandas sums a column
+    (numpy's, in row order), so the totals are the same whether or not the table was built."""
+    return {"step_time_ms": float(end_ms[-1]) if len(end_ms) else 0.0,
+            "gpu_time_ms": float(np.sum(np.asarray(gpu_ms, np.float64))),
+            "host_time_ms": float(np.sum(np.asarray(host_ms, np.float64))),
+            "memory_bound_ops": int(np.count_nonzero(np.isin(op_bounds, MEMORY_BOUNDS)))}
 
 
 # No step time: a trace that records its ops, simulated with a preset that lacks the numbers (metrics: NaN).
@@ -269,11 +274,7 @@ def step_times(ops: pd.DataFrame, dram_read_bytes, dram_write_bytes, flush_bytes
         table["wait_ms"] = start - previous
         return table
 
-    # the totals as the table's columns give them (pandas sums a float64 column as numpy does, in row order)
-    totals = {"step_time_ms": float(end[-1]), "gpu_time_ms": float(pd.Series(gpu_all).sum()),
-              "host_time_ms": float(pd.Series(host_all).sum()),
-              "memory_bound_ops": int(np.count_nonzero(np.isin(bound, MEMORY_BOUNDS)))}
-    return StepTime(None, execution, build=build, totals=totals)
+    return StepTime(None, execution, build=build, totals=step_totals(end, gpu_all, host_all, bound))
 
 
 @kernel

@@ -399,27 +399,31 @@ def capture_model(name: str, batch_size: int = 1, seq_length: int = 512, dtype: 
         params["lowering"] = lowering
     path = cache_dir() / f"{preset.name}-{_cache_key(params)}.parquet"
     # a configuration cached before was checked then (its overrides are in the key): read back, it needs neither
-    # torch nor transformers, whose imports cost a few seconds in each new process (a report's kernel, the app's)
-    cached = _read_cached(path, params, lowering) if cache and path.exists() else None
+    # torch nor transformers, whose imports cost a few seconds in each new process (a report's kernel, the app's);
+    # a file that cannot be read is left to the locked lookup below, which says so
+    cached = _read_cached(path if cache else None, params, lowering, warn=False)
     if cached is not None:
         return cached
     _check_capture_config(preset, overrides, training)
     with _capture_lock(path if cache else None):
-        cached = _read_cached(path, params, lowering) if cache and path.exists() else None  # another process's
+        cached = _read_cached(path if cache else None, params, lowering, warn=True)  # another process's, perhaps
         if cached is not None:
             return cached
         return _capture_uncached(preset, params, path, cache, batch_size, seq_length, dtype, training,
                                  weight_dtype, routing, routing_skew, seed, use_cache, persist, overrides)
 
 
-def _read_cached(path: Path, params: dict, lowering) -> Optional[pd.DataFrame]:
-    """The capture cached at ``path`` with its ``attrs``, or None (with a warning) when it cannot be read (a
-    truncated or corrupt file: it is captured again)."""
+def _read_cached(path: Optional[Path], params: dict, lowering, warn: bool) -> Optional[pd.DataFrame]:
+    """The capture cached at ``path`` with its ``attrs``, or None: no path (caching off), no file, or a file that
+    cannot be read (truncated or corrupt: it is captured again; with ``warn``, a warning says so)."""
+    if path is None or not path.exists():
+        return None
     try:
         trace = pd.read_parquet(path)
     except Exception as error:  # noqa: BLE001 (pyarrow, OSError: a truncated or corrupt file)
-        warnings.warn(f"the cached capture {path} cannot be read ({type(error).__name__}); capturing again",
-                      stacklevel=3)
+        if warn:
+            warnings.warn(f"the cached capture {path} cannot be read ({type(error).__name__}); capturing again",
+                          stacklevel=3)
         return None
     trace.attrs["capture"] = params
     trace.attrs["lowering"] = lowering
