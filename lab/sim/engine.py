@@ -18,9 +18,10 @@ On each access, as libCacheSim's ``cache_get_base`` does:
 The driver keeps residency, occupancy, dirty bits, victims, per-access
 results and the counters behind the metrics, once for every policy; a policy
 keeps only its own state, a ``NamedTuple`` of arrays and scalars. Hooks are
-plain functions that the driver inlines at compile time (numba overloads of
-the stubs below, chosen by the state's type), so each policy compiles to one
-specialized loop, cached on disk like every kernel (see ``lab.compiled``).
+plain functions that the driver calls or inlines (``lab.sim.policy.INLINED_HOOKS``)
+at compile time (numba overloads of the stubs below, chosen by the state's
+type), so each policy compiles to one specialized loop, cached on disk like
+every kernel (see ``lab.compiled``).
 
 The loop is compiled without numba's reference counting (``_nrt=False``):
 every array is allocated in Python, and no atomic reference-count updates
@@ -286,7 +287,7 @@ def driver_for(policy_cls):
                                       _drive.__closure__)
         function.__qualname__ = name
         function.__doc__ = _drive.__doc__
-        # the loop inlines the policy's hooks: its cache stamp covers the modules that define them (with what
+        # the loop compiles in the policy's hooks: its cache stamp covers the modules that define them (with what
         # they import) besides this one, not the other policies' files
         _DRIVERS[policy_cls] = kernel(function, _nrt=False, depends=modules)
     return _DRIVERS[policy_cls]
