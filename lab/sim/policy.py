@@ -41,9 +41,9 @@ from lab.sim.engine import NO_VICTIM
 POLICIES: Registry[Type["Policy"]] = Registry("policy")
 HOOKS = tuple(engine.HOOK_STUBS)
 # The hooks the loop inlines (numba copies their code into each call site and types it there again); the others
-# it calls, compiled once per policy. Measured on 8 policies (LRU to LIRS, a 2,000,000-access Zipf trace): inlining
-# every hook took 16 % more compile time than inlining evict alone, for the same speed within the noise; calling
-# evict too cost ARC, S3-FIFO and 2Q 10-16 % of their speed.
+# it calls, compiled once per policy. Measured on 8 policies (docs/benchmark-log.md, 2026-12-07): inlining evict
+# alone compiles in 16 % less time than inlining every hook, at the same speed within the noise; calling evict
+# too cost ARC, S3-FIFO and 2Q 10-16 % of their speed.
 INLINED_HOOKS = frozenset({"evict"})
 
 
