@@ -76,11 +76,17 @@ def _stop(server) -> None:
 
 
 @pytest.fixture(scope="module")
-def app():
-    """One Voila server for the module's tests (each loads its own page: a kernel of its own)."""
-    server, url = _serve()
-    yield url
-    _stop(server)
+def server():
+    """One Voila server for the module's tests, culling idle kernels with no page connected after 5 s (the last
+    test checks that a closed page's kernel goes; an open page's is never culled)."""
+    served, url = _serve(cull_idle_timeout_s=5, cull_interval_s=1)
+    yield served, url
+    _stop(served)
+
+
+@pytest.fixture
+def app(server):
+    return server[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +116,17 @@ def _metrics_text(driver) -> str:
 
 
 PAGE_TIMEOUT_S = 420  # the notebook's first run: a kernel, the imports, the first update
+
+
+@pytest.fixture
+def page(app, browser) -> str:
+    """The explorer's page in the browser, its metrics rendered; returns their text. One page (one kernel) serves
+    the module's tests in turn: it is loaded only when the browser does not show it already."""
+    shown = _metrics_text(browser)
+    if "Belady" in shown:
+        return shown
+    browser.get(app)
+    return _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
 
 
 def _wait(predicate, timeout=120, poll=0.5, what="the page"):
@@ -142,11 +159,11 @@ def _click_tab(driver, title):
 
 
 @needs_browser
-def test_changing_a_control_rerenders_the_metrics(app, browser, tmp_path, capsys):
+@pytest.mark.slow  # the four browser tests: one page, loaded once (slow tests run first, in file order)
+def test_changing_a_control_rerenders_the_metrics(page, browser, tmp_path, capsys):
     from selenium.webdriver.common.keys import Keys
 
-    browser.get(app)
-    first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    first = page
     headline = _wait(lambda: (t := browser.execute_script("return document.body.innerText")) and
                      "best online policy" in t and t, timeout=30, what="the headline")
     assert "byte hit rate" in headline and "DRAM traffic" in headline
@@ -169,11 +186,10 @@ def test_changing_a_control_rerenders_the_metrics(app, browser, tmp_path, capsys
 
 
 @needs_browser
-def test_every_tab_and_the_sweep_draw_a_figure(app, browser, tmp_path, capsys):
+@pytest.mark.slow
+def test_every_tab_and_the_sweep_draw_a_figure(page, browser, tmp_path, capsys):
     from selenium.webdriver.common.action_chains import ActionChains
 
-    browser.get(app)
-    _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
     drawn = {}
     for title in TABS:
         _click_tab(browser, title)
@@ -223,25 +239,11 @@ def _kernels(server) -> list:
 
 
 @needs_browser
-def test_a_closed_pages_kernel_is_culled(browser):
-    server, url = _serve(cull_idle_timeout_s=5, cull_interval_s=1)
-    try:
-        browser.get(url)
-        _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
-        assert len(_kernels(server)) == 1
-        browser.get("about:blank")  # the visitor leaves: the kernel's connection closes
-        _wait(lambda: not _kernels(server), timeout=60, what="the idle kernel to be culled")
-    finally:
-        _stop(server)
-
-
-@needs_browser
 @pytest.mark.slow
-def test_a_captured_preset_in_the_app(app, browser):
+def test_a_captured_preset_in_the_app(page, browser):
     """Switching the workload to a captured model (gpt2's forward pass, captured in the page's kernel) re-renders
     the metrics and the timeline, and clears the synthetic model's capacity sweep, saying why."""
-    browser.get(app)
-    first = _wait(lambda: (t := _metrics_text(browser)) and "Belady" in t and t, timeout=PAGE_TIMEOUT_S)
+    first = page
     _click_tab(browser, "traffic vs capacity")
     browser.find_element("xpath", "//button[normalize-space()='sweep capacity']").click()
     _wait(lambda: _visible_figures(browser), timeout=180, what="the sweep's figure")
@@ -255,6 +257,19 @@ def test_a_captured_preset_in_the_app(app, browser):
     _click_tab(browser, "timeline")
     _wait(lambda: _visible_figures(browser), what="the captured model's timeline")
     assert "Cannot run" not in browser.page_source and "Traceback" not in browser.page_source
+
+
+@needs_browser
+@pytest.mark.slow
+def test_a_closed_pages_kernel_is_culled(server, page, browser):
+    """The page's kernel lives while the page is open (the server culls idle kernels with no page connected after
+    5 s); once the visitor leaves, it is shut down."""
+    served, _ = server
+    assert len(_kernels(served)) == 1
+    time.sleep(3)  # a culling pass or more while the page is open: its kernel stays
+    assert len(_kernels(served)) == 1
+    browser.get("about:blank")  # the visitor leaves: the kernel's connection closes
+    _wait(lambda: not _kernels(served), timeout=60, what="the idle kernel to be culled")
 
 
 def test_the_served_page_is_the_app_only():

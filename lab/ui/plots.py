@@ -1,4 +1,4 @@
-"""Figures of ``lab`` results (matplotlib, seaborn styling); every notebook and report draws with these.
+"""Figures of ``lab`` results (matplotlib, in seaborn's whitegrid style); every notebook and report draws with these.
 
 Each function takes lab results and returns a matplotlib Figure, labelled with
 units. Nothing here is random: the same results give the same figure. Each
@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from lab.bounds.optimal import OPTIMUM, OPTIMUM_ACHIEVABLE, OPTIMUM_LOWER
 from lab.analysis.sweep import is_optimum
@@ -28,12 +27,32 @@ from lab.units import BYTES_PER_MB
 TRAFFIC_METRICS = ("dram_traffic_mb",)  # what the optimum's bracket bounds
 
 
+# seaborn's ``axes_style("whitegrid")`` and ``plotting_context("notebook")`` (0.13) as matplotlib settings, less
+# its default colormap (every image here names its own): importing seaborn for them took 1.5 s in each process that
+# draws (it imports scipy.stats and ipywidgets). tests/test_figures.py checks they are still seaborn's.
+FIGURE_STYLE = {
+    "figure.facecolor": "white", "axes.facecolor": "white", "axes.edgecolor": ".8", "axes.labelcolor": ".15",
+    "axes.axisbelow": True, "axes.grid": True, "grid.color": ".8", "grid.linestyle": "-", "text.color": ".15",
+    "xtick.color": ".15", "ytick.color": ".15", "xtick.direction": "out", "ytick.direction": "out",
+    "xtick.top": False, "ytick.right": False, "xtick.bottom": False, "ytick.left": False,
+    "axes.spines.left": True, "axes.spines.bottom": True, "axes.spines.right": True, "axes.spines.top": True,
+    "font.family": ["sans-serif"],
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+    "lines.solid_capstyle": "round", "patch.edgecolor": "w", "patch.force_edgecolor": True,
+    "axes.linewidth": 1.25, "grid.linewidth": 1, "lines.linewidth": 1.5, "lines.markersize": 6,
+    "patch.linewidth": 1, "xtick.major.width": 1.25, "ytick.major.width": 1.25, "xtick.minor.width": 1,
+    "ytick.minor.width": 1, "xtick.major.size": 6, "ytick.major.size": 6, "xtick.minor.size": 4,
+    "ytick.minor.size": 4, "font.size": 12, "axes.labelsize": 12, "axes.titlesize": 12, "xtick.labelsize": 11,
+    "ytick.labelsize": 11, "legend.fontsize": 11, "legend.title_fontsize": 12,
+}
+
+
 def _styled(plot):
-    """Draw ``plot`` in seaborn's whitegrid style without changing the caller's matplotlib settings."""
+    """Draw ``plot`` in ``FIGURE_STYLE`` without changing the caller's matplotlib settings."""
 
     @functools.wraps(plot)
     def draw(*args, **kwargs):
-        with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+        with matplotlib.rc_context(FIGURE_STYLE):
             return plot(*args, **kwargs)
 
     return draw
@@ -906,6 +925,8 @@ def study_gap(gaps: pd.DataFrame) -> Figure:
     fig = _new_figure(8, 0.22 * len(order) * max(len(phases), 1) + 1.5)
     ax = fig.subplots()
     shown = rows.assign(policy=rows["policy"].map(policy_label))
+    import seaborn as sns  # for this figure only: its import is slow
+
     with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated vert=: its notice, not ours
         warnings.filterwarnings("ignore", message="vert: bool was deprecated", category=DeprecationWarning)
         sns.boxplot(data=shown, y="policy", x="gap_pct", hue="phase", order=[policy_label(p) for p in order],
