@@ -26,7 +26,7 @@ from lab.units import BYTES_PER_MB
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# --- the suite on several processes (pytest-xdist: make test runs ``pytest -n 2``) -------------------------
+# --- the suite on several processes (pytest-xdist: make test runs ``pytest -n 3``) -------------------------
 # With ``--dist loadgroup`` (pyproject.toml's addopts) the tests of each file listed here run on one worker, in
 # order: they share module-scoped fixtures (a report run, a study, a Voila server and browser) made once. A
 # tutorial notebook's cells (nbval) share one kernel and run in order: each notebook is such a group too. Every
@@ -60,7 +60,7 @@ def pytest_xdist_make_scheduler(config, log):
     return FileGroups(config, log)
 
 
-# On a clean clone numba's disk cache is empty, and two workers would compile the same kernels side by side
+# On a clean clone numba's disk cache is empty, and the workers would compile the same kernels side by side
 # (each of the 20 policies' loops takes seconds). Before the workers start, the controller fills the cache
 # once, in a process of its own that compiles the loops side by side with lab.sim.precompile's workers
 # (private cache folders, adopted whole): every policy's loop on the scratchpad and the hardware cache, the
