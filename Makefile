@@ -37,11 +37,11 @@ app: $(STAMP) ## Serve the explorer as a web page with Voila on http://127.0.0.1
 
 # Python's bytecode caches are written (into __pycache__, gitignored, where numba keeps its compiled kernels too):
 # the suite starts about 70 Python processes, and without them each compiled lab's modules again and each pytest
-# worker re-rewrote every test module (collecting took 16 s instead of 9 s a worker)
+# worker re-rewrote every test module (docs/benchmark-log.md, 2026-12-07)
 unexport PYTHONDONTWRITEBYTECODE
 
 # three processes on this project's 2-core machine: many tests wait on another process (a notebook kernel, a Voila
-# server and its browser, a Dask cluster), and a third worker runs meanwhile (clean clone: 280-292 -> 268 s)
+# server and its browser, a Dask cluster), and a third worker runs meanwhile (docs/benchmark-log.md, 2026-12-07)
 TEST_WORKERS ?= 3
 test: $(STAMP) ## Run the whole test suite on TEST_WORKERS processes (default 3; pytest-xdist)
 	$(PY) -m pytest -n $(TEST_WORKERS)
